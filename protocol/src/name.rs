@@ -1,0 +1,107 @@
+//! Validation of the relative file names a sender offers.
+//!
+//! A receiver joins the name onto its receive directory, so the name must not be able to leave
+//! it: no absolute path, no `..`, no empty or `.` component, no NUL. Names are UTF-8 and bounded
+//! so they fit one control message. (Symlinks planted inside the directory are the receiver's
+//! file-system concern, not something a name check can see.)
+
+use core::fmt;
+
+/// Longest accepted name in bytes; a header with its name fits one control buffer.
+pub const MAX_NAME_LEN: usize = 4000;
+/// Longest accepted path component in bytes (Linux `NAME_MAX`).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// Why a name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// The name is empty.
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`], or a component longer than [`MAX_COMPONENT_LEN`].
+    TooLong,
+    /// Not valid UTF-8.
+    NotUtf8,
+    /// Contains a NUL byte.
+    Nul,
+    /// Starts with `/`.
+    Absolute,
+    /// Has a `..` component.
+    ParentDir,
+    /// Has an empty (`a//b`, trailing `/`) or `.` component.
+    EmptyComponent,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameError::Empty => "empty name",
+            NameError::TooLong => "name or component too long",
+            NameError::NotUtf8 => "name is not UTF-8",
+            NameError::Nul => "name contains NUL",
+            NameError::Absolute => "name is absolute",
+            NameError::ParentDir => "name has a '..' component",
+            NameError::EmptyComponent => "name has an empty or '.' component",
+        })
+    }
+}
+
+/// Checks `raw` and returns it as `&str` if it is a safe relative name.
+pub fn validate_name(raw: &[u8]) -> Result<&str, NameError> {
+    if raw.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if raw.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    if raw.contains(&0) {
+        return Err(NameError::Nul);
+    }
+    let name = core::str::from_utf8(raw).map_err(|_| NameError::NotUtf8)?;
+    if name.starts_with('/') {
+        return Err(NameError::Absolute);
+    }
+    for component in name.split('/') {
+        match component {
+            "" | "." => return Err(NameError::EmptyComponent),
+            ".." => return Err(NameError::ParentDir),
+            c if c.len() > MAX_COMPONENT_LEN => return Err(NameError::TooLong),
+            _ => {}
+        }
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_and_nested_names() {
+        assert_eq!(validate_name(b"a.txt"), Ok("a.txt"));
+        assert_eq!(validate_name(b"dir/sub/f"), Ok("dir/sub/f"));
+        assert_eq!(validate_name("ünï/cødé".as_bytes()), Ok("ünï/cødé"));
+        assert_eq!(validate_name(b"..hidden/x.."), Ok("..hidden/x.."));
+    }
+
+    #[test]
+    fn refuses_escapes_and_garbage() {
+        assert_eq!(validate_name(b""), Err(NameError::Empty));
+        assert_eq!(validate_name(b"/etc/passwd"), Err(NameError::Absolute));
+        assert_eq!(validate_name(b".."), Err(NameError::ParentDir));
+        assert_eq!(validate_name(b"a/../../b"), Err(NameError::ParentDir));
+        assert_eq!(validate_name(b"a//b"), Err(NameError::EmptyComponent));
+        assert_eq!(validate_name(b"a/"), Err(NameError::EmptyComponent));
+        assert_eq!(validate_name(b"./a"), Err(NameError::EmptyComponent));
+        assert_eq!(validate_name(b"a\0b"), Err(NameError::Nul));
+        assert_eq!(validate_name(&[0xff, 0xfe]), Err(NameError::NotUtf8));
+        assert_eq!(
+            validate_name(&[b'a'; MAX_NAME_LEN + 1]),
+            Err(NameError::TooLong)
+        );
+        assert_eq!(
+            validate_name(&[b'a'; MAX_COMPONENT_LEN + 1]),
+            Err(NameError::TooLong)
+        );
+        assert!(validate_name(&[b'a'; MAX_COMPONENT_LEN]).is_ok());
+    }
+}

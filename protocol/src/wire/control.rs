@@ -1,0 +1,560 @@
+//! Control messages: two-sided SENDs after the handshake, each starting with a [`CtrlHeader`].
+//!
+//! The received byte count is authoritative: the header's length must equal it exactly, and
+//! every fixed body must be exactly its size (plus the declared name / text for the two
+//! variable messages).
+
+use super::{read_prefix, write_with_tail, BufferTooSmall, DecodeError};
+use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
+use crate::name::{validate_name, MAX_NAME_LEN};
+use zerocopy::byteorder::network_endian::{I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Size of every control receive buffer; no control message is longer.
+pub const CTRL_MSG_MAX: usize = 4096;
+/// Longest error text carried in an error message, in bytes.
+pub const MAX_ERROR_TEXT: usize = 128;
+
+/// PROTOCOL.md "Control header": first 8 bytes of every control message.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CtrlHeader {
+    kind: u8,
+    flags: u8,
+    length: U16,
+    ack: U32,
+}
+const HDR: usize = 8;
+const _: () = assert!(core::mem::size_of::<CtrlHeader>() == HDR);
+
+/// Control message type byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MsgKind {
+    /// Sender → receiver: offer a file.
+    FileHeader = 0x10,
+    /// Receiver → sender: accept (from an offset) or reject a file.
+    FileAnswer = 0x11,
+    /// Receiver → sender: cumulative count of consumed chunks.
+    Credit = 0x12,
+    /// Sender → receiver: all data of a file is written; length and digest.
+    FileEnd = 0x13,
+    /// Receiver → sender: verdict on a file.
+    FileResult = 0x14,
+    /// Sender → receiver: acknowledges processed control messages, nothing else.
+    Ack = 0x15,
+    /// Either way: orderly end of the session.
+    Goodbye = 0x16,
+    /// Either way: abort with a code and text.
+    Error = 0x17,
+}
+
+impl MsgKind {
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        Ok(match v {
+            0x10 => MsgKind::FileHeader,
+            0x11 => MsgKind::FileAnswer,
+            0x12 => MsgKind::Credit,
+            0x13 => MsgKind::FileEnd,
+            0x14 => MsgKind::FileResult,
+            0x15 => MsgKind::Ack,
+            0x16 => MsgKind::Goodbye,
+            0x17 => MsgKind::Error,
+            other => return Err(DecodeError::UnknownType(other)),
+        })
+    }
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct FileHeaderBody {
+    file_id: U64,
+    size: U64,
+    mtime_sec: I64,
+    mtime_nsec: U32,
+    mode: U32,
+    flags: U32,
+    name_len: U16,
+    reserved: U16,
+}
+const _: () = assert!(core::mem::size_of::<FileHeaderBody>() == 40);
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct FileAnswerBody {
+    file_id: U64,
+    offset: U64,
+    decision: u8,
+    reserved: u8,
+    reason: U16,
+    reserved2: U32,
+}
+const _: () = assert!(core::mem::size_of::<FileAnswerBody>() == 24);
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct CreditBody {
+    consumed: U64,
+}
+const _: () = assert!(core::mem::size_of::<CreditBody>() == 8);
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct FileEndBody {
+    file_id: U64,
+    length: U64,
+    digest_kind: u8,
+    digest_len: u8,
+    reserved: [u8; 6],
+    digest: [u8; 32],
+}
+const _: () = assert!(core::mem::size_of::<FileEndBody>() == 56);
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct FileResultBody {
+    file_id: U64,
+    status: U16,
+    reserved: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FileResultBody>() == 16);
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct ErrorBody {
+    code: U16,
+    text_len: U16,
+    reserved: U32,
+}
+const _: () = assert!(core::mem::size_of::<ErrorBody>() == 8);
+
+/// Size of a file header with an `n`-byte name.
+const fn header_len(n: usize) -> usize {
+    HDR + 40 + n
+}
+const _: () = assert!(header_len(MAX_NAME_LEN) <= CTRL_MSG_MAX);
+const _: () = assert!(HDR + 8 + MAX_ERROR_TEXT <= CTRL_MSG_MAX);
+
+/// A file offered by the sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader<'a> {
+    /// Sender-chosen id, unique among the session's open files.
+    pub file_id: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds part (< 10⁹).
+    pub mtime_nsec: u32,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Validated relative name.
+    pub name: &'a str,
+}
+
+/// The receiver's decision on a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum FileAnswer {
+    /// Send the file from `offset` (0: all of it; more: resume after verified data).
+    Accept {
+        /// First byte the sender must send.
+        offset: u64,
+    },
+    /// Do not send the file.
+    Reject(FileRejectReason),
+}
+
+/// Digest algorithm of a file end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum DigestKind {
+    /// No digest; only the length is checked.
+    None,
+    /// XXH3, 128-bit (16 bytes).
+    Xxh3_128,
+    /// BLAKE3, 256-bit (32 bytes).
+    Blake3,
+}
+
+impl DigestKind {
+    /// Digest length in bytes.
+    pub const fn len(self) -> usize {
+        match self {
+            DigestKind::None => 0,
+            DigestKind::Xxh3_128 => 16,
+            DigestKind::Blake3 => 32,
+        }
+    }
+
+    /// Whether this kind carries no bytes.
+    pub const fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    const fn to_u8(self) -> u8 {
+        match self {
+            DigestKind::None => 0,
+            DigestKind::Xxh3_128 => 1,
+            DigestKind::Blake3 => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(DigestKind::None),
+            1 => Ok(DigestKind::Xxh3_128),
+            2 => Ok(DigestKind::Blake3),
+            _ => Err(DecodeError::BadValue {
+                field: "digest kind",
+            }),
+        }
+    }
+}
+
+/// A file digest: the algorithm and its bytes (unused tail bytes are zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Digest {
+    /// Algorithm.
+    pub kind: DigestKind,
+    /// Value in the first `kind.len()` bytes, zero after.
+    pub bytes: [u8; 32],
+}
+
+impl Digest {
+    /// No digest.
+    pub const NONE: Digest = Digest {
+        kind: DigestKind::None,
+        bytes: [0; 32],
+    };
+
+    /// A digest of `kind` from its bytes; `None` if the length is not `kind.len()`.
+    pub fn new(kind: DigestKind, value: &[u8]) -> Option<Self> {
+        if value.len() != kind.len() {
+            return None;
+        }
+        let mut bytes = [0; 32];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(Digest { kind, bytes })
+    }
+
+    /// The digest value.
+    pub fn value(&self) -> &[u8] {
+        &self.bytes[..self.kind.len()]
+    }
+}
+
+/// End of a file's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileEnd {
+    /// The file.
+    pub file_id: u64,
+    /// Total file length (equals the header's size).
+    pub length: u64,
+    /// Digest of the whole file.
+    pub digest: Digest,
+}
+
+/// A decoded control message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control<'a> {
+    /// Offer a file.
+    FileHeader(FileHeader<'a>),
+    /// Answer an offer.
+    FileAnswer {
+        /// The file.
+        file_id: u64,
+        /// Decision.
+        answer: FileAnswer,
+    },
+    /// Chunks consumed so far (cumulative).
+    Credit {
+        /// Count of data chunks the receiver has consumed since the session began.
+        consumed: u64,
+    },
+    /// All data of a file sent.
+    FileEnd(FileEnd),
+    /// Verdict on a file.
+    FileResult {
+        /// The file.
+        file_id: u64,
+        /// Verdict.
+        status: FileStatus,
+    },
+    /// Acknowledgement only.
+    Ack,
+    /// Orderly end.
+    Goodbye,
+    /// Abort.
+    Error {
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable detail (≤ [`MAX_ERROR_TEXT`] bytes).
+        text: &'a str,
+    },
+}
+
+impl<'a> Control<'a> {
+    /// The message's type.
+    pub fn kind(&self) -> MsgKind {
+        match self {
+            Control::FileHeader(_) => MsgKind::FileHeader,
+            Control::FileAnswer { .. } => MsgKind::FileAnswer,
+            Control::Credit { .. } => MsgKind::Credit,
+            Control::FileEnd(_) => MsgKind::FileEnd,
+            Control::FileResult { .. } => MsgKind::FileResult,
+            Control::Ack => MsgKind::Ack,
+            Control::Goodbye => MsgKind::Goodbye,
+            Control::Error { .. } => MsgKind::Error,
+        }
+    }
+
+    /// Decodes one control message; returns the header's `ack` count and the message.
+    pub fn decode(bytes: &'a [u8]) -> Result<(u32, Control<'a>), DecodeError> {
+        let (hdr, body) = read_prefix::<CtrlHeader>(bytes)?;
+        let declared = usize::from(hdr.length.get());
+        if declared != bytes.len() {
+            return Err(DecodeError::BadLength {
+                declared,
+                actual: bytes.len(),
+            });
+        }
+        if hdr.flags != 0 {
+            return Err(DecodeError::NonZeroReserved);
+        }
+        let kind = MsgKind::from_u8(hdr.kind)?;
+        let msg = match kind {
+            MsgKind::FileHeader => {
+                let (b, name) = read_prefix::<FileHeaderBody>(body)?;
+                exact(name.len(), usize::from(b.name_len.get()))?;
+                if b.flags.get() != 0 || b.reserved.get() != 0 {
+                    return Err(DecodeError::NonZeroReserved);
+                }
+                if b.mtime_nsec.get() >= 1_000_000_000 {
+                    return Err(DecodeError::BadValue {
+                        field: "mtime_nsec",
+                    });
+                }
+                if b.mode.get() & !0o7777 != 0 {
+                    return Err(DecodeError::BadValue { field: "mode" });
+                }
+                Control::FileHeader(FileHeader {
+                    file_id: b.file_id.get(),
+                    size: b.size.get(),
+                    mtime_sec: b.mtime_sec.get(),
+                    mtime_nsec: b.mtime_nsec.get(),
+                    mode: b.mode.get(),
+                    name: validate_name(name).map_err(DecodeError::InvalidName)?,
+                })
+            }
+            MsgKind::FileAnswer => {
+                let b = fixed::<FileAnswerBody>(body)?;
+                if b.reserved != 0 || b.reserved2.get() != 0 {
+                    return Err(DecodeError::NonZeroReserved);
+                }
+                let answer = match (b.decision, b.reason.get(), b.offset.get()) {
+                    (1, 0, offset) => FileAnswer::Accept { offset },
+                    (2, reason, 0) => FileAnswer::Reject(FileRejectReason(reason)),
+                    _ => return Err(DecodeError::BadValue { field: "decision" }),
+                };
+                Control::FileAnswer {
+                    file_id: b.file_id.get(),
+                    answer,
+                }
+            }
+            MsgKind::Credit => Control::Credit {
+                consumed: fixed::<CreditBody>(body)?.consumed.get(),
+            },
+            MsgKind::FileEnd => {
+                let b = fixed::<FileEndBody>(body)?;
+                if b.reserved != [0; 6] {
+                    return Err(DecodeError::NonZeroReserved);
+                }
+                let kind = DigestKind::from_u8(b.digest_kind)?;
+                if usize::from(b.digest_len) != kind.len()
+                    || b.digest[kind.len()..].iter().any(|&x| x != 0)
+                {
+                    return Err(DecodeError::BadValue { field: "digest" });
+                }
+                Control::FileEnd(FileEnd {
+                    file_id: b.file_id.get(),
+                    length: b.length.get(),
+                    digest: Digest {
+                        kind,
+                        bytes: b.digest,
+                    },
+                })
+            }
+            MsgKind::FileResult => {
+                let b = fixed::<FileResultBody>(body)?;
+                if b.reserved != [0; 6] {
+                    return Err(DecodeError::NonZeroReserved);
+                }
+                Control::FileResult {
+                    file_id: b.file_id.get(),
+                    status: FileStatus(b.status.get()),
+                }
+            }
+            MsgKind::Ack => {
+                exact(body.len(), 0)?;
+                Control::Ack
+            }
+            MsgKind::Goodbye => {
+                exact(body.len(), 0)?;
+                Control::Goodbye
+            }
+            MsgKind::Error => {
+                let (b, text) = read_prefix::<ErrorBody>(body)?;
+                let text_len = usize::from(b.text_len.get());
+                if text_len > MAX_ERROR_TEXT {
+                    return Err(DecodeError::BadValue { field: "text_len" });
+                }
+                exact(text.len(), text_len)?;
+                if b.reserved.get() != 0 {
+                    return Err(DecodeError::NonZeroReserved);
+                }
+                Control::Error {
+                    code: ErrorCode(b.code.get()),
+                    text: core::str::from_utf8(text).map_err(|_| DecodeError::InvalidText)?,
+                }
+            }
+        };
+        Ok((hdr.ack.get(), msg))
+    }
+
+    /// Encodes with the given `ack` count; returns the bytes written.
+    ///
+    /// Error texts longer than [`MAX_ERROR_TEXT`] are cut at a character boundary. Names are
+    /// written as given: callers validate them first (the sender state machine does).
+    pub fn encode(&self, ack: u32, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let (body_len, tail): (usize, &[u8]) = match self {
+            Control::FileHeader(h) => (40, h.name.as_bytes()),
+            Control::FileAnswer { .. } => (24, &[]),
+            Control::Credit { .. } => (8, &[]),
+            Control::FileEnd(_) => (56, &[]),
+            Control::FileResult { .. } => (16, &[]),
+            Control::Ack | Control::Goodbye => (0, &[]),
+            Control::Error { text, .. } => (8, truncate_text(text).as_bytes()),
+        };
+        let total = HDR + body_len + tail.len();
+        let length = u16::try_from(total).map_err(|_| BufferTooSmall { need: total })?;
+        if buf.len() < total {
+            return Err(BufferTooSmall { need: total });
+        }
+        let hdr = CtrlHeader {
+            kind: self.kind() as u8,
+            flags: 0,
+            length: length.into(),
+            ack: ack.into(),
+        };
+        let (head, rest) = buf.split_at_mut(HDR);
+        head.copy_from_slice(hdr.as_bytes());
+        match *self {
+            Control::FileHeader(h) => {
+                let name_len =
+                    u16::try_from(h.name.len()).map_err(|_| BufferTooSmall { need: total })?;
+                let b = FileHeaderBody {
+                    file_id: h.file_id.into(),
+                    size: h.size.into(),
+                    mtime_sec: h.mtime_sec.into(),
+                    mtime_nsec: h.mtime_nsec.into(),
+                    mode: h.mode.into(),
+                    flags: 0.into(),
+                    name_len: name_len.into(),
+                    reserved: 0.into(),
+                };
+                write_with_tail(&b, tail, rest)?;
+            }
+            Control::FileAnswer { file_id, answer } => {
+                let (decision, offset, reason) = match answer {
+                    FileAnswer::Accept { offset } => (1, offset, 0),
+                    FileAnswer::Reject(r) => (2, 0, r.0),
+                };
+                let b = FileAnswerBody {
+                    file_id: file_id.into(),
+                    offset: offset.into(),
+                    decision,
+                    reserved: 0,
+                    reason: reason.into(),
+                    reserved2: 0.into(),
+                };
+                write_with_tail(&b, &[], rest)?;
+            }
+            Control::Credit { consumed } => {
+                write_with_tail(
+                    &CreditBody {
+                        consumed: consumed.into(),
+                    },
+                    &[],
+                    rest,
+                )?;
+            }
+            Control::FileEnd(e) => {
+                let b = FileEndBody {
+                    file_id: e.file_id.into(),
+                    length: e.length.into(),
+                    digest_kind: e.digest.kind.to_u8(),
+                    // Lengths are 0, 16 or 32: always fit a byte.
+                    digest_len: e.digest.kind.len() as u8,
+                    reserved: [0; 6],
+                    digest: canonical_digest(&e.digest),
+                };
+                write_with_tail(&b, &[], rest)?;
+            }
+            Control::FileResult { file_id, status } => {
+                let b = FileResultBody {
+                    file_id: file_id.into(),
+                    status: status.0.into(),
+                    reserved: [0; 6],
+                };
+                write_with_tail(&b, &[], rest)?;
+            }
+            Control::Ack | Control::Goodbye => {}
+            Control::Error { code, .. } => {
+                let b = ErrorBody {
+                    code: code.0.into(),
+                    // tail is at most MAX_ERROR_TEXT (128) bytes.
+                    text_len: (tail.len() as u16).into(),
+                    reserved: 0.into(),
+                };
+                write_with_tail(&b, tail, rest)?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The digest bytes with everything after the algorithm's length zeroed.
+fn canonical_digest(d: &Digest) -> [u8; 32] {
+    let mut out = [0; 32];
+    out[..d.kind.len()].copy_from_slice(d.value());
+    out
+}
+
+/// `text` cut to at most [`MAX_ERROR_TEXT`] bytes on a character boundary.
+fn truncate_text(text: &str) -> &str {
+    let mut end = text.len().min(MAX_ERROR_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn exact(actual: usize, declared: usize) -> Result<(), DecodeError> {
+    if actual == declared {
+        Ok(())
+    } else {
+        Err(DecodeError::BadLength { declared, actual })
+    }
+}
+
+/// Decodes a body that must be exactly `T`.
+fn fixed<T>(body: &[u8]) -> Result<T, DecodeError>
+where
+    T: FromBytes + KnownLayout + Immutable,
+{
+    let (b, rest) = read_prefix::<T>(body)?;
+    exact(body.len(), body.len() - rest.len())?;
+    Ok(b)
+}

@@ -1,0 +1,576 @@
+//! An in-memory model of one RC connection between a [`Sender`] and a [`Receiver`], with the
+//! applications around them, driven by a caller-chosen schedule.
+//!
+//! What it models, and so checks:
+//! - ordered delivery per direction; RDMA writes land in the receiver's ring at delivery time,
+//!   copied from the sender's local slot *then* (so reusing a slot early corrupts data);
+//! - receive buffers: each side has a fixed number posted; a message arriving with none
+//!   posted is an RNR, which fails the run (real tests use `rnr_retry_count = 0`);
+//! - completions: a write completes at the sender after it was delivered;
+//! - applications that read, consume and verify at their own (scheduled) pace.
+//!
+//! Used by the pair tests and by the `pair` fuzz target (included by path).
+#![allow(dead_code)]
+
+use rdmaft_protocol::*;
+use std::collections::{BTreeMap, VecDeque};
+use std::string::String;
+use std::vec::Vec;
+
+/// Test digest: FNV-1a 64 of the data, repeated to 32 bytes, labelled BLAKE3 (the protocol
+/// only carries digests; the driver computes real ones).
+pub fn digest_of(data: &[u8]) -> Digest {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut bytes = [0u8; 32];
+    for i in 0..4 {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&h.to_be_bytes());
+    }
+    Digest {
+        kind: DigestKind::Blake3,
+        bytes,
+    }
+}
+
+/// What the receiving application does with an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Accept,
+    Reject,
+    /// Pretend the first `n` bytes are already present and verified.
+    Resume(u64),
+}
+
+/// A file to send.
+#[derive(Clone, Debug)]
+pub struct SimFile {
+    pub name: String,
+    pub data: Vec<u8>,
+    pub policy: Policy,
+}
+
+pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
+    let data = (0..len).map(|i| (i * 7 + len + name.len()) as u8).collect();
+    SimFile {
+        name: name.into(),
+        data,
+        policy,
+    }
+}
+
+/// One step the scheduler may choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Deliver the next sender → receiver packet into the receiver's completion queue.
+    DeliverToReceiver,
+    /// Deliver the next receiver → sender message into the sender's completion queue.
+    DeliverToSender,
+    /// The receiver's driver polls one completion.
+    ReceiverPoll,
+    /// The sender's driver polls one completion (receive or write completion).
+    SenderPoll,
+    /// The sending application finishes one pending read.
+    SenderRead,
+    /// The receiving application consumes one arrived chunk.
+    ReceiverConsume,
+    /// The receiving application verifies one complete file.
+    ReceiverVerify,
+    /// The sending application starts the next file (or closes when none are left).
+    SenderStart,
+    /// Time passes (1 ms).
+    Tick,
+}
+
+pub const ALL_STEPS: [Step; 9] = [
+    Step::DeliverToReceiver,
+    Step::DeliverToSender,
+    Step::ReceiverPoll,
+    Step::SenderPoll,
+    Step::SenderRead,
+    Step::ReceiverConsume,
+    Step::ReceiverVerify,
+    Step::SenderStart,
+    Step::Tick,
+];
+
+enum Wire {
+    Ctrl(Vec<u8>),
+    Write {
+        slot: u32,
+        len: u32,
+        imm: u32,
+        seq: u64,
+    },
+}
+
+enum SenderCqe {
+    Recv(Vec<u8>),
+    WriteDone(u64),
+}
+
+enum ReceiverCqe {
+    Recv(Vec<u8>),
+    Chunk { imm: u32, len: u32 },
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Files the receiver wrote, by name: the full content as published.
+    pub published: BTreeMap<String, Vec<u8>>,
+    /// The sender's view: file index → final status (or rejection).
+    pub sender_results: BTreeMap<u64, Result<FileStatus, FileRejectReason>>,
+    pub sender_closed: bool,
+    pub receiver_closed: bool,
+    pub sender_failure: Option<Failure>,
+    pub receiver_failure: Option<Failure>,
+    /// Control messages each way, and chunk writes.
+    pub ctrl_to_receiver: u64,
+    pub ctrl_to_sender: u64,
+    pub chunks: u64,
+}
+
+pub struct Pair {
+    pub sender: Sender,
+    pub receiver: Receiver,
+    pub now: u64,
+    files: Vec<SimFile>,
+    next_file: usize,
+    closed_requested: bool,
+    chunk: usize,
+    // memory
+    local_slots: Vec<u8>,
+    ring: Vec<u8>,
+    // wires and completion queues
+    to_receiver: VecDeque<Wire>,
+    to_sender: VecDeque<Vec<u8>>,
+    receiver_cq: VecDeque<ReceiverCqe>,
+    sender_cq: VecDeque<SenderCqe>,
+    /// Writes delivered, completion not yet generated (completes in order after delivery).
+    receiver_posted: u32,
+    sender_posted: u32,
+    // applications
+    pending_reads: VecDeque<ChunkRead>,
+    pending_consume: VecDeque<ChunkArrival>,
+    pending_verify: VecDeque<(u64, u64, Digest)>,
+    /// Receiver side: file id → (name, buffer being assembled).
+    incoming: BTreeMap<u64, (String, Vec<u8>)>,
+    pub outcome: Outcome,
+    pub rnr: Option<&'static str>,
+}
+
+pub struct Config {
+    pub sender: Params,
+    pub receiver: Params,
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    pub fn new(chunk: u32, window: u32) -> Config {
+        let features = Features::RESUME | Features::DIGEST_BLAKE3;
+        Config {
+            sender: Params {
+                features,
+                chunk_size: chunk,
+                window,
+                ctrl_depth: 4,
+            },
+            receiver: Params {
+                features,
+                chunk_size: chunk,
+                window,
+                ctrl_depth: 16,
+            },
+            idle_timeout_ms: None,
+        }
+    }
+}
+
+impl Pair {
+    /// Handshake through the real encoders, then build both machines.
+    pub fn new(cfg: &Config, files: Vec<SimFile>) -> Result<Pair, String> {
+        let mut hello = [0u8; 56];
+        let n = cfg
+            .sender
+            .hello()
+            .encode(&mut hello)
+            .map_err(|e| format!("{e:?}"))?;
+        assert!(n <= 56);
+        let agreed = negotiate(&hello, &cfg.receiver).map_err(|r| format!("rejected: {r}"))?;
+        let ring_len = usize::try_from(agreed.ring_len()).map_err(|e| e.to_string())?;
+        let ring = RingInfo {
+            addr: 0x1000_0000,
+            len: agreed.ring_len(),
+            rkey: 0xabcd,
+        };
+        let (rneg, reply) = agreed.accept(ring, cfg.receiver.ctrl_depth);
+        let mut rep = [0u8; 196];
+        reply.encode(&mut rep).map_err(|e| format!("{e:?}"))?;
+        let sneg = check_reply(&rep, &cfg.sender).map_err(|e| e.to_string())?;
+        let idle = cfg.idle_timeout_ms.map(core::time::Duration::from_millis);
+        let chunk = sneg.chunk_size as usize;
+        let window = sneg.window as usize;
+        Ok(Pair {
+            sender: Sender::new(sneg, idle, Instant::ZERO),
+            receiver: Receiver::new(rneg, idle, Instant::ZERO),
+            now: 0,
+            files,
+            next_file: 0,
+            closed_requested: false,
+            chunk,
+            local_slots: vec![0; chunk * window],
+            ring: vec![0; ring_len],
+            to_receiver: VecDeque::new(),
+            to_sender: VecDeque::new(),
+            receiver_cq: VecDeque::new(),
+            sender_cq: VecDeque::new(),
+            // The receiver posts its control depth plus one receive per window slot.
+            receiver_posted: u32::from(rneg.receiver_ctrl_depth) + rneg.window,
+            sender_posted: u32::from(sneg.sender_ctrl_depth),
+            pending_reads: VecDeque::new(),
+            pending_consume: VecDeque::new(),
+            pending_verify: VecDeque::new(),
+            incoming: BTreeMap::new(),
+            outcome: Outcome::default(),
+            rnr: None,
+        })
+    }
+
+    fn instant(&self) -> Instant {
+        Instant::from_nanos(self.now * 1_000_000)
+    }
+
+    pub fn done(&self) -> bool {
+        self.sender.is_ended()
+            && self.receiver.is_ended()
+            && self.to_receiver.is_empty()
+            && self.to_sender.is_empty()
+    }
+
+    /// Whether `step` can do anything now.
+    pub fn enabled(&self, step: Step) -> bool {
+        match step {
+            Step::DeliverToReceiver => !self.to_receiver.is_empty(),
+            Step::DeliverToSender => !self.to_sender.is_empty(),
+            Step::ReceiverPoll => !self.receiver_cq.is_empty(),
+            Step::SenderPoll => !self.sender_cq.is_empty(),
+            Step::SenderRead => !self.pending_reads.is_empty(),
+            Step::ReceiverConsume => !self.pending_consume.is_empty(),
+            Step::ReceiverVerify => !self.pending_verify.is_empty(),
+            Step::SenderStart => {
+                !self.closed_requested
+                    && (self.next_file == self.files.len() || self.sender.can_start_file())
+            }
+            Step::Tick => false,
+        }
+    }
+
+    /// Runs `step`; disabled steps do nothing. Returns an error on an RNR or a machine error.
+    pub fn step(&mut self, step: Step) -> Result<(), String> {
+        self.now += 1;
+        let now = self.instant();
+        match step {
+            Step::DeliverToReceiver => {
+                if let Some(w) = self.to_receiver.pop_front() {
+                    if self.receiver_posted == 0 {
+                        self.rnr = Some("receiver");
+                        return Err("RNR at the receiver".into());
+                    }
+                    self.receiver_posted -= 1;
+                    match w {
+                        Wire::Ctrl(bytes) => self.receiver_cq.push_back(ReceiverCqe::Recv(bytes)),
+                        Wire::Write {
+                            slot,
+                            len,
+                            imm,
+                            seq,
+                        } => {
+                            let at = slot as usize * self.chunk;
+                            let src = &self.local_slots[at..at + len as usize];
+                            self.ring[at..at + len as usize].copy_from_slice(src);
+                            self.receiver_cq.push_back(ReceiverCqe::Chunk { imm, len });
+                            self.sender_cq.push_back(SenderCqe::WriteDone(seq));
+                        }
+                    }
+                }
+            }
+            Step::DeliverToSender => {
+                if let Some(bytes) = self.to_sender.pop_front() {
+                    if self.sender_posted == 0 {
+                        self.rnr = Some("sender");
+                        return Err("RNR at the sender".into());
+                    }
+                    self.sender_posted -= 1;
+                    self.sender_cq.push_back(SenderCqe::Recv(bytes));
+                }
+            }
+            Step::ReceiverPoll => match self.receiver_cq.pop_front() {
+                Some(ReceiverCqe::Recv(bytes)) => {
+                    self.receiver_posted += 1; // reposted before handling
+                    self.receiver_control(now, &bytes)?;
+                }
+                Some(ReceiverCqe::Chunk { imm, len }) => {
+                    self.receiver_posted += 1;
+                    let arrival = self
+                        .receiver
+                        .handle_chunk(now, imm, len)
+                        .map_err(|e| format!("receiver chunk: {e}"))?;
+                    self.pending_consume.push_back(arrival);
+                }
+                None => {}
+            },
+            Step::SenderPoll => match self.sender_cq.pop_front() {
+                Some(SenderCqe::Recv(bytes)) => {
+                    self.sender_posted += 1;
+                    self.sender
+                        .handle_control(now, &bytes)
+                        .map_err(|e| format!("sender control: {e}"))?;
+                }
+                Some(SenderCqe::WriteDone(seq)) => {
+                    self.sender
+                        .handle_write_completed(now, seq)
+                        .map_err(|e| format!("write completion: {e}"))?;
+                }
+                None => {}
+            },
+            Step::SenderRead => {
+                if let Some(r) = self.pending_reads.pop_front() {
+                    let f = &self.files[r.file_id as usize];
+                    let src =
+                        &f.data[r.file_offset as usize..r.file_offset as usize + r.len as usize];
+                    let at = r.slot as usize * self.chunk;
+                    self.local_slots[at..at + r.len as usize].copy_from_slice(src);
+                    self.sender
+                        .data_ready(now, r.seq)
+                        .map_err(|e| format!("data ready: {e}"))?;
+                }
+            }
+            Step::ReceiverConsume => {
+                if let Some(a) = self.pending_consume.pop_front() {
+                    let (_, buf) = self
+                        .incoming
+                        .get_mut(&a.file_id)
+                        .ok_or("chunk for unknown file")?;
+                    let at = a.ring_offset as usize;
+                    let off = a.file_offset as usize;
+                    buf[off..off + a.len as usize]
+                        .copy_from_slice(&self.ring[at..at + a.len as usize]);
+                    self.receiver
+                        .chunk_consumed(now, a.seq)
+                        .map_err(|e| format!("consume: {e}"))?;
+                }
+            }
+            Step::ReceiverVerify => {
+                if let Some((id, length, digest)) = self.pending_verify.pop_front() {
+                    let (name, buf) = self.incoming.remove(&id).ok_or("verify of unknown file")?;
+                    let status = if buf.len() as u64 != length {
+                        FileStatus::LENGTH_MISMATCH
+                    } else if digest_of(&buf) != digest {
+                        FileStatus::DIGEST_MISMATCH
+                    } else {
+                        self.outcome.published.insert(name, buf);
+                        FileStatus::OK
+                    };
+                    self.receiver
+                        .file_verified(now, id, status)
+                        .map_err(|e| format!("verify: {e}"))?;
+                }
+            }
+            Step::SenderStart => {
+                if self.next_file == self.files.len() {
+                    if !self.closed_requested {
+                        self.closed_requested = true;
+                        self.sender.close(now).map_err(|e| format!("close: {e}"))?;
+                    }
+                } else if self.sender.can_start_file() {
+                    let id = self.next_file as u64;
+                    let f = &self.files[self.next_file];
+                    let info = FileInfo {
+                        file_id: id,
+                        size: f.data.len() as u64,
+                        mtime_sec: 1_700_000_000,
+                        mtime_nsec: 5,
+                        mode: 0o644,
+                        name: &f.name,
+                    };
+                    let mut buf = [0u8; CTRL_MSG_MAX];
+                    let n = self
+                        .sender
+                        .start_file(now, &info, &mut buf)
+                        .map_err(|e| format!("start: {e}"))?;
+                    self.to_receiver.push_back(Wire::Ctrl(buf[..n].to_vec()));
+                    self.outcome.ctrl_to_receiver += 1;
+                    self.next_file += 1;
+                }
+            }
+            Step::Tick => {
+                self.now += 999;
+                let now = self.instant();
+                self.sender.handle_timeout(now);
+                self.receiver.handle_timeout(now);
+            }
+        }
+        self.drain()
+    }
+
+    fn receiver_control(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
+        let offer = self
+            .receiver
+            .handle_control(now, bytes)
+            .map_err(|e| format!("receiver control: {e}"))?;
+        if let Some(offer) = offer {
+            let policy = self
+                .files
+                .get(offer.file_id as usize)
+                .map(|f| f.policy)
+                .unwrap_or(Policy::Reject);
+            let answer = match policy {
+                Policy::Accept => FileAnswer::Accept { offset: 0 },
+                Policy::Reject => FileAnswer::Reject(FileRejectReason::EXISTS),
+                Policy::Resume(n) => FileAnswer::Accept {
+                    offset: n.min(offer.size),
+                },
+            };
+            if let FileAnswer::Accept { offset } = answer {
+                // A resumed file's prefix is already on disk: copy it from the source.
+                let mut buf = vec![0u8; offer.size as usize];
+                let src = &self.files[offer.file_id as usize].data;
+                buf[..offset as usize].copy_from_slice(&src[..offset as usize]);
+                self.incoming
+                    .insert(offer.file_id, (offer.name.into(), buf));
+            }
+            self.receiver
+                .answer_file(now, offer.file_id, answer)
+                .map_err(|e| format!("answer: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Drains both machines' outputs onto the wires and into the applications.
+    pub fn drain(&mut self) -> Result<(), String> {
+        let now = self.instant();
+        let mut buf = [0u8; CTRL_MSG_MAX];
+        while let Some(out) = self.sender.poll_output(&mut buf) {
+            match out {
+                SenderOutput::Transmit(n) => {
+                    Control::decode(&buf[..n])
+                        .map_err(|e| format!("sender emitted garbage: {e}"))?;
+                    self.to_receiver.push_back(Wire::Ctrl(buf[..n].to_vec()));
+                    self.outcome.ctrl_to_receiver += 1;
+                }
+                SenderOutput::Read(r) => self.pending_reads.push_back(r),
+                SenderOutput::Write(w) => {
+                    let neg = self.sender.negotiated();
+                    assert_eq!(
+                        w.remote_addr,
+                        neg.ring.addr + u64::from(w.slot) * u64::from(neg.chunk_size)
+                    );
+                    assert!(w.len <= neg.chunk_size && w.len > 0);
+                    self.to_receiver.push_back(Wire::Write {
+                        slot: w.slot,
+                        len: w.len,
+                        imm: w.imm,
+                        seq: w.seq,
+                    });
+                    self.outcome.chunks += 1;
+                }
+                SenderOutput::Event(e) => match e {
+                    SenderEvent::FileAccepted { file_id, offset } => {
+                        let data = &self.files[file_id as usize].data;
+                        assert!(offset <= data.len() as u64);
+                        let d = digest_of(data);
+                        self.sender
+                            .finish_file(now, file_id, d)
+                            .map_err(|e| format!("finish: {e}"))?;
+                    }
+                    SenderEvent::FileRejected { file_id, reason } => {
+                        self.outcome.sender_results.insert(file_id, Err(reason));
+                    }
+                    SenderEvent::FileDone { file_id, status } => {
+                        self.outcome.sender_results.insert(file_id, Ok(status));
+                    }
+                    SenderEvent::Closed => self.outcome.sender_closed = true,
+                    SenderEvent::Failed(f) => self.outcome.sender_failure = Some(f),
+                },
+            }
+        }
+        while let Some(out) = self.receiver.poll_output(&mut buf) {
+            match out {
+                ReceiverOutput::Transmit(n) => {
+                    Control::decode(&buf[..n])
+                        .map_err(|e| format!("receiver emitted garbage: {e}"))?;
+                    self.to_sender.push_back(buf[..n].to_vec());
+                    self.outcome.ctrl_to_sender += 1;
+                }
+                ReceiverOutput::Event(ReceiverEvent::FileComplete {
+                    file_id,
+                    length,
+                    digest,
+                }) => {
+                    self.pending_verify.push_back((file_id, length, digest));
+                }
+                ReceiverOutput::Event(ReceiverEvent::Closed) => self.outcome.receiver_closed = true,
+                ReceiverOutput::Event(ReceiverEvent::Failed(f)) => {
+                    self.outcome.receiver_failure = Some(f)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs with a schedule from `choose` (given the enabled steps) until both sides ended or
+    /// nothing is enabled. `Err` on a machine error, an RNR, or a stall.
+    pub fn run(
+        &mut self,
+        mut choose: impl FnMut(&[Step]) -> Step,
+        max_steps: usize,
+    ) -> Result<(), String> {
+        for _ in 0..max_steps {
+            if self.done() {
+                return Ok(());
+            }
+            let enabled: Vec<Step> = ALL_STEPS
+                .iter()
+                .copied()
+                .filter(|s| self.enabled(*s))
+                .collect();
+            if enabled.is_empty() {
+                return Err(format!(
+                    "stalled: nothing enabled; sender ended={} receiver ended={}",
+                    self.sender.is_ended(),
+                    self.receiver.is_ended()
+                ));
+            }
+            let step = choose(&enabled);
+            self.step(step)?;
+        }
+        Err("did not finish within the step budget".into())
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), so schedules are reproducible from a seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Runs files through a pair under a random schedule from `seed`; returns the outcome.
+pub fn transfer(cfg: &Config, files: Vec<SimFile>, seed: u64) -> Result<Outcome, String> {
+    let mut pair = Pair::new(cfg, files)?;
+    let mut rng = Rng(seed | 1);
+    pair.run(|enabled| rng.pick(enabled), 1_000_000)?;
+    Ok(pair.outcome)
+}
