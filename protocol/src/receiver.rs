@@ -555,12 +555,12 @@ impl Receiver {
         )
     }
 
-    /// Credits are coalesced: sent once a quarter window is consumed, or at once when the
-    /// sender has used its whole window (it may be waiting for exactly this).
+    /// Credits are coalesced: one per quarter window consumed. That alone cannot stall: a
+    /// sender blocked on credit has a whole window in flight, and once the application has
+    /// consumed it, `window` ≥ a quarter window chunks are fresh.
     fn credit_due(&self) -> bool {
-        let window = u64::from(self.neg.window);
         let fresh = self.consumed - self.advertised;
-        fresh > 0 && (fresh >= (window / 4).max(1) || self.arrived == self.advertised + window)
+        fresh >= (u64::from(self.neg.window) / 4).max(1)
     }
 
     fn complete_consumed_files(&mut self) {
