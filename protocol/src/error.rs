@@ -109,6 +109,8 @@ pub enum UsageError {
     InvalidAnswer,
     /// Outputs were not drained; drain `poll_output` after every input.
     OutputsNotDrained,
+    /// The negotiated parameters given to a state machine are invalid; the text says which.
+    InvalidParameters(&'static str),
 }
 
 impl fmt::Display for UsageError {
@@ -124,6 +126,7 @@ impl fmt::Display for UsageError {
             UsageError::DigestNotNegotiated => f.write_str("digest kind not negotiated"),
             UsageError::InvalidAnswer => f.write_str("answer does not fit the file"),
             UsageError::OutputsNotDrained => f.write_str("outputs not drained"),
+            UsageError::InvalidParameters(why) => write!(f, "invalid negotiated parameters: {why}"),
         }
     }
 }

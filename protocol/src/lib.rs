@@ -46,6 +46,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// derive(arbitrary::Arbitrary) expands to `::std` paths (a thread-local recursion guard); the
+// feature is for fuzzing only, so the library itself stays no_std.
+#[cfg(feature = "arbitrary")]
+extern crate std;
+
 mod codes;
 mod error;
 mod name;

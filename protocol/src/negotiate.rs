@@ -86,6 +86,28 @@ impl Negotiated {
     pub fn ring_len(&self) -> u64 {
         u64::from(self.chunk_size) * u64::from(self.window)
     }
+
+    /// Checks the agreement is within the protocol's limits. [`negotiate`] + [`Agreed::accept`]
+    /// and [`check_reply`] only produce valid ones; this guards hand-built values, so the
+    /// state machines can rely on them (no zero window, no ring wrapping the address space).
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err("chunk size out of range");
+        }
+        if !(1..=MAX_WINDOW).contains(&self.window) {
+            return Err("window out of range");
+        }
+        if !(MIN_SENDER_CTRL_DEPTH..=MAX_CTRL_DEPTH).contains(&self.sender_ctrl_depth) {
+            return Err("sender control depth out of range");
+        }
+        if !(MIN_RECEIVER_CTRL_DEPTH..=MAX_CTRL_DEPTH).contains(&self.receiver_ctrl_depth) {
+            return Err("receiver control depth out of range");
+        }
+        if self.ring.len != self.ring_len() || self.ring.addr.checked_add(self.ring.len).is_none() {
+            return Err("ring length is not chunk size × window, or the ring wraps");
+        }
+        Ok(())
+    }
 }
 
 /// The receiver's half-way result: agreed sizes, before the ring exists.

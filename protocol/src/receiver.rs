@@ -150,8 +150,15 @@ pub struct Receiver {
 
 impl Receiver {
     /// A receiver for a negotiated connection (see [`crate::negotiate()`]), starting at `now`.
-    pub fn new(neg: Negotiated, idle_timeout: Option<Duration>, now: Instant) -> Self {
-        Receiver {
+    ///
+    /// Fails if `neg` is out of the protocol's limits ([`Negotiated::check`]).
+    pub fn new(
+        neg: Negotiated,
+        idle_timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<Self, UsageError> {
+        neg.check().map_err(UsageError::InvalidParameters)?;
+        Ok(Receiver {
             neg,
             idle_timeout,
             last_activity: now,
@@ -167,7 +174,7 @@ impl Receiver {
             events: Fifo::new(),
             final_event: None,
             pending_error: None,
-        }
+        })
     }
 
     // ---- getters ----

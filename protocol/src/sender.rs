@@ -194,8 +194,15 @@ pub struct Sender {
 
 impl Sender {
     /// A sender for a negotiated connection (see [`crate::check_reply`]), starting at `now`.
-    pub fn new(neg: Negotiated, idle_timeout: Option<Duration>, now: Instant) -> Self {
-        Sender {
+    ///
+    /// Fails if `neg` is out of the protocol's limits ([`Negotiated::check`]).
+    pub fn new(
+        neg: Negotiated,
+        idle_timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<Self, UsageError> {
+        neg.check().map_err(UsageError::InvalidParameters)?;
+        Ok(Sender {
             neg,
             idle_timeout,
             last_activity: now,
@@ -212,7 +219,7 @@ impl Sender {
             events: Fifo::new(),
             final_event: None,
             pending_error: None,
-        }
+        })
     }
 
     // ---- getters ----

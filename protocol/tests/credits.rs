@@ -17,7 +17,7 @@ fn receiving(window: u32) -> Receiver {
             rkey: 1,
         },
     };
-    let mut r = Receiver::new(neg, None, Instant::ZERO);
+    let mut r = Receiver::new(neg, None, Instant::ZERO).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     let header = Control::FileHeader(wire::FileHeader {
         file_id: 1,

@@ -74,7 +74,7 @@ fn drain_sender(s: &mut Sender) -> Vec<SenderOutput> {
 
 /// A receiver with file 1 (`size` bytes) offered, accepted and the accept sent.
 fn receiving(window: u32, size: u64) -> Receiver {
-    let mut r = Receiver::new(negotiated(window, Features::all()), None, t(0));
+    let mut r = Receiver::new(negotiated(window, Features::all()), None, t(0)).unwrap();
     assert!(r
         .handle_control(t(0), &header(1, size, "f"))
         .unwrap()
@@ -283,7 +283,7 @@ fn bad_chunk_length() {
 
 #[test]
 fn chunk_before_the_answer_was_sent() {
-    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0)).unwrap();
     r.handle_control(t(0), &header(1, 10, "f")).unwrap();
     r.answer_file(t(0), 1, FileAnswer::Accept { offset: 0 })
         .unwrap();
@@ -334,7 +334,7 @@ fn end_with_wrong_length() {
 
 #[test]
 fn end_with_unnegotiated_digest() {
-    let mut r = Receiver::new(negotiated(4, Features::DIGEST_XXH3_128), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::DIGEST_XXH3_128), None, t(0)).unwrap();
     r.handle_control(t(0), &header(1, 0, "f")).unwrap();
     r.answer_file(t(0), 1, FileAnswer::Accept { offset: 0 })
         .unwrap();
@@ -361,7 +361,7 @@ fn receiver_gets_sender_bound_messages() {
             answer: FileAnswer::Accept { offset: 0 },
         },
     ] {
-        let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0));
+        let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0)).unwrap();
         let res = r.handle_control(t(1), &msg(m, 0)).map(drop);
         assert_receiver_failed(&mut r, res, Violation::UnexpectedMessage(m.kind()));
     }
@@ -369,12 +369,12 @@ fn receiver_gets_sender_bound_messages() {
 
 #[test]
 fn duplicate_and_too_many_files() {
-    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0)).unwrap();
     r.handle_control(t(0), &header(1, 1, "a")).unwrap();
     let res = r.handle_control(t(0), &header(1, 1, "b")).map(drop);
     assert_receiver_failed(&mut r, res, Violation::DuplicateFileId(1));
 
-    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0)).unwrap();
     for id in 0..MAX_OPEN_FILES as u64 {
         r.handle_control(t(0), &header(id, 1, "a")).unwrap();
     }
@@ -399,7 +399,7 @@ fn ack_beyond_messages_sent() {
 
 #[test]
 fn undecodable_control_message() {
-    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::all()), None, t(0)).unwrap();
     let res = r
         .handle_control(t(1), &[0xee, 0, 0, 8, 0, 0, 0, 0])
         .map(drop);
@@ -460,13 +460,13 @@ fn receiver_usage_errors_change_nothing() {
 
 #[test]
 fn resume_needs_the_feature_and_fits_the_file() {
-    let mut r = Receiver::new(negotiated(4, Features::empty()), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::empty()), None, t(0)).unwrap();
     r.handle_control(t(0), &header(1, 10, "f")).unwrap();
     assert_eq!(
         r.answer_file(t(0), 1, FileAnswer::Accept { offset: 5 }),
         Err(Error::Usage(UsageError::InvalidAnswer))
     );
-    let mut r = Receiver::new(negotiated(4, Features::RESUME), None, t(0));
+    let mut r = Receiver::new(negotiated(4, Features::RESUME), None, t(0)).unwrap();
     r.handle_control(t(0), &header(1, 10, "f")).unwrap();
     assert_eq!(
         r.answer_file(t(0), 1, FileAnswer::Accept { offset: 11 }),
@@ -479,7 +479,7 @@ fn resume_needs_the_feature_and_fits_the_file() {
 // ---- sender ----
 
 fn sender_with_files(window: u32, features: Features, sizes: &[u64]) -> Sender {
-    let mut s = Sender::new(negotiated(window, features), None, t(0));
+    let mut s = Sender::new(negotiated(window, features), None, t(0)).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     for (id, &size) in sizes.iter().enumerate() {
         let info = FileInfo {
@@ -662,7 +662,8 @@ fn sender_times_out_waiting_for_an_answer() {
         negotiated(4, Features::all()),
         Some(std::time::Duration::from_millis(100)),
         t(0),
-    );
+    )
+    .unwrap();
     assert_eq!(s.poll_timeout(), None, "nothing owed yet");
     let mut buf = [0u8; CTRL_MSG_MAX];
     let info = FileInfo {
@@ -710,4 +711,55 @@ fn wrong_digest_is_reported_by_the_receiver() {
         file_id: 0,
         status: FileStatus::DIGEST_MISMATCH
     })));
+}
+
+#[test]
+fn hand_built_agreements_are_checked() {
+    let good = negotiated(4, Features::all());
+    assert!(Sender::new(good, None, t(0)).is_ok() && Receiver::new(good, None, t(0)).is_ok());
+    let bad = [
+        Negotiated { window: 0, ..good },
+        Negotiated {
+            chunk_size: 0,
+            ..good
+        },
+        Negotiated {
+            sender_ctrl_depth: 0,
+            ..good
+        },
+        Negotiated {
+            receiver_ctrl_depth: 2,
+            ..good
+        },
+        Negotiated {
+            ring: RingInfo {
+                len: 1,
+                ..good.ring
+            },
+            ..good
+        },
+        Negotiated {
+            ring: RingInfo {
+                addr: u64::MAX,
+                ..good.ring
+            },
+            ..good
+        },
+    ];
+    for neg in bad {
+        assert!(
+            matches!(
+                Sender::new(neg, None, t(0)),
+                Err(UsageError::InvalidParameters(_))
+            ),
+            "{neg:?}"
+        );
+        assert!(
+            matches!(
+                Receiver::new(neg, None, t(0)),
+                Err(UsageError::InvalidParameters(_))
+            ),
+            "{neg:?}"
+        );
+    }
 }

@@ -214,8 +214,8 @@ impl Pair {
         let chunk = sneg.chunk_size as usize;
         let window = sneg.window as usize;
         Ok(Pair {
-            sender: Sender::new(sneg, idle, Instant::ZERO),
-            receiver: Receiver::new(rneg, idle, Instant::ZERO),
+            sender: Sender::new(sneg, idle, Instant::ZERO).map_err(|e| e.to_string())?,
+            receiver: Receiver::new(rneg, idle, Instant::ZERO).map_err(|e| e.to_string())?,
             now: 0,
             files,
             next_file: 0,
