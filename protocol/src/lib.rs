@@ -52,6 +52,7 @@
 extern crate std;
 
 mod codes;
+mod ending;
 mod error;
 mod name;
 mod negotiate;

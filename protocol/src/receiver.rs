@@ -12,30 +12,18 @@
 //! acks this machine sends are always true.
 
 use crate::codes::{ErrorCode, FileStatus};
-use crate::error::{violation_text, Error, ErrorText, Failure, UsageError, Violation};
+use crate::ending::{Ending, Outcome};
+use crate::error::{Error, Failure, UsageError, Violation};
 use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
 use crate::queue::{Fifo, Table};
 use crate::sender::{digest_allowed, CtrlBuf};
 use crate::time::Instant;
-use crate::wire::{Control, Digest, Features, FileAnswer};
+use crate::wire::{Control, Digest, Features, FileAnswer, FileHeader};
 use core::time::Duration;
 
-/// A file the sender offers; answer it with [`Receiver::answer_file`], in offer order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileOffer<'a> {
-    /// Sender's id of the file.
-    pub file_id: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime_sec: i64,
-    /// Modification time, nanoseconds part.
-    pub mtime_nsec: u32,
-    /// Permission bits (≤ `0o7777`).
-    pub mode: u32,
-    /// Validated relative name (no `..`, not absolute, no NUL, UTF-8, bounded).
-    pub name: &'a str,
-}
+/// A file the sender offers, with its validated name; answer it with
+/// [`Receiver::answer_file`], in offer order.
+pub type FileOffer<'a> = FileHeader<'a>;
 
 /// Where an arrived chunk belongs; consume it, then call [`Receiver::chunk_consumed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +107,6 @@ enum Phase {
     Open,
     /// The sender said goodbye; ours goes out next.
     PeerDone,
-    Closed,
-    Failed,
 }
 
 const EVENT_CAPACITY: usize = 2 * MAX_OPEN_FILES + 2;
@@ -144,8 +130,7 @@ pub struct Receiver {
     /// Sender control messages processed (piggybacked as our ack).
     processed: u32,
     events: Fifo<ReceiverEvent, EVENT_CAPACITY>,
-    final_event: Option<ReceiverEvent>,
-    pending_error: Option<(ErrorCode, ErrorText)>,
+    ending: Ending,
 }
 
 impl Receiver {
@@ -172,8 +157,7 @@ impl Receiver {
             peer_acked: 0,
             processed: 0,
             events: Fifo::new(),
-            final_event: None,
-            pending_error: None,
+            ending: Ending::default(),
         })
     }
 
@@ -186,7 +170,7 @@ impl Receiver {
 
     /// Whether the session has ended (cleanly or not).
     pub fn is_ended(&self) -> bool {
-        matches!(self.phase, Phase::Closed | Phase::Failed)
+        self.ending.is_ended()
     }
 
     /// Files offered and not yet resolved.
@@ -230,14 +214,7 @@ impl Receiver {
                 if !self.files.push(file) {
                     return Err(self.violation(Violation::TooManyOpenFiles));
                 }
-                Ok(Some(FileOffer {
-                    file_id: h.file_id,
-                    size: h.size,
-                    mtime_sec: h.mtime_sec,
-                    mtime_nsec: h.mtime_nsec,
-                    mode: h.mode,
-                    name: h.name,
-                }))
+                Ok(Some(h))
             }
             Control::FileEnd(end) if self.phase == Phase::Open => {
                 let Some(i) = self
@@ -278,11 +255,7 @@ impl Receiver {
                 Ok(None)
             }
             Control::Error { code, text } => {
-                self.phase = Phase::Failed;
-                self.final_event = Some(ReceiverEvent::Failed(Failure::PeerAborted(
-                    code,
-                    ErrorText::new(text),
-                )));
+                self.ending.peer_aborted(code, text);
                 Ok(None)
             }
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
@@ -341,11 +314,8 @@ impl Receiver {
 
     /// Time passed: fails the session if the sender owes progress past the idle timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.poll_timeout() {
-            if now >= deadline {
-                let text = ErrorText::new("idle timeout");
-                self.fail(Failure::TimedOut, Some((ErrorCode::TIMEOUT, text)));
-            }
+        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            self.ending.time_out();
         }
     }
 
@@ -435,18 +405,14 @@ impl Receiver {
 
     /// Aborts the session: queues an error message for the peer and fails.
     pub fn abort(&mut self, _now: Instant, code: ErrorCode) {
-        if self.is_ended() {
-            return;
-        }
-        let text = ErrorText::new(code.description().unwrap_or("aborted"));
-        self.fail(Failure::Aborted(code), Some((code, text)));
+        self.ending.abort(code);
     }
 
     // ---- outputs ----
 
     /// The next output, or `None` when there is nothing to do until the next input.
     pub fn poll_output(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        if let Some((code, text)) = self.pending_error.take() {
+        if let Some((code, text)) = self.ending.take_owed_error() {
             // The last control slot at the sender is kept for this terminal message.
             if self.outstanding() < u32::from(self.neg.sender_ctrl_depth) {
                 if let Some(out) = self.transmit(
@@ -463,8 +429,11 @@ impl Receiver {
         if let Some(e) = self.events.pop() {
             return Some(ReceiverOutput::Event(e));
         }
-        if let Some(e) = self.final_event.take() {
-            return Some(ReceiverOutput::Event(e));
+        if let Some(outcome) = self.ending.take_outcome() {
+            return Some(ReceiverOutput::Event(match outcome {
+                Outcome::Closed => ReceiverEvent::Closed,
+                Outcome::Failed(f) => ReceiverEvent::Failed(f),
+            }));
         }
         if self.is_ended() {
             return None;
@@ -490,8 +459,7 @@ impl Receiver {
         if self.phase == Phase::PeerDone
             && self.outstanding() < u32::from(self.neg.sender_ctrl_depth)
         {
-            self.phase = Phase::Closed;
-            self.final_event = Some(ReceiverEvent::Closed);
+            self.ending.close();
             return self.transmit(Control::Goodbye, buf);
         }
         None
@@ -610,24 +578,10 @@ impl Receiver {
     }
 
     fn live(&self) -> Result<(), Error> {
-        if self.is_ended() {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        self.ending.live()
     }
 
     fn violation(&mut self, v: Violation) -> Error {
-        self.fail(
-            Failure::Violation(v),
-            Some((ErrorCode::PROTOCOL_VIOLATION, violation_text(&v))),
-        );
-        Error::Violation(v)
-    }
-
-    fn fail(&mut self, failure: Failure, notify_peer: Option<(ErrorCode, ErrorText)>) {
-        self.phase = Phase::Failed;
-        self.pending_error = notify_peer;
-        self.final_event = Some(ReceiverEvent::Failed(failure));
+        self.ending.violation(v)
     }
 }

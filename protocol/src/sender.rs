@@ -19,7 +19,8 @@
 //! receiver granted credit) → completed (the local slot is free again).
 
 use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
-use crate::error::{violation_text, Error, ErrorText, Failure, UsageError, Violation};
+use crate::ending::{Ending, Outcome};
+use crate::error::{Error, Failure, UsageError, Violation};
 use crate::name::validate_name;
 use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
 use crate::queue::{Fifo, Table};
@@ -32,22 +33,8 @@ use core::time::Duration;
 /// Buffer for one control message; every output fits.
 pub type CtrlBuf = [u8; CTRL_MSG_MAX];
 
-/// Metadata of a file to send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileInfo<'a> {
-    /// Id chosen by the application, unique among open files.
-    pub file_id: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime_sec: i64,
-    /// Modification time, nanoseconds part (< 10⁹).
-    pub mtime_nsec: u32,
-    /// Permission bits (≤ `0o7777`).
-    pub mode: u32,
-    /// Relative name at the receiver.
-    pub name: &'a str,
-}
+/// Metadata of a file to send: exactly what its header carries.
+pub type FileInfo<'a> = FileHeader<'a>;
 
 /// Read file data into a local slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,8 +148,6 @@ enum Phase {
     /// `close` called: goodbye goes out once every file is resolved.
     Closing,
     GoodbyeSent,
-    Closed,
-    Failed,
 }
 
 /// Events one input can queue at most, plus slack for the terminal event path.
@@ -188,8 +173,7 @@ pub struct Sender {
     processed: u32,
     advertised: u32,
     events: Fifo<SenderEvent, EVENT_CAPACITY>,
-    final_event: Option<SenderEvent>,
-    pending_error: Option<(ErrorCode, ErrorText)>,
+    ending: Ending,
 }
 
 impl Sender {
@@ -217,8 +201,7 @@ impl Sender {
             processed: 0,
             advertised: 0,
             events: Fifo::new(),
-            final_event: None,
-            pending_error: None,
+            ending: Ending::default(),
         })
     }
 
@@ -231,7 +214,7 @@ impl Sender {
 
     /// Whether the session has ended (cleanly or not); no more outputs but queued events.
     pub fn is_ended(&self) -> bool {
-        matches!(self.phase, Phase::Closed | Phase::Failed)
+        self.ending.is_ended()
     }
 
     /// Files opened and not yet resolved.
@@ -339,11 +322,7 @@ impl Sender {
 
     /// Aborts the session: queues an error message for the peer and fails.
     pub fn abort(&mut self, _now: Instant, code: ErrorCode) {
-        if self.is_ended() {
-            return;
-        }
-        let text = ErrorText::new(code.description().unwrap_or("aborted"));
-        self.fail(Failure::Aborted(code), Some((code, text)));
+        self.ending.abort(code);
     }
 
     // ---- inputs from the connection ----
@@ -379,16 +358,11 @@ impl Sender {
                 }
             }
             Control::Goodbye if self.phase == Phase::GoodbyeSent => {
-                self.phase = Phase::Closed;
-                self.final_event = Some(SenderEvent::Closed);
+                self.ending.close();
                 Ok(())
             }
             Control::Error { code, text } => {
-                self.phase = Phase::Failed;
-                self.final_event = Some(SenderEvent::Failed(Failure::PeerAborted(
-                    code,
-                    ErrorText::new(text),
-                )));
+                self.ending.peer_aborted(code, text);
                 Ok(())
             }
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
@@ -408,11 +382,8 @@ impl Sender {
 
     /// Time passed: fails the session if the peer owes progress past the idle timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.poll_timeout() {
-            if now >= deadline {
-                let text = ErrorText::new("idle timeout");
-                self.fail(Failure::TimedOut, Some((ErrorCode::TIMEOUT, text)));
-            }
+        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            self.ending.time_out();
         }
     }
 
@@ -420,7 +391,7 @@ impl Sender {
 
     /// The next output, or `None` when there is nothing to do until the next input.
     pub fn poll_output(&mut self, buf: &mut CtrlBuf) -> Option<SenderOutput> {
-        if let Some((code, text)) = self.pending_error.take() {
+        if let Some((code, text)) = self.ending.take_owed_error() {
             let msg = Control::Error {
                 code,
                 text: text.as_str(),
@@ -432,8 +403,11 @@ impl Sender {
         if let Some(e) = self.events.pop() {
             return Some(SenderOutput::Event(e));
         }
-        if let Some(e) = self.final_event.take() {
-            return Some(SenderOutput::Event(e));
+        if let Some(outcome) = self.ending.take_outcome() {
+            return Some(SenderOutput::Event(match outcome {
+                Outcome::Closed => SenderEvent::Closed,
+                Outcome::Failed(f) => SenderEvent::Failed(f),
+            }));
         }
         if self.is_ended() {
             return None;
@@ -605,25 +579,11 @@ impl Sender {
     }
 
     fn live(&self) -> Result<(), Error> {
-        if self.is_ended() {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        self.ending.live()
     }
 
     fn violation(&mut self, v: Violation) -> Error {
-        self.fail(
-            Failure::Violation(v),
-            Some((ErrorCode::PROTOCOL_VIOLATION, violation_text(&v))),
-        );
-        Error::Violation(v)
-    }
-
-    fn fail(&mut self, failure: Failure, notify_peer: Option<(ErrorCode, ErrorText)>) {
-        self.phase = Phase::Failed;
-        self.pending_error = notify_peer;
-        self.final_event = Some(SenderEvent::Failed(failure));
+        self.ending.violation(v)
     }
 }
 
