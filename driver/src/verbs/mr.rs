@@ -1,0 +1,341 @@
+//! Registered memory: page-aligned buffers and memory regions that own them.
+
+use super::pd::ProtectionDomain;
+use crate::Error;
+use rdma_sys::{ibv_access_flags, ibv_dereg_mr, ibv_mr, ibv_reg_mr};
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// A zero-filled, page-aligned heap buffer.
+///
+/// Registered memory is pinned page by page; page alignment keeps a buffer from sharing a
+/// pinned page with unrelated heap data and lets the NIC use whole pages.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: AlignedBuf uniquely owns plain bytes; moving it between threads is like Box<[u8]>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only hands out &[u8].
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes aligned to the system page size.
+    pub fn new(len: usize) -> Result<Self, Error> {
+        Self::with_alignment(len, page_size())
+    }
+
+    /// Allocates `len` zeroed bytes aligned to `align` (a power of two).
+    pub fn with_alignment(len: usize, align: usize) -> Result<Self, Error> {
+        if len == 0 {
+            return Err(Error::invalid("AlignedBuf::new", "length must be non-zero"));
+        }
+        let layout = Layout::from_size_align(len, align)
+            .map_err(|e| Error::invalid("AlignedBuf::new", e.to_string()))?;
+        // SAFETY: `layout` has a non-zero size (checked above).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            Error::invalid(
+                "AlignedBuf::new",
+                format!("allocation of {len} bytes failed"),
+            )
+        })?;
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Always false (zero-length buffers are refused); here for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.layout.size() == 0
+    }
+
+    /// The first byte's address.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The first byte's address, for writing.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The contents.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation) bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
+    }
+
+    /// The contents, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in with_alignment with exactly this layout, freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len())
+            .field("align", &self.layout.align())
+            .finish()
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+bitflags::bitflags! {
+    /// What the NIC may do with a memory region (`ibv_access_flags`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Access: u32 {
+        /// The local NIC may write it (needed for receives and for remote write/read).
+        const LOCAL_WRITE = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0;
+        /// The peer may RDMA WRITE into it (with the region's rkey).
+        const REMOTE_WRITE = ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
+        /// The peer may RDMA READ from it.
+        const REMOTE_READ = ibv_access_flags::IBV_ACCESS_REMOTE_READ.0;
+    }
+}
+
+/// A peer's registered buffer as advertised to us: where RDMA WRITEs may go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RemoteBuffer {
+    /// The virtual address in the peer's address space.
+    pub addr: u64,
+    /// The peer's remote key for it.
+    pub rkey: u32,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// A registered memory region (`ibv_mr`) that owns its buffer.
+///
+/// Owning the memory ties its lifetime to the registration: the buffer is freed only after
+/// `ibv_dereg_mr`, so the NIC can never DMA into freed memory (a work request still using
+/// a dropped region fails with a protection error instead).
+///
+/// The NIC writes into the buffer behind Rust's back (receives, remote writes), so the bytes
+/// are reached only by copying ([`copy_out`](Self::copy_out), [`copy_in`](Self::copy_in)),
+/// never through a Rust reference. Read the bytes only after the completion that covers
+/// them has been polled, and do not change bytes that a posted SEND/WRITE is still reading.
+pub struct MemoryRegion {
+    mr: NonNull<ibv_mr>,
+    buf: AlignedBuf,
+    pd: Arc<ProtectionDomain>,
+}
+
+// SAFETY: the ibv_mr is only read after registration and freed in Drop; the buffer is Send.
+unsafe impl Send for MemoryRegion {}
+// SAFETY: shared access reads immutable keys and copies bytes out (`copy_out`); writing the
+// bytes from Rust needs `&mut self` (`copy_in`), so Rust threads never race on them.
+unsafe impl Sync for MemoryRegion {}
+
+impl MemoryRegion {
+    /// Allocates `len` page-aligned zeroed bytes and registers them in `pd` (`ibv_reg_mr`).
+    pub fn new(pd: &Arc<ProtectionDomain>, len: usize, access: Access) -> Result<Self, Error> {
+        let mut buf = AlignedBuf::new(len)?;
+        let flags = i32::try_from(access.bits())
+            .map_err(|_| Error::invalid("ibv_reg_mr", "access flags out of range"))?;
+        // SAFETY: `pd` is live; the buffer is `len` bytes we own and keep (in the returned
+        // value) until after ibv_dereg_mr in Drop.
+        let raw = unsafe { ibv_reg_mr(pd.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        let mr = NonNull::new(raw).ok_or_else(|| Error::last_os("ibv_reg_mr"))?;
+        Ok(MemoryRegion {
+            mr,
+            buf,
+            pd: Arc::clone(pd),
+        })
+    }
+
+    /// The local key, for scatter/gather entries of our own work requests.
+    pub fn lkey(&self) -> u32 {
+        // SAFETY: the MR is live; lkey is a plain field set at registration.
+        unsafe { (*self.mr.as_ptr()).lkey }
+    }
+
+    /// The remote key, to hand to a peer that may access this region.
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: the MR is live; rkey is a plain field set at registration.
+        unsafe { (*self.mr.as_ptr()).rkey }
+    }
+
+    /// The buffer's address as the NIC sees it (our virtual address).
+    pub fn addr(&self) -> u64 {
+        self.buf.as_ptr() as u64
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Always false (zero-length regions are refused).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The whole region as a [`RemoteBuffer`], for advertising it to the peer.
+    pub fn remote(&self) -> RemoteBuffer {
+        RemoteBuffer {
+            addr: self.addr(),
+            rkey: self.rkey(),
+            len: self.len() as u64,
+        }
+    }
+
+    /// The PD the region is registered in.
+    pub fn pd(&self) -> &Arc<ProtectionDomain> {
+        &self.pd
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the region.
+    ///
+    /// There is deliberately no `&[u8]` view of the region: the NIC (receives) or the peer
+    /// (RDMA WRITE into a remote-writable region) may change the bytes at any time, which a
+    /// Rust reference forbids. Copy only after the completion that covers the bytes has been
+    /// polled; bytes the NIC is writing during the copy come out unspecified (never UB).
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        check_range("MemoryRegion::copy_out", offset, dst.len(), self.len())?;
+        // SAFETY: `offset..offset + dst.len()` lies inside the buffer (checked above), which
+        // is live while `self` is. No Rust reference to the region's bytes exists (none is
+        // ever handed out, and writers need `&mut self`), so the only concurrent writer can be
+        // the NIC, outside the Rust memory model; `dst` is a distinct Rust allocation, so the
+        // ranges do not overlap. Any byte value is a valid u8.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.buf.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into the region starting at `offset` (e.g. to fill a buffer before
+    /// posting a SEND or WRITE from it). Do not change bytes a posted SEND/WRITE is still
+    /// reading: the peer would get a mix.
+    ///
+    /// Takes `&mut self` so that two threads can never write (or write and read) the same
+    /// bytes at once, which would be a data race.
+    pub fn copy_in(&mut self, offset: usize, src: &[u8]) -> Result<(), Error> {
+        check_range("MemoryRegion::copy_in", offset, src.len(), self.len())?;
+        // SAFETY: the range lies inside the live buffer (checked above); `&mut self` rules out
+        // any other Rust access to it during the copy, and `src` cannot overlap the region
+        // (no Rust reference into the region exists).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.buf.as_mut_ptr().add(offset),
+                src.len(),
+            )
+        };
+        Ok(())
+    }
+}
+
+/// Checks that `len` bytes at `offset` lie inside a region of `total` bytes (overflow-safe).
+fn check_range(what: &'static str, offset: usize, len: usize, total: usize) -> Result<(), Error> {
+    match offset.checked_add(len) {
+        Some(end) if end <= total => Ok(()),
+        _ => Err(Error::invalid(
+            what,
+            format!("{len} bytes at offset {offset} overrun the {total}-byte region"),
+        )),
+    }
+}
+
+impl Drop for MemoryRegion {
+    fn drop(&mut self) {
+        // SAFETY: deregistered once, before `buf` is freed (fields drop after this body) and
+        // while the PD is alive (we hold an Arc). Errors cannot be acted on here.
+        unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+    }
+}
+
+impl fmt::Debug for MemoryRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryRegion")
+            .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("len", &self.len())
+            .field("lkey", &self.lkey())
+            .field("rkey", &self.rkey())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_page_aligned_and_zeroed() {
+        let page = page_size();
+        assert!(page >= 4096 && page.is_power_of_two());
+        for len in [1, 100, 4096, 4097, 1 << 20] {
+            let buf = AlignedBuf::new(len).unwrap();
+            assert_eq!(buf.len(), len);
+            assert_eq!(buf.as_ptr() as usize % page, 0, "len {len}");
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn buffers_are_writable_and_keep_their_bytes() {
+        let mut buf = AlignedBuf::with_alignment(64, 64).unwrap();
+        buf.as_mut_slice()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8);
+        assert_eq!(buf.as_slice()[63], 63);
+        assert_eq!(buf.as_ptr() as usize % 64, 0);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors_not_panics() {
+        assert!(matches!(
+            AlignedBuf::new(0),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(AlignedBuf::with_alignment(10, 3).is_err());
+    }
+
+    #[test]
+    fn copy_ranges_are_checked_without_overflow() {
+        assert!(check_range("t", 0, 4096, 4096).is_ok());
+        assert!(check_range("t", 4096, 0, 4096).is_ok());
+        assert!(check_range("t", 100, 28, 128).is_ok());
+        assert!(check_range("t", 100, 29, 128).is_err());
+        assert!(check_range("t", 4097, 0, 4096).is_err());
+        let err = check_range("t", usize::MAX, 2, 4096).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert!(check_range("t", 1, usize::MAX, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn access_flags_match_libibverbs() {
+        assert_eq!(Access::LOCAL_WRITE.bits(), 1);
+        assert_eq!(Access::REMOTE_WRITE.bits(), 2);
+        assert_eq!(Access::REMOTE_READ.bits(), 4);
+    }
+}

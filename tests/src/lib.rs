@@ -1,0 +1,315 @@
+//! Support code for rdmaft's end-to-end tests.
+//!
+//! The Soft-RoCE tests (`tests/softroce.rs`, feature `softroce`) run where an RDMA device
+//! exists: inside the test VM started by `tests/softroce/run`, or on a host with an RDMA NIC.
+//! They learn which device and address to use from the environment, read here, so that a
+//! missing device is a clear failure rather than a silent skip.
+
+use rdmaft::verbs::{
+    CmEvent, CmEventKind, CmId, CompletionQueue, ConnParams, EventChannel, ProtectionDomain,
+    QpCaps, QueuePair, WorkCompletion,
+};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Environment variable with the RDMA device name (e.g. `rxe0`, `mlx5_0`).
+pub const DEVICE_VAR: &str = "RDMAFT_DEVICE";
+/// Environment variable with an IP address of that device.
+pub const ADDR_VAR: &str = "RDMAFT_ADDR";
+/// The address the Soft-RoCE test bed gives rxe0, used when `RDMAFT_ADDR` is unset.
+pub const DEFAULT_ADDR: &str = "10.77.0.1";
+
+/// Where the RDMA tests should run: a device and one of its IP addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RdmaEnv {
+    /// The device name.
+    pub device: String,
+    /// An IP address bound to the device's network interface.
+    pub addr: IpAddr,
+}
+
+/// Reads [`RdmaEnv`] from `RDMAFT_DEVICE` / `RDMAFT_ADDR`; the error says how to fix it.
+pub fn rdma_env() -> Result<RdmaEnv, String> {
+    let device = std::env::var(DEVICE_VAR).ok();
+    let addr = std::env::var(ADDR_VAR).ok();
+    parse_rdma_env(device.as_deref(), addr.as_deref())
+}
+
+/// Validates the two raw values (`None` = variable unset); split from [`rdma_env`] so it can
+/// be tested without touching the process environment.
+pub fn parse_rdma_env(device: Option<&str>, addr: Option<&str>) -> Result<RdmaEnv, String> {
+    let device = device.map(str::trim).unwrap_or("");
+    if device.is_empty() {
+        return Err(format!(
+            "{DEVICE_VAR} is not set: these tests need an RDMA device. Run them inside the \
+             Soft-RoCE VM (`make softroce-test`, or tests/softroce/run CMD), or set \
+             {DEVICE_VAR} (and {ADDR_VAR}) to a device of this host"
+        ));
+    }
+    if device.len() > 63 || !device.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        return Err(format!(
+            "{DEVICE_VAR}={device:?} is not a valid device name"
+        ));
+    }
+    let raw = addr.map(str::trim).filter(|a| !a.is_empty());
+    let addr_text = raw.unwrap_or(DEFAULT_ADDR);
+    let addr: IpAddr = addr_text.parse().map_err(|e| {
+        format!("{ADDR_VAR}={addr_text:?} is not an IP address ({e}); use an address of {device}")
+    })?;
+    if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+        return Err(format!(
+            "{ADDR_VAR}={addr} cannot be used: rdma_cm needs a unicast address of {device} \
+             (not loopback, unspecified or multicast)"
+        ));
+    }
+    Ok(RdmaEnv {
+        device: device.to_owned(),
+        addr,
+    })
+}
+
+/// The path of a program built by `cargo build -p rdmaft-examples` (`send`, `recv`): in the
+/// target directory, next to the `deps/` directory holding the running test binary.
+pub fn example_bin(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| format!("the test binary {} has no target directory", exe.display()))?;
+    let bin = dir.join(name);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it first with `cargo build -p rdmaft-examples` (make \
+             softroce-test does)",
+            bin.display()
+        ))
+    }
+}
+
+/// Connects to `addr` through the verbs layer with `private_data` as the connect request's
+/// private data (any bytes, not necessarily a valid hello) and returns the answer event
+/// (ESTABLISHED, REJECTED, ...). Every resource is freed before it returns (an established
+/// connection is disconnected by that).
+pub fn raw_connect(
+    addr: SocketAddr,
+    private_data: &[u8],
+    timeout: Duration,
+) -> Result<CmEvent, String> {
+    let deadline = Instant::now() + timeout;
+    let ch = EventChannel::new().map_err(|e| e.to_string())?;
+    let id = CmId::new(&ch).map_err(|e| e.to_string())?;
+    id.resolve_addr(None, addr, timeout)
+        .map_err(|e| e.to_string())?;
+    expect_event(&ch, CmEventKind::AddrResolved, deadline)?;
+    id.resolve_route(timeout).map_err(|e| e.to_string())?;
+    expect_event(&ch, CmEventKind::RouteResolved, deadline)?;
+    let ctx = id.context().map_err(|e| e.to_string())?;
+    let pd = ProtectionDomain::new(&ctx).map_err(|e| e.to_string())?;
+    let cq = CompletionQueue::new(&ctx, 16, None).map_err(|e| e.to_string())?;
+    let qp = QueuePair::create(&id, &pd, &cq, &cq, QpCaps::default()).map_err(|e| e.to_string())?;
+    id.connect(&ConnParams {
+        private_data,
+        ..ConnParams::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let answer = next_event(&ch, deadline)?;
+    if answer.kind == CmEventKind::Established {
+        let _ = id.disconnect();
+    }
+    drop((qp, cq, pd, ctx, id, ch));
+    Ok(answer)
+}
+
+fn next_event(ch: &Arc<EventChannel>, deadline: Instant) -> Result<CmEvent, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ch.get_event(left).map_err(|e| e.to_string())? {
+            Some(e) if e.kind == CmEventKind::TimewaitExit => {}
+            Some(e) => return Ok(e),
+            None if Instant::now() >= deadline => {
+                return Err("timed out waiting for a CM event".into())
+            }
+            None => {}
+        }
+    }
+}
+
+fn expect_event(
+    ch: &Arc<EventChannel>,
+    want: CmEventKind,
+    deadline: Instant,
+) -> Result<CmEvent, String> {
+    let e = next_event(ch, deadline)?;
+    if e.kind == want {
+        Ok(e)
+    } else {
+        Err(e.unexpected(want.name()).to_string())
+    }
+}
+
+/// The next completion on `cq` (which must have a completion channel), within `timeout`;
+/// a failed completion is an error.
+pub fn wait_completion(cq: &CompletionQueue, timeout: Duration) -> Result<WorkCompletion, String> {
+    let deadline = Instant::now() + timeout;
+    let mut wc = [WorkCompletion::default(); 1];
+    loop {
+        let mut n = cq.poll(&mut wc).map_err(|e| e.to_string())?;
+        if n == 0 {
+            cq.req_notify(false).map_err(|e| e.to_string())?;
+            n = cq.poll(&mut wc).map_err(|e| e.to_string())?;
+        }
+        if n == 1 {
+            return wc[0].ok().map_err(|e| e.to_string());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no completion within {timeout:?}"));
+        }
+        cq.wait_event(left.min(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// A child process's output lines, read on background threads so that a test can wait for
+/// a line with a deadline.
+#[derive(Debug)]
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    /// Every line seen so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `out` (a child's stdout or stderr) line by line.
+    pub fn read(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Ok(line.clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "no line containing {needle:?} within {timeout:?}; lines: {:?}",
+                        self.seen
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Collects the remaining lines until the stream ends (or `timeout` passes).
+    pub fn drain(&mut self, timeout: Duration) -> &[String] {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return &self.seen,
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it (and says so) if it does not.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "process {} did not exit within {timeout:?}; killed",
+                child.id()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_wait_for_a_needle_and_keep_the_rest() {
+        let mut lines = Lines::read(&b"one\ntwo\nthree\n"[..]);
+        assert_eq!(lines.wait_for("tw", Duration::from_secs(5)).unwrap(), "two");
+        assert_eq!(lines.drain(Duration::from_secs(5)), ["one", "two", "three"]);
+        assert!(lines.wait_for("four", Duration::from_millis(50)).is_err());
+        assert_eq!(lines.wait_for("one", Duration::ZERO).unwrap(), "one");
+    }
+
+    #[test]
+    fn good_values() {
+        let env = parse_rdma_env(Some("rxe0"), Some("10.77.0.1")).unwrap();
+        assert_eq!(env.device, "rxe0");
+        assert_eq!(env.addr, "10.77.0.1".parse::<IpAddr>().unwrap());
+        let v6 = parse_rdma_env(Some("mlx5_0"), Some(" fd00::7 ")).unwrap();
+        assert_eq!(v6.addr, "fd00::7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn address_defaults_to_the_test_bed() {
+        for addr in [None, Some(""), Some("  ")] {
+            let env = parse_rdma_env(Some("rxe0"), addr).unwrap();
+            assert_eq!(env.addr.to_string(), DEFAULT_ADDR);
+        }
+    }
+
+    #[test]
+    fn missing_device_is_an_error_that_says_what_to_do() {
+        for device in [None, Some(""), Some(" ")] {
+            let err = parse_rdma_env(device, Some("10.77.0.1")).unwrap_err();
+            assert!(err.contains("RDMAFT_DEVICE is not set"), "{err}");
+            assert!(err.contains("softroce"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse_rdma_env(Some("rxe0"), Some("10.77.0")).is_err());
+        assert!(parse_rdma_env(Some("rxe0"), Some("rxe0")).is_err());
+        assert!(parse_rdma_env(Some("rxe0"), Some("127.0.0.1"))
+            .unwrap_err()
+            .contains("loopback"));
+        assert!(parse_rdma_env(Some("rxe0"), Some("0.0.0.0")).is_err());
+        assert!(parse_rdma_env(Some("../rxe0"), None).is_err());
+        assert!(parse_rdma_env(Some("rx e0"), None).is_err());
+    }
+}
