@@ -1,0 +1,181 @@
+//! Shared code of the `send` and `recv` programs: size parsing, address handling, and the
+//! lines both print.
+
+use rdmaft::protocol::{Negotiated, MAX_CHUNK_SIZE, MAX_WINDOW, MIN_CHUNK_SIZE};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// Environment variable with the address `recv` listens on when `--addr` is not given.
+pub const ADDR_ENV: &str = "RDMAFT_ADDR";
+
+/// Exit status for a failure (an error line was printed).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status of `send` after a successful handshake: the file data path does not exist
+/// yet, so the file was *not* sent.
+pub const EXIT_NOT_IMPLEMENTED: i32 = 3;
+
+/// Parses a byte count: a number with an optional binary unit `K`, `M` or `G` (× 1024ⁿ,
+/// either case, optionally followed by `iB` or `B`): `4096`, `64K`, `1M`, `1GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid size {text:?}: expected a number with an optional unit K, M or G (e.g. \
+             4096, 64K, 1M)"
+        ));
+    }
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {unit:?} (use K, M or G)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: number too large"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))
+}
+
+/// Parses a buffer (chunk) size with [`parse_size`] and checks the protocol's range.
+pub fn parse_buffer_size(text: &str) -> Result<u32, String> {
+    let n = parse_size(text)?;
+    if !(u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&n) {
+        return Err(format!(
+            "buffer size {text} ({n} B) is outside {MIN_CHUNK_SIZE} B ..= 1G"
+        ));
+    }
+    Ok(n as u32)
+}
+
+/// Parses a window (chunks in flight) and checks the protocol's range.
+pub fn parse_window(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid window {text:?}: expected a whole number"))?;
+    if !(1..=MAX_WINDOW).contains(&n) {
+        return Err(format!("window {n} is outside 1 ..= {MAX_WINDOW}"));
+    }
+    Ok(n)
+}
+
+/// Resolves `host` (an IP address or a name) with `port` to the first socket address.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host:?}: no addresses"))
+}
+
+/// The negotiated parameters as both programs print them:
+/// `chunk 65536 B, window 4, ring 262144 B`.
+pub fn describe(neg: &Negotiated) -> String {
+    format!(
+        "chunk {} B, window {}, ring {} B",
+        neg.chunk_size, neg.window, neg.ring.len
+    )
+}
+
+/// An optional address as text (`?` when unknown).
+pub fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdmaft::protocol::{Features, RingInfo};
+
+    #[test]
+    fn sizes_with_units() {
+        for (text, want) in [
+            ("4096", 4096),
+            ("0", 0),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("1M", 1 << 20),
+            ("1m", 1 << 20),
+            ("1G", 1 << 30),
+            ("2GiB", 2 << 30),
+            ("16KB", 16 << 10),
+            ("512B", 512),
+            (" 1M ", 1 << 20),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        for text in [
+            "", "K", "M1", "1.5M", "-1", "1T", "12X", "1 M", "0x10", "1MM",
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert!(err.starts_with("invalid size"), "{text}: {err}");
+        }
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184G")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn buffer_sizes_are_range_checked() {
+        assert_eq!(parse_buffer_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_buffer_size("64"), Ok(64));
+        assert_eq!(parse_buffer_size("1G"), Ok(1 << 30));
+        assert!(parse_buffer_size("63").unwrap_err().contains("outside"));
+        assert!(parse_buffer_size("2G").unwrap_err().contains("outside"));
+        assert!(parse_buffer_size("0").is_err());
+        assert!(parse_buffer_size("1X").is_err());
+    }
+
+    #[test]
+    fn windows_are_range_checked() {
+        assert_eq!(parse_window("16"), Ok(16));
+        assert_eq!(parse_window("65536"), Ok(65536));
+        assert!(parse_window("0").is_err());
+        assert!(parse_window("65537").is_err());
+        assert!(parse_window("4K").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            resolve("10.77.0.1", 7471),
+            Ok("10.77.0.1:7471".parse().unwrap())
+        );
+        assert_eq!(resolve("fd00::7", 9), Ok("[fd00::7]:9".parse().unwrap()));
+        assert!(resolve("no such host.invalid", 1).is_err());
+        assert_eq!(addr_or_unknown(None), "?");
+    }
+
+    #[test]
+    fn negotiated_line() {
+        let neg = Negotiated {
+            features: Features::empty(),
+            chunk_size: 65536,
+            window: 4,
+            sender_ctrl_depth: 16,
+            receiver_ctrl_depth: 16,
+            ring: RingInfo {
+                addr: 0x1000,
+                len: 262144,
+                rkey: 7,
+            },
+        };
+        assert_eq!(describe(&neg), "chunk 65536 B, window 4, ring 262144 B");
+    }
+}
