@@ -51,6 +51,7 @@
 #[cfg(feature = "arbitrary")]
 extern crate std;
 
+mod chunks;
 mod codes;
 mod ending;
 mod error;

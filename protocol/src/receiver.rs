@@ -11,6 +11,7 @@
 //! The driver reposts each receive buffer *before* handing its bytes in, so the counts in the
 //! acks this machine sends are always true.
 
+use crate::chunks::{slot, FileChunks};
 use crate::codes::{ErrorCode, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
@@ -76,7 +77,7 @@ enum FileState {
     Offered,
     /// Answer decided, not yet sent.
     AnswerQueued(FileAnswer),
-    /// Accept sent: chunks `first_seq..first_seq + chunks`, then the end, are due.
+    /// Accept sent: its chunks, then its end, are due.
     Receiving,
     /// End received; waiting for the application to consume the last chunks.
     Ended(Digest),
@@ -89,17 +90,8 @@ enum FileState {
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
     id: u64,
-    size: u64,
-    offset: u64,
-    first_seq: u64,
-    chunks: u64,
+    chunks: FileChunks,
     state: FileState,
-}
-
-impl OpenFile {
-    fn end_seq(&self) -> u64 {
-        self.first_seq + self.chunks
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,10 +197,7 @@ impl Receiver {
                 }
                 let file = OpenFile {
                     id: h.file_id,
-                    size: h.size,
-                    offset: 0,
-                    first_seq: 0,
-                    chunks: 0,
+                    chunks: FileChunks::unassigned(h.size),
                     state: FileState::Offered,
                 };
                 if !self.files.push(file) {
@@ -231,10 +220,10 @@ impl Receiver {
                     .iter()
                     .take(i)
                     .any(|f| f.state == FileState::Receiving);
-                if earlier_still_receiving || self.arrived != file.end_seq() {
+                if earlier_still_receiving || self.arrived != file.chunks.end_seq() {
                     return Err(self.violation(Violation::EndBeforeData));
                 }
-                if end.length != file.size {
+                if end.length != file.chunks.size {
                     return Err(self.violation(Violation::EndLengthMismatch));
                 }
                 if !digest_allowed(self.neg.features, end.digest.kind) {
@@ -284,15 +273,12 @@ impl Receiver {
         let file = self
             .files
             .iter()
-            .find(|f| f.state == FileState::Receiving && (f.first_seq..f.end_seq()).contains(&seq))
+            .find(|f| f.state == FileState::Receiving && f.chunks.contains(seq))
             .copied();
         let Some(file) = file.filter(|_| self.phase == Phase::Open) else {
             return Err(self.violation(Violation::UnexpectedChunk));
         };
-        let chunk = u64::from(self.neg.chunk_size);
-        let file_offset = file.offset + (seq - file.first_seq) * chunk;
-        // min(chunk, …) ≤ chunk_size, a u32.
-        let len = (file.size - file_offset).min(chunk) as u32;
+        let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
         if byte_len != len {
             return Err(self.violation(Violation::BadChunkLength {
                 expected: len,
@@ -300,12 +286,11 @@ impl Receiver {
             }));
         }
         self.arrived += 1;
-        // seq % window < window, a u32.
-        let slot = (seq % u64::from(self.neg.window)) as u32;
+        let slot = slot(seq, self.neg.window);
         Ok(ChunkArrival {
             seq,
             slot,
-            ring_offset: u64::from(slot) * chunk,
+            ring_offset: u64::from(slot) * u64::from(self.neg.chunk_size),
             file_id: file.id,
             file_offset,
             len,
@@ -347,27 +332,24 @@ impl Receiver {
             }
             .into());
         }
-        let (offset, chunks) = match answer {
+        // A rejected file keeps no chunks; an accepted one takes the next sequence numbers.
+        let chunks = match answer {
             FileAnswer::Accept { offset } => {
-                if offset > file.size
+                if offset > file.chunks.size
                     || (offset > 0 && !self.neg.features.contains(Features::RESUME))
                 {
                     return Err(UsageError::InvalidAnswer.into());
                 }
-                (
-                    offset,
-                    (file.size - offset).div_ceil(u64::from(self.neg.chunk_size)),
-                )
+                file.chunks
+                    .assign(self.next_assign_seq, offset, self.neg.chunk_size)
             }
-            FileAnswer::Reject(_) => (0, 0),
+            FileAnswer::Reject(_) => file.chunks,
         };
         if let Some(f) = self.files.get_mut(i) {
-            f.offset = offset;
-            f.first_seq = self.next_assign_seq;
             f.chunks = chunks;
             f.state = FileState::AnswerQueued(answer);
         }
-        self.next_assign_seq += chunks;
+        self.next_assign_seq += chunks.count;
         self.last_activity = now;
         Ok(())
     }
@@ -543,11 +525,11 @@ impl Receiver {
         let mut completed = [None; MAX_OPEN_FILES];
         for (slot, f) in completed.iter_mut().zip(self.files.iter_mut()) {
             if let FileState::Ended(digest) = f.state {
-                if f.end_seq() <= consumed {
+                if f.chunks.end_seq() <= consumed {
                     f.state = FileState::Verifying;
                     *slot = Some(ReceiverEvent::FileComplete {
                         file_id: f.id,
-                        length: f.size,
+                        length: f.chunks.size,
                         digest,
                     });
                 }

@@ -18,6 +18,7 @@
 //! Data flow per chunk `seq`: requested (a local slot is free) → data ready → posted (the
 //! receiver granted credit) → completed (the local slot is free again).
 
+use crate::chunks::{slot, FileChunks};
 use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
@@ -119,7 +120,7 @@ pub enum SenderOutput {
 enum FileState {
     /// Header sent, answer pending.
     AwaitAnswer,
-    /// Accepted: chunks `first_seq..first_seq + chunks` are this file's.
+    /// Accepted: its chunks are assigned.
     Data,
     /// End sent, result pending.
     EndSent,
@@ -128,18 +129,9 @@ enum FileState {
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
     id: u64,
-    size: u64,
-    offset: u64,
-    first_seq: u64,
-    chunks: u64,
+    chunks: FileChunks,
     digest: Option<Digest>,
     state: FileState,
-}
-
-impl OpenFile {
-    fn end_seq(&self) -> u64 {
-        self.first_seq + self.chunks
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,10 +262,7 @@ impl Sender {
         self.advertised = self.processed;
         let pushed = self.files.push(OpenFile {
             id: info.file_id,
-            size: info.size,
-            offset: 0,
-            first_seq: 0,
-            chunks: 0,
+            chunks: FileChunks::unassigned(info.size),
             digest: None,
             state: FileState::AwaitAnswer,
         });
@@ -458,22 +447,22 @@ impl Sender {
     fn poll_data(&mut self, buf: &mut CtrlBuf) -> Option<SenderOutput> {
         let i = self.files.position(|f| f.state == FileState::Data)?;
         let file = *self.files.get(i)?;
-        if self.posted == file.end_seq() {
+        if self.posted == file.chunks.end_seq() {
             let digest = file.digest?;
             if let Some(f) = self.files.get_mut(i) {
                 f.state = FileState::EndSent;
             }
             let end = FileEnd {
                 file_id: file.id,
-                length: file.size,
+                length: file.chunks.size,
                 digest,
             };
             return self.transmit(Control::FileEnd(end), buf);
         }
         if self.posted < self.ready && self.posted < self.credit_limit() {
             let seq = self.posted;
-            let (file_offset, len) = self.chunk_span(&file, seq);
-            let slot = self.slot(seq);
+            let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
+            let slot = slot(seq, self.neg.window);
             self.posted += 1;
             return Some(SenderOutput::Write(ChunkWrite {
                 seq,
@@ -494,28 +483,15 @@ impl Sender {
         let file = self
             .files
             .iter()
-            .find(|f| f.state == FileState::Data && (f.first_seq..f.end_seq()).contains(&seq))?;
-        let (file_offset, len) = self.chunk_span(file, seq);
+            .find(|f| f.state == FileState::Data && f.chunks.contains(seq))?;
+        let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
         Some(ChunkRead {
             seq,
-            slot: self.slot(seq),
+            slot: slot(seq, self.neg.window),
             file_id: file.id,
             file_offset,
             len,
         })
-    }
-
-    /// File offset and length of chunk `seq` of `file`, derived from the agreed sizes.
-    fn chunk_span(&self, file: &OpenFile, seq: u64) -> (u64, u32) {
-        let chunk = u64::from(self.neg.chunk_size);
-        let off = file.offset + (seq - file.first_seq) * chunk;
-        // min(chunk, …) ≤ chunk_size, a u32.
-        (off, (file.size - off).min(chunk) as u32)
-    }
-
-    fn slot(&self, seq: u64) -> u32 {
-        // seq % window < window, a u32.
-        (seq % u64::from(self.neg.window)) as u32
     }
 
     fn credit_limit(&self) -> u64 {
@@ -534,17 +510,16 @@ impl Sender {
         }
         match answer {
             FileAnswer::Accept { offset } => {
-                if offset > file.size
+                if offset > file.chunks.size
                     || (offset > 0 && !self.neg.features.contains(Features::RESUME))
                 {
                     return Err(self.violation(Violation::BadResumeOffset));
                 }
-                let chunks = (file.size - offset).div_ceil(u64::from(self.neg.chunk_size));
-                let first_seq = self.next_assign_seq;
-                self.next_assign_seq += chunks;
+                let chunks = file
+                    .chunks
+                    .assign(self.next_assign_seq, offset, self.neg.chunk_size);
+                self.next_assign_seq = chunks.end_seq();
                 if let Some(f) = self.files.get_mut(i) {
-                    f.offset = offset;
-                    f.first_seq = first_seq;
                     f.chunks = chunks;
                     f.state = FileState::Data;
                 }
