@@ -5,7 +5,7 @@
 //! invariants, and there are none reachable from inputs (the fuzz targets check this).
 
 use crate::codes::ErrorCode;
-use crate::wire::{DecodeError, MsgKind, MAX_ERROR_TEXT};
+use crate::wire::{truncate_text, DecodeError, MsgKind, MAX_ERROR_TEXT};
 use core::fmt;
 
 /// The peer broke the protocol. The state machine has failed and queued an error message.
@@ -179,25 +179,39 @@ pub struct ErrorText {
 }
 
 impl ErrorText {
+    const EMPTY: ErrorText = ErrorText {
+        bytes: [0; MAX_ERROR_TEXT],
+        len: 0,
+    };
+
     /// Copies `text`, cut on a character boundary if too long.
     pub fn new(text: &str) -> Self {
-        let mut end = text.len().min(MAX_ERROR_TEXT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0; MAX_ERROR_TEXT];
-        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
-        // end <= MAX_ERROR_TEXT = 128 fits a u8.
-        ErrorText {
-            bytes,
-            len: end as u8,
-        }
+        let mut t = ErrorText::EMPTY;
+        // A too-long text is simply cut: the error only signals the truncation.
+        let _ = fmt::Write::write_str(&mut t, text);
+        t
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        // Built from a &str cut on a char boundary, so always UTF-8; the fallback is unreachable.
+        // Only whole characters are ever appended, so always UTF-8; the fallback is unreachable.
         core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// Appends what fits, on a character boundary; `Err` once something had to be cut.
+impl fmt::Write for ErrorText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let len = usize::from(self.len);
+        let piece = truncate_text(s, MAX_ERROR_TEXT - len);
+        self.bytes[len..len + piece.len()].copy_from_slice(piece.as_bytes());
+        // len + piece ≤ MAX_ERROR_TEXT = 128 fits a u8.
+        self.len = (len + piece.len()) as u8;
+        if piece.len() == s.len() {
+            Ok(())
+        } else {
+            Err(fmt::Error)
+        }
     }
 }
 
@@ -222,29 +236,42 @@ impl fmt::Display for Failure {
 
 /// A [`Violation`]'s text for the error message sent to the peer, without an allocator.
 pub(crate) fn violation_text(v: &Violation) -> ErrorText {
-    struct Buf {
-        text: [u8; MAX_ERROR_TEXT],
-        len: usize,
-    }
-    impl fmt::Write for Buf {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for ch in s.chars() {
-                let mut tmp = [0; 4];
-                let enc = ch.encode_utf8(&mut tmp).as_bytes();
-                if self.len + enc.len() > MAX_ERROR_TEXT {
-                    return Err(fmt::Error);
-                }
-                self.text[self.len..self.len + enc.len()].copy_from_slice(enc);
-                self.len += enc.len();
-            }
-            Ok(())
-        }
-    }
-    let mut buf = Buf {
-        text: [0; MAX_ERROR_TEXT],
-        len: 0,
-    };
+    let mut text = ErrorText::EMPTY;
     // A too-long text is simply cut: fmt::Error only signals the truncation.
-    let _ = fmt::write(&mut buf, format_args!("{v}"));
-    ErrorText::new(core::str::from_utf8(&buf.text[..buf.len]).unwrap_or("protocol violation"))
+    let _ = fmt::write(&mut text, format_args!("{v}"));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn error_text_is_cut_on_a_character_boundary() {
+        let mut long = ErrorText::EMPTY;
+        for _ in 0..100 {
+            let _ = long.write_str("é"); // 2 bytes each
+        }
+        assert_eq!(long.as_str().len(), MAX_ERROR_TEXT);
+        assert!(long.as_str().chars().all(|c| c == 'é'));
+
+        // 127 ASCII bytes leave no room for a 2-byte character.
+        let mut edge = ErrorText::EMPTY;
+        for _ in 0..127 {
+            let _ = edge.write_str("a");
+        }
+        assert_eq!(edge.write_str("é"), Err(fmt::Error));
+        assert_eq!(edge.as_str().len(), 127);
+        assert_eq!(ErrorText::new("short").as_str(), "short");
+    }
+
+    #[test]
+    fn violation_text_is_formatted_in_pieces() {
+        let v = Violation::WrongSeq {
+            expected: 7,
+            got: 9,
+        };
+        assert_eq!(violation_text(&v).as_str(), "chunk sequence 9, expected 7");
+    }
 }

@@ -435,7 +435,7 @@ impl<'a> Control<'a> {
             Control::FileEnd(_) => (56, &[]),
             Control::FileResult { .. } => (16, &[]),
             Control::Ack | Control::Goodbye => (0, &[]),
-            Control::Error { text, .. } => (8, truncate_text(text).as_bytes()),
+            Control::Error { text, .. } => (8, truncate_text(text, MAX_ERROR_TEXT).as_bytes()),
         };
         let total = HDR + body_len + tail.len();
         let length = u16::try_from(total).map_err(|_| BufferTooSmall { need: total })?;
@@ -532,9 +532,9 @@ fn canonical_digest(d: &Digest) -> [u8; 32] {
     out
 }
 
-/// `text` cut to at most [`MAX_ERROR_TEXT`] bytes on a character boundary.
-fn truncate_text(text: &str) -> &str {
-    let mut end = text.len().min(MAX_ERROR_TEXT);
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate_text(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }

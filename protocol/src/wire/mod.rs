@@ -8,6 +8,7 @@
 mod control;
 mod handshake;
 
+pub(crate) use control::truncate_text;
 pub use control::{
     Control, CtrlHeader, Digest, DigestKind, FileAnswer, FileEnd, FileHeader, MsgKind,
     CTRL_MSG_MAX, MAX_ERROR_TEXT,
