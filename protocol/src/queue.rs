@@ -119,9 +119,12 @@ impl<T: Copy, const N: usize> Table<T, N> {
         self.items[..self.len].iter_mut().flatten()
     }
 
-    /// Index of the first item matching `pred`.
-    pub(crate) fn position(&self, pred: impl Fn(&T) -> bool) -> Option<usize> {
-        self.iter().position(pred)
+    /// The first item matching `pred`, with its index.
+    pub(crate) fn find(&self, pred: impl Fn(&T) -> bool) -> Option<(usize, T)> {
+        self.iter()
+            .copied()
+            .enumerate()
+            .find(|(_, item)| pred(item))
     }
 }
 
@@ -134,34 +137,11 @@ mod table_tests {
         let mut t: Table<u8, 3> = Table::new();
         assert!(t.push(1) && t.push(2) && t.push(3) && !t.push(4));
         t.remove(1);
-        assert_eq!(
-            t.iter().copied().collect::<heapless_vec::V>(),
-            heapless_vec::V::of(&[1, 3])
-        );
+        assert!(t.iter().copied().eq([1, 3]));
         assert!(t.push(5));
-        assert_eq!(t.position(|&x| x == 5), Some(2));
+        assert_eq!(t.find(|&x| x == 5), Some((2, 5)));
+        assert_eq!(t.find(|&x| x == 2), None);
         t.remove(7);
         assert_eq!(t.len(), 3);
-    }
-
-    /// Minimal collector so the test needs no allocator.
-    mod heapless_vec {
-        #[derive(Debug, PartialEq, Default)]
-        pub struct V([u8; 4], usize);
-        impl V {
-            pub fn of(xs: &[u8]) -> V {
-                xs.iter().copied().collect()
-            }
-        }
-        impl FromIterator<u8> for V {
-            fn from_iter<I: IntoIterator<Item = u8>>(it: I) -> V {
-                let mut v = V::default();
-                for x in it {
-                    v.0[v.1] = x;
-                    v.1 += 1;
-                }
-                v
-            }
-        }
     }
 }

@@ -206,13 +206,10 @@ impl Receiver {
                 Ok(Some(h))
             }
             Control::FileEnd(end) if self.phase == Phase::Open => {
-                let Some(i) = self
+                let Some((i, file)) = self
                     .files
-                    .position(|f| f.id == end.file_id && f.state == FileState::Receiving)
+                    .find(|f| f.id == end.file_id && f.state == FileState::Receiving)
                 else {
-                    return Err(self.violation(Violation::UnknownFile(end.file_id)));
-                };
-                let Some(file) = self.files.get(i).copied() else {
                     return Err(self.violation(Violation::UnknownFile(end.file_id)));
                 };
                 let earlier_still_receiving = self
@@ -315,11 +312,10 @@ impl Receiver {
         answer: FileAnswer,
     ) -> Result<(), Error> {
         self.live()?;
-        let i = self
+        let (i, file) = self
             .files
-            .position(|f| f.state == FileState::Offered)
+            .find(|f| f.state == FileState::Offered)
             .ok_or(UsageError::UnknownFile)?;
-        let file = *self.files.get(i).ok_or(UsageError::UnknownFile)?;
         if file.id != file_id {
             let offered_later = self
                 .files
@@ -465,10 +461,9 @@ impl Receiver {
     // ---- internals ----
 
     fn poll_answer(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        let i = self
+        let (i, file) = self
             .files
-            .position(|f| matches!(f.state, FileState::AnswerQueued(_)))?;
-        let file = *self.files.get(i)?;
+            .find(|f| matches!(f.state, FileState::AnswerQueued(_)))?;
         let FileState::AnswerQueued(answer) = file.state else {
             return None;
         };
@@ -492,13 +487,12 @@ impl Receiver {
 
     /// Results go out in end order: only when the oldest ended file has its verdict.
     fn poll_result(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        let i = self.files.position(|f| {
+        let (i, file) = self.files.find(|f| {
             matches!(
                 f.state,
                 FileState::Ended(_) | FileState::Verifying | FileState::Resolved(_)
             )
         })?;
-        let file = *self.files.get(i)?;
         let FileState::Resolved(status) = file.state else {
             return None;
         };

@@ -445,8 +445,7 @@ impl Sender {
 
     /// The data cursor: end the current file, or post its next ready chunk.
     fn poll_data(&mut self, buf: &mut CtrlBuf) -> Option<SenderOutput> {
-        let i = self.files.position(|f| f.state == FileState::Data)?;
-        let file = *self.files.get(i)?;
+        let (i, file) = self.files.find(|f| f.state == FileState::Data)?;
         if self.posted == file.chunks.end_seq() {
             let digest = file.digest?;
             if let Some(f) = self.files.get_mut(i) {
@@ -499,10 +498,7 @@ impl Sender {
     }
 
     fn on_answer(&mut self, file_id: u64, answer: FileAnswer) -> Result<(), Error> {
-        let Some(i) = self.files.position(|f| f.state == FileState::AwaitAnswer) else {
-            return Err(self.violation(Violation::UnknownFile(file_id)));
-        };
-        let Some(file) = self.files.get(i).copied() else {
+        let Some((i, file)) = self.files.find(|f| f.state == FileState::AwaitAnswer) else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
         if file.id != file_id {
