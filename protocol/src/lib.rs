@@ -72,9 +72,9 @@ pub use negotiate::{
     MIN_RECEIVER_CTRL_DEPTH, MIN_SENDER_CTRL_DEPTH,
 };
 pub use receiver::{ChunkArrival, FileOffer, Receiver, ReceiverEvent, ReceiverOutput};
-pub use sender::{ChunkRead, ChunkWrite, CtrlBuf, FileInfo, Sender, SenderEvent, SenderOutput};
+pub use sender::{ChunkRead, ChunkWrite, FileInfo, Sender, SenderEvent, SenderOutput};
 pub use time::Instant;
 pub use wire::{
-    Control, DecodeError, Digest, DigestKind, Features, FileAnswer, HandshakeReply, HelloRepr,
-    RingInfo, CTRL_MSG_MAX, MAGIC, VERSION,
+    Control, CtrlBuf, DecodeError, Digest, DigestKind, Features, FileAnswer, HandshakeReply,
+    HelloRepr, RingInfo, CTRL_MSG_MAX, MAGIC, VERSION,
 };

@@ -17,9 +17,8 @@ use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
 use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
 use crate::queue::{Fifo, Table};
-use crate::sender::{digest_allowed, CtrlBuf};
 use crate::time::Instant;
-use crate::wire::{Control, Digest, Features, FileAnswer, FileHeader};
+use crate::wire::{Control, CtrlBuf, Digest, Features, FileAnswer, FileHeader};
 use core::time::Duration;
 
 /// A file the sender offers, with its validated name; answer it with
@@ -223,7 +222,7 @@ impl Receiver {
                 if end.length != file.chunks.size {
                     return Err(self.violation(Violation::EndLengthMismatch));
                 }
-                if !digest_allowed(self.neg.features, end.digest.kind) {
+                if !end.digest.kind.is_agreed(self.neg.features) {
                     return Err(self.violation(Violation::DigestNotNegotiated));
                 }
                 if let Some(f) = self.files.get_mut(i) {

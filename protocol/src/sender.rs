@@ -26,13 +26,8 @@ use crate::name::validate_name;
 use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
 use crate::queue::{Fifo, Table};
 use crate::time::Instant;
-use crate::wire::{
-    Control, Digest, DigestKind, Features, FileAnswer, FileEnd, FileHeader, CTRL_MSG_MAX,
-};
+use crate::wire::{Control, CtrlBuf, Digest, Features, FileAnswer, FileEnd, FileHeader};
 use core::time::Duration;
-
-/// Buffer for one control message; every output fits.
-pub type CtrlBuf = [u8; CTRL_MSG_MAX];
 
 /// Metadata of a file to send: exactly what its header carries.
 pub type FileInfo<'a> = FileHeader<'a>;
@@ -283,10 +278,10 @@ impl Sender {
     }
 
     /// Gives the digest of an accepted file's whole content; its end is sent once all its
-    /// chunks are posted. [`DigestKind::None`] is always allowed.
+    /// chunks are posted. [`crate::DigestKind::None`] is always allowed.
     pub fn finish_file(&mut self, now: Instant, file_id: u64, digest: Digest) -> Result<(), Error> {
         self.live()?;
-        if !digest_allowed(self.neg.features, digest.kind) {
+        if !digest.kind.is_agreed(self.neg.features) {
             return Err(UsageError::DigestNotNegotiated.into());
         }
         let file = self
@@ -555,15 +550,6 @@ impl Sender {
 
     fn violation(&mut self, v: Violation) -> Error {
         self.ending.violation(v)
-    }
-}
-
-/// Whether a file end may carry a digest of `kind` under the agreed features.
-pub(crate) fn digest_allowed(features: Features, kind: DigestKind) -> bool {
-    match kind {
-        DigestKind::None => true,
-        DigestKind::Xxh3_128 => features.contains(Features::DIGEST_XXH3_128),
-        DigestKind::Blake3 => features.contains(Features::DIGEST_BLAKE3),
     }
 }
 

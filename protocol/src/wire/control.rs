@@ -4,7 +4,7 @@
 //! every fixed body must be exactly its size (plus the declared name / text for the two
 //! variable messages).
 
-use super::{read_prefix, write_with_tail, BufferTooSmall, DecodeError};
+use super::{read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features};
 use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
 use crate::name::{validate_name, MAX_NAME_LEN};
 use zerocopy::byteorder::network_endian::{I64, U16, U32, U64};
@@ -12,6 +12,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Size of every control receive buffer; no control message is longer.
 pub const CTRL_MSG_MAX: usize = 4096;
+/// Buffer for one control message; every message fits.
+pub type CtrlBuf = [u8; CTRL_MSG_MAX];
 /// Longest error text carried in an error message, in bytes.
 pub const MAX_ERROR_TEXT: usize = 128;
 
@@ -184,6 +186,15 @@ impl DigestKind {
             DigestKind::None => 0,
             DigestKind::Xxh3_128 => 16,
             DigestKind::Blake3 => 32,
+        }
+    }
+
+    /// Whether a file end may carry this kind under the agreed features (none always may).
+    pub fn is_agreed(self, features: Features) -> bool {
+        match self {
+            DigestKind::None => true,
+            DigestKind::Xxh3_128 => features.contains(Features::DIGEST_XXH3_128),
+            DigestKind::Blake3 => features.contains(Features::DIGEST_BLAKE3),
         }
     }
 

@@ -10,7 +10,7 @@ mod handshake;
 
 pub(crate) use control::truncate_text;
 pub use control::{
-    Control, CtrlHeader, Digest, DigestKind, FileAnswer, FileEnd, FileHeader, MsgKind,
+    Control, CtrlBuf, CtrlHeader, Digest, DigestKind, FileAnswer, FileEnd, FileHeader, MsgKind,
     CTRL_MSG_MAX, MAX_ERROR_TEXT,
 };
 pub use handshake::{
