@@ -15,8 +15,8 @@ deps:
 
 test: deps
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	@# What --workspace leaves out: the Soft-RoCE tests, the fuzzing feature, the fuzz crate.
+	@# The workspace with the Soft-RoCE tests (a superset of the plain run), then what
+	@# --workspace leaves out: the protocol's fuzzing feature and the fuzz crate.
 	cargo clippy --workspace --all-targets --features rdmaft-tests/softroce -- -D warnings
 	cargo clippy -p rdmaft-protocol --all-features --all-targets -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml --lib --tests -- -D warnings
