@@ -6,8 +6,8 @@
 //! - sender: `data_ready` → drain (`Write`) → `handle_write_completed` → drain (the next
 //!   `Read`), plus a credit from the receiver every window/4 chunks (one message encoded once,
 //!   its count patched in place) and the pure acks that causes;
-//! - receiver: `handle_chunk` → `chunk_consumed` → drain (a credit every window/4 chunks), plus
-//!   the sender's ack every `sender_ctrl_depth / 2` messages (likewise encoded once).
+//! - receiver: `handle_write` → `chunk_consumed` → drain (a credit every window/4 chunks), plus
+//!   the sender's pure ack (an immediate) every half of the sender's control depth.
 //!
 //! After the criterion measurement, a counting global allocator checks that 100 000 further
 //! chunks of each allocate nothing.
@@ -16,8 +16,9 @@
 
 use criterion::{black_box, Criterion, Throughput};
 use rdmaft_protocol::{
-    Control, CtrlBuf, Features, FileAnswer, FileInfo, Instant, Negotiated, Receiver,
-    ReceiverOutput, RingInfo, Sender, SenderEvent, SenderOutput, CTRL_MSG_MAX,
+    min_ctrl_depth, AcceptFlags, ArrayStorage, Config, Control, CtrlBuf, EntryKind, Features,
+    FileAnswer, FileInfo, Imm, Incoming, Instant, Negotiated, Receiver, ReceiverOutput, RingInfo,
+    Sender, SenderEvent, SenderOutput, CTRL_MSG_MAX,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,27 +61,34 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 const CHUNK: u32 = 1 << 20;
 const WINDOW: u32 = 64;
-const SENDER_CTRL_DEPTH: u16 = 16;
-const FILE_SIZE: u64 = u64::MAX / 2;
+const OPEN_FILES: u16 = 4;
+const SENDER_CTRL_DEPTH: u16 = min_ctrl_depth(OPEN_FILES);
+const RECEIVER_CTRL_DEPTH: u16 = min_ctrl_depth(OPEN_FILES);
+const FILE_SIZE: u64 = i64::MAX as u64;
+type Store = ArrayStorage<4, 64>;
 const FILE_ID: u64 = 1;
 /// Chunks between two credits (the receiver's coalescing: a quarter window).
 const CREDIT_EVERY: u64 = WINDOW as u64 / 4;
 /// Receiver messages between two acks from the sender (its threshold: half its depth).
-const ACK_EVERY: u32 = SENDER_CTRL_DEPTH as u32 / 2;
+const ACK_EVERY: u32 = (SENDER_CTRL_DEPTH as u32).div_ceil(2);
 const NOW: Instant = Instant::ZERO;
 
 fn negotiated() -> Negotiated {
     Negotiated {
-        features: Features::all(),
+        features: Features::all() - Features::AUTH_PSK,
+        flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
         window: WINDOW,
         sender_ctrl_depth: SENDER_CTRL_DEPTH,
-        receiver_ctrl_depth: 16,
+        receiver_ctrl_depth: RECEIVER_CTRL_DEPTH,
+        max_open_files: OPEN_FILES,
+        keepalive_ms: 1000,
         ring: RingInfo {
             addr: 0x7f00_0000_0000,
-            len: u64::from(CHUNK) * u64::from(WINDOW),
+            len: u64::from(CHUNK) * u64::from(WINDOW) + u64::from(RECEIVER_CTRL_DEPTH) * 4096,
             rkey: 0x1234,
         },
+        sender_proof: None,
     }
 }
 
@@ -92,7 +100,7 @@ fn encode(msg: Control<'_>, ack: u32) -> Vec<u8> {
 
 /// A sender in steady state on one endless file.
 struct SenderBench {
-    sender: Sender,
+    sender: Sender<Store>,
     buf: CtrlBuf,
     /// A credit message; bytes 8..16 hold the consumed count (big-endian).
     credit: Vec<u8>,
@@ -102,17 +110,22 @@ struct SenderBench {
 
 impl SenderBench {
     fn new() -> Self {
-        let mut sender = Sender::new(negotiated(), None, NOW).unwrap();
+        let mut sender = Sender::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let mut buf = [0u8; CTRL_MSG_MAX];
         let info = FileInfo {
             file_id: FILE_ID,
+            kind: EntryKind::File,
             size: FILE_SIZE,
             mtime_sec: 1_700_000_000,
             mtime_nsec: 0,
             mode: 0o644,
             name: "big",
         };
-        sender.start_file(NOW, &info, &mut buf).expect("start");
+        sender.start_file(NOW, &info).expect("start");
+        assert!(matches!(
+            sender.poll_output(NOW, &mut buf),
+            Some(SenderOutput::Control(_))
+        ));
         let accept = encode(
             Control::FileAnswer {
                 file_id: FILE_ID,
@@ -122,7 +135,7 @@ impl SenderBench {
         );
         sender.handle_control(NOW, &accept).expect("accept");
         let mut reads = 0;
-        while let Some(out) = sender.poll_output(&mut buf) {
+        while let Some(out) = sender.poll_output(NOW, &mut buf) {
             match out {
                 SenderOutput::Read(_) => reads += 1,
                 SenderOutput::Event(SenderEvent::FileAccepted { .. }) => {}
@@ -141,7 +154,7 @@ impl SenderBench {
     }
 
     fn drain(&mut self) {
-        while let Some(out) = self.sender.poll_output(&mut self.buf) {
+        while let Some(out) = self.sender.poll_output(NOW, &mut self.buf) {
             match out {
                 SenderOutput::Write(w) => {
                     // The write completes at once (the fastest possible link).
@@ -153,8 +166,11 @@ impl SenderBench {
                 SenderOutput::Read(r) => {
                     black_box(&r);
                 }
-                SenderOutput::Transmit(n) => {
-                    black_box(n);
+                SenderOutput::Control(c) => {
+                    black_box(c);
+                }
+                SenderOutput::Ack(imm) => {
+                    black_box(imm);
                 }
                 SenderOutput::Event(e) => panic!("unexpected event {e:?}"),
             }
@@ -178,10 +194,8 @@ impl SenderBench {
 
 /// A receiver in steady state on one endless file.
 struct ReceiverBench {
-    receiver: Receiver,
+    receiver: Receiver<Store>,
     buf: CtrlBuf,
-    /// A pure ack from the sender; bytes 4..8 hold the ack count (big-endian).
-    ack: Vec<u8>,
     /// Next chunk to arrive.
     seq: u64,
     /// Messages the receiver sent, and the count last acknowledged.
@@ -191,10 +205,12 @@ struct ReceiverBench {
 
 impl ReceiverBench {
     fn new() -> Self {
-        let mut receiver = Receiver::new(negotiated(), None, NOW).unwrap();
+        let mut receiver =
+            Receiver::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let header = encode(
             Control::FileHeader(rdmaft_protocol::wire::FileHeader {
                 file_id: FILE_ID,
+                kind: EntryKind::File,
                 size: FILE_SIZE,
                 mtime_sec: 1_700_000_000,
                 mtime_nsec: 0,
@@ -203,6 +219,9 @@ impl ReceiverBench {
             }),
             0,
         );
+        let imm = Imm::control(0).encode();
+        let at = receiver.handle_write(NOW, imm, header.len() as u32);
+        assert!(matches!(at, Ok(Incoming::Control { .. })));
         let offer = receiver.handle_control(NOW, &header).expect("header");
         assert!(offer.is_some());
         receiver
@@ -211,7 +230,6 @@ impl ReceiverBench {
         let mut bench = ReceiverBench {
             receiver,
             buf: [0u8; CTRL_MSG_MAX],
-            ack: encode(Control::Ack, 0),
             seq: 0,
             sent: 0,
             acked: 0,
@@ -222,7 +240,7 @@ impl ReceiverBench {
     }
 
     fn drain(&mut self) {
-        while let Some(out) = self.receiver.poll_output(&mut self.buf) {
+        while let Some(out) = self.receiver.poll_output(NOW, &mut self.buf) {
             match out {
                 ReceiverOutput::Transmit(n) => {
                     black_box(n);
@@ -237,7 +255,7 @@ impl ReceiverBench {
     fn chunk(&mut self) {
         let arrival = self
             .receiver
-            .handle_chunk(NOW, self.seq as u32, CHUNK)
+            .handle_write(NOW, Imm::chunk(self.seq).encode(), CHUNK)
             .expect("chunk");
         black_box(&arrival);
         self.receiver
@@ -246,8 +264,8 @@ impl ReceiverBench {
         self.drain();
         self.seq += 1;
         if self.sent - self.acked >= ACK_EVERY {
-            self.ack[4..8].copy_from_slice(&self.sent.to_be_bytes());
-            self.receiver.handle_control(NOW, &self.ack).expect("ack");
+            let imm = Imm::ack(self.sent).encode();
+            self.receiver.handle_write(NOW, imm, 0).expect("ack");
             self.acked = self.sent;
             self.drain();
         }

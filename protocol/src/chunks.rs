@@ -4,7 +4,7 @@
 
 /// The chunks of one file: `count` sequence numbers from `first_seq`, carrying the file's
 /// bytes from `offset` (non-zero when resuming) to `size`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FileChunks {
     pub(crate) first_seq: u64,
     pub(crate) count: u64,

@@ -65,6 +65,16 @@ code_family! {
         NO_RESOURCES = 8, "receiver out of resources";
         /// The receiver is stopping.
         SHUTTING_DOWN = 9, "receiver is shutting down";
+        /// Open-file limit zero or above the maximum.
+        BAD_OPEN_FILES = 10, "open-file limit is zero or out of range";
+        /// Keepalive interval zero or above the maximum.
+        BAD_KEEPALIVE = 11, "keepalive interval is zero or out of range";
+        /// The receiver requires a pre-shared key and the hello does not offer it.
+        AUTH_REQUIRED = 12, "receiver requires authentication (a pre-shared key)";
+        /// The receiver requires file digests and no digest algorithm is shared.
+        DIGEST_REQUIRED = 13, "receiver requires a digest algorithm the sender does not offer";
+        /// The receiver's own parameters are invalid (a local misconfiguration).
+        MISCONFIGURED = 14, "receiver is misconfigured";
     }
 }
 
@@ -85,6 +95,11 @@ code_family! {
         IO = 6, "I/O error";
         /// The request uses something the receiver does not support.
         UNSUPPORTED = 7, "unsupported";
+        /// The name is open in this session already, or is a directory prefix of an open
+        /// name (or has one as its prefix): two writers would share a path.
+        NAME_CONFLICT = 8, "name conflicts with a file open in this session";
+        /// The receiver has no room to track the name now (too deep a path for its table).
+        BUSY = 9, "receiver busy; try again later";
     }
 }
 
@@ -101,8 +116,12 @@ code_family! {
         IO = 3, "I/O error";
         /// The disk filled up.
         NO_SPACE = 4, "no space left on device";
-        /// The transfer of this file was abandoned.
-        ABORTED = 5, "aborted";
+        /// The sender abandoned the file (it could not read it, or was told to stop).
+        ABORTED = 5, "aborted by the sender";
+        /// The receiver abandoned the file (its own application cancelled it).
+        CANCELLED = 6, "cancelled by the receiver";
+        /// The file end carried no digest and the receiver requires one.
+        DIGEST_REQUIRED = 7, "digest required";
     }
 }
 
@@ -119,6 +138,22 @@ code_family! {
         CANCELLED = 4, "cancelled";
         /// The side is shutting down.
         SHUTTING_DOWN = 5, "shutting down";
+        /// The sender's proof of the pre-shared key was missing or wrong.
+        AUTH_FAILED = 6, "authentication failed";
+    }
+}
+
+code_family! {
+    /// Why the sender abandoned one file (carried in the file abort).
+    AbortReason {
+        /// Reading the source failed.
+        READ_ERROR = 1, "could not read the source file";
+        /// The source changed size or vanished while being sent.
+        SOURCE_CHANGED = 2, "the source file changed while being sent";
+        /// The sending application cancelled the file.
+        CANCELLED = 3, "cancelled by the sending application";
+        /// The receiver asked the sender to stop (a file cancel).
+        PEER_CANCELLED = 4, "stopped at the receiver's request";
     }
 }
 

@@ -13,12 +13,15 @@ pub(crate) enum Outcome {
     Failed(Failure),
 }
 
+/// An error message still to be sent: code, detail, text.
+pub(crate) type OwedError = (ErrorCode, u16, ErrorText);
+
 /// Terminal state of a state machine; `None` outcome while the session is live.
 #[derive(Debug, Default)]
 pub(crate) struct Ending {
     outcome: Option<Outcome>,
     reported: bool,
-    owed_error: Option<(ErrorCode, ErrorText)>,
+    owed_error: Option<OwedError>,
 }
 
 impl Ending {
@@ -40,7 +43,7 @@ impl Ending {
     }
 
     /// Fails the session; `notify_peer` is the error message to send, if any.
-    fn fail(&mut self, failure: Failure, notify_peer: Option<(ErrorCode, ErrorText)>) {
+    fn fail(&mut self, failure: Failure, notify_peer: Option<OwedError>) {
         if self.outcome.is_none() {
             self.outcome = Some(Outcome::Failed(failure));
             self.owed_error = notify_peer;
@@ -51,7 +54,7 @@ impl Ending {
     pub(crate) fn violation(&mut self, v: Violation) -> Error {
         self.fail(
             Failure::Violation(v),
-            Some((ErrorCode::PROTOCOL_VIOLATION, violation_text(&v))),
+            Some((v.error_code(), v.code(), violation_text(&v))),
         );
         Error::Violation(v)
     }
@@ -59,30 +62,38 @@ impl Ending {
     /// The local application gave up with `code`.
     pub(crate) fn abort(&mut self, code: ErrorCode) {
         let text = ErrorText::new(code.description().unwrap_or("aborted"));
-        self.fail(Failure::Aborted(code), Some((code, text)));
+        self.fail(Failure::Aborted(code), Some((code, 0, text)));
     }
 
-    /// The peer owed progress past the idle timeout.
+    /// Nothing arrived from the peer within the idle timeout.
     pub(crate) fn time_out(&mut self) {
         self.fail(
             Failure::TimedOut,
-            Some((ErrorCode::TIMEOUT, ErrorText::new("idle timeout"))),
+            Some((ErrorCode::TIMEOUT, 0, ErrorText::new("idle timeout"))),
         );
     }
 
     /// The peer sent an error message: nothing is owed back.
-    pub(crate) fn peer_aborted(&mut self, code: ErrorCode, text: &str) {
-        self.fail(Failure::PeerAborted(code, ErrorText::new(text)), None);
+    pub(crate) fn peer_aborted(&mut self, code: ErrorCode, detail: u16, text: &str) {
+        self.fail(
+            Failure::PeerAborted(code, detail, ErrorText::new(text)),
+            None,
+        );
     }
 
-    /// The error message to send, once.
-    pub(crate) fn take_owed_error(&mut self) -> Option<(ErrorCode, ErrorText)> {
-        self.owed_error.take()
+    /// The error message still to send, if any (left in place).
+    pub(crate) fn owed_error(&self) -> Option<&OwedError> {
+        self.owed_error.as_ref()
+    }
+
+    /// The error message was sent.
+    pub(crate) fn error_sent(&mut self) {
+        self.owed_error = None;
     }
 
     /// The outcome for the final event, once.
     pub(crate) fn take_outcome(&mut self) -> Option<Outcome> {
-        if self.reported {
+        if self.reported || self.outcome.is_none() {
             return None;
         }
         self.reported = self.outcome.is_some();

@@ -5,10 +5,15 @@
 //! invariants, and there are none reachable from inputs (the fuzz targets check this).
 
 use crate::codes::ErrorCode;
-use crate::wire::{truncate_text, DecodeError, MsgKind, MAX_ERROR_TEXT};
+use crate::name::NameError;
+use crate::negotiate::ParamError;
+use crate::wire::{truncate_text, DecodeError, Field, MsgKind, MAX_ERROR_TEXT};
 use core::fmt;
 
 /// The peer broke the protocol. The state machine has failed and queued an error message.
+///
+/// [`Violation::code`] gives each a stable number, carried as the detail of the error message
+/// (PROTOCOL.md §7 lists them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
     /// A control message could not be decoded.
@@ -19,11 +24,11 @@ pub enum Violation {
     UnknownFile(u64),
     /// A file header reuses the id of an open file.
     DuplicateFileId(u64),
-    /// More files open than the protocol allows.
+    /// A header beyond the open-file limit.
     TooManyOpenFiles,
     /// A file answer is not for the oldest unanswered file.
     AnswerOutOfOrder,
-    /// A resume offset beyond the file's end, or without the negotiated feature.
+    /// A resume offset beyond the file's end, not chunk-aligned, or without the feature.
     BadResumeOffset,
     /// A credit went backwards or covers chunks never written.
     BadCredit,
@@ -31,18 +36,29 @@ pub enum Violation {
     BadAck,
     /// A chunk's immediate data is not the next sequence number.
     WrongSeq {
-        /// Expected (low 32 bits of the sequence number).
+        /// Expected (low 31 bits of the sequence number).
         expected: u32,
         /// Received.
         got: u32,
     },
+    /// A control message's number is not the next one.
+    WrongCtrlSeq {
+        /// Expected (low 30 bits).
+        expected: u32,
+        /// Received.
+        got: u32,
+    },
+    /// A control message beyond the sender's control credit (it overwrote an unprocessed
+    /// slot).
+    CtrlOverrun,
     /// A chunk arrived with no credit for it (it overwrote an unconsumed slot).
     CreditOverrun,
     /// A chunk arrived when no accepted file expects data.
     UnexpectedChunk,
-    /// A chunk's length is not the one derived from the file and sequence number.
-    BadChunkLength {
-        /// Derived length.
+    /// A write's length is not the one derived for it (a chunk's from its file and sequence
+    /// number, an ack's zero, a control message's at most one slot).
+    BadWriteLength {
+        /// Derived length (the limit, for control messages).
         expected: u32,
         /// Received length.
         got: u32,
@@ -55,6 +71,54 @@ pub enum Violation {
     DigestNotNegotiated,
     /// A goodbye while files are still open.
     GoodbyeWithOpenFiles,
+    /// A name that is open already, or shares a path with an open one, at the sender's side
+    /// of the accounting.
+    NameConflict,
+    /// With `AUTH_PSK`, a message other than the sender's proof came first.
+    AuthMissing,
+    /// The sender's key proof is wrong.
+    AuthFailed,
+    /// A file cancel for a file whose data stream already ended, or cancelled twice.
+    BadCancel,
+}
+
+impl Violation {
+    /// The stable number of this violation (PROTOCOL.md §7).
+    pub fn code(&self) -> u16 {
+        match self {
+            Violation::Decode(_) => 1,
+            Violation::UnexpectedMessage(_) => 2,
+            Violation::UnknownFile(_) => 3,
+            Violation::DuplicateFileId(_) => 4,
+            Violation::TooManyOpenFiles => 5,
+            Violation::AnswerOutOfOrder => 6,
+            Violation::BadResumeOffset => 7,
+            Violation::BadCredit => 8,
+            Violation::BadAck => 9,
+            Violation::WrongSeq { .. } => 10,
+            Violation::WrongCtrlSeq { .. } => 11,
+            Violation::CtrlOverrun => 12,
+            Violation::CreditOverrun => 13,
+            Violation::UnexpectedChunk => 14,
+            Violation::BadWriteLength { .. } => 15,
+            Violation::EndBeforeData => 16,
+            Violation::EndLengthMismatch => 17,
+            Violation::DigestNotNegotiated => 18,
+            Violation::GoodbyeWithOpenFiles => 19,
+            Violation::NameConflict => 20,
+            Violation::AuthMissing => 21,
+            Violation::AuthFailed => 22,
+            Violation::BadCancel => 23,
+        }
+    }
+
+    /// The error code sent for it: authentication failures have their own.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Violation::AuthMissing | Violation::AuthFailed => ErrorCode::AUTH_FAILED,
+            _ => ErrorCode::PROTOCOL_VIOLATION,
+        }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -72,15 +136,23 @@ impl fmt::Display for Violation {
             Violation::WrongSeq { expected, got } => {
                 write!(f, "chunk sequence {got}, expected {expected}")
             }
+            Violation::WrongCtrlSeq { expected, got } => {
+                write!(f, "control message {got}, expected {expected}")
+            }
+            Violation::CtrlOverrun => f.write_str("control message written without credit"),
             Violation::CreditOverrun => f.write_str("chunk written without credit"),
             Violation::UnexpectedChunk => f.write_str("chunk while no file expects data"),
-            Violation::BadChunkLength { expected, got } => {
-                write!(f, "chunk of {got} bytes, expected {expected}")
+            Violation::BadWriteLength { expected, got } => {
+                write!(f, "write of {got} bytes, expected {expected}")
             }
             Violation::EndBeforeData => f.write_str("file end before all its data"),
             Violation::EndLengthMismatch => f.write_str("file end length differs from header"),
             Violation::DigestNotNegotiated => f.write_str("digest kind not negotiated"),
             Violation::GoodbyeWithOpenFiles => f.write_str("goodbye with files open"),
+            Violation::NameConflict => f.write_str("name conflicts with an open file"),
+            Violation::AuthMissing => f.write_str("key proof missing"),
+            Violation::AuthFailed => f.write_str("wrong key proof"),
+            Violation::BadCancel => f.write_str("cancel of a file that is not receiving"),
         }
     }
 }
@@ -90,27 +162,36 @@ impl fmt::Display for Violation {
 pub enum UsageError {
     /// The session is not open for this (closing, closed or failed).
     NotOpen,
-    /// [`crate::MAX_OPEN_FILES`] files are already unresolved; wait for a result.
+    /// The open-file limit is reached; wait for a result.
     TooManyOpenFiles,
     /// The file id is already open.
     DuplicateFileId,
     /// No open file has that id in a state where the call fits.
     UnknownFile,
     /// The name is not a valid relative name.
-    InvalidName(crate::name::NameError),
-    /// Mode or mtime out of range.
-    InvalidMetadata,
+    InvalidName(NameError),
+    /// Mode, mtime or size out of range.
+    InvalidMetadata(Field),
+    /// The name is open already or shares a path with an open name; wait for its result.
+    NameConflict,
+    /// The open-name table has no room for the name's directories now; wait for results.
+    NameTableFull,
     /// A sequence number is not the next one expected (completions, data, consumption are
     /// reported in order).
     OutOfOrder,
     /// The digest kind was not negotiated.
     DigestNotNegotiated,
-    /// An answer does not fit (resume offset beyond the end, or resume not negotiated).
+    /// An answer does not fit (resume offset beyond the end or not chunk-aligned, resume not
+    /// negotiated, or an accept of an offer the protocol requires rejecting).
     InvalidAnswer,
     /// Outputs were not drained; drain `poll_output` after every input.
     OutputsNotDrained,
-    /// The negotiated parameters given to a state machine are invalid; the text says which.
-    InvalidParameters(&'static str),
+    /// The parameters given to a state machine are invalid.
+    InvalidParameters(ParamError),
+    /// A control message's bytes are due ([`crate::Incoming::Control`]) before other input.
+    ControlPending,
+    /// No control message was announced by a write completion.
+    NoControlPending,
 }
 
 impl fmt::Display for UsageError {
@@ -121,12 +202,18 @@ impl fmt::Display for UsageError {
             UsageError::DuplicateFileId => f.write_str("file id already open"),
             UsageError::UnknownFile => f.write_str("no such open file in that state"),
             UsageError::InvalidName(e) => write!(f, "invalid name: {e}"),
-            UsageError::InvalidMetadata => f.write_str("mode or mtime out of range"),
+            UsageError::InvalidMetadata(field) => {
+                write!(f, "invalid metadata: {} out of range", field.name())
+            }
+            UsageError::NameConflict => f.write_str("name conflicts with an open file"),
+            UsageError::NameTableFull => f.write_str("open-name table full"),
             UsageError::OutOfOrder => f.write_str("sequence number out of order"),
             UsageError::DigestNotNegotiated => f.write_str("digest kind not negotiated"),
             UsageError::InvalidAnswer => f.write_str("answer does not fit the file"),
             UsageError::OutputsNotDrained => f.write_str("outputs not drained"),
-            UsageError::InvalidParameters(why) => write!(f, "invalid negotiated parameters: {why}"),
+            UsageError::InvalidParameters(why) => write!(f, "invalid parameters: {why}"),
+            UsageError::ControlPending => f.write_str("a control message is due first"),
+            UsageError::NoControlPending => f.write_str("no control message is due"),
         }
     }
 }
@@ -163,8 +250,8 @@ impl From<UsageError> for Error {
 pub enum Failure {
     /// The peer broke the protocol.
     Violation(Violation),
-    /// The peer aborted with this code and text.
-    PeerAborted(ErrorCode, ErrorText),
+    /// The peer aborted with this code, detail and text.
+    PeerAborted(ErrorCode, u16, ErrorText),
     /// The local application aborted with this code.
     Aborted(ErrorCode),
     /// The peer made no progress within the idle timeout.
@@ -225,7 +312,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Violation(v) => write!(f, "peer violated the protocol: {v}"),
-            Failure::PeerAborted(code, text) => {
+            Failure::PeerAborted(code, _, text) => {
                 write!(f, "peer aborted: {code}: {}", text.as_str())
             }
             Failure::Aborted(code) => write!(f, "aborted locally: {code}"),

@@ -1,9 +1,10 @@
 //! Validation of the relative file names a sender offers.
 //!
 //! A receiver joins the name onto its receive directory, so the name must not be able to leave
-//! it: no absolute path, no `..`, no empty or `.` component, no NUL. Names are UTF-8 and bounded
-//! so they fit one control message. (Symlinks planted inside the directory are the receiver's
-//! file-system concern, not something a name check can see.)
+//! it: no absolute path, no `..`, no empty or `.` component. Names are UTF-8 without control
+//! characters (C0 and DEL: no NUL, no newline or escape sequences in logs and terminals), and
+//! bounded so they fit one control message. (Symlinks planted inside the directory are the
+//! receiver's file-system concern, not something a name check can see.)
 
 use core::fmt;
 
@@ -23,6 +24,8 @@ pub enum NameError {
     NotUtf8,
     /// Contains a NUL byte.
     Nul,
+    /// Contains another control character (U+0001..=U+001F or U+007F).
+    Control,
     /// Starts with `/`.
     Absolute,
     /// Has a `..` component.
@@ -38,6 +41,7 @@ impl fmt::Display for NameError {
             NameError::TooLong => "name or component too long",
             NameError::NotUtf8 => "name is not UTF-8",
             NameError::Nul => "name contains NUL",
+            NameError::Control => "name contains a control character",
             NameError::Absolute => "name is absolute",
             NameError::ParentDir => "name has a '..' component",
             NameError::EmptyComponent => "name has an empty or '.' component",
@@ -55,6 +59,11 @@ pub fn validate_name(raw: &[u8]) -> Result<&str, NameError> {
     }
     if raw.contains(&0) {
         return Err(NameError::Nul);
+    }
+    // Bytes below 0x20 and 0x7F are control characters in ASCII and never part of a multi-byte
+    // UTF-8 sequence, so a byte scan finds exactly the C0 and DEL characters.
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(NameError::Control);
     }
     let name = core::str::from_utf8(raw).map_err(|_| NameError::NotUtf8)?;
     if name.starts_with('/') {
@@ -93,6 +102,16 @@ mod tests {
         assert_eq!(validate_name(b"a/"), Err(NameError::EmptyComponent));
         assert_eq!(validate_name(b"./a"), Err(NameError::EmptyComponent));
         assert_eq!(validate_name(b"a\0b"), Err(NameError::Nul));
+        for c in [1u8, b'\n', b'\t', 0x1b, 0x1f, 0x7f] {
+            assert_eq!(
+                validate_name(&[b'a', c, b'b']),
+                Err(NameError::Control),
+                "{c:#x}"
+            );
+        }
+        // U+0080..U+009F (C1) are left alone: they are ordinary UTF-8 characters here.
+        assert!(validate_name("a\u{85}b".as_bytes()).is_ok());
+        assert_eq!(validate_name(b" a~"), Ok(" a~"));
         assert_eq!(validate_name(&[0xff, 0xfe]), Err(NameError::NotUtf8));
         assert_eq!(
             validate_name(&[b'a'; MAX_NAME_LEN + 1]),
@@ -103,5 +122,13 @@ mod tests {
             Err(NameError::TooLong)
         );
         assert!(validate_name(&[b'a'; MAX_COMPONENT_LEN]).is_ok());
+        let mut longest = [b'a'; MAX_NAME_LEN];
+        for i in (MAX_COMPONENT_LEN..MAX_NAME_LEN).step_by(MAX_COMPONENT_LEN + 1) {
+            longest[i] = b'/';
+        }
+        assert!(
+            validate_name(&longest).is_ok(),
+            "exactly MAX_NAME_LEN bytes is allowed"
+        );
     }
 }

@@ -1,67 +1,187 @@
-//! Buffer-size negotiation: both sides use the minimum of the two chunk sizes and windows
-//! (the rule kept from the original C library), after checking each proposal is sane.
+//! The handshake's negotiation (PROTOCOL.md §2.4): both sides use the minimum of the two chunk
+//! sizes, windows, open-file limits and keepalive intervals (the buffer-size rule kept from the
+//! original C library), after checking each proposal is sane; each side checks the other's.
 
+use crate::auth::{proofs_equal, receiver_proof, sender_proof, Mac};
 use crate::codes::RejectReason;
 use crate::wire::{
-    AcceptRepr, DecodeError, Features, HandshakeReply, HelloRepr, RejectRepr, RingInfo, VERSION,
+    AcceptFlags, AcceptRepr, DecodeError, Features, HandshakeReply, HelloRepr, RejectRepr,
+    RingInfo, ACCEPT_LEN, ACCEPT_PROOF_OFFSET, CTRL_MSG_MAX, HELLO_LEN, NONCE_LEN, PROOF_LEN,
+    VERSION,
 };
 use core::fmt;
 
-/// Smallest chunk either side may propose.
-pub const MIN_CHUNK_SIZE: u32 = 64;
-/// Largest chunk either side may propose (1 GiB).
+/// Smallest chunk size (one page: chunks suit `O_DIRECT` I/O).
+pub const MIN_CHUNK_SIZE: u32 = 4096;
+/// Largest chunk size (1 GiB).
 pub const MAX_CHUNK_SIZE: u32 = 1 << 30;
-/// Largest window either side may propose.
+/// Largest window.
 pub const MAX_WINDOW: u32 = 1 << 16;
-/// Largest ring a receiver will be asked to register (64 GiB).
+/// Largest data ring (`chunk × window`) a receiver registers unless it sets a lower limit
+/// (64 GiB).
 pub const MAX_RING_BYTES: u64 = 1 << 36;
-/// Fewest control receive buffers a sender may keep posted.
-pub const MIN_SENDER_CTRL_DEPTH: u16 = 2;
-/// Most control receive buffers a side may announce.
-pub const MAX_CTRL_DEPTH: u16 = 1024;
-/// Most files a sender may have unresolved (header sent, no result or reject yet).
-pub const MAX_OPEN_FILES: usize = 4;
-/// Fewest control receive buffers a receiver must keep posted: a header and an end per open
-/// file, two pure acks, and the goodbye and error (see PROTOCOL.md "Control credits").
-pub const MIN_RECEIVER_CTRL_DEPTH: u16 = 2 * MAX_OPEN_FILES as u16 + 4;
+/// Largest open-file limit either side may propose.
+pub const MAX_OPEN_FILES: u16 = 4096;
+/// The open-file limit this crate proposes by default.
+pub const DEFAULT_OPEN_FILES: u16 = 64;
+/// Control slots a side must keep beyond its open-file limit: two messages per open file
+/// cross each RTT at full pipelining, and credits and acks ride beside them.
+pub const CTRL_DEPTH_SLACK: u16 = 8;
+/// Largest control depth either side may announce.
+pub const MAX_CTRL_DEPTH: u16 = MAX_OPEN_FILES + 4 * CTRL_DEPTH_SLACK;
+/// Longest keepalive interval (one hour), milliseconds.
+pub const MAX_KEEPALIVE_MS: u32 = 3_600_000;
+/// The keepalive interval this crate proposes by default, milliseconds.
+pub const DEFAULT_KEEPALIVE_MS: u32 = 1_000;
 
-/// One side's proposal.
+/// Fewest control slots a side must offer for an open-file limit of `open_files`: enough that
+/// small files pipeline at the full open-file limit and no agreement costs bulk throughput.
+pub const fn min_ctrl_depth(open_files: u16) -> u16 {
+    open_files.saturating_add(CTRL_DEPTH_SLACK)
+}
+
+/// The chunk size a proposal stands for: rounded down to a power of two, at most
+/// [`MAX_CHUNK_SIZE`]; `None` below [`MIN_CHUNK_SIZE`].
+pub fn effective_chunk_size(proposed: u32) -> Option<u32> {
+    if proposed < MIN_CHUNK_SIZE {
+        return None;
+    }
+    let clamped = proposed.min(MAX_CHUNK_SIZE);
+    // clamped ≥ 4096, so ilog2 is defined.
+    Some(1 << clamped.ilog2())
+}
+
+/// Why parameters are unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// Chunk size below [`MIN_CHUNK_SIZE`] (or, agreed, not a power of two in range).
+    ChunkSize,
+    /// Window zero or above [`MAX_WINDOW`].
+    Window,
+    /// Control depth below [`min_ctrl_depth`] of the open-file limit, or above
+    /// [`MAX_CTRL_DEPTH`].
+    CtrlDepth,
+    /// Open-file limit zero or above [`MAX_OPEN_FILES`].
+    OpenFiles,
+    /// Keepalive interval zero or above [`MAX_KEEPALIVE_MS`].
+    Keepalive,
+    /// `chunk × window` above the ring limit.
+    RingTooLarge,
+    /// The ring's length is not the one the parameters need, or it wraps the address space.
+    RingLayout,
+    /// Digests are required but no digest algorithm is offered.
+    DigestRequired,
+    /// `AUTH_PSK` is offered but no key was given, or a key was given without `AUTH_PSK`.
+    KeyMismatch,
+    /// The idle timeout is shorter than two keepalive intervals (a live peer would be failed).
+    IdleTimeout,
+    /// The caller's storage holds fewer file slots than the open-file limit.
+    Storage,
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParamError::ChunkSize => "chunk size out of range",
+            ParamError::Window => "window out of range",
+            ParamError::CtrlDepth => "control depth out of range for the open-file limit",
+            ParamError::OpenFiles => "open-file limit out of range",
+            ParamError::Keepalive => "keepalive interval out of range",
+            ParamError::RingTooLarge => "ring (chunk × window) above the limit",
+            ParamError::RingLayout => "ring length does not match the parameters, or wraps",
+            ParamError::DigestRequired => "digests required but no digest algorithm offered",
+            ParamError::KeyMismatch => "AUTH_PSK offered without a key, or a key without AUTH_PSK",
+            ParamError::IdleTimeout => "idle timeout shorter than two keepalive intervals",
+            ParamError::Storage => "storage has fewer file slots than the open-file limit",
+        })
+    }
+}
+
+/// One side's proposal and local limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
-    /// Capabilities this side supports.
+    /// Capabilities this side supports. `AUTH_PSK` means: this side has a key and requires
+    /// the peer to prove it.
     pub features: Features,
-    /// Chunk (buffer) size in bytes.
+    /// Chunk (buffer) size in bytes; rounded down to a power of two.
     pub chunk_size: u32,
     /// Chunks in flight.
     pub window: u32,
-    /// Control receive buffers this side keeps posted.
+    /// Sender: receive buffers it posts for the receiver's messages. Receiver: slots of its
+    /// control ring.
     pub ctrl_depth: u16,
+    /// Files open at once.
+    pub max_open_files: u16,
+    /// Most milliseconds this side lets pass without sending anything.
+    pub keepalive_ms: u32,
+    /// Receiver: refuse senders that cannot send a digest, and file ends without one.
+    pub require_digest: bool,
+    /// Largest `chunk × window` this side registers.
+    pub max_ring_bytes: u64,
 }
 
 impl Params {
-    /// Checks the proposal is within the protocol's limits.
-    pub fn check(&self, min_ctrl_depth: u16) -> Result<(), RejectReason> {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
-            return Err(RejectReason::BAD_CHUNK_SIZE);
+    /// A proposal with this crate's defaults for everything but the sizes.
+    pub fn new(features: Features, chunk_size: u32, window: u32) -> Params {
+        Params {
+            features,
+            chunk_size,
+            window,
+            ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES),
+            max_open_files: DEFAULT_OPEN_FILES,
+            keepalive_ms: DEFAULT_KEEPALIVE_MS,
+            require_digest: false,
+            max_ring_bytes: MAX_RING_BYTES,
         }
-        if !(1..=MAX_WINDOW).contains(&self.window) {
-            return Err(RejectReason::BAD_WINDOW);
+    }
+
+    /// Checks the proposal against the protocol's limits.
+    pub fn check(&self) -> Result<(), ParamError> {
+        let chunk = effective_chunk_size(self.chunk_size).ok_or(ParamError::ChunkSize)?;
+        check_common(
+            self.window,
+            self.ctrl_depth,
+            self.max_open_files,
+            self.keepalive_ms,
+        )?;
+        if u64::from(chunk) * u64::from(self.window) > self.max_ring_bytes.min(MAX_RING_BYTES) {
+            return Err(ParamError::RingTooLarge);
         }
-        if !(min_ctrl_depth..=MAX_CTRL_DEPTH).contains(&self.ctrl_depth) {
-            return Err(RejectReason::BAD_CTRL_DEPTH);
+        if self.require_digest && self.features.digests().is_empty() {
+            return Err(ParamError::DigestRequired);
         }
         Ok(())
     }
 
-    /// The hello a sender sends with these parameters.
-    pub fn hello(&self) -> HelloRepr {
+    /// The hello a sender sends with these parameters and its `nonce`.
+    pub fn hello(&self, nonce: [u8; NONCE_LEN]) -> HelloRepr {
         HelloRepr {
             features: self.features,
             chunk_size: self.chunk_size,
             window: self.window,
             ctrl_depth: self.ctrl_depth,
+            max_open_files: self.max_open_files,
+            keepalive_ms: self.keepalive_ms,
+            nonce,
         }
     }
+}
+
+fn check_common(window: u32, ctrl: u16, open: u16, keepalive: u32) -> Result<(), ParamError> {
+    if !(1..=MAX_WINDOW).contains(&window) {
+        return Err(ParamError::Window);
+    }
+    if !(1..=MAX_OPEN_FILES).contains(&open) {
+        return Err(ParamError::OpenFiles);
+    }
+    if !(min_ctrl_depth(open)..=MAX_CTRL_DEPTH).contains(&ctrl) {
+        return Err(ParamError::CtrlDepth);
+    }
+    if !(1..=MAX_KEEPALIVE_MS).contains(&keepalive) {
+        return Err(ParamError::Keepalive);
+    }
+    Ok(())
 }
 
 /// Parameters both sides agreed on; the input to both state machines.
@@ -69,45 +189,79 @@ impl Params {
 pub struct Negotiated {
     /// Agreed capabilities.
     pub features: Features,
-    /// Agreed chunk size.
+    /// Receiver policies.
+    pub flags: AcceptFlags,
+    /// Agreed chunk size (a power of two).
     pub chunk_size: u32,
     /// Agreed window.
     pub window: u32,
-    /// Control receive buffers the sender keeps posted.
+    /// Receive buffers the sender keeps posted (the receiver's credit for its messages).
     pub sender_ctrl_depth: u16,
-    /// Control receive buffers the receiver keeps posted.
+    /// Slots of the receiver's control ring (the sender's credit for its messages).
     pub receiver_ctrl_depth: u16,
-    /// The receiver's ring.
+    /// Agreed open-file limit.
+    pub max_open_files: u16,
+    /// Agreed keepalive interval, milliseconds.
+    pub keepalive_ms: u32,
+    /// The receiver's ring: data slots, then control slots.
     pub ring: RingInfo,
+    /// With `AUTH_PSK`: the sender's proof (the sender sends it, the receiver expects it).
+    pub sender_proof: Option<[u8; PROOF_LEN]>,
 }
 
 impl Negotiated {
-    /// Bytes the ring must have: `chunk_size × window`.
-    pub fn ring_len(&self) -> u64 {
+    /// Bytes of data slots: `chunk_size × window`.
+    pub fn data_len(&self) -> u64 {
         u64::from(self.chunk_size) * u64::from(self.window)
+    }
+
+    /// Bytes of the whole ring: data slots, then `receiver_ctrl_depth` control slots.
+    pub fn ring_len(&self) -> u64 {
+        ring_len(self.chunk_size, self.window, self.receiver_ctrl_depth)
+    }
+
+    /// Offset of control slot `i` in the ring.
+    pub fn ctrl_slot_offset(&self, slot: u32) -> u64 {
+        self.data_len() + u64::from(slot) * CTRL_MSG_MAX as u64
     }
 
     /// Checks the agreement is within the protocol's limits. [`negotiate`] + [`Agreed::accept`]
     /// and [`check_reply`] only produce valid ones; this guards hand-built values, so the
     /// state machines can rely on them (no zero window, no ring wrapping the address space).
-    pub fn check(&self) -> Result<(), &'static str> {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
-            return Err("chunk size out of range");
+    pub fn check(&self) -> Result<(), ParamError> {
+        if !self.chunk_size.is_power_of_two()
+            || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size)
+        {
+            return Err(ParamError::ChunkSize);
         }
-        if !(1..=MAX_WINDOW).contains(&self.window) {
-            return Err("window out of range");
+        check_common(
+            self.window,
+            self.receiver_ctrl_depth,
+            self.max_open_files,
+            self.keepalive_ms,
+        )?;
+        if !(min_ctrl_depth(self.max_open_files)..=MAX_CTRL_DEPTH).contains(&self.sender_ctrl_depth)
+        {
+            return Err(ParamError::CtrlDepth);
         }
-        if !(MIN_SENDER_CTRL_DEPTH..=MAX_CTRL_DEPTH).contains(&self.sender_ctrl_depth) {
-            return Err("sender control depth out of range");
-        }
-        if !(MIN_RECEIVER_CTRL_DEPTH..=MAX_CTRL_DEPTH).contains(&self.receiver_ctrl_depth) {
-            return Err("receiver control depth out of range");
+        if self.data_len() > MAX_RING_BYTES {
+            return Err(ParamError::RingTooLarge);
         }
         if self.ring.len != self.ring_len() || self.ring.addr.checked_add(self.ring.len).is_none() {
-            return Err("ring length is not chunk size × window, or the ring wraps");
+            return Err(ParamError::RingLayout);
+        }
+        if self.flags.contains(AcceptFlags::DIGEST_REQUIRED) && self.features.digests().is_empty() {
+            return Err(ParamError::DigestRequired);
+        }
+        if self.features.contains(Features::AUTH_PSK) != self.sender_proof.is_some() {
+            return Err(ParamError::KeyMismatch);
         }
         Ok(())
     }
+}
+
+fn ring_len(chunk: u32, window: u32, ctrl_depth: u16) -> u64 {
+    u64::from(chunk) * u64::from(window) + u64::from(ctrl_depth) * CTRL_MSG_MAX as u64
 }
 
 /// The receiver's half-way result: agreed sizes, before the ring exists.
@@ -115,39 +269,82 @@ impl Negotiated {
 pub struct Agreed {
     /// Agreed capabilities.
     pub features: Features,
+    /// Receiver policies.
+    pub flags: AcceptFlags,
     /// Agreed chunk size.
     pub chunk_size: u32,
     /// Agreed window.
     pub window: u32,
     /// The sender's control depth.
     pub sender_ctrl_depth: u16,
+    /// The receiver's control depth (its control ring slots).
+    pub receiver_ctrl_depth: u16,
+    /// Agreed open-file limit.
+    pub max_open_files: u16,
+    /// Agreed keepalive interval, milliseconds.
+    pub keepalive_ms: u32,
+    /// The hello's bytes, for the key proofs.
+    hello: [u8; HELLO_LEN],
 }
 
 impl Agreed {
-    /// Bytes of ring to register.
+    /// Bytes of ring to register: data slots, then control slots.
     pub fn ring_len(&self) -> u64 {
-        u64::from(self.chunk_size) * u64::from(self.window)
+        ring_len(self.chunk_size, self.window, self.receiver_ctrl_depth)
     }
 
     /// Completes the handshake once the ring is registered: the negotiated parameters and the
-    /// reply to send. `receiver_ctrl_depth` is how many control receives the receiver posted.
-    pub fn accept(&self, ring: RingInfo, receiver_ctrl_depth: u16) -> (Negotiated, HandshakeReply) {
+    /// reply to send. `nonce` is fresh randomness; `key` must be given exactly when
+    /// `AUTH_PSK` was agreed (that is, when the receiver's own parameters offered it).
+    pub fn accept(
+        &self,
+        ring: RingInfo,
+        nonce: [u8; NONCE_LEN],
+        key: Option<&dyn Mac>,
+    ) -> Result<(Negotiated, HandshakeReply), ParamError> {
+        let auth = self.features.contains(Features::AUTH_PSK);
+        if auth != key.is_some() {
+            return Err(ParamError::KeyMismatch);
+        }
+        let mut accept = AcceptRepr {
+            features: self.features,
+            flags: self.flags,
+            chunk_size: self.chunk_size,
+            window: self.window,
+            ctrl_depth: self.receiver_ctrl_depth,
+            max_open_files: self.max_open_files,
+            keepalive_ms: self.keepalive_ms,
+            ring,
+            nonce: if auth { nonce } else { [0; NONCE_LEN] },
+            proof: [0; PROOF_LEN],
+        };
+        let mut sender_proof_expected = None;
+        if let Some(key) = key {
+            let mut bytes = [0u8; ACCEPT_LEN];
+            let reply = HandshakeReply::Accept(accept);
+            reply
+                .encode(&mut bytes)
+                .map_err(|_| ParamError::RingLayout)?;
+            accept.proof = receiver_proof(key, &self.hello, &bytes[..ACCEPT_PROOF_OFFSET]);
+            HandshakeReply::Accept(accept)
+                .encode(&mut bytes)
+                .map_err(|_| ParamError::RingLayout)?;
+            sender_proof_expected = Some(sender_proof(key, &self.hello, &bytes));
+        }
         let neg = Negotiated {
             features: self.features,
+            flags: self.flags,
             chunk_size: self.chunk_size,
             window: self.window,
             sender_ctrl_depth: self.sender_ctrl_depth,
-            receiver_ctrl_depth,
+            receiver_ctrl_depth: self.receiver_ctrl_depth,
+            max_open_files: self.max_open_files,
+            keepalive_ms: self.keepalive_ms,
             ring,
+            sender_proof: sender_proof_expected,
         };
-        let reply = HandshakeReply::Accept(AcceptRepr {
-            features: self.features,
-            chunk_size: self.chunk_size,
-            window: self.window,
-            ctrl_depth: receiver_ctrl_depth,
-            ring,
-        });
-        (neg, reply)
+        neg.check()?;
+        Ok((neg, HandshakeReply::Accept(accept)))
     }
 }
 
@@ -159,33 +356,108 @@ pub fn reject(reason: RejectReason) -> HandshakeReply {
     })
 }
 
-/// Receiver: decides on a sender's hello against the local proposal.
+/// Receiver: decides on a sender's hello against the local parameters.
 ///
 /// On success the caller registers a ring of [`Agreed::ring_len`] bytes and calls
-/// [`Agreed::accept`]; on failure it sends [`reject`] of the reason.
+/// [`Agreed::accept`]; on failure it sends [`reject`] of the reason. Invalid local parameters
+/// give [`RejectReason::MISCONFIGURED`] whatever the hello says.
 pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
+    if local.check().is_err() {
+        return Err(RejectReason::MISCONFIGURED);
+    }
     let h = HelloRepr::decode(hello).map_err(|e| match e {
         DecodeError::BadMagic(_) => RejectReason::BAD_MAGIC,
         DecodeError::UnknownVersion(_) => RejectReason::UNSUPPORTED_VERSION,
         _ => RejectReason::MALFORMED,
     })?;
-    let theirs = Params {
-        features: h.features,
-        chunk_size: h.chunk_size,
-        window: h.window,
-        ctrl_depth: h.ctrl_depth,
-    };
-    theirs.check(MIN_SENDER_CTRL_DEPTH)?;
+    let their_chunk = effective_chunk_size(h.chunk_size).ok_or(RejectReason::BAD_CHUNK_SIZE)?;
+    check_common(h.window, h.ctrl_depth, h.max_open_files, h.keepalive_ms).map_err(
+        |e| match e {
+            ParamError::Window => RejectReason::BAD_WINDOW,
+            ParamError::OpenFiles => RejectReason::BAD_OPEN_FILES,
+            ParamError::CtrlDepth => RejectReason::BAD_CTRL_DEPTH,
+            _ => RejectReason::BAD_KEEPALIVE,
+        },
+    )?;
+    let features = h.features & local.features;
+    if local.features.contains(Features::AUTH_PSK) && !features.contains(Features::AUTH_PSK) {
+        return Err(RejectReason::AUTH_REQUIRED);
+    }
+    let mut flags = AcceptFlags::empty();
+    if local.require_digest {
+        if features.digests().is_empty() {
+            return Err(RejectReason::DIGEST_REQUIRED);
+        }
+        flags |= AcceptFlags::DIGEST_REQUIRED;
+    }
+    // Checked by local.check() above.
+    let our_chunk = effective_chunk_size(local.chunk_size).ok_or(RejectReason::MISCONFIGURED)?;
+    let mut raw = [0u8; HELLO_LEN];
+    raw.copy_from_slice(&hello[..HELLO_LEN]);
     let agreed = Agreed {
-        features: h.features & local.features,
-        chunk_size: h.chunk_size.min(local.chunk_size),
+        features,
+        flags,
+        chunk_size: their_chunk.min(our_chunk),
         window: h.window.min(local.window),
         sender_ctrl_depth: h.ctrl_depth,
+        receiver_ctrl_depth: local.ctrl_depth,
+        max_open_files: h.max_open_files.min(local.max_open_files),
+        keepalive_ms: h.keepalive_ms.min(local.keepalive_ms),
+        hello: raw,
     };
-    if agreed.ring_len() > MAX_RING_BYTES {
+    let data = u64::from(agreed.chunk_size) * u64::from(agreed.window);
+    if data > local.max_ring_bytes.min(MAX_RING_BYTES) {
         return Err(RejectReason::RING_TOO_LARGE);
     }
     Ok(agreed)
+}
+
+/// Why a receiver's accept is unacceptable to the sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// Chunk size not a power of two, below the minimum, or above the proposal.
+    ChunkSize,
+    /// Window zero or above the proposal.
+    Window,
+    /// Open-file limit zero or above the proposal.
+    OpenFiles,
+    /// Keepalive interval zero or above the proposal.
+    Keepalive,
+    /// A feature that was not offered.
+    Features,
+    /// The receiver's control depth is out of range for the open-file limit.
+    CtrlDepth,
+    /// The ring's length is not `chunk × window + ctrl_depth × 4096`, or it wraps.
+    RingLayout,
+    /// Digests required but none agreed.
+    DigestRequired,
+    /// The sender requires the key proof and the receiver did not agree to `AUTH_PSK`.
+    AuthNotAgreed,
+    /// The receiver's key proof is wrong: it does not hold the key.
+    BadProof,
+    /// The sender's own parameters are invalid, or `AUTH_PSK` without a key.
+    LocalParams,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplyError::ChunkSize => {
+                "chunk size not a power of two in range, or above the proposal"
+            }
+            ReplyError::Window => "window zero or above the proposal",
+            ReplyError::OpenFiles => "open-file limit zero or above the proposal",
+            ReplyError::Keepalive => "keepalive interval zero or above the proposal",
+            ReplyError::Features => "features not offered",
+            ReplyError::CtrlDepth => "receiver control depth out of range",
+            ReplyError::RingLayout => "ring length does not match the parameters, or wraps",
+            ReplyError::DigestRequired => "digests required but none agreed",
+            ReplyError::AuthNotAgreed => "the receiver does not prove the pre-shared key",
+            ReplyError::BadProof => "the receiver's key proof is wrong",
+            ReplyError::LocalParams => "the sender's own parameters are invalid",
+        })
+    }
 }
 
 /// Why a sender's handshake failed.
@@ -195,8 +467,8 @@ pub enum HandshakeError {
     Rejected(RejectRepr),
     /// The reply could not be decoded.
     Decode(DecodeError),
-    /// The reply decoded but breaks the negotiation rules; the text says which.
-    Invalid(&'static str),
+    /// The reply decoded but breaks the negotiation rules.
+    Invalid(ReplyError),
 }
 
 impl fmt::Display for HandshakeError {
@@ -211,38 +483,78 @@ impl fmt::Display for HandshakeError {
     }
 }
 
-/// Sender: checks the receiver's reply against what it proposed.
-pub fn check_reply(reply: &[u8], local: &Params) -> Result<Negotiated, HandshakeError> {
+/// Sender: checks the receiver's `reply` against what it proposed (`local`, sent as the
+/// `hello` bytes). With `AUTH_PSK` in `local.features`, `key` checks the receiver's proof and
+/// yields the sender's ([`Negotiated::sender_proof`]).
+pub fn check_reply(
+    reply: &[u8],
+    local: &Params,
+    hello: &[u8],
+    key: Option<&dyn Mac>,
+) -> Result<Negotiated, HandshakeError> {
+    let invalid = |why| Err(HandshakeError::Invalid(why));
+    let wants_auth = local.features.contains(Features::AUTH_PSK);
+    if local.check().is_err() || wants_auth != key.is_some() || hello.len() < HELLO_LEN {
+        return invalid(ReplyError::LocalParams);
+    }
     let a = match HandshakeReply::decode(reply).map_err(HandshakeError::Decode)? {
         HandshakeReply::Reject(r) => return Err(HandshakeError::Rejected(r)),
         HandshakeReply::Accept(a) => a,
     };
-    let invalid = |why| Err(HandshakeError::Invalid(why));
-    if a.chunk_size != a.chunk_size.min(local.chunk_size) || a.chunk_size < MIN_CHUNK_SIZE {
-        return invalid("chunk size above the proposal or below the minimum");
+    let max_chunk = effective_chunk_size(local.chunk_size).unwrap_or(MIN_CHUNK_SIZE);
+    if !a.chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=max_chunk).contains(&a.chunk_size) {
+        return invalid(ReplyError::ChunkSize);
     }
-    if a.window == 0 || a.window > local.window {
-        return invalid("window zero or above the proposal");
+    if !(1..=local.window).contains(&a.window) {
+        return invalid(ReplyError::Window);
+    }
+    if !(1..=local.max_open_files).contains(&a.max_open_files) {
+        return invalid(ReplyError::OpenFiles);
+    }
+    if !(1..=local.keepalive_ms).contains(&a.keepalive_ms) {
+        return invalid(ReplyError::Keepalive);
     }
     if !local.features.contains(a.features) {
-        return invalid("features not offered");
+        return invalid(ReplyError::Features);
     }
-    if !(MIN_RECEIVER_CTRL_DEPTH..=MAX_CTRL_DEPTH).contains(&a.ctrl_depth) {
-        return invalid("receiver control depth out of range");
+    if !(min_ctrl_depth(a.max_open_files)..=MAX_CTRL_DEPTH).contains(&a.ctrl_depth) {
+        return invalid(ReplyError::CtrlDepth);
     }
-    let neg = Negotiated {
+    // chunk ≤ ours and window ≤ ours: the ring is within our own (checked) ring limit.
+    if a.ring.len != ring_len(a.chunk_size, a.window, a.ctrl_depth)
+        || a.ring.addr.checked_add(a.ring.len).is_none()
+    {
+        return invalid(ReplyError::RingLayout);
+    }
+    if a.flags.contains(AcceptFlags::DIGEST_REQUIRED) && a.features.digests().is_empty() {
+        return invalid(ReplyError::DigestRequired);
+    }
+    let mut proof = None;
+    if let Some(key) = key {
+        if !a.features.contains(Features::AUTH_PSK) {
+            return invalid(ReplyError::AuthNotAgreed);
+        }
+        let mut bytes = [0u8; ACCEPT_LEN];
+        let n = HandshakeReply::Accept(a)
+            .encode(&mut bytes)
+            .map_err(|_| HandshakeError::Invalid(ReplyError::RingLayout))?;
+        let hello = &hello[..HELLO_LEN];
+        let expected = receiver_proof(key, hello, &bytes[..ACCEPT_PROOF_OFFSET]);
+        if !proofs_equal(&expected, &a.proof) {
+            return invalid(ReplyError::BadProof);
+        }
+        proof = Some(sender_proof(key, hello, &bytes[..n]));
+    }
+    Ok(Negotiated {
         features: a.features,
+        flags: a.flags,
         chunk_size: a.chunk_size,
         window: a.window,
         sender_ctrl_depth: local.ctrl_depth,
         receiver_ctrl_depth: a.ctrl_depth,
+        max_open_files: a.max_open_files,
+        keepalive_ms: a.keepalive_ms,
         ring: a.ring,
-    };
-    if a.ring.len != neg.ring_len() {
-        return invalid("ring length is not chunk size × window");
-    }
-    if a.ring.addr.checked_add(a.ring.len).is_none() {
-        return invalid("ring wraps the address space");
-    }
-    Ok(neg)
+        sender_proof: proof,
+    })
 }

@@ -1,29 +1,46 @@
-//! The receiver role: answers offers, validates every chunk against what it derived, returns
-//! credits as slots are consumed, and reports each file's end for verification.
+//! The receiver role: answers offers, validates every write against what it derived, returns
+//! credits as slots are consumed, reports each file's end for verification, and sends the
+//! results.
 //!
 //! # Driving it
-//! Inputs: [`Receiver::handle_control`] (returns a [`FileOffer`] to answer),
-//! [`Receiver::handle_chunk`] (returns where the chunk belongs), and the application commands
+//! Inputs: [`Receiver::handle_write`] for every receive completion of a WRITE WITH IMM (a
+//! chunk, a control message, or a pure ack; when it says [`Incoming::Control`], pass the
+//! message's bytes to [`Receiver::handle_control`] next, which returns a [`FileOffer`] for a
+//! header), [`Receiver::handle_timeout`], and the application commands
 //! [`Receiver::answer_file`], [`Receiver::chunk_consumed`], [`Receiver::file_verified`],
-//! [`Receiver::abort`]. After every input drain [`Receiver::poll_output`] until `None`, then arm
-//! a timer for [`Receiver::poll_timeout`].
+//! [`Receiver::cancel_file`], [`Receiver::abort`]. After every input drain
+//! [`Receiver::poll_output`] until `None`, then arm a timer for [`Receiver::poll_timeout`].
 //!
-//! The driver reposts each receive buffer *before* handing its bytes in, so the counts in the
-//! acks this machine sends are always true.
+//! The driver reposts each receive *before* handing its completion in, so the credit this
+//! machine grants is always backed by posted receives.
 
 use crate::chunks::{slot, FileChunks};
-use crate::codes::{ErrorCode, FileStatus};
+use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
-use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
-use crate::queue::{Fifo, Table};
+use crate::flow::CtrlFlow;
+use crate::liveness::Liveness;
+use crate::negotiate::{Negotiated, ParamError};
+use crate::open_names::{NameClash, OpenNames};
+use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
 use crate::time::Instant;
-use crate::wire::{Control, CtrlBuf, Digest, Features, FileAnswer, FileHeader};
-use core::time::Duration;
+use crate::wire::{
+    imm::{chunk_bits, low30, widen30},
+    AcceptFlags, Control, CtrlBuf, Digest, DigestKind, EntryKind, Features, FileAnswer, FileEnd,
+    FileHeader, Imm, CTRL_MSG_MAX,
+};
+use crate::Config;
 
-/// A file the sender offers, with its validated name; answer it with
-/// [`Receiver::answer_file`], in offer order.
-pub type FileOffer<'a> = FileHeader<'a>;
+/// A file the sender offers; answer it with [`Receiver::answer_file`], in offer order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileOffer<'a> {
+    /// The header, name validated.
+    pub header: FileHeader<'a>,
+    /// When set, the protocol requires rejecting the offer with this reason: the name
+    /// shares a path with an open one (`NAME_CONFLICT`), or the open-name table has no room
+    /// for it now (`BUSY`).
+    pub refusal: Option<FileRejectReason>,
+}
 
 /// Where an arrived chunk belongs; consume it, then call [`Receiver::chunk_consumed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,11 +59,29 @@ pub struct ChunkArrival {
     pub len: u32,
 }
 
+/// What a write completion brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A data chunk.
+    Chunk(ChunkArrival),
+    /// A control message of `len` bytes at `ring_offset` in the ring: pass its bytes to
+    /// [`Receiver::handle_control`] before anything else.
+    Control {
+        /// Byte offset of the control slot in the ring.
+        ring_offset: u64,
+        /// Bytes of the message.
+        len: u32,
+    },
+    /// A pure ack (already taken into account).
+    Ack,
+}
+
 /// Something the application should know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiverEvent {
     /// All data of the file is consumed and its end received: verify `length` and `digest`
-    /// against what was written, publish, then call [`Receiver::file_verified`].
+    /// against what was written (for a resumed file, against the whole file), publish, then
+    /// call [`Receiver::file_verified`]. A directory arrives this way too (no data).
     FileComplete {
         /// The file.
         file_id: u64,
@@ -54,6 +89,17 @@ pub enum ReceiverEvent {
         length: u64,
         /// The sender's digest of the whole file.
         digest: Digest,
+    },
+    /// The file's stream ended with nothing to verify: the sender aborted it, this side
+    /// cancelled it, or it came without the required digest. Discard what was written; the
+    /// result `status` goes to the sender by itself.
+    FileDropped {
+        /// The file.
+        file_id: u64,
+        /// Its result.
+        status: FileStatus,
+        /// The sender's reason, when the sender aborted it.
+        abort: Option<AbortReason>,
     },
     /// Goodbyes exchanged; the session ended cleanly. Last event.
     Closed,
@@ -70,27 +116,43 @@ pub enum ReceiverOutput {
     Event(ReceiverEvent),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FileState {
+/// Where one file is, at the receiver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum RState {
     /// Waiting for the application's answer.
+    #[default]
     Offered,
     /// Answer decided, not yet sent.
     AnswerQueued(FileAnswer),
-    /// Accept sent: its chunks, then its end, are due.
+    /// Accept sent: its chunks, then its end or abort, are due.
     Receiving,
-    /// End received; waiting for the application to consume the last chunks.
+    /// End received: complete once its chunks are consumed.
     Ended(Digest),
+    /// Stream ended with nothing to verify, with this result.
+    Dropped(FileStatus),
     /// Complete event given; waiting for the application's verdict.
     Verifying,
-    /// Verdict decided, result not yet sent.
+    /// Verdict known, result not yet sent.
     Resolved(FileStatus),
+    /// Rejected (answer sent) or result sent.
+    Closed,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct OpenFile {
+/// A file's state at the receiver (kept in the caller's [`Storage`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReceiverFile {
     id: u64,
+    kind: Option<EntryKind>,
+    state: RState,
     chunks: FileChunks,
-    state: FileState,
+    /// One past the last chunk that arrived, once the stream ended.
+    stream_end: u64,
+    /// A cancel the application asked for: the result it gets, and whether it was sent.
+    cancel: Option<(FileStatus, bool)>,
+    abort: Option<AbortReason>,
+    refusal: Option<FileRejectReason>,
+    /// Open-name table key; 0 when the name is not in the table.
+    name_key: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,54 +162,89 @@ enum Phase {
     PeerDone,
 }
 
-const EVENT_CAPACITY: usize = 2 * MAX_OPEN_FILES + 2;
-
 /// The receiver's state machine. See the module docs for the drive loop.
 #[derive(Debug)]
-pub struct Receiver {
+pub struct Receiver<S: Storage> {
     neg: Negotiated,
-    idle_timeout: Option<Duration>,
-    last_activity: Instant,
+    storage: S,
+    slots: SlotIndex,
+    name_key: [u8; 16],
+    names_used: usize,
+    live: Liveness,
+    flow: CtrlFlow,
     phase: Phase,
-    files: Table<OpenFile, MAX_OPEN_FILES>,
+    /// The sender's proof still expected (with `AUTH_PSK`).
+    auth: Option<[u8; 32]>,
+    /// Files by number (header order): `head..tail` are in the table.
+    head: u64,
+    tail: u64,
+    open: u64,
+    /// Next offer the application answers; next answer to send.
+    decide_cursor: u64,
+    answer_cursor: u64,
+    /// Data order: the file whose stream is current; whose chunks are being consumed; whose
+    /// event comes next; whose result comes next.
+    data_cursor: u64,
+    consume_cursor: u64,
+    event_cursor: u64,
+    result_cursor: u64,
+    last_id: Option<u64>,
     next_assign_seq: u64,
+    /// Next chunk expected (skipped chunks of aborted files count as arrived).
     arrived: u64,
     consumed: u64,
     /// Consumed count last sent in a credit.
     advertised: u64,
-    /// Control messages sent, and the count the sender has acknowledged processing.
-    sent: u32,
-    peer_acked: u32,
-    /// Sender control messages processed (piggybacked as our ack).
-    processed: u32,
-    events: Fifo<ReceiverEvent, EVENT_CAPACITY>,
+    /// Number of the next control message; whether its bytes are due.
+    ctrl_expected: u32,
+    control_pending: bool,
+    cancels_queued: u32,
     ending: Ending,
 }
 
-impl Receiver {
-    /// A receiver for a negotiated connection (see [`crate::negotiate()`]), starting at `now`.
-    ///
-    /// Fails if `neg` is out of the protocol's limits ([`Negotiated::check`]).
-    pub fn new(
-        neg: Negotiated,
-        idle_timeout: Option<Duration>,
-        now: Instant,
-    ) -> Result<Self, UsageError> {
-        neg.check().map_err(UsageError::InvalidParameters)?;
+impl<S: Storage> Receiver<S> {
+    /// A receiver for a negotiated connection (see [`crate::negotiate()`]), starting at `now`,
+    /// keeping its tables in `storage` (at least `neg.max_open_files` file slots).
+    pub fn new(neg: Negotiated, config: Config, storage: S, now: Instant) -> Result<Self, Error> {
+        neg.check()
+            .map_err(|e| Error::Usage(UsageError::InvalidParameters(e)))?;
+        config
+            .check(&neg)
+            .map_err(|e| Error::Usage(UsageError::InvalidParameters(e)))?;
+        let mut storage = storage;
+        let (files, names) = storage.tables();
+        if files.len() < usize::from(neg.max_open_files) {
+            return Err(UsageError::InvalidParameters(ParamError::Storage).into());
+        }
+        files.fill(FileSlot::EMPTY);
+        names.fill(crate::NameSlot::EMPTY);
         Ok(Receiver {
             neg,
-            idle_timeout,
-            last_activity: now,
+            slots: SlotIndex::new(storage.files().len()),
+            storage,
+            name_key: config.name_hash_key,
+            names_used: 0,
+            live: Liveness::new(config.idle_timeout, neg.keepalive_ms, now),
+            flow: CtrlFlow::new(neg.sender_ctrl_depth, neg.receiver_ctrl_depth),
             phase: Phase::Open,
-            files: Table::new(),
+            auth: neg.sender_proof,
+            head: 0,
+            tail: 0,
+            open: 0,
+            decide_cursor: 0,
+            answer_cursor: 0,
+            data_cursor: 0,
+            consume_cursor: 0,
+            event_cursor: 0,
+            result_cursor: 0,
+            last_id: None,
             next_assign_seq: 0,
             arrived: 0,
             consumed: 0,
             advertised: 0,
-            sent: 0,
-            peer_acked: 0,
-            processed: 0,
-            events: Fifo::new(),
+            ctrl_expected: 0,
+            control_pending: false,
+            cancels_queued: 0,
             ending: Ending::default(),
         })
     }
@@ -165,118 +262,317 @@ impl Receiver {
     }
 
     /// Files offered and not yet resolved.
-    pub fn open_files(&self) -> usize {
-        self.files.len()
+    pub fn open_files(&self) -> u64 {
+        self.open
     }
 
     // ---- inputs from the connection ----
 
-    /// A control message from the sender. Returns the offer when it is a file header.
-    pub fn handle_control<'a>(
+    /// A receive completion of an RDMA WRITE WITH IMMEDIATE: immediate `imm` (host order)
+    /// and `byte_len` bytes. Every field of the result is derived, not taken from the peer.
+    pub fn handle_write(
         &mut self,
         now: Instant,
+        imm: u32,
+        byte_len: u32,
+    ) -> Result<Incoming, Error> {
+        self.live()?;
+        if self.control_pending {
+            return Err(UsageError::ControlPending.into());
+        }
+        self.live.arrived(now);
+        match Imm::decode(imm) {
+            Imm::Chunk(got) => self.on_chunk(got, byte_len).map(Incoming::Chunk),
+            Imm::Control(got) => {
+                let expected = low30(self.ctrl_expected);
+                if got != expected {
+                    return Err(self.violation(Violation::WrongCtrlSeq { expected, got }));
+                }
+                let unreported = self.ctrl_expected.wrapping_sub(self.flow.advertised());
+                if unreported >= u32::from(self.neg.receiver_ctrl_depth) {
+                    return Err(self.violation(Violation::CtrlOverrun));
+                }
+                if !(8..=CTRL_MSG_MAX as u32).contains(&byte_len) {
+                    return Err(self.violation(Violation::BadWriteLength {
+                        expected: CTRL_MSG_MAX as u32,
+                        got: byte_len,
+                    }));
+                }
+                let slot = self.ctrl_expected % u32::from(self.neg.receiver_ctrl_depth);
+                self.ctrl_expected = self.ctrl_expected.wrapping_add(1);
+                self.control_pending = true;
+                Ok(Incoming::Control {
+                    ring_offset: self.neg.ctrl_slot_offset(slot),
+                    len: byte_len,
+                })
+            }
+            Imm::Ack(low) => {
+                if byte_len != 0 {
+                    return Err(self.violation(Violation::BadWriteLength {
+                        expected: 0,
+                        got: byte_len,
+                    }));
+                }
+                let ack = widen30(self.flow.peer_acked(), low);
+                if !self.flow.on_peer_ack(ack) {
+                    return Err(self.violation(Violation::BadAck));
+                }
+                Ok(Incoming::Ack)
+            }
+        }
+    }
+
+    /// The bytes of the control message [`Receiver::handle_write`] announced. Returns the
+    /// offer when it is a file header.
+    pub fn handle_control<'a>(
+        &mut self,
+        _now: Instant,
         bytes: &'a [u8],
     ) -> Result<Option<FileOffer<'a>>, Error> {
         self.live()?;
-        self.room_for_events()?;
-        self.last_activity = now;
+        if !self.control_pending {
+            return Err(UsageError::NoControlPending.into());
+        }
+        self.control_pending = false;
+        self.flow.on_processed();
         let (ack, msg) = match Control::decode(bytes) {
             Ok(m) => m,
             Err(e) => return Err(self.violation(Violation::Decode(e))),
         };
-        if ack.wrapping_sub(self.peer_acked) > self.sent.wrapping_sub(self.peer_acked) {
+        if !self.flow.on_peer_ack(ack) {
             return Err(self.violation(Violation::BadAck));
         }
-        self.peer_acked = ack;
-        self.processed = self.processed.wrapping_add(1);
+        if let Some(expected) = self.auth {
+            return match msg {
+                Control::Auth { proof } if crate::auth::proofs_equal(&expected, &proof) => {
+                    self.auth = None;
+                    Ok(None)
+                }
+                Control::Auth { .. } => Err(self.violation(Violation::AuthFailed)),
+                _ => Err(self.violation(Violation::AuthMissing)),
+            };
+        }
         match msg {
-            Control::FileHeader(h) if self.phase == Phase::Open => {
-                if self.files.iter().any(|f| f.id == h.file_id) {
-                    return Err(self.violation(Violation::DuplicateFileId(h.file_id)));
-                }
-                let file = OpenFile {
-                    id: h.file_id,
-                    chunks: FileChunks::unassigned(h.size),
-                    state: FileState::Offered,
-                };
-                if !self.files.push(file) {
-                    return Err(self.violation(Violation::TooManyOpenFiles));
-                }
-                Ok(Some(h))
+            Control::FileHeader(h) if self.phase == Phase::Open => self.on_header(h).map(Some),
+            Control::FileEnd(end) if self.phase == Phase::Open => self.on_end(end).map(|()| None),
+            Control::FileAbort { file_id, reason } if self.phase == Phase::Open => {
+                self.on_abort(file_id, reason).map(|()| None)
             }
-            Control::FileEnd(end) if self.phase == Phase::Open => {
-                let Some((i, file)) = self
-                    .files
-                    .find(|f| f.id == end.file_id && f.state == FileState::Receiving)
-                else {
-                    return Err(self.violation(Violation::UnknownFile(end.file_id)));
-                };
-                let earlier_still_receiving = self
-                    .files
-                    .iter()
-                    .take(i)
-                    .any(|f| f.state == FileState::Receiving);
-                if earlier_still_receiving || self.arrived != file.chunks.end_seq() {
-                    return Err(self.violation(Violation::EndBeforeData));
-                }
-                if end.length != file.chunks.size {
-                    return Err(self.violation(Violation::EndLengthMismatch));
-                }
-                if !end.digest.kind.is_agreed(self.neg.features) {
-                    return Err(self.violation(Violation::DigestNotNegotiated));
-                }
-                if let Some(f) = self.files.get_mut(i) {
-                    f.state = FileState::Ended(end.digest);
-                }
-                self.complete_consumed_files();
-                Ok(None)
-            }
-            Control::Ack => Ok(None),
+            Control::KeepAlive => Ok(None),
             Control::Goodbye if self.phase == Phase::Open => {
-                if self.files.len() != 0 {
+                if self.open != 0 {
                     return Err(self.violation(Violation::GoodbyeWithOpenFiles));
                 }
                 self.phase = Phase::PeerDone;
                 Ok(None)
             }
-            Control::Error { code, text } => {
-                self.ending.peer_aborted(code, text);
+            Control::Error { code, detail, text } => {
+                self.ending.peer_aborted(code, detail, text);
                 Ok(None)
             }
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
         }
     }
 
-    /// A chunk arrived: an RDMA WRITE WITH IMM completion with immediate `imm` and `byte_len`
-    /// bytes. Returns where it belongs; every field is derived, not taken from the peer.
-    pub fn handle_chunk(
+    /// Time passed: fails the session if nothing arrived from the sender within the idle
+    /// timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.is_ended() && self.live.timed_out(now) {
+            self.ending.time_out();
+        }
+    }
+
+    // ---- application commands ----
+
+    /// Answers the oldest unanswered offer: accept from an offset (0 = whole file; more needs
+    /// the `RESUME` feature, a multiple of the chunk size, and not past the end), or reject.
+    /// An offer with a [`FileOffer::refusal`] must be rejected.
+    pub fn answer_file(
         &mut self,
-        now: Instant,
-        imm: u32,
-        byte_len: u32,
-    ) -> Result<ChunkArrival, Error> {
+        _now: Instant,
+        file_id: u64,
+        answer: FileAnswer,
+    ) -> Result<(), Error> {
         self.live()?;
-        self.last_activity = now;
+        let o = self.decide_cursor;
+        let f = self
+            .file(o)
+            .copied()
+            .filter(|f| f.state == RState::Offered)
+            .ok_or(UsageError::UnknownFile)?;
+        if f.id != file_id {
+            let later = self.find(file_id).is_some();
+            return Err(if later {
+                UsageError::OutOfOrder
+            } else {
+                UsageError::UnknownFile
+            }
+            .into());
+        }
+        let mut chunks = f.chunks;
+        if let FileAnswer::Accept { offset } = answer {
+            let chunk = u64::from(self.neg.chunk_size);
+            let resumable =
+                f.kind == Some(EntryKind::File) && self.neg.features.contains(Features::RESUME);
+            if f.refusal.is_some()
+                || offset > f.chunks.size
+                || offset % chunk != 0
+                || (offset > 0 && !resumable)
+            {
+                return Err(UsageError::InvalidAnswer.into());
+            }
+            chunks = f
+                .chunks
+                .assign(self.next_assign_seq, offset, self.neg.chunk_size);
+            self.next_assign_seq = chunks.end_seq();
+        }
+        if let Some(file) = self.file_mut(o) {
+            file.chunks = chunks;
+            file.state = RState::AnswerQueued(answer);
+        }
+        self.decide_cursor += 1;
+        Ok(())
+    }
+
+    /// The application is done with the slot of chunk `seq` (in order): it may be reused.
+    pub fn chunk_consumed(&mut self, _now: Instant, seq: u64) -> Result<(), Error> {
+        self.live()?;
+        if seq != self.consumed || seq >= self.arrived {
+            return Err(UsageError::OutOfOrder.into());
+        }
+        self.consumed += 1;
+        self.settle();
+        Ok(())
+    }
+
+    /// The application's verdict on a completed file (after it verified and published it).
+    pub fn file_verified(
+        &mut self,
+        _now: Instant,
+        file_id: u64,
+        status: FileStatus,
+    ) -> Result<(), Error> {
+        self.live()?;
+        let o = self.find(file_id).ok_or(UsageError::UnknownFile)?;
+        let f = self.file_mut(o).ok_or(UsageError::UnknownFile)?;
+        if f.state != RState::Verifying {
+            return Err(UsageError::UnknownFile.into());
+        }
+        f.state = RState::Resolved(status);
+        Ok(())
+    }
+
+    /// Asks the sender to stop sending an accepted file (the disk filled up, say); the file
+    /// gets `status` as its result once its stream ends. Chunks already on their way still
+    /// arrive and must be consumed (and discarded).
+    pub fn cancel_file(
+        &mut self,
+        _now: Instant,
+        file_id: u64,
+        status: FileStatus,
+    ) -> Result<(), Error> {
+        self.live()?;
+        let o = self.find(file_id).ok_or(UsageError::UnknownFile)?;
+        let f = self.file_mut(o).ok_or(UsageError::UnknownFile)?;
+        let streaming = matches!(
+            f.state,
+            RState::Receiving | RState::AnswerQueued(FileAnswer::Accept { .. })
+        );
+        if !streaming || f.cancel.is_some() || status.is_ok() {
+            return Err(UsageError::UnknownFile.into());
+        }
+        f.cancel = Some((status, false));
+        self.cancels_queued += 1;
+        Ok(())
+    }
+
+    /// Aborts the session: queues an error message for the peer and fails.
+    pub fn abort(&mut self, _now: Instant, code: ErrorCode) {
+        self.ending.abort(code);
+    }
+
+    // ---- outputs ----
+
+    /// The next output, or `None` when there is nothing to do until the next input.
+    pub fn poll_output(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
+        if let Some(&(code, detail, text)) = self.ending.owed_error() {
+            if self.flow.may_send_final() {
+                self.ending.error_sent();
+                let msg = Control::Error {
+                    code,
+                    detail,
+                    text: text.as_str(),
+                };
+                return self.transmit(now, msg, buf);
+            }
+        }
+        if let Some(e) = self.poll_event() {
+            return Some(ReceiverOutput::Event(e));
+        }
+        if let Some(outcome) = self.ending.take_outcome() {
+            return Some(ReceiverOutput::Event(match outcome {
+                Outcome::Closed => ReceiverEvent::Closed,
+                Outcome::Failed(f) => ReceiverEvent::Failed(f),
+            }));
+        }
+        if self.is_ended() {
+            return None;
+        }
+        if self.flow.may_send() {
+            if let Some(msg) = self.next_message() {
+                return self.transmit(now, msg, buf);
+            }
+        }
+        if self.phase == Phase::PeerDone && self.flow.may_send_final() {
+            self.ending.close();
+            return self.transmit(now, Control::Goodbye, buf);
+        }
+        if self.phase == Phase::Open && self.live.keepalive_due(now) && self.flow.may_send() {
+            return self.transmit(now, Control::KeepAlive, buf);
+        }
+        None
+    }
+
+    /// When to call [`Receiver::handle_timeout`] (and drain): the idle deadline, or when a
+    /// keepalive is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_ended() {
+            return None;
+        }
+        let keepalive = (self.phase == Phase::Open && self.flow.may_send())
+            .then(|| self.live.keepalive_deadline());
+        match (self.live.idle_deadline(), keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- internals: inputs ----
+
+    fn on_chunk(&mut self, got: u32, byte_len: u32) -> Result<ChunkArrival, Error> {
         let seq = self.arrived;
-        // The immediate carries the low 32 bits of the sequence number.
-        let expected = seq as u32;
-        if imm != expected {
-            return Err(self.violation(Violation::WrongSeq { expected, got: imm }));
+        let expected = chunk_bits(seq);
+        if got != expected {
+            return Err(self.violation(Violation::WrongSeq { expected, got }));
+        }
+        if self.auth.is_some() {
+            return Err(self.violation(Violation::AuthMissing));
         }
         if seq >= self.advertised + u64::from(self.neg.window) {
             return Err(self.violation(Violation::CreditOverrun));
         }
+        self.skip_closed_at_data_cursor();
+        let o = self.data_cursor;
         let file = self
-            .files
-            .iter()
-            .find(|f| f.state == FileState::Receiving && f.chunks.contains(seq))
-            .copied();
+            .file(o)
+            .copied()
+            .filter(|f| f.state == RState::Receiving && f.chunks.contains(seq));
         let Some(file) = file.filter(|_| self.phase == Phase::Open) else {
             return Err(self.violation(Violation::UnexpectedChunk));
         };
         let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
         if byte_len != len {
-            return Err(self.violation(Violation::BadChunkLength {
+            return Err(self.violation(Violation::BadWriteLength {
                 expected: len,
                 got: byte_len,
             }));
@@ -293,263 +589,338 @@ impl Receiver {
         })
     }
 
-    /// Time passed: fails the session if the sender owes progress past the idle timeout.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
-            self.ending.time_out();
+    fn on_header<'a>(&mut self, h: FileHeader<'a>) -> Result<FileOffer<'a>, Error> {
+        self.settle();
+        if self.tail - self.head >= u64::from(self.neg.max_open_files) {
+            return Err(self.violation(Violation::TooManyOpenFiles));
+        }
+        if self.last_id.is_some_and(|last| h.file_id <= last) {
+            return Err(self.violation(Violation::DuplicateFileId(h.file_id)));
+        }
+        let key = self.name_key;
+        let (_, names) = self.storage.tables();
+        let (refusal, name_key) =
+            match OpenNames::new(names, &mut self.names_used, key).insert(h.name) {
+                Ok(k) => (None, k),
+                Err(NameClash::Conflict) => (Some(FileRejectReason::NAME_CONFLICT), 0),
+                Err(NameClash::Full) => (Some(FileRejectReason::BUSY), 0),
+            };
+        let o = self.tail;
+        self.tail += 1;
+        self.open += 1;
+        self.last_id = Some(h.file_id);
+        *self.slot_mut(o) = FileSlot(Entry::Receiver(ReceiverFile {
+            id: h.file_id,
+            kind: Some(h.kind),
+            state: RState::Offered,
+            chunks: FileChunks::unassigned(h.size),
+            refusal,
+            name_key,
+            ..ReceiverFile::default()
+        }));
+        Ok(FileOffer { header: h, refusal })
+    }
+
+    /// The current data file, if it is receiving and has id `file_id`.
+    fn current_stream(&mut self, file_id: u64) -> Result<(u64, ReceiverFile), Error> {
+        self.skip_closed_at_data_cursor();
+        let o = self.data_cursor;
+        match self.file(o).copied() {
+            Some(f) if f.state == RState::Receiving && f.id == file_id => Ok((o, f)),
+            _ => Err(self.violation(Violation::UnknownFile(file_id))),
         }
     }
 
-    // ---- application commands ----
-
-    /// Answers the oldest unanswered offer: accept from an offset (0 = whole file; more needs
-    /// the `RESUME` feature and must not pass the end), or reject.
-    pub fn answer_file(
-        &mut self,
-        now: Instant,
-        file_id: u64,
-        answer: FileAnswer,
-    ) -> Result<(), Error> {
-        self.live()?;
-        let (i, file) = self
-            .files
-            .find(|f| f.state == FileState::Offered)
-            .ok_or(UsageError::UnknownFile)?;
-        if file.id != file_id {
-            let offered_later = self
-                .files
-                .iter()
-                .any(|f| f.id == file_id && f.state == FileState::Offered);
-            return Err(if offered_later {
-                UsageError::OutOfOrder
-            } else {
-                UsageError::UnknownFile
-            }
-            .into());
+    fn on_end(&mut self, end: FileEnd) -> Result<(), Error> {
+        let (o, f) = self.current_stream(end.file_id)?;
+        if self.arrived != f.chunks.end_seq() {
+            return Err(self.violation(Violation::EndBeforeData));
         }
-        // A rejected file keeps no chunks; an accepted one takes the next sequence numbers.
-        let chunks = match answer {
-            FileAnswer::Accept { offset } => {
-                if offset > file.chunks.size
-                    || (offset > 0 && !self.neg.features.contains(Features::RESUME))
-                {
-                    return Err(UsageError::InvalidAnswer.into());
-                }
-                file.chunks
-                    .assign(self.next_assign_seq, offset, self.neg.chunk_size)
-            }
-            FileAnswer::Reject(_) => file.chunks,
+        if end.length != f.chunks.size {
+            return Err(self.violation(Violation::EndLengthMismatch));
+        }
+        if !end.digest.kind.is_agreed(self.neg.features) {
+            return Err(self.violation(Violation::DigestNotNegotiated));
+        }
+        let missing_digest = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
+            && f.kind == Some(EntryKind::File)
+            && end.digest.kind == DigestKind::None;
+        let state = match f.cancel {
+            Some((status, _)) => RState::Dropped(status),
+            None if missing_digest => RState::Dropped(FileStatus::DIGEST_REQUIRED),
+            None => RState::Ended(end.digest),
         };
-        if let Some(f) = self.files.get_mut(i) {
-            f.chunks = chunks;
-            f.state = FileState::AnswerQueued(answer);
+        self.end_stream(o, state, f.chunks.end_seq());
+        Ok(())
+    }
+
+    fn on_abort(&mut self, file_id: u64, reason: AbortReason) -> Result<(), Error> {
+        let (o, f) = self.current_stream(file_id)?;
+        let status = f.cancel.map_or(FileStatus::ABORTED, |(s, _)| s);
+        let stream_end = self.arrived;
+        // The rest of the file's chunks will not come: the next chunk is the next file's.
+        self.arrived = f.chunks.end_seq();
+        if let Some(file) = self.file_mut(o) {
+            file.abort = Some(reason);
         }
-        self.next_assign_seq += chunks.count;
-        self.last_activity = now;
+        self.end_stream(o, RState::Dropped(status), stream_end);
         Ok(())
     }
 
-    /// The application is done with the slot of chunk `seq` (in order): it may be reused.
-    pub fn chunk_consumed(&mut self, now: Instant, seq: u64) -> Result<(), Error> {
-        self.live()?;
-        if seq != self.consumed || seq >= self.arrived {
-            return Err(UsageError::OutOfOrder.into());
+    fn end_stream(&mut self, o: u64, state: RState, stream_end: u64) {
+        if let Some(f) = self.file_mut(o) {
+            f.state = state;
+            f.stream_end = stream_end;
+            let unsent_cancel = matches!(f.cancel, Some((_, false)));
+            if let Some((status, _)) = f.cancel {
+                f.cancel = Some((status, true));
+            }
+            if unsent_cancel {
+                self.cancels_queued -= 1;
+            }
         }
-        self.room_for_events()?;
-        self.consumed += 1;
-        self.last_activity = now;
-        self.complete_consumed_files();
-        Ok(())
+        self.data_cursor += 1;
+        self.settle();
     }
 
-    /// The application's verdict on a completed file (after it verified and published it).
-    pub fn file_verified(
-        &mut self,
-        now: Instant,
-        file_id: u64,
-        status: FileStatus,
-    ) -> Result<(), Error> {
-        self.live()?;
-        let file = self
-            .files
-            .iter_mut()
-            .find(|f| f.id == file_id && f.state == FileState::Verifying)
-            .ok_or(UsageError::UnknownFile)?;
-        file.state = FileState::Resolved(status);
-        self.last_activity = now;
-        Ok(())
-    }
+    // ---- internals: outputs ----
 
-    /// Aborts the session: queues an error message for the peer and fails.
-    pub fn abort(&mut self, _now: Instant, code: ErrorCode) {
-        self.ending.abort(code);
-    }
-
-    // ---- outputs ----
-
-    /// The next output, or `None` when there is nothing to do until the next input.
-    pub fn poll_output(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        if let Some((code, text)) = self.ending.take_owed_error() {
-            // The last control slot at the sender is kept for this terminal message.
-            if self.outstanding() < u32::from(self.neg.sender_ctrl_depth) {
-                if let Some(out) = self.transmit(
-                    Control::Error {
-                        code,
-                        text: text.as_str(),
-                    },
-                    buf,
-                ) {
-                    return Some(out);
+    /// The next ordinary message: answers, results, cancels, credit, ack, in that order.
+    fn next_message(&mut self) -> Option<Control<'static>> {
+        if let Some(f) = self.file(self.answer_cursor).copied() {
+            if let RState::AnswerQueued(answer) = f.state {
+                let o = self.answer_cursor;
+                self.answer_cursor += 1;
+                match answer {
+                    FileAnswer::Accept { .. } => {
+                        if let Some(file) = self.file_mut(o) {
+                            file.state = RState::Receiving;
+                        }
+                    }
+                    FileAnswer::Reject(_) => {
+                        self.close_file(o);
+                        self.settle();
+                    }
                 }
+                return Some(Control::FileAnswer {
+                    file_id: f.id,
+                    answer,
+                });
             }
         }
-        if let Some(e) = self.events.pop() {
-            return Some(ReceiverOutput::Event(e));
+        if let Some(msg) = self.poll_result() {
+            return Some(msg);
         }
-        if let Some(outcome) = self.ending.take_outcome() {
-            return Some(ReceiverOutput::Event(match outcome {
-                Outcome::Closed => ReceiverEvent::Closed,
-                Outcome::Failed(f) => ReceiverEvent::Failed(f),
-            }));
+        if let Some(msg) = self.poll_cancel() {
+            return Some(msg);
         }
-        if self.is_ended() {
-            return None;
+        if self.consumed - self.advertised >= (u64::from(self.neg.window) / 4).max(1) {
+            self.advertised = self.consumed;
+            return Some(Control::Credit {
+                consumed: self.consumed,
+            });
         }
-        let may_send = self.outstanding() < u32::from(self.neg.sender_ctrl_depth) - 1;
-        if may_send {
-            if let Some(out) = self.poll_answer(buf) {
-                return Some(out);
-            }
-            if let Some(out) = self.poll_result(buf) {
-                return Some(out);
-            }
-            if self.credit_due() {
-                self.advertised = self.consumed;
-                return self.transmit(
-                    Control::Credit {
-                        consumed: self.consumed,
-                    },
-                    buf,
-                );
-            }
-        }
-        if self.phase == Phase::PeerDone
-            && self.outstanding() < u32::from(self.neg.sender_ctrl_depth)
-        {
-            self.ending.close();
-            return self.transmit(Control::Goodbye, buf);
+        if self.flow.ack_due() {
+            return Some(Control::Ack);
         }
         None
     }
 
-    /// When to call [`Receiver::handle_timeout`]: set while the session is open and the
-    /// application owes nothing (no unanswered offer, unconsumed chunk or unverified file).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.idle_timeout?;
-        if self.phase != Phase::Open {
+    /// Results go out in data order, each once its file's event was given.
+    fn poll_result(&mut self) -> Option<Control<'static>> {
+        self.settle();
+        let o = self.result_cursor;
+        if o >= self.event_cursor {
             return None;
         }
-        let app_owes = self.consumed < self.arrived
-            || self
-                .files
-                .iter()
-                .any(|f| matches!(f.state, FileState::Offered | FileState::Verifying));
-        (!app_owes).then(|| self.last_activity.saturating_add(idle))
-    }
-
-    // ---- internals ----
-
-    fn poll_answer(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        let (i, file) = self
-            .files
-            .find(|f| matches!(f.state, FileState::AnswerQueued(_)))?;
-        let FileState::AnswerQueued(answer) = file.state else {
+        let f = *self.file(o)?;
+        let RState::Resolved(status) = f.state else {
             return None;
         };
-        match answer {
-            FileAnswer::Accept { .. } => {
-                if let Some(f) = self.files.get_mut(i) {
-                    f.state = FileState::Receiving;
-                }
-                // A zero-length file may already be complete (its end can only follow).
+        self.close_file(o);
+        self.result_cursor += 1;
+        self.settle();
+        Some(Control::FileResult {
+            file_id: f.id,
+            status,
+        })
+    }
+
+    fn poll_cancel(&mut self) -> Option<Control<'static>> {
+        if self.cancels_queued == 0 {
+            return None;
+        }
+        for o in self.data_cursor..self.answer_cursor {
+            let Some(f) = self.file_mut(o) else { continue };
+            if let (RState::Receiving, Some((status, false))) = (f.state, f.cancel) {
+                f.cancel = Some((status, true));
+                let file_id = f.id;
+                self.cancels_queued -= 1;
+                return Some(Control::FileCancel { file_id, status });
             }
-            FileAnswer::Reject(_) => self.files.remove(i),
         }
-        self.transmit(
-            Control::FileAnswer {
-                file_id: file.id,
-                answer,
-            },
-            buf,
-        )
+        None
     }
 
-    /// Results go out in end order: only when the oldest ended file has its verdict.
-    fn poll_result(&mut self, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        let (i, file) = self.files.find(|f| {
-            matches!(
-                f.state,
-                FileState::Ended(_) | FileState::Verifying | FileState::Resolved(_)
-            )
-        })?;
-        let FileState::Resolved(status) = file.state else {
-            return None;
-        };
-        self.files.remove(i);
-        self.transmit(
-            Control::FileResult {
-                file_id: file.id,
-                status,
-            },
-            buf,
-        )
-    }
-
-    /// Credits are coalesced: one per quarter window consumed. That alone cannot stall: a
-    /// sender blocked on credit has a whole window in flight, and once the application has
-    /// consumed it, `window` ≥ a quarter window chunks are fresh.
-    fn credit_due(&self) -> bool {
-        let fresh = self.consumed - self.advertised;
-        fresh >= (u64::from(self.neg.window) / 4).max(1)
-    }
-
-    fn complete_consumed_files(&mut self) {
-        let consumed = self.consumed;
-        let mut completed = [None; MAX_OPEN_FILES];
-        for (slot, f) in completed.iter_mut().zip(self.files.iter_mut()) {
-            if let FileState::Ended(digest) = f.state {
-                if f.chunks.end_seq() <= consumed {
-                    f.state = FileState::Verifying;
-                    *slot = Some(ReceiverEvent::FileComplete {
+    /// Complete and dropped files, in data order, once all their chunks are consumed.
+    fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.settle();
+        while self.event_cursor < self.consume_cursor {
+            let o = self.event_cursor;
+            let f = *self.file(o)?;
+            self.event_cursor += 1;
+            match f.state {
+                RState::Ended(digest) => {
+                    if let Some(file) = self.file_mut(o) {
+                        file.state = RState::Verifying;
+                    }
+                    return Some(ReceiverEvent::FileComplete {
                         file_id: f.id,
                         length: f.chunks.size,
                         digest,
                     });
                 }
+                RState::Dropped(status) => {
+                    if let Some(file) = self.file_mut(o) {
+                        file.state = RState::Resolved(status);
+                    }
+                    return Some(ReceiverEvent::FileDropped {
+                        file_id: f.id,
+                        status,
+                        abort: f.abort,
+                    });
+                }
+                _ => {}
             }
         }
-        for e in completed.into_iter().flatten() {
-            // room_for_events() guaranteed MAX_OPEN_FILES free entries.
-            let pushed = self.events.push(e);
-            debug_assert!(pushed, "event queue overflow despite the room check");
-        }
+        None
     }
 
-    fn outstanding(&self) -> u32 {
-        self.sent.wrapping_sub(self.peer_acked)
-    }
-
-    fn transmit(&mut self, msg: Control<'_>, buf: &mut CtrlBuf) -> Option<ReceiverOutput> {
-        let n = msg.encode(self.processed, buf).ok()?;
-        self.sent = self.sent.wrapping_add(1);
+    fn transmit(
+        &mut self,
+        now: Instant,
+        msg: Control<'_>,
+        buf: &mut CtrlBuf,
+    ) -> Option<ReceiverOutput> {
+        let (_, ack) = self.flow.on_send();
+        // Receiver messages are fixed-size or short texts: they always fit.
+        let n = msg.encode(ack, buf).ok()?;
+        self.live.sent(now);
         Some(ReceiverOutput::Transmit(n))
     }
 
-    fn room_for_events(&self) -> Result<(), Error> {
-        if self.events.free() <= MAX_OPEN_FILES {
-            return Err(UsageError::OutputsNotDrained.into());
+    // ---- internals: cursors ----
+
+    /// Moves the data-order cursors past what is finished, consumption past skipped chunks,
+    /// and the head past closed files.
+    fn settle(&mut self) {
+        self.skip_closed_at_data_cursor();
+        // Consumption: past files whose stream ended and whose arrived chunks are consumed.
+        while self.consume_cursor < self.data_cursor {
+            let Some(f) = self.file(self.consume_cursor).copied() else {
+                break;
+            };
+            // A rejected file has no chunks and a stream end of 0: it passes at once.
+            if self.consumed < f.stream_end {
+                break;
+            }
+            if f.chunks.count > 0 {
+                // Chunks of an aborted file that never came count as consumed.
+                self.consumed = self.consumed.max(f.chunks.end_seq());
+            }
+            self.consume_cursor += 1;
         }
-        Ok(())
+        while self.event_cursor < self.consume_cursor
+            && self
+                .file(self.event_cursor)
+                .is_some_and(|f| f.state == RState::Closed)
+        {
+            self.event_cursor += 1;
+        }
+        while self.result_cursor < self.event_cursor
+            && self
+                .file(self.result_cursor)
+                .is_some_and(|f| f.state == RState::Closed)
+        {
+            self.result_cursor += 1;
+        }
+        while self.head < self.result_cursor
+            && self
+                .file(self.head)
+                .is_some_and(|f| f.state == RState::Closed)
+        {
+            let o = self.head;
+            *self.slot_mut(o) = FileSlot::EMPTY;
+            self.head += 1;
+        }
+    }
+
+    fn skip_closed_at_data_cursor(&mut self) {
+        while self.data_cursor < self.answer_cursor
+            && self
+                .file(self.data_cursor)
+                .is_some_and(|f| f.state == RState::Closed)
+        {
+            self.data_cursor += 1;
+        }
+    }
+
+    fn close_file(&mut self, o: u64) {
+        let key = self.name_key;
+        let Some(f) = self.file_mut(o) else { return };
+        f.state = RState::Closed;
+        let name_key = f.name_key;
+        self.open -= 1;
+        if name_key != 0 {
+            let (_, names) = self.storage.tables();
+            OpenNames::new(names, &mut self.names_used, key).remove(name_key);
+        }
+    }
+
+    fn file(&self, o: u64) -> Option<&ReceiverFile> {
+        if o < self.head || o >= self.tail {
+            return None;
+        }
+        match &self.storage.files().get(self.slots.of(o))?.0 {
+            Entry::Receiver(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn file_mut(&mut self, o: u64) -> Option<&mut ReceiverFile> {
+        if o < self.head || o >= self.tail {
+            return None;
+        }
+        let at = self.slots.of(o);
+        let (files, _) = self.storage.tables();
+        match &mut files.get_mut(at)?.0 {
+            Entry::Receiver(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn slot_mut(&mut self, o: u64) -> &mut FileSlot {
+        let at = self.slots.of(o);
+        let (files, _) = self.storage.tables();
+        &mut files[at]
+    }
+
+    /// The number of the file with id `file_id` (ids increase with the number).
+    fn find(&self, file_id: u64) -> Option<u64> {
+        let (mut lo, mut hi) = (self.head, self.tail);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let id = self.file(mid)?.id;
+            if id == file_id {
+                return Some(mid);
+            }
+            if id < file_id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        None
     }
 
     fn live(&self) -> Result<(), Error> {

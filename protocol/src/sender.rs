@@ -1,33 +1,51 @@
-//! The sender role: offers files, writes their chunks into the receiver's ring, ends them.
+//! The sender role: offers files, writes their chunks into the receiver's ring, ends or aborts
+//! each, and writes its control messages into the receiver's control ring.
 //!
 //! # Driving it
-//! Inputs are the `handle_*` methods and the application commands ([`Sender::start_file`],
-//! [`Sender::data_ready`], [`Sender::finish_file`], [`Sender::close`], [`Sender::abort`]).
-//! After every input, drain [`Sender::poll_output`] until it returns `None`, then arm a timer
-//! for [`Sender::poll_timeout`] and call [`Sender::handle_timeout`] when it fires.
+//! Inputs: [`Sender::handle_control`] (a receiver message from a receive completion),
+//! [`Sender::handle_write_completed`], [`Sender::handle_timeout`], and the application
+//! commands [`Sender::start_file`], [`Sender::data_ready`], [`Sender::finish_file`],
+//! [`Sender::abort_file`], [`Sender::close`], [`Sender::abort`]. After every input drain
+//! [`Sender::poll_output`] until it returns `None`, then arm a timer for
+//! [`Sender::poll_timeout`].
 //!
-//! Outputs, in the order the driver acts on them:
-//! - `Transmit(n)`: SEND the first `n` bytes of the buffer as a control message.
+//! Outputs, acted on in the order given:
+//! - `Control(c)`: RDMA WRITE WITH IMM of the first `c.len` bytes of the buffer passed to
+//!   `poll_output` to `c.remote_addr` with immediate `c.imm` (control slot `c.slot`). The
+//!   bytes must stay unchanged until the write completes; local control buffer `c.slot` is
+//!   free again once a later output reuses that slot number, which the credit rules only
+//!   allow after the receiver processed the message.
+//! - `Ack(imm)`: a zero-length RDMA WRITE WITH IMM carrying `imm`.
 //! - `Read(r)`: fill local slot `r.slot` with `r.len` bytes of file `r.file_id` at
-//!   `r.file_offset`, then call [`Sender::data_ready`] (in sequence order).
-//! - `Write(w)`: post RDMA WRITE WITH IMM of local slot `w.slot` (`w.len` bytes) to
-//!   `w.remote_addr` with immediate `w.imm`; report its completion with
-//!   [`Sender::handle_write_completed`] (completions arrive in order on an RC send queue).
+//!   `r.file_offset`, then call [`Sender::data_ready`] (in sequence order; also when the
+//!   file was aborted meanwhile — the slot is then simply free again).
+//! - `Write(w)`: RDMA WRITE WITH IMM of local slot `w.slot` (`w.len` bytes) to
+//!   `w.remote_addr` with immediate `w.imm`; report completions with
+//!   [`Sender::handle_write_completed`] (cumulative: completions arrive in order).
 //! - `Event(e)`: tell the application.
 //!
-//! Data flow per chunk `seq`: requested (a local slot is free) → data ready → posted (the
-//! receiver granted credit) → completed (the local slot is free again).
+//! Data flow per chunk `seq`: requested (a local slot is free) → ready → posted (the
+//! receiver granted credit) → completed (the local slot is free again). A file aborted by
+//! either side stops being read and posted; its remaining sequence numbers are skipped,
+//! which the receiver learns from the `FileAbort` that takes their place in the stream.
 
 use crate::chunks::{slot, FileChunks};
-use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
+use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
+use crate::flow::CtrlFlow;
+use crate::liveness::Liveness;
 use crate::name::validate_name;
-use crate::negotiate::{Negotiated, MAX_OPEN_FILES};
-use crate::queue::{Fifo, Table};
+use crate::negotiate::{Negotiated, ParamError};
+use crate::open_names::{NameClash, OpenNames};
+use crate::queue::Fifo;
+use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
 use crate::time::Instant;
-use crate::wire::{Control, CtrlBuf, Digest, Features, FileAnswer, FileEnd, FileHeader};
-use core::time::Duration;
+use crate::wire::{
+    Control, CtrlBuf, Digest, EntryKind, Features, FileAnswer, FileEnd, FileHeader, Imm,
+    CTRL_MSG_MAX,
+};
+use crate::Config;
 
 /// Metadata of a file to send: exactly what its header carries.
 pub type FileInfo<'a> = FileHeader<'a>;
@@ -60,7 +78,7 @@ pub struct ChunkWrite {
     pub rkey: u32,
     /// Bytes to write.
     pub len: u32,
-    /// Immediate data: the low 32 bits of `seq`.
+    /// Immediate data ([`Imm::Chunk`]).
     pub imm: u32,
     /// The file (for the driver's bookkeeping; not sent).
     pub file_id: u64,
@@ -68,10 +86,27 @@ pub struct ChunkWrite {
     pub file_offset: u64,
 }
 
+/// Post an RDMA WRITE WITH IMM of a control message into the receiver's control ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlWrite {
+    /// Bytes of the message, at the start of the buffer given to `poll_output`.
+    pub len: usize,
+    /// Control slot (message number mod the receiver's control depth): the remote slot, and
+    /// the local send buffer to stage the bytes in.
+    pub slot: u32,
+    /// Remote address of the slot.
+    pub remote_addr: u64,
+    /// Remote key of the ring.
+    pub rkey: u32,
+    /// Immediate data ([`Imm::Control`]).
+    pub imm: u32,
+}
+
 /// Something the application should know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SenderEvent {
-    /// The receiver accepted the file; data from `offset` will be requested.
+    /// The receiver accepted the file; data from `offset` will be requested (the digest
+    /// still covers the whole file, the part before `offset` included).
     FileAccepted {
         /// The file.
         file_id: u64,
@@ -85,7 +120,14 @@ pub enum SenderEvent {
         /// Why.
         reason: FileRejectReason,
     },
-    /// The receiver's verdict on a file whose data was all sent.
+    /// The receiver asked to stop sending the file; stop reading it (its result follows).
+    FileCancelled {
+        /// The file.
+        file_id: u64,
+        /// The result the receiver will give it.
+        status: FileStatus,
+    },
+    /// The receiver's verdict on a file whose data stream ended.
     FileDone {
         /// The file.
         file_id: u64,
@@ -101,8 +143,10 @@ pub enum SenderEvent {
 /// One output of [`Sender::poll_output`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SenderOutput {
-    /// SEND the first `n` bytes of the buffer passed to `poll_output`.
-    Transmit(usize),
+    /// Write a control message into the receiver's control ring.
+    Control(ControlWrite),
+    /// Zero-length write with this immediate (a pure ack).
+    Ack(u32),
     /// Fill a local slot with file data.
     Read(ChunkRead),
     /// Post a chunk write.
@@ -111,22 +155,34 @@ pub enum SenderOutput {
     Event(SenderEvent),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FileState {
+/// Where one file is, at the sender.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum SState {
+    /// Header waiting for control credit.
+    #[default]
+    Queued,
     /// Header sent, answer pending.
     AwaitAnswer,
-    /// Accepted: its chunks are assigned.
-    Data,
+    /// Accepted: its chunks are assigned; its stream is open.
+    Accepted,
     /// End sent, result pending.
     EndSent,
+    /// Abort sent (remaining chunks being skipped), result pending.
+    AbortSent,
+    /// Rejected or resolved.
+    Closed,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct OpenFile {
+/// A file's state at the sender (kept in the caller's [`Storage`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SenderFile {
     id: u64,
+    kind: Option<EntryKind>,
+    state: SState,
     chunks: FileChunks,
     digest: Option<Digest>,
-    state: FileState,
+    abort: Option<AbortReason>,
+    name_key: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,56 +193,94 @@ enum Phase {
     GoodbyeSent,
 }
 
-/// Events one input can queue at most, plus slack for the terminal event path.
-const EVENT_CAPACITY: usize = 2 * MAX_OPEN_FILES + 2;
-
 /// The sender's state machine. See the module docs for the drive loop.
 #[derive(Debug)]
-pub struct Sender {
+pub struct Sender<S: Storage> {
     neg: Negotiated,
-    idle_timeout: Option<Duration>,
-    last_activity: Instant,
+    storage: S,
+    slots: SlotIndex,
+    name_key: [u8; 16],
+    names_used: usize,
+    live: Liveness,
+    flow: CtrlFlow,
     phase: Phase,
-    files: Table<OpenFile, MAX_OPEN_FILES>,
+    auth_pending: bool,
+    /// An encoded header waiting for control credit (`header_len` 0: none).
+    header: [u8; CTRL_MSG_MAX],
+    header_len: usize,
+    /// Files by number (the order of `start_file`): `head..tail` are in the table.
+    head: u64,
+    tail: u64,
+    /// The file whose answer comes next; data goes in this order too.
+    answer_cursor: u64,
+    /// The file holding chunk `requested`, and the one holding chunk `posted`.
+    read_cursor: u64,
+    post_cursor: u64,
+    /// The file whose result comes next.
+    result_cursor: u64,
+    last_id: Option<u64>,
     /// First sequence number of the next accepted file.
     next_assign_seq: u64,
     requested: u64,
     ready: u64,
+    /// Chunks posted or skipped.
     posted: u64,
+    /// Chunks posted, or promised skipped by a `FileAbort` sent (the receiver may credit
+    /// those before they are skipped here).
+    committed: u64,
+    /// One past the newest write reported complete, and the newest chunk posted.
     completed: u64,
+    last_posted: Option<u64>,
     /// Chunks the receiver has consumed (from its credits).
     peer_consumed: u64,
-    /// Receiver control messages processed, and the count last told to the receiver.
-    processed: u32,
-    advertised: u32,
-    events: Fifo<SenderEvent, EVENT_CAPACITY>,
+    events: Fifo<SenderEvent, 2>,
     ending: Ending,
 }
 
-impl Sender {
-    /// A sender for a negotiated connection (see [`crate::check_reply`]), starting at `now`.
-    ///
-    /// Fails if `neg` is out of the protocol's limits ([`Negotiated::check`]).
-    pub fn new(
-        neg: Negotiated,
-        idle_timeout: Option<Duration>,
-        now: Instant,
-    ) -> Result<Self, UsageError> {
-        neg.check().map_err(UsageError::InvalidParameters)?;
+impl<S: Storage> Sender<S> {
+    /// A sender for a negotiated connection (see [`crate::check_reply`]), starting at `now`,
+    /// keeping its tables in `storage` (at least `neg.max_open_files` file slots).
+    pub fn new(neg: Negotiated, config: Config, storage: S, now: Instant) -> Result<Self, Error> {
+        neg.check()
+            .map_err(|e| Error::Usage(UsageError::InvalidParameters(e)))?;
+        config
+            .check(&neg)
+            .map_err(|e| Error::Usage(UsageError::InvalidParameters(e)))?;
+        let mut storage = storage;
+        let (files, _) = storage.tables();
+        if files.len() < usize::from(neg.max_open_files) {
+            return Err(UsageError::InvalidParameters(ParamError::Storage).into());
+        }
+        files.fill(FileSlot::EMPTY);
+        let (_, names) = storage.tables();
+        names.fill(crate::NameSlot::EMPTY);
         Ok(Sender {
             neg,
-            idle_timeout,
-            last_activity: now,
+            slots: SlotIndex::new(storage.files().len()),
+            storage,
+            name_key: config.name_hash_key,
+            names_used: 0,
+            live: Liveness::new(config.idle_timeout, neg.keepalive_ms, now),
+            flow: CtrlFlow::new(neg.receiver_ctrl_depth, neg.sender_ctrl_depth),
             phase: Phase::Open,
-            files: Table::new(),
+            auth_pending: neg.sender_proof.is_some(),
+            header: [0; CTRL_MSG_MAX],
+            header_len: 0,
+            head: 0,
+            tail: 0,
+            answer_cursor: 0,
+            read_cursor: 0,
+            post_cursor: 0,
+            result_cursor: 0,
+            last_id: None,
             next_assign_seq: 0,
             requested: 0,
             ready: 0,
             posted: 0,
+            committed: 0,
             completed: 0,
+            last_posted: None,
             peer_consumed: 0,
-            processed: 0,
-            advertised: 0,
             events: Fifo::new(),
             ending: Ending::default(),
         })
@@ -204,14 +298,24 @@ impl Sender {
         self.ending.is_ended()
     }
 
-    /// Files opened and not yet resolved.
-    pub fn open_files(&self) -> usize {
-        self.files.len()
+    /// Files started and not yet resolved (rejected, or their result received).
+    pub fn open_files(&self) -> u64 {
+        let mut n = 0;
+        for o in self.head..self.tail {
+            if self.file(o).is_some_and(|f| f.state != SState::Closed) {
+                n += 1;
+            }
+        }
+        n
     }
 
-    /// Whether another file may be started now.
+    /// Whether another file may be started now: the session is open, the previous header
+    /// went out, and the open-file window has room.
     pub fn can_start_file(&self) -> bool {
-        self.phase == Phase::Open && !self.files.is_full()
+        self.phase == Phase::Open
+            && !self.is_ended()
+            && self.header_len == 0
+            && self.tail - self.head < u64::from(self.neg.max_open_files)
     }
 
     /// Chunks posted and not yet consumed by the receiver.
@@ -221,86 +325,122 @@ impl Sender {
 
     // ---- application commands ----
 
-    /// Offers a file: encodes its header into `buf` and returns the length to SEND now.
-    pub fn start_file(
-        &mut self,
-        now: Instant,
-        info: &FileInfo<'_>,
-        buf: &mut CtrlBuf,
-    ) -> Result<usize, Error> {
+    /// Offers a file or directory. Its header goes out through [`Sender::poll_output`].
+    ///
+    /// File ids must increase from one call to the next. A name that is open already, or
+    /// that shares a path with an open name (`a` and `a/b`), is refused until that file is
+    /// resolved ([`UsageError::NameConflict`]).
+    pub fn start_file(&mut self, _now: Instant, info: &FileInfo<'_>) -> Result<(), Error> {
         self.live()?;
         if self.phase != Phase::Open {
             return Err(UsageError::NotOpen.into());
         }
-        if self.files.is_full() {
+        if self.header_len > 0 {
+            return Err(UsageError::OutputsNotDrained.into());
+        }
+        if !self.can_start_file() {
             return Err(UsageError::TooManyOpenFiles.into());
         }
-        if self.files.iter().any(|f| f.id == info.file_id) {
+        if self.last_id.is_some_and(|last| info.file_id <= last) {
             return Err(UsageError::DuplicateFileId.into());
         }
         validate_name(info.name.as_bytes()).map_err(UsageError::InvalidName)?;
-        if info.mode & !0o7777 != 0 || info.mtime_nsec >= 1_000_000_000 {
-            return Err(UsageError::InvalidMetadata.into());
+        info.check_metadata().map_err(UsageError::InvalidMetadata)?;
+        let header = Control::FileHeader(*info);
+        // Check the name before encoding so that nothing changes on refusal.
+        let key = self.name_key;
+        let (_, names) = self.storage.tables();
+        let table = OpenNames::new(names, &mut self.names_used, key);
+        match table.check(info.name) {
+            Err(NameClash::Conflict) => return Err(UsageError::NameConflict.into()),
+            Err(NameClash::Full) => return Err(UsageError::NameTableFull.into()),
+            Ok(()) => {}
         }
-        let header = Control::FileHeader(FileHeader {
-            file_id: info.file_id,
-            size: info.size,
-            mtime_sec: info.mtime_sec,
-            mtime_nsec: info.mtime_nsec,
-            mode: info.mode,
-            name: info.name,
-        });
-        // A validated name (≤ MAX_NAME_LEN) always fits CTRL_MSG_MAX (asserted in wire).
+        // The ack field is written when the header is sent (see `send_control`).
         let n = header
-            .encode(self.processed, buf)
-            .map_err(|_| UsageError::InvalidName(crate::name::NameError::TooLong))?;
-        self.advertised = self.processed;
-        let pushed = self.files.push(OpenFile {
+            .encode(0, &mut self.header)
+            .map_err(|_| UsageError::InvalidName(crate::NameError::TooLong))?;
+        let (_, names) = self.storage.tables();
+        let name_key = OpenNames::new(names, &mut self.names_used, key)
+            .insert(info.name)
+            .map_err(|_| UsageError::NameTableFull)?;
+        self.header_len = n;
+        let o = self.tail;
+        self.tail += 1;
+        self.last_id = Some(info.file_id);
+        *self.slot_mut(o) = FileSlot(Entry::Sender(SenderFile {
             id: info.file_id,
+            kind: Some(info.kind),
+            state: SState::Queued,
             chunks: FileChunks::unassigned(info.size),
             digest: None,
-            state: FileState::AwaitAnswer,
-        });
-        debug_assert!(pushed, "checked not full above");
-        self.last_activity = now;
-        Ok(n)
+            abort: None,
+            name_key,
+        }));
+        Ok(())
     }
 
-    /// Reports that local slot of chunk `seq` holds its data. Must be called in `seq` order.
-    pub fn data_ready(&mut self, now: Instant, seq: u64) -> Result<(), Error> {
+    /// Reports that the read of chunk `seq` finished (its local slot holds the data, or the
+    /// file was aborted and the data is not needed). Must be called in `seq` order.
+    pub fn data_ready(&mut self, _now: Instant, seq: u64) -> Result<(), Error> {
         self.live()?;
         if seq != self.ready || seq >= self.requested {
             return Err(UsageError::OutOfOrder.into());
         }
         self.ready += 1;
-        self.last_activity = now;
         Ok(())
     }
 
     /// Gives the digest of an accepted file's whole content; its end is sent once all its
     /// chunks are posted. [`crate::DigestKind::None`] is always allowed.
-    pub fn finish_file(&mut self, now: Instant, file_id: u64, digest: Digest) -> Result<(), Error> {
+    pub fn finish_file(
+        &mut self,
+        _now: Instant,
+        file_id: u64,
+        digest: Digest,
+    ) -> Result<(), Error> {
         self.live()?;
         if !digest.kind.is_agreed(self.neg.features) {
             return Err(UsageError::DigestNotNegotiated.into());
         }
-        let file = self
-            .files
-            .iter_mut()
-            .find(|f| f.id == file_id && f.state == FileState::Data && f.digest.is_none())
-            .ok_or(UsageError::UnknownFile)?;
-        file.digest = Some(digest);
-        self.last_activity = now;
+        let o = self.find(file_id).ok_or(UsageError::UnknownFile)?;
+        let f = self.file_mut(o).ok_or(UsageError::UnknownFile)?;
+        if f.state != SState::Accepted || f.digest.is_some() {
+            return Err(UsageError::UnknownFile.into());
+        }
+        f.digest = Some(digest.canonical());
+        Ok(())
+    }
+
+    /// Abandons one file: it is read and posted no further, and a `FileAbort` takes the
+    /// place of its remaining data; the session goes on. Reads already requested must still
+    /// be reported with [`Sender::data_ready`]. The file's result (`ABORTED`) follows.
+    pub fn abort_file(
+        &mut self,
+        _now: Instant,
+        file_id: u64,
+        reason: AbortReason,
+    ) -> Result<(), Error> {
+        self.live()?;
+        let o = self.find(file_id).ok_or(UsageError::UnknownFile)?;
+        let f = self.file_mut(o).ok_or(UsageError::UnknownFile)?;
+        let streaming = matches!(
+            f.state,
+            SState::Queued | SState::AwaitAnswer | SState::Accepted
+        );
+        if !streaming || f.abort.is_some() {
+            return Err(UsageError::UnknownFile.into());
+        }
+        f.abort = Some(reason);
         Ok(())
     }
 
     /// Ends the session once every open file is resolved: the goodbye follows the last result.
-    pub fn close(&mut self, now: Instant) -> Result<(), Error> {
+    pub fn close(&mut self, _now: Instant) -> Result<(), Error> {
         self.live()?;
         if self.phase == Phase::Open {
             self.phase = Phase::Closing;
         }
-        self.last_activity = now;
         Ok(())
     }
 
@@ -311,62 +451,59 @@ impl Sender {
 
     // ---- inputs from the connection ----
 
-    /// A control message from the receiver (its buffer already reposted).
+    /// A message from the receiver (its receive buffer already reposted).
     pub fn handle_control(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
         self.live()?;
-        self.room_for_events()?;
-        self.last_activity = now;
-        let msg = match Control::decode(bytes) {
-            Ok((_ack, msg)) => msg,
+        if self.events.free() == 0 {
+            return Err(UsageError::OutputsNotDrained.into());
+        }
+        self.live.arrived(now);
+        let (ack, msg) = match Control::decode(bytes) {
+            Ok(m) => m,
             Err(e) => return Err(self.violation(Violation::Decode(e))),
         };
-        self.processed = self.processed.wrapping_add(1);
+        if !self.flow.on_peer_ack(ack) {
+            return Err(self.violation(Violation::BadAck));
+        }
+        self.flow.on_processed();
         match msg {
             Control::FileAnswer { file_id, answer } => self.on_answer(file_id, answer),
             Control::Credit { consumed } => {
-                if consumed < self.peer_consumed || consumed > self.posted {
+                if consumed < self.peer_consumed || consumed > self.committed.max(self.posted) {
                     return Err(self.violation(Violation::BadCredit));
                 }
                 self.peer_consumed = consumed;
                 Ok(())
             }
-            Control::FileResult { file_id, status } => {
-                let first = self.files.get(0).copied();
-                match first {
-                    Some(f) if f.id == file_id && f.state == FileState::EndSent => {
-                        self.files.remove(0);
-                        self.event(SenderEvent::FileDone { file_id, status });
-                        Ok(())
-                    }
-                    _ => Err(self.violation(Violation::UnknownFile(file_id))),
-                }
-            }
+            Control::FileResult { file_id, status } => self.on_result(file_id, status),
+            Control::FileCancel { file_id, status } => self.on_cancel(file_id, status),
+            Control::Ack | Control::KeepAlive => Ok(()),
             Control::Goodbye if self.phase == Phase::GoodbyeSent => {
                 self.ending.close();
                 Ok(())
             }
-            Control::Error { code, text } => {
-                self.ending.peer_aborted(code, text);
+            Control::Error { code, detail, text } => {
+                self.ending.peer_aborted(code, detail, text);
                 Ok(())
             }
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
         }
     }
 
-    /// The RDMA write of chunk `seq` completed successfully (in order).
-    pub fn handle_write_completed(&mut self, now: Instant, seq: u64) -> Result<(), Error> {
+    /// The RDMA writes up to and including chunk `seq` completed successfully.
+    pub fn handle_write_completed(&mut self, _now: Instant, seq: u64) -> Result<(), Error> {
         self.live()?;
-        if seq != self.completed || seq >= self.posted {
+        if seq < self.completed || !self.last_posted.is_some_and(|last| seq <= last) {
             return Err(UsageError::OutOfOrder.into());
         }
-        self.completed += 1;
-        self.last_activity = now;
+        self.completed = seq + 1;
         Ok(())
     }
 
-    /// Time passed: fails the session if the peer owes progress past the idle timeout.
+    /// Time passed: fails the session if nothing arrived from the receiver within the idle
+    /// timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+        if !self.is_ended() && self.live.timed_out(now) {
             self.ending.time_out();
         }
     }
@@ -374,14 +511,16 @@ impl Sender {
     // ---- outputs ----
 
     /// The next output, or `None` when there is nothing to do until the next input.
-    pub fn poll_output(&mut self, buf: &mut CtrlBuf) -> Option<SenderOutput> {
-        if let Some((code, text)) = self.ending.take_owed_error() {
-            let msg = Control::Error {
-                code,
-                text: text.as_str(),
-            };
-            if let Ok(n) = msg.encode(self.processed, buf) {
-                return Some(SenderOutput::Transmit(n));
+    pub fn poll_output(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<SenderOutput> {
+        if let Some(&(code, detail, text)) = self.ending.owed_error() {
+            if self.flow.may_send_final() {
+                self.ending.error_sent();
+                let msg = Control::Error {
+                    code,
+                    detail,
+                    text: text.as_str(),
+                };
+                return self.send_control(now, msg, buf);
             }
         }
         if let Some(e) = self.events.pop() {
@@ -396,152 +535,415 @@ impl Sender {
         if self.is_ended() {
             return None;
         }
+        self.advance_head();
+        if self.auth_pending {
+            let proof = self.neg.sender_proof?;
+            if !self.flow.may_send() {
+                return None;
+            }
+            self.auth_pending = false;
+            return self.send_control(now, Control::Auth { proof }, buf);
+        }
         // After our goodbye the receiver sends only its goodbye, which needs no ack.
-        if self.phase != Phase::GoodbyeSent
-            && self.processed.wrapping_sub(self.advertised)
-                >= ack_threshold(self.neg.sender_ctrl_depth)
-        {
-            return self.transmit(Control::Ack, buf);
+        if self.phase != Phase::GoodbyeSent && self.flow.ack_due() {
+            self.live.sent(now);
+            let processed = self.flow.on_report();
+            return Some(SenderOutput::Ack(Imm::ack(processed).encode()));
         }
-        if let Some(out) = self.poll_data(buf) {
-            return Some(out);
+        if self.header_len > 0 && self.flow.may_send() {
+            return Some(self.send_header(now, buf));
         }
-        if self.requested < self.completed + u64::from(self.neg.window)
-            && self.requested < self.next_assign_seq
-        {
-            if let Some(read) = self.chunk_read(self.requested) {
-                self.requested += 1;
+        loop {
+            if let Some(out) = self.poll_data(now, buf) {
+                return Some(out);
+            }
+            let before = self.ready;
+            if let Some(read) = self.poll_read() {
                 return Some(SenderOutput::Read(read));
             }
+            // Skipping an aborted file's reads may let the data stream skip it too.
+            if self.ready == before {
+                break;
+            }
         }
-        if self.phase == Phase::Closing && self.files.len() == 0 {
+        self.advance_head();
+        if self.phase == Phase::Closing
+            && self.header_len == 0
+            && self.head == self.tail
+            && self.flow.may_send_final()
+        {
             self.phase = Phase::GoodbyeSent;
-            return self.transmit(Control::Goodbye, buf);
+            return self.send_control(now, Control::Goodbye, buf);
+        }
+        if self.phase != Phase::GoodbyeSent && self.live.keepalive_due(now) && self.flow.may_send()
+        {
+            return self.send_control(now, Control::KeepAlive, buf);
         }
         None
     }
 
-    /// When to call [`Sender::handle_timeout`]: set while the peer owes an answer, a credit,
-    /// a result or a goodbye.
+    /// When to call [`Sender::handle_timeout`] (and drain): the idle deadline, or when a
+    /// keepalive is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.idle_timeout?;
         if self.is_ended() {
             return None;
         }
-        let blocked_on_credit = self.posted < self.ready && self.posted >= self.credit_limit();
-        let waiting = self.phase == Phase::GoodbyeSent
-            || blocked_on_credit
-            || self.completed < self.posted
-            || self.files.iter().any(|f| f.state != FileState::Data);
-        waiting.then(|| self.last_activity.saturating_add(idle))
+        let keepalive = (self.phase != Phase::GoodbyeSent && self.flow.may_send())
+            .then(|| self.live.keepalive_deadline());
+        match (self.live.idle_deadline(), keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    // ---- internals ----
+    // ---- internals: output ----
 
-    /// The data cursor: end the current file, or post its next ready chunk.
-    fn poll_data(&mut self, buf: &mut CtrlBuf) -> Option<SenderOutput> {
-        let (i, file) = self.files.find(|f| f.state == FileState::Data)?;
-        if self.posted == file.chunks.end_seq() {
-            let digest = file.digest?;
-            if let Some(f) = self.files.get_mut(i) {
-                f.state = FileState::EndSent;
-            }
-            let end = FileEnd {
-                file_id: file.id,
-                length: file.chunks.size,
-                digest,
-            };
-            return self.transmit(Control::FileEnd(end), buf);
+    fn send_header(&mut self, now: Instant, buf: &mut CtrlBuf) -> SenderOutput {
+        let n = self.header_len;
+        buf[..n].copy_from_slice(&self.header[..n]);
+        self.header_len = 0;
+        let o = self.answer_cursor_for_header();
+        if let Some(f) = self.file_mut(o) {
+            f.state = SState::AwaitAnswer;
         }
-        if self.posted < self.ready && self.posted < self.credit_limit() {
-            let seq = self.posted;
-            let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
-            let slot = slot(seq, self.neg.window);
-            self.posted += 1;
-            return Some(SenderOutput::Write(ChunkWrite {
-                seq,
-                slot,
-                remote_addr: self.neg.ring.addr + u64::from(slot) * u64::from(self.neg.chunk_size),
-                rkey: self.neg.ring.rkey,
-                len,
-                // The immediate carries the low 32 bits; the receiver expects them in order.
-                imm: seq as u32,
-                file_id: file.id,
-                file_offset,
-            }));
+        self.control_write(now, n, buf)
+    }
+
+    /// The number of the file whose header is pending: the newest one.
+    fn answer_cursor_for_header(&self) -> u64 {
+        self.tail - 1
+    }
+
+    fn send_control(
+        &mut self,
+        now: Instant,
+        msg: Control<'_>,
+        buf: &mut CtrlBuf,
+    ) -> Option<SenderOutput> {
+        // Only messages of fixed size or validated names come here; they fit CTRL_MSG_MAX.
+        let n = msg.encode(0, buf).ok()?;
+        Some(self.control_write(now, n, buf))
+    }
+
+    /// Numbers the message in `buf[..n]`, writes its ack field, and describes the write.
+    fn control_write(&mut self, now: Instant, n: usize, buf: &mut CtrlBuf) -> SenderOutput {
+        let (number, ack) = self.flow.on_send();
+        buf[4..8].copy_from_slice(&ack.to_be_bytes());
+        self.live.sent(now);
+        let slot = number % u32::from(self.neg.receiver_ctrl_depth);
+        SenderOutput::Control(ControlWrite {
+            len: n,
+            slot,
+            remote_addr: self.neg.ring.addr + self.neg.ctrl_slot_offset(slot),
+            rkey: self.neg.ring.rkey,
+            imm: Imm::control(number).encode(),
+        })
+    }
+
+    /// The data stream: the current file's next chunk, its end or its abort.
+    fn poll_data(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<SenderOutput> {
+        while self.post_cursor < self.answer_cursor {
+            let o = self.post_cursor;
+            let f = self.file(o)?;
+            let (id, chunks, end) = (f.id, f.chunks, f.chunks.end_seq());
+            match (f.state, f.abort) {
+                (SState::Accepted, Some(reason)) => {
+                    if !self.flow.may_send() {
+                        return None;
+                    }
+                    if let Some(file) = self.file_mut(o) {
+                        file.state = SState::AbortSent;
+                    }
+                    self.committed = self.committed.max(end);
+                    let abort = Control::FileAbort {
+                        file_id: id,
+                        reason,
+                    };
+                    return self.send_control(now, abort, buf);
+                }
+                (SState::Accepted, None) => {
+                    if self.posted == end {
+                        let digest = self.file(o)?.digest?;
+                        if !self.flow.may_send() {
+                            return None;
+                        }
+                        if let Some(file) = self.file_mut(o) {
+                            file.state = SState::EndSent;
+                        }
+                        self.post_cursor += 1;
+                        let msg = Control::FileEnd(FileEnd {
+                            file_id: id,
+                            length: chunks.size,
+                            digest,
+                        });
+                        return self.send_control(now, msg, buf);
+                    }
+                    let credit_limit = self.peer_consumed + u64::from(self.neg.window);
+                    if self.posted >= self.ready || self.posted >= credit_limit {
+                        return None;
+                    }
+                    let seq = self.posted;
+                    self.posted += 1;
+                    self.committed = self.committed.max(self.posted);
+                    self.last_posted = Some(seq);
+                    self.live.sent(now);
+                    return Some(SenderOutput::Write(self.chunk_write(id, &chunks, seq)));
+                }
+                // Aborted (its result may already be in), or rejected (no chunks): skip what
+                // was not posted; chunks still being read wait for their read.
+                _ => {
+                    self.posted = self.posted.max(self.ready.min(end));
+                    if self.posted < end {
+                        return None;
+                    }
+                    self.post_cursor += 1;
+                }
+            }
         }
         None
     }
 
-    fn chunk_read(&self, seq: u64) -> Option<ChunkRead> {
-        let file = self
-            .files
-            .iter()
-            .find(|f| f.state == FileState::Data && f.chunks.contains(seq))?;
-        let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
-        Some(ChunkRead {
+    fn chunk_write(&self, file_id: u64, chunks: &FileChunks, seq: u64) -> ChunkWrite {
+        let (file_offset, len) = chunks.span(seq, self.neg.chunk_size);
+        let slot = slot(seq, self.neg.window);
+        ChunkWrite {
             seq,
-            slot: slot(seq, self.neg.window),
-            file_id: file.id,
-            file_offset,
+            slot,
+            remote_addr: self.neg.ring.addr + u64::from(slot) * u64::from(self.neg.chunk_size),
+            rkey: self.neg.ring.rkey,
             len,
-        })
+            imm: Imm::chunk(seq).encode(),
+            file_id,
+            file_offset,
+        }
     }
 
-    fn credit_limit(&self) -> u64 {
-        self.peer_consumed + u64::from(self.neg.window)
+    /// Read-ahead: the next chunk whose local slot is free.
+    fn poll_read(&mut self) -> Option<ChunkRead> {
+        while self.read_cursor < self.answer_cursor {
+            let f = self.file(self.read_cursor)?;
+            let (id, chunks, aborted) = (
+                f.id,
+                f.chunks,
+                f.abort.is_some() || f.state == SState::Closed,
+            );
+            let end = chunks.end_seq();
+            // Rejected files have no chunks: they pass here.
+            if self.requested >= end {
+                self.read_cursor += 1;
+                continue;
+            }
+            if aborted {
+                // No more reads for it; once its outstanding reads are in, skip the rest.
+                if self.ready < self.requested {
+                    return None;
+                }
+                self.requested = end;
+                self.ready = end;
+                self.read_cursor += 1;
+                continue;
+            }
+            if self.requested >= self.released() + u64::from(self.neg.window) {
+                return None;
+            }
+            let seq = self.requested;
+            self.requested += 1;
+            let (file_offset, len) = chunks.span(seq, self.neg.chunk_size);
+            return Some(ChunkRead {
+                seq,
+                slot: slot(seq, self.neg.window),
+                file_id: id,
+                file_offset,
+                len,
+            });
+        }
+        None
     }
+
+    /// Chunks below this have their local slot free: written and completed, or skipped.
+    fn released(&self) -> u64 {
+        match self.last_posted {
+            Some(last) if self.completed <= last => self.completed,
+            _ => self.posted,
+        }
+    }
+
+    // ---- internals: inputs ----
 
     fn on_answer(&mut self, file_id: u64, answer: FileAnswer) -> Result<(), Error> {
-        let Some((i, file)) = self.files.find(|f| f.state == FileState::AwaitAnswer) else {
+        let o = self.answer_cursor;
+        let Some(f) = self
+            .file(o)
+            .copied()
+            .filter(|f| f.state == SState::AwaitAnswer)
+        else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
-        if file.id != file_id {
-            return Err(self.violation(Violation::AnswerOutOfOrder));
+        if f.id != file_id {
+            let later = self
+                .find(file_id)
+                .is_some_and(|p| self.file(p).is_some_and(|g| g.state == SState::AwaitAnswer));
+            let v = if later {
+                Violation::AnswerOutOfOrder
+            } else {
+                Violation::UnknownFile(file_id)
+            };
+            return Err(self.violation(v));
         }
         match answer {
             FileAnswer::Accept { offset } => {
-                if offset > file.chunks.size
-                    || (offset > 0 && !self.neg.features.contains(Features::RESUME))
-                {
+                let chunk = u64::from(self.neg.chunk_size);
+                let resumable =
+                    f.kind == Some(EntryKind::File) && self.neg.features.contains(Features::RESUME);
+                if offset > f.chunks.size || offset % chunk != 0 || (offset > 0 && !resumable) {
                     return Err(self.violation(Violation::BadResumeOffset));
                 }
-                let chunks = file
+                let chunks = f
                     .chunks
                     .assign(self.next_assign_seq, offset, self.neg.chunk_size);
                 self.next_assign_seq = chunks.end_seq();
-                if let Some(f) = self.files.get_mut(i) {
-                    f.chunks = chunks;
-                    f.state = FileState::Data;
+                let is_dir = f.kind == Some(EntryKind::Directory);
+                if let Some(file) = self.file_mut(o) {
+                    file.chunks = chunks;
+                    file.state = SState::Accepted;
+                    if is_dir {
+                        file.digest = Some(Digest::NONE);
+                    }
                 }
-                self.event(SenderEvent::FileAccepted { file_id, offset });
+                if f.abort.is_none() {
+                    self.event(SenderEvent::FileAccepted { file_id, offset });
+                }
             }
             FileAnswer::Reject(reason) => {
-                self.files.remove(i);
+                self.close_file(o);
                 self.event(SenderEvent::FileRejected { file_id, reason });
             }
         }
+        self.answer_cursor += 1;
+        self.advance_head();
         Ok(())
     }
 
-    fn transmit(&mut self, msg: Control<'_>, buf: &mut CtrlBuf) -> Option<SenderOutput> {
-        // Only fixed-size messages go through here; they always fit CTRL_MSG_MAX.
-        let n = msg.encode(self.processed, buf).ok()?;
-        self.advertised = self.processed;
-        Some(SenderOutput::Transmit(n))
+    fn on_result(&mut self, file_id: u64, status: FileStatus) -> Result<(), Error> {
+        // The head moves past rejected files before this cursor reaches them.
+        self.result_cursor = self.result_cursor.max(self.head);
+        while self.result_cursor < self.answer_cursor
+            && self
+                .file(self.result_cursor)
+                .is_some_and(|f| f.state == SState::Closed)
+        {
+            self.result_cursor += 1;
+        }
+        let o = self.result_cursor;
+        let ended = self.file(o).is_some_and(|f| {
+            f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent)
+        });
+        if !ended || o >= self.answer_cursor {
+            return Err(self.violation(Violation::UnknownFile(file_id)));
+        }
+        self.close_file(o);
+        self.result_cursor += 1;
+        self.advance_head();
+        self.event(SenderEvent::FileDone { file_id, status });
+        Ok(())
+    }
+
+    fn on_cancel(&mut self, file_id: u64, status: FileStatus) -> Result<(), Error> {
+        let Some(o) = self.find(file_id) else {
+            return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        let Some(f) = self.file(o).copied() else {
+            return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        match f.state {
+            // Crossed with our own end or abort: the result follows anyway.
+            SState::EndSent | SState::AbortSent => Ok(()),
+            SState::Accepted if f.abort != Some(AbortReason::PEER_CANCELLED) => {
+                if let Some(file) = self.file_mut(o) {
+                    file.abort = Some(AbortReason::PEER_CANCELLED);
+                }
+                self.event(SenderEvent::FileCancelled { file_id, status });
+                Ok(())
+            }
+            _ => Err(self.violation(Violation::BadCancel)),
+        }
+    }
+
+    /// Closes file `o`: frees its name.
+    fn close_file(&mut self, o: u64) {
+        let key = self.name_key;
+        let Some(f) = self.file_mut(o) else { return };
+        f.state = SState::Closed;
+        let name_key = f.name_key;
+        let (_, names) = self.storage.tables();
+        OpenNames::new(names, &mut self.names_used, key).remove(name_key);
+    }
+
+    /// Moves past closed files the data cursors are done with.
+    fn advance_head(&mut self) {
+        while self.head < self.post_cursor.min(self.read_cursor)
+            && self
+                .file(self.head)
+                .is_some_and(|f| f.state == SState::Closed)
+        {
+            let o = self.head;
+            *self.slot_mut(o) = FileSlot::EMPTY;
+            self.head += 1;
+        }
+    }
+
+    // ---- internals: table ----
+
+    fn file(&self, o: u64) -> Option<&SenderFile> {
+        if o < self.head || o >= self.tail {
+            return None;
+        }
+        match &self.storage.files().get(self.slots.of(o))?.0 {
+            Entry::Sender(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn file_mut(&mut self, o: u64) -> Option<&mut SenderFile> {
+        if o < self.head || o >= self.tail {
+            return None;
+        }
+        let at = self.slots.of(o);
+        let (files, _) = self.storage.tables();
+        match &mut files.get_mut(at)?.0 {
+            Entry::Sender(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn slot_mut(&mut self, o: u64) -> &mut FileSlot {
+        let at = self.slots.of(o);
+        let (files, _) = self.storage.tables();
+        &mut files[at]
+    }
+
+    /// The number of the open file with id `file_id` (ids increase with the number).
+    fn find(&self, file_id: u64) -> Option<u64> {
+        let (mut lo, mut hi) = (self.head, self.tail);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let id = self.file(mid)?.id;
+            if id == file_id {
+                return Some(mid);
+            }
+            if id < file_id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        None
     }
 
     fn event(&mut self, e: SenderEvent) {
-        // room_for_events() ran before the input that queues this.
+        // handle_control checked for room before the input that queues this.
         let pushed = self.events.push(e);
         debug_assert!(pushed, "event queue overflow despite the room check");
-    }
-
-    fn room_for_events(&self) -> Result<(), Error> {
-        if self.events.free() < 2 {
-            return Err(UsageError::OutputsNotDrained.into());
-        }
-        Ok(())
     }
 
     fn live(&self) -> Result<(), Error> {
@@ -551,11 +953,4 @@ impl Sender {
     fn violation(&mut self, v: Violation) -> Error {
         self.ending.violation(v)
     }
-}
-
-/// Processed-but-unacknowledged receiver messages that make the sender send a pure ack: half
-/// the sender's control depth, so the receiver (which may use depth − 1 for ordinary
-/// messages) is never left waiting.
-pub(crate) fn ack_threshold(sender_ctrl_depth: u16) -> u32 {
-    u32::from(sender_ctrl_depth / 2).max(1)
 }

@@ -2,32 +2,40 @@
 
 use rdmaft_protocol::*;
 
-const CHUNK: u32 = 64;
+const CHUNK: u32 = 4096;
 
-fn receiving(window: u32) -> Receiver {
+fn receiving(window: u32) -> Receiver<ArrayStorage<4, 64>> {
+    let ctrl = min_ctrl_depth(4);
     let neg = Negotiated {
         features: Features::empty(),
+        flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
         window,
-        sender_ctrl_depth: 64,
-        receiver_ctrl_depth: MIN_RECEIVER_CTRL_DEPTH,
+        sender_ctrl_depth: MAX_CTRL_DEPTH,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 1000,
         ring: RingInfo {
             addr: 0,
-            len: u64::from(CHUNK * window),
+            len: u64::from(CHUNK * window) + u64::from(ctrl) * 4096,
             rkey: 1,
         },
+        sender_proof: None,
     };
-    let mut r = Receiver::new(neg, None, Instant::ZERO).unwrap();
+    let mut r = Receiver::new(neg, Config::default(), ArrayStorage::new(), Instant::ZERO).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     let header = Control::FileHeader(wire::FileHeader {
         file_id: 1,
-        size: 1 << 30,
+        kind: EntryKind::File,
+        size: 1 << 40,
         mtime_sec: 0,
         mtime_nsec: 0,
         mode: 0,
         name: "big",
     });
     let n = header.encode(0, &mut buf).unwrap();
+    r.handle_write(Instant::ZERO, Imm::control(0).encode(), n as u32)
+        .unwrap();
     r.handle_control(Instant::ZERO, &buf[..n]).unwrap();
     r.answer_file(Instant::ZERO, 1, FileAnswer::Accept { offset: 0 })
         .unwrap();
@@ -36,10 +44,10 @@ fn receiving(window: u32) -> Receiver {
 }
 
 /// Drains; returns the `consumed` value of every credit sent.
-fn credits(r: &mut Receiver) -> Vec<u64> {
+fn credits(r: &mut Receiver<ArrayStorage<4, 64>>) -> Vec<u64> {
     let mut buf = [0u8; CTRL_MSG_MAX];
     let mut out = vec![];
-    while let Some(o) = r.poll_output(&mut buf) {
+    while let Some(o) = r.poll_output(Instant::ZERO, &mut buf) {
         if let ReceiverOutput::Transmit(n) = o {
             if let (_, Control::Credit { consumed }) = Control::decode(&buf[..n]).unwrap() {
                 out.push(consumed);
@@ -49,17 +57,21 @@ fn credits(r: &mut Receiver) -> Vec<u64> {
     out
 }
 
+fn arrive(r: &mut Receiver<ArrayStorage<4, 64>>, seq: u64) {
+    let i = r
+        .handle_write(Instant::ZERO, Imm::chunk(seq).encode(), CHUNK)
+        .unwrap();
+    assert!(matches!(i, Incoming::Chunk(a) if a.seq == seq));
+}
+
 #[test]
 fn credits_wait_for_a_quarter_window() {
     let mut r = receiving(8);
     for seq in 0..4 {
-        r.handle_chunk(Instant::ZERO, seq as u32, CHUNK).unwrap();
+        arrive(&mut r, seq);
     }
     r.chunk_consumed(Instant::ZERO, 0).unwrap();
-    assert!(
-        credits(&mut r).is_empty(),
-        "1 < window/4 and the sender is not blocked"
-    );
+    assert!(credits(&mut r).is_empty(), "1 < window/4");
     r.chunk_consumed(Instant::ZERO, 1).unwrap();
     assert_eq!(credits(&mut r), [2]);
 }
@@ -68,7 +80,7 @@ fn credits_wait_for_a_quarter_window() {
 fn a_slow_application_still_gets_batched_credits() {
     let mut r = receiving(8);
     for seq in 0..8 {
-        r.handle_chunk(Instant::ZERO, seq as u32, CHUNK).unwrap();
+        arrive(&mut r, seq);
     }
     // The sender has used its whole window and the application consumes one by one: a
     // credit every 2 chunks (window / 4), not one per chunk.
@@ -80,11 +92,19 @@ fn a_slow_application_still_gets_batched_credits() {
 }
 
 #[test]
-fn window_one_credits_every_chunk() {
-    let mut r = receiving(1);
-    for seq in 0..3u64 {
-        r.handle_chunk(Instant::ZERO, seq as u32, CHUNK).unwrap();
-        r.chunk_consumed(Instant::ZERO, seq).unwrap();
-        assert_eq!(credits(&mut r), [seq + 1]);
+fn small_windows_credit_every_chunk() {
+    for window in [1, 2, 3, 7] {
+        let mut r = receiving(window);
+        let every = u64::from(window / 4).max(1);
+        for seq in 0..10u64 {
+            arrive(&mut r, seq);
+            r.chunk_consumed(Instant::ZERO, seq).unwrap();
+            let expected: Vec<u64> = if (seq + 1) % every == 0 {
+                vec![seq + 1]
+            } else {
+                vec![]
+            };
+            assert_eq!(credits(&mut r), expected, "window {window} chunk {seq}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Wire format: golden bytes that pin the layouts in PROTOCOL.md, round trips, and one test
 //! per decode error.
 
-use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN, REJECT_LEN};
+use rdmaft_protocol::wire::{AcceptRepr, ACCEPT_LEN, HELLO_LEN, MAX_ERROR_TEXT, REJECT_LEN};
 use rdmaft_protocol::*;
 
 fn enc(msg: Control<'_>, ack: u32) -> Vec<u8> {
@@ -10,23 +10,30 @@ fn enc(msg: Control<'_>, ack: u32) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+fn header(name: &str) -> wire::FileHeader<'_> {
+    wire::FileHeader {
+        file_id: 1,
+        kind: EntryKind::File,
+        size: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        name,
+    }
+}
+
 #[test]
 fn encoded_handshake_fits_cm_private_data() {
     let mut buf = [0u8; 256];
-    let p = Params {
-        features: Features::all(),
-        chunk_size: 1 << 20,
-        window: 64,
-        ctrl_depth: 16,
-    };
-    assert_eq!(p.hello().encode(&mut buf), Ok(HELLO_LEN));
+    let p = Params::new(Features::all() - Features::AUTH_PSK, 1 << 20, 64);
+    assert_eq!(p.hello([7; 16]).encode(&mut buf), Ok(HELLO_LEN));
     let agreed = negotiate(&buf[..HELLO_LEN], &p).unwrap();
     let ring = RingInfo {
         addr: 1 << 40,
         len: agreed.ring_len(),
         rkey: 9,
     };
-    let (_, accept) = agreed.accept(ring, 16);
+    let (_, accept) = agreed.accept(ring, [0; 16], None).unwrap();
     let n = accept.encode(&mut buf).unwrap();
     assert_eq!(n, ACCEPT_LEN);
     assert_eq!(
@@ -44,46 +51,93 @@ fn encoded_handshake_fits_cm_private_data() {
 #[test]
 fn hello_golden_bytes() {
     let hello = HelloRepr {
-        features: Features::RESUME,
+        features: Features::RESUME | Features::AUTH_PSK,
         chunk_size: 0x0010_0000,
         window: 64,
-        ctrl_depth: 16,
+        ctrl_depth: 72,
+        max_open_files: 64,
+        keepalive_ms: 1000,
+        nonce: [0xaa; 16],
     };
     let mut buf = [0u8; 64];
     let n = hello.encode(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..n],
-        &[
-            b'R', b'D', b'F', b'T', 0, 1, 1, 0, // magic, version 1, kind hello, reserved
-            0, 0, 0, 1, // features
-            0, 0x10, 0, 0, // chunk size 1 MiB
-            0, 0, 0, 64, // window
-            0, 16, 0, 0, // ctrl depth, reserved
-        ]
-    );
+    let mut want = vec![
+        b'R', b'D', b'F', b'T', 0, 2, 1, 0, // magic, version 2, kind hello, reserved
+        0, 0, 0, 9, // features: RESUME | AUTH_PSK
+        0, 0x10, 0, 0, // chunk size 1 MiB
+        0, 0, 0, 64, // window
+        0, 72, 0, 64, // ctrl depth, open files
+        0, 0, 0x03, 0xe8, // keepalive 1000 ms
+        0, 0, 0, 0, // reserved
+    ];
+    want.extend_from_slice(&[0xaa; 16]);
+    assert_eq!(&buf[..n], &want[..]);
     assert_eq!(HelloRepr::decode(&buf[..n]), Ok(hello));
     // CM pads private data with zeros: trailing bytes are ignored.
     assert_eq!(HelloRepr::decode(&buf[..56]), Ok(hello));
 }
 
 #[test]
+fn accept_golden_bytes() {
+    let accept = AcceptRepr {
+        features: Features::DIGEST_XXH3_128,
+        flags: AcceptFlags::DIGEST_REQUIRED,
+        chunk_size: 4096,
+        window: 2,
+        ctrl_depth: 9,
+        max_open_files: 1,
+        keepalive_ms: 500,
+        ring: RingInfo {
+            addr: 0x0102_0304_0506_0708,
+            len: 2 * 4096 + 9 * 4096,
+            rkey: 0x0a0b_0c0d,
+        },
+        nonce: [0x11; 16],
+        proof: [0x22; 32],
+    };
+    let mut buf = [0u8; ACCEPT_LEN];
+    HandshakeReply::Accept(accept).encode(&mut buf).unwrap();
+    let mut want = vec![b'R', b'D', b'F', b'T', 0, 2, 2, 0];
+    want.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 1]); // features, flags
+    want.extend_from_slice(&[0, 0, 0x10, 0, 0, 0, 0, 2]); // chunk, window
+    want.extend_from_slice(&[0, 9, 0, 1, 0, 0, 0x01, 0xf4]); // depth, open files, keepalive
+    want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]); // ring addr
+    want.extend_from_slice(&(11u64 * 4096).to_be_bytes()); // ring len
+    want.extend_from_slice(&[0x0a, 0x0b, 0x0c, 0x0d, 0, 0, 0, 0]); // rkey, reserved
+    want.extend_from_slice(&[0x11; 16]);
+    want.extend_from_slice(&[0x22; 32]);
+    assert_eq!(&buf[..], &want[..]);
+    assert_eq!(
+        HandshakeReply::decode(&buf),
+        Ok(HandshakeReply::Accept(accept))
+    );
+    // Unknown flag bits are reserved.
+    buf[15] = 2;
+    assert_eq!(
+        HandshakeReply::decode(&buf),
+        Err(DecodeError::NonZeroReserved)
+    );
+}
+
+#[test]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
         file_id: 7,
-        size: 0x0102,
+        kind: EntryKind::Directory,
+        size: 0,
         mtime_sec: -1,
         mtime_nsec: 9,
-        mode: 0o644,
+        mode: 0o755,
         name: "a/b",
     });
     let bytes = enc(h, 0x0a0b_0c0d);
     let mut want = vec![0x10, 0, 0, 51, 0x0a, 0x0b, 0x0c, 0x0d];
     want.extend_from_slice(&7u64.to_be_bytes());
-    want.extend_from_slice(&0x0102u64.to_be_bytes());
+    want.extend_from_slice(&0u64.to_be_bytes());
     want.extend_from_slice(&(-1i64).to_be_bytes());
     want.extend_from_slice(&9u32.to_be_bytes());
-    want.extend_from_slice(&0o644u32.to_be_bytes());
-    want.extend_from_slice(&[0, 0, 0, 0, 0, 3, 0, 0]);
+    want.extend_from_slice(&0o755u32.to_be_bytes());
+    want.extend_from_slice(&[2, 0, 0, 3, 0, 0, 0, 0]); // kind, reserved, name_len, reserved
     want.extend_from_slice(b"a/b");
     assert_eq!(bytes, want);
     assert_eq!(Control::decode(&bytes), Ok((0x0a0b_0c0d, h)));
@@ -116,14 +170,39 @@ fn every_control_message_round_trips() {
             file_id: 4,
             status: FileStatus::DIGEST_MISMATCH,
         },
+        Control::FileAbort {
+            file_id: 5,
+            reason: AbortReason::READ_ERROR,
+        },
+        Control::FileCancel {
+            file_id: 6,
+            status: FileStatus::NO_SPACE,
+        },
+        Control::Auth { proof: [3; 32] },
         Control::Ack,
         Control::Goodbye,
+        Control::KeepAlive,
         Control::Error {
-            code: ErrorCode::CANCELLED,
+            code: ErrorCode::PROTOCOL_VIOLATION,
+            detail: 13,
             text: "bye ✓",
         },
     ];
-    let sizes = [32, 32, 16, 64, 64, 24, 8, 8, 16 + "bye ✓".len()];
+    let sizes = [
+        32,
+        32,
+        16,
+        64,
+        64,
+        24,
+        24,
+        24,
+        40,
+        8,
+        8,
+        8,
+        16 + "bye ✓".len(),
+    ];
     for (m, size) in msgs.iter().zip(sizes) {
         let bytes = enc(*m, 42);
         assert_eq!(bytes.len(), size, "{m:?}");
@@ -132,11 +211,26 @@ fn every_control_message_round_trips() {
 }
 
 #[test]
+fn receiver_messages_fit_a_sender_receive_buffer() {
+    let longest = enc(
+        Control::Error {
+            code: ErrorCode::LOCAL_FAILURE,
+            detail: u16::MAX,
+            text: &"x".repeat(500),
+        },
+        u32::MAX,
+    );
+    assert_eq!(longest.len(), 16 + MAX_ERROR_TEXT);
+    assert!(longest.len() <= RECEIVER_MSG_MAX);
+}
+
+#[test]
 fn long_error_text_is_cut_on_a_char_boundary() {
     let text = "é".repeat(100); // 200 bytes
     let bytes = enc(
         Control::Error {
             code: ErrorCode::LOCAL_FAILURE,
+            detail: 0,
             text: &text,
         },
         0,
@@ -144,7 +238,16 @@ fn long_error_text_is_cut_on_a_char_boundary() {
     let Ok((_, Control::Error { text: got, .. })) = Control::decode(&bytes) else {
         panic!()
     };
-    assert!(got.len() <= wire::MAX_ERROR_TEXT && text.starts_with(got) && !got.is_empty());
+    assert!(got.len() <= MAX_ERROR_TEXT && text.starts_with(got) && !got.is_empty());
+}
+
+#[test]
+fn imm_encodings_pin_the_spec() {
+    assert_eq!(Imm::chunk(5).encode(), 5);
+    assert_eq!(Imm::chunk((1 << 31) | 5).encode(), 5, "low 31 bits");
+    assert_eq!(Imm::control(7).encode(), 0x8000_0007);
+    assert_eq!(Imm::ack(7).encode(), 0xc000_0007);
+    assert_eq!(Imm::decode(0x4000_0000), Imm::Chunk(0x4000_0000));
 }
 
 #[test]
@@ -161,7 +264,7 @@ fn decode_error_truncated() {
         Err(DecodeError::Truncated { need: 8, got: 4 })
     ));
     assert!(matches!(
-        HelloRepr::decode(b"RDFT\0\x01\x01\0"),
+        HelloRepr::decode(b"RDFT\0\x02\x01\0"),
         Err(DecodeError::Truncated { .. })
     ));
 }
@@ -169,24 +272,25 @@ fn decode_error_truncated() {
 #[test]
 fn decode_error_bad_magic_and_version() {
     let mut hello = [0u8; HELLO_LEN];
-    Params {
-        features: Features::empty(),
-        chunk_size: 4096,
-        window: 4,
-        ctrl_depth: 4,
-    }
-    .hello()
-    .encode(&mut hello)
-    .unwrap();
+    Params::new(Features::empty(), 4096, 4)
+        .hello([0; 16])
+        .encode(&mut hello)
+        .unwrap();
     let mut bad = hello;
     bad[0] = b'X';
     assert!(matches!(
         HelloRepr::decode(&bad),
         Err(DecodeError::BadMagic(_))
     ));
-    let mut v2 = hello;
-    v2[5] = 2;
-    assert_eq!(HelloRepr::decode(&v2), Err(DecodeError::UnknownVersion(2)));
+    let mut v1 = hello;
+    v1[5] = 1;
+    assert_eq!(HelloRepr::decode(&v1), Err(DecodeError::UnknownVersion(1)));
+    let mut reserved = hello;
+    reserved[7] = 1;
+    assert_eq!(
+        HelloRepr::decode(&reserved),
+        Err(DecodeError::NonZeroReserved)
+    );
 }
 
 #[test]
@@ -194,6 +298,10 @@ fn decode_error_unknown_type() {
     assert_eq!(
         Control::decode(&[0x99, 0, 0, 8, 0, 0, 0, 0]),
         Err(DecodeError::UnknownType(0x99))
+    );
+    assert_eq!(
+        Control::decode(&[0x1c, 0, 0, 8, 0, 0, 0, 0]),
+        Err(DecodeError::UnknownType(0x1c))
     );
 }
 
@@ -208,11 +316,11 @@ fn decode_error_bad_length() {
             actual: 9
         })
     ));
-    let mut long_ack = enc(Control::Ack, 0);
-    long_ack.push(0);
-    long_ack[3] = 9; // declared and actual agree, but an ack has no body
+    let mut long_keepalive = enc(Control::KeepAlive, 0);
+    long_keepalive.push(0);
+    long_keepalive[3] = 9; // declared and actual agree, but a keepalive has no body
     assert!(matches!(
-        Control::decode(&long_ack),
+        Control::decode(&long_keepalive),
         Err(DecodeError::BadLength { .. })
     ));
 }
@@ -222,10 +330,19 @@ fn decode_error_nonzero_reserved() {
     let mut ack = enc(Control::Ack, 0);
     ack[1] = 1; // flags
     assert_eq!(Control::decode(&ack), Err(DecodeError::NonZeroReserved));
+    let mut abort = enc(
+        Control::FileAbort {
+            file_id: 1,
+            reason: AbortReason::CANCELLED,
+        },
+        0,
+    );
+    abort[23] = 1;
+    assert_eq!(Control::decode(&abort), Err(DecodeError::NonZeroReserved));
 }
 
 #[test]
-fn decode_error_bad_value() {
+fn decode_error_bad_field() {
     let mut answer = enc(
         Control::FileAnswer {
             file_id: 1,
@@ -236,7 +353,7 @@ fn decode_error_bad_value() {
     answer[24] = 3; // decision
     assert_eq!(
         Control::decode(&answer),
-        Err(DecodeError::BadValue { field: "decision" })
+        Err(DecodeError::BadField(Field::Decision))
     );
     let mut end = enc(
         Control::FileEnd(wire::FileEnd {
@@ -249,35 +366,94 @@ fn decode_error_bad_value() {
     end[25] = 16; // digest length disagrees with kind None
     assert_eq!(
         Control::decode(&end),
-        Err(DecodeError::BadValue { field: "digest" })
+        Err(DecodeError::BadField(Field::Digest))
     );
     end[25] = 0;
     end[24] = 9; // unknown digest kind
     assert_eq!(
         Control::decode(&end),
-        Err(DecodeError::BadValue {
-            field: "digest kind"
-        })
+        Err(DecodeError::BadField(Field::DigestKind))
+    );
+    let bad_headers: [(wire::FileHeader<'_>, Field); 5] = [
+        (
+            wire::FileHeader {
+                mode: 0o4755, // setuid
+                ..header("x")
+            },
+            Field::Mode,
+        ),
+        (
+            wire::FileHeader {
+                mode: 0o1777, // sticky
+                ..header("x")
+            },
+            Field::Mode,
+        ),
+        (
+            wire::FileHeader {
+                size: i64::MAX as u64 + 1,
+                ..header("x")
+            },
+            Field::Size,
+        ),
+        (
+            wire::FileHeader {
+                kind: EntryKind::Directory,
+                size: 1,
+                ..header("x")
+            },
+            Field::Size,
+        ),
+        (
+            wire::FileHeader {
+                mtime_nsec: 1_000_000_000,
+                ..header("x")
+            },
+            Field::MtimeNsec,
+        ),
+    ];
+    for (h, field) in bad_headers {
+        assert_eq!(h.check_metadata(), Err(field));
+        let bytes = enc(Control::FileHeader(h), 0);
+        assert_eq!(Control::decode(&bytes), Err(DecodeError::BadField(field)));
+    }
+    let ok = wire::FileHeader {
+        mode: 0o777,
+        size: i64::MAX as u64,
+        ..header("x")
+    };
+    assert!(Control::decode(&enc(Control::FileHeader(ok), 0)).is_ok());
+    let mut kind = enc(Control::FileHeader(header("x")), 0);
+    kind[40] = 3;
+    assert_eq!(
+        Control::decode(&kind),
+        Err(DecodeError::BadField(Field::EntryKind))
+    );
+    let mut text = enc(
+        Control::Error {
+            code: ErrorCode::CANCELLED,
+            detail: 0,
+            text: "",
+        },
+        0,
+    );
+    text[13] = 129; // text_len beyond the maximum
+    assert_eq!(
+        Control::decode(&text),
+        Err(DecodeError::BadField(Field::TextLen))
     );
 }
 
 #[test]
 fn decode_error_invalid_name() {
-    for bad in ["../x", "/etc/passwd", "a//b", "a/./b"] {
-        let h = Control::FileHeader(wire::FileHeader {
-            file_id: 1,
-            size: 0,
-            mtime_sec: 0,
-            mtime_nsec: 0,
-            mode: 0,
-            name: bad,
-        });
+    for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "a\nb", "a\u{7f}"] {
+        let h = Control::FileHeader(header(bad));
         assert!(
             matches!(
                 Control::decode(&enc(h, 0)),
                 Err(DecodeError::InvalidName(_))
             ),
-            "{bad}"
+            "{bad:?}"
         );
     }
 }
@@ -287,10 +463,31 @@ fn decode_error_invalid_text() {
     let mut e = enc(
         Control::Error {
             code: ErrorCode::CANCELLED,
+            detail: 0,
             text: "ab",
         },
         0,
     );
     e[16] = 0xff;
     assert_eq!(Control::decode(&e), Err(DecodeError::InvalidText));
+}
+
+#[test]
+fn decode_error_codes_are_distinct() {
+    let errors = [
+        DecodeError::Truncated { need: 1, got: 0 },
+        DecodeError::BadMagic(0),
+        DecodeError::UnknownVersion(0),
+        DecodeError::UnknownType(0),
+        DecodeError::BadLength {
+            declared: 0,
+            actual: 1,
+        },
+        DecodeError::NonZeroReserved,
+        DecodeError::BadField(Field::Mode),
+        DecodeError::InvalidName(NameError::Empty),
+        DecodeError::InvalidText,
+    ];
+    let codes: Vec<u16> = errors.iter().map(|e| e.code()).collect();
+    assert_eq!(codes, (1..=9).collect::<Vec<u16>>());
 }

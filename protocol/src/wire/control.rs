@@ -1,23 +1,33 @@
-//! Control messages: two-sided SENDs after the handshake, each starting with a [`CtrlHeader`].
+//! Control messages after the handshake, each starting with a [`CtrlHeader`]. The sender's are
+//! RDMA-written into the receiver's control ring (at most [`CTRL_MSG_MAX`] bytes each); the
+//! receiver's are SENDs into the sender's receive buffers (at most [`RECEIVER_MSG_MAX`]).
 //!
 //! The received byte count is authoritative: the header's length must equal it exactly, and
 //! every fixed body must be exactly its size (plus the declared name / text for the two
 //! variable messages).
 
-use super::{read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features};
-use crate::codes::{ErrorCode, FileRejectReason, FileStatus};
+use super::{
+    read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features, Field, PROOF_LEN,
+};
+use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::name::{validate_name, MAX_NAME_LEN};
 use zerocopy::byteorder::network_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Size of every control receive buffer; no control message is longer.
+/// Largest control message, and the size of each slot of the receiver's control ring.
 pub const CTRL_MSG_MAX: usize = 4096;
+/// Largest message a receiver sends, and the size of each receive buffer the sender posts.
+pub const RECEIVER_MSG_MAX: usize = 256;
 /// Buffer for one control message; every message fits.
 pub type CtrlBuf = [u8; CTRL_MSG_MAX];
 /// Longest error text carried in an error message, in bytes.
 pub const MAX_ERROR_TEXT: usize = 128;
+/// Largest file size: offsets must fit a signed 64-bit `off_t`.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+/// Permission bits a header may carry (no setuid, setgid or sticky bit).
+pub const MODE_MASK: u32 = 0o777;
 
-/// PROTOCOL.md "Control header": first 8 bytes of every control message.
+/// PROTOCOL.md §4 "Control header": first 8 bytes of every control message.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct CtrlHeader {
@@ -30,12 +40,12 @@ const HDR: usize = 8;
 const _: () = assert!(core::mem::size_of::<CtrlHeader>() == HDR);
 
 /// Control message type byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MsgKind {
-    /// Sender → receiver: offer a file.
+    /// Sender → receiver: offer a file or directory.
     FileHeader = 0x10,
-    /// Receiver → sender: accept (from an offset) or reject a file.
+    /// Receiver → sender: accept (from an offset) or reject an offer.
     FileAnswer = 0x11,
     /// Receiver → sender: cumulative count of consumed chunks.
     Credit = 0x12,
@@ -43,12 +53,20 @@ pub enum MsgKind {
     FileEnd = 0x13,
     /// Receiver → sender: verdict on a file.
     FileResult = 0x14,
-    /// Sender → receiver: acknowledges processed control messages, nothing else.
+    /// Receiver → sender: acknowledges processed messages, nothing else.
     Ack = 0x15,
     /// Either way: orderly end of the session.
     Goodbye = 0x16,
-    /// Either way: abort with a code and text.
+    /// Either way: abort the session with a code and text.
     Error = 0x17,
+    /// Sender → receiver: the rest of a file will not be sent.
+    FileAbort = 0x18,
+    /// Receiver → sender: please stop sending a file.
+    FileCancel = 0x19,
+    /// Sender → receiver: proof of the pre-shared key, the first message when agreed.
+    Auth = 0x1a,
+    /// Either way: nothing else to say, but alive.
+    KeepAlive = 0x1b,
 }
 
 impl MsgKind {
@@ -62,6 +80,10 @@ impl MsgKind {
             0x15 => MsgKind::Ack,
             0x16 => MsgKind::Goodbye,
             0x17 => MsgKind::Error,
+            0x18 => MsgKind::FileAbort,
+            0x19 => MsgKind::FileCancel,
+            0x1a => MsgKind::Auth,
+            0x1b => MsgKind::KeepAlive,
             other => return Err(DecodeError::UnknownType(other)),
         })
     }
@@ -75,9 +97,10 @@ struct FileHeaderBody {
     mtime_sec: I64,
     mtime_nsec: U32,
     mode: U32,
-    flags: U32,
+    entry_kind: u8,
+    reserved: u8,
     name_len: U16,
-    reserved: U16,
+    reserved2: U32,
 }
 const _: () = assert!(core::mem::size_of::<FileHeaderBody>() == 40);
 
@@ -112,21 +135,23 @@ struct FileEndBody {
 }
 const _: () = assert!(core::mem::size_of::<FileEndBody>() == 56);
 
+/// Body of FileResult, FileAbort and FileCancel: a file and a 16-bit code.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
-struct FileResultBody {
+struct FileCodeBody {
     file_id: U64,
-    status: U16,
+    code: U16,
     reserved: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<FileResultBody>() == 16);
+const _: () = assert!(core::mem::size_of::<FileCodeBody>() == 16);
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct ErrorBody {
     code: U16,
+    detail: U16,
     text_len: U16,
-    reserved: U32,
+    reserved: U16,
 }
 const _: () = assert!(core::mem::size_of::<ErrorBody>() == 8);
 
@@ -135,23 +160,68 @@ const fn header_len(n: usize) -> usize {
     HDR + 40 + n
 }
 const _: () = assert!(header_len(MAX_NAME_LEN) <= CTRL_MSG_MAX);
-const _: () = assert!(HDR + 8 + MAX_ERROR_TEXT <= CTRL_MSG_MAX);
+const _: () = assert!(HDR + 8 + MAX_ERROR_TEXT <= RECEIVER_MSG_MAX);
 
-/// A file offered by the sender.
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EntryKind {
+    /// A regular file: its data follows.
+    File,
+    /// A directory: created (with its mode and mtime), never any data; size is 0.
+    Directory,
+}
+
+impl EntryKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            EntryKind::File => 1,
+            EntryKind::Directory => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            1 => Ok(EntryKind::File),
+            2 => Ok(EntryKind::Directory),
+            _ => Err(DecodeError::BadField(Field::EntryKind)),
+        }
+    }
+}
+
+/// An entry offered by the sender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileHeader<'a> {
     /// Sender-chosen id, unique among the session's open files.
     pub file_id: u64,
-    /// Size in bytes.
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes (≤ [`MAX_FILE_SIZE`]; 0 for a directory).
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime_sec: i64,
     /// Modification time, nanoseconds part (< 10⁹).
     pub mtime_nsec: u32,
-    /// Permission bits (`0o7777` at most).
+    /// Permission bits (`0o777` at most: never setuid, setgid or sticky).
     pub mode: u32,
     /// Validated relative name.
     pub name: &'a str,
+}
+
+impl FileHeader<'_> {
+    /// Checks the metadata the wire constrains (not the name).
+    pub fn check_metadata(&self) -> Result<(), Field> {
+        if self.mtime_nsec >= 1_000_000_000 {
+            return Err(Field::MtimeNsec);
+        }
+        if self.mode & !MODE_MASK != 0 {
+            return Err(Field::Mode);
+        }
+        if self.size > MAX_FILE_SIZE || (self.kind == EntryKind::Directory && self.size != 0) {
+            return Err(Field::Size);
+        }
+        Ok(())
+    }
 }
 
 /// The receiver's decision on a file.
@@ -160,7 +230,7 @@ pub struct FileHeader<'a> {
 pub enum FileAnswer {
     /// Send the file from `offset` (0: all of it; more: resume after verified data).
     Accept {
-        /// First byte the sender must send.
+        /// First byte the sender must send (a multiple of the chunk size).
         offset: u64,
     },
     /// Do not send the file.
@@ -173,9 +243,9 @@ pub enum FileAnswer {
 pub enum DigestKind {
     /// No digest; only the length is checked.
     None,
-    /// XXH3, 128-bit (16 bytes).
+    /// XXH3, 128-bit (16 bytes), seed 0, the value in big-endian order (PROTOCOL.md §4.4).
     Xxh3_128,
-    /// BLAKE3, 256-bit (32 bytes).
+    /// BLAKE3, unkeyed, 256-bit (32 bytes).
     Blake3,
 }
 
@@ -216,9 +286,7 @@ impl DigestKind {
             0 => Ok(DigestKind::None),
             1 => Ok(DigestKind::Xxh3_128),
             2 => Ok(DigestKind::Blake3),
-            _ => Err(DecodeError::BadValue {
-                field: "digest kind",
-            }),
+            _ => Err(DecodeError::BadField(Field::DigestKind)),
         }
     }
 }
@@ -254,6 +322,16 @@ impl Digest {
     pub fn value(&self) -> &[u8] {
         &self.bytes[..self.kind.len()]
     }
+
+    /// The same digest with the bytes past the algorithm's length zeroed (its wire form).
+    pub fn canonical(&self) -> Digest {
+        let mut bytes = [0; 32];
+        bytes[..self.kind.len()].copy_from_slice(self.value());
+        Digest {
+            kind: self.kind,
+            bytes,
+        }
+    }
 }
 
 /// End of a file's data.
@@ -270,7 +348,7 @@ pub struct FileEnd {
 /// A decoded control message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control<'a> {
-    /// Offer a file.
+    /// Offer a file or directory.
     FileHeader(FileHeader<'a>),
     /// Answer an offer.
     FileAnswer {
@@ -281,7 +359,8 @@ pub enum Control<'a> {
     },
     /// Chunks consumed so far (cumulative).
     Credit {
-        /// Count of data chunks the receiver has consumed since the session began.
+        /// Count of data chunks the receiver has consumed (or skipped) since the session
+        /// began.
         consumed: u64,
     },
     /// All data of a file sent.
@@ -293,17 +372,41 @@ pub enum Control<'a> {
         /// Verdict.
         status: FileStatus,
     },
-    /// Acknowledgement only.
+    /// Acknowledgement only (receiver → sender).
     Ack,
     /// Orderly end.
     Goodbye,
-    /// Abort.
+    /// Abort the session.
     Error {
         /// Why.
         code: ErrorCode,
+        /// A finer code: for [`ErrorCode::PROTOCOL_VIOLATION`] the [`crate::Violation`]
+        /// number, else 0.
+        detail: u16,
         /// Human-readable detail (≤ [`MAX_ERROR_TEXT`] bytes).
         text: &'a str,
     },
+    /// The sender will send no more of this file.
+    FileAbort {
+        /// The file.
+        file_id: u64,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// The receiver asks the sender to stop sending this file.
+    FileCancel {
+        /// The file.
+        file_id: u64,
+        /// The result the file will get.
+        status: FileStatus,
+    },
+    /// The sender's proof of the pre-shared key.
+    Auth {
+        /// MAC over the handshake (PROTOCOL.md §2.5).
+        proof: [u8; PROOF_LEN],
+    },
+    /// Liveness only.
+    KeepAlive,
 }
 
 impl<'a> Control<'a> {
@@ -318,6 +421,10 @@ impl<'a> Control<'a> {
             Control::Ack => MsgKind::Ack,
             Control::Goodbye => MsgKind::Goodbye,
             Control::Error { .. } => MsgKind::Error,
+            Control::FileAbort { .. } => MsgKind::FileAbort,
+            Control::FileCancel { .. } => MsgKind::FileCancel,
+            Control::Auth { .. } => MsgKind::Auth,
+            Control::KeepAlive => MsgKind::KeepAlive,
         }
     }
 
@@ -334,30 +441,24 @@ impl<'a> Control<'a> {
         if hdr.flags != 0 {
             return Err(DecodeError::NonZeroReserved);
         }
-        let kind = MsgKind::from_u8(hdr.kind)?;
-        let msg = match kind {
+        let msg = match MsgKind::from_u8(hdr.kind)? {
             MsgKind::FileHeader => {
                 let (b, name) = read_prefix::<FileHeaderBody>(body)?;
                 exact(name.len(), usize::from(b.name_len.get()))?;
-                if b.flags.get() != 0 || b.reserved.get() != 0 {
+                if b.reserved != 0 || b.reserved2.get() != 0 {
                     return Err(DecodeError::NonZeroReserved);
                 }
-                if b.mtime_nsec.get() >= 1_000_000_000 {
-                    return Err(DecodeError::BadValue {
-                        field: "mtime_nsec",
-                    });
-                }
-                if b.mode.get() & !0o7777 != 0 {
-                    return Err(DecodeError::BadValue { field: "mode" });
-                }
-                Control::FileHeader(FileHeader {
+                let header = FileHeader {
                     file_id: b.file_id.get(),
+                    kind: EntryKind::from_u8(b.entry_kind)?,
                     size: b.size.get(),
                     mtime_sec: b.mtime_sec.get(),
                     mtime_nsec: b.mtime_nsec.get(),
                     mode: b.mode.get(),
                     name: validate_name(name).map_err(DecodeError::InvalidName)?,
-                })
+                };
+                header.check_metadata().map_err(DecodeError::BadField)?;
+                Control::FileHeader(header)
             }
             MsgKind::FileAnswer => {
                 let b = fixed::<FileAnswerBody>(body)?;
@@ -367,7 +468,7 @@ impl<'a> Control<'a> {
                 let answer = match (b.decision, b.reason.get(), b.offset.get()) {
                     (1, 0, offset) => FileAnswer::Accept { offset },
                     (2, reason, 0) => FileAnswer::Reject(FileRejectReason(reason)),
-                    _ => return Err(DecodeError::BadValue { field: "decision" }),
+                    _ => return Err(DecodeError::BadField(Field::Decision)),
                 };
                 Control::FileAnswer {
                     file_id: b.file_id.get(),
@@ -386,7 +487,7 @@ impl<'a> Control<'a> {
                 if usize::from(b.digest_len) != kind.len()
                     || b.digest[kind.len()..].iter().any(|&x| x != 0)
                 {
-                    return Err(DecodeError::BadValue { field: "digest" });
+                    return Err(DecodeError::BadField(Field::Digest));
                 }
                 Control::FileEnd(FileEnd {
                     file_id: b.file_id.get(),
@@ -398,28 +499,37 @@ impl<'a> Control<'a> {
                 })
             }
             MsgKind::FileResult => {
-                let b = fixed::<FileResultBody>(body)?;
-                if b.reserved != [0; 6] {
-                    return Err(DecodeError::NonZeroReserved);
-                }
+                let (file_id, code) = file_code(body)?;
                 Control::FileResult {
-                    file_id: b.file_id.get(),
-                    status: FileStatus(b.status.get()),
+                    file_id,
+                    status: FileStatus(code),
                 }
             }
-            MsgKind::Ack => {
-                exact(body.len(), 0)?;
-                Control::Ack
+            MsgKind::FileAbort => {
+                let (file_id, code) = file_code(body)?;
+                Control::FileAbort {
+                    file_id,
+                    reason: AbortReason(code),
+                }
             }
-            MsgKind::Goodbye => {
-                exact(body.len(), 0)?;
-                Control::Goodbye
+            MsgKind::FileCancel => {
+                let (file_id, code) = file_code(body)?;
+                Control::FileCancel {
+                    file_id,
+                    status: FileStatus(code),
+                }
             }
+            MsgKind::Auth => Control::Auth {
+                proof: fixed::<[u8; PROOF_LEN]>(body)?,
+            },
+            MsgKind::Ack => no_body(body, Control::Ack)?,
+            MsgKind::Goodbye => no_body(body, Control::Goodbye)?,
+            MsgKind::KeepAlive => no_body(body, Control::KeepAlive)?,
             MsgKind::Error => {
                 let (b, text) = read_prefix::<ErrorBody>(body)?;
                 let text_len = usize::from(b.text_len.get());
                 if text_len > MAX_ERROR_TEXT {
-                    return Err(DecodeError::BadValue { field: "text_len" });
+                    return Err(DecodeError::BadField(Field::TextLen));
                 }
                 exact(text.len(), text_len)?;
                 if b.reserved.get() != 0 {
@@ -427,6 +537,7 @@ impl<'a> Control<'a> {
                 }
                 Control::Error {
                     code: ErrorCode(b.code.get()),
+                    detail: b.detail.get(),
                     text: core::str::from_utf8(text).map_err(|_| DecodeError::InvalidText)?,
                 }
             }
@@ -436,16 +547,20 @@ impl<'a> Control<'a> {
 
     /// Encodes with the given `ack` count; returns the bytes written.
     ///
-    /// Error texts longer than [`MAX_ERROR_TEXT`] are cut at a character boundary. Names are
-    /// written as given: callers validate them first (the sender state machine does).
+    /// Error texts longer than [`MAX_ERROR_TEXT`] are cut at a character boundary. Names and
+    /// metadata are written as given: callers validate them first (the sender state machine
+    /// does).
     pub fn encode(&self, ack: u32, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let (body_len, tail): (usize, &[u8]) = match self {
             Control::FileHeader(h) => (40, h.name.as_bytes()),
             Control::FileAnswer { .. } => (24, &[]),
             Control::Credit { .. } => (8, &[]),
             Control::FileEnd(_) => (56, &[]),
-            Control::FileResult { .. } => (16, &[]),
-            Control::Ack | Control::Goodbye => (0, &[]),
+            Control::FileResult { .. } | Control::FileAbort { .. } | Control::FileCancel { .. } => {
+                (16, &[])
+            }
+            Control::Auth { .. } => (PROOF_LEN, &[]),
+            Control::Ack | Control::Goodbye | Control::KeepAlive => (0, &[]),
             Control::Error { text, .. } => (8, truncate_text(text, MAX_ERROR_TEXT).as_bytes()),
         };
         let total = HDR + body_len + tail.len();
@@ -471,9 +586,10 @@ impl<'a> Control<'a> {
                     mtime_sec: h.mtime_sec.into(),
                     mtime_nsec: h.mtime_nsec.into(),
                     mode: h.mode.into(),
-                    flags: 0.into(),
+                    entry_kind: h.kind.to_u8(),
+                    reserved: 0,
                     name_len: name_len.into(),
-                    reserved: 0.into(),
+                    reserved2: 0.into(),
                 };
                 write_with_tail(&b, tail, rest)?;
             }
@@ -493,13 +609,10 @@ impl<'a> Control<'a> {
                 write_with_tail(&b, &[], rest)?;
             }
             Control::Credit { consumed } => {
-                write_with_tail(
-                    &CreditBody {
-                        consumed: consumed.into(),
-                    },
-                    &[],
-                    rest,
-                )?;
+                let b = CreditBody {
+                    consumed: consumed.into(),
+                };
+                write_with_tail(&b, &[], rest)?;
             }
             Control::FileEnd(e) => {
                 let b = FileEndBody {
@@ -509,22 +622,27 @@ impl<'a> Control<'a> {
                     // Lengths are 0, 16 or 32: always fit a byte.
                     digest_len: e.digest.kind.len() as u8,
                     reserved: [0; 6],
-                    digest: canonical_digest(&e.digest),
+                    digest: e.digest.canonical().bytes,
                 };
                 write_with_tail(&b, &[], rest)?;
             }
             Control::FileResult { file_id, status } => {
-                let b = FileResultBody {
-                    file_id: file_id.into(),
-                    status: status.0.into(),
-                    reserved: [0; 6],
-                };
-                write_with_tail(&b, &[], rest)?;
+                write_file_code(file_id, status.0, rest)?;
             }
-            Control::Ack | Control::Goodbye => {}
-            Control::Error { code, .. } => {
+            Control::FileAbort { file_id, reason } => {
+                write_file_code(file_id, reason.0, rest)?;
+            }
+            Control::FileCancel { file_id, status } => {
+                write_file_code(file_id, status.0, rest)?;
+            }
+            Control::Auth { proof } => {
+                write_with_tail(&proof, &[], rest)?;
+            }
+            Control::Ack | Control::Goodbye | Control::KeepAlive => {}
+            Control::Error { code, detail, .. } => {
                 let b = ErrorBody {
                     code: code.0.into(),
+                    detail: detail.into(),
                     // tail is at most MAX_ERROR_TEXT (128) bytes.
                     text_len: (tail.len() as u16).into(),
                     reserved: 0.into(),
@@ -536,11 +654,26 @@ impl<'a> Control<'a> {
     }
 }
 
-/// The digest bytes with everything after the algorithm's length zeroed.
-fn canonical_digest(d: &Digest) -> [u8; 32] {
-    let mut out = [0; 32];
-    out[..d.kind.len()].copy_from_slice(d.value());
-    out
+fn file_code(body: &[u8]) -> Result<(u64, u16), DecodeError> {
+    let b = fixed::<FileCodeBody>(body)?;
+    if b.reserved != [0; 6] {
+        return Err(DecodeError::NonZeroReserved);
+    }
+    Ok((b.file_id.get(), b.code.get()))
+}
+
+fn write_file_code(file_id: u64, code: u16, rest: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    let b = FileCodeBody {
+        file_id: file_id.into(),
+        code: code.into(),
+        reserved: [0; 6],
+    };
+    write_with_tail(&b, &[], rest)
+}
+
+fn no_body<'a>(body: &[u8], msg: Control<'a>) -> Result<Control<'a>, DecodeError> {
+    exact(body.len(), 0)?;
+    Ok(msg)
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.

@@ -12,6 +12,11 @@ const KIND_HELLO: u8 = 1;
 const KIND_ACCEPT: u8 = 2;
 const KIND_REJECT: u8 = 3;
 
+/// Bytes of each side's nonce (PROTOCOL.md §2.5).
+pub const NONCE_LEN: usize = 16;
+/// Bytes of a key proof (a MAC).
+pub const PROOF_LEN: usize = 32;
+
 /// First 8 bytes of every handshake message.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
@@ -23,7 +28,7 @@ struct Preamble {
 }
 const _: () = assert!(core::mem::size_of::<Preamble>() == 8);
 
-/// PROTOCOL.md "Hello": sender → receiver, in the connect request.
+/// PROTOCOL.md §2.1 "Hello": sender → receiver, in the connect request.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct Hello {
@@ -32,34 +37,43 @@ struct Hello {
     chunk_size: U32,
     window: U32,
     ctrl_depth: U16,
-    reserved: U16,
+    max_open_files: U16,
+    keepalive_ms: U32,
+    reserved: U32,
+    nonce: [u8; NONCE_LEN],
 }
 /// Encoded size of the hello.
-pub const HELLO_LEN: usize = 24;
+pub const HELLO_LEN: usize = 48;
 const _: () = assert!(core::mem::size_of::<Hello>() == HELLO_LEN);
 const _: () = assert!(HELLO_LEN <= 56, "must fit RDMA CM REQ private data");
 
-/// PROTOCOL.md "Accept": receiver → sender, in the connect reply.
+/// PROTOCOL.md §2.2 "Accept": receiver → sender, in the connect reply.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct Accept {
     pre: Preamble,
     features: U32,
+    flags: U32,
     chunk_size: U32,
     window: U32,
     ctrl_depth: U16,
-    reserved: U16,
+    max_open_files: U16,
+    keepalive_ms: U32,
     ring_addr: U64,
     ring_len: U64,
     ring_rkey: U32,
-    reserved2: U32,
+    reserved: U32,
+    nonce: [u8; NONCE_LEN],
+    proof: [u8; PROOF_LEN],
 }
 /// Encoded size of the accept.
-pub const ACCEPT_LEN: usize = 48;
+pub const ACCEPT_LEN: usize = 104;
+/// Where the receiver's proof starts in the accept: the proof covers the bytes before it.
+pub const ACCEPT_PROOF_OFFSET: usize = ACCEPT_LEN - PROOF_LEN;
 const _: () = assert!(core::mem::size_of::<Accept>() == ACCEPT_LEN);
 const _: () = assert!(ACCEPT_LEN <= 196, "must fit RDMA CM REP private data");
 
-/// PROTOCOL.md "Reject": receiver → sender, in the CM reject.
+/// PROTOCOL.md §2.3 "Reject": receiver → sender, in the CM reject.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct Reject {
@@ -97,7 +111,7 @@ fn check_preamble(bytes: &[u8]) -> Result<u8, DecodeError> {
     Ok(pre.kind)
 }
 
-/// What a sender proposes: its chunk (buffer) size, window and control depth.
+/// What a sender proposes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelloRepr {
     /// Capabilities the sender supports.
@@ -106,8 +120,14 @@ pub struct HelloRepr {
     pub chunk_size: u32,
     /// Chunks the sender wants in flight.
     pub window: u32,
-    /// Control receive buffers the sender keeps posted.
+    /// Receive buffers the sender keeps posted for the receiver's messages.
     pub ctrl_depth: u16,
+    /// Files the sender wants open at once.
+    pub max_open_files: u16,
+    /// Most milliseconds the sender lets pass without sending anything.
+    pub keepalive_ms: u32,
+    /// Fresh random bytes (for the key proofs; zero when not offering `AUTH_PSK`).
+    pub nonce: [u8; NONCE_LEN],
 }
 
 impl HelloRepr {
@@ -126,6 +146,9 @@ impl HelloRepr {
             chunk_size: h.chunk_size.get(),
             window: h.window.get(),
             ctrl_depth: h.ctrl_depth.get(),
+            max_open_files: h.max_open_files.get(),
+            keepalive_ms: h.keepalive_ms.get(),
+            nonce: h.nonce,
         })
     }
 
@@ -137,22 +160,37 @@ impl HelloRepr {
             chunk_size: self.chunk_size.into(),
             window: self.window.into(),
             ctrl_depth: self.ctrl_depth.into(),
+            max_open_files: self.max_open_files.into(),
+            keepalive_ms: self.keepalive_ms.into(),
             reserved: 0.into(),
+            nonce: self.nonce,
         };
         write_with_tail(&h, &[], buf)
     }
 }
 
-/// Where the sender may RDMA-write: the receiver's ring of `window` slots of `chunk_size`.
+/// The receiver's registered memory the sender writes into: `window` data slots of
+/// `chunk_size` bytes, then the control ring of `ctrl_depth` slots of
+/// [`CTRL_MSG_MAX`](super::CTRL_MSG_MAX) bytes, under one remote key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct RingInfo {
-    /// Remote virtual address of slot 0.
+    /// Remote virtual address of data slot 0.
     pub addr: u64,
-    /// Ring length in bytes; always `chunk_size × window`.
+    /// Length in bytes: `chunk_size × window + ctrl_depth × CTRL_MSG_MAX`.
     pub len: u64,
-    /// Remote key of the ring's memory region.
+    /// Remote key of the memory region.
     pub rkey: u32,
+}
+
+bitflags::bitflags! {
+    /// Receiver policies announced in the accept (not negotiated).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct AcceptFlags: u32 {
+        /// Every file end must carry a digest; an end without one gets the result
+        /// `DIGEST_REQUIRED` and the file is not published.
+        const DIGEST_REQUIRED = 1 << 0;
+    }
 }
 
 /// The receiver's answer: the agreed parameters and its ring.
@@ -160,14 +198,24 @@ pub struct RingInfo {
 pub struct AcceptRepr {
     /// Agreed capabilities (intersection).
     pub features: Features,
-    /// Agreed chunk size (minimum of both).
+    /// Receiver policies.
+    pub flags: AcceptFlags,
+    /// Agreed chunk size.
     pub chunk_size: u32,
     /// Agreed window (minimum of both).
     pub window: u32,
-    /// Control receive buffers the receiver keeps posted.
+    /// Slots of the receiver's control ring.
     pub ctrl_depth: u16,
-    /// The receive ring.
+    /// Agreed open-file limit (minimum of both).
+    pub max_open_files: u16,
+    /// Agreed keepalive interval (minimum of both), milliseconds.
+    pub keepalive_ms: u32,
+    /// The receiver's ring.
     pub ring: RingInfo,
+    /// The receiver's nonce (zero without `AUTH_PSK`).
+    pub nonce: [u8; NONCE_LEN],
+    /// The receiver's key proof (zero without `AUTH_PSK`).
+    pub proof: [u8; PROOF_LEN],
 }
 
 impl AcceptRepr {
@@ -175,14 +223,18 @@ impl AcceptRepr {
         let a = Accept {
             pre: preamble(KIND_ACCEPT),
             features: self.features.bits().into(),
+            flags: self.flags.bits().into(),
             chunk_size: self.chunk_size.into(),
             window: self.window.into(),
             ctrl_depth: self.ctrl_depth.into(),
-            reserved: 0.into(),
+            max_open_files: self.max_open_files.into(),
+            keepalive_ms: self.keepalive_ms.into(),
             ring_addr: self.ring.addr.into(),
             ring_len: self.ring.len.into(),
             ring_rkey: self.ring.rkey.into(),
-            reserved2: 0.into(),
+            reserved: 0.into(),
+            nonce: self.nonce,
+            proof: self.proof,
         };
         write_with_tail(&a, &[], buf)
     }
@@ -226,19 +278,25 @@ impl HandshakeReply {
             return Err(DecodeError::UnknownType(kind));
         }
         let (a, _) = read_prefix::<Accept>(bytes)?;
-        if a.reserved.get() != 0 || a.reserved2.get() != 0 {
+        if a.reserved.get() != 0 {
             return Err(DecodeError::NonZeroReserved);
         }
+        let flags = AcceptFlags::from_bits(a.flags.get()).ok_or(DecodeError::NonZeroReserved)?;
         Ok(HandshakeReply::Accept(AcceptRepr {
             features: Features::from_bits_truncate(a.features.get()),
+            flags,
             chunk_size: a.chunk_size.get(),
             window: a.window.get(),
             ctrl_depth: a.ctrl_depth.get(),
+            max_open_files: a.max_open_files.get(),
+            keepalive_ms: a.keepalive_ms.get(),
             ring: RingInfo {
                 addr: a.ring_addr.get(),
                 len: a.ring_len.get(),
                 rkey: a.ring_rkey.get(),
             },
+            nonce: a.nonce,
+            proof: a.proof,
         }))
     }
 

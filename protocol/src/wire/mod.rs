@@ -7,15 +7,18 @@
 
 mod control;
 mod handshake;
+pub(crate) mod imm;
 
 pub(crate) use control::truncate_text;
 pub use control::{
-    Control, CtrlBuf, CtrlHeader, Digest, DigestKind, FileAnswer, FileEnd, FileHeader, MsgKind,
-    CTRL_MSG_MAX, MAX_ERROR_TEXT,
+    Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd, FileHeader,
+    MsgKind, CTRL_MSG_MAX, MAX_ERROR_TEXT, RECEIVER_MSG_MAX,
 };
 pub use handshake::{
-    AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN, HELLO_LEN, REJECT_LEN,
+    AcceptFlags, AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN,
+    ACCEPT_PROOF_OFFSET, HELLO_LEN, NONCE_LEN, PROOF_LEN, REJECT_LEN,
 };
+pub use imm::Imm;
 
 use crate::name::NameError;
 use core::fmt;
@@ -23,7 +26,7 @@ use core::fmt;
 /// Protocol magic, ASCII `RDFT`, first in every handshake message.
 pub const MAGIC: u32 = 0x5244_4654;
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 bitflags::bitflags! {
     /// Optional capabilities, offered in the hello and agreed (intersected) in the accept.
@@ -35,6 +38,53 @@ bitflags::bitflags! {
         const DIGEST_XXH3_128 = 1 << 1;
         /// Files may end with a BLAKE3-256 digest.
         const DIGEST_BLAKE3 = 1 << 2;
+        /// Mutual proof of a pre-shared key (PROTOCOL.md §2.5).
+        const AUTH_PSK = 1 << 3;
+    }
+}
+
+impl Features {
+    /// The digest algorithms among these features.
+    pub fn digests(self) -> Features {
+        self & (Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3)
+    }
+}
+
+/// A field whose value has no meaning (in [`DecodeError::BadField`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// A file answer's decision / reason / offset combination.
+    Decision,
+    /// A digest kind byte.
+    DigestKind,
+    /// A digest length, or digest bytes after the algorithm's length.
+    Digest,
+    /// `mtime_nsec` ≥ 10⁹.
+    MtimeNsec,
+    /// Mode bits beyond `0o777`.
+    Mode,
+    /// A size above `i64::MAX`, or a directory with a non-zero size.
+    Size,
+    /// An error text longer than [`MAX_ERROR_TEXT`].
+    TextLen,
+    /// An entry kind that is neither file nor directory.
+    EntryKind,
+}
+
+impl Field {
+    /// The field's name as the specification writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Decision => "decision",
+            Field::DigestKind => "digest_kind",
+            Field::Digest => "digest",
+            Field::MtimeNsec => "mtime_nsec",
+            Field::Mode => "mode",
+            Field::Size => "size",
+            Field::TextLen => "text_len",
+            Field::EntryKind => "entry_kind",
+        }
     }
 }
 
@@ -63,15 +113,29 @@ pub enum DecodeError {
     },
     /// A reserved field or flag bit is not zero.
     NonZeroReserved,
-    /// An enumerated field holds a value with no meaning.
-    BadValue {
-        /// The field.
-        field: &'static str,
-    },
+    /// A field holds a value with no meaning.
+    BadField(Field),
     /// A file name failed validation.
     InvalidName(NameError),
     /// An error text is not UTF-8.
     InvalidText,
+}
+
+impl DecodeError {
+    /// A stable number for the error, carried as the detail of an error message.
+    pub fn code(&self) -> u16 {
+        match self {
+            DecodeError::Truncated { .. } => 1,
+            DecodeError::BadMagic(_) => 2,
+            DecodeError::UnknownVersion(_) => 3,
+            DecodeError::UnknownType(_) => 4,
+            DecodeError::BadLength { .. } => 5,
+            DecodeError::NonZeroReserved => 6,
+            DecodeError::BadField(_) => 7,
+            DecodeError::InvalidName(_) => 8,
+            DecodeError::InvalidText => 9,
+        }
+    }
 }
 
 impl fmt::Display for DecodeError {
@@ -87,7 +151,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "bad length: declared {declared}, actual {actual}")
             }
             DecodeError::NonZeroReserved => f.write_str("reserved field is not zero"),
-            DecodeError::BadValue { field } => write!(f, "invalid value in field {field}"),
+            DecodeError::BadField(field) => write!(f, "invalid value in field {}", field.name()),
             DecodeError::InvalidName(e) => write!(f, "invalid file name: {e}"),
             DecodeError::InvalidText => f.write_str("error text is not UTF-8"),
         }

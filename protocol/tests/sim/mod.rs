@@ -3,11 +3,14 @@
 //!
 //! What it models, and so checks:
 //! - ordered delivery per direction; RDMA writes land in the receiver's ring at delivery time,
-//!   copied from the sender's local slot *then* (so reusing a slot early corrupts data);
-//! - receive buffers: each side has a fixed number posted; a message arriving with none
-//!   posted is an RNR, which fails the run (real tests use `rnr_retry_count = 0`);
-//! - completions: a write completes at the sender after it was delivered;
-//! - applications that read, consume and verify at their own (scheduled) pace.
+//!   copied from the sender's local slot or control buffer *then* (so reusing either early
+//!   corrupts what lands, and the byte comparison or the decoder catches it);
+//! - receives: the receiver posts `window + receiver_ctrl_depth + 2` bufferless receives, the
+//!   sender `sender_ctrl_depth` buffers of `RECEIVER_MSG_MAX` bytes; a message arriving with
+//!   none posted, or too long for the buffer, fails the run (real runs use
+//!   `rnr_retry_count = 0`);
+//! - completions: a chunk write completes at the sender after it was delivered;
+//! - applications that read, consume, verify, abort and cancel at their own (scheduled) pace.
 //!
 //! Used by the pair tests and by the `pair` fuzz target (included by path).
 #![allow(dead_code)]
@@ -16,6 +19,9 @@ use rdmaft_protocol::*;
 use std::collections::{BTreeMap, VecDeque};
 use std::string::String;
 use std::vec::Vec;
+
+/// Storage for the sim: room for the largest open-file limit it uses.
+pub type SimStorage = ArrayStorage<64, 1024>;
 
 /// Test digest: FNV-1a 64 of the data, repeated to 32 bytes, labelled BLAKE3 (the protocol
 /// only carries digests; the driver computes real ones).
@@ -35,13 +41,19 @@ pub fn digest_of(data: &[u8]) -> Digest {
     }
 }
 
-/// What the receiving application does with an offer.
+/// What happens to a file, decided by the applications.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
     Accept,
     Reject,
-    /// Pretend the first `n` bytes are already present and verified.
+    /// Pretend the first `n` bytes (rounded down to chunks) are present and verified.
     Resume(u64),
+    /// The sender's read of the file's chunk `k` fails: it aborts the file.
+    SenderAbortAt(u64),
+    /// The receiver cancels the file after consuming its chunk `k`.
+    ReceiverCancelAt(u64),
+    /// A directory entry.
+    Directory,
 }
 
 /// A file to send.
@@ -61,10 +73,24 @@ pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
     }
 }
 
+/// The result the sender must see for file `id` (`None` for a rejection), given whether the
+/// receiving application managed to cancel it.
+pub fn expected_status(f: &SimFile, id: u64, out: &Outcome) -> Option<FileStatus> {
+    let chunks = (f.data.len() as u64).div_ceil(CHUNK as u64);
+    match f.policy {
+        Policy::Reject => None,
+        Policy::SenderAbortAt(k) if k < chunks => Some(FileStatus::ABORTED),
+        Policy::ReceiverCancelAt(_) if out.receiver_cancelled.contains(&id) => {
+            Some(FileStatus::NO_SPACE)
+        }
+        _ => Some(FileStatus::OK),
+    }
+}
+
 /// One step the scheduler may choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Deliver the next sender → receiver packet into the receiver's completion queue.
+    /// Deliver the next sender → receiver write into the receiver's completion queue.
     DeliverToReceiver,
     /// Deliver the next receiver → sender message into the sender's completion queue.
     DeliverToSender,
@@ -97,12 +123,19 @@ pub const ALL_STEPS: [Step; 9] = [
 ];
 
 enum Wire {
-    Ctrl(Vec<u8>),
-    Write {
+    Chunk {
         slot: u32,
         len: u32,
         imm: u32,
         seq: u64,
+    },
+    Ctrl {
+        slot: u32,
+        len: u32,
+        imm: u32,
+    },
+    Ack {
+        imm: u32,
     },
 }
 
@@ -111,31 +144,37 @@ enum SenderCqe {
     WriteDone(u64),
 }
 
-enum ReceiverCqe {
-    Recv(Vec<u8>),
-    Chunk { imm: u32, len: u32 },
-}
-
 /// The outcome of a run.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Files the receiver wrote, by name: the full content as published.
+    /// Files the receiver published, by name: the full content.
     pub published: BTreeMap<String, Vec<u8>>,
+    /// Directories the receiver created.
+    pub directories: Vec<String>,
     /// The sender's view: file index → final status (or rejection).
     pub sender_results: BTreeMap<u64, Result<FileStatus, FileRejectReason>>,
+    /// Files the receiver cancelled, as the sender heard it.
+    pub cancelled: Vec<u64>,
+    /// Files the receiving application cancelled (before their end arrived).
+    pub receiver_cancelled: Vec<u64>,
+    /// Files the receiver dropped, with their status.
+    pub dropped: BTreeMap<u64, FileStatus>,
     pub sender_closed: bool,
     pub receiver_closed: bool,
     pub sender_failure: Option<Failure>,
     pub receiver_failure: Option<Failure>,
-    /// Control messages each way, and chunk writes.
+    /// Control messages each way, pure acks, and chunk writes.
     pub ctrl_to_receiver: u64,
     pub ctrl_to_sender: u64,
+    pub acks_to_receiver: u64,
     pub chunks: u64,
+    /// Most receives the receiver ever had in use at once.
+    pub receiver_peak_in_use: u32,
 }
 
 pub struct Pair {
-    pub sender: Sender,
-    pub receiver: Receiver,
+    pub sender: Sender<SimStorage>,
+    pub receiver: Receiver<SimStorage>,
     pub now: u64,
     files: Vec<SimFile>,
     next_file: usize,
@@ -143,21 +182,24 @@ pub struct Pair {
     chunk: usize,
     // memory
     local_slots: Vec<u8>,
+    local_ctrl: Vec<u8>,
     ring: Vec<u8>,
     // wires and completion queues
     to_receiver: VecDeque<Wire>,
     to_sender: VecDeque<Vec<u8>>,
-    receiver_cq: VecDeque<ReceiverCqe>,
+    receiver_cq: VecDeque<(u32, u32)>,
     sender_cq: VecDeque<SenderCqe>,
-    /// Writes delivered, completion not yet generated (completes in order after delivery).
     receiver_posted: u32,
+    receiver_total: u32,
     sender_posted: u32,
     // applications
     pending_reads: VecDeque<ChunkRead>,
     pending_consume: VecDeque<ChunkArrival>,
     pending_verify: VecDeque<(u64, u64, Digest)>,
-    /// Receiver side: file id → (name, buffer being assembled).
-    incoming: BTreeMap<u64, (String, Vec<u8>)>,
+    /// Receiver side: file id → (name, buffer being assembled, chunks consumed).
+    incoming: BTreeMap<u64, (String, Vec<u8>, u64)>,
+    /// Sender side: files the application aborted.
+    aborted: Vec<u64>,
     pub outcome: Outcome,
     pub rnr: Option<&'static str>,
 }
@@ -169,36 +211,34 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(chunk: u32, window: u32) -> Config {
+    /// Chunk 4 KiB and `window`; open files and control depths small so the limits are hit.
+    pub fn new(window: u32) -> Config {
         let features = Features::RESUME | Features::DIGEST_BLAKE3;
+        let mut sender = Params::new(features, MIN_CHUNK_SIZE, window);
+        sender.max_open_files = 4;
+        sender.ctrl_depth = min_ctrl_depth(4);
+        let mut receiver = sender;
+        receiver.max_open_files = 8;
+        receiver.ctrl_depth = min_ctrl_depth(8);
         Config {
-            sender: Params {
-                features,
-                chunk_size: chunk,
-                window,
-                ctrl_depth: 4,
-            },
-            receiver: Params {
-                features,
-                chunk_size: chunk,
-                window,
-                ctrl_depth: 16,
-            },
+            sender,
+            receiver,
             idle_timeout_ms: None,
         }
     }
 }
 
+/// Chunk size of [`Config::new`].
+pub const CHUNK: usize = MIN_CHUNK_SIZE as usize;
+
 impl Pair {
     /// Handshake through the real encoders, then build both machines.
     pub fn new(cfg: &Config, files: Vec<SimFile>) -> Result<Pair, String> {
         let mut hello = [0u8; 56];
-        let n = cfg
-            .sender
-            .hello()
+        cfg.sender
+            .hello([1; 16])
             .encode(&mut hello)
             .map_err(|e| format!("{e:?}"))?;
-        assert!(n <= 56);
         let agreed = negotiate(&hello, &cfg.receiver).map_err(|r| format!("rejected: {r}"))?;
         let ring_len = usize::try_from(agreed.ring_len()).map_err(|e| e.to_string())?;
         let ring = RingInfo {
@@ -206,34 +246,44 @@ impl Pair {
             len: agreed.ring_len(),
             rkey: 0xabcd,
         };
-        let (rneg, reply) = agreed.accept(ring, cfg.receiver.ctrl_depth);
+        let (rneg, reply) = agreed
+            .accept(ring, [2; 16], None)
+            .map_err(|e| e.to_string())?;
         let mut rep = [0u8; 196];
         reply.encode(&mut rep).map_err(|e| format!("{e:?}"))?;
-        let sneg = check_reply(&rep, &cfg.sender).map_err(|e| e.to_string())?;
-        let idle = cfg.idle_timeout_ms.map(core::time::Duration::from_millis);
+        let sneg = check_reply(&rep, &cfg.sender, &hello, None).map_err(|e| e.to_string())?;
+        let config = rdmaft_protocol::Config {
+            idle_timeout: cfg.idle_timeout_ms.map(core::time::Duration::from_millis),
+            name_hash_key: [9; 16],
+        };
         let chunk = sneg.chunk_size as usize;
         let window = sneg.window as usize;
+        let receiver_total = rneg.window + u32::from(rneg.receiver_ctrl_depth) + 2;
         Ok(Pair {
-            sender: Sender::new(sneg, idle, Instant::ZERO).map_err(|e| e.to_string())?,
-            receiver: Receiver::new(rneg, idle, Instant::ZERO).map_err(|e| e.to_string())?,
+            sender: Sender::new(sneg, config, SimStorage::new(), Instant::ZERO)
+                .map_err(|e| e.to_string())?,
+            receiver: Receiver::new(rneg, config, SimStorage::new(), Instant::ZERO)
+                .map_err(|e| e.to_string())?,
             now: 0,
             files,
             next_file: 0,
             closed_requested: false,
             chunk,
             local_slots: vec![0; chunk * window],
+            local_ctrl: vec![0; CTRL_MSG_MAX * usize::from(sneg.receiver_ctrl_depth)],
             ring: vec![0; ring_len],
             to_receiver: VecDeque::new(),
             to_sender: VecDeque::new(),
             receiver_cq: VecDeque::new(),
             sender_cq: VecDeque::new(),
-            // The receiver posts its control depth plus one receive per window slot.
-            receiver_posted: u32::from(rneg.receiver_ctrl_depth) + rneg.window,
+            receiver_posted: receiver_total,
+            receiver_total,
             sender_posted: u32::from(sneg.sender_ctrl_depth),
             pending_reads: VecDeque::new(),
             pending_consume: VecDeque::new(),
             pending_verify: VecDeque::new(),
             incoming: BTreeMap::new(),
+            aborted: Vec::new(),
             outcome: Outcome::default(),
             rnr: None,
         })
@@ -273,61 +323,44 @@ impl Pair {
         self.now += 1;
         let now = self.instant();
         match step {
-            Step::DeliverToReceiver => {
-                if let Some(w) = self.to_receiver.pop_front() {
-                    if self.receiver_posted == 0 {
-                        self.rnr = Some("receiver");
-                        return Err("RNR at the receiver".into());
-                    }
-                    self.receiver_posted -= 1;
-                    match w {
-                        Wire::Ctrl(bytes) => self.receiver_cq.push_back(ReceiverCqe::Recv(bytes)),
-                        Wire::Write {
-                            slot,
-                            len,
-                            imm,
-                            seq,
-                        } => {
-                            let at = slot as usize * self.chunk;
-                            let src = &self.local_slots[at..at + len as usize];
-                            self.ring[at..at + len as usize].copy_from_slice(src);
-                            self.receiver_cq.push_back(ReceiverCqe::Chunk { imm, len });
-                            self.sender_cq.push_back(SenderCqe::WriteDone(seq));
-                        }
-                    }
-                }
-            }
+            Step::DeliverToReceiver => self.deliver_to_receiver()?,
             Step::DeliverToSender => {
                 if let Some(bytes) = self.to_sender.pop_front() {
                     if self.sender_posted == 0 {
                         self.rnr = Some("sender");
                         return Err("RNR at the sender".into());
                     }
+                    if bytes.len() > RECEIVER_MSG_MAX {
+                        return Err("receiver message longer than a receive buffer".into());
+                    }
                     self.sender_posted -= 1;
                     self.sender_cq.push_back(SenderCqe::Recv(bytes));
                 }
             }
-            Step::ReceiverPoll => match self.receiver_cq.pop_front() {
-                Some(ReceiverCqe::Recv(bytes)) => {
+            Step::ReceiverPoll => {
+                if let Some((imm, len)) = self.receiver_cq.pop_front() {
                     self.receiver_posted += 1; // reposted before handling
-                    self.receiver_control(now, &bytes)?;
-                }
-                Some(ReceiverCqe::Chunk { imm, len }) => {
-                    self.receiver_posted += 1;
-                    let arrival = self
+                    let incoming = self
                         .receiver
-                        .handle_chunk(now, imm, len)
-                        .map_err(|e| format!("receiver chunk: {e}"))?;
-                    self.pending_consume.push_back(arrival);
+                        .handle_write(now, imm, len)
+                        .map_err(|e| format!("receiver write: {e}"))?;
+                    match incoming {
+                        Incoming::Chunk(a) => self.pending_consume.push_back(a),
+                        Incoming::Control { ring_offset, len } => {
+                            let at = ring_offset as usize;
+                            let bytes = self.ring[at..at + len as usize].to_vec();
+                            self.receiver_control(now, &bytes)?;
+                        }
+                        Incoming::Ack => {}
+                    }
                 }
-                None => {}
-            },
+            }
             Step::SenderPoll => match self.sender_cq.pop_front() {
                 Some(SenderCqe::Recv(bytes)) => {
                     self.sender_posted += 1;
-                    self.sender
-                        .handle_control(now, &bytes)
-                        .map_err(|e| format!("sender control: {e}"))?;
+                    self.sender.handle_control(now, &bytes).map_err(|e| {
+                        format!("sender control {:?}: {e}", Control::decode(&bytes))
+                    })?;
                 }
                 Some(SenderCqe::WriteDone(seq)) => {
                     self.sender
@@ -336,38 +369,18 @@ impl Pair {
                 }
                 None => {}
             },
-            Step::SenderRead => {
-                if let Some(r) = self.pending_reads.pop_front() {
-                    let f = &self.files[r.file_id as usize];
-                    let src =
-                        &f.data[r.file_offset as usize..r.file_offset as usize + r.len as usize];
-                    let at = r.slot as usize * self.chunk;
-                    self.local_slots[at..at + r.len as usize].copy_from_slice(src);
-                    self.sender
-                        .data_ready(now, r.seq)
-                        .map_err(|e| format!("data ready: {e}"))?;
-                }
-            }
-            Step::ReceiverConsume => {
-                if let Some(a) = self.pending_consume.pop_front() {
-                    let (_, buf) = self
-                        .incoming
-                        .get_mut(&a.file_id)
-                        .ok_or("chunk for unknown file")?;
-                    let at = a.ring_offset as usize;
-                    let off = a.file_offset as usize;
-                    buf[off..off + a.len as usize]
-                        .copy_from_slice(&self.ring[at..at + a.len as usize]);
-                    self.receiver
-                        .chunk_consumed(now, a.seq)
-                        .map_err(|e| format!("consume: {e}"))?;
-                }
-            }
+            Step::SenderRead => self.sender_read(now)?,
+            Step::ReceiverConsume => self.receiver_consume(now)?,
             Step::ReceiverVerify => {
                 if let Some((id, length, digest)) = self.pending_verify.pop_front() {
-                    let (name, buf) = self.incoming.remove(&id).ok_or("verify of unknown file")?;
+                    let (name, buf, _) =
+                        self.incoming.remove(&id).ok_or("verify of unknown file")?;
+                    let dir = self.files[id as usize].policy == Policy::Directory;
                     let status = if buf.len() as u64 != length {
                         FileStatus::LENGTH_MISMATCH
+                    } else if dir {
+                        self.outcome.directories.push(name);
+                        FileStatus::OK
                     } else if digest_of(&buf) != digest {
                         FileStatus::DIGEST_MISMATCH
                     } else {
@@ -388,22 +401,26 @@ impl Pair {
                 } else if self.sender.can_start_file() {
                     let id = self.next_file as u64;
                     let f = &self.files[self.next_file];
+                    let dir = f.policy == Policy::Directory;
                     let info = FileInfo {
                         file_id: id,
-                        size: f.data.len() as u64,
+                        kind: if dir {
+                            EntryKind::Directory
+                        } else {
+                            EntryKind::File
+                        },
+                        size: if dir { 0 } else { f.data.len() as u64 },
                         mtime_sec: 1_700_000_000,
                         mtime_nsec: 5,
                         mode: 0o644,
                         name: &f.name,
                     };
-                    let mut buf = [0u8; CTRL_MSG_MAX];
-                    let n = self
-                        .sender
-                        .start_file(now, &info, &mut buf)
-                        .map_err(|e| format!("start: {e}"))?;
-                    self.to_receiver.push_back(Wire::Ctrl(buf[..n].to_vec()));
-                    self.outcome.ctrl_to_receiver += 1;
-                    self.next_file += 1;
+                    match self.sender.start_file(now, &info) {
+                        Ok(()) => self.next_file += 1,
+                        // A name still open: wait for its result.
+                        Err(Error::Usage(UsageError::NameConflict)) => {}
+                        Err(e) => return Err(format!("start: {e}")),
+                    }
                 }
             }
             Step::Tick => {
@@ -416,50 +433,154 @@ impl Pair {
         self.drain()
     }
 
+    fn deliver_to_receiver(&mut self) -> Result<(), String> {
+        let Some(w) = self.to_receiver.pop_front() else {
+            return Ok(());
+        };
+        if self.receiver_posted == 0 {
+            self.rnr = Some("receiver");
+            return Err("RNR at the receiver".into());
+        }
+        self.receiver_posted -= 1;
+        let in_use = self.receiver_total - self.receiver_posted;
+        self.outcome.receiver_peak_in_use = self.outcome.receiver_peak_in_use.max(in_use);
+        match w {
+            Wire::Chunk {
+                slot,
+                len,
+                imm,
+                seq,
+            } => {
+                let at = slot as usize * self.chunk;
+                let src = &self.local_slots[at..at + len as usize];
+                self.ring[at..at + len as usize].copy_from_slice(src);
+                self.receiver_cq.push_back((imm, len));
+                self.sender_cq.push_back(SenderCqe::WriteDone(seq));
+            }
+            Wire::Ctrl { slot, len, imm } => {
+                let neg = *self.receiver.negotiated();
+                let src = slot as usize * CTRL_MSG_MAX;
+                let at = neg.ctrl_slot_offset(slot) as usize;
+                let bytes = self.local_ctrl[src..src + len as usize].to_vec();
+                self.ring[at..at + len as usize].copy_from_slice(&bytes);
+                self.receiver_cq.push_back((imm, len));
+            }
+            Wire::Ack { imm } => self.receiver_cq.push_back((imm, 0)),
+        }
+        Ok(())
+    }
+
+    fn sender_read(&mut self, now: Instant) -> Result<(), String> {
+        let Some(r) = self.pending_reads.pop_front() else {
+            return Ok(());
+        };
+        let f = &self.files[r.file_id as usize];
+        let k = (r.file_offset / self.chunk as u64) as u64;
+        let fails = matches!(f.policy, Policy::SenderAbortAt(at) if at == k);
+        if !fails {
+            let src = &f.data[r.file_offset as usize..r.file_offset as usize + r.len as usize];
+            let at = r.slot as usize * self.chunk;
+            self.local_slots[at..at + r.len as usize].copy_from_slice(src);
+        }
+        self.sender
+            .data_ready(now, r.seq)
+            .map_err(|e| format!("data ready: {e}"))?;
+        if fails && !self.aborted.contains(&r.file_id) {
+            self.aborted.push(r.file_id);
+            self.sender
+                .abort_file(now, r.file_id, AbortReason::READ_ERROR)
+                .map_err(|e| format!("abort file: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn receiver_consume(&mut self, now: Instant) -> Result<(), String> {
+        let Some(a) = self.pending_consume.pop_front() else {
+            return Ok(());
+        };
+        let mut cancel = false;
+        if let Some((_, buf, consumed)) = self.incoming.get_mut(&a.file_id) {
+            let at = a.ring_offset as usize;
+            let off = a.file_offset as usize;
+            buf[off..off + a.len as usize].copy_from_slice(&self.ring[at..at + a.len as usize]);
+            let k = a.file_offset / self.chunk as u64;
+            cancel = matches!(self.files[a.file_id as usize].policy,
+                Policy::ReceiverCancelAt(at) if at == k);
+            *consumed += 1;
+        }
+        self.receiver
+            .chunk_consumed(now, a.seq)
+            .map_err(|e| format!("consume: {e}"))?;
+        if cancel {
+            match self
+                .receiver
+                .cancel_file(now, a.file_id, FileStatus::NO_SPACE)
+            {
+                Ok(()) => self.outcome.receiver_cancelled.push(a.file_id),
+                // Its end already arrived: too late to cancel, it completes normally.
+                Err(Error::Usage(UsageError::UnknownFile)) => {}
+                Err(e) => return Err(format!("cancel: {e}")),
+            }
+        }
+        Ok(())
+    }
+
     fn receiver_control(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
         let offer = self
             .receiver
             .handle_control(now, bytes)
             .map_err(|e| format!("receiver control: {e}"))?;
-        if let Some(offer) = offer {
-            let policy = self
-                .files
-                .get(offer.file_id as usize)
-                .map(|f| f.policy)
-                .unwrap_or(Policy::Reject);
-            let answer = match policy {
-                Policy::Accept => FileAnswer::Accept { offset: 0 },
-                Policy::Reject => FileAnswer::Reject(FileRejectReason::EXISTS),
-                Policy::Resume(n) => FileAnswer::Accept {
-                    offset: n.min(offer.size),
-                },
-            };
-            if let FileAnswer::Accept { offset } = answer {
-                // A resumed file's prefix is already on disk: copy it from the source.
-                let mut buf = vec![0u8; offer.size as usize];
-                let src = &self.files[offer.file_id as usize].data;
-                buf[..offset as usize].copy_from_slice(&src[..offset as usize]);
-                self.incoming
-                    .insert(offer.file_id, (offer.name.into(), buf));
-            }
-            self.receiver
-                .answer_file(now, offer.file_id, answer)
-                .map_err(|e| format!("answer: {e}"))?;
+        let Some(offer) = offer else { return Ok(()) };
+        let h = offer.header;
+        let policy = self
+            .files
+            .get(h.file_id as usize)
+            .map(|f| f.policy)
+            .unwrap_or(Policy::Reject);
+        let chunk = self.chunk as u64;
+        let answer = match (offer.refusal, policy) {
+            (Some(reason), _) => FileAnswer::Reject(reason),
+            (None, Policy::Reject) => FileAnswer::Reject(FileRejectReason::EXISTS),
+            (None, Policy::Resume(n)) => FileAnswer::Accept {
+                offset: n.min(h.size) / chunk * chunk,
+            },
+            (None, _) => FileAnswer::Accept { offset: 0 },
+        };
+        if let FileAnswer::Accept { offset } = answer {
+            // A resumed file's prefix is already on disk: copy it from the source.
+            let mut buf = vec![0u8; h.size as usize];
+            let src = &self.files[h.file_id as usize].data;
+            buf[..offset as usize].copy_from_slice(&src[..offset as usize]);
+            self.incoming.insert(h.file_id, (h.name.into(), buf, 0));
         }
-        Ok(())
+        self.receiver
+            .answer_file(now, h.file_id, answer)
+            .map_err(|e| format!("answer: {e}"))
     }
 
     /// Drains both machines' outputs onto the wires and into the applications.
     pub fn drain(&mut self) -> Result<(), String> {
         let now = self.instant();
         let mut buf = [0u8; CTRL_MSG_MAX];
-        while let Some(out) = self.sender.poll_output(&mut buf) {
+        while let Some(out) = self.sender.poll_output(now, &mut buf) {
             match out {
-                SenderOutput::Transmit(n) => {
-                    Control::decode(&buf[..n])
+                SenderOutput::Control(c) => {
+                    Control::decode(&buf[..c.len])
                         .map_err(|e| format!("sender emitted garbage: {e}"))?;
-                    self.to_receiver.push_back(Wire::Ctrl(buf[..n].to_vec()));
+                    let neg = self.sender.negotiated();
+                    assert_eq!(c.remote_addr, neg.ring.addr + neg.ctrl_slot_offset(c.slot));
+                    let at = c.slot as usize * CTRL_MSG_MAX;
+                    self.local_ctrl[at..at + c.len].copy_from_slice(&buf[..c.len]);
+                    self.to_receiver.push_back(Wire::Ctrl {
+                        slot: c.slot,
+                        len: c.len as u32,
+                        imm: c.imm,
+                    });
                     self.outcome.ctrl_to_receiver += 1;
+                }
+                SenderOutput::Ack(imm) => {
+                    self.to_receiver.push_back(Wire::Ack { imm });
+                    self.outcome.acks_to_receiver += 1;
                 }
                 SenderOutput::Read(r) => self.pending_reads.push_back(r),
                 SenderOutput::Write(w) => {
@@ -469,7 +590,7 @@ impl Pair {
                         neg.ring.addr + u64::from(w.slot) * u64::from(neg.chunk_size)
                     );
                     assert!(w.len <= neg.chunk_size && w.len > 0);
-                    self.to_receiver.push_back(Wire::Write {
+                    self.to_receiver.push_back(Wire::Chunk {
                         slot: w.slot,
                         len: w.len,
                         imm: w.imm,
@@ -477,27 +598,10 @@ impl Pair {
                     });
                     self.outcome.chunks += 1;
                 }
-                SenderOutput::Event(e) => match e {
-                    SenderEvent::FileAccepted { file_id, offset } => {
-                        let data = &self.files[file_id as usize].data;
-                        assert!(offset <= data.len() as u64);
-                        let d = digest_of(data);
-                        self.sender
-                            .finish_file(now, file_id, d)
-                            .map_err(|e| format!("finish: {e}"))?;
-                    }
-                    SenderEvent::FileRejected { file_id, reason } => {
-                        self.outcome.sender_results.insert(file_id, Err(reason));
-                    }
-                    SenderEvent::FileDone { file_id, status } => {
-                        self.outcome.sender_results.insert(file_id, Ok(status));
-                    }
-                    SenderEvent::Closed => self.outcome.sender_closed = true,
-                    SenderEvent::Failed(f) => self.outcome.sender_failure = Some(f),
-                },
+                SenderOutput::Event(e) => self.sender_event(now, e)?,
             }
         }
-        while let Some(out) = self.receiver.poll_output(&mut buf) {
+        while let Some(out) = self.receiver.poll_output(now, &mut buf) {
             match out {
                 ReceiverOutput::Transmit(n) => {
                     Control::decode(&buf[..n])
@@ -512,11 +616,44 @@ impl Pair {
                 }) => {
                     self.pending_verify.push_back((file_id, length, digest));
                 }
+                ReceiverOutput::Event(ReceiverEvent::FileDropped {
+                    file_id, status, ..
+                }) => {
+                    self.incoming.remove(&file_id);
+                    self.outcome.dropped.insert(file_id, status);
+                }
                 ReceiverOutput::Event(ReceiverEvent::Closed) => self.outcome.receiver_closed = true,
                 ReceiverOutput::Event(ReceiverEvent::Failed(f)) => {
                     self.outcome.receiver_failure = Some(f)
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn sender_event(&mut self, now: Instant, e: SenderEvent) -> Result<(), String> {
+        match e {
+            SenderEvent::FileAccepted { file_id, offset } => {
+                let data = &self.files[file_id as usize].data;
+                assert!(offset <= data.len() as u64);
+                let d = if self.files[file_id as usize].policy == Policy::Directory {
+                    return Ok(());
+                } else {
+                    digest_of(data)
+                };
+                self.sender
+                    .finish_file(now, file_id, d)
+                    .map_err(|e| format!("finish: {e}"))?;
+            }
+            SenderEvent::FileRejected { file_id, reason } => {
+                self.outcome.sender_results.insert(file_id, Err(reason));
+            }
+            SenderEvent::FileCancelled { file_id, .. } => self.outcome.cancelled.push(file_id),
+            SenderEvent::FileDone { file_id, status } => {
+                self.outcome.sender_results.insert(file_id, Ok(status));
+            }
+            SenderEvent::Closed => self.outcome.sender_closed = true,
+            SenderEvent::Failed(f) => self.outcome.sender_failure = Some(f),
         }
         Ok(())
     }

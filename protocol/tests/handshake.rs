@@ -1,0 +1,690 @@
+//! The handshake: negotiation both ways, every reject reason, the sender's checks of the
+//! accept, the key proofs, and the checks on hand-built parameters.
+
+use rdmaft_protocol::wire::{AcceptRepr, ACCEPT_LEN, HELLO_LEN};
+use rdmaft_protocol::*;
+
+fn params(chunk: u32, window: u32) -> Params {
+    Params::new(Features::all() - Features::AUTH_PSK, chunk, window)
+}
+
+fn hello_of(p: &Params) -> [u8; HELLO_LEN] {
+    let mut b = [0u8; HELLO_LEN];
+    p.hello([5; 16]).encode(&mut b).unwrap();
+    b
+}
+
+/// Keyed BLAKE3-like stand-in: a toy keyed mixer (the driver uses real BLAKE3).
+struct Key(u8);
+
+impl Mac for Key {
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut out = [self.0; 32];
+        let mut i = 0usize;
+        for b in parts.iter().flat_map(|p| p.iter()) {
+            out[i % 32] = out[i % 32].wrapping_mul(31).wrapping_add(*b ^ self.0);
+            i += 1;
+        }
+        out
+    }
+}
+
+#[test]
+fn negotiation_takes_the_minimum_and_rounds_chunks_down() {
+    let mut sender = params(64 * 1024 + 5, 8);
+    sender.max_open_files = 10;
+    sender.ctrl_depth = min_ctrl_depth(10);
+    sender.keepalive_ms = 300;
+    let receiver = params(48 * 1024, 64);
+    let agreed = negotiate(&hello_of(&sender), &receiver).unwrap();
+    assert_eq!(agreed.chunk_size, 32 * 1024, "48 KiB rounds down to 32 KiB");
+    assert_eq!(agreed.window, 8);
+    assert_eq!(agreed.max_open_files, 10);
+    assert_eq!(agreed.keepalive_ms, 300);
+    assert_eq!(agreed.sender_ctrl_depth, min_ctrl_depth(10));
+    assert_eq!(agreed.receiver_ctrl_depth, receiver.ctrl_depth);
+    assert_eq!(
+        agreed.ring_len(),
+        32 * 1024 * 8 + u64::from(receiver.ctrl_depth) * 4096
+    );
+    assert_eq!(effective_chunk_size(4095), None);
+    assert_eq!(effective_chunk_size(4096), Some(4096));
+    assert_eq!(effective_chunk_size(8191), Some(4096));
+    assert_eq!(effective_chunk_size(u32::MAX), Some(MAX_CHUNK_SIZE));
+}
+
+#[test]
+fn negotiation_rejects_with_reasons() {
+    let local = params(4096, 8);
+    let check = |p: Params, want: RejectReason| {
+        assert_eq!(
+            negotiate(&hello_of(&p), &local).map(|_| ()),
+            Err(want),
+            "{p:?}"
+        );
+    };
+    check(params(4095, 8), RejectReason::BAD_CHUNK_SIZE);
+    check(params(0, 8), RejectReason::BAD_CHUNK_SIZE);
+    check(params(4096, 0), RejectReason::BAD_WINDOW);
+    check(params(4096, MAX_WINDOW + 1), RejectReason::BAD_WINDOW);
+    let shallow = Params {
+        ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES) - 1,
+        ..params(4096, 8)
+    };
+    check(shallow, RejectReason::BAD_CTRL_DEPTH);
+    let deep = Params {
+        ctrl_depth: MAX_CTRL_DEPTH + 1,
+        ..params(4096, 8)
+    };
+    check(deep, RejectReason::BAD_CTRL_DEPTH);
+    let no_files = Params {
+        max_open_files: 0,
+        ..params(4096, 8)
+    };
+    check(no_files, RejectReason::BAD_OPEN_FILES);
+    let many_files = Params {
+        max_open_files: MAX_OPEN_FILES + 1,
+        ctrl_depth: MAX_CTRL_DEPTH,
+        ..params(4096, 8)
+    };
+    check(many_files, RejectReason::BAD_OPEN_FILES);
+    for keepalive_ms in [0, MAX_KEEPALIVE_MS + 1] {
+        check(
+            Params {
+                keepalive_ms,
+                ..params(4096, 8)
+            },
+            RejectReason::BAD_KEEPALIVE,
+        );
+    }
+    let mut bad_magic = hello_of(&params(4096, 8));
+    bad_magic[0] = 0;
+    assert_eq!(
+        negotiate(&bad_magic, &local).map(|_| ()),
+        Err(RejectReason::BAD_MAGIC)
+    );
+    let mut v9 = hello_of(&params(4096, 8));
+    v9[5] = 9;
+    assert_eq!(
+        negotiate(&v9, &local).map(|_| ()),
+        Err(RejectReason::UNSUPPORTED_VERSION)
+    );
+    assert_eq!(
+        negotiate(&hello_of(&params(4096, 8))[..10], &local).map(|_| ()),
+        Err(RejectReason::MALFORMED)
+    );
+    let huge = Params {
+        max_ring_bytes: u64::MAX,
+        ..params(MAX_CHUNK_SIZE, MAX_WINDOW)
+    };
+    let mut limited = huge;
+    limited.max_ring_bytes = 1 << 20;
+    assert_eq!(
+        negotiate(&hello_of(&huge), &limited).map(|_| ()),
+        Err(RejectReason::MISCONFIGURED),
+        "the receiver's own limit makes its proposal invalid"
+    );
+    let small_limit = Params {
+        max_ring_bytes: 4096 * 8,
+        ..params(4096, 8)
+    };
+    assert!(negotiate(&hello_of(&params(8192, 8)), &small_limit).is_ok());
+    let smaller_limit = Params {
+        max_ring_bytes: 4096 * 8 - 1,
+        ..params(4096, 8)
+    };
+    assert_eq!(
+        negotiate(&hello_of(&params(8192, 8)), &smaller_limit).map(|_| ()),
+        Err(RejectReason::MISCONFIGURED)
+    );
+}
+
+#[test]
+fn a_receiver_with_invalid_parameters_agrees_to_nothing() {
+    let hello = hello_of(&params(4096, 8));
+    for bad in [params(0, 8), params(4096, 0)] {
+        assert_eq!(
+            negotiate(&hello, &bad).map(|_| ()),
+            Err(RejectReason::MISCONFIGURED)
+        );
+    }
+}
+
+#[test]
+fn ring_above_the_limit_is_refused_by_both_sides() {
+    let mut receiver = params(MAX_CHUNK_SIZE, 64);
+    receiver.max_ring_bytes = u64::from(MAX_CHUNK_SIZE) * 64;
+    let sender = params(MAX_CHUNK_SIZE, 64);
+    assert!(negotiate(&hello_of(&sender), &receiver).is_ok());
+    let mut smaller = receiver;
+    smaller.window = 16;
+    smaller.max_ring_bytes = u64::from(MAX_CHUNK_SIZE) * 16;
+    let agreed = negotiate(&hello_of(&sender), &smaller).unwrap();
+    assert_eq!(agreed.window, 16);
+    // The sender refuses a ring above its own limit.
+    let mut tight = params(4096, 8);
+    tight.max_ring_bytes = 4096 * 8 - 1;
+    assert_eq!(tight.check(), Err(ParamError::RingTooLarge));
+}
+
+#[test]
+fn digests_can_be_required() {
+    let mut receiver = params(4096, 8);
+    receiver.require_digest = true;
+    let plain = Params {
+        features: Features::RESUME,
+        ..params(4096, 8)
+    };
+    assert_eq!(
+        negotiate(&hello_of(&plain), &receiver).map(|_| ()),
+        Err(RejectReason::DIGEST_REQUIRED)
+    );
+    let agreed = negotiate(&hello_of(&params(4096, 8)), &receiver).unwrap();
+    assert!(agreed.flags.contains(AcceptFlags::DIGEST_REQUIRED));
+    let no_digest = Params {
+        features: Features::RESUME,
+        require_digest: true,
+        ..params(4096, 8)
+    };
+    assert_eq!(no_digest.check(), Err(ParamError::DigestRequired));
+}
+
+fn accept_bytes(a: AcceptRepr) -> [u8; ACCEPT_LEN] {
+    let mut b = [0u8; ACCEPT_LEN];
+    HandshakeReply::Accept(a).encode(&mut b).unwrap();
+    b
+}
+
+fn good_accept(local: &Params) -> AcceptRepr {
+    let ctrl = min_ctrl_depth(local.max_open_files);
+    AcceptRepr {
+        features: Features::RESUME,
+        flags: AcceptFlags::empty(),
+        chunk_size: 4096,
+        window: local.window,
+        ctrl_depth: ctrl,
+        max_open_files: local.max_open_files,
+        keepalive_ms: local.keepalive_ms,
+        ring: RingInfo {
+            addr: 0x1000,
+            len: 4096 * u64::from(local.window) + u64::from(ctrl) * 4096,
+            rkey: 7,
+        },
+        nonce: [0; 16],
+        proof: [0; 32],
+    }
+}
+
+#[test]
+fn sender_checks_the_accept() {
+    let local = params(8192, 8);
+    let hello = hello_of(&local);
+    let ok = good_accept(&local);
+    let check = |a: AcceptRepr| check_reply(&accept_bytes(a), &local, &hello, None);
+    let neg = check(ok).unwrap();
+    assert_eq!((neg.chunk_size, neg.window), (4096, 8));
+    assert_eq!(neg.sender_ctrl_depth, local.ctrl_depth);
+    assert_eq!(neg.ring, ok.ring);
+    let invalid = |a: AcceptRepr, why: ReplyError| {
+        assert_eq!(check(a), Err(HandshakeError::Invalid(why)), "{a:?}");
+    };
+    let relen = |mut a: AcceptRepr| {
+        a.ring.len = u64::from(a.chunk_size) * u64::from(a.window) + u64::from(a.ctrl_depth) * 4096;
+        a
+    };
+    invalid(
+        relen(AcceptRepr {
+            chunk_size: 16384,
+            ..ok
+        }),
+        ReplyError::ChunkSize,
+    );
+    invalid(
+        relen(AcceptRepr {
+            chunk_size: 6000,
+            ..ok
+        }),
+        ReplyError::ChunkSize,
+    );
+    invalid(
+        relen(AcceptRepr {
+            chunk_size: 2048,
+            ..ok
+        }),
+        ReplyError::ChunkSize,
+    );
+    assert!(check(relen(AcceptRepr {
+        chunk_size: 8192,
+        ..ok
+    }))
+    .is_ok());
+    invalid(relen(AcceptRepr { window: 0, ..ok }), ReplyError::Window);
+    invalid(relen(AcceptRepr { window: 9, ..ok }), ReplyError::Window);
+    invalid(
+        AcceptRepr {
+            max_open_files: 0,
+            ..ok
+        },
+        ReplyError::OpenFiles,
+    );
+    invalid(
+        AcceptRepr {
+            max_open_files: local.max_open_files + 1,
+            ..ok
+        },
+        ReplyError::OpenFiles,
+    );
+    invalid(
+        AcceptRepr {
+            keepalive_ms: 0,
+            ..ok
+        },
+        ReplyError::Keepalive,
+    );
+    invalid(
+        AcceptRepr {
+            keepalive_ms: local.keepalive_ms + 1,
+            ..ok
+        },
+        ReplyError::Keepalive,
+    );
+    invalid(
+        AcceptRepr {
+            features: Features::AUTH_PSK,
+            ..ok
+        },
+        ReplyError::Features,
+    );
+    invalid(
+        relen(AcceptRepr {
+            ctrl_depth: min_ctrl_depth(ok.max_open_files) - 1,
+            ..ok
+        }),
+        ReplyError::CtrlDepth,
+    );
+    invalid(
+        relen(AcceptRepr {
+            ctrl_depth: MAX_CTRL_DEPTH + 1,
+            ..ok
+        }),
+        ReplyError::CtrlDepth,
+    );
+    let mut short = ok;
+    short.ring.len -= 1;
+    invalid(short, ReplyError::RingLayout);
+    let mut wrapping = ok;
+    wrapping.ring.addr = u64::MAX - 10;
+    invalid(wrapping, ReplyError::RingLayout);
+    invalid(
+        AcceptRepr {
+            flags: AcceptFlags::DIGEST_REQUIRED,
+            ..ok
+        },
+        ReplyError::DigestRequired,
+    );
+    let big = good_accept(&Params { window: 8, ..local });
+    assert_eq!(
+        check_reply(&accept_bytes(big), &local, &hello, None).map(|n| n.window),
+        Ok(8)
+    );
+    let mut limit = local;
+    limit.max_ring_bytes = 4096 * 8 - 1;
+    assert_eq!(
+        check_reply(&accept_bytes(big), &limit, &hello, None),
+        Err(HandshakeError::Invalid(ReplyError::LocalParams)),
+        "a sender whose own proposal breaks its limit refuses everything"
+    );
+    let mut rej = [0u8; 148];
+    reject(RejectReason::NO_RESOURCES).encode(&mut rej).unwrap();
+    assert!(matches!(
+        check_reply(&rej, &local, &hello, None),
+        Err(HandshakeError::Rejected(r)) if r.reason == RejectReason::NO_RESOURCES
+    ));
+    assert!(matches!(
+        check_reply(&rej[..4], &local, &hello, None),
+        Err(HandshakeError::Decode(_))
+    ));
+}
+
+#[test]
+fn a_sender_with_invalid_parameters_accepts_nothing() {
+    let local = params(8192, 8);
+    let hello = hello_of(&local);
+    let ok = accept_bytes(good_accept(&local));
+    let zero = Params {
+        chunk_size: 0,
+        ..local
+    };
+    assert_eq!(
+        check_reply(&ok, &zero, &hello, None),
+        Err(HandshakeError::Invalid(ReplyError::LocalParams))
+    );
+    assert_eq!(
+        check_reply(&ok, &local, &hello[..10], None),
+        Err(HandshakeError::Invalid(ReplyError::LocalParams))
+    );
+    assert_eq!(
+        check_reply(&ok, &local, &hello, Some(&Key(1))),
+        Err(HandshakeError::Invalid(ReplyError::LocalParams)),
+        "a key without AUTH_PSK in the proposal"
+    );
+}
+
+/// Runs the handshake with keys on either side; returns both results.
+fn keyed(
+    sender_key: Option<u8>,
+    receiver_key: Option<u8>,
+) -> (Result<Negotiated, HandshakeError>, Option<Negotiated>) {
+    let mut sp = params(4096, 8);
+    let mut rp = params(4096, 8);
+    if sender_key.is_some() {
+        sp.features |= Features::AUTH_PSK;
+    }
+    if receiver_key.is_some() {
+        rp.features |= Features::AUTH_PSK;
+    }
+    let hello = hello_of(&sp);
+    let agreed = match negotiate(&hello, &rp) {
+        Ok(a) => a,
+        Err(reason) => {
+            let mut b = [0u8; 16];
+            reject(reason).encode(&mut b).unwrap();
+            return (check_reply(&b, &sp, &hello, None), None);
+        }
+    };
+    let ring = RingInfo {
+        addr: 0x10_0000,
+        len: agreed.ring_len(),
+        rkey: 3,
+    };
+    let rkey = receiver_key.map(Key);
+    let (rneg, reply) = agreed
+        .accept(ring, [8; 16], rkey.as_ref().map(|k| k as &dyn Mac))
+        .unwrap();
+    let mut b = [0u8; ACCEPT_LEN];
+    reply.encode(&mut b).unwrap();
+    let skey = sender_key.map(Key);
+    (
+        check_reply(&b, &sp, &hello, skey.as_ref().map(|k| k as &dyn Mac)),
+        Some(rneg),
+    )
+}
+
+#[test]
+fn both_sides_prove_the_key() {
+    let (sender, receiver) = keyed(Some(1), Some(1));
+    let sender = sender.unwrap();
+    let receiver = receiver.unwrap();
+    assert!(sender.features.contains(Features::AUTH_PSK));
+    assert!(sender.sender_proof.is_some());
+    assert_eq!(
+        sender.sender_proof, receiver.sender_proof,
+        "the proof the receiver expects"
+    );
+    assert_eq!(sender, receiver, "both sides agree on everything");
+}
+
+#[test]
+fn a_wrong_or_missing_key_is_refused_before_any_file() {
+    assert_eq!(
+        keyed(Some(1), Some(2)).0,
+        Err(HandshakeError::Invalid(ReplyError::BadProof))
+    );
+    assert_eq!(
+        keyed(Some(1), None).0,
+        Err(HandshakeError::Invalid(ReplyError::AuthNotAgreed))
+    );
+    let (refused, receiver) = keyed(None, Some(1));
+    assert!(receiver.is_none());
+    assert!(matches!(
+        refused,
+        Err(HandshakeError::Rejected(r)) if r.reason == RejectReason::AUTH_REQUIRED
+    ));
+    let (plain, _) = keyed(None, None);
+    assert_eq!(plain.unwrap().sender_proof, None);
+}
+
+#[test]
+fn accept_needs_the_key_exactly_when_agreed() {
+    let mut rp = params(4096, 8);
+    rp.features |= Features::AUTH_PSK;
+    let mut sp = params(4096, 8);
+    sp.features |= Features::AUTH_PSK;
+    let agreed = negotiate(&hello_of(&sp), &rp).unwrap();
+    let ring = RingInfo {
+        addr: 0,
+        len: agreed.ring_len(),
+        rkey: 0,
+    };
+    assert_eq!(
+        agreed.accept(ring, [0; 16], None).map(|_| ()),
+        Err(ParamError::KeyMismatch)
+    );
+    let plain = negotiate(&hello_of(&params(4096, 8)), &params(4096, 8)).unwrap();
+    assert_eq!(
+        plain.accept(ring, [0; 16], Some(&Key(1))).map(|_| ()),
+        Err(ParamError::KeyMismatch)
+    );
+    let short = RingInfo { len: 1, ..ring };
+    assert_eq!(
+        plain.accept(short, [0; 16], None).map(|_| ()),
+        Err(ParamError::RingLayout)
+    );
+}
+
+fn base_negotiated() -> Negotiated {
+    let ctrl = min_ctrl_depth(4);
+    Negotiated {
+        features: Features::RESUME,
+        flags: AcceptFlags::empty(),
+        chunk_size: 4096,
+        window: 4,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 100,
+        ring: RingInfo {
+            addr: 0x1000,
+            len: 4 * 4096 + u64::from(ctrl) * 4096,
+            rkey: 1,
+        },
+        sender_proof: None,
+    }
+}
+
+#[test]
+fn hand_built_agreements_are_checked() {
+    let ok = base_negotiated();
+    assert_eq!(ok.check(), Ok(()));
+    let relen = |mut n: Negotiated| {
+        n.ring.len = n.ring_len();
+        n
+    };
+    let bad = [
+        (
+            relen(Negotiated {
+                chunk_size: 6000,
+                ..ok
+            }),
+            ParamError::ChunkSize,
+        ),
+        (
+            relen(Negotiated {
+                chunk_size: 2048,
+                ..ok
+            }),
+            ParamError::ChunkSize,
+        ),
+        (
+            relen(Negotiated {
+                chunk_size: MAX_CHUNK_SIZE * 2,
+                ..ok
+            }),
+            ParamError::ChunkSize,
+        ),
+        (relen(Negotiated { window: 0, ..ok }), ParamError::Window),
+        (
+            Negotiated {
+                max_open_files: 0,
+                ..ok
+            },
+            ParamError::OpenFiles,
+        ),
+        (
+            Negotiated {
+                keepalive_ms: 0,
+                ..ok
+            },
+            ParamError::Keepalive,
+        ),
+        (
+            Negotiated {
+                sender_ctrl_depth: min_ctrl_depth(4) - 1,
+                ..ok
+            },
+            ParamError::CtrlDepth,
+        ),
+        (
+            relen(Negotiated {
+                receiver_ctrl_depth: min_ctrl_depth(4) - 1,
+                ..ok
+            }),
+            ParamError::CtrlDepth,
+        ),
+        (
+            relen(Negotiated {
+                chunk_size: MAX_CHUNK_SIZE,
+                window: 128,
+                ..ok
+            }),
+            ParamError::RingTooLarge,
+        ),
+        (
+            Negotiated {
+                ring: RingInfo { len: 1, ..ok.ring },
+                ..ok
+            },
+            ParamError::RingLayout,
+        ),
+        (
+            Negotiated {
+                ring: RingInfo {
+                    addr: u64::MAX - 100,
+                    ..ok.ring
+                },
+                ..ok
+            },
+            ParamError::RingLayout,
+        ),
+        (
+            Negotiated {
+                flags: AcceptFlags::DIGEST_REQUIRED,
+                ..ok
+            },
+            ParamError::DigestRequired,
+        ),
+        (
+            Negotiated {
+                features: Features::AUTH_PSK,
+                ..ok
+            },
+            ParamError::KeyMismatch,
+        ),
+        (
+            Negotiated {
+                sender_proof: Some([0; 32]),
+                ..ok
+            },
+            ParamError::KeyMismatch,
+        ),
+    ];
+    for (n, why) in bad {
+        assert_eq!(n.check(), Err(why), "{n:?}");
+        let cfg = Config::default();
+        assert_eq!(
+            Sender::new(n, cfg, ArrayStorage::<4, 64>::new(), Instant::ZERO).err(),
+            Some(Error::Usage(UsageError::InvalidParameters(why)))
+        );
+        assert_eq!(
+            Receiver::new(n, cfg, ArrayStorage::<4, 64>::new(), Instant::ZERO).err(),
+            Some(Error::Usage(UsageError::InvalidParameters(why)))
+        );
+    }
+}
+
+#[test]
+fn machines_check_their_storage_and_idle_timeout() {
+    let n = base_negotiated();
+    let cfg = Config::default();
+    assert_eq!(
+        Sender::new(n, cfg, ArrayStorage::<3, 64>::new(), Instant::ZERO).err(),
+        Some(Error::Usage(UsageError::InvalidParameters(
+            ParamError::Storage
+        )))
+    );
+    assert_eq!(
+        Receiver::new(n, cfg, ArrayStorage::<3, 64>::new(), Instant::ZERO).err(),
+        Some(Error::Usage(UsageError::InvalidParameters(
+            ParamError::Storage
+        )))
+    );
+    let short = Config {
+        idle_timeout: Some(core::time::Duration::from_millis(199)),
+        ..cfg
+    };
+    assert_eq!(short.check(&n), Err(ParamError::IdleTimeout));
+    assert!(Sender::new(n, short, ArrayStorage::<4, 64>::new(), Instant::ZERO).is_err());
+    let enough = Config {
+        idle_timeout: Some(core::time::Duration::from_millis(200)),
+        ..cfg
+    };
+    assert_eq!(enough.check(&n), Ok(()));
+    assert!(Receiver::new(n, enough, ArrayStorage::<4, 64>::new(), Instant::ZERO).is_ok());
+}
+
+#[test]
+fn local_parameters_are_checked_whole() {
+    assert_eq!(params(4096, 8).check(), Ok(()));
+    let p = params(4096, 8);
+    assert_eq!(
+        Params {
+            chunk_size: 100,
+            ..p
+        }
+        .check(),
+        Err(ParamError::ChunkSize)
+    );
+    assert_eq!(Params { window: 0, ..p }.check(), Err(ParamError::Window));
+    assert_eq!(
+        Params {
+            max_open_files: 0,
+            ..p
+        }
+        .check(),
+        Err(ParamError::OpenFiles)
+    );
+    assert_eq!(
+        Params {
+            ctrl_depth: min_ctrl_depth(p.max_open_files) - 1,
+            ..p
+        }
+        .check(),
+        Err(ParamError::CtrlDepth)
+    );
+    assert_eq!(
+        Params {
+            keepalive_ms: 0,
+            ..p
+        }
+        .check(),
+        Err(ParamError::Keepalive)
+    );
+    assert_eq!(
+        Params {
+            max_ring_bytes: 4096 * 8,
+            ..p
+        }
+        .check(),
+        Ok(())
+    );
+}

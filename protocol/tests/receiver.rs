@@ -1,0 +1,1030 @@
+//! The receiver driven by hand, as a hostile or a careful sender would: each protocol
+//! violation fails it (an error message for the peer, a `Failed` event, later inputs refused),
+//! and each application misuse changes nothing.
+
+use rdmaft_protocol::*;
+use std::time::Duration;
+
+const CHUNK: u32 = 4096;
+type Store = ArrayStorage<4, 64>;
+
+fn t(ms: u64) -> Instant {
+    Instant::from_nanos(ms * 1_000_000)
+}
+
+fn negotiated(window: u32, features: Features) -> Negotiated {
+    let ctrl = min_ctrl_depth(4);
+    Negotiated {
+        features,
+        flags: AcceptFlags::empty(),
+        chunk_size: CHUNK,
+        window,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 1000,
+        ring: RingInfo {
+            addr: 0x10000,
+            len: u64::from(CHUNK * window) + u64::from(ctrl) * 4096,
+            rkey: 1,
+        },
+        sender_proof: None,
+    }
+}
+
+/// A receiver and the sender side of the bookkeeping a test needs.
+struct Rx {
+    r: Receiver<Store>,
+    ctrl: u32,
+    /// Receiver messages "processed" by the fake sender, for the ack fields.
+    seen: u32,
+    sent: Vec<Control<'static>>,
+    events: Vec<ReceiverEvent>,
+}
+
+fn msg(m: Control<'_>, ack: u32) -> Vec<u8> {
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let n = m.encode(ack, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn header(id: u64, size: u64, name: &str) -> Control<'_> {
+    Control::FileHeader(wire::FileHeader {
+        file_id: id,
+        kind: EntryKind::File,
+        size,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o600,
+        name,
+    })
+}
+
+fn end(id: u64, length: u64) -> Control<'static> {
+    Control::FileEnd(wire::FileEnd {
+        file_id: id,
+        length,
+        digest: Digest::NONE,
+    })
+}
+
+/// Decodes a message the receiver sent into a `'static` form the tests can keep.
+fn keep(bytes: &[u8]) -> Control<'static> {
+    match Control::decode(bytes).unwrap().1 {
+        Control::Error { code, detail, .. } => Control::Error {
+            code,
+            detail,
+            text: "",
+        },
+        Control::FileHeader(_) => panic!("the receiver never sends a header"),
+        other => {
+            // Every other message borrows nothing.
+            let mut buf = [0u8; CTRL_MSG_MAX];
+            let n = other.encode(0, &mut buf).unwrap();
+            let leaked: &'static [u8] = Box::leak(buf[..n].to_vec().into_boxed_slice());
+            Control::decode(leaked).unwrap().1
+        }
+    }
+}
+
+impl Rx {
+    fn new(neg: Negotiated) -> Rx {
+        Self::with_config(neg, Config::default())
+    }
+
+    fn with_config(neg: Negotiated, cfg: Config) -> Rx {
+        Rx {
+            r: Receiver::new(neg, cfg, Store::new(), t(0)).unwrap(),
+            ctrl: 0,
+            seen: 0,
+            sent: vec![],
+            events: vec![],
+        }
+    }
+
+    /// Writes a control message into the ring, as the sender would.
+    fn ctrl(&mut self, m: Control<'_>) -> Result<Option<FileRejectReason>, Error> {
+        self.ctrl_at(t(1), m)
+    }
+
+    fn ctrl_at(&mut self, now: Instant, m: Control<'_>) -> Result<Option<FileRejectReason>, Error> {
+        let bytes = msg(m, self.seen);
+        let n = self.ctrl;
+        self.ctrl += 1;
+        match self
+            .r
+            .handle_write(now, Imm::control(n).encode(), bytes.len() as u32)?
+        {
+            Incoming::Control { len, .. } => assert_eq!(len as usize, bytes.len()),
+            other => panic!("control write came out as {other:?}"),
+        }
+        let out = self.r.handle_control(now, &bytes)?;
+        self.drain();
+        Ok(out.and_then(|o| o.refusal))
+    }
+
+    fn chunk(&mut self, seq: u64, len: u32) -> Result<ChunkArrival, Error> {
+        let a = self
+            .r
+            .handle_write(t(1), Imm::chunk(seq).encode(), len)
+            .map(|i| match i {
+                Incoming::Chunk(a) => a,
+                other => panic!("chunk came out as {other:?}"),
+            })?;
+        self.drain();
+        Ok(a)
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; CTRL_MSG_MAX];
+        while let Some(out) = self.r.poll_output(t(1), &mut buf) {
+            match out {
+                ReceiverOutput::Transmit(n) => {
+                    assert!(n <= RECEIVER_MSG_MAX);
+                    self.sent.push(keep(&buf[..n]));
+                    self.seen += 1;
+                }
+                ReceiverOutput::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn kinds(&mut self) -> Vec<wire::MsgKind> {
+        self.drain();
+        self.sent.drain(..).map(|m| m.kind()).collect()
+    }
+
+    /// Offers file `id` and accepts it from 0.
+    fn receiving(&mut self, id: u64, size: u64) {
+        let name = format!("f{id}");
+        assert_eq!(self.ctrl(header(id, size, &name)), Ok(None));
+        self.r
+            .answer_file(t(1), id, FileAnswer::Accept { offset: 0 })
+            .unwrap();
+        assert!(self.kinds().contains(&wire::MsgKind::FileAnswer));
+    }
+
+    /// Checks the receiver failed with `v`, sent an error with its number, and ended.
+    fn assert_failed<T: std::fmt::Debug>(&mut self, res: Result<T, Error>, v: Violation) {
+        assert_eq!(res.unwrap_err(), Error::Violation(v));
+        self.drain();
+        let error = self.sent.last().copied();
+        assert!(
+            matches!(error, Some(Control::Error { code, detail, .. })
+                if code == v.error_code() && detail == v.code()),
+            "sent {:?}",
+            self.sent
+        );
+        assert_eq!(
+            self.events.last(),
+            Some(&ReceiverEvent::Failed(Failure::Violation(v)))
+        );
+        assert!(self.r.is_ended());
+        assert_eq!(self.r.handle_write(t(9), 0, 0), Err(Error::Closed));
+        assert_eq!(self.r.poll_timeout(), None);
+    }
+}
+
+fn rx() -> Rx {
+    Rx::new(negotiated(4, Features::all() - Features::AUTH_PSK))
+}
+
+// ---- chunks ----
+
+#[test]
+fn wrong_seq() {
+    let mut r = rx();
+    r.receiving(1, 10_000);
+    let res = r.chunk(1, CHUNK);
+    r.assert_failed(
+        res,
+        Violation::WrongSeq {
+            expected: 0,
+            got: 1,
+        },
+    );
+}
+
+#[test]
+fn credit_overrun_write_beyond_window() {
+    let mut r = Rx::new(negotiated(2, Features::empty()));
+    r.receiving(1, 100_000);
+    r.chunk(0, CHUNK).unwrap();
+    r.chunk(1, CHUNK).unwrap();
+    // Slots 0 and 1 are unconsumed: chunk 2 would overwrite slot 0.
+    let res = r.chunk(2, CHUNK);
+    r.assert_failed(res, Violation::CreditOverrun);
+}
+
+#[test]
+fn consumed_but_unadvertised_credit_is_still_an_overrun() {
+    let mut r = rx();
+    r.receiving(1, 100_000);
+    for seq in 0..4 {
+        r.chunk(seq, CHUNK).unwrap();
+    }
+    r.r.chunk_consumed(t(1), 0).unwrap();
+    // Consuming chunk 0 made a credit due; drained, it goes out and chunk 4 may come.
+    assert_eq!(r.kinds(), [wire::MsgKind::Credit]);
+    r.chunk(4, CHUNK).unwrap();
+    let res = r.chunk(5, CHUNK);
+    r.assert_failed(res, Violation::CreditOverrun);
+}
+
+#[test]
+fn bad_chunk_length() {
+    let mut r = rx();
+    r.receiving(1, u64::from(CHUNK) + 100);
+    let a = r.chunk(0, CHUNK).unwrap();
+    assert_eq!(
+        (a.file_offset, a.len, a.slot, a.ring_offset),
+        (0, CHUNK, 0, 0)
+    );
+    // The second and last chunk carries 100 bytes.
+    let res = r.chunk(1, CHUNK);
+    r.assert_failed(
+        res,
+        Violation::BadWriteLength {
+            expected: 100,
+            got: CHUNK,
+        },
+    );
+}
+
+#[test]
+fn chunk_before_the_answer_was_sent() {
+    let mut r = rx();
+    let bytes = msg(header(1, 10, "f"), 0);
+    r.r.handle_write(t(0), Imm::control(0).encode(), bytes.len() as u32)
+        .unwrap();
+    r.r.handle_control(t(0), &bytes).unwrap();
+    r.r.answer_file(t(0), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    // Not drained: the sender cannot know the accept yet.
+    let res = r.r.handle_write(t(1), Imm::chunk(0).encode(), 10);
+    assert_eq!(res, Err(Error::Violation(Violation::UnexpectedChunk)));
+}
+
+#[test]
+fn chunk_past_the_files_end() {
+    let mut r = rx();
+    r.receiving(1, 10);
+    r.chunk(0, 10).unwrap();
+    let res = r.chunk(1, 10);
+    r.assert_failed(res, Violation::UnexpectedChunk);
+}
+
+#[test]
+fn chunk_with_no_file_at_all() {
+    let mut r = rx();
+    let res = r.chunk(0, 10);
+    r.assert_failed(res, Violation::UnexpectedChunk);
+}
+
+// ---- control messages in the ring ----
+
+#[test]
+fn control_messages_are_numbered() {
+    let mut r = rx();
+    let bytes = msg(Control::KeepAlive, 0);
+    let res =
+        r.r.handle_write(t(1), Imm::control(1).encode(), bytes.len() as u32);
+    r.assert_failed(
+        res,
+        Violation::WrongCtrlSeq {
+            expected: 0,
+            got: 1,
+        },
+    );
+}
+
+#[test]
+fn control_writes_fit_one_slot() {
+    for len in [0, 7, CTRL_MSG_MAX as u32 + 1] {
+        let mut r = rx();
+        let res = r.r.handle_write(t(1), Imm::control(0).encode(), len);
+        r.assert_failed(
+            res,
+            Violation::BadWriteLength {
+                expected: CTRL_MSG_MAX as u32,
+                got: len,
+            },
+        );
+    }
+}
+
+#[test]
+fn control_messages_beyond_the_credit_overrun_the_ring() {
+    let mut r = rx();
+    let depth = r.r.negotiated().receiver_ctrl_depth;
+    // Keepalives the receiver processes but never reports (it sends nothing while the
+    // unreported count stays below its ack threshold... so fill it with the ack disabled by
+    // never draining).
+    let bytes = msg(Control::KeepAlive, 0);
+    for n in 0..u32::from(depth) {
+        let i =
+            r.r.handle_write(t(1), Imm::control(n).encode(), bytes.len() as u32)
+                .unwrap();
+        assert!(matches!(i, Incoming::Control { .. }));
+        r.r.handle_control(t(1), &bytes).unwrap();
+    }
+    let res = r.r.handle_write(
+        t(1),
+        Imm::control(u32::from(depth)).encode(),
+        bytes.len() as u32,
+    );
+    r.assert_failed(res, Violation::CtrlOverrun);
+}
+
+#[test]
+fn ring_offsets_of_control_slots() {
+    let mut r = rx();
+    let neg = *r.r.negotiated();
+    let bytes = msg(Control::KeepAlive, 0);
+    let first = r.r.handle_write(t(1), Imm::control(0).encode(), 8).unwrap();
+    assert_eq!(
+        first,
+        Incoming::Control {
+            ring_offset: neg.data_len(),
+            len: 8
+        }
+    );
+    r.r.handle_control(t(1), &bytes).unwrap();
+    let second = r.r.handle_write(t(1), Imm::control(1).encode(), 8).unwrap();
+    assert_eq!(
+        second,
+        Incoming::Control {
+            ring_offset: neg.data_len() + 4096,
+            len: 8
+        }
+    );
+}
+
+#[test]
+fn the_bytes_of_an_announced_control_message_come_first() {
+    let mut r = rx();
+    let bytes = msg(Control::KeepAlive, 0);
+    assert_eq!(
+        r.r.handle_control(t(1), &bytes),
+        Err(Error::Usage(UsageError::NoControlPending))
+    );
+    r.r.handle_write(t(1), Imm::control(0).encode(), 8).unwrap();
+    assert_eq!(
+        r.r.handle_write(t(1), Imm::chunk(0).encode(), 8),
+        Err(Error::Usage(UsageError::ControlPending))
+    );
+    assert_eq!(r.r.handle_control(t(1), &bytes), Ok(None));
+    assert!(!r.r.is_ended());
+}
+
+#[test]
+fn undecodable_control_message() {
+    let mut r = rx();
+    r.r.handle_write(t(1), Imm::control(0).encode(), 8).unwrap();
+    let res = r.r.handle_control(t(1), &[0x99, 0, 0, 8, 0, 0, 0, 0]);
+    r.assert_failed(res, Violation::Decode(DecodeError::UnknownType(0x99)));
+}
+
+#[test]
+fn receiver_gets_sender_bound_messages() {
+    let bound_for_the_sender = [
+        Control::FileAnswer {
+            file_id: 1,
+            answer: FileAnswer::Accept { offset: 0 },
+        },
+        Control::Credit { consumed: 0 },
+        Control::FileResult {
+            file_id: 1,
+            status: FileStatus::OK,
+        },
+        Control::Ack,
+        Control::FileCancel {
+            file_id: 1,
+            status: FileStatus::NO_SPACE,
+        },
+        Control::Auth { proof: [0; 32] },
+    ];
+    for m in bound_for_the_sender {
+        let mut r = rx();
+        let res = r.ctrl(m);
+        r.assert_failed(res, Violation::UnexpectedMessage(m.kind()));
+    }
+}
+
+// ---- files ----
+
+#[test]
+fn file_ids_must_increase() {
+    let mut r = rx();
+    assert_eq!(r.ctrl(header(5, 0, "a")), Ok(None));
+    let res = r.ctrl(header(5, 0, "b"));
+    r.assert_failed(res, Violation::DuplicateFileId(5));
+    let mut r = rx();
+    r.ctrl(header(5, 0, "a")).unwrap();
+    let res = r.ctrl(header(4, 0, "b"));
+    r.assert_failed(res, Violation::DuplicateFileId(4));
+}
+
+#[test]
+fn too_many_open_files() {
+    let mut r = rx();
+    for id in 0..4 {
+        r.ctrl(header(id, 0, &format!("f{id}"))).unwrap();
+    }
+    assert_eq!(r.r.open_files(), 4);
+    let res = r.ctrl(header(4, 0, "f4"));
+    r.assert_failed(res, Violation::TooManyOpenFiles);
+}
+
+#[test]
+fn the_open_file_window_slides_as_files_resolve() {
+    let mut r = rx();
+    for id in 0..4 {
+        r.ctrl(header(id, 0, &format!("f{id}"))).unwrap();
+        r.r.answer_file(t(1), id, FileAnswer::Reject(FileRejectReason::EXISTS))
+            .unwrap();
+    }
+    assert_eq!(r.kinds().len(), 4);
+    assert_eq!(r.r.open_files(), 0);
+    // All four were rejected: four more fit.
+    for id in 4..8 {
+        assert_eq!(r.ctrl(header(id, 0, &format!("f{id}"))), Ok(None));
+    }
+}
+
+#[test]
+fn conflicting_names_must_be_rejected() {
+    let mut r = rx();
+    assert_eq!(r.ctrl(header(1, 0, "a/b")), Ok(None));
+    assert_eq!(
+        r.ctrl(header(2, 0, "a/b")),
+        Ok(Some(FileRejectReason::NAME_CONFLICT))
+    );
+    assert_eq!(
+        r.ctrl(header(3, 0, "a")),
+        Ok(Some(FileRejectReason::NAME_CONFLICT))
+    );
+    assert_eq!(r.ctrl(header(4, 0, "a/c")), Ok(None));
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    // An offer the protocol refuses cannot be accepted.
+    assert_eq!(
+        r.r.answer_file(t(1), 2, FileAnswer::Accept { offset: 0 }),
+        Err(Error::Usage(UsageError::InvalidAnswer))
+    );
+    r.r.answer_file(t(1), 2, FileAnswer::Reject(FileRejectReason::NAME_CONFLICT))
+        .unwrap();
+}
+
+#[test]
+fn a_full_name_table_asks_to_try_later() {
+    // Four name slots, one always free: "a/b" needs two, "c/d" two more.
+    let mut r: Receiver<ArrayStorage<4, 4>> = Receiver::new(
+        negotiated(4, Features::empty()),
+        Config::default(),
+        ArrayStorage::new(),
+        t(0),
+    )
+    .unwrap();
+    let mut offer = |n: u32, id: u64, name: &str| {
+        let bytes = msg(header(id, 0, name), 0);
+        r.handle_write(t(1), Imm::control(n).encode(), bytes.len() as u32)
+            .unwrap();
+        r.handle_control(t(1), &bytes).unwrap().unwrap().refusal
+    };
+    assert_eq!(offer(0, 1, "a/b"), None);
+    assert_eq!(offer(1, 2, "c/d"), Some(FileRejectReason::BUSY));
+    assert_eq!(offer(2, 3, "a/c"), None, "shares the slot of a");
+}
+
+#[test]
+fn end_before_data() {
+    let mut r = rx();
+    r.receiving(1, u64::from(CHUNK) + 1);
+    r.chunk(0, CHUNK).unwrap();
+    let res = r.ctrl(end(1, u64::from(CHUNK) + 1));
+    r.assert_failed(res, Violation::EndBeforeData);
+}
+
+#[test]
+fn end_with_wrong_length() {
+    let mut r = rx();
+    r.receiving(1, 10);
+    r.chunk(0, 10).unwrap();
+    let res = r.ctrl(end(1, 11));
+    r.assert_failed(res, Violation::EndLengthMismatch);
+}
+
+#[test]
+fn end_for_another_file() {
+    let mut r = rx();
+    r.receiving(1, 0);
+    r.receiving(2, 0);
+    let res = r.ctrl(end(2, 0));
+    r.assert_failed(res, Violation::UnknownFile(2));
+}
+
+#[test]
+fn end_with_unnegotiated_digest() {
+    let mut r = Rx::new(negotiated(4, Features::DIGEST_XXH3_128));
+    r.receiving(1, 0);
+    let res = r.ctrl(Control::FileEnd(wire::FileEnd {
+        file_id: 1,
+        length: 0,
+        digest: Digest::new(DigestKind::Blake3, &[1; 32]).unwrap(),
+    }));
+    r.assert_failed(res, Violation::DigestNotNegotiated);
+}
+
+#[test]
+fn a_required_digest_missing_drops_the_file() {
+    let mut neg = negotiated(4, Features::DIGEST_XXH3_128);
+    neg.flags = AcceptFlags::DIGEST_REQUIRED;
+    let mut r = Rx::new(neg);
+    r.receiving(1, 5);
+    let a = r.chunk(0, 5).unwrap();
+    r.ctrl(end(1, 5)).unwrap();
+    assert!(r.events.is_empty(), "nothing before the chunk is consumed");
+    r.r.chunk_consumed(t(1), a.seq).unwrap();
+    r.drain();
+    assert_eq!(
+        r.events,
+        [ReceiverEvent::FileDropped {
+            file_id: 1,
+            status: FileStatus::DIGEST_REQUIRED,
+            abort: None
+        }]
+    );
+    assert!(r.sent.contains(&Control::FileResult {
+        file_id: 1,
+        status: FileStatus::DIGEST_REQUIRED
+    }));
+    // A directory needs none.
+    let dir = Control::FileHeader(wire::FileHeader {
+        file_id: 2,
+        kind: EntryKind::Directory,
+        size: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o755,
+        name: "d",
+    });
+    r.ctrl(dir).unwrap();
+    r.r.answer_file(t(1), 2, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    r.drain();
+    r.ctrl(end(2, 0)).unwrap();
+    assert!(matches!(
+        r.events.last(),
+        Some(ReceiverEvent::FileComplete { file_id: 2, .. })
+    ));
+}
+
+#[test]
+fn a_complete_file_is_verified_then_resolved() {
+    let mut r = rx();
+    r.receiving(1, 5);
+    let a = r.chunk(0, 5).unwrap();
+    let d = Digest::new(DigestKind::Blake3, &[7; 32]).unwrap();
+    r.ctrl(Control::FileEnd(wire::FileEnd {
+        file_id: 1,
+        length: 5,
+        digest: d,
+    }))
+    .unwrap();
+    r.r.chunk_consumed(t(1), a.seq).unwrap();
+    r.drain();
+    assert_eq!(
+        r.events,
+        [ReceiverEvent::FileComplete {
+            file_id: 1,
+            length: 5,
+            digest: d
+        }]
+    );
+    assert_eq!(r.r.open_files(), 1);
+    r.r.file_verified(t(1), 1, FileStatus::DIGEST_MISMATCH)
+        .unwrap();
+    assert_eq!(
+        r.r.file_verified(t(1), 1, FileStatus::OK),
+        Err(Error::Usage(UsageError::UnknownFile)),
+        "a verdict once"
+    );
+    r.drain();
+    assert!(r.sent.contains(&Control::FileResult {
+        file_id: 1,
+        status: FileStatus::DIGEST_MISMATCH
+    }));
+    assert_eq!(r.r.open_files(), 0);
+}
+
+#[test]
+fn the_sender_aborts_a_file_in_mid_stream() {
+    let mut r = rx();
+    r.receiving(1, 10 * u64::from(CHUNK));
+    r.receiving(2, 5);
+    let a0 = r.chunk(0, CHUNK).unwrap();
+    r.ctrl(Control::FileAbort {
+        file_id: 1,
+        reason: AbortReason::READ_ERROR,
+    })
+    .unwrap();
+    assert!(r.events.is_empty(), "chunk 0 is not consumed yet");
+    r.r.chunk_consumed(t(1), a0.seq).unwrap();
+    r.drain();
+    // The next chunk is file 2's: the rest of file 1's numbers were skipped.
+    let b = r.chunk(10, 5).unwrap();
+    assert_eq!(b.file_id, 2);
+    assert_eq!(
+        r.events,
+        [ReceiverEvent::FileDropped {
+            file_id: 1,
+            status: FileStatus::ABORTED,
+            abort: Some(AbortReason::READ_ERROR)
+        }]
+    );
+    // Skipped chunks count as consumed: the credit covers them.
+    assert!(r.sent.contains(&Control::Credit { consumed: 10 }));
+    assert!(r.sent.contains(&Control::FileResult {
+        file_id: 1,
+        status: FileStatus::ABORTED
+    }));
+    r.r.chunk_consumed(t(1), 10).unwrap();
+}
+
+#[test]
+fn abort_of_a_file_that_is_not_the_current_stream() {
+    let mut r = rx();
+    r.receiving(1, 10);
+    r.receiving(2, 10);
+    let res = r.ctrl(Control::FileAbort {
+        file_id: 2,
+        reason: AbortReason::READ_ERROR,
+    });
+    r.assert_failed(res, Violation::UnknownFile(2));
+}
+
+#[test]
+fn the_receiver_cancels_a_file() {
+    let mut r = rx();
+    r.receiving(1, 10 * u64::from(CHUNK));
+    let a0 = r.chunk(0, CHUNK).unwrap();
+    r.r.cancel_file(t(1), 1, FileStatus::NO_SPACE).unwrap();
+    assert_eq!(
+        r.r.cancel_file(t(1), 1, FileStatus::NO_SPACE),
+        Err(Error::Usage(UsageError::UnknownFile)),
+        "once"
+    );
+    assert_eq!(
+        r.r.cancel_file(t(1), 9, FileStatus::NO_SPACE),
+        Err(Error::Usage(UsageError::UnknownFile))
+    );
+    assert_eq!(r.kinds(), [wire::MsgKind::FileCancel]);
+    // Chunks already on the way still arrive; then the sender's abort ends the stream.
+    let a1 = r.chunk(1, CHUNK).unwrap();
+    r.ctrl(Control::FileAbort {
+        file_id: 1,
+        reason: AbortReason::PEER_CANCELLED,
+    })
+    .unwrap();
+    r.r.chunk_consumed(t(1), a0.seq).unwrap();
+    r.r.chunk_consumed(t(1), a1.seq).unwrap();
+    r.drain();
+    assert_eq!(
+        r.events,
+        [ReceiverEvent::FileDropped {
+            file_id: 1,
+            status: FileStatus::NO_SPACE,
+            abort: Some(AbortReason::PEER_CANCELLED)
+        }]
+    );
+    assert!(r.sent.contains(&Control::FileResult {
+        file_id: 1,
+        status: FileStatus::NO_SPACE
+    }));
+}
+
+#[test]
+fn a_cancel_crossing_the_end_still_gets_the_cancel_status() {
+    let mut r = rx();
+    r.receiving(1, 5);
+    let a = r.chunk(0, 5).unwrap();
+    r.r.cancel_file(t(1), 1, FileStatus::IO).unwrap();
+    r.ctrl(end(1, 5)).unwrap();
+    r.r.chunk_consumed(t(1), a.seq).unwrap();
+    let kinds = r.kinds();
+    assert_eq!(
+        kinds,
+        [wire::MsgKind::FileResult, wire::MsgKind::Credit],
+        "the cancel itself is moot once the stream ended"
+    );
+    assert_eq!(
+        r.events,
+        [ReceiverEvent::FileDropped {
+            file_id: 1,
+            status: FileStatus::IO,
+            abort: None
+        }]
+    );
+}
+
+#[test]
+fn cancel_needs_an_accepted_streaming_file_and_a_failure_status() {
+    let mut r = rx();
+    r.ctrl(header(1, 5, "a")).unwrap();
+    assert_eq!(
+        r.r.cancel_file(t(1), 1, FileStatus::NO_SPACE),
+        Err(Error::Usage(UsageError::UnknownFile)),
+        "not answered yet"
+    );
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    assert_eq!(
+        r.r.cancel_file(t(1), 1, FileStatus::OK),
+        Err(Error::Usage(UsageError::UnknownFile))
+    );
+    r.r.cancel_file(t(1), 1, FileStatus::NO_SPACE).unwrap();
+    assert_eq!(
+        r.kinds(),
+        [wire::MsgKind::FileAnswer, wire::MsgKind::FileCancel],
+        "the answer goes first"
+    );
+}
+
+#[test]
+fn goodbye_with_open_files() {
+    let mut r = rx();
+    r.ctrl(header(1, 0, "a")).unwrap();
+    let res = r.ctrl(Control::Goodbye);
+    r.assert_failed(res, Violation::GoodbyeWithOpenFiles);
+}
+
+#[test]
+fn goodbye_is_answered_and_closes() {
+    let mut r = rx();
+    r.ctrl(Control::Goodbye).unwrap();
+    assert_eq!(r.kinds(), [wire::MsgKind::Goodbye]);
+    assert_eq!(r.events, [ReceiverEvent::Closed]);
+    assert!(r.r.is_ended());
+}
+
+#[test]
+fn a_second_goodbye_or_a_header_after_goodbye() {
+    for m in [Control::Goodbye, header(1, 0, "a"), end(1, 0)] {
+        let mut r = rx();
+        r.r.handle_write(t(1), Imm::control(0).encode(), 8).unwrap();
+        r.r.handle_control(t(1), &msg(Control::Goodbye, 0)).unwrap();
+        // Not drained: our goodbye is not out yet, the phase is PeerDone.
+        let bytes = msg(m, 0);
+        r.r.handle_write(t(1), Imm::control(1).encode(), bytes.len() as u32)
+            .unwrap();
+        let res = r.r.handle_control(t(1), &bytes);
+        r.assert_failed(res, Violation::UnexpectedMessage(m.kind()));
+    }
+}
+
+// ---- acks ----
+
+#[test]
+fn ack_beyond_messages_sent() {
+    let mut r = rx();
+    r.seen = 1; // claims to have processed a message never sent
+    let res = r.ctrl(Control::KeepAlive);
+    r.assert_failed(res, Violation::BadAck);
+}
+
+#[test]
+fn pure_acks_are_checked_and_empty() {
+    let mut r = rx();
+    r.receiving(1, 0); // one message (the answer) sent
+    assert_eq!(
+        r.r.handle_write(t(1), Imm::ack(1).encode(), 0),
+        Ok(Incoming::Ack)
+    );
+    let res = r.r.handle_write(t(1), Imm::ack(3).encode(), 0);
+    r.assert_failed(res, Violation::BadAck);
+    let mut r = rx();
+    let res = r.r.handle_write(t(1), Imm::ack(0).encode(), 1);
+    r.assert_failed(
+        res,
+        Violation::BadWriteLength {
+            expected: 0,
+            got: 1,
+        },
+    );
+}
+
+#[test]
+fn a_pure_ack_goes_out_at_half_the_ring() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    for i in 0..depth.div_ceil(2) {
+        r.ctrl(Control::KeepAlive).unwrap();
+        let kinds = r.kinds();
+        if i + 1 < depth.div_ceil(2) {
+            assert!(kinds.is_empty(), "after {} messages: {kinds:?}", i + 1);
+        } else {
+            assert_eq!(kinds, [wire::MsgKind::Ack]);
+        }
+    }
+}
+
+#[test]
+fn messages_wait_for_the_senders_credit() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().sender_ctrl_depth);
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    // Keepalives every second while the sender acknowledges nothing: the receiver sends
+    // depth − 1 of them and then waits.
+    let mut sent = 0;
+    for s in 1..=2 * u64::from(depth) {
+        while let Some(out) = r.r.poll_output(t(s * 1000), &mut buf) {
+            assert!(matches!(out, ReceiverOutput::Transmit(8)));
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, depth - 1);
+    assert_eq!(
+        r.r.poll_timeout(),
+        None,
+        "no keepalive is due without credit"
+    );
+    // A pure ack of everything frees the credit.
+    r.r.handle_write(t(40_000), Imm::ack(sent).encode(), 0)
+        .unwrap();
+    assert!(r.r.poll_output(t(40_000), &mut buf).is_some());
+}
+
+// ---- liveness ----
+
+#[test]
+fn only_arrivals_keep_the_receiver_from_timing_out() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(5000)),
+        name_hash_key: [0; 16],
+    };
+    let mut r = Rx::with_config(negotiated(4, Features::empty()), cfg);
+    r.ctrl_at(t(4000), Control::KeepAlive).unwrap();
+    // Local calls do not count.
+    r.r.handle_timeout(t(8999));
+    assert!(!r.r.is_ended());
+    r.r.handle_timeout(t(9000));
+    assert!(r.r.is_ended());
+    r.drain();
+    assert!(matches!(
+        r.sent.last(),
+        Some(Control::Error { code, .. }) if *code == ErrorCode::TIMEOUT
+    ));
+    assert_eq!(
+        r.events.last(),
+        Some(&ReceiverEvent::Failed(Failure::TimedOut))
+    );
+}
+
+#[test]
+fn keepalives_go_out_when_nothing_else_did() {
+    let mut r = rx();
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    assert_eq!(r.r.poll_timeout(), Some(t(1000)));
+    assert_eq!(r.r.poll_output(t(999), &mut buf), None);
+    assert_eq!(
+        r.r.poll_output(t(1000), &mut buf),
+        Some(ReceiverOutput::Transmit(8))
+    );
+    assert_eq!(Control::decode(&buf[..8]).unwrap().1, Control::KeepAlive);
+    assert_eq!(r.r.poll_timeout(), Some(t(2000)));
+}
+
+#[test]
+fn peer_error_ends_the_receiver_without_a_reply() {
+    let mut r = rx();
+    r.ctrl(Control::Error {
+        code: ErrorCode::CANCELLED,
+        detail: 3,
+        text: "user hit ^C",
+    })
+    .unwrap();
+    assert!(r.sent.is_empty(), "no error answers an error");
+    assert!(matches!(
+        r.events.last(),
+        Some(ReceiverEvent::Failed(Failure::PeerAborted(code, 3, text)))
+            if *code == ErrorCode::CANCELLED && text.as_str() == "user hit ^C"
+    ));
+}
+
+#[test]
+fn local_abort_sends_an_error() {
+    let mut r = rx();
+    r.r.abort(t(1), ErrorCode::SHUTTING_DOWN);
+    r.drain();
+    assert!(matches!(
+        r.sent.last(),
+        Some(Control::Error { code, detail: 0, .. }) if *code == ErrorCode::SHUTTING_DOWN
+    ));
+    assert_eq!(
+        r.events.last(),
+        Some(&ReceiverEvent::Failed(Failure::Aborted(
+            ErrorCode::SHUTTING_DOWN
+        )))
+    );
+}
+
+// ---- application misuse ----
+
+#[test]
+fn receiver_usage_errors_change_nothing() {
+    let mut r = rx();
+    r.ctrl(header(1, 10, "a")).unwrap();
+    r.ctrl(header(2, 10, "b")).unwrap();
+    let usage = |e| Err(Error::Usage(e));
+    assert_eq!(
+        r.r.answer_file(t(1), 2, FileAnswer::Accept { offset: 0 }),
+        usage(UsageError::OutOfOrder)
+    );
+    assert_eq!(
+        r.r.answer_file(t(1), 9, FileAnswer::Accept { offset: 0 }),
+        usage(UsageError::UnknownFile)
+    );
+    assert_eq!(r.r.chunk_consumed(t(1), 0), usage(UsageError::OutOfOrder));
+    assert_eq!(
+        r.r.file_verified(t(1), 1, FileStatus::OK),
+        usage(UsageError::UnknownFile)
+    );
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    assert_eq!(
+        r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 }),
+        usage(UsageError::OutOfOrder),
+        "file 1 is answered; file 2 is next"
+    );
+    let a = r.chunk(0, 10);
+    assert!(a.is_err(), "the answer was not sent yet: {a:?}");
+}
+
+#[test]
+fn resume_needs_the_feature_alignment_and_fits_the_file() {
+    let big = 3 * u64::from(CHUNK) + 5;
+    for (features, offset, ok) in [
+        (Features::RESUME, u64::from(CHUNK), true),
+        (Features::RESUME, 3 * u64::from(CHUNK), true),
+        (Features::RESUME, 100, false),
+        (Features::RESUME, 4 * u64::from(CHUNK), false),
+        (Features::empty(), u64::from(CHUNK), false),
+        (Features::empty(), 0, true),
+    ] {
+        let mut r = Rx::new(negotiated(4, features));
+        r.ctrl(header(1, big, "a")).unwrap();
+        let res = r.r.answer_file(t(1), 1, FileAnswer::Accept { offset });
+        if ok {
+            assert_eq!(res, Ok(()), "{features:?} {offset}");
+        } else {
+            assert_eq!(
+                res,
+                Err(Error::Usage(UsageError::InvalidAnswer)),
+                "{features:?} {offset}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_resumed_file_takes_only_its_remaining_chunks() {
+    let mut r = Rx::new(negotiated(4, Features::RESUME));
+    r.ctrl(header(1, 3 * u64::from(CHUNK) + 5, "a")).unwrap();
+    r.r.answer_file(
+        t(1),
+        1,
+        FileAnswer::Accept {
+            offset: 2 * u64::from(CHUNK),
+        },
+    )
+    .unwrap();
+    r.drain();
+    let a = r.chunk(0, CHUNK).unwrap();
+    assert_eq!(a.file_offset, 2 * u64::from(CHUNK));
+    let b = r.chunk(1, 5).unwrap();
+    assert_eq!(b.file_offset, 3 * u64::from(CHUNK));
+    r.ctrl(end(1, 3 * u64::from(CHUNK) + 5)).unwrap();
+}
+
+// ---- authentication ----
+
+#[test]
+fn with_a_key_the_proof_comes_first() {
+    let mut neg = negotiated(4, Features::AUTH_PSK);
+    neg.sender_proof = Some([4; 32]);
+    let mut r = Rx::new(neg);
+    let res = r.ctrl(header(1, 0, "a"));
+    r.assert_failed(res, Violation::AuthMissing);
+    let mut r = Rx::new(neg);
+    let res = r.ctrl(Control::Auth { proof: [5; 32] });
+    r.assert_failed(res, Violation::AuthFailed);
+    let mut r = Rx::new(neg);
+    let res = r.chunk(0, 1);
+    r.assert_failed(res, Violation::AuthMissing);
+    let mut r = Rx::new(neg);
+    assert_eq!(r.ctrl(Control::Auth { proof: [4; 32] }), Ok(None));
+    assert_eq!(r.ctrl(header(1, 0, "a")), Ok(None));
+    let res = r.ctrl(Control::Auth { proof: [4; 32] });
+    r.assert_failed(res, Violation::UnexpectedMessage(wire::MsgKind::Auth));
+}

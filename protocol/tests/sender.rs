@@ -1,0 +1,907 @@
+//! The sender driven by hand, as a hostile or a careful receiver would: each protocol
+//! violation fails it, each application misuse changes nothing, and its outputs keep to the
+//! credit rules.
+
+use rdmaft_protocol::*;
+use std::time::Duration;
+
+const CHUNK: u32 = 4096;
+const C: u64 = CHUNK as u64;
+type Store = ArrayStorage<4, 64>;
+
+fn t(ms: u64) -> Instant {
+    Instant::from_nanos(ms * 1_000_000)
+}
+
+fn negotiated(window: u32, features: Features) -> Negotiated {
+    let ctrl = min_ctrl_depth(4);
+    Negotiated {
+        features,
+        flags: AcceptFlags::empty(),
+        chunk_size: CHUNK,
+        window,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 1000,
+        ring: RingInfo {
+            addr: 0x10000,
+            len: u64::from(CHUNK * window) + u64::from(ctrl) * 4096,
+            rkey: 1,
+        },
+        sender_proof: None,
+    }
+}
+
+fn info(id: u64, size: u64, name: &str) -> FileInfo<'_> {
+    FileInfo {
+        file_id: id,
+        kind: EntryKind::File,
+        size,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        name,
+    }
+}
+
+/// What the sender put out, kept.
+#[derive(Debug, PartialEq)]
+enum Out {
+    Ctrl(wire::MsgKind, Vec<u8>),
+    Ack(u32),
+    Read(ChunkRead),
+    Write(ChunkWrite),
+    Event(SenderEvent),
+}
+
+struct Tx {
+    s: Sender<Store>,
+    /// Sender ring messages the fake receiver has processed (its ack field).
+    seen: u32,
+    out: Vec<Out>,
+}
+
+fn bytes(m: Control<'_>, ack: u32) -> Vec<u8> {
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let n = m.encode(ack, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+impl Tx {
+    fn new(neg: Negotiated) -> Tx {
+        Self::with_config(neg, Config::default())
+    }
+
+    fn with_config(neg: Negotiated, cfg: Config) -> Tx {
+        Tx {
+            s: Sender::new(neg, cfg, Store::new(), t(0)).unwrap(),
+            seen: 0,
+            out: vec![],
+        }
+    }
+
+    fn drain_at(&mut self, now: Instant) -> Vec<Out> {
+        let mut buf = [0u8; CTRL_MSG_MAX];
+        let mut got = vec![];
+        while let Some(o) = self.s.poll_output(now, &mut buf) {
+            got.push(match o {
+                SenderOutput::Control(c) => {
+                    let kind = Control::decode(&buf[..c.len]).unwrap().1.kind();
+                    Out::Ctrl(kind, buf[..c.len].to_vec())
+                }
+                SenderOutput::Ack(imm) => Out::Ack(imm),
+                SenderOutput::Read(r) => Out::Read(r),
+                SenderOutput::Write(w) => Out::Write(w),
+                SenderOutput::Event(e) => Out::Event(e),
+            });
+        }
+        got
+    }
+
+    /// Drains; the fake receiver processes every control message at once.
+    fn drain(&mut self) -> Vec<Out> {
+        let got = self.drain_at(t(1));
+        self.seen += got.iter().filter(|o| matches!(o, Out::Ctrl(..))).count() as u32;
+        got
+    }
+
+    fn kinds(&mut self) -> Vec<wire::MsgKind> {
+        self.drain()
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Ctrl(k, _) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn recv(&mut self, m: Control<'_>) -> Result<(), Error> {
+        let b = bytes(m, self.seen);
+        self.s.handle_control(t(1), &b)
+    }
+
+    /// Starts file `id`, gets it accepted from `offset`, gives a digest-free end.
+    fn accepted(&mut self, id: u64, size: u64, offset: u64) {
+        let name = format!("f{id}");
+        self.s.start_file(t(1), &info(id, size, &name)).unwrap();
+        assert!(self.kinds().contains(&wire::MsgKind::FileHeader));
+        self.recv(Control::FileAnswer {
+            file_id: id,
+            answer: FileAnswer::Accept { offset },
+        })
+        .unwrap();
+        let got = self.drain();
+        assert!(got.contains(&Out::Event(SenderEvent::FileAccepted {
+            file_id: id,
+            offset
+        })));
+        self.out.extend(got);
+        self.s.finish_file(t(1), id, Digest::NONE).unwrap();
+    }
+
+    /// Checks the sender failed with `v`, sent an error with its number, and ended.
+    fn assert_failed(&mut self, res: Result<(), Error>, v: Violation) {
+        assert_eq!(res, Err(Error::Violation(v)));
+        let got = self.drain();
+        let error = got.iter().find_map(|o| match o {
+            Out::Ctrl(wire::MsgKind::Error, b) => Some(Control::decode(b).unwrap().1),
+            _ => None,
+        });
+        assert!(
+            matches!(error, Some(Control::Error { code, detail, .. })
+                if code == v.error_code() && detail == v.code()),
+            "{got:?}"
+        );
+        assert_eq!(
+            got.last(),
+            Some(&Out::Event(SenderEvent::Failed(Failure::Violation(v))))
+        );
+        assert!(self.s.is_ended());
+        assert_eq!(self.s.data_ready(t(9), 0), Err(Error::Closed));
+        assert_eq!(self.s.poll_timeout(), None);
+    }
+}
+
+fn tx() -> Tx {
+    Tx::new(negotiated(4, Features::all() - Features::AUTH_PSK))
+}
+
+fn reads(out: &[Out]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Read(r) => Some(r.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn writes(out: &[Out]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Write(w) => Some(w.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- a whole file ----
+
+#[test]
+fn a_file_from_header_to_result() {
+    let mut s = tx();
+    s.accepted(7, 2 * C + 1, 0);
+    let got = std::mem::take(&mut s.out);
+    assert_eq!(reads(&got), [0, 1, 2], "read-ahead of the whole window");
+    for seq in 0..3 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    let got = s.drain();
+    assert_eq!(writes(&got), [0, 1, 2]);
+    let Some(Out::Write(last)) = got.iter().rev().find(|o| matches!(o, Out::Write(_))) else {
+        panic!()
+    };
+    assert_eq!((last.len, last.file_offset, last.slot), (1, 2 * C, 2));
+    assert_eq!(last.remote_addr, 0x10000 + 2 * C);
+    assert_eq!(last.imm, Imm::chunk(2).encode());
+    assert!(got
+        .iter()
+        .any(|o| matches!(o, Out::Ctrl(wire::MsgKind::FileEnd, _))));
+    s.recv(Control::FileResult {
+        file_id: 7,
+        status: FileStatus::OK,
+    })
+    .unwrap();
+    assert_eq!(
+        s.drain(),
+        [Out::Event(SenderEvent::FileDone {
+            file_id: 7,
+            status: FileStatus::OK
+        })]
+    );
+    assert_eq!(s.s.open_files(), 0);
+    s.s.close(t(1)).unwrap();
+    assert_eq!(s.kinds(), [wire::MsgKind::Goodbye]);
+    s.recv(Control::Goodbye).unwrap();
+    assert_eq!(s.drain(), [Out::Event(SenderEvent::Closed)]);
+    assert!(s.s.is_ended());
+}
+
+#[test]
+fn control_writes_go_to_numbered_slots() {
+    let mut s = tx();
+    let neg = *s.s.negotiated();
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let Some(SenderOutput::Control(c)) = s.s.poll_output(t(1), &mut buf) else {
+        panic!()
+    };
+    assert_eq!(c.slot, 0);
+    assert_eq!(c.imm, Imm::control(0).encode());
+    assert_eq!(c.remote_addr, neg.ring.addr + neg.data_len());
+    assert_eq!(c.rkey, neg.ring.rkey);
+    s.s.start_file(t(1), &info(2, 0, "b")).unwrap();
+    let Some(SenderOutput::Control(c)) = s.s.poll_output(t(1), &mut buf) else {
+        panic!()
+    };
+    assert_eq!(c.slot, 1);
+    assert_eq!(c.remote_addr, neg.ring.addr + neg.data_len() + 4096);
+}
+
+// ---- violations ----
+
+#[test]
+fn answer_for_unknown_file() {
+    let mut s = tx();
+    let res = s.recv(Control::FileAnswer {
+        file_id: 3,
+        answer: FileAnswer::Accept { offset: 0 },
+    });
+    s.assert_failed(res, Violation::UnknownFile(3));
+}
+
+#[test]
+fn answer_out_of_order() {
+    let mut s = tx();
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    s.drain();
+    s.s.start_file(t(1), &info(2, 0, "b")).unwrap();
+    s.drain();
+    let res = s.recv(Control::FileAnswer {
+        file_id: 2,
+        answer: FileAnswer::Accept { offset: 0 },
+    });
+    s.assert_failed(res, Violation::AnswerOutOfOrder);
+}
+
+#[test]
+fn bad_resume_offsets() {
+    for (features, size, offset) in [
+        (Features::RESUME, 3 * C, 4 * C), // beyond the end
+        (Features::RESUME, 3 * C, 100),   // not chunk-aligned
+        (Features::empty(), 3 * C, C),    // resume not negotiated
+    ] {
+        let mut s = Tx::new(negotiated(4, features));
+        s.s.start_file(t(1), &info(1, size, "a")).unwrap();
+        s.drain();
+        let res = s.recv(Control::FileAnswer {
+            file_id: 1,
+            answer: FileAnswer::Accept { offset },
+        });
+        s.assert_failed(res, Violation::BadResumeOffset);
+    }
+    let mut s = tx();
+    let dir = FileInfo {
+        kind: EntryKind::Directory,
+        ..info(1, 0, "d")
+    };
+    s.s.start_file(t(1), &dir).unwrap();
+    s.drain();
+    assert_eq!(
+        s.recv(Control::FileAnswer {
+            file_id: 1,
+            answer: FileAnswer::Accept { offset: 0 },
+        }),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_resumed_file_sends_only_the_rest() {
+    let mut s = tx();
+    s.accepted(1, 3 * C + 5, 2 * C);
+    let got = std::mem::take(&mut s.out);
+    let offsets: Vec<u64> = got
+        .iter()
+        .filter_map(|o| match o {
+            Out::Read(r) => Some(r.file_offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, [2 * C, 3 * C]);
+}
+
+#[test]
+fn credit_beyond_data_sent_or_backwards() {
+    let mut s = tx();
+    let res = s.recv(Control::Credit { consumed: 1 });
+    s.assert_failed(res, Violation::BadCredit);
+    let mut s = tx();
+    s.accepted(1, 3 * C, 0);
+    for seq in 0..2 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    assert_eq!(writes(&s.drain()), [0, 1]);
+    s.recv(Control::Credit { consumed: 2 }).unwrap();
+    let res = s.recv(Control::Credit { consumed: 1 });
+    s.assert_failed(res, Violation::BadCredit);
+}
+
+#[test]
+fn result_for_a_file_not_ended() {
+    let mut s = tx();
+    s.accepted(1, C, 0);
+    let res = s.recv(Control::FileResult {
+        file_id: 1,
+        status: FileStatus::OK,
+    });
+    s.assert_failed(res, Violation::UnknownFile(1));
+}
+
+#[test]
+fn result_for_another_file_than_the_oldest() {
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    s.accepted(2, 0, 0);
+    s.drain();
+    let res = s.recv(Control::FileResult {
+        file_id: 2,
+        status: FileStatus::OK,
+    });
+    s.assert_failed(res, Violation::UnknownFile(2));
+}
+
+#[test]
+fn messages_the_sender_never_receives() {
+    let h = Control::FileHeader(info(1, 0, "a"));
+    for m in [
+        h,
+        Control::FileEnd(wire::FileEnd {
+            file_id: 1,
+            length: 0,
+            digest: Digest::NONE,
+        }),
+        Control::FileAbort {
+            file_id: 1,
+            reason: AbortReason::CANCELLED,
+        },
+        Control::Auth { proof: [0; 32] },
+        Control::Goodbye,
+    ] {
+        let mut s = tx();
+        let res = s.recv(m);
+        s.assert_failed(res, Violation::UnexpectedMessage(m.kind()));
+    }
+}
+
+#[test]
+fn ack_beyond_messages_sent() {
+    let mut s = tx();
+    s.seen = 1;
+    let res = s.recv(Control::Ack);
+    s.assert_failed(res, Violation::BadAck);
+}
+
+#[test]
+fn undecodable_message() {
+    let mut s = tx();
+    let res = s.s.handle_control(t(1), &[0x12, 0, 0, 9, 0, 0, 0, 0, 0]);
+    s.assert_failed(
+        res,
+        Violation::Decode(DecodeError::Truncated { need: 8, got: 1 }),
+    );
+}
+
+// ---- credits ----
+
+#[test]
+fn sender_never_exceeds_its_chunk_credit() {
+    let mut s = Tx::new(negotiated(2, Features::empty()));
+    s.accepted(1, 10 * C, 0);
+    let got = std::mem::take(&mut s.out);
+    assert_eq!(reads(&got), [0, 1], "two slots");
+    for seq in 0..2 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    assert_eq!(writes(&s.drain()), [0, 1]);
+    assert_eq!(s.s.in_flight(), 2);
+    // Both writes complete: the slots are free for reading, not yet for writing.
+    s.s.handle_write_completed(t(1), 1).unwrap();
+    assert_eq!(reads(&s.drain()), [2, 3]);
+    for seq in 2..4 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    assert!(writes(&s.drain()).is_empty(), "no credit for chunk 2");
+    s.recv(Control::Credit { consumed: 1 }).unwrap();
+    assert_eq!(writes(&s.drain()), [2]);
+    s.recv(Control::Credit { consumed: 2 }).unwrap();
+    assert_eq!(writes(&s.drain()), [3]);
+}
+
+#[test]
+fn completions_are_cumulative_and_in_order() {
+    let mut s = tx();
+    s.accepted(1, 3 * C, 0);
+    for seq in 0..3 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    s.drain();
+    let usage = Err(Error::Usage(UsageError::OutOfOrder));
+    assert_eq!(s.s.handle_write_completed(t(1), 3), usage, "never posted");
+    s.s.handle_write_completed(t(1), 1).unwrap();
+    assert_eq!(s.s.handle_write_completed(t(1), 0), usage, "backwards");
+    s.s.handle_write_completed(t(1), 2).unwrap();
+}
+
+#[test]
+fn control_messages_wait_for_the_receivers_credit() {
+    let mut s = tx();
+    let depth = u32::from(s.s.negotiated().receiver_ctrl_depth);
+    // Keepalives every second while the receiver acknowledges nothing.
+    let mut sent = 0;
+    for sec in 1..=2 * u64::from(depth) {
+        sent += s
+            .drain_at(t(sec * 1000))
+            .iter()
+            .filter(|o| matches!(o, Out::Ctrl(wire::MsgKind::KeepAlive, _)))
+            .count() as u32;
+    }
+    assert_eq!(sent, depth - 1, "the last slot is kept for the goodbye");
+    assert_eq!(s.s.poll_timeout(), None);
+    s.s.close(t(1)).unwrap();
+    let got = s.drain_at(t(99_000));
+    assert!(
+        matches!(got.as_slice(), [Out::Ctrl(wire::MsgKind::Goodbye, _)]),
+        "the goodbye uses the last slot: {got:?}"
+    );
+    assert!(s.drain_at(t(99_000)).is_empty());
+}
+
+#[test]
+fn a_pure_ack_goes_out_at_half_its_buffers() {
+    let mut s = tx();
+    let depth = u32::from(s.s.negotiated().sender_ctrl_depth);
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    s.drain();
+    // The receiver sends keepalives; each is processed, none answered by a message.
+    let mut acks = vec![];
+    for i in 1..=depth {
+        s.recv(Control::KeepAlive).unwrap();
+        for o in s.drain() {
+            if let Out::Ack(imm) = o {
+                acks.push((i, imm));
+            }
+        }
+    }
+    let half = depth.div_ceil(2);
+    assert_eq!(acks[0], (half, Imm::ack(half).encode()));
+    assert_eq!(acks.len() as u32, depth / half);
+}
+
+// ---- aborts and cancels ----
+
+#[test]
+fn an_aborted_file_ends_with_an_abort_and_its_numbers_are_skipped() {
+    let mut s = Tx::new(negotiated(2, Features::empty()));
+    s.accepted(1, 10 * C, 0);
+    s.accepted(2, 5, 0);
+    s.out.clear();
+    s.s.data_ready(t(1), 0).unwrap();
+    assert_eq!(writes(&s.drain()), [0]);
+    // The read of chunk 1 fails.
+    s.s.data_ready(t(1), 1).unwrap();
+    s.s.abort_file(t(1), 1, AbortReason::READ_ERROR).unwrap();
+    assert_eq!(
+        s.s.abort_file(t(1), 1, AbortReason::READ_ERROR),
+        Err(Error::Usage(UsageError::UnknownFile)),
+        "once"
+    );
+    let got = s.drain();
+    assert!(writes(&got).is_empty(), "chunk 1 is not posted");
+    let abort = got.iter().find_map(|o| match o {
+        Out::Ctrl(wire::MsgKind::FileAbort, b) => Some(Control::decode(b).unwrap().1),
+        _ => None,
+    });
+    assert_eq!(
+        abort,
+        Some(Control::FileAbort {
+            file_id: 1,
+            reason: AbortReason::READ_ERROR
+        })
+    );
+    // The receiver credits the skipped numbers: file 2's chunk is number 10.
+    s.recv(Control::Credit { consumed: 10 }).unwrap();
+    s.s.handle_write_completed(t(1), 0).unwrap();
+    let got = s.drain();
+    assert_eq!(reads(&got), [10]);
+    s.s.data_ready(t(1), 10).unwrap();
+    let got = s.drain();
+    assert_eq!(writes(&got), [10]);
+    s.recv(Control::FileResult {
+        file_id: 1,
+        status: FileStatus::ABORTED,
+    })
+    .unwrap();
+    assert!(s.drain().contains(&Out::Event(SenderEvent::FileDone {
+        file_id: 1,
+        status: FileStatus::ABORTED
+    })));
+}
+
+#[test]
+fn a_file_aborted_before_its_answer_never_sends_data() {
+    let mut s = tx();
+    s.s.start_file(t(1), &info(1, 5 * C, "a")).unwrap();
+    s.drain();
+    s.s.abort_file(t(1), 1, AbortReason::SOURCE_CHANGED)
+        .unwrap();
+    s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::Accept { offset: 0 },
+    })
+    .unwrap();
+    let got = s.drain();
+    assert!(reads(&got).is_empty() && writes(&got).is_empty());
+    assert!(!got.iter().any(|o| matches!(o, Out::Event(_))), "{got:?}");
+    assert!(got
+        .iter()
+        .any(|o| matches!(o, Out::Ctrl(wire::MsgKind::FileAbort, _))));
+}
+
+#[test]
+fn the_receiver_cancels_a_file() {
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    s.out.clear();
+    s.s.data_ready(t(1), 0).unwrap();
+    assert_eq!(writes(&s.drain()), [0]);
+    s.recv(Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::NO_SPACE,
+    })
+    .unwrap();
+    let got = s.drain();
+    assert!(got.contains(&Out::Event(SenderEvent::FileCancelled {
+        file_id: 1,
+        status: FileStatus::NO_SPACE
+    })));
+    // The abort goes out at once, in place of the rest of the data.
+    let aborts: Vec<_> = got
+        .iter()
+        .filter_map(|o| match o {
+            Out::Ctrl(wire::MsgKind::FileAbort, b) => Some(Control::decode(b).unwrap().1),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        aborts,
+        [Control::FileAbort {
+            file_id: 1,
+            reason: AbortReason::PEER_CANCELLED
+        }]
+    );
+    // Reads still outstanding finish; nothing more is posted.
+    for seq in 1..4 {
+        s.s.data_ready(t(1), seq).unwrap();
+    }
+    let got = s.drain();
+    assert!(writes(&got).is_empty() && reads(&got).is_empty(), "{got:?}");
+    let res = s.recv(Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::NO_SPACE,
+    });
+    assert_eq!(res, Ok(()), "crossing our abort: ignored");
+}
+
+#[test]
+fn cancel_twice_or_before_the_answer() {
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    let cancel = Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::IO,
+    };
+    s.recv(cancel).unwrap();
+    // Not drained: the abort that answers it has not gone out.
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
+    let mut s = tx();
+    s.s.start_file(t(1), &info(1, C, "a")).unwrap();
+    s.drain();
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
+    let mut s = tx();
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::UnknownFile(1));
+}
+
+#[test]
+fn a_cancel_crossing_the_end_is_ignored() {
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    assert!(s.kinds().contains(&wire::MsgKind::FileEnd));
+    s.recv(Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::IO,
+    })
+    .unwrap();
+    assert!(s.drain().is_empty());
+}
+
+// ---- files and names ----
+
+#[test]
+fn the_open_file_window() {
+    let mut s = tx();
+    for id in 0..4 {
+        assert!(s.s.can_start_file());
+        s.s.start_file(t(1), &info(id, 0, &format!("f{id}")))
+            .unwrap();
+        s.drain();
+    }
+    assert!(!s.s.can_start_file());
+    assert_eq!(
+        s.s.start_file(t(1), &info(9, 0, "g")),
+        Err(Error::Usage(UsageError::TooManyOpenFiles))
+    );
+    s.recv(Control::FileAnswer {
+        file_id: 0,
+        answer: FileAnswer::Reject(FileRejectReason::EXISTS),
+    })
+    .unwrap();
+    assert_eq!(
+        s.drain(),
+        [Out::Event(SenderEvent::FileRejected {
+            file_id: 0,
+            reason: FileRejectReason::EXISTS
+        })]
+    );
+    assert!(s.s.can_start_file());
+    assert_eq!(s.s.open_files(), 3);
+}
+
+#[test]
+fn one_header_at_a_time() {
+    let mut s = tx();
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    assert!(!s.s.can_start_file());
+    assert_eq!(
+        s.s.start_file(t(1), &info(2, 0, "b")),
+        Err(Error::Usage(UsageError::OutputsNotDrained))
+    );
+    s.drain();
+    s.s.start_file(t(1), &info(2, 0, "b")).unwrap();
+}
+
+#[test]
+fn sender_usage_errors() {
+    let mut s = tx();
+    let usage = |e| Err(Error::Usage(e));
+    s.s.start_file(t(1), &info(5, 0, "a/b")).unwrap();
+    s.drain();
+    assert_eq!(
+        s.s.start_file(t(1), &info(5, 0, "c")),
+        usage(UsageError::DuplicateFileId)
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &info(4, 0, "c")),
+        usage(UsageError::DuplicateFileId)
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &info(6, 0, "a")),
+        usage(UsageError::NameConflict)
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &info(6, 0, "a/b/c")),
+        usage(UsageError::NameConflict)
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &info(6, 0, "../x")),
+        usage(UsageError::InvalidName(NameError::ParentDir))
+    );
+    let setuid = FileInfo {
+        mode: 0o4755,
+        ..info(6, 0, "x")
+    };
+    assert_eq!(
+        s.s.start_file(t(1), &setuid),
+        usage(UsageError::InvalidMetadata(Field::Mode))
+    );
+    let dir = FileInfo {
+        kind: EntryKind::Directory,
+        ..info(6, 1, "x")
+    };
+    assert_eq!(
+        s.s.start_file(t(1), &dir),
+        usage(UsageError::InvalidMetadata(Field::Size))
+    );
+    assert_eq!(s.s.data_ready(t(1), 0), usage(UsageError::OutOfOrder));
+    assert_eq!(
+        s.s.finish_file(t(1), 5, Digest::NONE),
+        usage(UsageError::UnknownFile),
+        "not accepted yet"
+    );
+    assert_eq!(
+        s.s.abort_file(t(1), 9, AbortReason::CANCELLED),
+        usage(UsageError::UnknownFile)
+    );
+    assert_eq!(
+        s.s.handle_write_completed(t(1), 0),
+        usage(UsageError::OutOfOrder)
+    );
+    let plain = Tx::new(negotiated(4, Features::empty()));
+    let mut plain = plain;
+    plain.accepted(1, 0, 0);
+    let mut p2 = Tx::new(negotiated(4, Features::empty()));
+    p2.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    p2.drain();
+    p2.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::Accept { offset: 0 },
+    })
+    .unwrap();
+    let blake = Digest::new(DigestKind::Blake3, &[0; 32]).unwrap();
+    assert_eq!(
+        p2.s.finish_file(t(1), 1, blake),
+        usage(UsageError::DigestNotNegotiated)
+    );
+    p2.s.finish_file(t(1), 1, Digest::NONE).unwrap();
+    assert_eq!(
+        p2.s.finish_file(t(1), 1, Digest::NONE),
+        usage(UsageError::UnknownFile),
+        "once"
+    );
+    assert!(!s.s.is_ended() && !p2.s.is_ended());
+}
+
+#[test]
+fn outputs_must_be_drained() {
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    s.accepted(2, 0, 0);
+    s.drain();
+    // Two results, not drained in between: the second input is refused.
+    s.recv(Control::FileResult {
+        file_id: 1,
+        status: FileStatus::OK,
+    })
+    .unwrap();
+    s.recv(Control::FileResult {
+        file_id: 2,
+        status: FileStatus::OK,
+    })
+    .unwrap();
+    assert_eq!(
+        s.recv(Control::KeepAlive),
+        Err(Error::Usage(UsageError::OutputsNotDrained))
+    );
+    assert_eq!(s.drain().len(), 2);
+}
+
+#[test]
+fn closing_waits_for_open_files() {
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    s.s.close(t(1)).unwrap();
+    assert!(!s.kinds().contains(&wire::MsgKind::Goodbye));
+    assert!(!s.s.can_start_file());
+    assert_eq!(
+        s.s.start_file(t(1), &info(2, 0, "b")),
+        Err(Error::Usage(UsageError::NotOpen))
+    );
+    s.recv(Control::FileResult {
+        file_id: 1,
+        status: FileStatus::OK,
+    })
+    .unwrap();
+    assert!(s.kinds().contains(&wire::MsgKind::Goodbye));
+}
+
+// ---- liveness and errors ----
+
+#[test]
+fn only_arrivals_keep_the_sender_from_timing_out() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(5000)),
+        name_hash_key: [0; 16],
+    };
+    let mut s = Tx::with_config(negotiated(4, Features::empty()), cfg);
+    s.s.start_file(t(3000), &info(1, 0, "a")).unwrap();
+    s.drain_at(t(3000));
+    s.s.handle_timeout(t(4999));
+    assert!(
+        !s.s.is_ended(),
+        "local calls do not count, but the deadline is 5000"
+    );
+    s.s.handle_timeout(t(5000));
+    assert!(s.s.is_ended());
+    let got = s.drain_at(t(5000));
+    assert!(got
+        .iter()
+        .any(|o| matches!(o, Out::Ctrl(wire::MsgKind::Error, _))));
+    assert_eq!(
+        got.last(),
+        Some(&Out::Event(SenderEvent::Failed(Failure::TimedOut)))
+    );
+}
+
+#[test]
+fn an_arrival_moves_the_deadline() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(5000)),
+        name_hash_key: [0; 16],
+    };
+    let mut s = Tx::with_config(negotiated(4, Features::empty()), cfg);
+    let b = bytes(Control::KeepAlive, 0);
+    s.s.handle_control(t(4000), &b).unwrap();
+    s.s.handle_timeout(t(8999));
+    assert!(!s.s.is_ended());
+    assert_eq!(
+        s.s.poll_timeout(),
+        Some(t(1000)),
+        "the keepalive comes first"
+    );
+}
+
+#[test]
+fn peer_error_and_local_abort() {
+    let mut s = tx();
+    s.recv(Control::Error {
+        code: ErrorCode::SHUTTING_DOWN,
+        detail: 0,
+        text: "bye",
+    })
+    .unwrap();
+    let got = s.drain();
+    assert!(
+        !got.iter().any(|o| matches!(o, Out::Ctrl(..))),
+        "no reply to an error"
+    );
+    assert!(matches!(
+        got.last(),
+        Some(Out::Event(SenderEvent::Failed(Failure::PeerAborted(code, 0, _))))
+            if *code == ErrorCode::SHUTTING_DOWN
+    ));
+    let mut s = tx();
+    s.s.abort(t(1), ErrorCode::CANCELLED);
+    let got = s.drain();
+    assert!(matches!(&got[0], Out::Ctrl(wire::MsgKind::Error, _)));
+    assert_eq!(
+        got.last(),
+        Some(&Out::Event(SenderEvent::Failed(Failure::Aborted(
+            ErrorCode::CANCELLED
+        ))))
+    );
+}
+
+#[test]
+fn with_a_key_the_proof_is_the_first_message() {
+    let mut neg = negotiated(4, Features::AUTH_PSK);
+    neg.sender_proof = Some([6; 32]);
+    let mut s = Tx::new(neg);
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    let got = s.drain();
+    let kinds: Vec<_> = got
+        .iter()
+        .filter_map(|o| match o {
+            Out::Ctrl(k, b) => Some((*k, b.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds[0].0, wire::MsgKind::Auth);
+    assert_eq!(
+        Control::decode(&kinds[0].1).unwrap().1,
+        Control::Auth { proof: [6; 32] }
+    );
+    assert_eq!(kinds[1].0, wire::MsgKind::FileHeader);
+}
