@@ -8,7 +8,7 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test fuzz softroce-test demo
+.PHONY: deps test loom fuzz softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
@@ -24,8 +24,16 @@ test: deps
 	cargo build -p rdmaft-protocol --no-default-features
 	cargo test --workspace
 	cargo test --manifest-path fuzz/Cargo.toml --lib
+	$(MAKE) loom
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
+
+# Model-check the engine's concurrent core (driver/src/handoff.rs) with loom: every
+# interleaving within two preemptions, release mode, its own target directory (the cfg
+# changes every dependency's build).
+loom:
+	RUSTFLAGS="--cfg rdmaft_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+	    cargo test --release -p rdmaft --lib handoff::loom_tests
 
 # Build all cargo-fuzz targets, then run each for FUZZ_SECONDS.
 # No fuzz/ crate or no targets is an error: the fuzz stage must not pass empty.
@@ -68,13 +76,14 @@ softroce-test:
 	echo "=================================================================="; \
 	$(SOFTROCE_RUN) sh -c 'cd tests && exec "$$0" "$$@"' "$$bin" --test-threads=1 --nocapture
 
-# Smoke run: directly on a host RDMA device if there is one, else in the VM.
+# A real transfer of a sample file and a small tree with the send and recv programs, and a
+# byte-for-byte comparison: on this host's RDMA device if there is one, else in the VM.
 demo: deps
-	cargo build --release -p rdmaft --bin rdmaft-smoke
+	cargo build --release -p rdmaft-examples
 	@if env=$$(scripts/host-rdma-env.sh 2>/dev/null); then \
 	    echo "demo: using this host's RDMA device ($$env)"; \
-	    env $$env target/release/rdmaft-smoke; \
+	    env $$env scripts/demo.sh; \
 	else \
 	    echo "demo: no usable RDMA device on this host; running inside the Soft-RoCE VM"; \
-	    $(SOFTROCE_RUN) target/release/rdmaft-smoke; \
+	    $(SOFTROCE_RUN) scripts/demo.sh; \
 	fi

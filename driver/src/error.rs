@@ -147,6 +147,55 @@ pub enum Error {
     #[error("check failed: {0}")]
     Check(String),
 
+    /// Registering memory failed because the locked-memory limit is too low.
+    #[error(
+        "cannot register {needed} bytes of memory for RDMA: the locked-memory limit \
+         (RLIMIT_MEMLOCK, `ulimit -l`) is {limit} bytes; raise it (e.g. `ulimit -l unlimited`, \
+         or memlock in /etc/security/limits.conf) or lower the buffer size or window"
+    )]
+    MemlockLimit {
+        /// The soft limit, in bytes.
+        limit: u64,
+        /// The bytes the registration needed.
+        needed: u64,
+    },
+
+    /// The connection broke under a transfer (the peer went away, or the QP failed).
+    #[error("connection to {peer} lost: {detail}")]
+    ConnectionLost {
+        /// The peer.
+        peer: String,
+        /// What was seen.
+        detail: String,
+    },
+
+    /// A local file could not be used (a source, the destination directory, a key file).
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What the file is for, e.g. `source file`.
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A thread could not be started.
+    #[error("could not start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A call that would wait for the thread it runs on (e.g. waiting for a send from its own
+    /// callback).
+    #[error("would deadlock: {0}")]
+    WouldDeadlock(&'static str),
+
     /// A helper thread panicked (a bug; reported instead of propagating the panic).
     #[error("{0} thread panicked")]
     ThreadPanicked(&'static str),
@@ -181,6 +230,15 @@ impl Error {
         Error::Verb {
             verb,
             source: io::Error::other(format!("provider error {code}")),
+        }
+    }
+
+    /// Builds [`Error::File`].
+    pub(crate) fn file(what: &'static str, path: &std::path::Path, source: io::Error) -> Self {
+        Error::File {
+            what,
+            path: path.to_owned(),
+            source,
         }
     }
 
@@ -239,6 +297,7 @@ fn reason_suffix(reason: &Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdmaft_protocol::ReplyError;
 
     #[test]
     fn verb_error_names_the_call_and_the_errno() {
@@ -300,7 +359,7 @@ mod tests {
             e.to_string(),
             "rejected the connection request from 10.77.0.1:5000: unsupported protocol version"
         );
-        let e = Error::Handshake(HandshakeError::Invalid("window zero or above the proposal"));
+        let e = Error::Handshake(HandshakeError::Invalid(ReplyError::Window));
         assert_eq!(
             e.to_string(),
             "handshake with the receiver failed: invalid handshake reply: window zero or above \

@@ -1,28 +1,75 @@
-//! rdmaft: move files between hosts over RDMA.
+//! # rdmaft
 //!
-//! The crate maps the sans-IO state machines of `rdmaft-protocol` onto RDMA CM and verbs.
-//! So far it holds the foundation:
+//! Move files between hosts over RDMA (RoCE and InfiniBand through librdmacm and
+//! libibverbs), with the `rdmaft` protocol (`rdmaft-protocol`, re-exported as [`protocol`]).
 //!
-//! - [`verbs`]: safe RAII wrappers over libibverbs / librdmacm (device list, PD, CQ and
-//!   completion channel, registered memory, CM ids and events, RC queue pairs). All of the
-//!   crate's `unsafe` code lives there.
-//! - [`session`]: connection set-up with the rdmaft handshake: a [`session::Listener`] that
-//!   negotiates and accepts (or rejects, with a reason) each request, and [`session::connect`]
-//!   for the sender; each yields a connection owning its QP, CQ and registered memory.
-//! - [`smoke`]: a loopback check that a device really moves bytes (SEND/RECV and RDMA WRITE
-//!   WITH IMM through an rdma_cm connection), used by `rdmaft-smoke` and the Soft-RoCE tests.
-//! - [`Error`]: the one error type; the library never panics on an RDMA failure and never
-//!   exits the process.
+//! ## Sending
+//! ```no_run
+//! use rdmaft::{send, SendOptions};
+//! let handle = send("10.77.0.1:15000".parse()?, vec!["data/".into()], SendOptions::default())?;
+//! // ... handle.progress() from any thread, handle.cancel() to stop ...
+//! let report = handle.wait()?;
+//! println!("{} bytes in {:?}, all verified: {}", report.bytes, report.elapsed, report.all_ok());
+//! # Ok::<(), rdmaft::Error>(())
+//! ```
+//!
+//! ## Receiving
+//! ```no_run
+//! use rdmaft::{Receiver, ReceiverOptions};
+//! use std::sync::Arc;
+//! let mut options = ReceiverOptions::new("10.77.0.1:15000".parse()?, "/srv/incoming".into());
+//! options.on_file = Some(Arc::new(|f| println!("{}: {:?}", f.name, f.outcome)));
+//! let receiver = Receiver::start(options)?;
+//! // ... serves any number of senders at once ...
+//! receiver.stop();
+//! # Ok::<(), rdmaft::Error>(())
+//! ```
+//!
+//! ## Threads
+//! A send runs on its own thread plus a reader thread; it calls `on_file` on its own thread.
+//! A receiver runs a listener thread and, per connection, a connection thread (which calls
+//! the callbacks) and a writer thread. `SendHandle::cancel` and `Receiver::stop` may be
+//! called from the callbacks; they do not wait for the calling thread.
+//!
+//! ## Errors
+//! Every failure is an [`Error`] value naming the failed verb and errno where there is one;
+//! the library never exits the process and never panics on peer input.
 #![deny(unsafe_code)]
 
+mod api;
 mod deadline;
+mod digest;
+mod engine;
 mod error;
+pub mod fs;
+mod handoff;
+mod key;
+#[cfg(feature = "internals")]
 pub mod session;
-pub mod smoke;
+// Without `internals`, what only the end-to-end tests use is unused.
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod session;
+mod sync;
+#[cfg(feature = "internals")]
 #[allow(unsafe_code)]
 pub mod verbs;
+#[cfg(not(feature = "internals"))]
+#[allow(unsafe_code, dead_code)]
+mod verbs;
 
+pub use api::recv::{ConnectionCallback, Receiver, ReceiverOptions};
+pub use api::send::{
+    loopback_transfer, send, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_WINDOW,
+};
+pub use engine::recv::{ConnectionReport, ReceiveCallback, ReceivedFile, ReceivedOutcome};
+pub use engine::send::{
+    FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendReport,
+};
 pub use error::Error;
-/// The sans-IO protocol crate, re-exported: its types ([`protocol::Params`],
-/// [`protocol::Negotiated`], [`protocol::RejectReason`], ...) are part of this API.
+pub use fs::dest::Existing;
+pub use key::Key;
+/// The sans-IO protocol crate, re-exported.
 pub use rdmaft_protocol as protocol;
+pub use session::DEFAULT_PORT;

@@ -1,17 +1,16 @@
 //! Shared code of the `send` and `recv` programs: size parsing, address handling, and the
 //! lines both print.
 
-use rdmaft::protocol::{Negotiated, MAX_CHUNK_SIZE, MAX_WINDOW, MIN_CHUNK_SIZE};
+use rdmaft::protocol::{MAX_CHUNK_SIZE, MAX_WINDOW, MIN_CHUNK_SIZE};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// Environment variable with the address `recv` listens on when `--addr` is not given.
 pub const ADDR_ENV: &str = "RDMAFT_ADDR";
 
 /// Exit status for a failure (an error line was printed).
-pub const EXIT_FAILURE: i32 = 1;
-/// Exit status of `send` after a successful handshake: the file data path does not exist
-/// yet, so the file was *not* sent.
-pub const EXIT_NOT_IMPLEMENTED: i32 = 3;
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for bad usage.
+pub const EXIT_USAGE: u8 = 2;
 
 /// Parses a byte count: a number with an optional binary unit `K`, `M` or `G` (× 1024ⁿ,
 /// either case, optionally followed by `iB` or `B`): `4096`, `64K`, `1M`, `1GiB`.
@@ -47,9 +46,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse_buffer_size(text: &str) -> Result<u32, String> {
     let n = parse_size(text)?;
     if !(u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&n) {
-        return Err(format!(
-            "buffer size {text} ({n} B) is outside {MIN_CHUNK_SIZE} B ..= 1G"
-        ));
+        return Err(format!("buffer size {text} ({n} B) is outside 4K ..= 1G"));
     }
     Ok(n as u32)
 }
@@ -79,13 +76,46 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {host:?}: no addresses"))
 }
 
-/// The negotiated parameters as both programs print them:
-/// `chunk 65536 B, window 4, ring 262144 B`.
-pub fn describe(neg: &Negotiated) -> String {
-    format!(
-        "chunk {} B, window {}, ring {} B",
-        neg.chunk_size, neg.window, neg.ring.len
-    )
+/// Parses `HOST[:PORT]` (IPv6 in brackets, `[fd00::1]:15000`) with `default_port`.
+pub fn parse_target(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid address {text:?}: missing ']'"))?;
+        let port = match port.strip_prefix(':') {
+            Some(p) => parse_port(p)?,
+            None if port.is_empty() => default_port,
+            None => return Err(format!("invalid address {text:?}")),
+        };
+        return resolve(host, port);
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => resolve(host, parse_port(port)?),
+        _ => resolve(text, default_port),
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    text.parse()
+        .map_err(|_| format!("invalid port {text:?}: expected 0 ..= 65535"))
+}
+
+/// Bytes for humans: `512 B`, `1.5 KiB`, `3.0 MiB`, `2.1 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// An optional address as text (`?` when unknown).
@@ -96,7 +126,6 @@ pub fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmaft::protocol::{Features, RingInfo};
 
     #[test]
     fn sizes_with_units() {
@@ -134,9 +163,9 @@ mod tests {
     #[test]
     fn buffer_sizes_are_range_checked() {
         assert_eq!(parse_buffer_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_buffer_size("64"), Ok(64));
+        assert_eq!(parse_buffer_size("4K"), Ok(4096));
         assert_eq!(parse_buffer_size("1G"), Ok(1 << 30));
-        assert!(parse_buffer_size("63").unwrap_err().contains("outside"));
+        assert!(parse_buffer_size("4095").unwrap_err().contains("outside"));
         assert!(parse_buffer_size("2G").unwrap_err().contains("outside"));
         assert!(parse_buffer_size("0").is_err());
         assert!(parse_buffer_size("1X").is_err());
@@ -163,19 +192,37 @@ mod tests {
     }
 
     #[test]
-    fn negotiated_line() {
-        let neg = Negotiated {
-            features: Features::empty(),
-            chunk_size: 65536,
-            window: 4,
-            sender_ctrl_depth: 16,
-            receiver_ctrl_depth: 16,
-            ring: RingInfo {
-                addr: 0x1000,
-                len: 262144,
-                rkey: 7,
-            },
-        };
-        assert_eq!(describe(&neg), "chunk 65536 B, window 4, ring 262144 B");
+    fn targets() {
+        assert_eq!(
+            parse_target("10.77.0.1", 15000),
+            Ok("10.77.0.1:15000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("10.77.0.1:9", 15000),
+            Ok("10.77.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("[fd00::7]:9", 1),
+            Ok("[fd00::7]:9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("[fd00::7]", 15000),
+            Ok("[fd00::7]:15000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("fd00::7", 15000),
+            Ok("[fd00::7]:15000".parse().unwrap())
+        );
+        assert!(parse_target("10.77.0.1:x", 1).is_err());
+        assert!(parse_target("[fd00::7", 1).is_err());
+        assert!(parse_target("10.77.0.1:70000", 1).is_err());
+    }
+
+    #[test]
+    fn bytes_for_humans() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(5 << 40), "5.0 TiB");
     }
 }

@@ -5,16 +5,16 @@
 //! They learn which device and address to use from the environment, read here, so that a
 //! missing device is a clear failure rather than a silent skip.
 
+use rdmaft::session::next_event;
 use rdmaft::verbs::{
     CmEvent, CmEventKind, CmId, CompletionQueue, ConnParams, EventChannel, ProtectionDomain,
-    QpCaps, QueuePair, WorkCompletion,
+    QpCaps, QueuePair,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -106,11 +106,19 @@ pub fn raw_connect(
     let deadline = Instant::now() + timeout;
     let ch = EventChannel::new().map_err(|e| e.to_string())?;
     let id = CmId::new(&ch).map_err(|e| e.to_string())?;
+    let expect = |want: CmEventKind| -> Result<CmEvent, String> {
+        let e = next_event(&ch, deadline, timeout, want.name()).map_err(|e| e.to_string())?;
+        if e.kind == want {
+            Ok(e)
+        } else {
+            Err(e.unexpected(want.name()).to_string())
+        }
+    };
     id.resolve_addr(None, addr, timeout)
         .map_err(|e| e.to_string())?;
-    expect_event(&ch, CmEventKind::AddrResolved, deadline)?;
+    expect(CmEventKind::AddrResolved)?;
     id.resolve_route(timeout).map_err(|e| e.to_string())?;
-    expect_event(&ch, CmEventKind::RouteResolved, deadline)?;
+    expect(CmEventKind::RouteResolved)?;
     let ctx = id.context().map_err(|e| e.to_string())?;
     let pd = ProtectionDomain::new(&ctx).map_err(|e| e.to_string())?;
     let cq = CompletionQueue::new(&ctx, 16, None).map_err(|e| e.to_string())?;
@@ -120,7 +128,7 @@ pub fn raw_connect(
         ..ConnParams::default()
     })
     .map_err(|e| e.to_string())?;
-    let answer = next_event(&ch, deadline)?;
+    let answer = next_event(&ch, deadline, timeout, "the answer").map_err(|e| e.to_string())?;
     if answer.kind == CmEventKind::Established {
         let _ = id.disconnect();
     }
@@ -128,54 +136,68 @@ pub fn raw_connect(
     Ok(answer)
 }
 
-fn next_event(ch: &Arc<EventChannel>, deadline: Instant) -> Result<CmEvent, String> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ch.get_event(left).map_err(|e| e.to_string())? {
-            Some(e) if e.kind == CmEventKind::TimewaitExit => {}
-            Some(e) => return Ok(e),
-            None if Instant::now() >= deadline => {
-                return Err("timed out waiting for a CM event".into())
+/// A fresh directory under the system's temporary directory (in the test VM: guest memory).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rdmaft-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    d
+}
+
+/// Reproducible pseudo-random bytes (xorshift64).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every directory and regular file under `root` (relative names, sorted), with contents.
+/// Symlinks and other kinds are listed by name with `Some(b"<other>")`.
+pub fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    out.push((rel, None));
+                    stack.push(p);
+                }
+                Ok(m) if m.is_file() => out.push((rel, std::fs::read(&p).ok())),
+                _ => out.push((rel, Some(b"<other>".to_vec()))),
             }
-            None => {}
         }
     }
+    out.sort();
+    out
 }
 
-fn expect_event(
-    ch: &Arc<EventChannel>,
-    want: CmEventKind,
-    deadline: Instant,
-) -> Result<CmEvent, String> {
-    let e = next_event(ch, deadline)?;
-    if e.kind == want {
-        Ok(e)
-    } else {
-        Err(e.unexpected(want.name()).to_string())
-    }
-}
-
-/// The next completion on `cq` (which must have a completion channel), within `timeout`;
-/// a failed completion is an error.
-pub fn wait_completion(cq: &CompletionQueue, timeout: Duration) -> Result<WorkCompletion, String> {
-    let deadline = Instant::now() + timeout;
-    let mut wc = [WorkCompletion::default(); 1];
-    loop {
-        let mut n = cq.poll(&mut wc).map_err(|e| e.to_string())?;
-        if n == 0 {
-            cq.req_notify(false).map_err(|e| e.to_string())?;
-            n = cq.poll(&mut wc).map_err(|e| e.to_string())?;
-        }
-        if n == 1 {
-            return wc[0].ok().map_err(|e| e.to_string());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no completion within {timeout:?}"));
-        }
-        cq.wait_event(left.min(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-    }
+/// Names under `root` that look like rdmaft's temporary files.
+pub fn temp_files(root: &Path) -> Vec<String> {
+    tree(root)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            n.rsplit('/')
+                .next()
+                .is_some_and(|b| b.starts_with(".rdmaft-"))
+        })
+        .collect()
 }
 
 /// A child process's output lines, read on background threads so that a test can wait for

@@ -2,24 +2,30 @@
 //! on a host with an RDMA NIC, with `RDMAFT_DEVICE` / `RDMAFT_ADDR` set.
 //!
 //! Without a device they FAIL with the reason, never skip: a green run must mean that bytes
-//! really moved over RDMA.
+//! really moved over RDMA. Files live under the temporary directory (guest memory in the VM)
+//! and every received file is compared byte for byte with its source.
 
 use rdmaft::protocol::wire::HELLO_LEN;
-use rdmaft::protocol::{HandshakeReply, RejectReason};
-use rdmaft::session::{self, Accepted, Listener};
-use rdmaft::smoke::{self, SmokeOptions};
-use rdmaft::verbs::{CmEventKind, DeviceList, WcOpcode};
-use rdmaft::Error;
+use rdmaft::protocol::{Features, HandshakeReply, Params, RejectReason};
+use rdmaft::session::{self, Listener};
+use rdmaft::verbs::{CmEventKind, DeviceList};
+use rdmaft::{
+    send, ConnectionReport, Error, FileOutcome, ReceivedFile, ReceivedOutcome, Receiver,
+    ReceiverOptions, SendOptions, SendReport,
+};
 use rdmaft_tests::{
-    example_bin, raw_connect, rdma_env, wait_child, wait_completion, Lines, RdmaEnv,
+    example_bin, random_bytes, raw_connect, rdma_env, scratch, temp_files, tree, wait_child, Lines,
+    RdmaEnv,
 };
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bound on every wait in these tests.
-const T: Duration = Duration::from_secs(15);
+const T: Duration = Duration::from_secs(60);
 
 /// The environment, or a failure that explains how to provide it.
 fn env() -> RdmaEnv {
@@ -44,334 +50,482 @@ fn device_is_present() {
     );
 }
 
-#[test]
-fn smoke_loopback_moves_bytes() {
-    let env = env();
-    // Port 0: the listener picks a free port, so parallel runs cannot collide.
-    let opts = SmokeOptions::new(Some(&env.device), env.addr, 0);
-    let report = match smoke::run_with(&opts, &|line| println!("smoke: {line}")) {
-        Ok(report) => report,
-        Err(e) => panic!("smoke check on {} at {} failed: {e}", env.device, env.addr),
-    };
-    assert_eq!(report.device, env.device);
-    assert_eq!(report.listener_device, env.device);
-    assert_eq!(report.connector_device, env.device);
-    assert_eq!(report.addr, env.addr);
-    assert_ne!(report.port, 0);
-    assert!(report.send_bytes > 0);
-    assert_eq!(report.recv_bytes, report.send_bytes, "SEND/RECV bytes");
-    assert!(report.write_bytes > 64 * 1024, "the write spans many MTUs");
-    assert_eq!(
-        report.write_verified_bytes, report.write_bytes,
-        "RDMA WRITE WITH IMM bytes"
-    );
-    assert!(report.reply_bytes > 0);
-    assert!(report.steps.iter().any(|s| s == "teardown ok"));
-}
-
-/// A listener on the test address with the given limits, on a free port.
-fn listener(env: &RdmaEnv, chunk: u32, window: u32) -> Listener {
-    let addr = SocketAddr::new(env.addr, 0);
-    match Listener::bind(addr, session::receiver_params(chunk, window)) {
-        Ok(l) => l,
-        Err(e) => panic!("cannot listen on {addr}: {e}"),
-    }
-}
+// ---- handshake ----
 
 #[test]
 fn handshake_negotiates_the_minimum() {
     let env = env();
-    let listener = listener(&env, 64 << 10, 16);
+    let listener = Listener::bind(SocketAddr::new(env.addr, 0)).unwrap();
     let addr = listener.local_addr();
-    assert_ne!(addr.port(), 0);
-    let server = thread::spawn(move || listener.accept(T));
-
-    let mut conn = match session::connect(addr, session::sender_params(1 << 20, 4), T) {
-        Ok(c) => c,
-        Err(e) => panic!("connect to {addr}: {e}"),
-    };
-    let mut acc: Accepted = match server.join().expect("listener thread panicked") {
-        Ok(a) => a,
-        Err(e) => panic!("accept on {addr}: {e}"),
-    };
-
+    let server = thread::spawn(move || {
+        let request = listener.next_request(T).unwrap().expect("a request");
+        let receiver = Params::new(Features::DIGEST_XXH3_128, 64 << 10, 32);
+        request.accept(&receiver, None, T)
+    });
+    let sender = Params::new(Features::DIGEST_XXH3_128, 1 << 20, 4);
+    let conn = session::connect(addr, sender, None, T).unwrap();
+    let accepted = server.join().unwrap().unwrap();
     let neg = *conn.negotiated();
-    assert_eq!(neg.chunk_size, 65536, "minimum of 64 KiB and 1 MiB");
-    assert_eq!(neg.window, 4, "minimum of 16 and 4");
-    assert_eq!(neg.ring.len, 262144);
-    assert_eq!(neg.ring_len(), 262144);
-    assert_eq!(*acc.negotiated(), neg, "both sides agree, ring included");
-    assert_eq!(neg.sender_ctrl_depth, session::SENDER_CTRL_DEPTH);
-    assert_eq!(neg.receiver_ctrl_depth, session::RECEIVER_CTRL_DEPTH);
-    // The ring the sender was told about is the receiver's registered ring.
-    let ring = acc.ring();
-    assert_eq!(ring.addr(), neg.ring.addr);
-    assert_eq!(ring.len() as u64, neg.ring.len);
-    assert_eq!(ring.rkey(), neg.ring.rkey);
-    assert_eq!(conn.slots().len(), 262144, "slots use the negotiated size");
-    assert_eq!(conn.device_name(), env.device);
-    assert_eq!(acc.device_name(), env.device);
-    assert_eq!(acc.peer_addr().map(|a| a.ip()), Some(env.addr));
-    assert_eq!(conn.peer_addr(), Some(addr));
-
-    // The ring is writable with the advertised rkey, and the receiver has receives posted
-    // (rnr_retry_count is 0, so a missing receive would fail the write): write chunk 1 into
-    // slot 1 with imm 1.
-    let chunk = neg.chunk_size as usize;
-    let sent: Vec<u8> = (0..chunk).map(|i| (i % 251) as u8).collect();
-    conn.slots_mut()
-        .copy_in(chunk, &sent)
-        .unwrap_or_else(|e| panic!("fill slot 1: {e}"));
-    let remote = conn.remote_ring();
-    conn.queue_pair()
-        .post_write_with_imm(
-            7,
-            conn.slots(),
-            chunk..2 * chunk,
-            &remote,
-            chunk as u64,
-            1,
-            true,
-        )
-        .unwrap_or_else(|e| panic!("post write: {e}"));
-    let wc = wait_completion(conn.completion_queue(), T).unwrap_or_else(|e| panic!("sender: {e}"));
-    assert_eq!((wc.wr_id, wc.opcode), (7, WcOpcode::RdmaWrite));
-    let wc = wait_completion(acc.completion_queue(), T).unwrap_or_else(|e| panic!("receiver: {e}"));
-    assert_eq!(wc.opcode, WcOpcode::RecvRdmaWithImm);
-    assert_eq!(wc.imm, Some(1));
-    assert_eq!(wc.wr_id, 0, "the first posted control receive was consumed");
-    let mut ring_bytes = vec![0u8; 2 * chunk];
-    acc.ring()
-        .copy_out(0, &mut ring_bytes)
-        .unwrap_or_else(|e| panic!("read the ring: {e}"));
+    assert_eq!((neg.chunk_size, neg.window), (64 << 10, 4));
     assert_eq!(
-        &ring_bytes[chunk..],
-        &sent[..],
-        "slot 1 holds the written chunk"
+        neg,
+        *accepted.negotiated(),
+        "both sides agree on everything"
     );
-    assert!(
-        ring_bytes[..chunk].iter().all(|&b| b == 0),
-        "slot 0 untouched"
-    );
-    let mut slot_bytes = vec![0u8; chunk];
-    conn.slots()
-        .copy_out(chunk, &mut slot_bytes)
-        .unwrap_or_else(|e| panic!("read slot 1: {e}"));
-    assert_eq!(slot_bytes, sent);
-    assert!(
-        acc.ring()
-            .copy_out(neg.ring_len() as usize, &mut [0u8; 1])
-            .is_err(),
-        "copy_out past the ring is refused"
-    );
-
-    // Each side handles its own events, as in real use: the receiver answers the sender's
-    // disconnect request while the sender waits for that answer.
-    let receiver = thread::spawn(move || acc.wait_disconnected(T).map(|()| acc.is_closed()));
-    conn.disconnect(T)
-        .unwrap_or_else(|e| panic!("sender disconnect: {e}"));
-    match receiver.join().expect("receiver thread panicked") {
-        Ok(closed) => assert!(closed, "the receiver's connection is closed"),
-        Err(e) => panic!("receiver did not see the disconnect: {e}"),
-    }
+    assert_eq!(conn.device_name(), env.device);
+    drop(accepted);
+    conn.disconnect(T).unwrap();
 }
 
 #[test]
-fn handshake_rejects_a_bad_hello() {
+fn handshake_rejects_bad_hellos_with_reasons() {
     let env = env();
-    let listener = listener(&env, 64 << 10, 16);
+    let listener = Listener::bind(SocketAddr::new(env.addr, 0)).unwrap();
     let addr = listener.local_addr();
     let server = thread::spawn(move || {
-        let first = listener.accept(T).map(|_| ());
-        let second = listener.accept(T).map(|_| ());
-        let third = listener.accept(T).map(|mut acc| {
-            let n = *acc.negotiated();
-            let _ = acc.wait_disconnected(T);
-            n
-        });
-        (first, second, third)
+        let mut errors = vec![];
+        for _ in 0..3 {
+            let request = listener.next_request(T).unwrap().expect("a request");
+            let receiver = Params::new(Features::empty(), 1 << 20, 16);
+            errors.push(
+                request
+                    .accept(&receiver, None, T)
+                    .err()
+                    .map(|e| e.to_string()),
+            );
+        }
+        errors
     });
-
-    let mut hello = [0u8; HELLO_LEN];
-    let n = session::sender_params(1 << 20, 4)
-        .hello()
-        .encode(&mut hello)
-        .expect("hello fits");
-    assert_eq!(n, HELLO_LEN);
-
-    let mut bad_magic = hello;
-    bad_magic[0] ^= 0xff;
-    let mut version_9 = hello;
-    version_9[4..6].copy_from_slice(&9u16.to_be_bytes());
-    for (name, data, want) in [
-        ("bad magic", bad_magic, RejectReason::BAD_MAGIC),
-        ("version 9", version_9, RejectReason::UNSUPPORTED_VERSION),
+    let mut good = [0u8; HELLO_LEN];
+    Params::new(Features::empty(), 1 << 20, 4)
+        .hello([0; 16])
+        .encode(&mut good)
+        .unwrap();
+    let mut bad_magic = good;
+    bad_magic[0] = b'X';
+    let mut zero_window = good;
+    zero_window[16..20].copy_from_slice(&[0; 4]);
+    for (data, want) in [
+        (&b"garbage"[..], RejectReason::BAD_MAGIC),
+        (&bad_magic[..], RejectReason::BAD_MAGIC),
+        (&zero_window[..], RejectReason::BAD_WINDOW),
     ] {
-        let answer = raw_connect(addr, &data, T).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(answer.kind, CmEventKind::Rejected, "{name}: {answer:?}");
+        let answer = raw_connect(addr, data, T).unwrap();
+        assert_eq!(answer.kind, CmEventKind::Rejected);
         match HandshakeReply::decode(&answer.private_data) {
-            Ok(HandshakeReply::Reject(r)) => {
-                assert_eq!(r.reason, want, "{name}");
-                assert_eq!(r.max_version, rdmaft::protocol::VERSION);
-            }
-            other => panic!("{name}: reject private data decodes to {other:?}"),
+            Ok(HandshakeReply::Reject(r)) => assert_eq!(r.reason, want),
+            other => panic!("not an rdmaft reject: {other:?}"),
         }
     }
-
-    // The listener keeps serving: a valid hello still connects.
-    let conn = session::connect(addr, session::sender_params(1 << 20, 4), T)
-        .unwrap_or_else(|e| panic!("valid connect after the rejects: {e}"));
-    assert_eq!(conn.negotiated().chunk_size, 65536);
-    conn.disconnect(T)
-        .unwrap_or_else(|e| panic!("disconnect: {e}"));
-
-    let (first, second, third) = server.join().expect("listener thread panicked");
-    for (got, want) in [
-        (first, RejectReason::BAD_MAGIC),
-        (second, RejectReason::UNSUPPORTED_VERSION),
-    ] {
-        match got {
-            Err(Error::RequestRejected { peer, reason }) => {
-                assert_eq!(reason, want);
-                assert_eq!(peer.map(|p| p.ip()), Some(env.addr));
-            }
-            other => panic!("expected a RequestRejected({want:?}), got {other:?}"),
-        }
-    }
-    let neg = third.unwrap_or_else(|e| panic!("third accept: {e}"));
-    assert_eq!((neg.chunk_size, neg.window), (65536, 4));
+    let errors = server.join().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.as_deref().is_some_and(|e| e.contains("rejected"))),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn connect_to_a_closed_port_fails_cleanly() {
     let env = env();
-    // Bind and drop a listener: its port is then (almost certainly) free and unlistened.
-    let port = listener(&env, 4096, 1).local_addr().port();
-    let addr = SocketAddr::new(env.addr, port);
-    match session::connect(addr, session::sender_params(4096, 1), T) {
-        Err(e @ Error::ConnectFailed { .. }) => {
-            let text = e.to_string();
-            assert!(text.contains(&addr.to_string()), "{text}");
-        }
-        other => panic!("expected ConnectFailed, got {other:?}"),
+    let err = session::connect(
+        SocketAddr::new(env.addr, 1),
+        Params::new(Features::empty(), 1 << 20, 4),
+        None,
+        T,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectFailed { .. }),
+        "not a clean connect failure: {err}"
+    );
+}
+
+#[test]
+fn destroying_a_qp_waits_for_the_cm_calls_that_read_it() {
+    let env = env();
+    let listener = Listener::bind(SocketAddr::new(env.addr, 0)).unwrap();
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || {
+        let request = listener.next_request(T).unwrap().expect("a request");
+        request.accept(&Params::new(Features::empty(), 65536, 4), None, T)
+    });
+    let conn = session::connect(addr, Params::new(Features::empty(), 65536, 4), None, T).unwrap();
+    let _accepted = server.join().unwrap().unwrap();
+    // While the id's QP lock is held (as rdma_disconnect holds it), dropping the connection
+    // (which destroys the QP) must wait.
+    let id = conn.cm_id();
+    let (tx, rx) = mpsc::channel();
+    id.with_qp_lock(|| {
+        let dropper = thread::spawn(move || {
+            drop(conn);
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the QP was destroyed while its id was in use"
+        );
+        dropper
+    })
+    .join()
+    .unwrap();
+    rx.recv_timeout(T)
+        .expect("the drop finished once the lock was free");
+}
+
+// ---- transfers through the library ----
+
+/// A receiver on a free port writing into `dir`, recording every callback.
+struct TestReceiver {
+    receiver: Receiver,
+    files: Arc<Mutex<Vec<ReceivedFile>>>,
+    connections: mpsc::Receiver<ConnectionReport>,
+}
+
+fn receiver(env: &RdmaEnv, dir: &Path, tune: impl FnOnce(&mut ReceiverOptions)) -> TestReceiver {
+    let files = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let mut options = ReceiverOptions::new(SocketAddr::new(env.addr, 0), dir.to_owned());
+    let seen = Arc::clone(&files);
+    options.on_file = Some(Arc::new(move |f| seen.lock().unwrap().push(f.clone())));
+    let tx = Mutex::new(tx);
+    options.on_connection = Some(Arc::new(move |r| {
+        let _ = tx.lock().unwrap().send(r.clone());
+    }));
+    tune(&mut options);
+    TestReceiver {
+        receiver: Receiver::start(options).unwrap(),
+        files,
+        connections: rx,
+    }
+}
+
+fn send_all(to: SocketAddr, paths: Vec<PathBuf>, chunk: u32) -> SendReport {
+    let options = SendOptions {
+        chunk_size: chunk,
+        ..SendOptions::default()
+    };
+    send(to, paths, options).unwrap().wait().unwrap()
+}
+
+/// The sample source: a file of each interesting size and a tree.
+fn sample(src: &Path, chunk: usize) -> Vec<PathBuf> {
+    let files = [
+        ("zero", 0),
+        ("one", 1),
+        ("chunk", chunk),
+        ("chunk-plus-one", chunk + 1),
+    ];
+    let mut paths = vec![];
+    for (name, len) in files {
+        std::fs::write(src.join(name), random_bytes(len, len as u64 + 1)).unwrap();
+        paths.push(src.join(name));
+    }
+    let t = src.join("tree");
+    std::fs::create_dir_all(t.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(t.join("empty-dir")).unwrap();
+    std::fs::write(t.join("a/b/c/deep"), random_bytes(2 * chunk + 3, 7)).unwrap();
+    std::fs::write(t.join("a/empty-file"), b"").unwrap();
+    std::fs::write(t.join("top"), random_bytes(999, 8)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", t.join("a/link")).unwrap();
+    paths.push(t);
+    paths
+}
+
+#[test]
+fn files_and_trees_arrive_identical_at_every_buffer_size() {
+    let env = env();
+    for chunk in [4 << 10, 64 << 10, 1 << 20, 10 << 20] {
+        let base = scratch(&format!("sizes-{chunk}"));
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dest).unwrap();
+        let paths = sample(&src, chunk as usize);
+        let r = receiver(&env, &dest, |o| o.chunk_size = chunk);
+        let report = send_all(r.receiver.local_addr(), paths, chunk);
+        let conn = r.connections.recv_timeout(T).expect("the connection ended");
+        assert_eq!(report.error, None, "chunk {chunk}");
+        assert!(conn.all_ok(), "chunk {chunk}: {conn:?}");
+        let skipped: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| matches!(f.outcome, FileOutcome::Skipped(_)))
+            .map(|f| f.path.clone())
+            .collect();
+        assert_eq!(
+            skipped,
+            [src.join("tree/a/link")],
+            "the symlink is reported, not sent"
+        );
+        assert!(report
+            .files
+            .iter()
+            .all(|f| f.outcome.is_ok() || matches!(f.outcome, FileOutcome::Skipped(_))));
+        let mut expected = tree(&src);
+        expected.retain(|(n, _)| n != "tree/a/link");
+        assert_eq!(tree(&dest), expected, "chunk {chunk}");
+        assert_eq!(
+            r.files.lock().unwrap().len(),
+            expected.len(),
+            "one callback per entry"
+        );
+        assert!(r
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| f.outcome == ReceivedOutcome::Received));
+        r.receiver.stop();
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
 
 #[test]
-fn send_and_recv_programs_negotiate() {
+fn a_64_mib_random_file() {
     let env = env();
-    let recv_bin = example_bin("recv").unwrap_or_else(|e| panic!("{e}"));
-    let send_bin = example_bin("send").unwrap_or_else(|e| panic!("{e}"));
-    let dir = std::env::temp_dir().join(format!("rdmaft-recv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("payload.bin");
-    std::fs::write(&file, vec![7u8; 100_000]).expect("temp file");
-    let ip = env.addr.to_string();
-    let port = "17481";
+    let base = scratch("big");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    let data = random_bytes(64 << 20, 42);
+    std::fs::write(src.join("big"), &data).unwrap();
+    let r = receiver(&env, &dest, |_| {});
+    let report = send_all(r.receiver.local_addr(), vec![src.join("big")], 1 << 20);
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.bytes, 64 << 20);
+    println!(
+        "64 MiB: {:.2} s, {:.1} MB/s",
+        report.elapsed.as_secs_f64(),
+        report.mb_per_s()
+    );
+    assert!(
+        std::fs::read(dest.join("big")).unwrap() == data,
+        "64 MiB differ"
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
 
-    let mut recv = Command::new(&recv_bin)
-        .args([
-            "--addr",
-            &ip,
-            "--port",
-            port,
-            "--buffer-size",
-            "64K",
-            "--window",
-            "16",
-        ])
-        .arg("--once")
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", recv_bin.display()));
-    let mut recv_out = Lines::read(recv.stdout.take().expect("piped"));
-    let mut recv_err = Lines::read(recv.stderr.take().expect("piped"));
-    if let Err(e) = recv_out.wait_for("listening on", T) {
-        let _ = wait_child(&mut recv, Duration::ZERO);
-        panic!("recv did not start: {e}; stderr: {:?}", recv_err.drain(T));
+#[test]
+fn two_senders_at_once_into_one_receiver() {
+    let env = env();
+    let base = scratch("two");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let mut paths = vec![];
+    for i in 0..2 {
+        let d = base.join(format!("src{i}/set{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for j in 0..20 {
+            std::fs::write(
+                d.join(format!("f{j}")),
+                random_bytes(50_000 + j * 999, i * 100 + j as u64),
+            )
+            .unwrap();
+        }
+        std::fs::write(d.join("big"), random_bytes(8 << 20, i + 7)).unwrap();
+        paths.push(d);
     }
+    let r = receiver(&env, &dest, |_| {});
+    let to = r.receiver.local_addr();
+    let senders: Vec<_> = paths
+        .iter()
+        .map(|p| send(to, vec![p.clone()], SendOptions::default()).unwrap())
+        .collect();
+    for s in senders {
+        let report = s.wait().unwrap();
+        assert!(report.all_ok(), "{report:?}");
+    }
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(tree(&dest.join(format!("set{i}"))), tree(p));
+    }
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
 
-    // A bad hello is rejected with its reason, and recv --once keeps serving.
-    let recv_addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
-    let mut bad_hello = [0u8; HELLO_LEN];
-    session::sender_params(1 << 20, 4)
-        .hello()
-        .encode(&mut bad_hello)
-        .expect("hello fits");
-    bad_hello[0] ^= 0xff;
-    let answer = raw_connect(recv_addr, &bad_hello, T).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.kind, CmEventKind::Rejected, "{answer:?}");
-    let rejected = recv_out
-        .wait_for("rejected ", T)
-        .unwrap_or_else(|e| panic!("{e}"));
+#[test]
+fn receiver_stops_while_idle() {
+    let env = env();
+    let dest = scratch("stop-idle");
+    let r = receiver(&env, &dest, |_| {});
+    let started = Instant::now();
+    r.receiver.stop();
     assert!(
-        rejected.starts_with(&format!("rejected {ip}:"))
-            && rejected.ends_with(": not an rdmaft hello (bad magic)"),
-        "{rejected}"
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
     );
+    std::fs::remove_dir_all(&dest).unwrap();
+}
 
-    // A missing file is an error before any connection: exit 1, no panic.
-    let missing = Command::new(&send_bin)
-        .arg(&ip)
-        .arg(dir.join("no-such-file"))
-        .args(["--port", port])
-        .output()
-        .expect("run send");
-    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
-    let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.starts_with("send: error: cannot read"), "{err}");
+#[test]
+fn receiver_stops_while_a_transfer_runs() {
+    let env = env();
+    let base = scratch("stop-busy");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(src.join("big"), random_bytes(200 << 20, 3)).unwrap();
+    let r = receiver(&env, &dest, |_| {});
+    let s = send(
+        r.receiver.local_addr(),
+        vec![src.join("big")],
+        SendOptions::default(),
+    )
+    .unwrap();
+    while s.progress().bytes_done < (4 << 20) {
+        assert!(!s.is_finished(), "the transfer ended before the stop");
+        thread::sleep(Duration::from_millis(50));
+    }
+    r.receiver.stop();
+    let report = s.wait().unwrap();
+    let err = report.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("shutting down"),
+        "the sender is told why: {err:?}"
+    );
+    assert_eq!(report.files[0].outcome, FileOutcome::Unfinished);
+    assert!(!dest.join("big").exists(), "no half file under its name");
+    assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
+    let files = r.files.lock().unwrap();
+    assert_eq!(files.len(), 1, "the unfinished file is reported once");
+    assert_eq!(files[0].outcome, ReceivedOutcome::Unfinished);
+    std::fs::remove_dir_all(&base).unwrap();
+}
 
-    let mut send = Command::new(&send_bin)
-        .arg(&ip)
-        .arg(&file)
-        .args(["--port", port, "--buffer-size", "1M", "--window", "4"])
+#[test]
+fn a_send_can_be_cancelled() {
+    let env = env();
+    let base = scratch("cancel");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(src.join("big"), random_bytes(200 << 20, 4)).unwrap();
+    let r = receiver(&env, &dest, |_| {});
+    let s = send(
+        r.receiver.local_addr(),
+        vec![src.join("big")],
+        SendOptions::default(),
+    )
+    .unwrap();
+    while s.progress().bytes_done < (4 << 20) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    s.cancel();
+    let report = s.wait().unwrap();
+    assert_eq!(report.error.as_deref(), Some("cancelled"));
+    let conn = r.connections.recv_timeout(T).expect("the connection ended");
+    assert!(
+        conn.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cancelled")),
+        "the receiver is told: {conn:?}"
+    );
+    assert!(!dest.join("big").exists());
+    assert!(temp_files(&dest).is_empty());
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+// ---- the programs ----
+
+#[test]
+fn send_and_recv_programs_move_a_tree() {
+    let env = env();
+    let base = scratch("programs");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    let paths = sample(&src, 65536);
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--once", "--listen"])
+        .arg(format!("{}:0", env.addr))
+        .arg("--dir")
+        .arg(&dest)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", send_bin.display()));
-    let mut send_out = Lines::read(send.stdout.take().expect("piped"));
-    let mut send_err = Lines::read(send.stderr.take().expect("piped"));
-    let send_status = wait_child(&mut send, T).unwrap_or_else(|e| panic!("send: {e}"));
-    let send_stdout = send_out.drain(T).to_vec();
-    let send_stderr = send_err.drain(T).to_vec();
-    println!("send stdout: {send_stdout:?}\nsend stderr: {send_stderr:?}");
-    assert_eq!(
-        send_status.code(),
-        Some(3),
-        "send exits 3 after the handshake"
-    );
-    let connected = format!("connected to {ip}:{port}");
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let mut out = Lines::read(recv.stdout.take().unwrap());
+    let line = err.wait_for("listening on", T).unwrap();
+    let port = line
+        .split("(port ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap();
+    let warned = err.seen.iter().any(|l| l.contains("anyone who can reach"));
+    assert!(warned, "recv warns that it has no key: {:?}", err.seen);
+    let send = Command::new(example_bin("send").unwrap())
+        .arg(format!("{}:{port}", env.addr))
+        .args(&paths)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&send.stdout);
+    let stderr = String::from_utf8_lossy(&send.stderr);
+    // The symlink is skipped and said so: status 1 (not everything was sent)...
+    assert_eq!(send.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
-        send_stdout
-            .iter()
-            .any(|l| l.starts_with(&connected)
-                && l.ends_with("chunk 65536 B, window 4, ring 262144 B")),
-        "{send_stdout:?}"
+        stderr.contains("skipped") && stderr.contains("link"),
+        "{stderr}"
     );
-    assert_eq!(
-        send_stderr,
-        ["send: handshake ok; file data transfer is not implemented yet"]
+    assert!(
+        stdout.contains("files verified") && stdout.contains("MB/s"),
+        "{stdout}"
     );
+    // ...but recv got everything that was sent, verified.
+    let status = wait_child(&mut recv, T).unwrap();
+    assert!(
+        status.success(),
+        "recv: {:?} {:?}",
+        out.drain(T),
+        err.drain(T)
+    );
+    out.wait_for("received tree/a/b/c/deep", T).unwrap();
+    let mut expected = tree(&src);
+    expected.retain(|(n, _)| n != "tree/a/link");
+    assert_eq!(tree(&dest), expected);
+    // Without the symlink, status 0.
+    std::fs::remove_file(src.join("tree/a/link")).unwrap();
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--once", "--listen"])
+        .arg(format!("{}:0", env.addr))
+        .arg("--dir")
+        .arg(&dest)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("listening on", T).unwrap();
+    let port = line
+        .split("(port ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap();
+    let send = Command::new(example_bin("send").unwrap())
+        .arg(format!("{}:{port}", env.addr))
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert_eq!(send.status.code(), Some(0), "{send:?}");
+    assert!(wait_child(&mut recv, T).unwrap().success());
+    std::fs::remove_dir_all(&base).unwrap();
+}
 
-    let recv_status = wait_child(&mut recv, T).unwrap_or_else(|e| panic!("recv --once: {e}"));
-    let recv_stdout = recv_out.drain(T).to_vec();
-    let recv_stderr = recv_err.drain(T).to_vec();
-    println!("recv stdout: {recv_stdout:?}\nrecv stderr: {recv_stderr:?}");
-    assert_eq!(recv_status.code(), Some(0), "recv --once exits 0");
-    let accepted = format!("accepted {ip}:");
-    assert!(
-        recv_stdout
-            .iter()
-            .any(|l| l.starts_with(&accepted)
-                && l.ends_with(": chunk 65536 B, window 4, ring 262144 B")),
-        "{recv_stdout:?}"
-    );
-    assert!(
-        recv_stdout.iter().any(|l| l.starts_with("closed ")),
-        "{recv_stdout:?}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+#[test]
+fn send_to_nobody_fails_with_a_clear_message() {
+    let env = env();
+    let base = scratch("nobody");
+    std::fs::write(base.join("f"), b"x").unwrap();
+    let send = Command::new(example_bin("send").unwrap())
+        .arg(format!("{}:1", env.addr))
+        .arg(base.join("f"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&send.stderr);
+    assert_eq!(send.status.code(), Some(1));
+    assert!(stderr.contains("send: error: connection to"), "{stderr}");
+    std::fs::remove_dir_all(&base).unwrap();
 }

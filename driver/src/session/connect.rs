@@ -1,34 +1,44 @@
-//! The sending side of connection set-up: connect with the hello, check the reply.
+//! The sending side of connection set-up: connect with the hello, check the accept.
 
-use super::check_sender;
 use super::endpoint::{next_event, Endpoint};
+use super::{check_params, clamp_to_device, ACK_RECEIVES};
+use crate::key::{nonce, Key};
 use crate::verbs::{
-    Access, CmEvent, CmEventKind, CmId, CompletionQueue, ConnParams, EventChannel, MemoryRegion,
-    QueuePair, RemoteBuffer,
+    Access, CmEvent, CmEventKind, CmId, ConnParams, EventChannel, MemoryRegion, SlotArea,
 };
 use crate::Error;
 use rdmaft_protocol::wire::HELLO_LEN;
 use rdmaft_protocol::{
-    check_reply, HandshakeError, HandshakeReply, Negotiated, Params, MAX_CTRL_DEPTH,
+    check_reply, HandshakeError, HandshakeReply, Mac, Negotiated, Params, CTRL_MSG_MAX,
+    RECEIVER_MSG_MAX,
 };
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connects to a receiver at `addr`, proposing `local`, all within `timeout`.
+/// Connects to a receiver at `addr`, proposing `local` (clamped to the device), all within
+/// `timeout`. With `key`, `local` gets `AUTH_PSK` and the receiver must prove the key.
 ///
 /// Steps: resolve the address and route to an RDMA device; create PD, CQ and an RC QP with
-/// `local.ctrl_depth` control receives posted (the receiver may answer as soon as the
-/// connection is up); connect with the hello in the private data; on ESTABLISHED check the
-/// reply with [`check_reply`]; then register the local slot area of the *negotiated*
-/// `chunk × window` bytes, the source of the chunk writes.
+/// `ctrl_depth` receive buffers posted (the receiver may answer as soon as the connection is
+/// up); connect with the hello in the private data; on ESTABLISHED check the accept; then
+/// register the slots (`window × chunk`) and the control send buffers
+/// (`receiver ctrl_depth × 4096`) at the negotiated sizes.
 ///
 /// Errors: [`Error::HandshakeRejected`] when the receiver refused (with its reason),
 /// [`Error::Handshake`] when its reply is undecodable or breaks the rules (the connection is
 /// then closed), [`Error::ConnectFailed`] when the connection manager gave up (no route,
 /// nobody listening, no answer), [`Error::Timeout`], or the failed verb.
-pub fn connect(addr: SocketAddr, local: Params, timeout: Duration) -> Result<Connected, Error> {
-    check_sender(&local)?;
+pub fn connect(
+    addr: SocketAddr,
+    local: Params,
+    key: Option<&Key>,
+    timeout: Duration,
+) -> Result<SenderConn, Error> {
+    let mut local = local;
+    if key.is_some() {
+        local.features |= rdmaft_protocol::Features::AUTH_PSK;
+    }
+    check_params("connect", &local)?;
     let deadline = crate::deadline::deadline(timeout);
     let left = || deadline.saturating_duration_since(Instant::now());
     let events = EventChannel::new()?;
@@ -59,13 +69,29 @@ pub fn connect(addr: SocketAddr, local: Params, timeout: Duration) -> Result<Con
         return Err(failed(addr, &e, "no route to it over an RDMA device"));
     }
 
-    // The send queue holds up to `window` chunk writes plus the control messages the
-    // receiver's credit allows (at most MAX_CTRL_DEPTH; its real depth comes in the reply).
-    let send_wr = local.window + u32::from(MAX_CTRL_DEPTH);
-    let mut ep = Endpoint::new(id, events, send_wr, u32::from(local.ctrl_depth))?;
+    let limits = Endpoint::device_limits(&id)?;
+    clamp_to_device(&mut local, &limits);
+    // The send queue holds the window's chunk writes, control writes and acks; the engine
+    // waits for room when the receiver's control ring is deeper than this.
+    let send_wr =
+        (local.window + 2 * u32::from(local.ctrl_depth) + ACK_RECEIVES).min(limits.max_qp_wr);
+    let recv_wr = u32::from(local.ctrl_depth);
+    let mut ep = Endpoint::new(id, events, send_wr, recv_wr)?;
+    // Registered before any receive is posted, kept until after the QP is gone.
+    let recv_bufs = ep.register(
+        u64::from(recv_wr) * RECEIVER_MSG_MAX as u64,
+        Access::LOCAL_WRITE,
+    )?;
+    for i in 0..recv_wr as usize {
+        ep.qp().post_recv(
+            crate::engine::wr::RECV | i as u64,
+            &recv_bufs,
+            i * RECEIVER_MSG_MAX..(i + 1) * RECEIVER_MSG_MAX,
+        )?;
+    }
     let mut hello = [0u8; HELLO_LEN];
     let n = local
-        .hello()
+        .hello(if key.is_some() { nonce()? } else { [0; 16] })
         .encode(&mut hello)
         .map_err(|_| Error::invalid("connect", "the hello does not fit its buffer"))?;
     ep.id().connect(&ConnParams {
@@ -86,7 +112,8 @@ pub fn connect(addr: SocketAddr, local: Params, timeout: Duration) -> Result<Con
         }
         _ => return Err(e.unexpected("ESTABLISHED")),
     }
-    let negotiated = match check_reply(&e.private_data, &local) {
+    let mac = key.map(|k| k as &dyn Mac);
+    let negotiated = match check_reply(&e.private_data, &local, &hello, mac) {
         Ok(negotiated) => negotiated,
         Err(HandshakeError::Rejected(r)) => {
             // A reject where an accept belongs: the connection is up, close it.
@@ -102,10 +129,17 @@ pub fn connect(addr: SocketAddr, local: Params, timeout: Duration) -> Result<Con
         }
     };
     // Allocated now rather than at the proposal's size: the receiver may have lowered it.
-    let slots = ep.register(negotiated.ring_len(), Access::empty())?;
-    Ok(Connected {
+    let slots = ep.register(negotiated.data_len(), Access::empty())?;
+    let slots = SlotArea::new(slots, negotiated.chunk_size as usize, negotiated.window)?;
+    let ctrl_bufs = ep.register(
+        u64::from(negotiated.receiver_ctrl_depth) * CTRL_MSG_MAX as u64,
+        Access::empty(),
+    )?;
+    Ok(SenderConn {
         endpoint: ep,
-        slots,
+        recv_bufs,
+        ctrl_bufs,
+        slots: Some(slots),
         negotiated,
     })
 }
@@ -136,20 +170,23 @@ fn failed(addr: SocketAddr, e: &CmEvent, hint: &'static str) -> Error {
     }
 }
 
-/// A connection to a receiver, established and negotiated, with the local slot area
-/// registered and the control receives posted.
+/// A connection to a receiver, established and negotiated.
 ///
-/// Dropping it disconnects (without waiting) and frees everything; use
-/// [`disconnect`](Self::disconnect) to wait for the receiver's confirmation.
+/// Dropping it disconnects (without waiting) and frees everything, the QP first.
 #[derive(Debug)]
-pub struct Connected {
-    // Dropped first: the QP goes before the slots it may read are deregistered.
-    endpoint: Endpoint,
-    slots: MemoryRegion,
-    negotiated: Negotiated,
+pub struct SenderConn {
+    // Dropped first: the QP goes before the memory it may use is deregistered.
+    pub(crate) endpoint: Endpoint,
+    /// `sender_ctrl_depth` receive buffers of 256 bytes, buffer `i` posted with wr_id `i`.
+    pub(crate) recv_bufs: MemoryRegion,
+    /// `receiver_ctrl_depth` control send buffers of 4096 bytes.
+    pub(crate) ctrl_bufs: MemoryRegion,
+    /// The data slots (taken by the engine, which hands them to the reader).
+    pub(crate) slots: Option<SlotArea>,
+    pub(crate) negotiated: Negotiated,
 }
 
-impl Connected {
+impl SenderConn {
     /// The parameters both sides agreed on (the receiver's ring included).
     pub fn negotiated(&self) -> &Negotiated {
         &self.negotiated
@@ -160,66 +197,18 @@ impl Connected {
         self.endpoint.peer_addr()
     }
 
-    /// Our address on this connection.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.local_addr()
-    }
-
     /// The RDMA device the connection runs on.
     pub fn device_name(&self) -> &str {
         self.endpoint.device()
     }
 
-    /// The receiver's ring, as a target for RDMA WRITE WITH IMM.
-    pub fn remote_ring(&self) -> RemoteBuffer {
-        let ring = self.negotiated.ring;
-        RemoteBuffer {
-            addr: ring.addr,
-            rkey: ring.rkey,
-            len: ring.len,
-        }
-    }
-
-    /// The local slot area: `window` slots of `chunk` bytes (the negotiated sizes), slot
-    /// `i` at offset `i × chunk`, the source of the chunk writes.
-    pub fn slots(&self) -> &MemoryRegion {
-        &self.slots
-    }
-
-    /// The local slot area, mutably (to read file data into it).
-    pub fn slots_mut(&mut self) -> &mut MemoryRegion {
-        &mut self.slots
-    }
-
-    /// The control receive buffers: `sender_ctrl_depth` buffers of `CTRL_MSG_MAX` bytes,
-    /// buffer `i` at offset `i × CTRL_MSG_MAX`, each posted as a receive with work request
-    /// id `i`.
-    pub fn ctrl_buffers(&self) -> &MemoryRegion {
-        self.endpoint.ctrl()
-    }
-
-    /// The connection's RC queue pair.
-    pub fn queue_pair(&self) -> &QueuePair {
-        self.endpoint.qp()
-    }
-
-    /// The completion queue of both the send and the receive side.
-    pub fn completion_queue(&self) -> &Arc<CompletionQueue> {
-        self.endpoint.cq()
-    }
-
-    /// True once the connection is known to be closed.
-    pub fn is_closed(&self) -> bool {
-        self.endpoint.is_closed()
-    }
-
-    /// Waits up to `timeout` for the receiver to disconnect.
-    pub fn wait_disconnected(&mut self, timeout: Duration) -> Result<(), Error> {
-        self.endpoint.wait_disconnected(timeout)
-    }
-
     /// Disconnects, waits up to `timeout` for the confirmation, and frees everything.
     pub fn disconnect(mut self, timeout: Duration) -> Result<(), Error> {
         self.endpoint.disconnect(timeout)
+    }
+
+    /// The connection's CM id (for tests of the verbs layer).
+    pub fn cm_id(&self) -> std::sync::Arc<crate::verbs::CmId> {
+        std::sync::Arc::clone(self.endpoint.id())
     }
 }

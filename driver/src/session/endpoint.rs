@@ -1,14 +1,13 @@
 //! The verbs resources of one connection, shared by both roles: the CM id on its own event
-//! channel, PD, CQ with a completion channel, RC QP and the posted control receive buffers.
-//! The data memory (the receiver's ring, the sender's slots) is registered in its PD by the
-//! role and kept beside it, declared after it so that it is deregistered after the QP is gone.
+//! channel, PD, CQ with a completion channel, and the RC QP. Receive buffers, the ring and
+//! the slots are registered by the role in this connection's PD and kept beside it, declared
+//! after it so that they are deregistered after the QP is gone.
 
 use crate::verbs::{
-    Access, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, EventChannel,
-    MemoryRegion, ProtectionDomain, QpCaps, QueuePair,
+    Access, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, DeviceLimits,
+    EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QueuePair,
 };
 use crate::Error;
-use rdmaft_protocol::CTRL_MSG_MAX;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +26,10 @@ enum State {
 }
 
 /// One connection's resources. Fields drop in declaration order, children first: the QP,
-/// then registered memory, CQ (which holds its completion channel), PD, CM id and event
-/// channel (the `Arc`s inside the wrappers enforce the same order; the declaration order
-/// spells it out).
+/// then the CQ (which holds its completion channel), PD, CM id and event channel.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     qp: QueuePair,
-    ctrl: MemoryRegion,
     cq: Arc<CompletionQueue>,
     pd: Arc<ProtectionDomain>,
     id: Arc<CmId>,
@@ -43,30 +39,27 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// The device limits of `id`'s context (it must be bound to a device already).
+    pub(crate) fn device_limits(id: &Arc<CmId>) -> Result<DeviceLimits, Error> {
+        id.context()?.limits()
+    }
+
     /// Creates PD, completion channel, CQ and an RC QP on `id` (whose events arrive on
-    /// `events`), registers `recv_bufs` control buffers of [`CTRL_MSG_MAX`] bytes and posts
-    /// a receive on each (work request id = buffer index). `send_wr` sizes the send queue.
+    /// `events`) with room for `send_wr` sends and `recv_wr` receives.
     pub(crate) fn new(
         id: Arc<CmId>,
         events: Arc<EventChannel>,
         send_wr: u32,
-        recv_bufs: u32,
+        recv_wr: u32,
     ) -> Result<Self, Error> {
         let ctx = id.context()?;
         let device = ctx.device_name();
         let pd = ProtectionDomain::new(&ctx)?;
         let comp = CompletionChannel::new(&ctx)?;
         let cq_entries = send_wr
-            .checked_add(recv_bufs)
+            .checked_add(recv_wr)
             .ok_or_else(|| Error::invalid("Endpoint::new", "queue sizes overflow"))?;
         let cq = CompletionQueue::new(&ctx, cq_entries, Some(&comp))?;
-        // Registered before the QP is created: locals drop in reverse order of declaration,
-        // so if posting a receive fails below, the QP is destroyed before `ctrl` is
-        // deregistered (the rule everywhere: QP first, then its MRs, CQ and PD).
-        let ctrl_len = (recv_bufs as usize)
-            .checked_mul(CTRL_MSG_MAX)
-            .ok_or_else(|| Error::invalid("Endpoint::new", "control buffers overflow"))?;
-        let ctrl = MemoryRegion::new(&pd, ctrl_len, Access::LOCAL_WRITE)?;
         let qp = QueuePair::create(
             &id,
             &pd,
@@ -74,16 +67,12 @@ impl Endpoint {
             &cq,
             QpCaps {
                 max_send_wr: send_wr,
-                max_recv_wr: recv_bufs,
+                max_recv_wr: recv_wr,
                 ..QpCaps::default()
             },
         )?;
-        for i in 0..recv_bufs as usize {
-            qp.post_recv(i as u64, &ctrl, i * CTRL_MSG_MAX..(i + 1) * CTRL_MSG_MAX)?;
-        }
         Ok(Endpoint {
             qp,
-            ctrl,
             cq,
             pd,
             id,
@@ -122,20 +111,36 @@ impl Endpoint {
         &self.cq
     }
 
-    pub(crate) fn ctrl(&self) -> &MemoryRegion {
-        &self.ctrl
-    }
-
     pub(crate) fn device(&self) -> &str {
         &self.device
     }
 
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.id.local_addr()
-    }
-
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         self.id.peer_addr()
+    }
+
+    /// Asks for the connection to close (`rdma_disconnect`) without waiting: the QP goes to
+    /// the error state, posted work is flushed, and a DISCONNECTED event follows.
+    pub(crate) fn request_disconnect(&mut self) {
+        if self.state == State::Connected {
+            let _ = self.id.disconnect();
+            self.state = State::Disconnecting;
+        }
+    }
+
+    /// The next connection event, without waiting; a DISCONNECTED is answered (the CM expects
+    /// the peer's disconnect request to be answered) and marks the connection closed.
+    pub(crate) fn poll_event(&mut self) -> Result<Option<CmEventKind>, Error> {
+        let Some(e) = self.events.get_event(Duration::ZERO)? else {
+            return Ok(None);
+        };
+        if e.kind == CmEventKind::Disconnected {
+            if self.state == State::Connected {
+                let _ = self.id.disconnect();
+            }
+            self.state = State::Closed;
+        }
+        Ok(Some(e.kind))
     }
 
     /// True once a DISCONNECTED event was seen.
@@ -204,7 +209,7 @@ impl Drop for Endpoint {
 /// The next connection event on `ch` before `deadline`, skipping TIMEWAIT_EXIT (which says
 /// nothing about the connection's state); a timeout is an error naming `what`, with `total`
 /// as the time waited.
-pub(crate) fn next_event(
+pub fn next_event(
     ch: &Arc<EventChannel>,
     deadline: Instant,
     total: Duration,

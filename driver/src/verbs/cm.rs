@@ -59,9 +59,18 @@ impl EventChannel {
         Ok(chan)
     }
 
-    /// Takes the lock that orders librdmacm's writes of id fields against our reads.
-    fn lock_fields(&self) -> MutexGuard<'_, ()> {
+    /// Takes the lock that orders librdmacm's writes of id fields against our reads, and the
+    /// calls that read `id->qp` (connect, accept, disconnect) against `rdma_destroy_qp`,
+    /// which frees the QP and clears that field.
+    pub(crate) fn lock_fields(&self) -> MutexGuard<'_, ()> {
         self.fields.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The channel's fd, borrowed for as long as the channel lives.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the channel owns the fd and closes it only when destroyed, after every
+        // borrow of it has ended.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd()) }
     }
 
     /// The channel's fd (for an external `poll`/`epoll` loop).
@@ -512,7 +521,9 @@ impl CmId {
 
     /// The local port (host order) after bind/resolve (`rdma_get_src_port`).
     pub fn local_port(&self) -> u16 {
-        // SAFETY: the id is live.
+        let _fields = self.channel.lock_fields();
+        // SAFETY: the id is live; rdma_get_src_port reads the id's address fields, which
+        // librdmacm writes only under the channel's `fields` lock (held here).
         u16::from_be(unsafe { rdma_get_src_port(self.ptr.as_ptr()) })
     }
 
@@ -561,7 +572,10 @@ impl CmId {
     /// `Unreachable`, `ConnectError`). Private data ≤ [`MAX_CONNECT_PRIVATE_DATA`].
     pub fn connect(&self, params: &ConnParams<'_>) -> Result<(), Error> {
         let mut raw = params.to_raw("rdma_connect", MAX_CONNECT_PRIVATE_DATA)?;
+        let _fields = self.channel.lock_fields();
         // SAFETY: the id is live; `raw` and the private data it points to outlive the call.
+        // rdma_connect reads `id->qp`, which rdma_destroy_qp frees and clears: the `fields`
+        // lock (also taken by QueuePair::drop) keeps them apart.
         if unsafe { rdma_connect(self.ptr.as_ptr(), &mut raw) } != 0 {
             return Err(Error::last_os("rdma_connect"));
         }
@@ -572,7 +586,9 @@ impl CmId {
     /// gets `Established`. Private data ≤ [`MAX_ACCEPT_PRIVATE_DATA`].
     pub fn accept(&self, params: &ConnParams<'_>) -> Result<(), Error> {
         let mut raw = params.to_raw("rdma_accept", MAX_ACCEPT_PRIVATE_DATA)?;
-        // SAFETY: the id is live; `raw` and the private data it points to outlive the call.
+        let _fields = self.channel.lock_fields();
+        // SAFETY: the id is live; `raw` and the private data it points to outlive the call;
+        // `id->qp` is read under the `fields` lock, as in connect.
         if unsafe { rdma_accept(self.ptr.as_ptr(), &mut raw) } != 0 {
             return Err(Error::last_os("rdma_accept"));
         }
@@ -608,7 +624,9 @@ impl CmId {
     /// Disconnects (`rdma_disconnect`): moves the QP to the error state (posted work is
     /// flushed) and both sides get a `Disconnected` event.
     pub fn disconnect(&self) -> Result<(), Error> {
-        // SAFETY: the id is live.
+        let _fields = self.channel.lock_fields();
+        // SAFETY: the id is live; rdma_disconnect moves `id->qp` to the error state, read
+        // under the `fields` lock so that the QP cannot be destroyed meanwhile.
         if unsafe { rdma_disconnect(self.ptr.as_ptr()) } != 0 {
             return Err(Error::last_os("rdma_disconnect"));
         }
@@ -708,6 +726,14 @@ impl CmId {
         self.has_qp
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Runs `f` holding the lock that keeps the id's QP from being destroyed (tests use it
+    /// to check that [`QueuePair`](super::QueuePair)'s drop waits for it).
+    #[doc(hidden)]
+    pub fn with_qp_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _fields = self.channel.lock_fields();
+        f()
     }
 
     /// Marks the id's QP as destroyed.

@@ -9,7 +9,7 @@ use rdma_sys::{
     ibv_wc, ibv_wc_flags, ibv_wc_opcode, ibv_wc_status, ibv_wc_status_str,
 };
 use std::fmt;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,15 +180,34 @@ impl CompletionQueue {
     /// never blocks on unacknowledged events. The CQ must have been armed with
     /// [`req_notify`](Self::req_notify); errors if the CQ has no channel.
     pub fn wait_event(&self, timeout: Duration) -> Result<bool, Error> {
-        let chan = self.channel.as_ref().ok_or_else(|| {
+        let chan = self.channel()?;
+        if !wait_readable(chan.fd(), timeout)? {
+            return Ok(false);
+        }
+        self.take_events()
+    }
+
+    /// The completion channel's fd, to wait on beside other fds; errors if the CQ has none.
+    pub fn channel_as_fd(&self) -> Result<BorrowedFd<'_>, Error> {
+        let fd = self.channel()?.fd();
+        // SAFETY: the channel (held by this CQ, which the borrow keeps alive) owns the fd and
+        // closes it only when destroyed, after every borrow of the CQ has ended.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    fn channel(&self) -> Result<&Arc<CompletionChannel>, Error> {
+        self.channel.as_ref().ok_or_else(|| {
             Error::invalid(
                 "wait_event",
                 "the completion queue has no completion channel",
             )
-        })?;
-        if !wait_readable(chan.fd(), timeout)? {
-            return Ok(false);
-        }
+        })
+    }
+
+    /// Reads and acknowledges the events waiting on the channel without blocking; `true` if
+    /// there were any. Re-arm with [`req_notify`](Self::req_notify) and poll afterwards.
+    pub fn take_events(&self) -> Result<bool, Error> {
+        let chan = self.channel()?;
         let mut got = false;
         loop {
             let mut cq: *mut ibv_cq = ptr::null_mut();

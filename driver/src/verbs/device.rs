@@ -4,8 +4,8 @@ use super::c_str_lossy;
 use super::cm::CmId;
 use crate::Error;
 use rdma_sys::{
-    ibv_close_device, ibv_context, ibv_device, ibv_free_device_list, ibv_get_device_list,
-    ibv_get_device_name, ibv_open_device,
+    ibv_close_device, ibv_context, ibv_device, ibv_device_attr, ibv_free_device_list,
+    ibv_get_device_list, ibv_get_device_name, ibv_open_device, ibv_query_device,
 };
 use std::fmt;
 use std::marker::PhantomData;
@@ -153,6 +153,19 @@ impl fmt::Debug for Device<'_> {
     }
 }
 
+/// What a device allows, from `ibv_query_device`: window and queue depths are clamped to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Most work requests one queue of a QP may hold.
+    pub max_qp_wr: u32,
+    /// Most entries a completion queue may have.
+    pub max_cqe: u32,
+    /// Most scatter/gather entries per work request.
+    pub max_sge: u32,
+    /// Largest memory region.
+    pub max_mr_size: u64,
+}
+
 /// Who is responsible for closing the `ibv_context`.
 enum Owner {
     /// We opened it: `ibv_close_device` on drop.
@@ -188,6 +201,25 @@ impl Context {
     /// The raw pointer, for the sibling wrappers.
     pub(crate) fn as_ptr(&self) -> *mut ibv_context {
         self.ptr.as_ptr()
+    }
+
+    /// The device's limits that size a connection (`ibv_query_device`).
+    pub fn limits(&self) -> Result<DeviceLimits, Error> {
+        // SAFETY: ibv_device_attr is plain data (integers and a char array); all-zero is a
+        // valid value for the call to overwrite.
+        let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: the context is live and `attr` is a valid out-pointer.
+        let rc = unsafe { ibv_query_device(self.ptr.as_ptr(), &mut attr) };
+        if rc != 0 {
+            return Err(Error::from_ret("ibv_query_device", rc));
+        }
+        let positive = |v: i32| u32::try_from(v).unwrap_or(0);
+        Ok(DeviceLimits {
+            max_qp_wr: positive(attr.max_qp_wr),
+            max_cqe: positive(attr.max_cqe),
+            max_sge: positive(attr.max_sge),
+            max_mr_size: attr.max_mr_size,
+        })
     }
 
     /// The name of the device this context belongs to.

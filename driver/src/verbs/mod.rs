@@ -25,16 +25,26 @@ mod device;
 mod mr;
 mod pd;
 mod qp;
+mod slots;
 
+// The crate uses some of these; the `internals` feature exposes all of them.
+#[allow(unused_imports)]
 pub use cm::{
     CmEvent, CmEventKind, CmId, ConnParams, EventChannel, IdToken, MAX_ACCEPT_PRIVATE_DATA,
     MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA,
 };
+#[allow(unused_imports)]
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
-pub use device::{select_device, Context, Device, DeviceList};
-pub use mr::{Access, AlignedBuf, MemoryRegion, RemoteBuffer};
+#[allow(unused_imports)]
+pub use device::{select_device, Context, Device, DeviceLimits, DeviceList};
+#[allow(unused_imports)]
+pub use mr::{memlock_limit, Access, AlignedBuf, MemoryRegion, RemoteBuffer};
+#[allow(unused_imports)]
 pub use pd::ProtectionDomain;
+#[allow(unused_imports)]
 pub use qp::{QpCaps, QueuePair};
+#[allow(unused_imports)]
+pub use slots::{Backing, Slot, SlotArea};
 
 use crate::Error;
 use std::os::fd::RawFd;

@@ -5,6 +5,7 @@ use crate::Error;
 use rdma_sys::{ibv_access_flags, ibv_dereg_mr, ibv_mr, ibv_reg_mr};
 use std::alloc::{self, Layout};
 use std::fmt;
+use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -51,6 +52,16 @@ impl AlignedBuf {
         self.layout.size()
     }
 
+    /// A placeholder owning nothing (what a leaked buffer is replaced with): dropping it
+    /// frees nothing.
+    fn dangling() -> Self {
+        AlignedBuf {
+            ptr: NonNull::dangling(),
+            // An empty layout: Drop sees size 0 and skips the deallocation.
+            layout: Layout::new::<()>(),
+        }
+    }
+
     /// Always false (zero-length buffers are refused); here for API symmetry.
     pub fn is_empty(&self) -> bool {
         self.layout.size() == 0
@@ -81,6 +92,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.layout.size() == 0 {
+            return; // `dangling()`: nothing was allocated
+        }
         // SAFETY: allocated in with_alignment with exactly this layout, freed once.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
@@ -142,6 +156,7 @@ pub struct RemoteBuffer {
 pub struct MemoryRegion {
     mr: NonNull<ibv_mr>,
     buf: AlignedBuf,
+    access: Access,
     pd: Arc<ProtectionDomain>,
 }
 
@@ -160,10 +175,11 @@ impl MemoryRegion {
         // SAFETY: `pd` is live; the buffer is `len` bytes we own and keep (in the returned
         // value) until after ibv_dereg_mr in Drop.
         let raw = unsafe { ibv_reg_mr(pd.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), flags) };
-        let mr = NonNull::new(raw).ok_or_else(|| Error::last_os("ibv_reg_mr"))?;
+        let mr = NonNull::new(raw).ok_or_else(|| registration_error(len))?;
         Ok(MemoryRegion {
             mr,
             buf,
+            access,
             pd: Arc::clone(pd),
         })
     }
@@ -207,6 +223,66 @@ impl MemoryRegion {
     /// The PD the region is registered in.
     pub fn pd(&self) -> &Arc<ProtectionDomain> {
         &self.pd
+    }
+
+    /// What the NIC may do with the region.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Writes `range` of the region to `file` at `file_offset` (`pwrite`, repeated until all
+    /// is written), straight from the registered memory.
+    ///
+    /// The kernel reads the bytes; no Rust reference to them is formed, so a peer writing the
+    /// region meanwhile (which a correct one never does) only changes what lands in the file.
+    pub fn write_to_file(
+        &self,
+        range: Range<usize>,
+        file: &std::fs::File,
+        file_offset: u64,
+    ) -> std::io::Result<()> {
+        check_range(
+            "MemoryRegion::write_to_file",
+            range.start,
+            range.len(),
+            self.len(),
+        )
+        .map_err(std::io::Error::other)?;
+        let mut done = 0usize;
+        while done < range.len() {
+            let at = file_offset
+                .checked_add(done as u64)
+                .and_then(|o| i64::try_from(o).ok())
+                .ok_or_else(|| std::io::Error::other("file offset overflows off_t"))?;
+            // SAFETY: `range.start + done .. range.end` lies inside the live buffer (checked
+            // above); pwrite only reads it. `file` is an open descriptor for the call.
+            let n = unsafe {
+                libc::pwrite(
+                    std::os::fd::AsRawFd::as_raw_fd(file),
+                    self.buf.as_ptr().add(range.start + done).cast(),
+                    range.len() - done,
+                    at,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// The address of byte `offset`, for the slot handles of this module.
+    pub(super) fn ptr_at(&self, offset: usize) -> *mut u8 {
+        // In bounds by the callers' checks; wrapping_add never creates UB by itself.
+        self.buf.ptr.as_ptr().wrapping_add(offset)
     }
 
     /// Copies `dst.len()` bytes starting at `offset` out of the region.
@@ -254,6 +330,36 @@ impl MemoryRegion {
     }
 }
 
+/// The error for a failed `ibv_reg_mr` of `len` bytes: when the locked-memory limit is below
+/// what is needed (the usual cause of `ENOMEM` for non-root users), an error that names both.
+fn registration_error(len: usize) -> Error {
+    let err = Error::last_os("ibv_reg_mr");
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if matches!(
+        errno,
+        Some(libc::ENOMEM) | Some(libc::EPERM) | Some(libc::EAGAIN)
+    ) {
+        if let Some(limit) = memlock_limit() {
+            if (len as u64) > limit {
+                return Error::MemlockLimit {
+                    limit,
+                    needed: len as u64,
+                };
+            }
+        }
+    }
+    err
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when unlimited or unknown.
+pub fn memlock_limit() -> Option<u64> {
+    // SAFETY: rlimit is plain data; all-zero is valid for getrlimit to overwrite.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a valid out-pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
 /// Checks that `len` bytes at `offset` lie inside a region of `total` bytes (overflow-safe).
 fn check_range(what: &'static str, offset: usize, len: usize, total: usize) -> Result<(), Error> {
     match offset.checked_add(len) {
@@ -268,8 +374,14 @@ fn check_range(what: &'static str, offset: usize, len: usize, total: usize) -> R
 impl Drop for MemoryRegion {
     fn drop(&mut self) {
         // SAFETY: deregistered once, before `buf` is freed (fields drop after this body) and
-        // while the PD is alive (we hold an Arc). Errors cannot be acted on here.
-        unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+        // while the PD is alive (we hold an Arc).
+        let rc = unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+        if rc != 0 {
+            // Still registered: the NIC may yet write into the buffer, so it must never go
+            // back to the allocator. Leaking it is the only safe choice left.
+            let buf = std::mem::replace(&mut self.buf, AlignedBuf::dangling());
+            std::mem::forget(buf);
+        }
     }
 }
 
@@ -277,6 +389,7 @@ impl fmt::Debug for MemoryRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryRegion")
             .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("access", &self.access)
             .field("len", &self.len())
             .field("lkey", &self.lkey())
             .field("rkey", &self.rkey())

@@ -218,6 +218,45 @@ impl QueuePair {
         Ok(())
     }
 
+    /// Posts a receive without a buffer (`ibv_post_recv` with no scatter entry). It completes
+    /// for an incoming RDMA WRITE WITH IMM, whose data went to the written address; an
+    /// incoming SEND with data would fail it with a length error.
+    pub fn post_recv_bufferless(&self, wr_id: u64) -> Result<(), Error> {
+        let mut wr = ibv_recv_wr {
+            wr_id,
+            next: ptr::null_mut(),
+            sg_list: ptr::null_mut(),
+            num_sge: 0,
+        };
+        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+        // SAFETY: the QP is live; `wr` is valid for the call (the provider copies it) and
+        // names no memory at all.
+        let rc = unsafe { ibv_post_recv(self.qp, &mut wr, &mut bad) };
+        if rc != 0 {
+            return Err(Error::from_ret("ibv_post_recv", rc));
+        }
+        Ok(())
+    }
+
+    /// Posts a zero-length RDMA WRITE WITH IMM to `remote` (`ibv_post_send` with no scatter
+    /// entry): the peer gets `imm` in a receive completion and no bytes change.
+    pub fn post_imm_only(
+        &self,
+        wr_id: u64,
+        remote: &RemoteBuffer,
+        imm: u32,
+        signaled: bool,
+    ) -> Result<(), Error> {
+        let target = (remote_target("post_imm_only", remote, 0, 0)?, remote.rkey);
+        self.post_wr(
+            wr_id,
+            None,
+            ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
+            signaled,
+            Some((target, imm)),
+        )
+    }
+
     /// Posts a SEND of `mr[range]` (`ibv_post_send`); the peer needs a posted receive.
     /// Unsignaled sends produce no completion unless they fail.
     pub fn post_send(
@@ -228,7 +267,7 @@ impl QueuePair {
         signaled: bool,
     ) -> Result<(), Error> {
         let sge = self.sge("post_send", mr, &range)?;
-        self.post_send_wr(wr_id, sge, ibv_wr_opcode::IBV_WR_SEND, signaled, None)
+        self.post_wr(wr_id, Some(sge), ibv_wr_opcode::IBV_WR_SEND, signaled, None)
     }
 
     /// Posts an RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`; the peer
@@ -249,30 +288,41 @@ impl QueuePair {
             remote_target("post_write_with_imm", remote, remote_offset, sge.length)?,
             remote.rkey,
         );
-        self.post_send_wr(
+        self.post_wr(
             wr_id,
-            sge,
+            Some(sge),
             ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
             signaled,
             Some((target, imm)),
         )
     }
 
-    fn post_send_wr(
+    /// Posts one send-queue work request: `sge` (none for a zero-length one), and for writes
+    /// the remote address, rkey and immediate.
+    fn post_wr(
         &self,
         wr_id: u64,
-        mut sge: ibv_sge,
+        sge: Option<ibv_sge>,
         opcode: u32,
         signaled: bool,
         write: Option<((u64, u32), u32)>,
     ) -> Result<(), Error> {
+        let mut sge = sge;
         // SAFETY: ibv_send_wr is plain data (integers, raw pointers, unions of those); the
         // all-zero value is valid and means "no next, no flags".
         let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
         wr.wr_id = wr_id;
         wr.next = ptr::null_mut();
-        wr.sg_list = &mut sge;
-        wr.num_sge = 1;
+        match sge.as_mut() {
+            Some(sge) => {
+                wr.sg_list = sge;
+                wr.num_sge = 1;
+            }
+            None => {
+                wr.sg_list = ptr::null_mut();
+                wr.num_sge = 0;
+            }
+        }
         wr.opcode = opcode;
         wr.send_flags = if signaled {
             ibv_send_flags::IBV_SEND_SIGNALED.0
@@ -286,8 +336,8 @@ impl QueuePair {
         }
         let mut bad: *mut ibv_send_wr = ptr::null_mut();
         // SAFETY: the QP is live; `wr` and `sge` are valid for the call (the provider copies
-        // them); the SGE lies inside a live MR of this QP's PD (checked). Remote addresses
-        // are checked by the peer's NIC against its rkey, not trusted here.
+        // them); the SGE, if any, lies inside a live MR of this QP's PD (checked). Remote
+        // addresses are checked by the peer's NIC against its rkey, not trusted here.
         let rc = unsafe { ibv_post_send(self.qp, &mut wr, &mut bad) };
         if rc != 0 {
             return Err(Error::from_ret("ibv_post_send", rc));
@@ -323,8 +373,14 @@ fn remote_target(
 
 impl Drop for QueuePair {
     fn drop(&mut self) {
+        // rdma_destroy_qp frees the QP and clears `id->qp`, which rdma_connect, rdma_accept
+        // and rdma_disconnect read: another thread holding the id may be inside one of them.
+        // They all run under the channel's `fields` lock, so taking it here orders the free
+        // after them (and them after it, when they then find no QP).
+        let _fields = self.id.channel().lock_fields();
         // SAFETY: the QP is destroyed once, through its own id, while the id, PD and CQs are
-        // still alive (we hold Arcs; they drop after this body).
+        // still alive (we hold Arcs; they drop after this body), and no librdmacm call that
+        // reads `id->qp` runs concurrently (the lock above).
         unsafe { rdma_destroy_qp(self.id.as_ptr()) };
         self.id.release_qp();
     }

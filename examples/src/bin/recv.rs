@@ -1,107 +1,156 @@
-//! `recv`: listen for rdmaft senders and receive their files into a directory.
+//! `recv`: receive files from rdmaft senders (`send`) over RDMA into a directory.
 //!
-//! The connection set-up and the handshake (buffer-size negotiation) are implemented; the
-//! file data path is not yet. Each accepted connection is reported with the negotiated
-//! parameters and then held until the sender disconnects (or `--idle-timeout` passes).
-//! A rejected handshake is reported and `recv` keeps serving.
+//! ```text
+//! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
+//!      [--key-file FILE] [--require-digest] [--no-clobber] [--fsync]
+//! ```
+//! Serves any number of senders at once and prints one line per received entry. With
+//! `--once` it exits after the first connection ends: status 0 only if every entry of it
+//! arrived verified. Ctrl-C stops cleanly (senders are told, nothing unverified is left).
 
 use clap::Parser;
-use rdmaft::session::{self, Listener, DEFAULT_PORT, DEFAULT_WINDOW};
-use rdmaft::Error;
-use rdmaft_examples::{
-    addr_or_unknown, describe, parse_buffer_size, parse_window, ADDR_ENV, EXIT_FAILURE,
+use rdmaft::{
+    ConnectionReport, Existing, Key, ReceivedOutcome, Receiver, ReceiverOptions, DEFAULT_PORT,
+    DEFAULT_WINDOW,
 };
-use std::net::{IpAddr, SocketAddr};
+use rdmaft_examples::{
+    human_bytes, parse_buffer_size, parse_target, parse_window, ADDR_ENV, EXIT_FAILURE,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Receive files from rdmaft senders (`send`) over RDMA.
+/// Receive files from rdmaft senders over RDMA.
 #[derive(Parser, Debug)]
 #[command(name = "recv", version)]
 struct Args {
-    /// Address to listen on: an IP address of an RDMA device (0.0.0.0 = all devices).
+    /// Where to listen: ADDR or ADDR:PORT, an IP address of an RDMA device (0.0.0.0 = all
+    /// devices); port 15000 by default.
     #[arg(short, long, env = ADDR_ENV, default_value = "0.0.0.0")]
-    addr: IpAddr,
-    /// Port to listen on.
-    #[arg(short, long, default_value_t = DEFAULT_PORT)]
-    port: u16,
-    /// Directory to receive files into.
+    listen: String,
+    /// Directory to receive into (must exist).
     #[arg(short, long, default_value = ".")]
     dir: PathBuf,
-    /// Largest buffer (chunk) size, e.g. 4096, 64K, 1M, 1G; both sides use the smaller.
+    /// Largest buffer (chunk) size, e.g. 64K, 1M; both sides use the smaller.
     #[arg(short, long, default_value = "1M", value_parser = parse_buffer_size)]
     buffer_size: u32,
     /// Most chunks in flight; both sides use the smaller.
     #[arg(short, long, default_value_t = DEFAULT_WINDOW, value_parser = parse_window)]
     window: u32,
-    /// Exit after one accepted connection (rejected handshakes do not count).
+    /// Exit after the first connection ends (status 0 only if all its files arrived).
     #[arg(long)]
     once: bool,
-    /// Seconds an accepted connection may stay idle before recv closes it.
-    #[arg(long, default_value_t = 60)]
+    /// Pre-shared key file: senders must prove the same key.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Refuse senders that cannot send digests, and files without one.
+    #[arg(long)]
+    require_digest: bool,
+    /// Refuse files whose name exists already (default: replace them).
+    #[arg(long)]
+    no_clobber: bool,
+    /// fsync each file before publishing it.
+    #[arg(long)]
+    fsync: bool,
+    /// Seconds without any sign of a sender before its connection is closed.
+    #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
 }
 
-/// How often the accept loop wakes up.
-const POLL: Duration = Duration::from_secs(1);
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(code) | Err(code) => ExitCode::from(code as u8),
-    }
-}
-
-fn run(args: &Args) -> Result<i32, i32> {
-    let dir_ok = std::fs::metadata(&args.dir).map(|m| m.is_dir());
-    match dir_ok {
-        Ok(true) => {}
-        Ok(false) => return Err(fail(format!("{} is not a directory", args.dir.display()))),
-        Err(e) => return Err(fail(format!("cannot use {}: {e}", args.dir.display()))),
-    }
-    let params = session::receiver_params(args.buffer_size, args.window);
-    let listener = Listener::bind(SocketAddr::new(args.addr, args.port), params)
-        .map_err(|e| fail(format!("cannot listen on {}:{}: {e}", args.addr, args.port)))?;
-    println!(
-        "listening on {} (device {}): buffer {} B, window {}, into {}",
-        listener.local_addr(),
-        listener.device_name().as_deref().unwrap_or("any"),
-        args.buffer_size,
-        args.window,
-        args.dir.display()
-    );
-    loop {
-        match listener.try_accept(POLL) {
-            Ok(None) => {}
-            Ok(Some(mut conn)) => {
-                let peer = addr_or_unknown(conn.peer_addr());
-                println!("accepted {peer}: {}", describe(conn.negotiated()));
-                eprintln!(
-                    "recv: file data transfer is not implemented yet; waiting for {peer} to \
-                     disconnect"
-                );
-                match conn.wait_disconnected(Duration::from_secs(args.idle_timeout)) {
-                    Ok(()) => println!("closed {peer}"),
-                    Err(e) => {
-                        eprintln!("recv: {peer}: {e}; closing the connection");
-                        let _ = conn.disconnect(Duration::from_secs(5));
-                    }
-                }
-                if args.once {
-                    return Ok(0);
-                }
-            }
-            Err(Error::RequestRejected { peer, reason }) => {
-                println!("rejected {}: {reason}", addr_or_unknown(peer));
-            }
-            Err(e @ Error::ListenerFailed(_)) => return Err(fail(e.to_string())),
-            Err(e) => eprintln!("recv: error: connection set-up failed: {e}"),
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
+            eprintln!("recv: error: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-fn fail(msg: String) -> i32 {
-    eprintln!("recv: error: {msg}");
-    EXIT_FAILURE
+fn run(args: Args) -> Result<bool, String> {
+    let listen = parse_target(&args.listen, DEFAULT_PORT)?;
+    let key = match &args.key_file {
+        Some(p) => Some(Key::from_file(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if key.is_none() {
+        eprintln!(
+            "recv: warning: no --key-file: anyone who can reach {listen} may write into {}",
+            args.dir.display()
+        );
+    }
+    let (ended, connections) = mpsc::channel::<ConnectionReport>();
+    let mut options = ReceiverOptions::new(listen, args.dir.clone());
+    options.chunk_size = args.buffer_size;
+    options.window = args.window;
+    options.key = key;
+    options.require_digest = args.require_digest;
+    options.existing = if args.no_clobber {
+        Existing::Keep
+    } else {
+        Existing::Replace
+    };
+    options.fsync = args.fsync;
+    options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+    options.on_file = Some(Arc::new(|f| match &f.outcome {
+        ReceivedOutcome::Received => println!(
+            "recv: received {} ({}) from {}",
+            f.name,
+            human_bytes(f.size),
+            f.peer
+        ),
+        other => {
+            let why = match other {
+                ReceivedOutcome::Rejected(r) => format!("refused: {r}"),
+                ReceivedOutcome::Failed(s) => format!("failed: {s}"),
+                _ => "not finished".into(),
+            };
+            let detail = f
+                .detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            println!("recv: {} from {}: {why}{detail}", f.name, f.peer);
+        }
+    }));
+    options.on_connection = Some(Arc::new(move |r: &ConnectionReport| {
+        let _ = ended.send(r.clone());
+    }));
+    let receiver = Receiver::start(options).map_err(|e| e.to_string())?;
+    eprintln!(
+        "recv: listening on {} (port {}), writing into {}",
+        receiver.local_addr().ip(),
+        receiver.local_addr().port(),
+        args.dir.display()
+    );
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let _ = ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    });
+    let mut ok = true;
+    loop {
+        if stop_rx.try_recv().is_ok() {
+            eprintln!("recv: stopping");
+            break;
+        }
+        match connections.recv_timeout(Duration::from_millis(200)) {
+            Ok(report) => {
+                if let Some(e) = &report.error {
+                    eprintln!("recv: connection ended: {e}");
+                }
+                if args.once {
+                    ok = report.all_ok();
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    receiver.stop();
+    Ok(ok)
 }

@@ -1,82 +1,167 @@
-//! `send ADDR FILE`: connect to an rdmaft receiver and send FILE over RDMA.
+//! `send`: send files and directory trees to an rdmaft receiver (`recv`) over RDMA.
 //!
-//! The connection set-up and the handshake (buffer-size negotiation) are implemented; the
-//! file data path is not yet. After a successful handshake `send` says so on stderr and exits
-//! with status 3: the file was NOT sent.
+//! ```text
+//! send [--buffer-size SIZE] [--window N] [--key-file FILE] [--digest xxh3|blake3|none]
+//!      HOST[:PORT] PATH...
+//! ```
+//! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
+//! the last line sums up files, bytes, seconds and MB/s. Exit status 0 only if every file
+//! was verified by the receiver; 1 otherwise (each problem is named), 2 on bad usage.
 
 use clap::Parser;
-use rdmaft::session::{self, DEFAULT_PORT, DEFAULT_WINDOW};
-use rdmaft_examples::{
-    addr_or_unknown, describe, parse_buffer_size, parse_window, resolve, EXIT_FAILURE,
-    EXIT_NOT_IMPLEMENTED,
-};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rdmaft::protocol::DigestKind;
+use rdmaft::{send, FileOutcome, Key, SendOptions, DEFAULT_PORT, DEFAULT_WINDOW};
+use rdmaft_examples::{human_bytes, parse_buffer_size, parse_target, parse_window, EXIT_FAILURE};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Send a file to an rdmaft receiver (`recv`) over RDMA.
+/// Send files and directory trees to an rdmaft receiver over RDMA.
 #[derive(Parser, Debug)]
 #[command(name = "send", version)]
 struct Args {
-    /// The receiver's address (an IP address of its RDMA device, or a host name).
-    addr: String,
-    /// The file to send (a readable regular file).
-    file: PathBuf,
-    /// The receiver's port.
-    #[arg(short, long, default_value_t = DEFAULT_PORT)]
-    port: u16,
-    /// Buffer (chunk) size, e.g. 4096, 64K, 1M, 1G; both sides use the smaller of theirs.
+    /// Buffer (chunk) size to propose, e.g. 64K, 1M; both sides use the smaller.
     #[arg(short, long, default_value = "1M", value_parser = parse_buffer_size)]
     buffer_size: u32,
-    /// Chunks in flight; both sides use the smaller of theirs.
+    /// Chunks in flight to propose; both sides use the smaller.
     #[arg(short, long, default_value_t = DEFAULT_WINDOW, value_parser = parse_window)]
     window: u32,
-    /// Seconds to wait for the connection to be set up.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+    /// Pre-shared key file: the receiver must prove the same key.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Digest that verifies each file.
+    #[arg(long, default_value = "xxh3", value_parser = parse_digest)]
+    digest: DigestKind,
+    /// Seconds without any sign of the receiver before giving up.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout: u64,
+    /// The receiver: HOST or HOST:PORT (port 15000 by default).
+    target: String,
+    /// Files and directories to send.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn parse_digest(text: &str) -> Result<DigestKind, String> {
+    match text {
+        "xxh3" | "xxh3-128" => Ok(DigestKind::Xxh3_128),
+        "blake3" => Ok(DigestKind::Blake3),
+        "none" => Ok(DigestKind::None),
+        _ => Err(format!("unknown digest {text:?}: use xxh3, blake3 or none")),
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(code) | Err(code) => ExitCode::from(code as u8),
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
+            eprintln!("send: error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
-/// Returns the exit status; every connection resource is dropped before it returns.
-fn run(args: &Args) -> Result<i32, i32> {
-    check_file(&args.file).map_err(fail)?;
-    let addr = resolve(&args.addr, args.port).map_err(fail)?;
-    let params = session::sender_params(args.buffer_size, args.window);
-    let timeout = Duration::from_secs(args.timeout);
-    let conn = session::connect(addr, params, timeout).map_err(|e| fail(e.to_string()))?;
+fn run(args: Args) -> Result<bool, String> {
+    let target = parse_target(&args.target, DEFAULT_PORT)?;
+    let key = match &args.key_file {
+        Some(p) => Some(Key::from_file(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let bar = progress_bar();
+    let on_file_bar = bar.clone();
+    let options = SendOptions {
+        chunk_size: args.buffer_size,
+        window: args.window,
+        digest: args.digest,
+        key,
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        on_file: Some(Arc::new(move |f| {
+            let name = if f.name.is_empty() {
+                f.path.display().to_string()
+            } else {
+                f.name.clone()
+            };
+            let line = match &f.outcome {
+                FileOutcome::Sent => return,
+                FileOutcome::Skipped(why) => format!("send: skipped {name}: {why}"),
+                FileOutcome::Rejected(r) => format!("send: {name}: refused by the receiver: {r}"),
+                FileOutcome::Failed(s) => format!("send: {name}: failed at the receiver: {s}"),
+                FileOutcome::Unfinished => format!("send: {name}: not finished"),
+            };
+            on_file_bar.suspend(|| eprintln!("{line}"));
+        })),
+        ..SendOptions::default()
+    };
+    let handle = send(target, args.paths, options).map_err(|e| e.to_string())?;
+    let handle = Arc::new(std::sync::Mutex::new(Some(handle)));
+    {
+        let handle = Arc::clone(&handle);
+        // Ctrl-C: the receiver is told and nothing unverified stays behind there.
+        let _ = ctrlc::set_handler(move || {
+            if let Ok(h) = handle.lock() {
+                if let Some(h) = h.as_ref() {
+                    h.cancel();
+                }
+            }
+        });
+    }
+    loop {
+        let done = {
+            let guard = handle.lock().map_err(|_| "internal error".to_string())?;
+            let h = guard.as_ref().ok_or("internal error")?;
+            let p = h.progress();
+            bar.set_length(p.bytes_total.max(1));
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
+            h.is_finished()
+        };
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+    let h = handle
+        .lock()
+        .map_err(|_| "internal error".to_string())?
+        .take()
+        .ok_or("internal error")?;
+    let report = h.wait().map_err(|e| e.to_string())?;
+    let sent = report.files.iter().filter(|f| f.outcome.is_ok()).count();
+    let total = report.files.len();
     println!(
-        "connected to {} from {} on {}: {}",
-        addr,
-        addr_or_unknown(conn.local_addr()),
-        conn.device_name(),
-        describe(conn.negotiated())
+        "send: {sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}",
+        human_bytes(report.bytes),
+        report.bytes,
+        report.elapsed.as_secs_f64(),
+        report.mb_per_s(),
+        if report.bytes_resumed > 0 {
+            format!(", {} already there", human_bytes(report.bytes_resumed))
+        } else {
+            String::new()
+        }
     );
-    if let Err(e) = conn.disconnect(Duration::from_secs(5)) {
-        eprintln!("send: warning: disconnect: {e}");
+    if let Some(e) = &report.error {
+        eprintln!("send: error: {e}");
     }
-    eprintln!("send: handshake ok; file data transfer is not implemented yet");
-    Ok(EXIT_NOT_IMPLEMENTED)
+    Ok(report.all_ok())
 }
 
-/// The file must be a regular file we can open for reading.
-fn check_file(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     }
-    File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    Ok(())
-}
-
-fn fail(msg: String) -> i32 {
-    eprintln!("send: error: {msg}");
-    EXIT_FAILURE
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }

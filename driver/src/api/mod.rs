@@ -1,0 +1,4 @@
+//! The public API: sending ([`send`]) and receiving ([`recv`]).
+
+pub mod recv;
+pub mod send;

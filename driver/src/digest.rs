@@ -1,0 +1,101 @@
+//! File digests as PROTOCOL.md §4.4 defines them: XXH3-128 (seed 0, big-endian canonical
+//! form) through `xxhash-rust`, BLAKE3-256 (unkeyed) through `blake3`. Both are the reference
+//! crates of their algorithms, streaming and SIMD-accelerated.
+
+use rdmaft_protocol::{Digest, DigestKind};
+
+/// A digest being computed over a file's bytes, in order.
+pub(crate) enum Digester {
+    None,
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Digester {
+    pub(crate) fn new(kind: DigestKind) -> Self {
+        match kind {
+            DigestKind::None => Digester::None,
+            DigestKind::Xxh3_128 => Digester::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3::new())),
+            DigestKind::Blake3 => Digester::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Digester::None => {}
+            Digester::Xxh3(h) => h.update(bytes),
+            Digester::Blake3(h) => {
+                h.update(bytes);
+            }
+        }
+    }
+
+    /// The digest of everything given so far.
+    pub(crate) fn finish(&self) -> Digest {
+        let digest = match self {
+            Digester::None => return Digest::NONE,
+            Digester::Xxh3(h) => Digest::new(DigestKind::Xxh3_128, &h.digest128().to_be_bytes()),
+            Digester::Blake3(h) => Digest::new(DigestKind::Blake3, h.finalize().as_bytes()),
+        };
+        // The lengths match the kinds by construction.
+        digest.unwrap_or(Digest::NONE)
+    }
+}
+
+impl std::fmt::Debug for Digester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Digester::None => "Digester::None",
+            Digester::Xxh3(_) => "Digester::Xxh3",
+            Digester::Blake3(_) => "Digester::Blake3",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(d: &Digest) -> String {
+        d.value().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn digest(kind: DigestKind, parts: &[&[u8]]) -> Digest {
+        let mut d = Digester::new(kind);
+        for p in parts {
+            d.update(p);
+        }
+        d.finish()
+    }
+
+    /// The test vectors of PROTOCOL.md §4.4.
+    #[test]
+    fn protocol_test_vectors() {
+        let x = DigestKind::Xxh3_128;
+        assert_eq!(hex(&digest(x, &[])), "99aa06d3014798d86001c324468d497f");
+        assert_eq!(
+            hex(&digest(x, &[b"rdmaft"])),
+            "dff67004b5131cf54b3756e84e336e41"
+        );
+        let b = DigestKind::Blake3;
+        assert_eq!(
+            hex(&digest(b, &[])),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        assert_eq!(
+            hex(&digest(b, &[b"rdmaft"])),
+            "6147cc7a57fc4da452de2dba87b6f9451152f8dffc1d4fdf54612917bd9d173b"
+        );
+        assert_eq!(digest(DigestKind::None, &[b"x"]), Digest::NONE);
+    }
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31) as u8).collect();
+        for kind in [DigestKind::Xxh3_128, DigestKind::Blake3] {
+            let whole = digest(kind, &[&data]);
+            let parts = digest(kind, &[&data[..1], &data[1..4096], &data[4096..]]);
+            assert_eq!(whole, parts, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! An in-process connection: both links of one transfer in one process, for tests without
+//! RDMA and for the CPU benchmark (the copy a NIC's DMA would do is one `memcpy` here).
+//!
+//! It keeps the receive accounting of a real RC queue pair: the receiver has
+//! `window + ctrl_depth + 2` receives, the sender `ctrl_depth`, each used by an arriving
+//! write or message and given back when its completion is polled; arriving with none posted
+//! is an RNR and breaks the connection, as it would with `rnr_retry_count = 0`.
+
+use super::{RecvCompletion, RecvLink, Ring, SendCompletion, SendLink};
+use crate::handoff::{Wake, Waker};
+use crate::key::Key;
+use crate::session::ACK_RECEIVES;
+use crate::sync::lock_std as lock;
+use crate::verbs::{Slot, SlotArea};
+use crate::Error;
+use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN};
+use rdmaft_protocol::{
+    check_reply, negotiate, ChunkWrite, ControlWrite, Mac, Negotiated, Params, RingInfo,
+    RECEIVER_MSG_MAX,
+};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Where the fake ring pretends to live.
+const RING_ADDR: u64 = 0x1000_0000;
+
+/// A waker a thread can sleep on with a timeout.
+#[derive(Debug, Default)]
+pub(crate) struct LoopWake {
+    count: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl LoopWake {
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let c = lock(&self.count);
+        if *c != seen {
+            return;
+        }
+        let _ = self.cv.wait_timeout_while(c, timeout, |c| *c == seen);
+    }
+
+    fn count(&self) -> u64 {
+        *lock(&self.count)
+    }
+}
+
+impl Wake for LoopWake {
+    fn wake(&self) {
+        *lock(&self.count) += 1;
+        self.cv.notify_all();
+    }
+}
+
+/// The ring: plain memory behind a lock (the "DMA" copies in, the writer copies out).
+#[derive(Debug)]
+struct LoopRing(Mutex<Vec<u8>>);
+
+impl Ring for LoopRing {
+    fn copy_out(&self, offset: u64, dst: &mut [u8]) -> Result<(), Error> {
+        let ring = lock(&self.0);
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = at
+            .checked_add(dst.len())
+            .and_then(|end| ring.get(at..end))
+            .ok_or_else(|| Error::invalid("Ring::copy_out", "outside the ring"))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A message for the sender: its bytes and length.
+type Message = ([u8; RECEIVER_MSG_MAX], usize);
+
+/// The state both links share.
+#[derive(Debug)]
+struct Wire {
+    ring: Arc<LoopRing>,
+    /// Writes for the receiver, and its receives still posted.
+    to_receiver: Mutex<(VecDeque<(u32, u32)>, u32)>,
+    /// Messages for the sender, and its receives still posted.
+    to_sender: Mutex<(VecDeque<Message>, u32)>,
+    /// Set when either side closed or broke the connection (with why).
+    down: Mutex<Option<String>>,
+    sender_wake: Arc<LoopWake>,
+    receiver_wake: Arc<LoopWake>,
+}
+
+impl Wire {
+    fn break_with(&self, why: &str) {
+        lock(&self.down).get_or_insert_with(|| why.to_owned());
+        self.sender_wake.wake();
+        self.receiver_wake.wake();
+    }
+
+    fn broken(&self) -> Option<String> {
+        lock(&self.down).clone()
+    }
+}
+
+/// Both ends of an in-process connection, negotiated through the real handshake encoders.
+pub(crate) struct Pair {
+    pub(crate) sender: LoopSendLink,
+    pub(crate) sender_neg: Negotiated,
+    pub(crate) slots: SlotArea,
+    pub(crate) receiver: LoopRecvLink,
+    pub(crate) receiver_neg: Negotiated,
+}
+
+/// Connects a loopback pair: `sender` proposes, `receiver` decides.
+pub(crate) fn pair(
+    sender: &Params,
+    receiver: &Params,
+    sender_key: Option<&Key>,
+    receiver_key: Option<&Key>,
+) -> Result<Pair, Error> {
+    let mut sp = *sender;
+    let mut rp = *receiver;
+    if sender_key.is_some() {
+        sp.features |= rdmaft_protocol::Features::AUTH_PSK;
+    }
+    if receiver_key.is_some() {
+        rp.features |= rdmaft_protocol::Features::AUTH_PSK;
+    }
+    let mut hello = [0u8; HELLO_LEN];
+    sp.hello(crate::key::nonce()?)
+        .encode(&mut hello)
+        .map_err(|_| Error::invalid("loopback", "hello"))?;
+    let agreed = negotiate(&hello, &rp).map_err(|reason| Error::HandshakeRejected {
+        reason,
+        max_version: rdmaft_protocol::VERSION,
+    })?;
+    let ring = RingInfo {
+        addr: RING_ADDR,
+        len: agreed.ring_len(),
+        rkey: 1,
+    };
+    let rmac = receiver_key.map(|k| k as &dyn Mac);
+    let (receiver_neg, reply) = agreed
+        .accept(ring, crate::key::nonce()?, rmac)
+        .map_err(|e| Error::invalid("loopback", e.to_string()))?;
+    let mut accept = [0u8; ACCEPT_LEN];
+    reply
+        .encode(&mut accept)
+        .map_err(|_| Error::invalid("loopback", "accept"))?;
+    let smac = sender_key.map(|k| k as &dyn Mac);
+    let sender_neg = check_reply(&accept, &sp, &hello, smac).map_err(Error::Handshake)?;
+    let ring_len = usize::try_from(agreed.ring_len())
+        .map_err(|_| Error::invalid("loopback", "ring too large"))?;
+    let wire = Arc::new(Wire {
+        ring: Arc::new(LoopRing(Mutex::new(vec![0; ring_len]))),
+        to_receiver: Mutex::new((
+            VecDeque::new(),
+            receiver_neg.window + u32::from(receiver_neg.receiver_ctrl_depth) + ACK_RECEIVES,
+        )),
+        to_sender: Mutex::new((VecDeque::new(), u32::from(sender_neg.sender_ctrl_depth))),
+        down: Mutex::new(None),
+        sender_wake: Arc::new(LoopWake::default()),
+        receiver_wake: Arc::new(LoopWake::default()),
+    });
+    let slots = SlotArea::plain(sender_neg.chunk_size as usize, sender_neg.window)?;
+    Ok(Pair {
+        sender: LoopSendLink {
+            wire: Arc::clone(&wire),
+            local: VecDeque::new(),
+            closing: false,
+        },
+        sender_neg,
+        slots,
+        receiver: LoopRecvLink {
+            wire,
+            closing: false,
+        },
+        receiver_neg,
+    })
+}
+
+/// The sender's end.
+#[derive(Debug)]
+pub(crate) struct LoopSendLink {
+    wire: Arc<Wire>,
+    /// Completions of our own writes (they complete at once).
+    local: VecDeque<SendCompletion>,
+    closing: bool,
+}
+
+impl LoopSendLink {
+    /// Delivers a write into the receiver's queue, copying `bytes` to `offset` in the ring.
+    fn deliver(&mut self, imm: u32, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(why) = self.wire.broken() {
+            return Err(Error::ConnectionLost {
+                peer: "loopback receiver".into(),
+                detail: why,
+            });
+        }
+        {
+            let mut ring = lock(&self.wire.ring.0);
+            let at = usize::try_from(offset).unwrap_or(usize::MAX);
+            let dst = at
+                .checked_add(bytes.len())
+                .and_then(|end| ring.get_mut(at..end))
+                .ok_or_else(|| Error::invalid("loopback write", "outside the ring"))?;
+            dst.copy_from_slice(bytes);
+        }
+        let mut q = lock(&self.wire.to_receiver);
+        if q.1 == 0 {
+            drop(q);
+            self.wire
+                .break_with("RNR: the receiver had no receive posted");
+            return Err(Error::ConnectionLost {
+                peer: "loopback receiver".into(),
+                detail: "RNR: the receiver had no receive posted".into(),
+            });
+        }
+        q.1 -= 1;
+        q.0.push_back((imm, bytes.len() as u32));
+        drop(q);
+        self.wire.receiver_wake.wake();
+        Ok(())
+    }
+}
+
+impl SendLink for LoopSendLink {
+    fn post_control(&mut self, c: &ControlWrite, bytes: &[u8]) -> Result<(), Error> {
+        self.deliver(c.imm, c.remote_addr - RING_ADDR, bytes)?;
+        self.local.push_back(SendCompletion::Sent);
+        Ok(())
+    }
+
+    fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
+        self.deliver(imm, 0, &[])?;
+        self.local.push_back(SendCompletion::Sent);
+        Ok(())
+    }
+
+    fn post_chunk(&mut self, w: &ChunkWrite, slot: &Slot) -> Result<(), Error> {
+        let bytes = slot
+            .bytes()
+            .get(..w.len as usize)
+            .ok_or_else(|| Error::invalid("loopback chunk", "longer than the slot's data"))?;
+        self.deliver(w.imm, w.remote_addr - RING_ADDR, bytes)?;
+        self.local.push_back(SendCompletion::ChunkDone(w.seq));
+        Ok(())
+    }
+
+    fn send_room(&self) -> usize {
+        usize::MAX
+    }
+
+    fn is_idle(&self) -> bool {
+        true
+    }
+
+    fn poll(&mut self, out: &mut Vec<SendCompletion>) -> Result<(), Error> {
+        out.extend(self.local.drain(..));
+        let mut q = lock(&self.wire.to_sender);
+        while let Some((bytes, len)) = q.0.pop_front() {
+            q.1 += 1; // reposted
+            out.push(SendCompletion::Message(bytes, len));
+        }
+        drop(q);
+        if out.is_empty() && !self.closing {
+            if let Some(why) = self.wire.broken() {
+                return Err(Error::ConnectionLost {
+                    peer: "loopback receiver".into(),
+                    detail: why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        let seen = self.wire.sender_wake.count();
+        if !self.local.is_empty() || !lock(&self.wire.to_sender).0.is_empty() {
+            return Ok(());
+        }
+        self.wire.sender_wake.wait(seen, timeout);
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        self.wire.sender_wake.clone()
+    }
+
+    fn close(&mut self) {
+        self.closing = true;
+        self.wire.break_with("the sender disconnected");
+    }
+
+    fn is_down(&mut self) -> bool {
+        self.wire.broken().is_some()
+    }
+
+    fn peer(&self) -> String {
+        "loopback receiver".into()
+    }
+}
+
+/// The receiver's end.
+#[derive(Debug)]
+pub(crate) struct LoopRecvLink {
+    wire: Arc<Wire>,
+    closing: bool,
+}
+
+impl RecvLink for LoopRecvLink {
+    fn post_message(&mut self, _n: u64, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(why) = self.wire.broken() {
+            return Err(Error::ConnectionLost {
+                peer: "loopback sender".into(),
+                detail: why,
+            });
+        }
+        let mut msg = [0u8; RECEIVER_MSG_MAX];
+        let len = bytes.len().min(RECEIVER_MSG_MAX);
+        msg[..len].copy_from_slice(&bytes[..len]);
+        let mut q = lock(&self.wire.to_sender);
+        if q.1 == 0 {
+            drop(q);
+            self.wire
+                .break_with("RNR: the sender had no receive posted");
+            return Err(Error::ConnectionLost {
+                peer: "loopback sender".into(),
+                detail: "RNR: the sender had no receive posted".into(),
+            });
+        }
+        q.1 -= 1;
+        q.0.push_back((msg, len));
+        drop(q);
+        self.wire.sender_wake.wake();
+        Ok(())
+    }
+
+    fn send_room(&self) -> usize {
+        usize::MAX
+    }
+
+    fn is_idle(&self) -> bool {
+        true
+    }
+
+    fn poll(&mut self, out: &mut Vec<RecvCompletion>) -> Result<(), Error> {
+        let mut q = lock(&self.wire.to_receiver);
+        while let Some((imm, len)) = q.0.pop_front() {
+            q.1 += 1; // reposted before it is handed in
+            out.push(RecvCompletion::Write { imm, len });
+        }
+        drop(q);
+        if out.is_empty() && !self.closing {
+            if let Some(why) = self.wire.broken() {
+                return Err(Error::ConnectionLost {
+                    peer: "loopback sender".into(),
+                    detail: why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn ring(&self) -> Arc<dyn Ring> {
+        self.wire.ring.clone()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        let seen = self.wire.receiver_wake.count();
+        if !lock(&self.wire.to_receiver).0.is_empty() {
+            return Ok(());
+        }
+        self.wire.receiver_wake.wait(seen, timeout);
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        self.wire.receiver_wake.clone()
+    }
+
+    fn close(&mut self) {
+        self.closing = true;
+        self.wire.break_with("the receiver disconnected");
+    }
+
+    fn is_down(&mut self) -> bool {
+        self.wire.broken().is_some()
+    }
+
+    fn peer(&self) -> String {
+        "loopback sender".into()
+    }
+}

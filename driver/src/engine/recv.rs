@@ -1,0 +1,730 @@
+//! The receiver's engine for one connection: the connection thread's loop (completions →
+//! state machine → answers, credits, results) and the writer thread beside it (the file
+//! layer: temporary file, write from the ring, digest, verify, publish).
+
+use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
+use crate::digest::Digester;
+use crate::fs::dest::{Destination, Incoming as TempFile};
+use crate::handoff::{Mailbox, Stop};
+use crate::Error;
+use rdmaft_protocol::{
+    Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
+    FileRejectReason, FileStatus, Incoming, Negotiated, Receiver, ReceiverEvent, ReceiverOutput,
+    VecStorage, CTRL_MSG_MAX,
+};
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a received entry ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceivedOutcome {
+    /// Verified and published under its final name.
+    Received,
+    /// Refused when offered.
+    Rejected(FileRejectReason),
+    /// Not published: the status says why (digest mismatch, aborted by the sender, ...).
+    Failed(FileStatus),
+    /// The connection ended before the file did.
+    Unfinished,
+}
+
+/// One entry a receiver dealt with (the receive callback's argument).
+#[derive(Clone, Debug)]
+pub struct ReceivedFile {
+    /// The sender's address.
+    pub peer: String,
+    /// The entry's name, relative to the receive directory.
+    pub name: String,
+    /// Where it is (or would have been) on this host.
+    pub path: PathBuf,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Its size.
+    pub size: u64,
+    /// How it ended.
+    pub outcome: ReceivedOutcome,
+    /// More about a failure, for humans.
+    pub detail: Option<String>,
+}
+
+impl ReceivedFile {
+    /// Whether it arrived verified.
+    pub fn is_ok(&self) -> bool {
+        self.outcome == ReceivedOutcome::Received
+    }
+}
+
+/// The receive callback: runs on the connection's thread for each entry, once.
+pub type ReceiveCallback = Arc<dyn Fn(&ReceivedFile) + Send + Sync>;
+
+/// What one connection did.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionReport {
+    /// Its entries, in the order they were offered.
+    pub files: Vec<ReceivedFile>,
+    /// Why it ended badly, if it did.
+    pub error: Option<String>,
+}
+
+impl ConnectionReport {
+    /// Whether the session ended cleanly and every entry arrived verified.
+    pub fn all_ok(&self) -> bool {
+        self.error.is_none() && self.files.iter().all(ReceivedFile::is_ok)
+    }
+}
+
+/// Work for the writer thread.
+enum WriteJob {
+    Offer {
+        file_id: u64,
+        name: String,
+        kind: EntryKind,
+        size: u64,
+        mode: u32,
+        mtime: (i64, u32),
+        refusal: Option<FileRejectReason>,
+    },
+    Chunk {
+        seq: u64,
+        file_id: u64,
+        file_offset: u64,
+        ring_offset: u64,
+        len: u32,
+    },
+    Complete {
+        file_id: u64,
+        length: u64,
+        digest: Digest,
+    },
+    Drop {
+        file_id: u64,
+    },
+}
+
+/// What the writer did.
+enum WriteDone {
+    Answer {
+        file_id: u64,
+        answer: FileAnswer,
+        detail: Option<String>,
+    },
+    Consumed(u64),
+    /// Writing failed: ask the sender to stop this file.
+    Cancel {
+        file_id: u64,
+        status: FileStatus,
+    },
+    /// A complete file's verdict.
+    Verified {
+        file_id: u64,
+        status: FileStatus,
+        detail: Option<String>,
+    },
+}
+
+/// A file being written.
+struct Target {
+    temp: Option<TempFile>,
+    name: String,
+    mode: u32,
+    mtime: (i64, u32),
+    digest: Digester,
+    failed: Option<(FileStatus, String)>,
+}
+
+struct Writer {
+    dest: Arc<Destination>,
+    ring: Arc<dyn Ring>,
+    digest_kind: DigestKind,
+    buf: Vec<u8>,
+    files: HashMap<u64, Target>,
+}
+
+impl Writer {
+    fn job(&mut self, job: WriteJob) -> Vec<WriteDone> {
+        match job {
+            WriteJob::Offer {
+                file_id,
+                name,
+                kind,
+                size,
+                mode,
+                mtime,
+                refusal,
+            } => vec![self.offer(file_id, name, kind, size, mode, mtime, refusal)],
+            WriteJob::Chunk {
+                seq,
+                file_id,
+                file_offset,
+                ring_offset,
+                len,
+            } => {
+                let mut out = Vec::new();
+                if let Some(status) = self.chunk(file_id, file_offset, ring_offset, len) {
+                    out.push(WriteDone::Cancel { file_id, status });
+                }
+                out.push(WriteDone::Consumed(seq));
+                out
+            }
+            WriteJob::Complete {
+                file_id,
+                length,
+                digest,
+            } => {
+                let (status, detail) = self.complete(file_id, length, digest);
+                vec![WriteDone::Verified {
+                    file_id,
+                    status,
+                    detail,
+                }]
+            }
+            WriteJob::Drop { file_id } => {
+                if let Some(t) = self.files.remove(&file_id) {
+                    if let Some(temp) = t.temp {
+                        self.dest.discard(temp);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn offer(
+        &mut self,
+        file_id: u64,
+        name: String,
+        kind: EntryKind,
+        size: u64,
+        mode: u32,
+        mtime: (i64, u32),
+        refusal: Option<FileRejectReason>,
+    ) -> WriteDone {
+        if let Some(reason) = refusal {
+            return WriteDone::Answer {
+                file_id,
+                answer: FileAnswer::Reject(reason),
+                detail: Some(format!("{name}: {reason}")),
+            };
+        }
+        let temp = match kind {
+            EntryKind::Directory => None,
+            EntryKind::File => match self.dest.begin_file(&name, size) {
+                Ok(t) => Some(t),
+                Err(refusal) => {
+                    return WriteDone::Answer {
+                        file_id,
+                        answer: FileAnswer::Reject(refusal.reason),
+                        detail: Some(refusal.detail),
+                    }
+                }
+            },
+        };
+        self.files.insert(
+            file_id,
+            Target {
+                temp,
+                name,
+                mode,
+                mtime,
+                digest: Digester::new(self.digest_kind),
+                failed: None,
+            },
+        );
+        WriteDone::Answer {
+            file_id,
+            answer: FileAnswer::Accept { offset: 0 },
+            detail: None,
+        }
+    }
+
+    /// Writes one chunk; a failure status when the file cannot take it (then cancelled).
+    fn chunk(
+        &mut self,
+        file_id: u64,
+        file_offset: u64,
+        ring_offset: u64,
+        len: u32,
+    ) -> Option<FileStatus> {
+        let t = self.files.get_mut(&file_id)?;
+        if t.failed.is_some() {
+            return None;
+        }
+        let buf = &mut self.buf[..len as usize];
+        // One copy out of the ring (which the peer could write at any time) into a buffer
+        // that stays in cache; the digest and the write both read that copy.
+        let result = self
+            .ring
+            .copy_out(ring_offset, buf)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|()| {
+                t.digest.update(buf);
+                match &t.temp {
+                    Some(temp) => temp.file.write_all_at(buf, file_offset),
+                    None => Ok(()),
+                }
+            });
+        match result {
+            Ok(()) => None,
+            Err(e) => {
+                let status = match e.raw_os_error() {
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT) => FileStatus::NO_SPACE,
+                    _ => FileStatus::IO,
+                };
+                t.failed = Some((status, format!("{}: {e}", t.name)));
+                Some(status)
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        file_id: u64,
+        length: u64,
+        digest: Digest,
+    ) -> (FileStatus, Option<String>) {
+        let Some(t) = self.files.remove(&file_id) else {
+            return (FileStatus::IO, Some("no such file at the writer".into()));
+        };
+        if let Some((status, detail)) = t.failed {
+            if let Some(temp) = t.temp {
+                self.dest.discard(temp);
+            }
+            return (status, Some(detail));
+        }
+        let Some(temp) = t.temp else {
+            // A directory.
+            return match self.dest.make_dir(&t.name, t.mode, t.mtime) {
+                Ok(()) => (FileStatus::OK, None),
+                Err(r) => (FileStatus::IO, Some(r.detail)),
+            };
+        };
+        let verdict = verify(&temp, length, &t.digest, digest);
+        match verdict {
+            Ok(()) => match self.dest.publish(temp, t.mode, t.mtime) {
+                Ok(()) => (FileStatus::OK, None),
+                Err(e) => (FileStatus::IO, Some(format!("{}: publishing: {e}", t.name))),
+            },
+            Err((status, why)) => {
+                self.dest.discard(temp);
+                (status, Some(format!("{}: {why}", t.name)))
+            }
+        }
+    }
+
+    /// Removes what unfinished files left behind.
+    fn discard_all(&mut self) {
+        for (_, t) in self.files.drain() {
+            if let Some(temp) = t.temp {
+                self.dest.discard(temp);
+            }
+        }
+    }
+}
+
+/// Checks the written file against the sender's length and digest.
+fn verify(
+    temp: &TempFile,
+    length: u64,
+    computed: &Digester,
+    sent: Digest,
+) -> Result<(), (FileStatus, String)> {
+    let size = temp
+        .file
+        .metadata()
+        .map_err(|e| (FileStatus::IO, e.to_string()))?
+        .len();
+    if size != length {
+        return Err((
+            FileStatus::LENGTH_MISMATCH,
+            format!("{size} bytes written, {length} sent"),
+        ));
+    }
+    let ours = computed.finish();
+    let ours = if ours.kind == sent.kind {
+        ours
+    } else {
+        // The sender chose another agreed algorithm: read the file back once.
+        rehash(temp, sent.kind).map_err(|e| (FileStatus::IO, e.to_string()))?
+    };
+    if ours != sent.canonical() {
+        return Err((FileStatus::DIGEST_MISMATCH, "digest mismatch".into()));
+    }
+    Ok(())
+}
+
+fn rehash(temp: &TempFile, kind: DigestKind) -> io::Result<Digest> {
+    let mut d = Digester::new(kind);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = temp.file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(d.finish());
+        }
+        d.update(&buf[..n]);
+        at += n as u64;
+    }
+}
+
+/// The writer thread: serves jobs in order until its mailbox closes, then removes what
+/// unfinished files left behind.
+fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) {
+    while let Some(job) = jobs.pop() {
+        for d in w.job(job) {
+            if done.push(d).is_err() {
+                w.discard_all();
+                return;
+            }
+        }
+    }
+    w.discard_all();
+}
+
+/// Settings of one connection.
+pub(crate) struct RecvSetup {
+    pub(crate) dest: Arc<Destination>,
+    pub(crate) dest_root: PathBuf,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) on_file: Option<ReceiveCallback>,
+    pub(crate) stop: Arc<Stop>,
+}
+
+/// The digest the writer computes as it goes: the one an rdmaft sender uses (it offers only
+/// its choice, so the agreement holds at most that one).
+fn expected_digest(neg: &Negotiated) -> DigestKind {
+    use rdmaft_protocol::Features;
+    if neg.features.contains(Features::DIGEST_BLAKE3) {
+        DigestKind::Blake3
+    } else if neg.features.contains(Features::DIGEST_XXH3_128) {
+        DigestKind::Xxh3_128
+    } else {
+        DigestKind::None
+    }
+}
+
+/// Serves one connection over `link` until its session ends; returns its report.
+pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> ConnectionReport {
+    let mut report = ConnectionReport::default();
+    let clock = Clock::start();
+    let config = Config {
+        idle_timeout: Some(setup.idle_timeout),
+        name_hash_key: crate::key::nonce().unwrap_or([3; 16]),
+    };
+    let machine = match Receiver::new(
+        neg,
+        config,
+        VecStorage::new(neg.max_open_files),
+        clock.now(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            report.error = Some(format!("could not start the protocol: {e}"));
+            return report;
+        }
+    };
+    let jobs = Arc::new(Mailbox::new(None));
+    let done = Arc::new(Mailbox::new(Some(link.waker())));
+    setup.stop.register(link.waker());
+    let writer_state = Writer {
+        dest: Arc::clone(&setup.dest),
+        ring: link.ring(),
+        digest_kind: expected_digest(&neg),
+        buf: vec![0; neg.chunk_size as usize],
+        files: HashMap::new(),
+    };
+    let writer_thread = {
+        let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
+        std::thread::Builder::new()
+            .name("rdmaft-writer".into())
+            .spawn(move || writer(writer_state, jobs, done))
+    };
+    let writer_thread = match writer_thread {
+        Ok(t) => t,
+        Err(e) => {
+            report.error = Some(format!("could not start the writer thread: {e}"));
+            return report;
+        }
+    };
+    let peer = link.peer();
+    let mut engine = Engine {
+        link,
+        machine,
+        clock,
+        jobs: Arc::clone(&jobs),
+        done: Arc::clone(&done),
+        sent: 0,
+        offers: HashMap::new(),
+        setup,
+        report,
+        peer,
+        stopping: false,
+    };
+    let outcome = engine.run();
+    jobs.close();
+    let _ = writer_thread.join();
+    done.close();
+    engine.finish(outcome)
+}
+
+/// What the engine remembers of an offer, for the callback.
+struct Offer {
+    index: usize,
+}
+
+struct Engine<L: RecvLink> {
+    link: L,
+    machine: Receiver<VecStorage>,
+    clock: Clock,
+    jobs: Arc<Mailbox<WriteJob>>,
+    done: Arc<Mailbox<WriteDone>>,
+    /// Messages sent (the send buffer of message `n` is `n mod depth`).
+    sent: u64,
+    offers: HashMap<u64, Offer>,
+    setup: RecvSetup,
+    report: ConnectionReport,
+    peer: String,
+    stopping: bool,
+}
+
+impl<L: RecvLink> Engine<L> {
+    fn run(&mut self) -> Result<(), Error> {
+        let mut completions = Vec::new();
+        let ring = self.link.ring();
+        loop {
+            if self.setup.stop.is_raised() && !self.stopping {
+                self.stopping = true;
+                self.machine
+                    .abort(self.clock.now(), ErrorCode::SHUTTING_DOWN);
+            }
+            self.drain()?;
+            if self.machine.is_ended() {
+                return Ok(());
+            }
+            completions.clear();
+            self.link.poll(&mut completions)?;
+            let had_completions = !completions.is_empty();
+            for c in completions.drain(..) {
+                if let RecvCompletion::Write { imm, len } = c {
+                    self.write(&*ring, imm, len)?;
+                    self.drain()?;
+                }
+            }
+            let mut had_done = false;
+            while let Some(d) = self.done.try_pop() {
+                had_done = true;
+                self.writer_done(d)?;
+                self.drain()?;
+            }
+            self.machine.handle_timeout(self.clock.now());
+            if self.link.is_down() && !self.machine.is_ended() {
+                return Err(Error::ConnectionLost {
+                    peer: self.peer.clone(),
+                    detail: "the sender disconnected".into(),
+                });
+            }
+            if !had_completions && !had_done {
+                let wait = self
+                    .machine
+                    .poll_timeout()
+                    .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
+                self.link.wait(wait)?;
+            }
+        }
+    }
+
+    fn write(&mut self, ring: &dyn Ring, imm: u32, len: u32) -> Result<(), Error> {
+        let now = self.clock.now();
+        match self.machine.handle_write(now, imm, len) {
+            Ok(Incoming::Chunk(a)) => self.push(WriteJob::Chunk {
+                seq: a.seq,
+                file_id: a.file_id,
+                file_offset: a.file_offset,
+                ring_offset: a.ring_offset,
+                len: a.len,
+            }),
+            Ok(Incoming::Control { ring_offset, len }) => {
+                let mut buf: CtrlBuf = [0; CTRL_MSG_MAX];
+                let bytes = &mut buf[..len as usize];
+                ring.copy_out(ring_offset, bytes)?;
+                match self.machine.handle_control(now, bytes) {
+                    Ok(Some(offer)) => {
+                        let h = offer.header;
+                        let index = self.report.files.len();
+                        self.report.files.push(ReceivedFile {
+                            peer: self.peer.clone(),
+                            name: h.name.to_owned(),
+                            path: self.setup.dest_root.join(h.name),
+                            kind: h.kind,
+                            size: h.size,
+                            outcome: ReceivedOutcome::Unfinished,
+                            detail: None,
+                        });
+                        self.offers.insert(h.file_id, Offer { index });
+                        self.push(WriteJob::Offer {
+                            file_id: h.file_id,
+                            name: h.name.to_owned(),
+                            kind: h.kind,
+                            size: h.size,
+                            mode: h.mode,
+                            mtime: (h.mtime_sec, h.mtime_nsec),
+                            refusal: offer.refusal,
+                        })
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => protocol_result(e),
+                }
+            }
+            Ok(Incoming::Ack) => Ok(()),
+            Err(e) => protocol_result(e),
+        }
+    }
+
+    fn push(&mut self, job: WriteJob) -> Result<(), Error> {
+        self.jobs
+            .push(job)
+            .map_err(|_| Error::ThreadPanicked("writer"))
+    }
+
+    fn writer_done(&mut self, d: WriteDone) -> Result<(), Error> {
+        let now = self.clock.now();
+        let r = match d {
+            WriteDone::Answer {
+                file_id,
+                answer,
+                detail,
+            } => {
+                if let FileAnswer::Reject(reason) = answer {
+                    self.resolve(file_id, ReceivedOutcome::Rejected(reason), detail);
+                }
+                self.machine.answer_file(now, file_id, answer)
+            }
+            WriteDone::Consumed(seq) => self.machine.chunk_consumed(now, seq),
+            WriteDone::Cancel { file_id, status } => {
+                match self.machine.cancel_file(now, file_id, status) {
+                    // Its end arrived meanwhile: the verdict goes with the completion.
+                    Err(rdmaft_protocol::Error::Usage(_)) => Ok(()),
+                    other => other,
+                }
+            }
+            WriteDone::Verified {
+                file_id,
+                status,
+                detail,
+            } => {
+                let outcome = if status.is_ok() {
+                    ReceivedOutcome::Received
+                } else {
+                    ReceivedOutcome::Failed(status)
+                };
+                self.resolve(file_id, outcome, detail);
+                self.machine.file_verified(now, file_id, status)
+            }
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => protocol_result(e),
+        }
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        let mut buf: CtrlBuf = [0; CTRL_MSG_MAX];
+        loop {
+            if self.link.send_room() == 0 {
+                return Ok(());
+            }
+            let Some(out) = self.machine.poll_output(self.clock.now(), &mut buf) else {
+                return Ok(());
+            };
+            match out {
+                ReceiverOutput::Transmit(n) => {
+                    self.link.post_message(self.sent, &buf[..n])?;
+                    self.sent += 1;
+                }
+                ReceiverOutput::Event(ReceiverEvent::FileComplete {
+                    file_id,
+                    length,
+                    digest,
+                }) => self.push(WriteJob::Complete {
+                    file_id,
+                    length,
+                    digest,
+                })?,
+                ReceiverOutput::Event(ReceiverEvent::FileDropped {
+                    file_id, status, ..
+                }) => {
+                    self.push(WriteJob::Drop { file_id })?;
+                    self.resolve(file_id, ReceivedOutcome::Failed(status), None);
+                }
+                ReceiverOutput::Event(ReceiverEvent::Closed) => {}
+                ReceiverOutput::Event(ReceiverEvent::Failed(f)) => {
+                    self.report.error = Some(describe_failure(&f));
+                }
+            }
+        }
+    }
+
+    fn resolve(&mut self, file_id: u64, outcome: ReceivedOutcome, detail: Option<String>) {
+        let Some(o) = self.offers.remove(&file_id) else {
+            return;
+        };
+        if let Some(f) = self.report.files.get_mut(o.index) {
+            f.outcome = outcome;
+            f.detail = detail;
+            if let Some(cb) = &self.setup.on_file {
+                cb(f);
+            }
+        }
+    }
+
+    fn finish(mut self, outcome: Result<(), Error>) -> ConnectionReport {
+        if let Err(e) = outcome {
+            self.report.error.get_or_insert(e.to_string());
+            if !self.machine.is_ended() {
+                self.machine
+                    .abort(self.clock.now(), ErrorCode::LOCAL_FAILURE);
+                let _ = self.drain();
+            }
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let mut c = Vec::new();
+        // After the goodbyes the sender disconnects; after an error ours must go out first.
+        while !self.link.is_down() && Instant::now() < deadline {
+            if self.report.error.is_some() && self.link.is_idle() {
+                break;
+            }
+            c.clear();
+            if self.link.poll(&mut c).is_err() {
+                break;
+            }
+            let _ = self.link.wait(Duration::from_millis(20));
+        }
+        self.link.close();
+        let unfinished: Vec<_> = self.offers.drain().map(|(_, o)| o.index).collect();
+        for index in unfinished {
+            if let Some(f) = self.report.files.get(index) {
+                if let Some(cb) = &self.setup.on_file {
+                    cb(f);
+                }
+            }
+        }
+        self.report
+    }
+}
+
+/// A protocol error from an input: a violation or a closed session is the machine's to
+/// report (through its events); anything else is a bug in this engine.
+fn protocol_result(e: rdmaft_protocol::Error) -> Result<(), Error> {
+    match e {
+        rdmaft_protocol::Error::Violation(_) | rdmaft_protocol::Error::Closed => Ok(()),
+        rdmaft_protocol::Error::Usage(u) => Err(Error::invalid("receiver engine", u.to_string())),
+    }
+}
+
+fn describe_failure(f: &Failure) -> String {
+    f.to_string()
+}

@@ -1,0 +1,786 @@
+//! The sender's engine: the connection thread's loop (walk → offer → read → post → results)
+//! and the reader thread beside it (open, `pread` into the slot, digest).
+
+use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
+use crate::digest::Digester;
+use crate::fs::tree::{SkipReason, SourceEntry, Walk, WalkItem};
+use crate::handoff::{Mailbox, Stop};
+use crate::verbs::Slot;
+use crate::Error;
+use rdmaft_protocol::{
+    AbortReason, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileInfo,
+    FileRejectReason, FileStatus, Negotiated, Sender, SenderEvent, SenderOutput, UsageError,
+    VecStorage, CTRL_MSG_MAX,
+};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a file ended, as the sender's report says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// Delivered and verified by the receiver.
+    Sent,
+    /// The receiver refused it.
+    Rejected(FileRejectReason),
+    /// It was sent, but the receiver's verdict is a failure (digest mismatch, no space, ...).
+    Failed(FileStatus),
+    /// Not sent: a symlink, a special file, an unreadable path or an impossible name.
+    Skipped(String),
+    /// The session ended before the file's result.
+    Unfinished,
+}
+
+impl FileOutcome {
+    /// Whether the file arrived verified.
+    pub fn is_ok(&self) -> bool {
+        *self == FileOutcome::Sent
+    }
+}
+
+/// One entry of the report.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    /// The path on this host.
+    pub path: PathBuf,
+    /// The name it was sent under (empty for a skipped path).
+    pub name: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Its size.
+    pub size: u64,
+    /// How it ended.
+    pub outcome: FileOutcome,
+}
+
+/// Progress of a send, readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub(crate) bytes_done: AtomicU64,
+    pub(crate) bytes_found: AtomicU64,
+    pub(crate) files_done: AtomicU64,
+    pub(crate) files_found: AtomicU64,
+}
+
+/// A snapshot of [`Progress`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Bytes written to the receiver so far.
+    pub bytes_done: u64,
+    /// Bytes of the files found so far (the walk may still find more).
+    pub bytes_total: u64,
+    /// Files finished (verified, rejected, failed or skipped).
+    pub files_done: u64,
+    /// Files found so far.
+    pub files_total: u64,
+}
+
+impl Progress {
+    /// The current counts.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_found.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_found.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a send did.
+#[derive(Clone, Debug)]
+pub struct SendReport {
+    /// Every entry, in the order they were found.
+    pub files: Vec<FileReport>,
+    /// Bytes of file data sent (resumed parts not included).
+    pub bytes: u64,
+    /// Bytes skipped because the receiver already had them (resumed files).
+    pub bytes_resumed: u64,
+    /// How long the transfer took, from the start of the connection.
+    pub elapsed: Duration,
+    /// The parameters both sides agreed on.
+    pub negotiated: Option<Negotiated>,
+    /// Why the session ended badly, if it did (files then may be `Unfinished`).
+    pub error: Option<String>,
+}
+
+impl SendReport {
+    /// Whether every entry arrived verified (skipped ones count as failures).
+    pub fn all_ok(&self) -> bool {
+        self.error.is_none() && self.files.iter().all(|f| f.outcome.is_ok())
+    }
+
+    /// Megabytes (10⁶ bytes) per second over the whole transfer.
+    pub fn mb_per_s(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.bytes as f64 / s / 1e6
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A per-file callback: runs on the connection's thread after each file's outcome is known.
+pub type FileCallback = Arc<dyn Fn(&FileReport) + Send + Sync>;
+
+/// Work for the reader thread.
+enum ReadJob {
+    /// A file was accepted: open it, hash what is before `offset`, and, if nothing is left
+    /// to read, give the digest at once.
+    Open {
+        file_id: u64,
+        entry: SourceEntry,
+        offset: u64,
+        kind: DigestKind,
+    },
+    /// Fill `slot` with `len` bytes of `file_id` at `offset` (then digest them).
+    Read {
+        seq: u64,
+        slot: Slot,
+        file_id: u64,
+        offset: u64,
+        len: u32,
+    },
+}
+
+/// What the reader did.
+enum ReadDone {
+    /// `Open` finished; `digest` when the file needs no reads.
+    Opened {
+        file_id: u64,
+        result: Result<Option<Digest>, (AbortReason, String)>,
+    },
+    /// A read finished; `digest` after the file's last chunk.
+    Read {
+        seq: u64,
+        slot: Slot,
+        file_id: u64,
+        result: Result<Option<Digest>, (AbortReason, String)>,
+    },
+}
+
+/// An open source at the reader.
+struct Source {
+    file: File,
+    entry: SourceEntry,
+    digest: Digester,
+}
+
+/// The reader thread: serves jobs in order until the mailbox closes.
+fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
+    let mut sources: HashMap<u64, Source> = HashMap::new();
+    while let Some(job) = jobs.pop() {
+        let out = match job {
+            ReadJob::Open {
+                file_id,
+                entry,
+                offset,
+                kind,
+            } => {
+                let result = open_source(&entry, offset, kind).map(|src| {
+                    if offset >= entry.size {
+                        Some(src.digest.finish())
+                    } else {
+                        sources.insert(file_id, src);
+                        None
+                    }
+                });
+                ReadDone::Opened { file_id, result }
+            }
+            ReadJob::Read {
+                seq,
+                mut slot,
+                file_id,
+                offset,
+                len,
+            } => {
+                let result = match sources.get_mut(&file_id) {
+                    None => Err((
+                        AbortReason::READ_ERROR,
+                        "the file could not be opened".into(),
+                    )),
+                    Some(src) => read_chunk(src, &mut slot, offset, len),
+                };
+                if !matches!(result, Ok(None)) {
+                    sources.remove(&file_id);
+                }
+                ReadDone::Read {
+                    seq,
+                    slot,
+                    file_id,
+                    result,
+                }
+            }
+        };
+        if done.push(out).is_err() {
+            return;
+        }
+    }
+}
+
+fn open_source(
+    entry: &SourceEntry,
+    offset: u64,
+    kind: DigestKind,
+) -> Result<Source, (AbortReason, String)> {
+    let read_err = |e: io::Error| (AbortReason::READ_ERROR, e.to_string());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&entry.path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() || meta.len() != entry.size {
+        return Err((
+            AbortReason::SOURCE_CHANGED,
+            format!("size changed from {} to {}", entry.size, meta.len()),
+        ));
+    }
+    let mut digest = Digester::new(kind);
+    if offset > 0 {
+        // A resumed file's digest still covers the whole file: hash the part not sent.
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < offset {
+            let n = ((offset - at) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at).map_err(read_err)?;
+            digest.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+    Ok(Source {
+        file,
+        entry: entry.clone(),
+        digest,
+    })
+}
+
+fn read_chunk(
+    src: &mut Source,
+    slot: &mut Slot,
+    offset: u64,
+    len: u32,
+) -> Result<Option<Digest>, (AbortReason, String)> {
+    slot.fill_from(&src.file, offset, len as usize)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => (
+                AbortReason::SOURCE_CHANGED,
+                "the file shrank while being sent".into(),
+            ),
+            _ => (AbortReason::READ_ERROR, e.to_string()),
+        })?;
+    src.digest.update(slot.bytes());
+    if offset + u64::from(len) < src.entry.size {
+        return Ok(None);
+    }
+    // The last chunk: the file must still be what the header said.
+    let meta = src
+        .file
+        .metadata()
+        .map_err(|e| (AbortReason::READ_ERROR, e.to_string()))?;
+    let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+    if meta.len() != src.entry.size || mtime != (src.entry.mtime_sec, src.entry.mtime_nsec) {
+        return Err((
+            AbortReason::SOURCE_CHANGED,
+            "the file changed while being sent".into(),
+        ));
+    }
+    Ok(Some(src.digest.finish()))
+}
+
+/// What the engine knows of an offered file.
+struct Offered {
+    entry: SourceEntry,
+    index: usize,
+    offset: u64,
+}
+
+/// Settings of one send.
+pub(crate) struct SendSetup {
+    pub(crate) roots: Vec<PathBuf>,
+    pub(crate) digest: DigestKind,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) on_file: Option<FileCallback>,
+    pub(crate) stop: Arc<Stop>,
+}
+
+/// Runs a whole send over `link` (already connected, `neg` agreed, `slots` the data slots)
+/// until the session ends; returns the report.
+pub(crate) fn run<L: SendLink>(
+    link: L,
+    neg: Negotiated,
+    slots: Vec<Slot>,
+    setup: SendSetup,
+    started: Instant,
+) -> SendReport {
+    let mut report = SendReport {
+        files: Vec::new(),
+        bytes: 0,
+        bytes_resumed: 0,
+        elapsed: Duration::ZERO,
+        negotiated: Some(neg),
+        error: None,
+    };
+    let clock = Clock::start();
+    let config = Config {
+        idle_timeout: Some(setup.idle_timeout),
+        name_hash_key: crate::key::nonce().unwrap_or([7; 16]),
+    };
+    let machine = match Sender::new(
+        neg,
+        config,
+        VecStorage::new(neg.max_open_files),
+        clock.now(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            report.error = Some(format!("could not start the protocol: {e}"));
+            return report;
+        }
+    };
+    let jobs = Arc::new(Mailbox::new(None));
+    let done = Arc::new(Mailbox::new(Some(link.waker())));
+    setup.stop.register(link.waker());
+    let reader_thread = {
+        let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
+        std::thread::Builder::new()
+            .name("rdmaft-reader".into())
+            .spawn(move || reader(jobs, done))
+    };
+    let reader_thread = match reader_thread {
+        Ok(t) => t,
+        Err(e) => {
+            report.error = Some(format!("could not start the reader thread: {e}"));
+            return report;
+        }
+    };
+    let mut engine = Engine {
+        link,
+        machine,
+        clock,
+        slots: slots.into_iter().map(Some).collect(),
+        jobs: Arc::clone(&jobs),
+        done: Arc::clone(&done),
+        walk: Walk::new(setup.roots.clone()),
+        walk_done: false,
+        held: None,
+        offered: HashMap::new(),
+        next_id: 1,
+        digest: pick_digest(setup.digest, &neg),
+        setup,
+        report,
+        chunk_bytes: HashMap::new(),
+        cancelled: false,
+    };
+    let outcome = engine.run();
+    jobs.close();
+    done.close();
+    let _ = reader_thread.join();
+    engine.finish(outcome, started)
+}
+
+/// The digest to use: the asked one if agreed, else none.
+fn pick_digest(asked: DigestKind, neg: &Negotiated) -> DigestKind {
+    if asked.is_agreed(neg.features) {
+        asked
+    } else {
+        DigestKind::None
+    }
+}
+
+struct Engine<L: SendLink> {
+    link: L,
+    machine: Sender<VecStorage>,
+    clock: Clock,
+    /// Slot `i`, when the engine holds it (the reader has the others).
+    slots: Vec<Option<Slot>>,
+    jobs: Arc<Mailbox<ReadJob>>,
+    done: Arc<Mailbox<ReadDone>>,
+    walk: Walk,
+    walk_done: bool,
+    /// An entry found but not offered yet (its name is still open, or no room).
+    held: Option<SourceEntry>,
+    offered: HashMap<u64, Offered>,
+    next_id: u64,
+    digest: DigestKind,
+    setup: SendSetup,
+    report: SendReport,
+    /// Chunk lengths of posted writes, by sequence number, for the byte count.
+    chunk_bytes: HashMap<u64, u32>,
+    cancelled: bool,
+}
+
+impl<L: SendLink> Engine<L> {
+    fn run(&mut self) -> Result<(), Error> {
+        let mut completions = Vec::new();
+        loop {
+            if self.setup.stop.is_raised() && !self.cancelled {
+                self.cancelled = true;
+                self.machine.abort(self.clock.now(), ErrorCode::CANCELLED);
+            }
+            self.offer_files()?;
+            self.drain()?;
+            if self.machine.is_ended() {
+                return Ok(());
+            }
+            completions.clear();
+            self.link.poll(&mut completions)?;
+            let had_completions = !completions.is_empty();
+            for c in completions.drain(..) {
+                self.completion(c)?;
+                self.drain()?;
+            }
+            let mut had_reads = false;
+            while let Some(d) = self.done.try_pop() {
+                had_reads = true;
+                self.read_done(d)?;
+                self.drain()?;
+            }
+            let now = self.clock.now();
+            self.machine.handle_timeout(now);
+            if self.link.is_down() && !self.machine.is_ended() {
+                return Err(Error::ConnectionLost {
+                    peer: self.link.peer(),
+                    detail: "the receiver disconnected".into(),
+                });
+            }
+            if !had_completions && !had_reads {
+                let wait = self
+                    .machine
+                    .poll_timeout()
+                    .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
+                self.link.wait(wait)?;
+            }
+        }
+    }
+
+    /// Offers as many files as the machine takes now.
+    fn offer_files(&mut self) -> Result<(), Error> {
+        while self.machine.can_start_file() {
+            let entry = match self.held.take() {
+                Some(e) => e,
+                None => match self.next_entry() {
+                    Some(e) => e,
+                    None => {
+                        if !self.walk_done {
+                            self.walk_done = true;
+                            let _ = self.machine.close(self.clock.now());
+                        }
+                        return Ok(());
+                    }
+                },
+            };
+            let id = self.next_id;
+            let info = FileInfo {
+                file_id: id,
+                kind: entry.kind,
+                size: entry.size,
+                mtime_sec: entry.mtime_sec,
+                mtime_nsec: entry.mtime_nsec,
+                mode: entry.mode,
+                name: &entry.name,
+            };
+            match self.machine.start_file(self.clock.now(), &info) {
+                Ok(()) => {
+                    self.next_id += 1;
+                    let index = self.report.files.len();
+                    self.report.files.push(FileReport {
+                        path: entry.path.clone(),
+                        name: entry.name.clone(),
+                        kind: entry.kind,
+                        size: entry.size,
+                        outcome: FileOutcome::Unfinished,
+                    });
+                    self.offered.insert(
+                        id,
+                        Offered {
+                            entry,
+                            index,
+                            offset: 0,
+                        },
+                    );
+                    self.drain()?;
+                }
+                // Still open under that name (or its directory's contents are): later.
+                Err(rdmaft_protocol::Error::Usage(
+                    UsageError::NameConflict | UsageError::NameTableFull,
+                )) => {
+                    self.held = Some(entry);
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::invalid("start_file", e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next entry of the walk; skipped paths go straight to the report.
+    fn next_entry(&mut self) -> Option<SourceEntry> {
+        if self.walk_done {
+            return None;
+        }
+        loop {
+            match self.walk.next()? {
+                WalkItem::Entry(e) => {
+                    let p = &self.setup.progress;
+                    p.files_found.fetch_add(1, Ordering::Relaxed);
+                    p.bytes_found.fetch_add(e.size, Ordering::Relaxed);
+                    return Some(e);
+                }
+                WalkItem::Skipped { path, reason } => self.skipped(path, reason),
+            }
+        }
+    }
+
+    fn skipped(&mut self, path: PathBuf, reason: SkipReason) {
+        let p = &self.setup.progress;
+        p.files_found.fetch_add(1, Ordering::Relaxed);
+        p.files_done.fetch_add(1, Ordering::Relaxed);
+        let file = FileReport {
+            path,
+            name: String::new(),
+            kind: EntryKind::File,
+            size: 0,
+            outcome: FileOutcome::Skipped(reason.to_string()),
+        };
+        if let Some(cb) = &self.setup.on_file {
+            cb(&file);
+        }
+        self.report.files.push(file);
+    }
+
+    fn completion(&mut self, c: SendCompletion) -> Result<(), Error> {
+        let now = self.clock.now();
+        match c {
+            SendCompletion::Message(bytes, len) => {
+                match self.machine.handle_control(now, &bytes[..len]) {
+                    // A violation or a closed session: the machine says so in its events.
+                    Ok(()) | Err(rdmaft_protocol::Error::Violation(_)) => Ok(()),
+                    Err(rdmaft_protocol::Error::Closed) => Ok(()),
+                    Err(e) => Err(Error::invalid("handle_control", e.to_string())),
+                }
+            }
+            SendCompletion::ChunkDone(seq) => {
+                if let Some(len) = self.chunk_bytes.remove(&seq) {
+                    self.report.bytes += u64::from(len);
+                    self.setup
+                        .progress
+                        .bytes_done
+                        .fetch_add(u64::from(len), Ordering::Relaxed);
+                }
+                match self.machine.handle_write_completed(now, seq) {
+                    Ok(()) | Err(rdmaft_protocol::Error::Closed) => Ok(()),
+                    Err(e) => Err(Error::invalid("handle_write_completed", e.to_string())),
+                }
+            }
+            SendCompletion::Sent => Ok(()),
+        }
+    }
+
+    fn read_done(&mut self, d: ReadDone) -> Result<(), Error> {
+        let now = self.clock.now();
+        match d {
+            ReadDone::Opened { file_id, result } => match result {
+                Ok(Some(digest)) => self.finish_file(file_id, digest),
+                Ok(None) => Ok(()),
+                Err((reason, _detail)) => self.abort_file(file_id, reason),
+            },
+            ReadDone::Read {
+                seq,
+                slot,
+                file_id,
+                result,
+            } => {
+                let i = slot.index() as usize;
+                self.slots[i] = Some(slot);
+                match self.machine.data_ready(now, seq) {
+                    Ok(()) | Err(rdmaft_protocol::Error::Closed) => {}
+                    Err(e) => return Err(Error::invalid("data_ready", e.to_string())),
+                }
+                match result {
+                    Ok(Some(digest)) => self.finish_file(file_id, digest),
+                    Ok(None) => Ok(()),
+                    Err((reason, _detail)) => self.abort_file(file_id, reason),
+                }
+            }
+        }
+    }
+
+    fn finish_file(&mut self, file_id: u64, digest: Digest) -> Result<(), Error> {
+        match self.machine.finish_file(self.clock.now(), file_id, digest) {
+            // Aborted meanwhile (by the receiver's cancel): nothing to finish.
+            Ok(()) | Err(rdmaft_protocol::Error::Closed) => Ok(()),
+            Err(rdmaft_protocol::Error::Usage(UsageError::UnknownFile)) => Ok(()),
+            Err(e) => Err(Error::invalid("finish_file", e.to_string())),
+        }
+    }
+
+    fn abort_file(&mut self, file_id: u64, reason: AbortReason) -> Result<(), Error> {
+        match self.machine.abort_file(self.clock.now(), file_id, reason) {
+            Ok(()) | Err(rdmaft_protocol::Error::Closed) => Ok(()),
+            // Already aborted, or its end was sent: its result tells the rest.
+            Err(rdmaft_protocol::Error::Usage(UsageError::UnknownFile)) => Ok(()),
+            Err(e) => Err(Error::invalid("abort_file", e.to_string())),
+        }
+    }
+
+    /// Drains the machine's outputs; stops early (keeping the output) when the send queue is
+    /// full.
+    fn drain(&mut self) -> Result<(), Error> {
+        let mut buf: CtrlBuf = [0; CTRL_MSG_MAX];
+        loop {
+            if self.link.send_room() == 0 {
+                return Ok(());
+            }
+            let Some(out) = self.machine.poll_output(self.clock.now(), &mut buf) else {
+                return Ok(());
+            };
+            match out {
+                SenderOutput::Control(c) => self.link.post_control(&c, &buf[..c.len])?,
+                SenderOutput::Ack(imm) => self.link.post_ack(imm)?,
+                SenderOutput::Read(r) => {
+                    let slot = self.slots[r.slot as usize].take().ok_or_else(|| {
+                        Error::invalid("engine", format!("slot {} is not free", r.slot))
+                    })?;
+                    let job = ReadJob::Read {
+                        seq: r.seq,
+                        slot,
+                        file_id: r.file_id,
+                        offset: r.file_offset,
+                        len: r.len,
+                    };
+                    if self.jobs.push(job).is_err() {
+                        return Err(Error::ThreadPanicked("reader"));
+                    }
+                }
+                SenderOutput::Write(w) => {
+                    let slot = self.slots[w.slot as usize].as_ref().ok_or_else(|| {
+                        Error::invalid("engine", format!("slot {} is at the reader", w.slot))
+                    })?;
+                    self.link.post_chunk(&w, slot)?;
+                    self.chunk_bytes.insert(w.seq, w.len);
+                }
+                SenderOutput::Event(e) => self.event(e)?,
+            }
+        }
+    }
+
+    fn event(&mut self, e: SenderEvent) -> Result<(), Error> {
+        match e {
+            SenderEvent::FileAccepted { file_id, offset } => {
+                let Some(f) = self.offered.get_mut(&file_id) else {
+                    return Ok(());
+                };
+                f.offset = offset;
+                self.report.bytes_resumed += offset;
+                self.setup
+                    .progress
+                    .bytes_done
+                    .fetch_add(offset, Ordering::Relaxed);
+                if f.entry.kind == EntryKind::File {
+                    let job = ReadJob::Open {
+                        file_id,
+                        entry: f.entry.clone(),
+                        offset,
+                        kind: self.digest,
+                    };
+                    if self.jobs.push(job).is_err() {
+                        return Err(Error::ThreadPanicked("reader"));
+                    }
+                }
+                Ok(())
+            }
+            SenderEvent::FileRejected { file_id, reason } => {
+                self.resolve(file_id, FileOutcome::Rejected(reason));
+                Ok(())
+            }
+            SenderEvent::FileCancelled { .. } => Ok(()),
+            SenderEvent::FileDone { file_id, status } => {
+                let outcome = if status.is_ok() {
+                    FileOutcome::Sent
+                } else {
+                    FileOutcome::Failed(status)
+                };
+                self.resolve(file_id, outcome);
+                Ok(())
+            }
+            SenderEvent::Closed => Ok(()),
+            SenderEvent::Failed(f) => {
+                self.report.error = Some(describe_failure(&f, self.cancelled));
+                Ok(())
+            }
+        }
+    }
+
+    fn resolve(&mut self, file_id: u64, outcome: FileOutcome) {
+        let Some(f) = self.offered.remove(&file_id) else {
+            return;
+        };
+        let p = &self.setup.progress;
+        p.files_done.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = self.report.files.get_mut(f.index) {
+            r.outcome = outcome;
+            if let Some(cb) = &self.setup.on_file {
+                cb(r);
+            }
+        }
+    }
+
+    /// Closes the connection (after the goodbyes, or to end a failed session) and waits a
+    /// little for the peer's confirmation and the flush of what was posted.
+    fn finish(mut self, outcome: Result<(), Error>, started: Instant) -> SendReport {
+        if let Err(e) = outcome {
+            self.report.error.get_or_insert(e.to_string());
+            // Best effort: tell the receiver why.
+            if !self.machine.is_ended() {
+                self.machine
+                    .abort(self.clock.now(), ErrorCode::LOCAL_FAILURE);
+                let _ = self.drain();
+            }
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        // What was posted (an error message above all) goes out before the disconnect.
+        let mut c = Vec::new();
+        while !self.link.is_idle() && !self.link.is_down() && Instant::now() < deadline {
+            c.clear();
+            if self.link.poll(&mut c).is_err() {
+                break;
+            }
+            let _ = self.link.wait(Duration::from_millis(20));
+        }
+        self.link.close();
+        while !self.link.is_down() && Instant::now() < deadline {
+            c.clear();
+            if self.link.poll(&mut c).is_err() {
+                break;
+            }
+            let _ = self.link.wait(Duration::from_millis(20));
+        }
+        // Files offered but never resolved: they end unfinished, and are told so.
+        let unfinished: Vec<_> = self.offered.drain().map(|(_, f)| f.index).collect();
+        for index in unfinished {
+            if let Some(r) = self.report.files.get(index) {
+                if let Some(cb) = &self.setup.on_file {
+                    cb(r);
+                }
+            }
+        }
+        self.report.elapsed = started.elapsed();
+        self.report
+    }
+}
+
+fn describe_failure(f: &Failure, cancelled: bool) -> String {
+    match f {
+        Failure::Aborted(ErrorCode::CANCELLED) if cancelled => "cancelled".into(),
+        other => other.to_string(),
+    }
+}

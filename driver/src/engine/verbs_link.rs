@@ -1,0 +1,417 @@
+//! The links over verbs: what the engine posts becomes work requests on the connection's QP,
+//! its completions come from the CQ, and its waits sleep in `poll(2)` on the completion
+//! channel, the connection's CM event channel and an eventfd the I/O thread pokes.
+
+use super::{wr, RecvCompletion, RecvLink, Ring, SendCompletion, SendLink};
+use crate::handoff::{Wake, Waker};
+use crate::session::{ReceiverConn, SenderConn};
+use crate::verbs::{RemoteBuffer, Slot, WcOpcode, WcStatus, WorkCompletion};
+use crate::Error;
+use rdmaft_protocol::{ChunkWrite, ControlWrite, CTRL_MSG_MAX, RECEIVER_MSG_MAX};
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A waker over an eventfd: the engine's thread sleeps in `poll(2)` on it.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> Result<Arc<EventFd>, Error> {
+        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).map_err(|e| {
+            Error::Verb {
+                verb: "eventfd",
+                source: e.into(),
+            }
+        })?;
+        Ok(Arc::new(EventFd(fd)))
+    }
+
+    /// Clears pending wake-ups.
+    pub(crate) fn drain(&self) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.0, &mut b);
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Wake for EventFd {
+    fn wake(&self) {
+        // A full counter (impossible in practice) means a wake is pending anyway.
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+}
+
+/// Sleeps until one of `fds` is readable or `timeout` passes.
+fn wait_fds(fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<(), Error> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+    match poll(&mut pfds, ms) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(Error::Verb {
+            verb: "poll",
+            source: e.into(),
+        }),
+    }
+}
+
+/// The error for a failed completion, or `None` for a flush after the connection went down
+/// (expected at teardown).
+fn completion_error(wc: &WorkCompletion, closing: bool, peer: &str) -> Option<Error> {
+    if wc.status == WcStatus::FLUSHED {
+        if closing {
+            return None;
+        }
+        return Some(Error::ConnectionLost {
+            peer: peer.to_owned(),
+            detail: "the connection went down (work flushed)".into(),
+        });
+    }
+    Some(wc.ok().err().unwrap_or(Error::ConnectionLost {
+        peer: peer.to_owned(),
+        detail: "failed completion".into(),
+    }))
+}
+
+/// The sender's link over a [`SenderConn`].
+#[derive(Debug)]
+pub(crate) struct VerbsSendLink {
+    conn: SenderConn,
+    remote: RemoteBuffer,
+    wake: Arc<EventFd>,
+    outstanding: usize,
+    capacity: usize,
+    stash: Vec<WorkCompletion>,
+    closing: bool,
+    down: bool,
+    peer: String,
+}
+
+impl VerbsSendLink {
+    pub(crate) fn new(conn: SenderConn) -> Result<Self, Error> {
+        let ring = conn.negotiated.ring;
+        let capacity = conn.endpoint.qp().caps().max_send_wr as usize;
+        let peer = conn
+            .peer_addr()
+            .map_or_else(|| "the receiver".into(), |a| a.to_string());
+        conn.endpoint.cq().req_notify(false)?;
+        Ok(VerbsSendLink {
+            conn,
+            remote: RemoteBuffer {
+                addr: ring.addr,
+                rkey: ring.rkey,
+                len: ring.len,
+            },
+            wake: EventFd::new()?,
+            outstanding: 0,
+            capacity,
+            stash: Vec::new(),
+            closing: false,
+            down: false,
+            peer,
+        })
+    }
+
+    /// The slots, for the engine (taken once).
+    pub(crate) fn take_slots(&mut self) -> Option<crate::verbs::SlotArea> {
+        self.conn.slots.take()
+    }
+
+    fn offset_of(&self, remote_addr: u64) -> Result<u64, Error> {
+        remote_addr
+            .checked_sub(self.remote.addr)
+            .ok_or_else(|| Error::invalid("post", "remote address below the ring"))
+    }
+}
+
+impl SendLink for VerbsSendLink {
+    fn post_control(&mut self, c: &ControlWrite, bytes: &[u8]) -> Result<(), Error> {
+        let at = c.slot as usize * CTRL_MSG_MAX;
+        self.conn.ctrl_bufs.copy_in(at, bytes)?;
+        let remote_offset = self.offset_of(c.remote_addr)?;
+        self.conn.endpoint.qp().post_write_with_imm(
+            wr::CONTROL | u64::from(c.slot),
+            &self.conn.ctrl_bufs,
+            at..at + bytes.len(),
+            &self.remote,
+            remote_offset,
+            c.imm,
+            true,
+        )?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
+        self.conn
+            .endpoint
+            .qp()
+            .post_imm_only(wr::ACK, &self.remote, imm, true)?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn post_chunk(&mut self, w: &ChunkWrite, slot: &Slot) -> Result<(), Error> {
+        let (mr, range) = slot
+            .region(w.len as usize)
+            .ok_or_else(|| Error::invalid("post_chunk", "slot memory is not registered"))?;
+        let remote_offset = self.offset_of(w.remote_addr)?;
+        self.conn.endpoint.qp().post_write_with_imm(
+            wr::CHUNK | w.seq,
+            mr,
+            range,
+            &self.remote,
+            remote_offset,
+            w.imm,
+            true,
+        )?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn send_room(&self) -> usize {
+        self.capacity.saturating_sub(self.outstanding)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    fn poll(&mut self, out: &mut Vec<SendCompletion>) -> Result<(), Error> {
+        let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
+        let mut batch = [WorkCompletion::default(); 32];
+        loop {
+            let mut wcs = std::mem::take(&mut self.stash);
+            let n = cq.poll(&mut batch)?;
+            wcs.extend_from_slice(&batch[..n]);
+            if wcs.is_empty() {
+                return Ok(());
+            }
+            for wc in wcs {
+                if wr::kind(wc.wr_id) != wr::RECV {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
+                if !wc.status.is_success() {
+                    if let Some(e) = completion_error(&wc, self.closing || self.down, &self.peer) {
+                        return Err(e);
+                    }
+                    continue;
+                }
+                match wr::kind(wc.wr_id) {
+                    wr::RECV => {
+                        let i = wr::number(wc.wr_id) as usize;
+                        let len = (wc.byte_len as usize).min(RECEIVER_MSG_MAX);
+                        let mut bytes = [0u8; RECEIVER_MSG_MAX];
+                        self.conn
+                            .recv_bufs
+                            .copy_out(i * RECEIVER_MSG_MAX, &mut bytes[..len])?;
+                        // Reposted before the message is processed (PROTOCOL.md §3.4).
+                        self.conn.endpoint.qp().post_recv(
+                            wc.wr_id,
+                            &self.conn.recv_bufs,
+                            i * RECEIVER_MSG_MAX..(i + 1) * RECEIVER_MSG_MAX,
+                        )?;
+                        out.push(SendCompletion::Message(bytes, len));
+                    }
+                    wr::CHUNK => out.push(SendCompletion::ChunkDone(wr::number(wc.wr_id))),
+                    _ => out.push(SendCompletion::Sent),
+                }
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
+        cq.req_notify(false)?;
+        // A completion that came before the arming does not signal: look once more.
+        let mut batch = [WorkCompletion::default(); 32];
+        let n = cq.poll(&mut batch)?;
+        if n > 0 {
+            self.stash.extend_from_slice(&batch[..n]);
+            return Ok(());
+        }
+        let events = std::sync::Arc::clone(self.conn.endpoint.events());
+        let fds = [cq.channel_as_fd()?, self.wake.fd(), events.as_fd()];
+        wait_fds(&fds, timeout)?;
+        cq.take_events()?;
+        self.wake.drain();
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        self.wake.clone()
+    }
+
+    fn close(&mut self) {
+        self.closing = true;
+        self.conn.endpoint.request_disconnect();
+    }
+
+    fn is_down(&mut self) -> bool {
+        while let Ok(Some(kind)) = self.conn.endpoint.poll_event() {
+            if kind == crate::verbs::CmEventKind::Disconnected {
+                self.down = true;
+            }
+        }
+        self.down || self.conn.endpoint.is_closed()
+    }
+
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+}
+
+/// The receiver's link over a [`ReceiverConn`].
+#[derive(Debug)]
+pub(crate) struct VerbsRecvLink {
+    conn: ReceiverConn,
+    wake: Arc<EventFd>,
+    outstanding: usize,
+    capacity: usize,
+    depth: u64,
+    stash: Vec<WorkCompletion>,
+    closing: bool,
+    down: bool,
+    peer: String,
+}
+
+impl VerbsRecvLink {
+    pub(crate) fn new(conn: ReceiverConn) -> Result<Self, Error> {
+        let capacity = conn.endpoint.qp().caps().max_send_wr as usize;
+        let depth = u64::from(conn.negotiated.sender_ctrl_depth);
+        let peer = conn
+            .peer_addr()
+            .map_or_else(|| "the sender".into(), |a| a.to_string());
+        conn.endpoint.cq().req_notify(false)?;
+        Ok(VerbsRecvLink {
+            conn,
+            wake: EventFd::new()?,
+            outstanding: 0,
+            capacity,
+            depth,
+            stash: Vec::new(),
+            closing: false,
+            down: false,
+            peer,
+        })
+    }
+}
+
+impl RecvLink for VerbsRecvLink {
+    fn post_message(&mut self, n: u64, bytes: &[u8]) -> Result<(), Error> {
+        let at = (n % self.depth) as usize * RECEIVER_MSG_MAX;
+        self.conn.send_bufs.copy_in(at, bytes)?;
+        self.conn.endpoint.qp().post_send(
+            wr::SEND | n,
+            &self.conn.send_bufs,
+            at..at + bytes.len(),
+            true,
+        )?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn send_room(&self) -> usize {
+        self.capacity.saturating_sub(self.outstanding)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    fn poll(&mut self, out: &mut Vec<RecvCompletion>) -> Result<(), Error> {
+        let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
+        let mut batch = [WorkCompletion::default(); 32];
+        loop {
+            let mut wcs = std::mem::take(&mut self.stash);
+            let n = cq.poll(&mut batch)?;
+            wcs.extend_from_slice(&batch[..n]);
+            if wcs.is_empty() {
+                return Ok(());
+            }
+            for wc in wcs {
+                let recv = wr::kind(wc.wr_id) == wr::RECV;
+                if !recv {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
+                if !wc.status.is_success() {
+                    if let Some(e) = completion_error(&wc, self.closing || self.down, &self.peer) {
+                        return Err(e);
+                    }
+                    continue;
+                }
+                if !recv {
+                    out.push(RecvCompletion::Sent);
+                    continue;
+                }
+                // Reposted before the completion is handed in (PROTOCOL.md §3.4).
+                self.conn
+                    .endpoint
+                    .qp()
+                    .post_recv_bufferless(crate::engine::wr::RECV)?;
+                match (wc.opcode, wc.imm) {
+                    (WcOpcode::RecvRdmaWithImm, Some(imm)) => out.push(RecvCompletion::Write {
+                        imm,
+                        len: wc.byte_len,
+                    }),
+                    _ => {
+                        return Err(Error::ConnectionLost {
+                            peer: self.peer.clone(),
+                            detail: "the sender used a SEND; rdmaft senders only write".into(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn ring(&self) -> Arc<dyn Ring> {
+        self.conn.ring.clone()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
+        cq.req_notify(false)?;
+        let mut batch = [WorkCompletion::default(); 32];
+        let n = cq.poll(&mut batch)?;
+        if n > 0 {
+            self.stash.extend_from_slice(&batch[..n]);
+            return Ok(());
+        }
+        let events = std::sync::Arc::clone(self.conn.endpoint.events());
+        let fds = [cq.channel_as_fd()?, self.wake.fd(), events.as_fd()];
+        wait_fds(&fds, timeout)?;
+        cq.take_events()?;
+        self.wake.drain();
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        self.wake.clone()
+    }
+
+    fn close(&mut self) {
+        self.closing = true;
+        self.conn.endpoint.request_disconnect();
+    }
+
+    fn is_down(&mut self) -> bool {
+        while let Ok(Some(kind)) = self.conn.endpoint.poll_event() {
+            if kind == crate::verbs::CmEventKind::Disconnected {
+                self.down = true;
+            }
+        }
+        self.down || self.conn.endpoint.is_closed()
+    }
+
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+}

@@ -1,0 +1,424 @@
+//! Where the receiver writes: the destination directory, and every name resolved beneath it
+//! one component at a time with `O_NOFOLLOW`, so no symlink (planted by anyone) is ever
+//! followed and nothing is created outside the directory.
+//!
+//! A file's data goes to a temporary file created exclusively (`O_EXCL`) in the file's final
+//! directory; only after its digest matched does it get its mode and mtime and is renamed
+//! onto the final name. A file therefore never appears under its final name unverified, and
+//! a failed one leaves nothing behind (the temporary file is removed).
+
+use rdmaft_protocol::FileRejectReason;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why the receiver refuses an entry: the reason for the peer, and a detail for the log.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The reason sent in the file answer.
+    pub reason: FileRejectReason,
+    /// What happened, for humans.
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(reason: FileRejectReason, detail: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn from_errno(what: &str, e: Errno) -> Self {
+        let reason = match e {
+            Errno::ACCESS | Errno::PERM | Errno::ROFS => FileRejectReason::PERMISSION_DENIED,
+            Errno::NOSPC | Errno::DQUOT => FileRejectReason::NO_SPACE,
+            Errno::LOOP => FileRejectReason::PERMISSION_DENIED,
+            Errno::NOTDIR | Errno::EXIST | Errno::ISDIR => FileRejectReason::EXISTS,
+            Errno::NAMETOOLONG => FileRejectReason::INVALID_NAME,
+            Errno::FBIG => FileRejectReason::TOO_LARGE,
+            _ => FileRejectReason::IO,
+        };
+        let detail = if e == Errno::LOOP {
+            format!("{what}: a symbolic link is in the way (never followed)")
+        } else {
+            format!("{what}: {}", io::Error::from(e))
+        };
+        Refusal { reason, detail }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.detail)
+    }
+}
+
+/// How the destination treats names that exist already.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace an existing file (atomically, by the rename).
+    #[default]
+    Replace,
+    /// Refuse the file (`EXISTS`).
+    Keep,
+}
+
+/// The receive directory.
+#[derive(Debug)]
+pub struct Destination {
+    root: OwnedFd,
+    existing: Existing,
+    fsync: bool,
+}
+
+/// A file being received: its temporary file, open for writing.
+#[derive(Debug)]
+pub struct Incoming {
+    parent: OwnedFd,
+    final_name: String,
+    temp_name: String,
+    /// The temporary file (open for reading and writing).
+    pub file: File,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Destination {
+    /// Opens `dir` (which must exist and be a directory; a symlink naming it is followed,
+    /// since the user chose it).
+    pub fn open(dir: &Path, existing: Existing, fsync: bool) -> io::Result<Destination> {
+        let root = rfs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Destination {
+            root,
+            existing,
+            fsync,
+        })
+    }
+
+    /// The directory holding `name`'s last component, opened beneath the root without
+    /// following symlinks; missing directories are created (mode 0o755, then the umask).
+    fn parent_of<'n>(&self, name: &'n str) -> Result<(OwnedFd, &'n str), Refusal> {
+        let mut parts = name.split('/').collect::<Vec<_>>();
+        // The name was validated: at least one component, none empty, `.` or `..`.
+        let last = parts
+            .pop()
+            .ok_or_else(|| Refusal::new(FileRejectReason::INVALID_NAME, "empty name"))?;
+        let mut dir =
+            open_dir_beneath(&self.root, ".").map_err(|e| Refusal::from_errno("destination", e))?;
+        for (i, component) in parts.iter().enumerate() {
+            let shown = parts[..=i].join("/");
+            dir = match open_dir_beneath(&dir, component) {
+                Ok(d) => d,
+                Err(Errno::NOENT) => {
+                    match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(Refusal::from_errno(&shown, e)),
+                    }
+                    open_dir_beneath(&dir, component).map_err(|e| Refusal::from_errno(&shown, e))?
+                }
+                Err(e) => return Err(refusal_at(&dir, component, &shown, e)),
+            };
+        }
+        Ok((dir, last))
+    }
+
+    /// Prepares to receive file `name` of `size` bytes: directories created, the final name
+    /// checked, space checked, a temporary file created exclusively beside it.
+    pub fn begin_file(&self, name: &str, size: u64) -> Result<Incoming, Refusal> {
+        let (parent, last) = self.parent_of(name)?;
+        match rfs::statat(&parent, last, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => {
+                return Err(Refusal::new(
+                    FileRejectReason::EXISTS,
+                    format!("{name} is a directory"),
+                ));
+            }
+            Ok(_) if self.existing == Existing::Keep => {
+                return Err(Refusal::new(
+                    FileRejectReason::EXISTS,
+                    format!("{name} exists"),
+                ));
+            }
+            Ok(_) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(Refusal::from_errno(name, e)),
+        }
+        if let Ok(vfs) = rfs::fstatvfs(&parent) {
+            let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+            if size > free {
+                return Err(Refusal::new(
+                    FileRejectReason::NO_SPACE,
+                    format!("{name}: {size} bytes, {free} free"),
+                ));
+            }
+        }
+        let (fd, temp_name) = loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let temp = format!(".rdmaft-{}-{n}.part", std::process::id());
+            match rfs::openat(
+                &parent,
+                temp.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => break (fd, temp),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Refusal::from_errno(name, e)),
+            }
+        };
+        Ok(Incoming {
+            parent,
+            final_name: last.to_owned(),
+            temp_name,
+            file: File::from(fd),
+        })
+    }
+
+    /// Gives a verified file its mode and mtime and renames it onto its final name.
+    pub fn publish(&self, incoming: Incoming, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+        let result = (|| {
+            rfs::fchmod(&incoming.file, Mode::from_raw_mode(mode & 0o777))?;
+            rfs::futimens(&incoming.file, &times(mtime))?;
+            if self.fsync {
+                incoming.file.sync_all()?;
+            }
+            match self.existing {
+                Existing::Replace => rfs::renameat(
+                    &incoming.parent,
+                    incoming.temp_name.as_str(),
+                    &incoming.parent,
+                    incoming.final_name.as_str(),
+                )?,
+                Existing::Keep => rfs::renameat_with(
+                    &incoming.parent,
+                    incoming.temp_name.as_str(),
+                    &incoming.parent,
+                    incoming.final_name.as_str(),
+                    rfs::RenameFlags::NOREPLACE,
+                )?,
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rfs::unlinkat(
+                &incoming.parent,
+                incoming.temp_name.as_str(),
+                AtFlags::empty(),
+            );
+        }
+        result
+    }
+
+    /// Removes a temporary file that will not be published.
+    pub fn discard(&self, incoming: Incoming) {
+        let _ = rfs::unlinkat(
+            &incoming.parent,
+            incoming.temp_name.as_str(),
+            AtFlags::empty(),
+        );
+    }
+
+    /// Creates directory `name` if missing (never through a symlink) and gives it its mode
+    /// and mtime.
+    pub fn make_dir(&self, name: &str, mode: u32, mtime: (i64, u32)) -> Result<(), Refusal> {
+        let (parent, last) = self.parent_of(name)?;
+        match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(Refusal::from_errno(name, e)),
+        }
+        let dir =
+            open_dir_beneath(&parent, last).map_err(|e| refusal_at(&parent, last, name, e))?;
+        rfs::fchmod(&dir, Mode::from_raw_mode(mode & 0o777))
+            .map_err(|e| Refusal::from_errno(name, e))?;
+        rfs::futimens(&dir, &times(mtime)).map_err(|e| Refusal::from_errno(name, e))?;
+        Ok(())
+    }
+}
+
+/// The refusal for failing to open `component` of `dir` as a directory: a symlink there is
+/// reported as such (the kernel says `ENOTDIR` or `ELOOP`).
+fn refusal_at(dir: &OwnedFd, component: &str, shown: &str, e: Errno) -> Refusal {
+    let is_link = rfs::statat(dir, component, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink);
+    if is_link {
+        return Refusal::from_errno(shown, Errno::LOOP);
+    }
+    Refusal::from_errno(shown, e)
+}
+
+/// Opens directory `name` in `dir`, refusing to follow a symlink (`ELOOP`) or to open
+/// anything but a directory (`ENOTDIR`).
+fn open_dir_beneath(dir: &impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn times((sec, nsec): (i64, u32)) -> Timestamps {
+    let t = Timespec {
+        tv_sec: sec,
+        tv_nsec: i64::from(nsec),
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rdmaft-dest-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn listing(d: &Path) -> Vec<String> {
+        let mut v: Vec<_> = walk(d, d);
+        v.sort();
+        v
+    }
+
+    fn walk(root: &Path, d: &Path) -> Vec<String> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(root, &p));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_appears_only_when_published() {
+        let d = scratch("publish");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let mut inc = dest.begin_file("a/b/f", 3).unwrap();
+        inc.file.write_all(b"abc").unwrap();
+        let names = listing(&d);
+        assert!(names.iter().all(|n| !n.ends_with("/f")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("a/b/.rdmaft-")),
+            "{names:?}"
+        );
+        dest.publish(inc, 0o4640, (1_600_000_000, 5)).unwrap();
+        assert_eq!(listing(&d), ["a", "a/b", "a/b/f"]);
+        let meta = std::fs::metadata(d.join("a/b/f")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "no setuid");
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 5));
+        assert_eq!(std::fs::read(d.join("a/b/f")).unwrap(), b"abc");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn discarded_files_leave_nothing() {
+        let d = scratch("discard");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let inc = dest.begin_file("x", 0).unwrap();
+        dest.discard(inc);
+        assert!(listing(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let d = scratch("links");
+        let outside = scratch("links-outside");
+        let dest_dir = d.join("dest");
+        std::fs::create_dir_all(&dest_dir).unwrap();
+        std::os::unix::fs::symlink(&outside, dest_dir.join("evil")).unwrap();
+        std::os::unix::fs::symlink(outside.join("target"), dest_dir.join("file-link")).unwrap();
+        let dest = Destination::open(&dest_dir, Existing::Replace, false).unwrap();
+        // A directory component that is a symlink.
+        let err = dest.begin_file("evil/x", 1).unwrap_err();
+        assert_eq!(err.reason, FileRejectReason::PERMISSION_DENIED, "{err}");
+        assert!(dest.make_dir("evil/sub", 0o755, (0, 0)).is_err());
+        assert!(dest.make_dir("evil", 0o755, (0, 0)).is_err());
+        // A file name that is a symlink: the rename replaces the link, never writes through it.
+        let mut inc = dest.begin_file("file-link", 2).unwrap();
+        inc.file.write_all(b"ok").unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        assert!(!outside.join("target").exists());
+        assert!(!dest_dir.join("file-link").is_symlink());
+        assert!(listing(&outside).is_empty(), "nothing written outside");
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn existing_names() {
+        let d = scratch("existing");
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::fs::write(d.join("old"), b"old").unwrap();
+        let keep = Destination::open(&d, Existing::Keep, false).unwrap();
+        assert_eq!(
+            keep.begin_file("dir", 0).unwrap_err().reason,
+            FileRejectReason::EXISTS
+        );
+        assert_eq!(
+            keep.begin_file("old", 0).unwrap_err().reason,
+            FileRejectReason::EXISTS
+        );
+        assert_eq!(
+            keep.begin_file("old/x", 0).unwrap_err().reason,
+            FileRejectReason::EXISTS
+        );
+        let replace = Destination::open(&d, Existing::Replace, true).unwrap();
+        let mut inc = replace.begin_file("old", 3).unwrap();
+        inc.file.write_all(b"new").unwrap();
+        replace.publish(inc, 0o600, (0, 0)).unwrap();
+        assert_eq!(std::fs::read(d.join("old")).unwrap(), b"new");
+        // Another file took the name meanwhile, with Keep: the publish fails, nothing left.
+        let inc = keep.begin_file("late", 0).unwrap();
+        std::fs::write(d.join("late"), b"first").unwrap();
+        assert!(keep.publish(inc, 0o600, (0, 0)).is_err());
+        assert_eq!(std::fs::read(d.join("late")).unwrap(), b"first");
+        assert!(listing(&d).iter().all(|n| !n.contains(".rdmaft-")));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn directories_get_mode_and_mtime() {
+        let d = scratch("dirs");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        dest.make_dir("p/q", 0o750, (1_500_000_000, 0)).unwrap();
+        dest.make_dir("p/q", 0o700, (1_500_000_001, 0)).unwrap();
+        let m = std::fs::metadata(d.join("p/q")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        assert_eq!(m.mtime(), 1_500_000_001);
+        std::fs::write(d.join("file"), b"").unwrap();
+        assert_eq!(
+            dest.make_dir("file", 0o755, (0, 0)).unwrap_err().reason,
+            FileRejectReason::EXISTS
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn too_large_for_the_disk() {
+        let d = scratch("space");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let err = dest.begin_file("huge", u64::MAX / 2).unwrap_err();
+        assert_eq!(err.reason, FileRejectReason::NO_SPACE);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

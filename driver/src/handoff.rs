@@ -1,0 +1,401 @@
+//! The engine's concurrent core: how the thread that owns a connection (it polls the
+//! completion queue, drives the protocol state machine and posts work) hands work to the
+//! file I/O thread beside it and gets the results back, how a cancel or stop reaches it, and
+//! how a result is delivered exactly once.
+//!
+//! - [`Mailbox`]: a queue one thread pushes to and another pops from, closable, that also
+//!   pokes a [`Wake`]r, so a consumer asleep in `poll(2)` (the connection thread, waiting on
+//!   its completion channel too) wakes up. Slots travel through it by value, so each is owned
+//!   by exactly one thread at any time.
+//! - [`Stop`]: a flag set once, waking everyone registered.
+//! - [`Once`]: a result cell written at most once and read once.
+//!
+//! Written against the `sync` shim and model-checked with loom (`tests` below, run by
+//! `make loom`); no FFI here.
+
+use crate::sync::{lock, AtomicBool, Condvar, Mutex, Ordering};
+use std::collections::VecDeque;
+
+/// A shared waker. Always a `std` `Arc` (loom's cannot hold a trait object); the waker's own
+/// state uses the shim.
+pub(crate) type Waker = std::sync::Arc<dyn Wake>;
+
+/// Wakes a thread that may be asleep: an eventfd for a connection thread (it sleeps in
+/// `poll(2)`), or a condvar in the models.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+struct Queue<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// A closable FIFO between two threads.
+pub(crate) struct Mailbox<T> {
+    queue: Mutex<Queue<T>>,
+    ready: Condvar,
+    waker: Option<Waker>,
+}
+
+impl<T> Mailbox<T> {
+    /// A mailbox; `waker` is also poked on every push and on close.
+    pub(crate) fn new(waker: Option<Waker>) -> Self {
+        Mailbox {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            waker,
+        }
+    }
+
+    /// Adds `item`; gives it back when the mailbox is closed.
+    pub(crate) fn push(&self, item: T) -> Result<(), T> {
+        {
+            let mut q = lock(&self.queue);
+            if q.closed {
+                return Err(item);
+            }
+            q.items.push_back(item);
+        }
+        self.ready.notify_one();
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The oldest item, without waiting.
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        lock(&self.queue).items.pop_front()
+    }
+
+    /// The oldest item, waiting for one; `None` once the mailbox is closed and empty.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let mut q = lock(&self.queue);
+        loop {
+            if let Some(item) = q.items.pop_front() {
+                return Some(item);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Refuses further pushes; items already in stay poppable. Wakes the consumer.
+    pub(crate) fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.ready.notify_all();
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+    }
+}
+
+/// A flag raised once (cancel, stop), waking every registered thread.
+pub(crate) struct Stop {
+    raised: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Self {
+        Stop {
+            raised: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Raises the flag and wakes everyone registered; later calls do nothing more.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        let wakers: Vec<_> = lock(&self.wakers).clone();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Registers `w` to be woken by [`raise`](Self::raise); if already raised, wakes it now
+    /// (so a thread registering late still sees the stop).
+    pub(crate) fn register(&self, w: Waker) {
+        lock(&self.wakers).push(std::sync::Arc::clone(&w));
+        if self.is_raised() {
+            w.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("raised", &self.is_raised())
+            .finish()
+    }
+}
+
+/// A value set at most once and taken once: a transfer's final report.
+pub(crate) struct Once<T> {
+    slot: Mutex<OnceState<T>>,
+    set: Condvar,
+}
+
+enum OnceState<T> {
+    Empty,
+    Full(T),
+    Taken,
+}
+
+impl<T> Once<T> {
+    pub(crate) fn new() -> Self {
+        Once {
+            slot: Mutex::new(OnceState::Empty),
+            set: Condvar::new(),
+        }
+    }
+
+    /// Sets the value; `false` (and `v` dropped) if it was set before.
+    pub(crate) fn set(&self, v: T) -> bool {
+        let mut s = lock(&self.slot);
+        if !matches!(*s, OnceState::Empty) {
+            return false;
+        }
+        *s = OnceState::Full(v);
+        drop(s);
+        self.set.notify_all();
+        true
+    }
+
+    /// Waits for the value and takes it; `None` if another caller took it.
+    pub(crate) fn take(&self) -> Option<T> {
+        let mut s = lock(&self.slot);
+        loop {
+            match std::mem::replace(&mut *s, OnceState::Taken) {
+                OnceState::Full(v) => return Some(v),
+                OnceState::Taken => return None,
+                OnceState::Empty => {
+                    *s = OnceState::Empty;
+                    s = self.set.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Whether the value was set (taken or not).
+    pub(crate) fn is_set(&self) -> bool {
+        !matches!(*lock(&self.slot), OnceState::Empty)
+    }
+}
+
+impl<T> std::fmt::Debug for Once<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Once").field("set", &self.is_set()).finish()
+    }
+}
+
+/// A waker for models and tests: counts wake-ups and lets a thread wait for one.
+#[cfg(any(test, rdmaft_loom))]
+pub(crate) struct CondWake {
+    count: Mutex<u64>,
+    cv: Condvar,
+}
+
+#[cfg(any(test, rdmaft_loom))]
+impl CondWake {
+    pub(crate) fn new() -> Self {
+        CondWake {
+            count: Mutex::new(0),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Waits until the count moves past `seen`; returns the new count.
+    #[cfg_attr(not(rdmaft_loom), allow(dead_code))]
+    pub(crate) fn wait_past(&self, seen: u64) -> u64 {
+        let mut c = lock(&self.count);
+        while *c == seen {
+            c = self.cv.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+        *c
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        *lock(&self.count)
+    }
+}
+
+#[cfg(any(test, rdmaft_loom))]
+impl Wake for CondWake {
+    fn wake(&self) {
+        *lock(&self.count) += 1;
+        self.cv.notify_all();
+    }
+}
+
+#[cfg(all(test, not(rdmaft_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn mailbox_keeps_order_and_refuses_after_close() {
+        let m = Mailbox::new(None);
+        m.push(1).unwrap();
+        m.push(2).unwrap();
+        m.close();
+        assert_eq!(m.push(3), Err(3));
+        assert_eq!(m.pop(), Some(1));
+        assert_eq!(m.try_pop(), Some(2));
+        assert_eq!(m.pop(), None);
+    }
+
+    #[test]
+    fn pushes_wake_the_consumer_and_the_waker() {
+        let wake = Arc::new(CondWake::new());
+        let m = Arc::new(Mailbox::new(Some(wake.clone() as Waker)));
+        let consumer = {
+            let m = Arc::clone(&m);
+            thread::spawn(move || (m.pop(), m.pop()))
+        };
+        m.push("a").unwrap();
+        m.close();
+        assert_eq!(consumer.join().unwrap(), (Some("a"), None));
+        assert_eq!(wake.count(), 2, "one push and the close");
+    }
+
+    #[test]
+    fn stop_wakes_late_registrants() {
+        let s = Stop::new();
+        let early = Arc::new(CondWake::new());
+        s.register(early.clone());
+        s.raise();
+        assert!(s.is_raised());
+        assert_eq!(early.count(), 1);
+        let late = Arc::new(CondWake::new());
+        s.register(late.clone());
+        assert_eq!(late.count(), 1);
+    }
+
+    #[test]
+    fn once_is_set_once_and_taken_once() {
+        let o = Arc::new(Once::new());
+        let taker = {
+            let o = Arc::clone(&o);
+            thread::spawn(move || o.take())
+        };
+        assert!(o.set(1));
+        assert!(!o.set(2));
+        assert_eq!(taker.join().unwrap(), Some(1));
+        assert_eq!(o.take(), None);
+        assert!(o.is_set());
+    }
+}
+
+/// Model checks of the core (`RUSTFLAGS="--cfg rdmaft_loom" cargo test --release -p rdmaft
+/// --lib handoff`, with `LOOM_MAX_PREEMPTIONS=2`): every interleaving of the threads within
+/// the bound.
+#[cfg(all(test, rdmaft_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::{thread, Arc};
+
+    /// A slot is owned by one side at a time: the poller hands slots to the I/O thread, which
+    /// gives each back once; the poller sleeps between completions and never misses one.
+    #[test]
+    fn slots_round_trip_without_lost_wakeups() {
+        loom::model(|| {
+            let wake = std::sync::Arc::new(CondWake::new());
+            let to_io: Arc<Mailbox<u32>> = Arc::new(Mailbox::new(None));
+            let back: Arc<Mailbox<u32>> = Arc::new(Mailbox::new(Some(wake.clone() as Waker)));
+            let io = {
+                let (to_io, back) = (Arc::clone(&to_io), Arc::clone(&back));
+                thread::spawn(move || {
+                    while let Some(slot) = to_io.pop() {
+                        back.push(slot).unwrap();
+                    }
+                })
+            };
+            to_io.push(0).unwrap();
+            to_io.push(1).unwrap();
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                // The poller's loop: note the wake count, take what is there, then sleep
+                // until the count moves (a push after the drain moves it: no lost wakeup).
+                let before = wake.count();
+                while let Some(s) = back.try_pop() {
+                    got.push(s);
+                }
+                if got.len() < 2 {
+                    wake.wait_past(before);
+                }
+            }
+            to_io.close();
+            io.join().unwrap();
+            got.sort();
+            assert_eq!(got, [0, 1]);
+        });
+    }
+
+    /// A stop raced against the engine finishing: exactly one report, whichever wins.
+    #[test]
+    fn exactly_one_report_when_cancel_races_completion() {
+        loom::model(|| {
+            let report: Arc<Once<&'static str>> = Arc::new(Once::new());
+            let stop = Arc::new(Stop::new());
+            let wake = std::sync::Arc::new(CondWake::new());
+            stop.register(wake.clone());
+            let engine = {
+                let (report, stop) = (Arc::clone(&report), Arc::clone(&stop));
+                thread::spawn(move || {
+                    if stop.is_raised() {
+                        report.set("cancelled");
+                    } else {
+                        report.set("done");
+                    }
+                })
+            };
+            let canceller = {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || stop.raise())
+            };
+            let got = report.take();
+            engine.join().unwrap();
+            canceller.join().unwrap();
+            assert!(matches!(got, Some("done") | Some("cancelled")));
+            assert_eq!(report.take(), None, "taken once");
+            assert!(wake.count() >= 1, "the stop woke the registered thread");
+        });
+    }
+
+    /// Closing while the producer pushes: every item accepted before the close is delivered,
+    /// and the consumer ends.
+    #[test]
+    fn close_races_push() {
+        loom::model(|| {
+            let m: Arc<Mailbox<u8>> = Arc::new(Mailbox::new(None));
+            let producer = {
+                let m = Arc::clone(&m);
+                thread::spawn(move || m.push(7).is_ok())
+            };
+            let closer = {
+                let m = Arc::clone(&m);
+                thread::spawn(move || m.close())
+            };
+            let accepted = producer.join().unwrap();
+            closer.join().unwrap();
+            let mut got = Vec::new();
+            while let Some(x) = m.pop() {
+                got.push(x);
+            }
+            assert_eq!(got.len(), usize::from(accepted));
+        });
+    }
+}
