@@ -20,10 +20,8 @@ struct Key(u8);
 impl Mac for Key {
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut out = [self.0; 32];
-        let mut i = 0usize;
-        for b in parts.iter().flat_map(|p| p.iter()) {
+        for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
             out[i % 32] = out[i % 32].wrapping_mul(31).wrapping_add(*b ^ self.0);
-            i += 1;
         }
         out
     }

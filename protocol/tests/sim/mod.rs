@@ -475,7 +475,7 @@ impl Pair {
             return Ok(());
         };
         let f = &self.files[r.file_id as usize];
-        let k = (r.file_offset / self.chunk as u64) as u64;
+        let k = r.file_offset / self.chunk as u64;
         let fails = matches!(f.policy, Policy::SenderAbortAt(at) if at == k);
         if !fails {
             let src = &f.data[r.file_offset as usize..r.file_offset as usize + r.len as usize];
