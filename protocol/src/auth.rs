@@ -70,6 +70,27 @@ mod tests {
             "labels separate roles"
         );
         assert_ne!(r, receiver_proof(&Toy(2), b"hello", b"accept"), "keyed");
+        let s = sender_proof(&k, b"hello", b"accept");
+        assert_ne!(
+            s,
+            sender_proof(&Toy(2), b"hello", b"accept"),
+            "sender's keyed"
+        );
+        assert_ne!(
+            s,
+            sender_proof(&k, b"hello", b"accepu"),
+            "covers the accept"
+        );
+        assert_eq!(
+            s,
+            k.mac(&[SENDER_LABEL, b"hello", b"accept"]),
+            "as specified"
+        );
+        assert_eq!(
+            r,
+            k.mac(&[RECEIVER_LABEL, b"hello", b"accept"]),
+            "as specified"
+        );
         assert_ne!(
             r,
             receiver_proof(&k, b"hellp", b"accept"),

@@ -2,6 +2,10 @@
 //! file owns, and where each chunk lives in the ring and in the file. Kept in one place so
 //! the sender and the receiver cannot derive different answers.
 
+/// The most sequence numbers one session may assign (2^62): far beyond any real transfer
+/// (2^74 bytes at the smallest chunk), and low enough that no sequence arithmetic overflows.
+pub const MAX_SESSION_CHUNKS: u64 = 1 << 62;
+
 /// The chunks of one file: `count` sequence numbers from `first_seq`, carrying the file's
 /// bytes from `offset` (non-zero when resuming) to `size`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,14 +28,17 @@ impl FileChunks {
     }
 
     /// Assigns the file its chunks from `first_seq`, sending from `offset` (≤ size, checked
-    /// by the caller) in chunks of `chunk_size`.
-    pub(crate) fn assign(self, first_seq: u64, offset: u64, chunk_size: u32) -> Self {
-        FileChunks {
+    /// by the caller) in chunks of `chunk_size`; `None` if they would end past
+    /// [`MAX_SESSION_CHUNKS`].
+    pub(crate) fn assign(self, first_seq: u64, offset: u64, chunk_size: u32) -> Option<Self> {
+        let count = (self.size - offset).div_ceil(u64::from(chunk_size));
+        let end = first_seq.checked_add(count)?;
+        (end <= MAX_SESSION_CHUNKS).then_some(FileChunks {
             first_seq,
-            count: (self.size - offset).div_ceil(u64::from(chunk_size)),
+            count,
             offset,
             size: self.size,
-        }
+        })
     }
 
     /// One past the file's last sequence number.

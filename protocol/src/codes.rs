@@ -75,6 +75,8 @@ code_family! {
         DIGEST_REQUIRED = 13, "receiver requires a digest algorithm the sender does not offer";
         /// The receiver's own parameters are invalid (a local misconfiguration).
         MISCONFIGURED = 14, "receiver is misconfigured";
+        /// The receiver does not take connections from the sender's address.
+        NOT_ALLOWED = 15, "sender's address is not allowed";
     }
 }
 

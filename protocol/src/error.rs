@@ -80,6 +80,9 @@ pub enum Violation {
     AuthFailed,
     /// A file cancel for a file whose data stream already ended, or cancelled twice.
     BadCancel,
+    /// An accept that would take the session past [`crate::MAX_SESSION_CHUNKS`] sequence
+    /// numbers (only a hostile peer gets there: it takes thousands of exabyte-sized files).
+    SeqSpaceExhausted,
 }
 
 impl Violation {
@@ -109,6 +112,7 @@ impl Violation {
             Violation::AuthMissing => 21,
             Violation::AuthFailed => 22,
             Violation::BadCancel => 23,
+            Violation::SeqSpaceExhausted => 24,
         }
     }
 
@@ -153,6 +157,7 @@ impl fmt::Display for Violation {
             Violation::AuthMissing => f.write_str("key proof missing"),
             Violation::AuthFailed => f.write_str("wrong key proof"),
             Violation::BadCancel => f.write_str("cancel of a file that is not receiving"),
+            Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
         }
     }
 }
@@ -182,7 +187,8 @@ pub enum UsageError {
     /// The digest kind was not negotiated.
     DigestNotNegotiated,
     /// An answer does not fit (resume offset beyond the end or not chunk-aligned, resume not
-    /// negotiated, or an accept of an offer the protocol requires rejecting).
+    /// negotiated, an accept of an offer the protocol requires rejecting, or an accept that
+    /// would exceed [`crate::MAX_SESSION_CHUNKS`]; reject that file instead).
     InvalidAnswer,
     /// Outputs were not drained; drain `poll_output` after every input.
     OutputsNotDrained,
@@ -313,12 +319,26 @@ impl fmt::Display for Failure {
         match self {
             Failure::Violation(v) => write!(f, "peer violated the protocol: {v}"),
             Failure::PeerAborted(code, _, text) => {
-                write!(f, "peer aborted: {code}: {}", text.as_str())
+                write!(f, "peer aborted: {code}: ")?;
+                write_escaped(f, text.as_str())
             }
             Failure::Aborted(code) => write!(f, "aborted locally: {code}"),
             Failure::TimedOut => f.write_str("peer made no progress within the idle timeout"),
         }
     }
+}
+
+/// Writes a peer's text with control characters escaped (`\u{1b}`), so it cannot drive a
+/// terminal or forge log lines when shown.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_unicode())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 /// A [`Violation`]'s text for the error message sent to the peer, without an allocator.
@@ -351,6 +371,113 @@ mod tests {
         assert_eq!(edge.write_str("é"), Err(fmt::Error));
         assert_eq!(edge.as_str().len(), 127);
         assert_eq!(ErrorText::new("short").as_str(), "short");
+    }
+
+    /// Every violation with its number from PROTOCOL.md §7 (the numbers are wire values).
+    const SPEC_CODES: [(Violation, u16); 24] = [
+        (Violation::Decode(DecodeError::NonZeroReserved), 1),
+        (Violation::UnexpectedMessage(MsgKind::FileHeader), 2),
+        (Violation::UnknownFile(5), 3),
+        (Violation::DuplicateFileId(5), 4),
+        (Violation::TooManyOpenFiles, 5),
+        (Violation::AnswerOutOfOrder, 6),
+        (Violation::BadResumeOffset, 7),
+        (Violation::BadCredit, 8),
+        (Violation::BadAck, 9),
+        (
+            Violation::WrongSeq {
+                expected: 1,
+                got: 2,
+            },
+            10,
+        ),
+        (
+            Violation::WrongCtrlSeq {
+                expected: 1,
+                got: 2,
+            },
+            11,
+        ),
+        (Violation::CtrlOverrun, 12),
+        (Violation::CreditOverrun, 13),
+        (Violation::UnexpectedChunk, 14),
+        (
+            Violation::BadWriteLength {
+                expected: 1,
+                got: 2,
+            },
+            15,
+        ),
+        (Violation::EndBeforeData, 16),
+        (Violation::EndLengthMismatch, 17),
+        (Violation::DigestNotNegotiated, 18),
+        (Violation::GoodbyeWithOpenFiles, 19),
+        (Violation::NameConflict, 20),
+        (Violation::AuthMissing, 21),
+        (Violation::AuthFailed, 22),
+        (Violation::BadCancel, 23),
+        (Violation::SeqSpaceExhausted, 24),
+    ];
+
+    #[test]
+    fn violations_carry_their_spec_numbers_and_codes() {
+        for (v, code) in SPEC_CODES {
+            assert_eq!(v.code(), code, "{v:?}");
+            let auth = matches!(v, Violation::AuthMissing | Violation::AuthFailed);
+            let expected = if auth {
+                ErrorCode::AUTH_FAILED
+            } else {
+                ErrorCode::PROTOCOL_VIOLATION
+            };
+            assert_eq!(v.error_code(), expected, "{v:?}");
+        }
+    }
+
+    /// The displayed form of anything, without an allocator.
+    fn shown(d: &dyn fmt::Display) -> ErrorText {
+        let mut t = ErrorText::EMPTY;
+        let _ = write!(t, "{d}");
+        t
+    }
+
+    #[test]
+    fn errors_say_what_happened() {
+        let v = Violation::AuthFailed;
+        assert_eq!(
+            shown(&Error::Violation(v)).as_str(),
+            "peer violated the protocol: wrong key proof"
+        );
+        assert_eq!(
+            shown(&Error::Usage(UsageError::NotOpen)).as_str(),
+            "API misuse: session is not open"
+        );
+        assert!(shown(&Error::Closed).as_str().contains("ended"));
+        assert_eq!(
+            shown(&Failure::Violation(Violation::CtrlOverrun)).as_str(),
+            shown(&Error::Violation(Violation::CtrlOverrun)).as_str()
+        );
+        assert!(shown(&Failure::TimedOut).as_str().contains("idle timeout"));
+        assert!(shown(&Failure::Aborted(ErrorCode::CANCELLED))
+            .as_str()
+            .starts_with("aborted locally: "));
+        let mut debug = ErrorText::EMPTY;
+        let _ = write!(debug, "{:?}", ErrorText::new("x\"y"));
+        assert_eq!(debug.as_str(), "\"x\\\"y\"");
+    }
+
+    #[test]
+    fn peer_texts_are_shown_with_control_characters_escaped() {
+        let text = ErrorText::new("disk\x1b[2Jfull\nFAKE LOG LINE");
+        let f = Failure::PeerAborted(ErrorCode::PROTOCOL_VIOLATION, 0, text);
+        let shown = shown(&f);
+        assert!(
+            shown
+                .as_str()
+                .ends_with(": disk\\u{1b}[2Jfull\\u{a}FAKE LOG LINE"),
+            "{}",
+            shown.as_str()
+        );
+        assert!(!shown.as_str().contains('\n') && !shown.as_str().contains('\x1b'));
     }
 
     #[test]

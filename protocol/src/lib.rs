@@ -78,6 +78,7 @@ mod time;
 pub mod wire;
 
 pub use auth::{Mac, RECEIVER_LABEL, SENDER_LABEL};
+pub use chunks::MAX_SESSION_CHUNKS;
 pub use codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus, RejectReason};
 pub use error::{Error, ErrorText, Failure, UsageError, Violation};
 pub use name::{validate_name, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN};

@@ -423,7 +423,8 @@ impl<S: Storage> Receiver<S> {
             }
             chunks = f
                 .chunks
-                .assign(self.next_assign_seq, offset, self.neg.chunk_size);
+                .assign(self.next_assign_seq, offset, self.neg.chunk_size)
+                .ok_or(UsageError::InvalidAnswer)?;
             self.next_assign_seq = chunks.end_seq();
         }
         if let Some(file) = self.file_mut(o) {

@@ -319,8 +319,11 @@ impl<S: Storage> Sender<S> {
     }
 
     /// Chunks posted and not yet consumed by the receiver.
+    ///
+    /// After a file abort the receiver may report the aborted file's skipped chunks consumed
+    /// before the application has reported its outstanding reads, so this never goes below 0.
     pub fn in_flight(&self) -> u64 {
-        self.posted - self.peer_consumed
+        self.posted.saturating_sub(self.peer_consumed)
     }
 
     // ---- application commands ----
@@ -798,9 +801,12 @@ impl<S: Storage> Sender<S> {
                 if offset > f.chunks.size || offset % chunk != 0 || (offset > 0 && !resumable) {
                     return Err(self.violation(Violation::BadResumeOffset));
                 }
-                let chunks = f
-                    .chunks
-                    .assign(self.next_assign_seq, offset, self.neg.chunk_size);
+                let Some(chunks) =
+                    f.chunks
+                        .assign(self.next_assign_seq, offset, self.neg.chunk_size)
+                else {
+                    return Err(self.violation(Violation::SeqSpaceExhausted));
+                };
                 self.next_assign_seq = chunks.end_seq();
                 let is_dir = f.kind == Some(EntryKind::Directory);
                 if let Some(file) = self.file_mut(o) {

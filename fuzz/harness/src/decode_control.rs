@@ -1,0 +1,98 @@
+//! `Control::decode` on raw bytes, and the immediate's decoder on their first four.
+
+use rdmaft_protocol::wire::{MsgKind, MAX_ERROR_TEXT};
+use rdmaft_protocol::*;
+
+/// A decoded control message re-encodes to the very same bytes (decoding accepts only the
+/// canonical form) and decodes to the same message, and it keeps the wire's invariants.
+pub fn decode_control(data: &[u8]) {
+    if let Some(&[a, b, c, d]) = data.get(..4) {
+        imm_round_trip(u32::from_be_bytes([a, b, c, d]));
+    }
+    let Ok((ack, msg)) = Control::decode(data) else {
+        return;
+    };
+    assert!(
+        data.len() <= CTRL_MSG_MAX,
+        "decoded a message longer than a control slot"
+    );
+    assert_eq!(msg.kind() as u8, data[0], "kind byte");
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let n = msg
+        .encode(ack, &mut buf)
+        .expect("a decoded message must re-encode");
+    assert_eq!(
+        &buf[..n],
+        data,
+        "decoding accepted a non-canonical encoding"
+    );
+    assert_eq!(
+        Control::decode(&buf[..n]),
+        Ok((ack, msg)),
+        "round trip changed the message"
+    );
+    // Too small a buffer is an error, never a panic or a partial write taken for whole.
+    let mut small = [0u8; CTRL_MSG_MAX];
+    assert!(msg.encode(ack, &mut small[..n - 1]).is_err());
+    check_invariants(&msg, n);
+}
+
+fn check_invariants(msg: &Control<'_>, len: usize) {
+    match msg {
+        Control::FileHeader(h) => {
+            assert_eq!(validate_name(h.name.as_bytes()), Ok(h.name), "name");
+            assert!(h.mode <= 0o777, "mode {:#o}", h.mode);
+            assert!(h.mtime_nsec < 1_000_000_000);
+            assert!(h.size <= i64::MAX as u64, "size {}", h.size);
+            if h.kind == EntryKind::Directory {
+                assert_eq!(h.size, 0, "a directory with data");
+            }
+            assert_eq!(h.check_metadata(), Ok(()));
+        }
+        Control::FileEnd(e) => {
+            assert_eq!(e.digest.canonical(), e.digest, "digest tail not zero");
+            assert_eq!(e.digest.value().len(), e.digest.kind.len());
+        }
+        Control::Error { text, .. } => assert!(text.len() <= MAX_ERROR_TEXT),
+        _ => {}
+    }
+    let receiver_kind = matches!(
+        msg.kind(),
+        MsgKind::FileAnswer
+            | MsgKind::Credit
+            | MsgKind::FileResult
+            | MsgKind::Ack
+            | MsgKind::FileCancel
+            | MsgKind::Goodbye
+            | MsgKind::Error
+            | MsgKind::KeepAlive
+    );
+    if receiver_kind {
+        assert!(
+            len <= RECEIVER_MSG_MAX,
+            "{:?} of {len} bytes does not fit a receive buffer",
+            msg.kind()
+        );
+    }
+}
+
+/// Every `u32` decodes to exactly one immediate, which encodes back to it.
+fn imm_round_trip(raw: u32) {
+    let imm = Imm::decode(raw);
+    assert_eq!(imm.encode(), raw, "{imm:?}");
+    let rebuilt = match imm {
+        Imm::Chunk(s) => {
+            assert!(raw >> 31 == 0);
+            Imm::chunk(u64::from(s) + (1 << 31))
+        }
+        Imm::Control(n) => {
+            assert_eq!(raw >> 30, 0b10);
+            Imm::control(n | (1 << 30))
+        }
+        Imm::Ack(n) => {
+            assert_eq!(raw >> 30, 0b11);
+            Imm::ack(n.wrapping_add(1 << 30))
+        }
+    };
+    assert_eq!(rebuilt, imm, "constructors keep only the low bits");
+}
