@@ -8,22 +8,20 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test loom fuzz softroce-test demo
+.PHONY: deps test loom fuzz mutants capi install bench softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
 
 test: deps
 	cargo fmt --all -- --check
-	@# The workspace with the Soft-RoCE tests (a superset of the plain run), then what
-	@# --workspace leaves out: the protocol's fuzzing feature and the fuzz crate.
-	cargo clippy --workspace --all-targets --features rdmaft-tests/softroce -- -D warnings
+	@# The workspace with the Soft-RoCE tests (a superset of the plain run; it includes the
+	@# fuzz harnesses, fuzz/harness), then the protocol's optional features.
+	cargo clippy --workspace --all-targets --features rdmaft-tests/softroce,rdmaft/capi -- -D warnings
 	cargo clippy -p rdmaft-protocol --all-features --all-targets -- -D warnings
-	cargo clippy --manifest-path fuzz/Cargo.toml --lib --tests -- -D warnings
 	@# The protocol crate must build without std/alloc (no_std).
 	cargo build -p rdmaft-protocol --no-default-features
-	cargo test --workspace
-	cargo test --manifest-path fuzz/Cargo.toml --lib
+	cargo test --workspace --features rdmaft/capi
 	$(MAKE) loom
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
@@ -58,13 +56,53 @@ fuzz:
 	        cat "target/fuzz-logs/$$t.log"; echo "fuzz: error: $$t did not report its runs" >&2; exit 1; }; \
 	done
 
+# The C ABI (driver/src/capi, driver/include): librdmaft.so and librdmaft.a from the rdmaft
+# crate, and the C examples built against them with -Wall -Werror (leakcheck also with
+# AddressSanitizer, whose LeakSanitizer reports leaks at exit). Output in target/capi.
+CAPI := target/capi
+CAPI_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Idriver/include
+
+capi:
+	cargo rustc --release -p rdmaft --features capi --lib --crate-type cdylib,staticlib
+	mkdir -p $(CAPI)/lib $(CAPI)/bin
+	cp target/release/librdmaft.so target/release/librdmaft.a $(CAPI)/lib/
+	for p in client server; do \
+	    cc $(CAPI_CFLAGS) examples/c/$$p.c -L$(CAPI)/lib -lrdmaft \
+	        -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/$$p; \
+	done
+	@# The static library too: a program linked with it needs only the system libraries.
+	cc $(CAPI_CFLAGS) examples/c/client.c $(CAPI)/lib/librdmaft.a \
+	    -lrdmacm -libverbs -lpthread -ldl -lm -o $(CAPI)/bin/client-static
+	cc $(CAPI_CFLAGS) -fsanitize=address examples/c/leakcheck.c -L$(CAPI)/lib -lrdmaft \
+	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/leakcheck
+
+# Installs the C library, its headers and a pkg-config file (rdmaft.pc) under PREFIX.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+install: capi
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(CAPI)/lib/librdmaft.so $(DESTDIR)$(LIBDIR)/
+	install -m 0644 $(CAPI)/lib/librdmaft.a $(DESTDIR)$(LIBDIR)/
+	install -m 0644 driver/include/rdmaft.h driver/include/rdmaft_send.h \
+	    driver/include/rdmaft_recv.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@VERSION@|$(shell cargo pkgid -p rdmaft | sed 's/.*[#@]//')|' \
+	    driver/rdmaft.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/rdmaft.pc
+
+# Mutation testing of the whole protocol crate (not part of `make test`: it rebuilds once per
+# mutant). The fuzz harnesses' tests count too (--test-package). Results in mutants.out/;
+# the survivors we judged equivalent are listed in protocol/MUTANTS.md.
+mutants:
+	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	cargo mutants --package rdmaft-protocol \
+	    --test-package rdmaft-protocol --test-package rdmaft-fuzz-harness $(MUTANTS_ARGS)
+
 # Build the Soft-RoCE test binary on the host, run it inside the VM
 # (tests/softroce/run: QEMU + Debian kernel with rxe0 at 10.77.0.1). The plain
 # build comes first so compile errors are readable; the JSON pass only looks
 # up the binary's path. It runs from tests/, as `cargo test` would run it.
 SOFTROCE_JQ := select(.reason == "compiler-artifact" and .target.name == "softroce" and (.target.kind | index("test")) and .executable != null) | .executable
 
-softroce-test:
+softroce-test: capi
 	cargo build -p rdmaft-examples
 	cargo test -p rdmaft-tests --features softroce --no-run
 	@bin=$$(cargo test -p rdmaft-tests --features softroce --no-run --message-format=json \
@@ -75,6 +113,17 @@ softroce-test:
 	echo "  run INSIDE a QEMU VM (rxe0 at 10.77.0.1), not on this host"; \
 	echo "=================================================================="; \
 	$(SOFTROCE_RUN) sh -c 'cd tests && exec "$$0" "$$@"' "$$bin" --test-threads=1 --nocapture
+
+# Benchmarks (not part of `make test`): the protocol's per-chunk cost (criterion) and its
+# lockstep round-trip model, the engine's CPU cost over the loopback link against dd, then,
+# in one VM boot, ib_write_bw against rdmaft (bulk, tree, plain and 4 ms RTT, a chunk x
+# window sweep). The last line printed is the ratios line. Method and results: BENCHMARKS.md.
+bench: deps
+	cargo bench -p rdmaft-protocol --bench per_chunk -- --noplot
+	cargo bench -p rdmaft-protocol --bench lockstep
+	cargo bench -p rdmaft --bench loopback
+	cargo build --release -p rdmaft-examples
+	$(SOFTROCE_RUN) scripts/bench-vm.sh
 
 # A real transfer of a sample file and a small tree with the send and recv programs, and a
 # byte-for-byte comparison: on this host's RDMA device if there is one, else in the VM.

@@ -37,6 +37,9 @@
 #![deny(unsafe_code)]
 
 mod api;
+#[cfg(feature = "capi")]
+#[allow(unsafe_code)]
+pub mod capi;
 mod deadline;
 mod digest;
 mod engine;
@@ -63,6 +66,7 @@ pub use api::send::{
     loopback_transfer, send, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_WINDOW,
 };
+pub use api::subnet::Subnet;
 pub use engine::recv::{ConnectionReport, ReceiveCallback, ReceivedFile, ReceivedOutcome};
 pub use engine::send::{
     FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendReport,

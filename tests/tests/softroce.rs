@@ -24,6 +24,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "softroce/access.rs"]
+mod access;
+#[path = "softroce/capi.rs"]
+mod capi;
+
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);
 

@@ -2,3 +2,4 @@
 
 pub mod recv;
 pub mod send;
+pub mod subnet;

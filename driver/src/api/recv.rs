@@ -2,6 +2,7 @@
 //! own thread, so one stalled or hostile sender never holds up another), calls back once per
 //! received entry, and stops cleanly.
 
+use super::subnet::Subnet;
 use crate::engine::recv::{self as engine, ConnectionReport, ReceiveCallback};
 use crate::engine::verbs_link::VerbsRecvLink;
 use crate::fs::dest::{Destination, Existing};
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Called when a connection ends, with what it did (on that connection's thread).
+/// Called when a connection ends, with what it did (on that connection's thread; for a
+/// sender refused by the allow-list, on the listener thread).
 pub type ConnectionCallback = Arc<dyn Fn(&ConnectionReport) + Send + Sync>;
 
 /// How to receive.
@@ -35,6 +37,9 @@ pub struct ReceiverOptions {
     pub max_open_files: u16,
     /// A pre-shared key senders must prove.
     pub key: Option<Key>,
+    /// Addresses senders may connect from (empty: any). Others are refused before the
+    /// handshake (`NOT_ALLOWED`).
+    pub allow: Vec<Subnet>,
     /// Refuse senders that cannot send a digest, and files without one.
     pub require_digest: bool,
     /// What to do with names that exist already.
@@ -62,6 +67,7 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("window", &self.window)
             .field("max_open_files", &self.max_open_files)
             .field("key", &self.key.as_ref().map(|_| ".."))
+            .field("allow", &self.allow)
             .field("require_digest", &self.require_digest)
             .field("existing", &self.existing)
             .field("max_connections", &self.max_connections)
@@ -79,6 +85,7 @@ impl ReceiverOptions {
             window: crate::api::send::DEFAULT_WINDOW,
             max_open_files: rdmaft_protocol::DEFAULT_OPEN_FILES,
             key: None,
+            allow: Vec::new(),
             require_digest: false,
             existing: Existing::Replace,
             fsync: false,
@@ -167,6 +174,11 @@ impl Receiver {
         self.addr
     }
 
+    /// The largest buffer (chunk) size offered to new connections now.
+    pub fn buffer_size(&self) -> u32 {
+        lock(&self.shared.options).chunk_size
+    }
+
     /// Changes the largest buffer (chunk) size for connections accepted from now on.
     pub fn set_buffer_size(&self, chunk_size: u32) -> Result<(), Error> {
         let mut o = lock(&self.shared.options);
@@ -237,6 +249,20 @@ fn listen(listener: Listener, shared: Arc<Shared>) {
             let _ = request.reject(RejectReason::NO_RESOURCES);
             continue;
         }
+        if !is_allowed(&shared, request.peer_addr()) {
+            let peer = request
+                .peer_addr()
+                .map_or_else(|| "?".to_owned(), |a| a.to_string());
+            let _ = request.reject(RejectReason::NOT_ALLOWED);
+            let on_connection = lock(&shared.options).on_connection.clone();
+            if let Some(cb) = on_connection {
+                cb(&ConnectionReport {
+                    files: Vec::new(),
+                    error: Some(format!("{peer}: refused: address not allowed")),
+                });
+            }
+            continue;
+        }
         let s = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("rdmaft-connection".into())
@@ -245,6 +271,13 @@ fn listen(listener: Listener, shared: Arc<Shared>) {
             lock(&shared.connections).push(t);
         }
     }
+}
+
+/// Whether the allow-list (if any) takes a sender at `peer` (an unknown address: no).
+fn is_allowed(shared: &Shared, peer: Option<SocketAddr>) -> bool {
+    let options = lock(&shared.options);
+    options.allow.is_empty()
+        || peer.is_some_and(|p| options.allow.iter().any(|net| net.contains(p.ip())))
 }
 
 /// Forgets the threads of connections that ended (joining them: they are done).

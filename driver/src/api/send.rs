@@ -186,6 +186,11 @@ impl SendHandle {
         self.stop.raise();
     }
 
+    /// Whether the caller is the send's own thread (a callback): it must not wait then.
+    pub fn is_own_thread(&self) -> bool {
+        std::thread::current().id() == self.thread_id
+    }
+
     /// Whether the send has ended (its report is ready).
     pub fn is_finished(&self) -> bool {
         self.result.is_set()
@@ -194,7 +199,7 @@ impl SendHandle {
     /// Waits for the send to end; its report (which says per file what happened), or the
     /// error that kept it from starting (connecting, handshake).
     pub fn wait(mut self) -> Result<SendReport, Error> {
-        if std::thread::current().id() == self.thread_id {
+        if self.is_own_thread() {
             return Err(Error::WouldDeadlock(
                 "SendHandle::wait from the send's own callback",
             ));

@@ -621,8 +621,11 @@ impl<L: RecvLink> Engine<L> {
                 } else {
                     ReceivedOutcome::Failed(status)
                 };
+                // The verdict is queued first: if the callback stops the receiver, the
+                // sender still learns that this file arrived.
+                let r = self.machine.file_verified(now, file_id, status);
                 self.resolve(file_id, outcome, detail);
-                self.machine.file_verified(now, file_id, status)
+                r
             }
         };
         match r {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
-//!      [--key-file FILE] [--require-digest] [--no-clobber] [--fsync]
+//!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first connection ends: status 0 only if every entry of it
@@ -10,8 +10,8 @@
 
 use clap::Parser;
 use rdmaft::{
-    ConnectionReport, Existing, Key, ReceivedOutcome, Receiver, ReceiverOptions, DEFAULT_PORT,
-    DEFAULT_WINDOW,
+    ConnectionReport, Existing, Key, ReceivedOutcome, Receiver, ReceiverOptions, Subnet,
+    DEFAULT_PORT, DEFAULT_WINDOW,
 };
 use rdmaft_examples::{
     human_bytes, parse_buffer_size, parse_target, parse_window, ADDR_ENV, EXIT_FAILURE,
@@ -45,6 +45,9 @@ struct Args {
     /// Pre-shared key file: senders must prove the same key.
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Take senders only from this address or range (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    allow: Vec<Subnet>,
     /// Refuse senders that cannot send digests, and files without one.
     #[arg(long)]
     require_digest: bool,
@@ -77,9 +80,15 @@ fn run(args: Args) -> Result<bool, String> {
         Some(p) => Some(Key::from_file(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    if key.is_none() {
+    if key.is_none() && args.allow.is_empty() {
         eprintln!(
-            "recv: warning: no --key-file: anyone who can reach {listen} may write into {}",
+            "recv: warning: no --key-file and no --allow: anyone who can reach {listen} may \
+             write into {}",
+            args.dir.display()
+        );
+    } else if key.is_none() {
+        eprintln!(
+            "recv: warning: no --key-file: any sender at an allowed address may write into {}",
             args.dir.display()
         );
     }
@@ -88,6 +97,7 @@ fn run(args: Args) -> Result<bool, String> {
     options.chunk_size = args.buffer_size;
     options.window = args.window;
     options.key = key;
+    options.allow = args.allow.clone();
     options.require_digest = args.require_digest;
     options.existing = if args.no_clobber {
         Existing::Keep

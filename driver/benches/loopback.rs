@@ -1,0 +1,156 @@
+//! The engine's CPU cost without a NIC (part of `make bench`): a file moves from page cache
+//! to page cache through the in-process loopback link (the real engine, file layer, protocol
+//! and digest; only the RDMA writes are memcpy), compared with `dd bs=1M` copying the same
+//! file on the same machine, and the time split by stage, each stage timed alone over the
+//! same bytes: read (file → memory), digest (XXH3-128 over memory), write (memory → file).
+//! What remains of the transfer's time is the engine's own (posting, hand-offs, the copy
+//! that stands in for the NIC). Peak RSS is read after a small and after a large transfer:
+//! it must not grow with the file.
+//!
+//! `cargo bench -p rdmaft --bench loopback` (size: RDMAFT_BENCH_MIB, default 1024).
+
+use rdmaft::{loopback_transfer, ReceiverOptions, SendOptions};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e6
+}
+
+/// Peak resident set of this process so far, in MiB (VmHWM).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn make_file(path: &Path, mib: u64) {
+    let mut f = File::create(path).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..mib {
+        for b in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// One transfer through the loopback link; seconds.
+fn transfer(src: &Path, dest: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest).unwrap();
+    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
+    let t = Instant::now();
+    let (report, received) =
+        loopback_transfer(vec![src.to_owned()], dest, SendOptions::default(), &recv).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(report.all_ok() && received.all_ok(), "{report:?}");
+    secs
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken.
+    let mib: u64 = std::env::var("RDMAFT_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let bytes = mib << 20;
+    let dir = std::env::temp_dir().join(format!("rdmaft-loopback-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (small, big, dest) = (dir.join("small"), dir.join("big"), dir.join("dest"));
+    make_file(&small, 16);
+    make_file(&big, mib);
+
+    // Memory: a 16 MiB transfer, then the big one.
+    transfer(&small, &dest);
+    let rss_small = peak_rss_mib();
+
+    // Warm the page cache, then time dd and the transfer (best of three each).
+    let _ = std::fs::read(&big);
+    let dd = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = Command::new("dd")
+                .arg(format!("if={}", big.display()))
+                .arg(format!("of={}", dir.join("dd-copy").display()))
+                .args(["bs=1M", "status=none"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "dd failed");
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let _ = std::fs::remove_file(dir.join("dd-copy"));
+    let engine = (0..3)
+        .map(|_| transfer(&big, &dest))
+        .fold(f64::INFINITY, f64::min);
+    let rss_big = peak_rss_mib();
+
+    // Stages alone, over the same bytes in 1 MiB pieces (the default chunk).
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut f = File::open(&big).unwrap();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut read_secs = 0.0;
+    let mut digest_secs = 0.0;
+    loop {
+        let r = Instant::now();
+        let n = f.read(&mut buf).unwrap();
+        read_secs += r.elapsed().as_secs_f64();
+        if n == 0 {
+            break;
+        }
+        let d = Instant::now();
+        hasher.update(&buf[..n]);
+        digest_secs += d.elapsed().as_secs_f64();
+    }
+    std::hint::black_box(hasher.digest128());
+    let _ = t;
+    let w = Instant::now();
+    let mut out = File::create(dir.join("write-test")).unwrap();
+    for _ in 0..mib {
+        out.write_all(&buf).unwrap();
+    }
+    drop(out);
+    let write_secs = w.elapsed().as_secs_f64();
+    let other = (engine - read_secs - digest_secs - write_secs).max(0.0);
+
+    println!("loopback bench: {mib} MiB file, page cache to page cache, best of 3");
+    println!(
+        "  dd bs=1M            {:8.3} s  {:8.1} MB/s",
+        dd,
+        mb_per_s(bytes, dd)
+    );
+    println!(
+        "  rdmaft loopback     {:8.3} s  {:8.1} MB/s  (XXH3-128 digest, defaults)",
+        engine,
+        mb_per_s(bytes, engine)
+    );
+    println!("  where the time goes (each stage alone over the same bytes):");
+    for (what, secs) in [
+        ("read", read_secs),
+        ("digest", digest_secs),
+        ("write", write_secs),
+        ("engine (post, hand-off, ring copy)", other),
+    ] {
+        println!(
+            "    {what:<36} {secs:8.3} s  {:5.1} %",
+            100.0 * secs / engine
+        );
+    }
+    println!(
+        "  peak RSS: {rss_small:.0} MiB after a 16 MiB transfer, {rss_big:.0} MiB after {mib} MiB"
+    );
+    println!("cpu_ratio_vs_dd={:.3}", dd / engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,260 @@
+//! `rdmaft_start_recv` / `rdmaft_stop_recv` / `rdmaft_reset_recv_buffer_size` and the
+//! callback variant with a status.
+
+use super::{c_name, chunk_size, fail, guard, status_of, str_arg, RDMAFT_EINVAL, RDMAFT_OK};
+use super::{RDMAFT_EFAILED, RDMAFT_EREJECTED, RDMAFT_EUNFINISHED};
+use crate::{ReceivedFile, ReceivedOutcome, Receiver, ReceiverOptions};
+use std::ffi::{c_char, c_int, c_void};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+
+/// The original callback: the name of each file received and verified.
+pub type RecvCallback = extern "C" fn(filename: *const c_char);
+/// The variant: every entry, with its status and the caller's pointer.
+pub type RecvStatusCallback =
+    extern "C" fn(filename: *const c_char, status: c_int, user: *mut c_void);
+
+/// The caller's pointer for the status callback.
+#[derive(Clone, Copy)]
+struct UserPtr(*mut c_void);
+// SAFETY: the pointer is only passed back to the caller's callback; the C API documents
+// that callbacks run on library threads, so the caller promises the pointer may be used there.
+unsafe impl Send for UserPtr {}
+// SAFETY: as above; the library never dereferences it.
+unsafe impl Sync for UserPtr {}
+
+/// A running receiver, shared with the registry `rdmaft_reset_recv_buffer_size` walks. The
+/// receiver is taken out before it is stopped, so the lock is never held while stopping.
+type Slot = Arc<Mutex<Option<Receiver>>>;
+
+/// A receiver started through the C API (the header's opaque
+/// `struct rdmaft_recv_server_context`).
+pub struct RecvContext {
+    receiver: Slot,
+}
+
+/// Every receiver started through the C API and not stopped yet.
+static RUNNING: Mutex<Vec<Weak<Mutex<Option<Receiver>>>>> = Mutex::new(Vec::new());
+/// The size set by `rdmaft_reset_recv_buffer_size`: the default for receivers started later
+/// with a `buffer_size` of 0.
+static RESET_SIZE: Mutex<Option<u32>> = Mutex::new(None);
+
+/// An entry's status for C.
+fn entry_status(outcome: &ReceivedOutcome) -> c_int {
+    match outcome {
+        ReceivedOutcome::Received => RDMAFT_OK,
+        ReceivedOutcome::Rejected(_) => RDMAFT_EREJECTED,
+        ReceivedOutcome::Failed(_) => RDMAFT_EFAILED,
+        ReceivedOutcome::Unfinished => RDMAFT_EUNFINISHED,
+    }
+}
+
+/// Starts a receiver; NULL (and the last error set) if it cannot.
+///
+/// # Safety
+/// The strings are NULL (`addr` only) or valid NUL-terminated strings for the call.
+unsafe fn start(
+    addr: *const c_char,
+    port: *const c_char,
+    recv_dir: *const c_char,
+    buffer_size: usize,
+    on_file: Option<crate::ReceiveCallback>,
+) -> *mut RecvContext {
+    let ip = if addr.is_null() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        // SAFETY: the caller's promise, passed on.
+        let Some(text) = (unsafe { str_arg(addr, "listen address") }) else {
+            return std::ptr::null_mut();
+        };
+        match text.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                fail(RDMAFT_EINVAL, format!("{text:?} is not an IP address"));
+                return std::ptr::null_mut();
+            }
+        }
+    };
+    // SAFETY: the caller's promise, passed on.
+    let args = unsafe { (str_arg(port, "port"), str_arg(recv_dir, "directory")) };
+    let (Some(port), Some(dir)) = args else {
+        return std::ptr::null_mut();
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        fail(
+            RDMAFT_EINVAL,
+            format!("port {port:?} is not a number from 0 to 65535"),
+        );
+        return std::ptr::null_mut();
+    };
+    let mut options = ReceiverOptions::new(SocketAddr::new(ip, port), dir.into());
+    options.chunk_size = match (buffer_size, *crate::sync::lock_std(&RESET_SIZE)) {
+        (0, Some(reset)) => reset,
+        (size, _) => chunk_size(size),
+    };
+    options.on_file = on_file;
+    match Receiver::start(options) {
+        Ok(r) => {
+            let slot: Slot = Arc::new(Mutex::new(Some(r)));
+            let mut running = crate::sync::lock_std(&RUNNING);
+            running.retain(|w| w.strong_count() > 0);
+            running.push(Arc::downgrade(&slot));
+            Box::into_raw(Box::new(RecvContext { receiver: slot }))
+        }
+        Err(e) => {
+            fail(status_of(&e), e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The original call: listens on `port` (all addresses) and writes into `recv_dir`, serving
+/// senders on threads of its own; `func` (may be NULL) gets each file's name (relative to
+/// `recv_dir`) once it arrived verified.
+///
+/// # Safety
+/// The strings are NULL or valid NUL-terminated strings for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn rdmaft_start_recv(
+    port: *mut c_char,
+    recv_dir: *mut c_char,
+    buffer_size: usize,
+    func: Option<RecvCallback>,
+) -> *mut RecvContext {
+    guard(std::ptr::null_mut(), || {
+        let on_file = func.map(|func| -> crate::ReceiveCallback {
+            Arc::new(move |f: &ReceivedFile| {
+                if f.is_ok() {
+                    let name = c_name(&f.name);
+                    func(name.as_ptr());
+                }
+            })
+        });
+        // SAFETY: the caller's promise, passed on.
+        unsafe { start(std::ptr::null(), port, recv_dir, buffer_size, on_file) }
+    })
+}
+
+/// The variant: listens on `addr` (NULL: all addresses); `func` (may be NULL) gets every
+/// entry's name and status, and `user`.
+///
+/// # Safety
+/// As [`rdmaft_start_recv`]; `user` may be used from the library's threads.
+#[no_mangle]
+pub unsafe extern "C" fn rdmaft_start_recv_ex(
+    addr: *const c_char,
+    port: *const c_char,
+    recv_dir: *const c_char,
+    buffer_size: usize,
+    func: Option<RecvStatusCallback>,
+    user: *mut c_void,
+) -> *mut RecvContext {
+    guard(std::ptr::null_mut(), || {
+        let user = UserPtr(user);
+        let on_file = func.map(|func| -> crate::ReceiveCallback {
+            Arc::new(move |f: &ReceivedFile| {
+                let name = c_name(&f.name);
+                let user = user;
+                func(name.as_ptr(), entry_status(&f.outcome), user.0);
+            })
+        });
+        // SAFETY: the caller's promise, passed on.
+        unsafe { start(addr, port, recv_dir, buffer_size, on_file) }
+    })
+}
+
+/// The original call: stops the receiver (running transfers end, their unfinished files are
+/// removed), joins its threads and frees the context. NULL is ignored. May be called from a
+/// receive callback.
+///
+/// # Safety
+/// `context` is NULL or a live context from `rdmaft_start_recv*`, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn rdmaft_stop_recv(context: *mut RecvContext) {
+    if context.is_null() {
+        return;
+    }
+    guard((), || {
+        // SAFETY: the caller hands back a box from rdmaft_start_recv* and never uses it again.
+        let ctx = unsafe { Box::from_raw(context) };
+        let receiver = crate::sync::lock_std(&ctx.receiver).take();
+        if let Some(r) = receiver {
+            r.stop();
+        }
+    })
+}
+
+/// The original call: the buffer size for connections accepted from now on by every running
+/// receiver, and for receivers started later with a `buffer_size` of 0 (0: the default).
+#[no_mangle]
+pub extern "C" fn rdmaft_reset_recv_buffer_size(buffer_size: usize) {
+    guard((), || {
+        let size = chunk_size(buffer_size);
+        *crate::sync::lock_std(&RESET_SIZE) = Some(size);
+        let running: Vec<Slot> = crate::sync::lock_std(&RUNNING)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for slot in running {
+            if let Some(r) = crate::sync::lock_std(&slot).as_ref() {
+                // chunk_size() only gives sizes the receiver accepts.
+                if let Err(e) = r.set_buffer_size(size) {
+                    fail(status_of(&e), e);
+                }
+            }
+        }
+    })
+}
+
+/// The buffer size a receiver offers new connections now.
+///
+/// # Safety
+/// `context` is NULL or a live context from `rdmaft_start_recv*`.
+#[no_mangle]
+pub unsafe extern "C" fn rdmaft_recv_buffer_size(context: *const RecvContext) -> usize {
+    // SAFETY: the caller promises a live context (or NULL, refused by as_ref).
+    let Some(ctx) = (unsafe { context.as_ref() }) else {
+        return 0;
+    };
+    guard(0, || {
+        crate::sync::lock_std(&ctx.receiver)
+            .as_ref()
+            .map_or(0, |r| r.buffer_size() as usize)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_give_null_and_a_reason() {
+        // SAFETY: valid C strings.
+        let ctx = unsafe {
+            rdmaft_start_recv(
+                c"port".as_ptr().cast_mut(),
+                c"/".as_ptr().cast_mut(),
+                0,
+                None,
+            )
+        };
+        assert!(ctx.is_null());
+        // SAFETY: rdmaft_last_error returns a valid C string.
+        let text = unsafe { std::ffi::CStr::from_ptr(super::super::rdmaft_last_error()) };
+        assert!(text.to_str().unwrap().contains("not a number"));
+        // SAFETY: valid C strings.
+        let ctx = unsafe {
+            rdmaft_start_recv_ex(
+                c"not-an-ip".as_ptr(),
+                c"15000".as_ptr(),
+                c"/".as_ptr(),
+                0,
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(ctx.is_null());
+        // SAFETY: NULL is allowed.
+        unsafe { rdmaft_stop_recv(std::ptr::null_mut()) };
+    }
+}
