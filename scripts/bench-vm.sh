@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The Soft-RoCE part of `make bench`, run inside the VM (tests/softroce/run): in one boot,
+# ib_write_bw and rdmaft side by side, plain and with a 4 ms round trip, then a small sweep
+# of chunk size x window. Data lives in guest memory (/tmp), never in the shared directory.
+# Prints a table, then one line of ratios. Results also go to $RDMAFT_OUT/bench.txt.
+set -euo pipefail
+
+addr=${RDMAFT_ADDR:?}
+dev=${RDMAFT_DEVICE:?}
+bin=target/release
+work=$(mktemp -d /tmp/rdmaft-bench.XXXXXX)
+out=${RDMAFT_OUT:-$work}/bench.txt
+BULK_MIB=${RDMAFT_BENCH_BULK_MIB:-256}
+TREE_FILES=${RDMAFT_BENCH_TREE_FILES:-2000}
+TREE_KIB=${RDMAFT_BENCH_TREE_KIB:-16}
+
+log() { echo "$*" | tee -a "$out"; }
+
+# Sources: one bulk file and a tree of small files in nested folders.
+head -c $((BULK_MIB << 20)) /dev/urandom > "$work/bulk"
+mkdir -p "$work/tree"
+for i in $(seq 0 $((TREE_FILES - 1))); do
+    d="$work/tree/d$((i % 10))/e$((i % 7))"
+    mkdir -p "$d"
+    head -c $((TREE_KIB << 10)) /dev/urandom > "$d/f$i"
+done
+
+# ib_write_bw -R (rdma_cm), 1 MiB messages: MB/s (10^6 bytes).
+ib_bw() {
+    local port=$((18515 + RANDOM % 1000)) n=$((BULK_MIB / 2))
+    ib_write_bw -d "$dev" -R -s 1048576 -n "$n" -p "$port" > "$work/ibs.txt" 2>&1 &
+    local srv=$!
+    sleep 1
+    ib_write_bw -d "$dev" -R -s 1048576 -n "$n" -p "$port" "$addr" > "$work/ibc.txt" 2>&1
+    wait "$srv" || true
+    # The BW average column is in MB/s (2^20 bytes); convert to 10^6.
+    awk '/^ *1048576/ { printf "%.1f\n", $4 * 1.048576; exit }' "$work/ibc.txt"
+}
+
+# One rdmaft transfer of $1 (a path) with extra send options; prints MB/s (10^6 bytes).
+rdmaft_bw() {
+    local path=$1; shift
+    local dest=$work/dest
+    rm -rf "$dest"; mkdir -p "$dest"
+    "$bin/recv" --once --listen "$addr:0" --dir "$dest" --buffer-size 4M --window 64 \
+        > /dev/null 2> "$work/recv.err" &
+    local rpid=$! port=
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/recv.err" | head -n1)
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 || { cat "$work/send.txt" >&2; }
+    wait "$rpid" || true
+    sed -n 's/.* in \([0-9.]*\) s, \([0-9.]*\) MB\/s.*/\2/p' "$work/send.txt" | tail -n1
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
+
+: > "$out"
+log "rdmaft bench: $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) vCPUs, device $dev"
+log "bulk ${BULK_MIB} MiB, tree ${TREE_FILES} x ${TREE_KIB} KiB; MB/s = 10^6 bytes/s"
+log ""
+printf '%-34s %10s\n' "measurement" "MB/s" | tee -a "$out"
+
+run_set() {
+    local tag=$1
+    ib=$(ib_bw)
+    printf '%-34s %10s\n' "ib_write_bw -R 1 MiB ($tag)" "$ib" | tee -a "$out"
+    bulk=$(rdmaft_bw "$work/bulk")
+    printf '%-34s %10s\n' "rdmaft bulk, defaults ($tag)" "$bulk" | tee -a "$out"
+    wire=$(rdmaft_bw "$work/bulk" --digest none)
+    printf '%-34s %10s\n' "rdmaft bulk, no digest ($tag)" "$wire" | tee -a "$out"
+    tree=$(rdmaft_bw "$work/tree")
+    printf '%-34s %10s\n' "rdmaft tree, defaults ($tag)" "$tree" | tee -a "$out"
+}
+
+run_set plain
+ib_plain=$ib bulk_plain=$bulk wire_plain=$wire tree_plain=$tree
+
+modprobe sch_netem
+tc qdisc add dev lo root netem delay 2ms
+run_set "4 ms RTT"
+ib_rtt=$ib bulk_rtt=$bulk wire_rtt=$wire tree_rtt=$tree
+tc qdisc del dev lo root
+
+log ""
+log "sweep (bulk, no digest, plain): chunk x window -> MB/s"
+for chunk in 64K 256K 1M 4M; do
+    for window in 4 16 64; do
+        v=$(rdmaft_bw "$work/bulk" --digest none --buffer-size "$chunk" --window "$window")
+        printf '  %-6s x %-4s %10s\n' "$chunk" "$window" "$v" | tee -a "$out"
+    done
+done
+
+log ""
+log "ratio_vs_ib_write_bw=$(ratio "$bulk_plain" "$ib_plain") rtt_ratio=$(ratio "$bulk_rtt" "$ib_rtt") tree_ratio=$(ratio "$tree_plain" "$bulk_plain") tree_rtt_ratio=$(ratio "$tree_rtt" "$bulk_rtt") wire_ratio=$(ratio "$wire_plain" "$ib_plain") wire_rtt_ratio=$(ratio "$wire_rtt" "$ib_rtt")"
+rm -rf "$work"
