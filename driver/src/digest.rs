@@ -20,6 +20,15 @@ impl Digester {
         }
     }
 
+    /// The kind being computed.
+    pub(crate) fn kind(&self) -> DigestKind {
+        match self {
+            Digester::None => DigestKind::None,
+            Digester::Xxh3(_) => DigestKind::Xxh3_128,
+            Digester::Blake3(_) => DigestKind::Blake3,
+        }
+    }
+
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Digester::None => {}

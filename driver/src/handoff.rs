@@ -99,7 +99,9 @@ impl<T> Mailbox<T> {
 /// A flag raised once (cancel, stop), waking every registered thread.
 pub(crate) struct Stop {
     raised: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
+    /// Weak: a stop shared by a receiver's connections must not keep each ended
+    /// connection's waker (an eventfd) alive.
+    wakers: Mutex<Vec<std::sync::Weak<dyn Wake>>>,
 }
 
 impl Stop {
@@ -113,7 +115,10 @@ impl Stop {
     /// Raises the flag and wakes everyone registered; later calls do nothing more.
     pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
-        let wakers: Vec<_> = lock(&self.wakers).clone();
+        let wakers: Vec<Waker> = lock(&self.wakers)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
         for w in wakers {
             w.wake();
         }
@@ -123,10 +128,13 @@ impl Stop {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// Registers `w` to be woken by [`raise`](Self::raise); if already raised, wakes it now
-    /// (so a thread registering late still sees the stop).
+    /// Registers `w` to be woken by [`raise`](Self::raise) for as long as it lives; if
+    /// already raised, wakes it now (so a thread registering late still sees the stop).
     pub(crate) fn register(&self, w: Waker) {
-        lock(&self.wakers).push(std::sync::Arc::clone(&w));
+        let mut wakers = lock(&self.wakers);
+        wakers.retain(|w| w.strong_count() > 0);
+        wakers.push(std::sync::Arc::downgrade(&w));
+        drop(wakers);
         if self.is_raised() {
             w.wake();
         }
@@ -282,6 +290,25 @@ mod tests {
         let late = Arc::new(CondWake::new());
         s.register(late.clone());
         assert_eq!(late.count(), 1);
+    }
+
+    #[test]
+    fn stop_does_not_keep_ended_wakers_alive() {
+        let s = Stop::new();
+        for _ in 0..10 {
+            let w = Arc::new(CondWake::new());
+            s.register(w.clone());
+            assert_eq!(
+                Arc::strong_count(&w),
+                1,
+                "the stop holds no strong reference"
+            );
+        }
+        let kept = Arc::new(CondWake::new());
+        s.register(kept.clone());
+        assert_eq!(lock(&s.wakers).len(), 1, "dead wakers are pruned");
+        s.raise();
+        assert_eq!(kept.count(), 1);
     }
 
     #[test]

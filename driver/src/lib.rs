@@ -67,6 +67,9 @@ pub use api::send::{
     DEFAULT_WINDOW,
 };
 pub use api::subnet::Subnet;
+/// A sender that writes anything (for the hostile-peer tests; not a stable API).
+#[cfg(feature = "internals")]
+pub use engine::raw_peer::RawSender;
 pub use engine::recv::{ConnectionReport, ReceiveCallback, ReceivedFile, ReceivedOutcome};
 pub use engine::send::{
     FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendReport,

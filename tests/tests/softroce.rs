@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 mod access;
 #[path = "softroce/capi.rs"]
 mod capi;
+#[path = "softroce/faults.rs"]
+mod faults;
+#[path = "softroce/hostile.rs"]
+mod hostile;
 
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);

@@ -46,6 +46,10 @@ pub struct ReceiverOptions {
     pub existing: Existing,
     /// `fsync` each file before publishing it.
     pub fsync: bool,
+    /// Keep what an interrupted transfer wrote of a file (hidden, beside it, as
+    /// `.rdmaft-partial-…`) and continue from there when the same file (name, size, mtime)
+    /// is sent again; the whole file's digest is still checked.
+    pub resume: bool,
     /// A connection fails when nothing arrives from its sender for this long.
     pub idle_timeout: Duration,
     /// Limit for one sender's connection handshake.
@@ -89,6 +93,7 @@ impl ReceiverOptions {
             require_digest: false,
             existing: Existing::Replace,
             fsync: false,
+            resume: false,
             idle_timeout: crate::api::send::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: 64,
@@ -99,7 +104,10 @@ impl ReceiverOptions {
 
     /// The protocol parameters these options offer.
     pub(crate) fn params(&self) -> Params {
-        let features = Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3;
+        let mut features = Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3;
+        if self.resume {
+            features |= Features::RESUME;
+        }
         let mut p = Params::new(features, self.chunk_size, self.window);
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);

@@ -74,11 +74,13 @@ impl Default for SendOptions {
 impl SendOptions {
     /// The protocol parameters these options propose.
     pub(crate) fn params(&self) -> Params {
-        let features = match self.digest {
-            DigestKind::None => Features::empty(),
-            DigestKind::Xxh3_128 => Features::DIGEST_XXH3_128,
-            DigestKind::Blake3 => Features::DIGEST_BLAKE3,
-        };
+        // Resume is offered always: the receiver decides whether to keep partial files.
+        let features = Features::RESUME
+            | match self.digest {
+                DigestKind::None => Features::empty(),
+                DigestKind::Xxh3_128 => Features::DIGEST_XXH3_128,
+                DigestKind::Blake3 => Features::DIGEST_BLAKE3,
+            };
         let mut p = Params::new(features, self.chunk_size, self.window);
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);

@@ -17,6 +17,8 @@
 //! → credit.
 
 pub(crate) mod loopback;
+#[cfg(feature = "internals")]
+pub mod raw_peer;
 pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod verbs_link;

@@ -130,6 +130,9 @@ enum WriteDone {
 struct Target {
     temp: Option<TempFile>,
     name: String,
+    size: u64,
+    /// Bytes of the file written so far, from its start (chunks arrive in order).
+    written: u64,
     mode: u32,
     mtime: (i64, u32),
     digest: Digester,
@@ -142,6 +145,9 @@ struct Writer {
     digest_kind: DigestKind,
     buf: Vec<u8>,
     files: HashMap<u64, Target>,
+    /// Resume was agreed: partial files are kept when a connection ends and taken over when
+    /// the same file is offered again.
+    resume: bool,
 }
 
 impl Writer {
@@ -211,33 +217,45 @@ impl Writer {
                 detail: Some(format!("{name}: {reason}")),
             };
         }
-        let temp = match kind {
-            EntryKind::Directory => None,
-            EntryKind::File => match self.dest.begin_file(&name, size) {
-                Ok(t) => Some(t),
-                Err(refusal) => {
-                    return WriteDone::Answer {
-                        file_id,
-                        answer: FileAnswer::Reject(refusal.reason),
-                        detail: Some(refusal.detail),
-                    }
+        let begun = match kind {
+            EntryKind::Directory => Ok((None, 0)),
+            EntryKind::File if self.resume => self
+                .dest
+                .resume_file(&name, size, mtime)
+                .map(|(t, kept)| (Some(t), kept)),
+            EntryKind::File => self.dest.begin_file(&name, size).map(|t| (Some(t), 0)),
+        };
+        let (temp, kept) = match begun {
+            Ok(b) => b,
+            Err(refusal) => {
+                return WriteDone::Answer {
+                    file_id,
+                    answer: FileAnswer::Reject(refusal.reason),
+                    detail: Some(refusal.detail),
                 }
-            },
+            }
+        };
+        let mut digest = Digester::new(self.digest_kind);
+        let offset = match &temp {
+            Some(t) if kept > 0 => resume_prefix(t, kept, self.buf.len() as u64, &mut digest),
+            _ => 0,
         };
         self.files.insert(
             file_id,
             Target {
                 temp,
                 name,
+                size,
+                written: offset,
                 mode,
                 mtime,
-                digest: Digester::new(self.digest_kind),
+                digest,
                 failed: None,
             },
         );
         WriteDone::Answer {
             file_id,
-            answer: FileAnswer::Accept { offset: 0 },
+            answer: FileAnswer::Accept { offset },
             detail: None,
         }
     }
@@ -269,12 +287,19 @@ impl Writer {
                 }
             });
         match result {
-            Ok(()) => None,
+            Ok(()) => {
+                t.written = file_offset + u64::from(len);
+                None
+            }
             Err(e) => {
                 let status = match e.raw_os_error() {
                     Some(libc::ENOSPC) | Some(libc::EDQUOT) => FileStatus::NO_SPACE,
                     _ => FileStatus::IO,
                 };
+                // Give the space back now: later files may arrive before this one's end.
+                if let Some(temp) = &t.temp {
+                    let _ = temp.file.set_len(0);
+                }
                 t.failed = Some((status, format!("{}: {e}", t.name)));
                 Some(status)
             }
@@ -316,14 +341,45 @@ impl Writer {
         }
     }
 
-    /// Removes what unfinished files left behind.
+    /// Removes what unfinished files left behind, or, with resume agreed, keeps what was
+    /// written of them for the next attempt.
     fn discard_all(&mut self) {
         for (_, t) in self.files.drain() {
             if let Some(temp) = t.temp {
+                if self.resume && t.failed.is_none() {
+                    self.dest.keep_partial(temp, t.size, t.mtime, t.written);
+                    continue;
+                }
                 self.dest.discard(temp);
             }
         }
     }
+}
+
+/// Takes over `kept` bytes of a partial file: cut to whole chunks (the resume offset must be
+/// a multiple of this session's chunk size), hashed from the disk into `digest`, so the
+/// whole file's digest is checked at the end. Returns the offset to resume from (0 if the
+/// prefix cannot be read: the file then starts over).
+fn resume_prefix(temp: &TempFile, kept: u64, chunk: u64, digest: &mut Digester) -> u64 {
+    let offset = kept / chunk * chunk;
+    let mut buf = vec![0u8; chunk.min(1 << 20) as usize];
+    let mut at = 0;
+    let read = (|| -> io::Result<()> {
+        temp.file.set_len(offset)?;
+        while at < offset {
+            let n = ((offset - at) as usize).min(buf.len());
+            temp.file.read_exact_at(&mut buf[..n], at)?;
+            digest.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    })();
+    if read.is_err() || offset == 0 {
+        let _ = temp.file.set_len(0);
+        *digest = Digester::new(digest.kind());
+        return 0;
+    }
+    offset
 }
 
 /// Checks the written file against the sender's length and digest.
@@ -436,6 +492,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         digest_kind: expected_digest(&neg),
         buf: vec![0; neg.chunk_size as usize],
         files: HashMap::new(),
+        resume: neg.features.contains(rdmaft_protocol::Features::RESUME),
     };
     let writer_thread = {
         let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
@@ -664,8 +721,11 @@ impl<L: RecvLink> Engine<L> {
                     self.resolve(file_id, ReceivedOutcome::Failed(status), None);
                 }
                 ReceiverOutput::Event(ReceiverEvent::Closed) => {}
+                // The first cause stays: a local abort after an error is only its echo.
                 ReceiverOutput::Event(ReceiverEvent::Failed(f)) => {
-                    self.report.error = Some(describe_failure(&f));
+                    self.report
+                        .error
+                        .get_or_insert_with(|| describe_failure(&f));
                 }
             }
         }

@@ -714,7 +714,11 @@ impl<L: SendLink> Engine<L> {
             }
             SenderEvent::Closed => Ok(()),
             SenderEvent::Failed(f) => {
-                self.report.error = Some(describe_failure(&f, self.cancelled));
+                // The first cause stays: a local abort after an error is only its echo.
+                let cancelled = self.cancelled;
+                self.report
+                    .error
+                    .get_or_insert_with(|| describe_failure(&f, cancelled));
                 Ok(())
             }
         }

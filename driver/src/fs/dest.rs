@@ -134,6 +134,29 @@ impl Destination {
     /// Prepares to receive file `name` of `size` bytes: directories created, the final name
     /// checked, space checked, a temporary file created exclusively beside it.
     pub fn begin_file(&self, name: &str, size: u64) -> Result<Incoming, Refusal> {
+        self.begin(name, size, None).map(|(incoming, _)| incoming)
+    }
+
+    /// As [`begin_file`](Self::begin_file), but takes over the partial file an interrupted
+    /// earlier transfer of the same `name`, `size` and `mtime` left (see
+    /// [`keep_partial`](Self::keep_partial)), if there is one: the returned length is how
+    /// much of it is there (0 for a fresh file). Taking it is a rename, so two connections
+    /// never write one partial file.
+    pub fn resume_file(
+        &self,
+        name: &str,
+        size: u64,
+        mtime: (i64, u32),
+    ) -> Result<(Incoming, u64), Refusal> {
+        self.begin(name, size, Some(mtime))
+    }
+
+    fn begin(
+        &self,
+        name: &str,
+        size: u64,
+        resume: Option<(i64, u32)>,
+    ) -> Result<(Incoming, u64), Refusal> {
         let (parent, last) = self.parent_of(name)?;
         match rfs::statat(&parent, last, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => {
@@ -160,9 +183,13 @@ impl Destination {
                 ));
             }
         }
+        if let Some(mtime) = resume {
+            if let Some(taken) = take_partial(&parent, last, size, mtime) {
+                return Ok(taken);
+            }
+        }
         let (fd, temp_name) = loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let temp = format!(".rdmaft-{}-{n}.part", std::process::id());
+            let temp = temp_name();
             match rfs::openat(
                 &parent,
                 temp.as_str(),
@@ -174,12 +201,15 @@ impl Destination {
                 Err(e) => return Err(Refusal::from_errno(name, e)),
             }
         };
-        Ok(Incoming {
-            parent,
-            final_name: last.to_owned(),
-            temp_name,
-            file: File::from(fd),
-        })
+        Ok((
+            Incoming {
+                parent,
+                final_name: last.to_owned(),
+                temp_name,
+                file: File::from(fd),
+            },
+            0,
+        ))
     }
 
     /// Gives a verified file its mode and mtime and renames it onto its final name.
@@ -217,6 +247,26 @@ impl Destination {
         result
     }
 
+    /// Keeps the first `written` bytes of an unfinished file (a prefix the sender may send
+    /// again) under a hidden name derived from its final name, size and mtime, beside it, for
+    /// [`resume_file`](Self::resume_file); nothing is kept when nothing was written. The
+    /// prefix is not trusted: a resumed file is published only if the digest of the whole
+    /// file, kept prefix included, matches the sender's.
+    pub fn keep_partial(&self, incoming: Incoming, size: u64, mtime: (i64, u32), written: u64) {
+        let kept = written > 0
+            && incoming.file.set_len(written).is_ok()
+            && rfs::renameat(
+                &incoming.parent,
+                incoming.temp_name.as_str(),
+                &incoming.parent,
+                partial_name(&incoming.final_name, size, mtime).as_str(),
+            )
+            .is_ok();
+        if !kept {
+            self.discard(incoming);
+        }
+    }
+
     /// Removes a temporary file that will not be published.
     pub fn discard(&self, incoming: Incoming) {
         let _ = rfs::unlinkat(
@@ -241,6 +291,67 @@ impl Destination {
         rfs::futimens(&dir, &times(mtime)).map_err(|e| Refusal::from_errno(name, e))?;
         Ok(())
     }
+}
+
+/// A fresh temporary file name (`.rdmaft-<pid>-<n>.part`).
+fn temp_name() -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".rdmaft-{}-{n}.part", std::process::id())
+}
+
+/// The hidden name a partial file of `last` (with the source's size and mtime) is kept under.
+fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(last.as_bytes());
+    h.update(&size.to_le_bytes());
+    h.update(&sec.to_le_bytes());
+    h.update(&nsec.to_le_bytes());
+    format!(".rdmaft-partial-{:016x}", h.digest())
+}
+
+/// Takes the partial file of `last` in `parent` by renaming it to a fresh temporary name;
+/// `None` if there is none (or it is not a regular file no longer than `size`).
+fn take_partial(
+    parent: &OwnedFd,
+    last: &str,
+    size: u64,
+    mtime: (i64, u32),
+) -> Option<(Incoming, u64)> {
+    let partial = partial_name(last, size, mtime);
+    let temp = temp_name();
+    rfs::renameat(parent, partial.as_str(), parent, temp.as_str()).ok()?;
+    let opened = rfs::openat(
+        parent,
+        temp.as_str(),
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    let usable = opened.ok().and_then(|fd| {
+        let st = rfs::fstat(&fd).ok()?;
+        let regular = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
+        let len = u64::try_from(st.st_size).ok()?;
+        (regular && len <= size).then_some((fd, len))
+    });
+    let Some((fd, len)) = usable else {
+        let _ = rfs::unlinkat(parent, temp.as_str(), AtFlags::empty());
+        return None;
+    };
+    let dup = rfs::openat(
+        parent,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    Some((
+        Incoming {
+            parent: dup,
+            final_name: last.to_owned(),
+            temp_name: temp,
+            file: File::from(fd),
+        },
+        len,
+    ))
 }
 
 /// The refusal for failing to open `component` of `dir` as a directory: a symlink there is
@@ -280,7 +391,7 @@ fn times((sec, nsec): (i64, u32)) -> Timestamps {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
     use std::path::PathBuf;
 
     fn scratch(name: &str) -> PathBuf {
@@ -336,6 +447,44 @@ mod tests {
         let inc = dest.begin_file("x", 0).unwrap();
         dest.discard(inc);
         assert!(listing(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn partial_files_are_kept_and_taken_back_once() {
+        let d = scratch("partial");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let mtime = (1_700_000_000, 5);
+        let (mut inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+        assert_eq!(kept, 0, "nothing to resume yet");
+        inc.file.write_all(&[7u8; 60]).unwrap();
+        dest.keep_partial(inc, 100, mtime, 40);
+        // Hidden beside the final name, never under it.
+        let names = listing(&d);
+        assert!(!names.iter().any(|n| n == "sub/f"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("sub/.rdmaft-partial-")),
+            "{names:?}"
+        );
+        // Another size or mtime is another file: a fresh start.
+        let (other, kept) = dest.resume_file("sub/f", 100, (1_700_000_000, 6)).unwrap();
+        assert_eq!(kept, 0);
+        dest.discard(other);
+        // The same file takes the kept 40 bytes, once.
+        let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+        assert_eq!(kept, 40);
+        let mut back = vec![0u8; 40];
+        inc.file.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, [7u8; 40]);
+        let (second, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+        assert_eq!(kept, 0, "taken by the first");
+        dest.discard(second);
+        dest.publish(inc, 0o644, mtime).unwrap();
+        assert_eq!(listing(&d), ["sub", "sub/f"]);
+        // Nothing written: nothing kept.
+        let (inc, _) = dest.resume_file("g", 10, mtime).unwrap();
+        dest.keep_partial(inc, 10, mtime, 0);
+        assert_eq!(listing(&d), ["sub", "sub/f"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

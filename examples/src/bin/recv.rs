@@ -3,6 +3,7 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
+//!      [--resume]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first connection ends: status 0 only if every entry of it
@@ -57,6 +58,10 @@ struct Args {
     /// fsync each file before publishing it.
     #[arg(long)]
     fsync: bool,
+    /// Keep what an interrupted transfer wrote (hidden, beside the file) and continue it
+    /// when the same file is sent again.
+    #[arg(long)]
+    resume: bool,
     /// Seconds without any sign of a sender before its connection is closed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
@@ -105,6 +110,7 @@ fn run(args: Args) -> Result<bool, String> {
         Existing::Replace
     };
     options.fsync = args.fsync;
+    options.resume = args.resume;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     options.on_file = Some(Arc::new(|f| match &f.outcome {
         ReceivedOutcome::Received => println!(

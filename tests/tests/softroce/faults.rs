@@ -1,0 +1,340 @@
+//! Faults: a peer killed mid-transfer (both directions) and resumed, the destination full, a
+//! vanishing or shrinking source, a silent peer; and a soak of many files and connections
+//! without growth in file descriptors or memory.
+
+use super::{env, receiver, T};
+use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
+use rdmaft_tests::{example_bin, random_bytes, scratch, temp_files, tree, Lines};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Size of the largest file named `.rdmaft-*` under `dir` (a transfer in progress).
+fn part_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".rdmaft-"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Open file descriptors of this process.
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_killed_sender_leaves_a_partial_file_that_the_next_send_resumes() {
+    let env = env();
+    let base = scratch("resume");
+    let (dest, src) = (base.join("dest"), base.join("big"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let data = random_bytes(48 << 20, 61);
+    std::fs::write(&src, &data).unwrap();
+    let r = receiver(&env, &dest, |o| {
+        o.resume = true;
+        o.idle_timeout = Duration::from_secs(5);
+    });
+    let to = r.receiver.local_addr();
+    // The send program, killed (SIGKILL) once a few MiB have landed.
+    let mut sender = Command::new(example_bin("send").unwrap())
+        .arg(to.to_string())
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("data to land", || part_size(&dest) >= 4 << 20);
+    sender.kill().unwrap();
+    sender.wait().unwrap();
+    let report = r.connections.recv_timeout(T).unwrap();
+    assert!(report.error.is_some(), "{report:?}");
+    assert_eq!(report.files[0].outcome, ReceivedOutcome::Unfinished);
+    assert!(!dest.join("big").exists(), "nothing under the final name");
+    let kept = temp_files(&dest);
+    assert!(
+        kept.len() == 1 && kept[0].starts_with(".rdmaft-partial-"),
+        "{kept:?}"
+    );
+    // Sent again: only the rest moves, and the result is byte-identical.
+    let report = send(to, vec![src.clone()], SendOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert!(report.bytes_resumed >= 4 << 20, "{report:?}");
+    assert_eq!(report.bytes_resumed % (1 << 20), 0, "whole chunks");
+    assert_eq!(report.bytes + report.bytes_resumed, data.len() as u64);
+    assert!(std::fs::read(dest.join("big")).unwrap() == data);
+    assert!(temp_files(&dest).is_empty());
+    // A partial whose bytes changed is caught by the whole-file digest and not published.
+    std::fs::remove_file(dest.join("big")).unwrap();
+    let mut sender = Command::new(example_bin("send").unwrap())
+        .arg(to.to_string())
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = r.connections.recv_timeout(Duration::from_millis(1)); // the earlier report
+    wait_until("data to land", || part_size(&dest) >= 4 << 20);
+    sender.kill().unwrap();
+    sender.wait().unwrap();
+    let _ = r.connections.recv_timeout(T).unwrap();
+    let partial = dest.join(&temp_files(&dest)[0]);
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&partial, &bytes).unwrap();
+    let report = send(to, vec![src.clone()], SendOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        matches!(report.files[0].outcome, FileOutcome::Failed(_)),
+        "{report:?}"
+    );
+    assert!(!dest.join("big").exists());
+    assert!(temp_files(&dest).is_empty(), "the bad prefix is dropped");
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_killed_receiver_fails_the_send_cleanly() {
+    let env = env();
+    let base = scratch("killed-recv");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let src = base.join("big");
+    std::fs::write(&src, random_bytes(48 << 20, 62)).unwrap();
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
+        .arg(&dest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("listening on", T).unwrap();
+    let port: u16 = line
+        .split("(port ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let options = SendOptions {
+        idle_timeout: Duration::from_secs(5),
+        ..SendOptions::default()
+    };
+    let handle = send(
+        std::net::SocketAddr::new(env.addr, port),
+        vec![src.clone()],
+        options,
+    )
+    .unwrap();
+    wait_until("progress", || handle.progress().bytes_done >= 4 << 20);
+    recv.kill().unwrap();
+    recv.wait().unwrap();
+    let started = Instant::now();
+    let report = handle.wait().unwrap();
+    assert!(started.elapsed() < T);
+    assert!(report.error.is_some(), "{report:?}");
+    assert_eq!(report.files[0].outcome, FileOutcome::Unfinished);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_full_destination_fails_one_file_and_later_files_still_arrive() {
+    let env = env();
+    let base = scratch("full");
+    let (dest, src) = (base.join("dest"), base.join("src"));
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mount a 4 MiB tmpfs (the VM runs tests as root)"
+    );
+    for (name, len) in [("a", 3 << 20), ("b", 3 << 20), ("c", 100_000)] {
+        std::fs::write(src.join(name), random_bytes(len, len as u64)).unwrap();
+    }
+    let r = receiver(&env, &dest, |_| {});
+    let paths = ["a", "b", "c"].map(|n| src.join(n)).to_vec();
+    let report = send(r.receiver.local_addr(), paths, SendOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let outcome = |n: &str| {
+        report
+            .files
+            .iter()
+            .find(|f| f.name == n)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert_eq!(outcome("a"), FileOutcome::Sent, "{report:?}");
+    assert!(!outcome("b").is_ok(), "{report:?}");
+    assert_eq!(outcome("c"), FileOutcome::Sent, "{report:?}");
+    assert!(report.error.is_none(), "the session survives: {report:?}");
+    assert!(!dest.join("b").exists());
+    assert!(temp_files(&dest).is_empty());
+    assert!(std::fs::read(dest.join("c")).unwrap() == std::fs::read(src.join("c")).unwrap());
+    r.receiver.stop();
+    let _ = Command::new("umount").arg(&dest).status();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn vanishing_and_shrinking_sources_are_reported_and_the_rest_arrive() {
+    let env = env();
+    let base = scratch("vanish");
+    let (dest, src) = (base.join("dest"), base.join("src"));
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("shrinks"), random_bytes(64 << 20, 63)).unwrap();
+    std::fs::write(src.join("after"), random_bytes(50_000, 64)).unwrap();
+    let r = receiver(&env, &dest, |_| {});
+    let paths = vec![src.join("gone"), src.join("shrinks"), src.join("after")];
+    let handle = send(r.receiver.local_addr(), paths, SendOptions::default()).unwrap();
+    wait_until("progress", || handle.progress().bytes_done >= 2 << 20);
+    // Cut the file being read to 1 MiB: the sender aborts that file only.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("shrinks"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let report = handle.wait().unwrap();
+    let outcome = |n: &str| {
+        report
+            .files
+            .iter()
+            .find(|f| f.path.ends_with(n))
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert!(
+        matches!(outcome("gone"), FileOutcome::Skipped(_)),
+        "{report:?}"
+    );
+    assert!(!outcome("shrinks").is_ok(), "{report:?}");
+    assert_eq!(outcome("after"), FileOutcome::Sent, "{report:?}");
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!(
+        tree(&dest),
+        tree(&src)
+            .into_iter()
+            .filter(|(n, _)| n == "after")
+            .collect::<Vec<_>>()
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_silent_sender_is_timed_out() {
+    let env = env();
+    let base = scratch("silent");
+    let r = receiver(&env, &base, |o| o.idle_timeout = Duration::from_secs(2));
+    let params = rdmaft::protocol::Params::new(rdmaft::protocol::Features::empty(), 4096, 4);
+    let started = Instant::now();
+    let raw = RawSender::connect(r.receiver.local_addr(), params, T).unwrap();
+    // It sends nothing, not even keepalives.
+    let report = r.connections.recv_timeout(T).unwrap();
+    let waited = started.elapsed();
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("idle timeout"),
+        "{report:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    drop(raw);
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn soak_many_files_and_connections_without_growth() {
+    let env = env();
+    let base = scratch("soak");
+    let (dest, src) = (base.join("dest"), base.join("src"));
+    std::fs::create_dir_all(&dest).unwrap();
+    for i in 0..1000 {
+        let d = src.join(format!("d{}", i % 20));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), random_bytes(1000 + i, i as u64)).unwrap();
+    }
+    let r = receiver(&env, &dest, |_| {});
+    let to = r.receiver.local_addr();
+    // 1,000 small files in one connection.
+    let report = send(to, vec![src.clone()], SendOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.all_ok(), "{:?}", report.error);
+    assert_eq!(tree(&dest.join("src")), tree(&src));
+    let _ = r.connections.recv_timeout(T).unwrap();
+    // 50 connections in a row; the first 5 warm up allocator pools.
+    let one = base.join("one");
+    std::fs::write(&one, random_bytes(20_000, 65)).unwrap();
+    let mut at_start = (0, 0);
+    for i in 0..50 {
+        if i == 5 {
+            at_start = (fds(), rss_kib());
+        }
+        let report = send(to, vec![one.clone()], SendOptions::default())
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(report.all_ok(), "connection {i}: {report:?}");
+        let _ = r.connections.recv_timeout(T).unwrap();
+    }
+    let at_end = (fds(), rss_kib());
+    eprintln!(
+        "soak: fds {} -> {}, RSS {} -> {} KiB",
+        at_start.0, at_end.0, at_start.1, at_end.1
+    );
+    assert_eq!(at_end.0, at_start.0, "no file descriptor leaked");
+    assert!(
+        at_end.1 < at_start.1 + 8 * 1024,
+        "RSS grew by 8 MiB or more"
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
