@@ -29,9 +29,16 @@ pub(crate) trait Wake: Send + Sync {
 struct Queue<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Consumers blocked in [`Mailbox::pop`]: a push signals the condvar only for them.
+    sleepers: usize,
 }
 
 /// A closable FIFO between two threads.
+///
+/// Wake-ups cost a system call each (and, in the Soft-RoCE VM, an emulated context switch),
+/// so a push wakes only when it must: the condvar only if a consumer sleeps on it, the
+/// waker only when the mailbox goes from empty to non-empty. A consumer using the waker must
+/// therefore empty the mailbox (`try_pop` until `None`) before it sleeps again.
 pub(crate) struct Mailbox<T> {
     queue: Mutex<Queue<T>>,
     ready: Condvar,
@@ -39,12 +46,13 @@ pub(crate) struct Mailbox<T> {
 }
 
 impl<T> Mailbox<T> {
-    /// A mailbox; `waker` is also poked on every push and on close.
+    /// A mailbox; `waker` is also poked when a push finds it empty, and on close.
     pub(crate) fn new(waker: Option<Waker>) -> Self {
         Mailbox {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 closed: false,
+                sleepers: 0,
             }),
             ready: Condvar::new(),
             waker,
@@ -53,16 +61,22 @@ impl<T> Mailbox<T> {
 
     /// Adds `item`; gives it back when the mailbox is closed.
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
-        {
+        let (sleeping, was_empty) = {
             let mut q = lock(&self.queue);
             if q.closed {
                 return Err(item);
             }
+            let was_empty = q.items.is_empty();
             q.items.push_back(item);
+            (q.sleepers > 0, was_empty)
+        };
+        if sleeping {
+            self.ready.notify_one();
         }
-        self.ready.notify_one();
-        if let Some(w) = &self.waker {
-            w.wake();
+        if was_empty {
+            if let Some(w) = &self.waker {
+                w.wake();
+            }
         }
         Ok(())
     }
@@ -82,7 +96,9 @@ impl<T> Mailbox<T> {
             if q.closed {
                 return None;
             }
+            q.sleepers += 1;
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.sleepers -= 1;
         }
     }
 
@@ -277,6 +293,19 @@ mod tests {
         m.close();
         assert_eq!(consumer.join().unwrap(), (Some("a"), None));
         assert_eq!(wake.count(), 2, "one push and the close");
+    }
+
+    #[test]
+    fn only_a_push_into_an_empty_mailbox_wakes() {
+        let wake = Arc::new(CondWake::new());
+        let m = Mailbox::new(Some(wake.clone() as Waker));
+        m.push(1).unwrap();
+        m.push(2).unwrap();
+        m.push(3).unwrap();
+        assert_eq!(wake.count(), 1, "the consumer has not emptied it yet");
+        while m.try_pop().is_some() {}
+        m.push(4).unwrap();
+        assert_eq!(wake.count(), 2, "empty again: this push wakes");
     }
 
     #[test]

@@ -10,11 +10,13 @@
 use rdmaft_protocol::FileRejectReason;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why the receiver refuses an entry: the reason for the peer, and a detail for the log.
 #[derive(Debug)]
@@ -23,12 +25,15 @@ pub struct Refusal {
     pub reason: FileRejectReason,
     /// What happened, for humans.
     pub detail: String,
+    /// The system's error, when one caused it.
+    pub errno: Option<Errno>,
 }
 
 impl Refusal {
     fn new(reason: FileRejectReason, detail: impl Into<String>) -> Self {
         Refusal {
             reason,
+            errno: None,
             detail: detail.into(),
         }
     }
@@ -48,7 +53,11 @@ impl Refusal {
         } else {
             format!("{what}: {}", io::Error::from(e))
         };
-        Refusal { reason, detail }
+        Refusal {
+            reason,
+            detail,
+            errno: Some(e),
+        }
     }
 }
 
@@ -74,12 +83,20 @@ pub struct Destination {
     root: OwnedFd,
     existing: Existing,
     fsync: bool,
+    /// Directories already opened beneath the root, by relative path: the files of a tree
+    /// mostly share parents, and opening one component by component costs two system calls
+    /// per level per file. A cached descriptor keeps naming the directory it was opened as
+    /// (never a symlink put there later).
+    dirs: Mutex<HashMap<String, Arc<OwnedFd>>>,
 }
+
+/// Directories kept open per destination; past this the cache starts over.
+const DIR_CACHE_MAX: usize = 64;
 
 /// A file being received: its temporary file, open for writing.
 #[derive(Debug)]
 pub struct Incoming {
-    parent: OwnedFd,
+    parent: Arc<OwnedFd>,
     final_name: String,
     temp_name: String,
     /// The temporary file (open for reading and writing).
@@ -101,12 +118,35 @@ impl Destination {
             root,
             existing,
             fsync,
+            dirs: Mutex::new(HashMap::new()),
         })
     }
 
     /// The directory holding `name`'s last component, opened beneath the root without
     /// following symlinks; missing directories are created (mode 0o755, then the umask).
-    fn parent_of<'n>(&self, name: &'n str) -> Result<(OwnedFd, &'n str), Refusal> {
+    fn parent_of<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Refusal> {
+        let dir_path = name.rsplit_once('/').map_or("", |(d, _)| d);
+        if let Some(dir) = crate::sync::lock_std(&self.dirs).get(dir_path) {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            return Ok((Arc::clone(dir), last));
+        }
+        let (dir, last) = self.open_parent(name)?;
+        let dir = Arc::new(dir);
+        let mut dirs = crate::sync::lock_std(&self.dirs);
+        if dirs.len() >= DIR_CACHE_MAX {
+            dirs.clear();
+        }
+        dirs.insert(dir_path.to_owned(), Arc::clone(&dir));
+        Ok((dir, last))
+    }
+
+    /// Forgets the cached directories (one was removed or replaced under us).
+    fn forget_dirs(&self) {
+        crate::sync::lock_std(&self.dirs).clear();
+    }
+
+    /// [`parent_of`](Self::parent_of) without the cache.
+    fn open_parent<'n>(&self, name: &'n str) -> Result<(OwnedFd, &'n str), Refusal> {
         let mut parts = name.split('/').collect::<Vec<_>>();
         // The name was validated: at least one component, none empty, `.` or `..`.
         let last = parts
@@ -152,6 +192,22 @@ impl Destination {
     }
 
     fn begin(
+        &self,
+        name: &str,
+        size: u64,
+        resume: Option<(i64, u32)>,
+    ) -> Result<(Incoming, u64), Refusal> {
+        match self.begin_in_parent(name, size, resume) {
+            // A cached directory may have been removed since: look it up afresh, once.
+            Err(r) if r.errno == Some(Errno::NOENT) => {
+                self.forget_dirs();
+                self.begin_in_parent(name, size, resume)
+            }
+            other => other,
+        }
+    }
+
+    fn begin_in_parent(
         &self,
         name: &str,
         size: u64,
@@ -312,7 +368,7 @@ fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> String {
 /// Takes the partial file of `last` in `parent` by renaming it to a fresh temporary name;
 /// `None` if there is none (or it is not a regular file no longer than `size`).
 fn take_partial(
-    parent: &OwnedFd,
+    parent: &Arc<OwnedFd>,
     last: &str,
     size: u64,
     mtime: (i64, u32),
@@ -336,16 +392,9 @@ fn take_partial(
         let _ = rfs::unlinkat(parent, temp.as_str(), AtFlags::empty());
         return None;
     };
-    let dup = rfs::openat(
-        parent,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
     Some((
         Incoming {
-            parent: dup,
+            parent: Arc::clone(parent),
             final_name: last.to_owned(),
             temp_name: temp,
             file: File::from(fd),
