@@ -11,10 +11,11 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # Debian packages: RDMA user space (verbs, rdma_cm, perftest), headers for
 # rdma-sys (bindgen needs libclang), and QEMU + a Debian kernel for the
 # Soft-RoCE VM (the host kernel may have no RDMA). iputils-ping checks netem;
-# busybox-static is virtme-ng's fallback for building the guest's initramfs.
+# busybox-static is virtme-ng's fallback for building the guest's initramfs. gcc builds
+# the C examples of the C API (its libasan the leak check's LeakSanitizer).
 pkgs=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers ibverbs-utils
       rdmacm-utils perftest libibverbs-dev librdmacm-dev clang libclang-dev
-      iproute2 kmod iputils-ping jq busybox-static)
+      iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
