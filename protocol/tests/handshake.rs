@@ -686,3 +686,64 @@ fn local_parameters_are_checked_whole() {
         Ok(())
     );
 }
+
+#[test]
+fn a_ring_of_exactly_the_limit_is_legal() {
+    let relen = |mut n: Negotiated| {
+        n.ring.len = n.ring_len();
+        n
+    };
+    // 1 MiB × 65,536 = 64 GiB = MAX_RING_BYTES exactly.
+    let at_limit = relen(Negotiated {
+        chunk_size: 1 << 20,
+        window: MAX_WINDOW,
+        ..base_negotiated()
+    });
+    assert_eq!(at_limit.data_len(), MAX_RING_BYTES);
+    assert_eq!(at_limit.check(), Ok(()));
+    let above = relen(Negotiated {
+        chunk_size: 2 << 20,
+        ..at_limit
+    });
+    assert_eq!(above.check(), Err(ParamError::RingTooLarge));
+}
+
+#[test]
+fn every_refusal_has_its_own_text() {
+    use rdmaft_protocol::NameError;
+    let names = [
+        NameError::Empty,
+        NameError::TooLong,
+        NameError::NotUtf8,
+        NameError::Nul,
+        NameError::Control,
+        NameError::Absolute,
+        NameError::ParentDir,
+        NameError::EmptyComponent,
+    ]
+    .map(|e| e.to_string());
+    let params = [
+        ParamError::ChunkSize,
+        ParamError::Window,
+        ParamError::CtrlDepth,
+        ParamError::OpenFiles,
+        ParamError::Keepalive,
+        ParamError::RingTooLarge,
+        ParamError::RingLayout,
+        ParamError::DigestRequired,
+        ParamError::KeyMismatch,
+        ParamError::IdleTimeout,
+        ParamError::Storage,
+    ]
+    .map(|e| e.to_string());
+    for texts in [&names[..], &params[..]] {
+        let distinct: std::collections::BTreeSet<_> = texts.iter().collect();
+        assert_eq!(distinct.len(), texts.len(), "{texts:?}");
+        assert!(texts.iter().all(|t| t.len() > 8), "{texts:?}");
+    }
+    assert_eq!(
+        NameError::ParentDir.to_string(),
+        "name has a '..' component"
+    );
+    assert_eq!(ParamError::Window.to_string(), "window out of range");
+}
