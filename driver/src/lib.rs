@@ -10,7 +10,7 @@
 //! // ... handle.progress() from any thread, handle.cancel() to stop ...
 //! let report = handle.wait()?;
 //! println!("{} bytes in {:?}, all verified: {}", report.bytes, report.elapsed, report.all_ok());
-//! # Ok::<(), rdmaft::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Receiving
@@ -22,7 +22,7 @@
 //! let receiver = Receiver::start(options)?;
 //! // ... serves any number of senders at once ...
 //! receiver.stop();
-//! # Ok::<(), rdmaft::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Threads

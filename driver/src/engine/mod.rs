@@ -16,6 +16,8 @@
 //! that stays in cache), digests it and `pwrite`s it → back to the engine → `chunk_consumed`
 //! → credit.
 
+#[cfg(test)]
+mod hostile_receiver;
 pub(crate) mod loopback;
 #[cfg(feature = "internals")]
 pub mod raw_peer;

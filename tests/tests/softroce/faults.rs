@@ -338,3 +338,79 @@ fn soak_many_files_and_connections_without_growth() {
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Sends SIGINT (what Ctrl-C sends) to a child.
+fn interrupt(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -INT");
+}
+
+#[test]
+fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
+    let env = env();
+    let base = scratch("ctrl-c");
+    let (dest, src) = (base.join("dest"), base.join("big"));
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(&src, random_bytes(48 << 20, 66)).unwrap();
+
+    // Ctrl-C on send: it stops, the receiver hears why, no temporary file is left.
+    let r = receiver(&env, &dest, |_| {});
+    let mut sender = Command::new(example_bin("send").unwrap())
+        .arg(r.receiver.local_addr().to_string())
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(sender.stderr.take().unwrap());
+    wait_until("data to land", || part_size(&dest) >= 2 << 20);
+    interrupt(&sender);
+    let status = rdmaft_tests::wait_child(&mut sender, T).unwrap();
+    assert_eq!(status.code(), Some(1), "{:?}", err.drain(T));
+    let report = r.connections.recv_timeout(T).unwrap();
+    let why = report.error.unwrap_or_default();
+    assert!(why.contains("peer aborted"), "{why}");
+    assert_eq!(report.files[0].outcome, ReceivedOutcome::Unfinished);
+    assert!(temp_files(&dest).is_empty() && !dest.join("big").exists());
+    r.receiver.stop();
+
+    // Ctrl-C on recv: it stops, the sender hears why, no temporary file is left.
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
+        .arg(&dest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("listening on", T).unwrap();
+    let port: u16 = line
+        .split("(port ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let handle = send(
+        std::net::SocketAddr::new(env.addr, port),
+        vec![src.clone()],
+        SendOptions::default(),
+    )
+    .unwrap();
+    wait_until("progress", || handle.progress().bytes_done >= 2 << 20);
+    interrupt(&recv);
+    let status = rdmaft_tests::wait_child(&mut recv, T).unwrap();
+    assert!(
+        status.code().is_some(),
+        "recv exits by itself, not by the signal"
+    );
+    err.wait_for("recv: stopping", T).unwrap();
+    let report = handle.wait().unwrap();
+    let why = report.error.clone().unwrap_or_default();
+    assert!(why.contains("shutting down"), "{report:?}");
+    assert!(temp_files(&dest).is_empty() && !dest.join("big").exists());
+    std::fs::remove_dir_all(&base).unwrap();
+}
