@@ -277,6 +277,7 @@ mod tests {
             Ok(()),
             "x is shared: one new slot"
         );
+        assert_eq!(t.check("w"), Err(NameClash::Full), "needs 1, none left");
         assert_eq!(used, 3);
         let mut none: [NameSlot; 0] = [];
         let mut zero = 0;

@@ -736,7 +736,33 @@ fn every_refusal_has_its_own_text() {
         ParamError::Storage,
     ]
     .map(|e| e.to_string());
-    for texts in [&names[..], &params[..]] {
+    let replies = [
+        ReplyError::ChunkSize,
+        ReplyError::Window,
+        ReplyError::OpenFiles,
+        ReplyError::Keepalive,
+        ReplyError::Features,
+        ReplyError::CtrlDepth,
+        ReplyError::RingLayout,
+        ReplyError::DigestRequired,
+        ReplyError::AuthNotAgreed,
+        ReplyError::BadProof,
+        ReplyError::LocalParams,
+    ]
+    .map(|e| e.to_string());
+    let handshakes = [
+        HandshakeError::Decode(DecodeError::NonZeroReserved),
+        HandshakeError::Invalid(ReplyError::BadProof),
+    ]
+    .map(|e| e.to_string());
+    assert_eq!(
+        handshakes,
+        [
+            "undecodable handshake reply: reserved field is not zero",
+            "invalid handshake reply: the receiver's key proof is wrong",
+        ]
+    );
+    for texts in [&names[..], &params[..], &replies[..]] {
         let distinct: std::collections::BTreeSet<_> = texts.iter().collect();
         assert_eq!(distinct.len(), texts.len(), "{texts:?}");
         assert!(texts.iter().all(|t| t.len() > 8), "{texts:?}");
