@@ -738,8 +738,8 @@ impl<S: Storage> Receiver<S> {
         let RState::Resolved(status) = f.state else {
             return None;
         };
+        // Closing it lets settle() move the result cursor past it.
         self.close_file(o);
-        self.result_cursor += 1;
         self.settle();
         Some(Control::FileResult {
             file_id: f.id,

@@ -770,7 +770,11 @@ fn goodbye_is_answered_and_closes() {
 
 #[test]
 fn a_second_goodbye_or_a_header_after_goodbye() {
-    for m in [Control::Goodbye, header(1, 0, "a"), end(1, 0)] {
+    let abort = Control::FileAbort {
+        file_id: 1,
+        reason: AbortReason::READ_ERROR,
+    };
+    for m in [Control::Goodbye, header(1, 0, "a"), end(1, 0), abort] {
         let mut r = rx();
         r.r.handle_write(t(1), Imm::control(0).encode(), 8).unwrap();
         r.r.handle_control(t(1), &msg(Control::Goodbye, 0)).unwrap();
