@@ -831,13 +831,6 @@ impl<S: Storage> Receiver<S> {
             }
             self.consume_cursor += 1;
         }
-        while self.event_cursor < self.consume_cursor
-            && self
-                .file(self.event_cursor)
-                .is_some_and(|f| f.state == RState::Closed)
-        {
-            self.event_cursor += 1;
-        }
         while self.result_cursor < self.event_cursor
             && self
                 .file(self.result_cursor)
