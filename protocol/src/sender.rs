@@ -216,8 +216,6 @@ pub struct Sender<S: Storage> {
     /// The file holding chunk `requested`, and the one holding chunk `posted`.
     read_cursor: u64,
     post_cursor: u64,
-    /// The file whose result comes next.
-    result_cursor: u64,
     last_id: Option<u64>,
     /// First sequence number of the next accepted file.
     next_assign_seq: u64,
@@ -271,7 +269,6 @@ impl<S: Storage> Sender<S> {
             answer_cursor: 0,
             read_cursor: 0,
             post_cursor: 0,
-            result_cursor: 0,
             last_id: None,
             next_assign_seq: 0,
             requested: 0,
@@ -670,10 +667,10 @@ impl<S: Storage> Sender<S> {
                         if !self.flow.may_send() {
                             return None;
                         }
+                        // The next call's last arm moves the cursor past it.
                         if let Some(file) = self.file_mut(o) {
                             file.state = SState::EndSent;
                         }
-                        self.post_cursor += 1;
                         let msg = Control::FileEnd(FileEnd {
                             file_id: id,
                             length: chunks.size,
@@ -692,8 +689,8 @@ impl<S: Storage> Sender<S> {
                     self.live.sent(now);
                     return Some(SenderOutput::Write(self.chunk_write(id, &chunks, seq)));
                 }
-                // Aborted (its result may already be in), or rejected (no chunks): skip what
-                // was not posted; chunks still being read wait for their read.
+                // Ended, aborted (its result may already be in), or rejected (no chunks):
+                // skip what was not posted; chunks still being read wait for their read.
                 _ => {
                     self.posted = self.posted.max(self.ready.min(end));
                     if self.posted < end {
@@ -741,9 +738,9 @@ impl<S: Storage> Sender<S> {
                 if self.ready < self.requested {
                     return None;
                 }
+                // The check above then moves the cursor past it.
                 self.requested = end;
                 self.ready = end;
-                self.read_cursor += 1;
                 continue;
             }
             if self.requested >= self.released() + u64::from(self.neg.window) {
@@ -831,16 +828,9 @@ impl<S: Storage> Sender<S> {
     }
 
     fn on_result(&mut self, file_id: u64, status: FileStatus) -> Result<(), Error> {
-        // The head moves past rejected files before this cursor reaches them.
-        self.result_cursor = self.result_cursor.max(self.head);
-        while self.result_cursor < self.answer_cursor
-            && self
-                .file(self.result_cursor)
-                .is_some_and(|f| f.state == SState::Closed)
-        {
-            self.result_cursor += 1;
-        }
-        let o = self.result_cursor;
+        // Results come in file order and every file before the head is closed (the head
+        // moves past rejected and resulted files): the result must be the head's.
+        let o = self.head;
         let ended = self.file(o).is_some_and(|f| {
             f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent)
         });
@@ -848,7 +838,6 @@ impl<S: Storage> Sender<S> {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         }
         self.close_file(o);
-        self.result_cursor += 1;
         self.advance_head();
         self.event(SenderEvent::FileDone { file_id, status });
         Ok(())

@@ -905,3 +905,40 @@ fn with_a_key_the_proof_is_the_first_message() {
     );
     assert_eq!(kinds[1].0, wire::MsgKind::FileHeader);
 }
+
+#[test]
+fn results_pass_over_a_rejected_file_between_accepted_ones() {
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    s.s.start_file(t(1), &info(2, 10, "f2")).unwrap();
+    s.drain();
+    s.recv(Control::FileAnswer {
+        file_id: 2,
+        answer: FileAnswer::Reject(FileRejectReason::EXISTS),
+    })
+    .unwrap();
+    s.drain();
+    s.accepted(3, 0, 0);
+    s.drain();
+    for id in [1, 3] {
+        s.recv(Control::FileResult {
+            file_id: id,
+            status: FileStatus::OK,
+        })
+        .unwrap();
+        let got = s.drain();
+        assert!(
+            got.contains(&Out::Event(SenderEvent::FileDone {
+                file_id: id,
+                status: FileStatus::OK
+            })),
+            "{got:?}"
+        );
+    }
+    // A second result for the last file is refused.
+    let res = s.recv(Control::FileResult {
+        file_id: 3,
+        status: FileStatus::OK,
+    });
+    s.assert_failed(res, Violation::UnknownFile(3));
+}
