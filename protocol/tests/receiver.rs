@@ -1032,3 +1032,30 @@ fn with_a_key_the_proof_comes_first() {
     let res = r.ctrl(Control::Auth { proof: [4; 32] });
     r.assert_failed(res, Violation::UnexpectedMessage(wire::MsgKind::Auth));
 }
+
+#[test]
+fn answers_name_their_file_among_many_open() {
+    let mut r = rx();
+    for (id, name) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+        assert_eq!(r.ctrl(header(id, 0, name)).unwrap(), None);
+    }
+    let accept = FileAnswer::Accept { offset: 0 };
+    // Later files are open but not next: out of order; ids never offered: unknown.
+    for id in [2, 3, 4] {
+        assert_eq!(
+            r.r.answer_file(t(1), id, accept),
+            Err(Error::Usage(UsageError::OutOfOrder)),
+            "file {id}"
+        );
+    }
+    for id in [0, 5, 99] {
+        assert_eq!(
+            r.r.answer_file(t(1), id, accept),
+            Err(Error::Usage(UsageError::UnknownFile)),
+            "file {id}"
+        );
+    }
+    for id in 1..=4 {
+        r.r.answer_file(t(1), id, accept).unwrap();
+    }
+}
