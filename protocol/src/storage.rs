@@ -141,3 +141,23 @@ impl SlotIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SlotIndex;
+
+    #[test]
+    fn file_numbers_map_onto_any_table_length() {
+        let three = SlotIndex::new(3);
+        let got: [usize; 7] = core::array::from_fn(|o| three.of(o as u64));
+        assert_eq!(got, [0, 1, 2, 0, 1, 2, 0]);
+        let four = SlotIndex::new(4);
+        let got: [usize; 6] = core::array::from_fn(|o| four.of(o as u64));
+        assert_eq!(got, [0, 1, 2, 3, 0, 1]);
+        assert_eq!(
+            SlotIndex::new(0).of(5),
+            0,
+            "an empty table still maps somewhere"
+        );
+    }
+}

@@ -30,3 +30,17 @@ impl Instant {
         Instant(self.0.saturating_add(nanos))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Instant;
+    use core::time::Duration;
+
+    #[test]
+    fn instants_are_nanoseconds() {
+        assert_eq!(Instant::from_nanos(1_500).as_nanos(), 1_500);
+        assert_eq!(Instant::ZERO.as_nanos(), 0);
+        let later = Instant::from_nanos(1_000).saturating_add(Duration::from_micros(2));
+        assert_eq!(later.as_nanos(), 3_000);
+    }
+}

@@ -491,3 +491,56 @@ fn decode_error_codes_are_distinct() {
     let codes: Vec<u16> = errors.iter().map(|e| e.code()).collect();
     assert_eq!(codes, (1..=9).collect::<Vec<u16>>());
 }
+
+#[test]
+fn decode_errors_name_the_field() {
+    let fields = [
+        (Field::Decision, "decision"),
+        (Field::DigestKind, "digest_kind"),
+        (Field::Digest, "digest"),
+        (Field::MtimeNsec, "mtime_nsec"),
+        (Field::Mode, "mode"),
+        (Field::Size, "size"),
+        (Field::TextLen, "text_len"),
+        (Field::EntryKind, "entry_kind"),
+    ];
+    for (field, name) in fields {
+        assert_eq!(field.name(), name);
+        assert_eq!(
+            DecodeError::BadField(field).to_string(),
+            format!("invalid value in field {name}")
+        );
+    }
+}
+
+#[test]
+fn digest_kinds_say_whether_they_carry_bytes() {
+    assert!(DigestKind::None.is_empty());
+    assert!(!DigestKind::Xxh3_128.is_empty());
+    assert!(!DigestKind::Blake3.is_empty());
+}
+
+#[test]
+fn a_buffer_of_exactly_the_size_is_enough() {
+    let msg = Control::Credit { consumed: 7 };
+    let need = enc(msg, 0).len();
+    let mut exact = vec![0u8; need];
+    assert_eq!(msg.encode(0, &mut exact), Ok(need));
+    let mut short = vec![0u8; need - 1];
+    assert!(msg.encode(0, &mut short).is_err());
+}
+
+#[test]
+fn a_fixed_body_with_trailing_bytes_names_both_lengths() {
+    let mut b = enc(Control::Credit { consumed: 7 }, 0);
+    b.extend_from_slice(&[0; 4]);
+    let total = b.len() as u16;
+    b[2..4].copy_from_slice(&total.to_be_bytes()); // the declared length
+    assert_eq!(
+        Control::decode(&b),
+        Err(DecodeError::BadLength {
+            declared: 8,
+            actual: 12
+        })
+    );
+}
