@@ -17,7 +17,7 @@ mod recv;
 mod send;
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Success.
@@ -36,6 +36,15 @@ pub const RDMAFT_EFAILED: c_int = 5;
 pub const RDMAFT_EUNFINISHED: c_int = 6;
 /// The RDMA device, memory registration or the system failed.
 pub const RDMAFT_ESYSTEM: c_int = 7;
+
+/// The caller's pointer for the status callbacks (both directions).
+#[derive(Clone, Copy)]
+struct UserPtr(*mut c_void);
+// SAFETY: the pointer is only passed back to the caller's callback; the C API documents
+// that callbacks run on library threads, so the caller promises the pointer may be used there.
+unsafe impl Send for UserPtr {}
+// SAFETY: as above; the library never dereferences it.
+unsafe impl Sync for UserPtr {}
 
 thread_local! {
     /// The text of this thread's last failure (`rdmaft_last_error`).

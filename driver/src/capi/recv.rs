@@ -1,8 +1,9 @@
 //! `rdmaft_start_recv` / `rdmaft_stop_recv` / `rdmaft_reset_recv_buffer_size` and the
 //! callback variant with a status.
 
-use super::{c_name, chunk_size, fail, guard, status_of, str_arg, RDMAFT_EINVAL, RDMAFT_OK};
+use super::{c_name, chunk_size, fail, guard, status_of, str_arg, UserPtr};
 use super::{RDMAFT_EFAILED, RDMAFT_EREJECTED, RDMAFT_EUNFINISHED};
+use super::{RDMAFT_EINVAL, RDMAFT_OK};
 use crate::{ReceivedFile, ReceivedOutcome, Receiver, ReceiverOptions};
 use std::ffi::{c_char, c_int, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,15 +14,6 @@ pub type RecvCallback = extern "C" fn(filename: *const c_char);
 /// The variant: every entry, with its status and the caller's pointer.
 pub type RecvStatusCallback =
     extern "C" fn(filename: *const c_char, status: c_int, user: *mut c_void);
-
-/// The caller's pointer for the status callback.
-#[derive(Clone, Copy)]
-struct UserPtr(*mut c_void);
-// SAFETY: the pointer is only passed back to the caller's callback; the C API documents
-// that callbacks run on library threads, so the caller promises the pointer may be used there.
-unsafe impl Send for UserPtr {}
-// SAFETY: as above; the library never dereferences it.
-unsafe impl Sync for UserPtr {}
 
 /// A running receiver, shared with the registry `rdmaft_reset_recv_buffer_size` walks. The
 /// receiver is taken out before it is stopped, so the lock is never held while stopping.

@@ -1,8 +1,9 @@
 //! `rdmaft_start_send` / `rdmaft_stop_send` and the additions: a blocking wait with a status
 //! and a callback variant with a status.
 
-use super::{c_name, chunk_size, fail, guard, status_of, str_arg, RDMAFT_EINVAL, RDMAFT_OK};
+use super::{c_name, chunk_size, fail, guard, status_of, str_arg, UserPtr};
 use super::{RDMAFT_EFAILED, RDMAFT_EFILE, RDMAFT_EREJECTED, RDMAFT_EUNFINISHED};
+use super::{RDMAFT_EINVAL, RDMAFT_OK};
 use crate::{FileOutcome, FileReport, SendHandle, SendOptions, SendReport};
 use std::ffi::{c_char, c_int, c_void};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,15 +14,6 @@ pub type SendCallback = extern "C" fn(filename: *const c_char);
 /// The variant: every file, with its status and the caller's pointer.
 pub type SendStatusCallback =
     extern "C" fn(filename: *const c_char, status: c_int, user: *mut c_void);
-
-/// The caller's pointer for the status callback.
-#[derive(Clone, Copy)]
-struct UserPtr(*mut c_void);
-// SAFETY: the pointer is only passed back to the caller's callback; the C API documents
-// that callbacks run on library threads, so the caller promises the pointer may be used there.
-unsafe impl Send for UserPtr {}
-// SAFETY: as above; the library never dereferences it.
-unsafe impl Sync for UserPtr {}
 
 /// A send started through the C API (the header's opaque `struct rdmaft_send_client_context`).
 pub struct SendContext {
