@@ -29,6 +29,25 @@ impl Digester {
         }
     }
 
+    /// Adds the first `len` bytes of `file`, read back from it in pieces of at most 1 MiB:
+    /// a resumed file's digest also covers the part that was not sent this time.
+    pub(crate) fn update_from_file(
+        &mut self,
+        file: &std::fs::File,
+        len: u64,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut at = 0u64;
+        while at < len {
+            let n = ((len - at) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at)?;
+            self.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Digester::None => {}

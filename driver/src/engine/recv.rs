@@ -362,18 +362,10 @@ impl Writer {
 /// prefix cannot be read: the file then starts over).
 fn resume_prefix(temp: &TempFile, kept: u64, chunk: u64, digest: &mut Digester) -> u64 {
     let offset = kept / chunk * chunk;
-    let mut buf = vec![0u8; chunk.min(1 << 20) as usize];
-    let mut at = 0;
-    let read = (|| -> io::Result<()> {
-        temp.file.set_len(offset)?;
-        while at < offset {
-            let n = ((offset - at) as usize).min(buf.len());
-            temp.file.read_exact_at(&mut buf[..n], at)?;
-            digest.update(&buf[..n]);
-            at += n as u64;
-        }
-        Ok(())
-    })();
+    let read = temp
+        .file
+        .set_len(offset)
+        .and_then(|()| digest.update_from_file(&temp.file, offset));
     if read.is_err() || offset == 0 {
         let _ = temp.file.set_len(0);
         *digest = Digester::new(digest.kind());

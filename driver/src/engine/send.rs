@@ -243,18 +243,8 @@ fn open_source(
         ));
     }
     let mut digest = Digester::new(kind);
-    if offset > 0 {
-        // A resumed file's digest still covers the whole file: hash the part not sent.
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        while at < offset {
-            let n = ((offset - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at).map_err(read_err)?;
-            digest.update(&buf[..n]);
-            at += n as u64;
-        }
-    }
+    // A resumed file's digest still covers the whole file: hash the part not sent.
+    digest.update_from_file(&file, offset).map_err(read_err)?;
     Ok(Source {
         file,
         entry: entry.clone(),
