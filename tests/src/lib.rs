@@ -187,6 +187,15 @@ pub fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
     out
 }
 
+/// The port in `recv`'s start-up line (`recv: listening on ADDR (port N), ...`).
+pub fn listening_port(line: &str) -> Result<u16, String> {
+    line.split("(port ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no port in {line:?}"))
+}
+
 /// Names under `root` that look like rdmaft's temporary files.
 pub fn temp_files(root: &Path) -> Vec<String> {
     tree(root)

@@ -14,8 +14,8 @@ use rdmaft::{
     ReceiverOptions, SendOptions, SendReport,
 };
 use rdmaft_tests::{
-    example_bin, random_bytes, raw_connect, rdma_env, scratch, temp_files, tree, wait_child, Lines,
-    RdmaEnv,
+    example_bin, listening_port, random_bytes, raw_connect, rdma_env, scratch, temp_files, tree,
+    wait_child, Lines, RdmaEnv,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -459,11 +459,7 @@ fn send_and_recv_programs_move_a_tree() {
     let mut err = Lines::read(recv.stderr.take().unwrap());
     let mut out = Lines::read(recv.stdout.take().unwrap());
     let line = err.wait_for("listening on", T).unwrap();
-    let port = line
-        .split("(port ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap();
+    let port = listening_port(&line).unwrap();
     let warned = err.seen.iter().any(|l| l.contains("anyone who can reach"));
     assert!(warned, "recv warns that it has no key: {:?}", err.seen);
     let send = Command::new(example_bin("send").unwrap())
@@ -508,11 +504,7 @@ fn send_and_recv_programs_move_a_tree() {
         .unwrap();
     let mut err = Lines::read(recv.stderr.take().unwrap());
     let line = err.wait_for("listening on", T).unwrap();
-    let port = line
-        .split("(port ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap();
+    let port = listening_port(&line).unwrap();
     let send = Command::new(example_bin("send").unwrap())
         .arg(format!("{}:{port}", env.addr))
         .args(&paths)

@@ -4,7 +4,7 @@
 
 use super::{env, receiver, T};
 use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
-use rdmaft_tests::{example_bin, random_bytes, scratch, temp_files, tree, Lines};
+use rdmaft_tests::{example_bin, listening_port, random_bytes, scratch, temp_files, tree, Lines};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -139,13 +139,7 @@ fn a_killed_receiver_fails_the_send_cleanly() {
         .unwrap();
     let mut err = Lines::read(recv.stderr.take().unwrap());
     let line = err.wait_for("listening on", T).unwrap();
-    let port: u16 = line
-        .split("(port ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = listening_port(&line).unwrap();
     let options = SendOptions {
         idle_timeout: Duration::from_secs(5),
         ..SendOptions::default()
@@ -387,13 +381,7 @@ fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
         .unwrap();
     let mut err = Lines::read(recv.stderr.take().unwrap());
     let line = err.wait_for("listening on", T).unwrap();
-    let port: u16 = line
-        .split("(port ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = listening_port(&line).unwrap();
     let handle = send(
         std::net::SocketAddr::new(env.addr, port),
         vec![src.clone()],
