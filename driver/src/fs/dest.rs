@@ -538,6 +538,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_directory_removed_meanwhile_is_made_again() {
+        let d = scratch("dir-cache");
+        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let first = dest.begin_file("sub/a", 1).unwrap();
+        dest.discard(first);
+        std::fs::remove_dir(d.join("sub")).unwrap();
+        let mut again = dest.begin_file("sub/b", 1).unwrap();
+        again.file.write_all(b"b").unwrap();
+        dest.publish(again, 0o644, (0, 0)).unwrap();
+        assert_eq!(std::fs::read(d.join("sub/b")).unwrap(), b"b");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn symlinks_are_never_followed() {
         let d = scratch("links");
         let outside = scratch("links-outside");
