@@ -47,6 +47,7 @@ mod error;
 pub mod fs;
 mod handoff;
 mod key;
+mod report;
 #[cfg(feature = "internals")]
 pub mod session;
 // Without `internals`, what only the end-to-end tests use is unused.
@@ -70,13 +71,16 @@ pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).
 #[cfg(feature = "internals")]
 pub use engine::raw_peer::RawSender;
-pub use engine::recv::{ConnectionReport, ReceiveCallback, ReceivedFile, ReceivedOutcome};
+pub use engine::recv::{
+    ConnectionReport, ReceiveCallback, ReceivedCounts, ReceivedFile, ReceivedOutcome,
+};
 pub use engine::send::{
-    FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendReport,
+    FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendCounts, SendReport,
 };
 pub use error::Error;
 pub use fs::dest::Existing;
 pub use key::Key;
 /// The sans-IO protocol crate, re-exported.
 pub use rdmaft_protocol as protocol;
+pub use report::MAX_LISTED_FAILURES;
 pub use session::DEFAULT_PORT;

@@ -1,7 +1,7 @@
 //! The whole engine (walk, reader, protocol, writer, file layer) over the in-process loopback
 //! link: no RDMA needed, so these run on any host.
 
-use rdmaft::{loopback_transfer, FileOutcome, ReceivedOutcome, ReceiverOptions, SendOptions};
+use rdmaft::{loopback_transfer, FileOutcome, ReceiverOptions, SendOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +87,7 @@ fn a_tree_arrives_identical() {
         assert_eq!(report.error, None, "{report:?}");
         assert!(received.all_ok(), "{received:?}");
         let skipped: Vec<_> = report
-            .files
+            .failures
             .iter()
             .filter(|f| matches!(f.outcome, FileOutcome::Skipped(_)))
             .collect();
@@ -96,10 +96,8 @@ fn a_tree_arrives_identical() {
         let mut expected = tree(&src);
         expected.retain(|(n, _)| n != "tree/link");
         assert_eq!(tree(&dest), expected, "chunk {chunk} window {window}");
-        assert!(received
-            .files
-            .iter()
-            .all(|f| f.outcome == ReceivedOutcome::Received));
+        assert!(received.failures.is_empty(), "{received:?}");
+        assert_eq!(received.counts.received, expected.len() as u64);
         fs::remove_dir_all(&base).unwrap();
     }
 }
@@ -141,4 +139,47 @@ fn digests_of_both_kinds_and_none() {
         assert_eq!(fs::read(dest.join("f")).unwrap(), bytes(100_000, 5));
         fs::remove_dir_all(&base).unwrap();
     }
+}
+
+#[test]
+fn reports_count_every_entry_but_list_only_the_first_failures() {
+    use rdmaft::{Existing, ReceivedOutcome, MAX_LISTED_FAILURES};
+    use std::sync::{Arc, Mutex};
+    let base = scratch("bounded-report");
+    let src = base.join("src/many");
+    let dest = base.join("dest");
+    fs::create_dir_all(&src).unwrap();
+    let n = MAX_LISTED_FAILURES + 50;
+    for i in 0..n {
+        fs::write(src.join(format!("f{i}")), b"x").unwrap();
+    }
+    // The same names exist at the receiver, which keeps them: every file is refused.
+    fs::create_dir_all(&dest).unwrap();
+    for i in 0..n {
+        fs::write(dest.join(format!("f{i}")), b"old").unwrap();
+    }
+    let paths: Vec<PathBuf> = (0..n).map(|i| src.join(format!("f{i}"))).collect();
+    let (mut send, mut recv) = options(&dest, 4096, 8);
+    recv.existing = Existing::Keep;
+    let sent_calls = Arc::new(Mutex::new(0u64));
+    let received_calls = Arc::new(Mutex::new(0u64));
+    let c = Arc::clone(&sent_calls);
+    send.on_file = Some(Arc::new(move |_| *c.lock().unwrap() += 1));
+    let c = Arc::clone(&received_calls);
+    recv.on_file = Some(Arc::new(move |_| *c.lock().unwrap() += 1));
+    let (report, received) = loopback_transfer(paths, &dest, send, &recv).unwrap();
+    assert_eq!(report.counts.rejected, n as u64, "{:?}", report.counts);
+    assert_eq!(report.counts.total(), n as u64, "{:?}", report.counts);
+    assert_eq!(report.failures.len(), MAX_LISTED_FAILURES);
+    assert!(report.walk_finished);
+    assert_eq!(*sent_calls.lock().unwrap(), n as u64, "one callback each");
+    assert_eq!(received.counts.rejected, n as u64);
+    assert_eq!(received.failures.len(), MAX_LISTED_FAILURES);
+    assert!(received
+        .failures
+        .iter()
+        .all(|f| matches!(f.outcome, ReceivedOutcome::Rejected(_))));
+    assert_eq!(*received_calls.lock().unwrap(), n as u64);
+    assert!(received.transferred);
+    fs::remove_dir_all(&base).unwrap();
 }

@@ -136,6 +136,33 @@ pub fn raw_connect(
     Ok(answer)
 }
 
+/// The per-file outcomes of a send, collected by its `on_file` callback (reports keep only
+/// counts and failures).
+#[derive(Clone, Debug, Default)]
+pub struct Outcomes(std::sync::Arc<std::sync::Mutex<Vec<rdmaft::FileReport>>>);
+
+impl Outcomes {
+    /// A callback for `SendOptions::on_file` that records into this collection.
+    pub fn callback(&self) -> rdmaft::FileCallback {
+        let all = std::sync::Arc::clone(&self.0);
+        std::sync::Arc::new(move |f: &rdmaft::FileReport| {
+            all.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(f.clone())
+        })
+    }
+
+    /// The outcome of the entry whose path ends with `name`; panics if there is none.
+    pub fn of(&self, name: &str) -> rdmaft::FileOutcome {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .find(|f| f.path.ends_with(name))
+            .unwrap_or_else(|| panic!("no outcome for {name}: {all:?}"))
+            .outcome
+            .clone()
+    }
+}
+
 /// A fresh directory under the system's temporary directory (in the test VM: guest memory).
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rdmaft-test-{}-{name}", std::process::id()));

@@ -264,10 +264,10 @@ fn listen(listener: Listener, shared: Arc<Shared>) {
             let _ = request.reject(RejectReason::NOT_ALLOWED);
             let on_connection = lock(&shared.options).on_connection.clone();
             if let Some(cb) = on_connection {
-                cb(&ConnectionReport {
-                    files: Vec::new(),
-                    error: Some(format!("{peer}: refused: address not allowed")),
-                });
+                cb(&ConnectionReport::refused(
+                    peer.clone(),
+                    format!("{peer}: refused: address not allowed"),
+                ));
             }
             continue;
         }
@@ -310,17 +310,11 @@ fn connection(request: Request, shared: Arc<Shared>) {
         options.key.as_ref(),
         options.handshake_timeout,
     ) {
-        Err(e) => ConnectionReport {
-            files: Vec::new(),
-            error: Some(format!("{peer}: {e}")),
-        },
+        Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
         Ok(conn) => {
             let neg = *conn.negotiated();
             match VerbsRecvLink::new(conn) {
-                Err(e) => ConnectionReport {
-                    files: Vec::new(),
-                    error: Some(e.to_string()),
-                },
+                Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
                 Ok(link) => {
                     let setup = engine::RecvSetup {
                         dest: Arc::clone(&shared.dest),

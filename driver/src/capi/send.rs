@@ -33,21 +33,38 @@ fn file_status(outcome: &FileOutcome) -> c_int {
     }
 }
 
-/// The status of a whole send, and its text. Every file delivered and verified is success,
-/// even if the session then ended badly (a receiver stopped right after the last file).
+/// The status of a whole send, and its text.
+///
+/// Success means every entry of the paths given was reached and arrived verified. A session
+/// that then ended badly (a receiver stopped right after the last verdict) still delivered
+/// everything, so it is a success; one that ended before the walk reached every entry is not,
+/// even when every entry it did reach arrived.
 fn report_status(report: &SendReport) -> (c_int, String) {
-    let bad = report.files.iter().find(|f| !f.outcome.is_ok());
-    match (bad, &report.error) {
-        (None, None) => (RDMAFT_OK, String::new()),
-        (None, Some(_)) if !report.files.is_empty() => (RDMAFT_OK, String::new()),
-        (Some(f), error) => {
-            let why = error.clone().unwrap_or_else(|| format!("{:?}", f.outcome));
-            (
-                file_status(&f.outcome),
-                format!("{}: {why}", f.path.display()),
-            )
-        }
-        (None, Some(error)) => (RDMAFT_EUNFINISHED, error.clone()),
+    if let Some(f) = report.failures.first() {
+        let why = report
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", f.outcome));
+        return (
+            file_status(&f.outcome),
+            format!("{}: {why}", f.path.display()),
+        );
+    }
+    let complete = report.walk_finished && report.counts.not_sent() == 0;
+    match &report.error {
+        _ if complete && report.counts.total() > 0 => (RDMAFT_OK, String::new()),
+        None if complete => (RDMAFT_OK, String::new()),
+        Some(error) => (
+            RDMAFT_EUNFINISHED,
+            format!(
+                "{error} (after {} of the entries found, before the rest were reached)",
+                report.counts.sent
+            ),
+        ),
+        None => (
+            RDMAFT_EUNFINISHED,
+            "the send ended before every entry was reached".into(),
+        ),
     }
 }
 
@@ -236,40 +253,58 @@ pub unsafe extern "C" fn rdmaft_stop_send(client_context: *mut SendContext) {
 mod tests {
     use super::*;
 
-    fn report(outcomes: &[FileOutcome], error: Option<&str>) -> SendReport {
-        SendReport {
-            files: outcomes
-                .iter()
-                .map(|o| FileReport {
-                    path: "f".into(),
-                    name: "f".into(),
-                    kind: rdmaft_protocol::EntryKind::File,
-                    size: 1,
-                    outcome: o.clone(),
-                })
-                .collect(),
+    fn report(outcomes: &[FileOutcome], error: Option<&str>, walk_finished: bool) -> SendReport {
+        let mut r = SendReport {
+            counts: crate::SendCounts::default(),
+            failures: Vec::new(),
+            walk_finished,
             bytes: 1,
             bytes_resumed: 0,
             elapsed: std::time::Duration::from_secs(1),
             negotiated: None,
             error: error.map(str::to_owned),
+        };
+        for o in outcomes {
+            let n = match o {
+                FileOutcome::Sent => &mut r.counts.sent,
+                FileOutcome::Rejected(_) => &mut r.counts.rejected,
+                FileOutcome::Failed(_) => &mut r.counts.failed,
+                FileOutcome::Skipped(_) => &mut r.counts.skipped,
+                FileOutcome::Unfinished => &mut r.counts.unfinished,
+            };
+            *n += 1;
+            if !o.is_ok() {
+                r.failures.push(FileReport {
+                    path: "f".into(),
+                    name: "f".into(),
+                    kind: rdmaft_protocol::EntryKind::File,
+                    size: 1,
+                    outcome: o.clone(),
+                });
+            }
         }
+        r
     }
 
     #[test]
     fn a_send_succeeds_when_every_file_arrived() {
         assert_eq!(
-            report_status(&report(&[FileOutcome::Sent], None)).0,
+            report_status(&report(&[FileOutcome::Sent], None, true)).0,
             RDMAFT_OK
         );
         // The receiver stopped after the last verdict: the file is there, so success.
-        let late = report(&[FileOutcome::Sent], Some("peer aborted: shutting down"));
+        let late = report(
+            &[FileOutcome::Sent],
+            Some("peer aborted: shutting down"),
+            true,
+        );
         assert_eq!(report_status(&late).0, RDMAFT_OK);
-        let none = report(&[], Some("connection lost"));
+        let none = report(&[], Some("connection lost"), false);
         assert_eq!(report_status(&none).0, RDMAFT_EUNFINISHED);
         let mixed = report(
             &[FileOutcome::Sent, FileOutcome::Unfinished],
             Some("connection lost"),
+            true,
         );
         assert_eq!(report_status(&mixed).0, RDMAFT_EUNFINISHED);
         let refused = report(
@@ -277,8 +312,24 @@ mod tests {
                 rdmaft_protocol::FileRejectReason::EXISTS,
             )],
             None,
+            true,
         );
         assert_eq!(report_status(&refused).0, RDMAFT_EREJECTED);
+    }
+
+    #[test]
+    fn a_send_that_ended_before_the_walk_did_is_not_a_success() {
+        // Every file reached arrived, then the session broke: the rest were never reached.
+        let cut = report(
+            &[FileOutcome::Sent, FileOutcome::Sent],
+            Some("connection lost"),
+            false,
+        );
+        let (status, text) = report_status(&cut);
+        assert_eq!(status, RDMAFT_EUNFINISHED, "{text}");
+        assert!(text.contains("connection lost"), "{text}");
+        let quiet = report(&[FileOutcome::Sent], None, false);
+        assert_eq!(report_status(&quiet).0, RDMAFT_EUNFINISHED);
     }
 
     #[test]

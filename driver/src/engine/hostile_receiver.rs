@@ -93,11 +93,13 @@ fn accept() -> Vec<u8> {
 fn assert_failed_with(report: &SendReport, text: &str) {
     let error = report.error.as_deref().unwrap_or("");
     assert!(error.contains(text), "{text:?} not in {report:?}");
+    assert_eq!(report.counts.sent, 0, "{report:?}");
     assert!(
-        report
-            .files
-            .iter()
-            .all(|f| f.outcome == FileOutcome::Unfinished),
+        !report.failures.is_empty()
+            && report
+                .failures
+                .iter()
+                .all(|f| f.outcome == FileOutcome::Unfinished),
         "{report:?}"
     );
 }

@@ -6,6 +6,7 @@ use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
 use crate::handoff::{Mailbox, Stop};
+use crate::report::list_failure;
 use crate::Error;
 use rdmaft_protocol::{
     Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
@@ -61,11 +62,53 @@ impl ReceivedFile {
 /// The receive callback: runs on the connection's thread for each entry, once.
 pub type ReceiveCallback = Arc<dyn Fn(&ReceivedFile) + Send + Sync>;
 
+/// How many entries of a connection ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceivedCounts {
+    /// Verified and published.
+    pub received: u64,
+    /// Refused when offered.
+    pub rejected: u64,
+    /// Not published (digest mismatch, aborted, I/O error, ...).
+    pub failed: u64,
+    /// The connection ended before they did.
+    pub unfinished: u64,
+}
+
+impl ReceivedCounts {
+    /// Every entry counted.
+    pub fn total(&self) -> u64 {
+        self.received + self.rejected + self.failed + self.unfinished
+    }
+
+    fn count(&mut self, outcome: &ReceivedOutcome) {
+        let n = match outcome {
+            ReceivedOutcome::Received => &mut self.received,
+            ReceivedOutcome::Rejected(_) => &mut self.rejected,
+            ReceivedOutcome::Failed(_) => &mut self.failed,
+            ReceivedOutcome::Unfinished => &mut self.unfinished,
+        };
+        *n += 1;
+    }
+}
+
 /// What one connection did.
+///
+/// Counts and the first failures, not a record per entry (a sender may offer any number of
+/// files); per-entry detail goes to [`ReceiverOptions::on_file`](crate::ReceiverOptions::on_file).
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionReport {
-    /// Its entries, in the order they were offered.
-    pub files: Vec<ReceivedFile>,
+    /// The sender's address (empty when unknown).
+    pub peer: String,
+    /// How many entries ended each way.
+    pub counts: ReceivedCounts,
+    /// The first entries that did not arrive verified, in the order they ended (at most
+    /// [`MAX_LISTED_FAILURES`](crate::MAX_LISTED_FAILURES); the rest are only counted).
+    pub failures: Vec<ReceivedFile>,
+    /// Whether this was a real transfer: the sender got through the handshake and its key
+    /// proof and offered an entry or ended its session cleanly (a port scan, a refused
+    /// handshake or a wrong key is not).
+    pub transferred: bool,
     /// Why it ended badly, if it did.
     pub error: Option<String>,
 }
@@ -73,7 +116,24 @@ pub struct ConnectionReport {
 impl ConnectionReport {
     /// Whether the session ended cleanly and every entry arrived verified.
     pub fn all_ok(&self) -> bool {
-        self.error.is_none() && self.files.iter().all(ReceivedFile::is_ok)
+        self.error.is_none() && self.counts.received == self.counts.total()
+    }
+
+    /// A connection that ended before its session started.
+    pub(crate) fn refused(peer: String, error: String) -> Self {
+        ConnectionReport {
+            peer,
+            error: Some(error),
+            ..ConnectionReport::default()
+        }
+    }
+
+    /// Counts `file` and, if it failed, lists it (within the bound).
+    fn record(&mut self, file: &ReceivedFile) {
+        self.counts.count(&file.outcome);
+        if !file.is_ok() {
+            list_failure(&mut self.failures, file.clone());
+        }
     }
 }
 
@@ -457,7 +517,10 @@ fn expected_digest(neg: &Negotiated) -> DigestKind {
 
 /// Serves one connection over `link` until its session ends; returns its report.
 pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> ConnectionReport {
-    let mut report = ConnectionReport::default();
+    let mut report = ConnectionReport {
+        peer: link.peer(),
+        ..ConnectionReport::default()
+    };
     let clock = Clock::start();
     let config = Config {
         idle_timeout: Some(setup.idle_timeout),
@@ -520,11 +583,6 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     engine.finish(outcome)
 }
 
-/// What the engine remembers of an offer, for the callback.
-struct Offer {
-    index: usize,
-}
-
 struct Engine<L: RecvLink> {
     link: L,
     machine: Receiver<VecStorage>,
@@ -533,7 +591,8 @@ struct Engine<L: RecvLink> {
     done: Arc<Mailbox<WriteDone>>,
     /// Messages sent (the send buffer of message `n` is `n mod depth`).
     sent: u64,
-    offers: HashMap<u64, Offer>,
+    /// Entries offered whose outcome is not known yet.
+    offers: HashMap<u64, ReceivedFile>,
     setup: RecvSetup,
     report: ConnectionReport,
     peer: String,
@@ -603,17 +662,19 @@ impl<L: RecvLink> Engine<L> {
                 match self.machine.handle_control(now, bytes) {
                     Ok(Some(offer)) => {
                         let h = offer.header;
-                        let index = self.report.files.len();
-                        self.report.files.push(ReceivedFile {
-                            peer: self.peer.clone(),
-                            name: h.name.to_owned(),
-                            path: self.setup.dest_root.join(h.name),
-                            kind: h.kind,
-                            size: h.size,
-                            outcome: ReceivedOutcome::Unfinished,
-                            detail: None,
-                        });
-                        self.offers.insert(h.file_id, Offer { index });
+                        self.report.transferred = true;
+                        self.offers.insert(
+                            h.file_id,
+                            ReceivedFile {
+                                peer: self.peer.clone(),
+                                name: h.name.to_owned(),
+                                path: self.setup.dest_root.join(h.name),
+                                kind: h.kind,
+                                size: h.size,
+                                outcome: ReceivedOutcome::Unfinished,
+                                detail: None,
+                            },
+                        );
                         self.push(WriteJob::Offer {
                             file_id: h.file_id,
                             name: h.name.to_owned(),
@@ -724,16 +785,20 @@ impl<L: RecvLink> Engine<L> {
     }
 
     fn resolve(&mut self, file_id: u64, outcome: ReceivedOutcome, detail: Option<String>) {
-        let Some(o) = self.offers.remove(&file_id) else {
+        let Some(mut f) = self.offers.remove(&file_id) else {
             return;
         };
-        if let Some(f) = self.report.files.get_mut(o.index) {
-            f.outcome = outcome;
-            f.detail = detail;
-            if let Some(cb) = &self.setup.on_file {
-                cb(f);
-            }
+        f.outcome = outcome;
+        f.detail = detail;
+        self.ended(&f);
+    }
+
+    /// An entry's outcome is known: the callback, then the report.
+    fn ended(&mut self, f: &ReceivedFile) {
+        if let Some(cb) = &self.setup.on_file {
+            cb(f);
         }
+        self.report.record(f);
     }
 
     fn finish(mut self, outcome: Result<(), Error>) -> ConnectionReport {
@@ -759,13 +824,13 @@ impl<L: RecvLink> Engine<L> {
             let _ = self.link.wait(Duration::from_millis(20));
         }
         self.link.close();
-        let unfinished: Vec<_> = self.offers.drain().map(|(_, o)| o.index).collect();
-        for index in unfinished {
-            if let Some(f) = self.report.files.get(index) {
-                if let Some(cb) = &self.setup.on_file {
-                    cb(f);
-                }
-            }
+        if self.report.error.is_none() {
+            self.report.transferred = true;
+        }
+        let mut unfinished: Vec<_> = self.offers.drain().collect();
+        unfinished.sort_unstable_by_key(|(id, _)| *id);
+        for (_, f) in unfinished {
+            self.ended(&f);
         }
         self.report
     }

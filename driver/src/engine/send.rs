@@ -5,6 +5,7 @@ use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::tree::{SkipReason, SourceEntry, Walk, WalkItem};
 use crate::handoff::{Mailbox, Stop};
+use crate::report::list_failure;
 use crate::verbs::Slot;
 use crate::Error;
 use rdmaft_protocol::{
@@ -92,11 +93,59 @@ impl Progress {
     }
 }
 
+/// How many entries ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendCounts {
+    /// Delivered and verified.
+    pub sent: u64,
+    /// Refused by the receiver.
+    pub rejected: u64,
+    /// Sent, but the receiver's verdict is a failure.
+    pub failed: u64,
+    /// Not sent (a symlink, a special file, an unreadable path, an impossible name).
+    pub skipped: u64,
+    /// The session ended before their result.
+    pub unfinished: u64,
+}
+
+impl SendCounts {
+    /// Every entry counted.
+    pub fn total(&self) -> u64 {
+        self.sent + self.rejected + self.failed + self.skipped + self.unfinished
+    }
+
+    /// Entries that did not arrive verified.
+    pub fn not_sent(&self) -> u64 {
+        self.total() - self.sent
+    }
+
+    fn count(&mut self, outcome: &FileOutcome) {
+        let n = match outcome {
+            FileOutcome::Sent => &mut self.sent,
+            FileOutcome::Rejected(_) => &mut self.rejected,
+            FileOutcome::Failed(_) => &mut self.failed,
+            FileOutcome::Skipped(_) => &mut self.skipped,
+            FileOutcome::Unfinished => &mut self.unfinished,
+        };
+        *n += 1;
+    }
+}
+
 /// What a send did.
+///
+/// It holds counts and the first failures, not a record per entry: a send of millions of
+/// files keeps no per-file state once each has ended. Per-file detail goes to
+/// [`SendOptions::on_file`](crate::SendOptions::on_file).
 #[derive(Clone, Debug)]
 pub struct SendReport {
-    /// Every entry, in the order they were found.
-    pub files: Vec<FileReport>,
+    /// How many entries ended each way.
+    pub counts: SendCounts,
+    /// The first entries that did not arrive verified, in the order they ended (at most
+    /// [`MAX_LISTED_FAILURES`](crate::MAX_LISTED_FAILURES); the rest are only counted).
+    pub failures: Vec<FileReport>,
+    /// Whether the walk reached every entry of the paths given (false when the session
+    /// ended first: entries after that point are in no count).
+    pub walk_finished: bool,
     /// Bytes of file data sent (resumed parts not included).
     pub bytes: u64,
     /// Bytes skipped because the receiver already had them (resumed files).
@@ -110,9 +159,10 @@ pub struct SendReport {
 }
 
 impl SendReport {
-    /// Whether every entry arrived verified (skipped ones count as failures).
+    /// Whether every entry was reached and arrived verified, and the session ended cleanly
+    /// (skipped entries count as failures).
     pub fn all_ok(&self) -> bool {
-        self.error.is_none() && self.files.iter().all(|f| f.outcome.is_ok())
+        self.error.is_none() && self.walk_finished && self.counts.not_sent() == 0
     }
 
     /// Megabytes (10⁶ bytes) per second over the whole transfer.
@@ -122,6 +172,14 @@ impl SendReport {
             self.bytes as f64 / s / 1e6
         } else {
             0.0
+        }
+    }
+
+    /// Counts `file` and, if it failed, lists it (within the bound).
+    fn record(&mut self, file: FileReport) {
+        self.counts.count(&file.outcome);
+        if !file.outcome.is_ok() {
+            list_failure(&mut self.failures, file);
         }
     }
 }
@@ -285,10 +343,9 @@ fn read_chunk(
     Ok(Some(src.digest.finish()))
 }
 
-/// What the engine knows of an offered file.
+/// What the engine knows of an offered file (until its outcome is known).
 struct Offered {
     entry: SourceEntry,
-    index: usize,
     offset: u64,
 }
 
@@ -312,7 +369,9 @@ pub(crate) fn run<L: SendLink>(
     started: Instant,
 ) -> SendReport {
     let mut report = SendReport {
-        files: Vec::new(),
+        counts: SendCounts::default(),
+        failures: Vec::new(),
+        walk_finished: false,
         bytes: 0,
         bytes_resumed: 0,
         elapsed: Duration::ZERO,
@@ -462,6 +521,7 @@ impl<L: SendLink> Engine<L> {
                     None => {
                         if !self.walk_done {
                             self.walk_done = true;
+                            self.report.walk_finished = true;
                             let _ = self.machine.close(self.clock.now());
                         }
                         return Ok(());
@@ -481,22 +541,7 @@ impl<L: SendLink> Engine<L> {
             match self.machine.start_file(self.clock.now(), &info) {
                 Ok(()) => {
                     self.next_id += 1;
-                    let index = self.report.files.len();
-                    self.report.files.push(FileReport {
-                        path: entry.path.clone(),
-                        name: entry.name.clone(),
-                        kind: entry.kind,
-                        size: entry.size,
-                        outcome: FileOutcome::Unfinished,
-                    });
-                    self.offered.insert(
-                        id,
-                        Offered {
-                            entry,
-                            index,
-                            offset: 0,
-                        },
-                    );
+                    self.offered.insert(id, Offered { entry, offset: 0 });
                     self.drain()?;
                 }
                 // Still open under that name (or its directory's contents are): later.
@@ -541,10 +586,15 @@ impl<L: SendLink> Engine<L> {
             size: 0,
             outcome: FileOutcome::Skipped(reason.to_string()),
         };
+        self.ended(file);
+    }
+
+    /// An entry's outcome is known: the callback, then the report.
+    fn ended(&mut self, file: FileReport) {
         if let Some(cb) = &self.setup.on_file {
             cb(&file);
         }
-        self.report.files.push(file);
+        self.report.record(file);
     }
 
     fn completion(&mut self, c: SendCompletion) -> Result<(), Error> {
@@ -720,12 +770,7 @@ impl<L: SendLink> Engine<L> {
         };
         let p = &self.setup.progress;
         p.files_done.fetch_add(1, Ordering::Relaxed);
-        if let Some(r) = self.report.files.get_mut(f.index) {
-            r.outcome = outcome;
-            if let Some(cb) = &self.setup.on_file {
-                cb(r);
-            }
-        }
+        self.ended(file_report(f.entry, outcome));
     }
 
     /// Closes the connection (after the goodbyes, or to end a failed session) and waits a
@@ -759,16 +804,24 @@ impl<L: SendLink> Engine<L> {
             let _ = self.link.wait(Duration::from_millis(20));
         }
         // Files offered but never resolved: they end unfinished, and are told so.
-        let unfinished: Vec<_> = self.offered.drain().map(|(_, f)| f.index).collect();
-        for index in unfinished {
-            if let Some(r) = self.report.files.get(index) {
-                if let Some(cb) = &self.setup.on_file {
-                    cb(r);
-                }
-            }
+        let mut unfinished: Vec<_> = self.offered.drain().collect();
+        unfinished.sort_unstable_by_key(|(id, _)| *id);
+        for (_, f) in unfinished {
+            self.ended(file_report(f.entry, FileOutcome::Unfinished));
         }
         self.report.elapsed = started.elapsed();
         self.report
+    }
+}
+
+/// The report of an offered entry that ended with `outcome`.
+fn file_report(entry: SourceEntry, outcome: FileOutcome) -> FileReport {
+    FileReport {
+        path: entry.path,
+        name: entry.name,
+        kind: entry.kind,
+        size: entry.size,
+        outcome,
     }
 }
 

@@ -6,8 +6,8 @@
 //!      [--resume]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
-//! `--once` it exits after the first connection ends: status 0 only if every entry of it
-//! arrived verified. Ctrl-C stops cleanly (senders are told, nothing unverified is left).
+//! `--once` it exits after the first transfer ends (refused or failed handshakes do not
+//! count): status 0 only if every entry of it arrived verified. Ctrl-C stops cleanly (senders are told, nothing unverified is left).
 
 use clap::Parser;
 use rdmaft::{
@@ -40,7 +40,8 @@ struct Args {
     /// Most chunks in flight; both sides use the smaller.
     #[arg(short, long, default_value_t = DEFAULT_WINDOW, value_parser = parse_window)]
     window: u32,
-    /// Exit after the first connection ends (status 0 only if all its files arrived).
+    /// Exit after the first transfer ends (status 0 only if all its files arrived);
+    /// refused or failed handshakes do not count.
     #[arg(long)]
     once: bool,
     /// Pre-shared key file: senders must prove the same key.
@@ -158,7 +159,9 @@ fn run(args: Args) -> Result<bool, String> {
                 if let Some(e) = &report.error {
                     eprintln!("recv: connection ended: {e}");
                 }
-                if args.once {
+                // A port scan, a refused handshake or a wrong key is not the transfer
+                // `--once` waits for.
+                if args.once && report.transferred {
                     ok = report.all_ok();
                     break;
                 }

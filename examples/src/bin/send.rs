@@ -132,8 +132,7 @@ fn run(args: Args) -> Result<bool, String> {
         .take()
         .ok_or("internal error")?;
     let report = h.wait().map_err(|e| e.to_string())?;
-    let sent = report.files.iter().filter(|f| f.outcome.is_ok()).count();
-    let total = report.files.len();
+    let (sent, total) = (report.counts.sent, report.counts.total());
     println!(
         "send: {sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}",
         human_bytes(report.bytes),

@@ -4,7 +4,9 @@
 
 use super::{env, receiver, T};
 use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
-use rdmaft_tests::{example_bin, listening_port, random_bytes, scratch, temp_files, tree, Lines};
+use rdmaft_tests::{
+    example_bin, listening_port, random_bytes, scratch, temp_files, tree, Lines, Outcomes,
+};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,7 +74,7 @@ fn a_killed_sender_leaves_a_partial_file_that_the_next_send_resumes() {
     sender.wait().unwrap();
     let report = r.connections.recv_timeout(T).unwrap();
     assert!(report.error.is_some(), "{report:?}");
-    assert_eq!(report.files[0].outcome, ReceivedOutcome::Unfinished);
+    assert_eq!(report.failures[0].outcome, ReceivedOutcome::Unfinished);
     assert!(!dest.join("big").exists(), "nothing under the final name");
     let kept = temp_files(&dest);
     assert!(
@@ -113,7 +115,7 @@ fn a_killed_sender_leaves_a_partial_file_that_the_next_send_resumes() {
         .wait()
         .unwrap();
     assert!(
-        matches!(report.files[0].outcome, FileOutcome::Failed(_)),
+        matches!(report.failures[0].outcome, FileOutcome::Failed(_)),
         "{report:?}"
     );
     assert!(!dest.join("big").exists());
@@ -157,7 +159,7 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     let report = handle.wait().unwrap();
     assert!(started.elapsed() < T);
     assert!(report.error.is_some(), "{report:?}");
-    assert_eq!(report.files[0].outcome, FileOutcome::Unfinished);
+    assert_eq!(report.failures[0].outcome, FileOutcome::Unfinished);
     std::fs::remove_dir_all(&base).unwrap();
 }
 
@@ -182,19 +184,16 @@ fn a_full_destination_fails_one_file_and_later_files_still_arrive() {
     }
     let r = receiver(&env, &dest, |_| {});
     let paths = ["a", "b", "c"].map(|n| src.join(n)).to_vec();
-    let report = send(r.receiver.local_addr(), paths, SendOptions::default())
+    let outcomes = Outcomes::default();
+    let options = SendOptions {
+        on_file: Some(outcomes.callback()),
+        ..SendOptions::default()
+    };
+    let report = send(r.receiver.local_addr(), paths, options)
         .unwrap()
         .wait()
         .unwrap();
-    let outcome = |n: &str| {
-        report
-            .files
-            .iter()
-            .find(|f| f.name == n)
-            .unwrap()
-            .outcome
-            .clone()
-    };
+    let outcome = |n: &str| outcomes.of(n);
     assert_eq!(outcome("a"), FileOutcome::Sent, "{report:?}");
     assert!(!outcome("b").is_ok(), "{report:?}");
     assert_eq!(outcome("c"), FileOutcome::Sent, "{report:?}");
@@ -218,7 +217,12 @@ fn vanishing_and_shrinking_sources_are_reported_and_the_rest_arrive() {
     std::fs::write(src.join("after"), random_bytes(50_000, 64)).unwrap();
     let r = receiver(&env, &dest, |_| {});
     let paths = vec![src.join("gone"), src.join("shrinks"), src.join("after")];
-    let handle = send(r.receiver.local_addr(), paths, SendOptions::default()).unwrap();
+    let outcomes = Outcomes::default();
+    let options = SendOptions {
+        on_file: Some(outcomes.callback()),
+        ..SendOptions::default()
+    };
+    let handle = send(r.receiver.local_addr(), paths, options).unwrap();
     wait_until("progress", || handle.progress().bytes_done >= 2 << 20);
     // Cut the file being read to 1 MiB: the sender aborts that file only.
     std::fs::OpenOptions::new()
@@ -228,15 +232,7 @@ fn vanishing_and_shrinking_sources_are_reported_and_the_rest_arrive() {
         .set_len(1 << 20)
         .unwrap();
     let report = handle.wait().unwrap();
-    let outcome = |n: &str| {
-        report
-            .files
-            .iter()
-            .find(|f| f.path.ends_with(n))
-            .unwrap()
-            .outcome
-            .clone()
-    };
+    let outcome = |n: &str| outcomes.of(n);
     assert!(
         matches!(outcome("gone"), FileOutcome::Skipped(_)),
         "{report:?}"
@@ -367,7 +363,7 @@ fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
     let report = r.connections.recv_timeout(T).unwrap();
     let why = report.error.unwrap_or_default();
     assert!(why.contains("peer aborted"), "{why}");
-    assert_eq!(report.files[0].outcome, ReceivedOutcome::Unfinished);
+    assert_eq!(report.failures[0].outcome, ReceivedOutcome::Unfinished);
     assert!(temp_files(&dest).is_empty() && !dest.join("big").exists());
     r.receiver.stop();
 

@@ -183,7 +183,7 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
             raw.control(0, &header(0, first, 5, 0o644)).unwrap();
             raw.control(1, &header(1, second, 5, 0o644)).unwrap();
         });
-        let refused = report.files.iter().any(|f| {
+        let refused = report.failures.iter().any(|f| {
             f.name == second
                 && f.outcome == ReceivedOutcome::Rejected(FileRejectReason::NAME_CONFLICT)
         });
@@ -253,7 +253,11 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
         raw.chunk(0, &data).unwrap();
         raw.control(1, &end(0, 4096, b"other bytes")).unwrap();
     });
-    let file = report.files.iter().find(|f| f.name == "tampered").unwrap();
+    let file = report
+        .failures
+        .iter()
+        .find(|f| f.name == "tampered")
+        .unwrap();
     assert!(
         matches!(file.outcome, ReceivedOutcome::Failed(_)),
         "{:?}",
@@ -288,7 +292,7 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
         "nothing written through the link"
     );
     let into_dir = report
-        .files
+        .failures
         .iter()
         .find(|f| f.name == "planted-dir/x")
         .unwrap();
