@@ -26,12 +26,13 @@ test: deps
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
 
-# Model-check the engine's concurrent core (driver/src/handoff.rs) with loom: every
+# Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
+# engine's hand-off core, the loopback link's waits with the engines' loop, ...): every
 # interleaving within two preemptions, release mode, its own target directory (the cfg
 # changes every dependency's build).
 loom:
 	RUSTFLAGS="--cfg rdmaft_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-	    cargo test --release -p rdmaft --lib handoff::loom_tests
+	    cargo test --release -p rdmaft --lib loom_tests
 
 # Build all cargo-fuzz targets, then run each for FUZZ_SECONDS.
 # No fuzz/ crate or no targets is an error: the fuzz stage must not pass empty.
@@ -122,6 +123,7 @@ bench: deps
 	cargo bench -p rdmaft-protocol --bench per_chunk -- --noplot
 	cargo bench -p rdmaft-protocol --bench lockstep
 	cargo bench -p rdmaft --bench loopback
+	cargo bench -p rdmaft --bench small_files
 	cargo build --release -p rdmaft-examples
 	$(SOFTROCE_RUN) scripts/bench-vm.sh
 
