@@ -400,34 +400,47 @@ mod loom_tests {
         });
     }
 
-    /// A stop raced against the engine finishing: exactly one report, whichever wins.
+    /// A stop raised while a thread registers its waker: the thread is woken, whichever
+    /// comes first (a late registrant is woken by `register` itself). Without that re-check
+    /// in `register`, the interleaving "raise reads the empty list, then the register
+    /// pushes" leaves the thread asleep: the model fails.
     #[test]
-    fn exactly_one_report_when_cancel_races_completion() {
+    fn a_stop_raised_while_a_thread_registers_wakes_it() {
         loom::model(|| {
-            let report: Arc<Once<&'static str>> = Arc::new(Once::new());
             let stop = Arc::new(Stop::new());
             let wake = std::sync::Arc::new(CondWake::new());
-            stop.register(wake.clone());
-            let engine = {
-                let (report, stop) = (Arc::clone(&report), Arc::clone(&stop));
-                thread::spawn(move || {
-                    if stop.is_raised() {
-                        report.set("cancelled");
-                    } else {
-                        report.set("done");
-                    }
-                })
+            let registrant = {
+                let (stop, wake) = (Arc::clone(&stop), std::sync::Arc::clone(&wake));
+                thread::spawn(move || stop.register(wake))
             };
-            let canceller = {
-                let stop = Arc::clone(&stop);
-                thread::spawn(move || stop.raise())
+            stop.raise();
+            registrant.join().unwrap();
+            assert!(stop.is_raised());
+            assert!(wake.count() >= 1, "the registered thread was never woken");
+        });
+    }
+
+    /// A send's report is set once by its thread while two callers wait for it (the C
+    /// API's wait and stop can both be waiting): exactly one caller gets it, the other
+    /// `None`, and neither waits forever.
+    #[test]
+    fn a_report_goes_to_exactly_one_of_two_waiters() {
+        loom::model(|| {
+            let report: Arc<Once<u32>> = Arc::new(Once::new());
+            let setter = {
+                let report = Arc::clone(&report);
+                thread::spawn(move || assert!(report.set(7)))
             };
-            let got = report.take();
-            engine.join().unwrap();
-            canceller.join().unwrap();
-            assert!(matches!(got, Some("done") | Some("cancelled")));
-            assert_eq!(report.take(), None, "taken once");
-            assert!(wake.count() >= 1, "the stop woke the registered thread");
+            let other = {
+                let report = Arc::clone(&report);
+                thread::spawn(move || report.take())
+            };
+            let mine = report.take();
+            let theirs = other.join().unwrap();
+            setter.join().unwrap();
+            let got: Vec<u32> = mine.into_iter().chain(theirs).collect();
+            assert_eq!(got, [7], "taken exactly once");
+            assert!(!report.set(8), "set at most once");
         });
     }
 
