@@ -4,7 +4,7 @@ use super::endpoint::{next_event, Endpoint};
 use super::{check_params, clamp_to_device, ACK_RECEIVES};
 use crate::key::{nonce, Key};
 use crate::verbs::{
-    Access, CmEvent, CmEventKind, CmId, ConnParams, EventChannel, MemoryRegion, SlotArea,
+    Access, CmEvent, CmEventKind, CmId, ConnParams, EventChannel, MemoryRegion, Pages, SlotArea,
 };
 use crate::Error;
 use rdmaft_protocol::wire::HELLO_LEN;
@@ -33,6 +33,17 @@ pub fn connect(
     local: Params,
     key: Option<&Key>,
     timeout: Duration,
+) -> Result<SenderConn, Error> {
+    connect_with(addr, local, key, timeout, Pages::Base)
+}
+
+/// [`connect`], with the slots on `pages` (huge pages for large windows).
+pub fn connect_with(
+    addr: SocketAddr,
+    local: Params,
+    key: Option<&Key>,
+    timeout: Duration,
+    pages: Pages,
 ) -> Result<SenderConn, Error> {
     let mut local = local;
     if key.is_some() {
@@ -81,6 +92,7 @@ pub fn connect(
     let recv_bufs = ep.register(
         u64::from(recv_wr) * RECEIVER_MSG_MAX as u64,
         Access::LOCAL_WRITE,
+        Pages::Base,
     )?;
     for i in 0..recv_wr as usize {
         ep.qp().post_recv(
@@ -129,11 +141,12 @@ pub fn connect(
         }
     };
     // Allocated now rather than at the proposal's size: the receiver may have lowered it.
-    let slots = ep.register(negotiated.data_len(), Access::empty())?;
+    let slots = ep.register(negotiated.data_len(), Access::empty(), pages)?;
     let slots = SlotArea::new(slots, negotiated.chunk_size as usize, negotiated.window)?;
     let ctrl_bufs = ep.register(
         u64::from(negotiated.receiver_ctrl_depth) * CTRL_MSG_MAX as u64,
         Access::empty(),
+        Pages::Base,
     )?;
     Ok(SenderConn {
         endpoint: ep,

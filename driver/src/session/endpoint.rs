@@ -5,7 +5,7 @@
 
 use crate::verbs::{
     Access, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, DeviceLimits,
-    EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QueuePair,
+    EventChannel, MemoryRegion, Pages, ProtectionDomain, QpCaps, QueuePair,
 };
 use crate::Error;
 use std::net::SocketAddr;
@@ -82,12 +82,17 @@ impl Endpoint {
         })
     }
 
-    /// Registers `len` bytes of data memory with `access` in this connection's PD.
-    pub(crate) fn register(&self, len: u64, access: Access) -> Result<MemoryRegion, Error> {
+    /// Registers `len` bytes of memory on `pages` with `access` in this connection's PD.
+    pub(crate) fn register(
+        &self,
+        len: u64,
+        access: Access,
+        pages: Pages,
+    ) -> Result<MemoryRegion, Error> {
         let len = usize::try_from(len).map_err(|_| {
             Error::invalid("register data memory", format!("{len} bytes do not fit"))
         })?;
-        MemoryRegion::new(&self.pd, len, access)
+        MemoryRegion::with_pages(&self.pd, len, access, pages)
     }
 
     /// Marks the connection established (Drop will disconnect it).

@@ -5,8 +5,8 @@ use super::endpoint::{next_event, Endpoint};
 use super::{check_params, clamp_to_device, ACK_RECEIVES};
 use crate::key::{nonce, Key};
 use crate::verbs::{
-    Access, CmEventKind, CmId, ConnParams, EventChannel, MemoryRegion, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_REJECT_PRIVATE_DATA,
+    Access, CmEventKind, CmId, ConnParams, EventChannel, MemoryRegion, Pages,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA,
 };
 use crate::Error;
 use rdmaft_protocol::{
@@ -129,6 +129,17 @@ impl Request {
         key: Option<&Key>,
         timeout: Duration,
     ) -> Result<ReceiverConn, Error> {
+        self.accept_with(local, key, timeout, Pages::Base)
+    }
+
+    /// [`accept`](Self::accept), with the ring on `pages` (huge pages for large windows).
+    pub fn accept_with(
+        self,
+        local: &Params,
+        key: Option<&Key>,
+        timeout: Duration,
+        pages: Pages,
+    ) -> Result<ReceiverConn, Error> {
         let deadline = crate::deadline::deadline(timeout);
         let peer = self.peer;
         let mut local = *local;
@@ -165,10 +176,12 @@ impl Request {
             let ring = ep.register(
                 agreed.ring_len(),
                 Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+                pages,
             )?;
             let send_bufs = ep.register(
                 u64::from(agreed.sender_ctrl_depth) * RECEIVER_MSG_MAX as u64,
                 Access::empty(),
+                Pages::Base,
             )?;
             for _ in 0..recv_wr {
                 ep.qp().post_recv_bufferless(crate::engine::wr::RECV)?;

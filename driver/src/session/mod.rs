@@ -17,7 +17,9 @@ mod connect;
 mod endpoint;
 mod listener;
 
-pub use connect::{connect, SenderConn};
+// `connect` itself serves the end-to-end tests and the raw peers (`internals`).
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
+pub use connect::{connect, connect_with, SenderConn};
 #[allow(unused_imports)]
 pub use endpoint::next_event;
 pub use listener::{Listener, ReceiverConn, Request};

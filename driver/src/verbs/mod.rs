@@ -22,6 +22,7 @@
 mod cm;
 mod cq;
 mod device;
+mod mapped;
 mod mr;
 mod pd;
 mod qp;
@@ -38,7 +39,8 @@ pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkComplet
 #[allow(unused_imports)]
 pub use device::{select_device, Context, Device, DeviceLimits, DeviceList};
 #[allow(unused_imports)]
-pub use mr::{memlock_limit, Access, AlignedBuf, MemoryRegion, RemoteBuffer};
+pub use mapped::{MappedBuf, Pages};
+pub use mr::{Access, MemoryRegion, RemoteBuffer};
 #[allow(unused_imports)]
 pub use pd::ProtectionDomain;
 #[allow(unused_imports)]

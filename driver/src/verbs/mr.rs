@@ -1,123 +1,14 @@
-//! Registered memory: page-aligned buffers and memory regions that own them.
+//! Registered memory: memory regions that own their mapping.
 
+use super::mapped::{MappedBuf, Pages};
 use super::pd::ProtectionDomain;
 use crate::Error;
 use rdma_sys::{ibv_access_flags, ibv_dereg_mr, ibv_mr, ibv_reg_mr};
-use std::alloc::{self, Layout};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::Arc;
-
-/// A zero-filled, page-aligned heap buffer.
-///
-/// Registered memory is pinned page by page; page alignment keeps a buffer from sharing a
-/// pinned page with unrelated heap data and lets the NIC use whole pages.
-pub struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-// SAFETY: AlignedBuf uniquely owns plain bytes; moving it between threads is like Box<[u8]>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only hands out &[u8].
-unsafe impl Sync for AlignedBuf {}
-
-impl AlignedBuf {
-    /// Allocates `len` zeroed bytes aligned to the system page size.
-    pub fn new(len: usize) -> Result<Self, Error> {
-        Self::with_alignment(len, page_size())
-    }
-
-    /// Allocates `len` zeroed bytes aligned to `align` (a power of two).
-    pub fn with_alignment(len: usize, align: usize) -> Result<Self, Error> {
-        if len == 0 {
-            return Err(Error::invalid("AlignedBuf::new", "length must be non-zero"));
-        }
-        let layout = Layout::from_size_align(len, align)
-            .map_err(|e| Error::invalid("AlignedBuf::new", e.to_string()))?;
-        // SAFETY: `layout` has a non-zero size (checked above).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            Error::invalid(
-                "AlignedBuf::new",
-                format!("allocation of {len} bytes failed"),
-            )
-        })?;
-        Ok(AlignedBuf { ptr, layout })
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.layout.size()
-    }
-
-    /// A placeholder owning nothing (what a leaked buffer is replaced with): dropping it
-    /// frees nothing.
-    fn dangling() -> Self {
-        AlignedBuf {
-            ptr: NonNull::dangling(),
-            // An empty layout: Drop sees size 0 and skips the deallocation.
-            layout: Layout::new::<()>(),
-        }
-    }
-
-    /// Always false (zero-length buffers are refused); here for API symmetry.
-    pub fn is_empty(&self) -> bool {
-        self.layout.size() == 0
-    }
-
-    /// The first byte's address.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The first byte's address, for writing.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The contents.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation) bytes we own.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
-    }
-
-    /// The contents, mutably.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in as_slice, and `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        if self.layout.size() == 0 {
-            return; // `dangling()`: nothing was allocated
-        }
-        // SAFETY: allocated in with_alignment with exactly this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
-
-impl fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len())
-            .field("align", &self.layout.align())
-            .finish()
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n)
-        .ok()
-        .filter(|n| n.is_power_of_two())
-        .unwrap_or(4096)
-}
 
 bitflags::bitflags! {
     /// What the NIC may do with a memory region (`ibv_access_flags`).
@@ -155,7 +46,8 @@ pub struct RemoteBuffer {
 /// them has been polled, and do not change bytes that a posted SEND/WRITE is still reading.
 pub struct MemoryRegion {
     mr: NonNull<ibv_mr>,
-    buf: AlignedBuf,
+    /// Unmapped in Drop after a successful deregistration, leaked after a failed one.
+    buf: ManuallyDrop<MappedBuf>,
     access: Access,
     pd: Arc<ProtectionDomain>,
 }
@@ -167,9 +59,19 @@ unsafe impl Send for MemoryRegion {}
 unsafe impl Sync for MemoryRegion {}
 
 impl MemoryRegion {
-    /// Allocates `len` page-aligned zeroed bytes and registers them in `pd` (`ibv_reg_mr`).
+    /// Maps `len` zeroed bytes of base pages and registers them in `pd` (`ibv_reg_mr`).
     pub fn new(pd: &Arc<ProtectionDomain>, len: usize, access: Access) -> Result<Self, Error> {
-        let mut buf = AlignedBuf::new(len)?;
+        Self::with_pages(pd, len, access, Pages::Base)
+    }
+
+    /// Maps `len` zeroed bytes of `pages` and registers them in `pd` (`ibv_reg_mr`).
+    pub fn with_pages(
+        pd: &Arc<ProtectionDomain>,
+        len: usize,
+        access: Access,
+        pages: Pages,
+    ) -> Result<Self, Error> {
+        let mut buf = MappedBuf::with_pages(len, pages)?;
         let flags = i32::try_from(access.bits())
             .map_err(|_| Error::invalid("ibv_reg_mr", "access flags out of range"))?;
         // SAFETY: `pd` is live; the buffer is `len` bytes we own and keep (in the returned
@@ -178,7 +80,7 @@ impl MemoryRegion {
         let mr = NonNull::new(raw).ok_or_else(|| registration_error(len))?;
         Ok(MemoryRegion {
             mr,
-            buf,
+            buf: ManuallyDrop::new(buf),
             access,
             pd: Arc::clone(pd),
         })
@@ -282,7 +184,7 @@ impl MemoryRegion {
     /// The address of byte `offset`, for the slot handles of this module.
     pub(super) fn ptr_at(&self, offset: usize) -> *mut u8 {
         // In bounds by the callers' checks; wrapping_add never creates UB by itself.
-        self.buf.ptr.as_ptr().wrapping_add(offset)
+        self.buf.as_ptr().cast_mut().wrapping_add(offset)
     }
 
     /// Copies `dst.len()` bytes starting at `offset` out of the region.
@@ -373,15 +275,16 @@ fn check_range(what: &'static str, offset: usize, len: usize, total: usize) -> R
 
 impl Drop for MemoryRegion {
     fn drop(&mut self) {
-        // SAFETY: deregistered once, before `buf` is freed (fields drop after this body) and
-        // while the PD is alive (we hold an Arc).
+        // SAFETY: deregistered once, before `buf` is unmapped below, and while the PD is
+        // alive (we hold an Arc).
         let rc = unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
-        if rc != 0 {
-            // Still registered: the NIC may yet write into the buffer, so it must never go
-            // back to the allocator. Leaking it is the only safe choice left.
-            let buf = std::mem::replace(&mut self.buf, AlignedBuf::dangling());
-            std::mem::forget(buf);
+        if rc == 0 {
+            // SAFETY: dropped once, here; `self` is never used again.
+            unsafe { ManuallyDrop::drop(&mut self.buf) };
         }
+        // Else still registered: the NIC may yet write into the buffer, so it must never be
+        // unmapped (the pages could be mapped again for something else). Leaking it is the
+        // only safe choice left.
     }
 }
 
@@ -400,38 +303,6 @@ impl fmt::Debug for MemoryRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buffers_are_page_aligned_and_zeroed() {
-        let page = page_size();
-        assert!(page >= 4096 && page.is_power_of_two());
-        for len in [1, 100, 4096, 4097, 1 << 20] {
-            let buf = AlignedBuf::new(len).unwrap();
-            assert_eq!(buf.len(), len);
-            assert_eq!(buf.as_ptr() as usize % page, 0, "len {len}");
-            assert!(buf.as_slice().iter().all(|&b| b == 0));
-        }
-    }
-
-    #[test]
-    fn buffers_are_writable_and_keep_their_bytes() {
-        let mut buf = AlignedBuf::with_alignment(64, 64).unwrap();
-        buf.as_mut_slice()
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = i as u8);
-        assert_eq!(buf.as_slice()[63], 63);
-        assert_eq!(buf.as_ptr() as usize % 64, 0);
-    }
-
-    #[test]
-    fn bad_sizes_are_errors_not_panics() {
-        assert!(matches!(
-            AlignedBuf::new(0),
-            Err(Error::InvalidArgument { .. })
-        ));
-        assert!(AlignedBuf::with_alignment(10, 3).is_err());
-    }
 
     #[test]
     fn copy_ranges_are_checked_without_overflow() {

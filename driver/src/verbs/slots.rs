@@ -9,7 +9,8 @@
 //! while holding the slot); nothing else writes it. A shared view of a slot's bytes is
 //! therefore sound for as long as it is owned.
 
-use super::mr::{Access, AlignedBuf, MemoryRegion};
+use super::mapped::MappedBuf;
+use super::mr::{Access, MemoryRegion};
 use crate::Error;
 use std::fs::File;
 use std::io;
@@ -24,7 +25,7 @@ pub enum Backing {
     /// Registered without remote access.
     Registered(MemoryRegion),
     /// Plain heap memory.
-    Plain(AlignedBuf),
+    Plain(MappedBuf),
 }
 
 impl Backing {
@@ -71,7 +72,7 @@ impl SlotArea {
         let len = slot_len
             .checked_mul(count as usize)
             .ok_or_else(|| Error::invalid("SlotArea::plain", "too large"))?;
-        Self::with_backing(Backing::Plain(AlignedBuf::new(len)?), slot_len, count)
+        Self::with_backing(Backing::Plain(MappedBuf::new(len)?), slot_len, count)
     }
 
     fn with_backing(mem: Backing, slot_len: usize, count: u32) -> Result<Self, Error> {

@@ -7,8 +7,9 @@ use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
 use rdmaft_tests::{
     example_bin, listening_port, random_bytes, scratch, temp_files, tree, Lines, Outcomes,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Size of the largest file named `.rdmaft-*` under `dir` (a transfer in progress).
@@ -36,6 +37,16 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 /// Open file descriptors of this process.
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Threads of this process.
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
 }
 
 /// Resident memory of this process, in KiB.
@@ -324,6 +335,154 @@ fn soak_many_files_and_connections_without_growth() {
     assert!(
         at_end.1 < at_start.1 + 8 * 1024,
         "RSS grew by 8 MiB or more"
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// Where the sends of a burst wait for each other: each file callback arrives and waits to
+/// be released (bounded, so a send that never arrives fails the test instead of hanging it).
+#[derive(Default)]
+struct Gate {
+    /// (files done, files verified, released).
+    state: Mutex<(usize, usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn arrive(&self, ok: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.0 += 1;
+        s.1 += usize::from(ok);
+        self.changed.notify_all();
+        let deadline = Instant::now() + 2 * T;
+        while !s.2 && Instant::now() < deadline {
+            s = self.changed.wait_timeout(s, T).unwrap().0;
+        }
+    }
+
+    /// Waits until `n` have arrived or `timeout` passed; (done, verified).
+    fn wait_for(&self, n: usize, timeout: Duration) -> (usize, usize) {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap();
+        while s.0 < n && Instant::now() < deadline {
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(200))
+                .unwrap()
+                .0;
+        }
+        (s.0, s.1)
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().2 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// 50 connections open at once, three times over: each send's file callback waits until
+/// all 50 have delivered their file, so every connection (its QP, ring, slots and threads on
+/// both sides) is up at the same moment. After each burst the process must come back to the
+/// same file descriptors and threads, and its RSS must not creep up burst after burst: the
+/// rings and slots are mappings of their own, returned when their connection ends.
+#[test]
+fn soak_fifty_connections_at_once_without_growth() {
+    const N: usize = 50;
+    let env = env();
+    let base = scratch("soak-wide");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let sources: Vec<PathBuf> = (0..N)
+        .map(|i| {
+            let p = base.join(format!("s{i}"));
+            std::fs::write(&p, random_bytes(200_000, 100 + i as u64)).unwrap();
+            p
+        })
+        .collect();
+    let (chunk, window) = (64 << 10, 8);
+    let r = receiver(&env, &dest, |o| {
+        o.chunk_size = chunk;
+        o.window = window;
+        o.max_connections = N + 8;
+        o.handshake_timeout = T;
+    });
+    let to = r.receiver.local_addr();
+    let burst = |round: usize| -> (usize, usize) {
+        let gate = Arc::new(Gate::default());
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let gate = Arc::clone(&gate);
+                // 50 handshakes at once take a while on emulated CPUs.
+                let options = SendOptions {
+                    chunk_size: chunk,
+                    window,
+                    connect_timeout: T,
+                    on_file: Some(Arc::new(move |f| gate.arrive(f.outcome.is_ok()))),
+                    ..SendOptions::default()
+                };
+                send(to, vec![src.clone()], options).unwrap()
+            })
+            .collect();
+        let arrived = gate.wait_for(N, T);
+        let at_peak = (fds(), threads());
+        gate.release();
+        let reports: Vec<_> = handles.into_iter().map(|h| h.wait().unwrap()).collect();
+        assert_eq!(
+            arrived,
+            (N, N),
+            "round {round}: (files done, verified) while all were to be up at once; \
+             errors: {:?}",
+            reports
+                .iter()
+                .filter_map(|r| r.error.clone())
+                .collect::<Vec<_>>()
+        );
+        for report in reports {
+            assert!(report.all_ok(), "round {round}: {report:?}");
+        }
+        for _ in 0..N {
+            let c = r.connections.recv_timeout(T).unwrap();
+            assert!(c.all_ok(), "round {round}: {c:?}");
+        }
+        at_peak
+    };
+    // The first burst warms up what the process keeps once made (allocator arenas, device
+    // contexts). Its threads are gone once they have all exited.
+    let threads_before = threads();
+    let peak = burst(0);
+    wait_until("the threads of burst 0 to end", || {
+        threads() == threads_before
+    });
+    let (fds0, threads0) = (fds(), threads());
+    let rss0 = rss_kib();
+    eprintln!(
+        "soak-wide: at the peak of burst 0: {} fds, {} threads; after it {fds0} fds, \
+         {threads0} threads, RSS {rss0} KiB",
+        peak.0, peak.1
+    );
+    assert!(
+        peak.1 >= threads0 + 2 * N,
+        "all {N} connections were up at once (threads {} at the peak, {threads0} after)",
+        peak.1
+    );
+    for round in 1..3 {
+        let peak = burst(round);
+        wait_until("fds and threads back to where they were", || {
+            fds() == fds0 && threads() == threads0
+        });
+        eprintln!(
+            "soak-wide: burst {round}: peak {} fds, {} threads; after it RSS {} KiB",
+            peak.0,
+            peak.1,
+            rss_kib()
+        );
+    }
+    let rss = rss_kib();
+    assert!(
+        rss < rss0 + 8 * 1024,
+        "RSS grew from {rss0} to {rss} KiB over two bursts of {N} connections"
     );
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
