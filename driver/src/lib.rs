@@ -44,9 +44,11 @@ mod deadline;
 mod digest;
 mod engine;
 mod error;
+mod fd_limit;
 pub mod fs;
 mod handoff;
 mod key;
+mod permits;
 mod report;
 #[cfg(feature = "internals")]
 pub mod session;
@@ -62,7 +64,7 @@ pub mod verbs;
 #[allow(unsafe_code, dead_code)]
 mod verbs;
 
-pub use api::recv::{ConnectionCallback, Receiver, ReceiverOptions};
+pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
 pub use api::send::{
     loopback_transfer, send, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_WINDOW,

@@ -261,6 +261,13 @@ impl<S: Storage> Receiver<S> {
         self.ending.is_ended()
     }
 
+    /// Whether the sender has proved the pre-shared key (always, when none was agreed):
+    /// until then it has sent nothing but its proof, and the receiver should bound how
+    /// long it waits for it.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.is_none()
+    }
+
     /// Files offered and not yet resolved.
     pub fn open_files(&self) -> u64 {
         self.open

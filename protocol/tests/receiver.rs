@@ -1014,6 +1014,11 @@ fn a_resumed_file_takes_only_its_remaining_chunks() {
 // ---- authentication ----
 
 #[test]
+fn without_a_key_a_session_is_authenticated_from_the_start() {
+    assert!(rx().r.is_authenticated());
+}
+
+#[test]
 fn with_a_key_the_proof_comes_first() {
     let mut neg = negotiated(4, Features::AUTH_PSK);
     neg.sender_proof = Some([4; 32]);
@@ -1027,7 +1032,9 @@ fn with_a_key_the_proof_comes_first() {
     let res = r.chunk(0, 1);
     r.assert_failed(res, Violation::AuthMissing);
     let mut r = Rx::new(neg);
+    assert!(!r.r.is_authenticated(), "no proof yet");
     assert_eq!(r.ctrl(Control::Auth { proof: [4; 32] }), Ok(None));
+    assert!(r.r.is_authenticated(), "proved");
     assert_eq!(r.ctrl(header(1, 0, "a")), Ok(None));
     let res = r.ctrl(Control::Auth { proof: [4; 32] });
     r.assert_failed(res, Violation::UnexpectedMessage(wire::MsgKind::Auth));

@@ -1,5 +1,6 @@
 //! The public API: sending ([`send`]) and receiving ([`recv`]).
 
+mod listen;
 pub mod recv;
 pub mod send;
 pub mod subnet;

@@ -2,16 +2,17 @@
 //! own thread, so one stalled or hostile sender never holds up another), calls back once per
 //! received entry, and stops cleanly.
 
+use super::listen::{listen, Shared, MAX_HANDSHAKES};
 use super::subnet::Subnet;
-use crate::engine::recv::{self as engine, ConnectionReport, ReceiveCallback};
-use crate::engine::verbs_link::VerbsRecvLink;
+use crate::engine::recv::{ConnectionReport, ReceiveCallback};
+use crate::error::Error;
 use crate::fs::dest::{Destination, Existing};
 use crate::handoff::Stop;
 use crate::key::Key;
-use crate::session::{Listener, Request, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::permits::Permits;
+use crate::session::{Listener, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::sync::lock_std as lock;
-use crate::Error;
-use rdmaft_protocol::{min_ctrl_depth, Features, Params, RejectReason};
+use rdmaft_protocol::{min_ctrl_depth, Features, Params};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Called when a connection ends, with what it did (on that connection's thread; for a
-/// sender refused by the allow-list, on the listener thread).
+/// sender refused before its handshake, on the listener thread).
 pub type ConnectionCallback = Arc<dyn Fn(&ConnectionReport) + Send + Sync>;
+
+/// Called once, on the listener thread, if the receiver stops accepting connections
+/// because listening failed for good (its device went away and binding again failed).
+pub type FailureCallback = Arc<dyn Fn(&Error) + Send + Sync>;
 
 /// How to receive.
 #[derive(Clone)]
@@ -56,11 +61,31 @@ pub struct ReceiverOptions {
     pub handshake_timeout: Duration,
     /// Connections served at once; more are refused (`NO_RESOURCES`).
     pub max_connections: usize,
+    /// Put the rings on huge pages (from the reserved pool when it has room, else
+    /// transparent huge pages): fewer page translations for large windows.
+    pub huge_pages: bool,
     /// Called once per entry when its outcome is known.
     pub on_file: Option<ReceiveCallback>,
     /// Called when a connection ends.
     pub on_connection: Option<ConnectionCallback>,
+    /// Called if the receiver stops accepting connections on its own (see
+    /// [`Receiver::failure`]).
+    pub on_failure: Option<FailureCallback>,
+    /// Files open at once across all connections. `None`: from the file-descriptor limit,
+    /// which the receiver raises to its hard limit at start; what the connections
+    /// themselves need is set aside first. A file offered beyond it is refused (`BUSY`),
+    /// never the connection or the listener.
+    pub open_files_limit: Option<u64>,
 }
+
+/// File descriptors set aside for the process itself (standard streams, the listener, the
+/// device, the destination's directory cache) before files get a budget.
+const FDS_RESERVED: u64 = 64 + 64;
+/// File descriptors a connection holds besides its files (CM event channel, completion
+/// channel, eventfd, spare).
+const FDS_PER_CONNECTION: u64 = 8;
+/// Files that may be open at once even under a tiny descriptor limit.
+const MIN_OPEN_FILES: u64 = 8;
 
 impl std::fmt::Debug for ReceiverOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +100,8 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("require_digest", &self.require_digest)
             .field("existing", &self.existing)
             .field("max_connections", &self.max_connections)
+            .field("huge_pages", &self.huge_pages)
+            .field("open_files_limit", &self.open_files_limit)
             .finish()
     }
 }
@@ -97,9 +124,21 @@ impl ReceiverOptions {
             idle_timeout: crate::api::send::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: 64,
+            huge_pages: false,
             on_file: None,
             on_connection: None,
+            on_failure: None,
+            open_files_limit: None,
         }
+    }
+
+    /// Files open at once across all connections: the limit given, or what the
+    /// file-descriptor limit `fd_limit` leaves after the connections' own descriptors.
+    pub(crate) fn open_files(&self, fd_limit: u64) -> u64 {
+        self.open_files_limit.unwrap_or_else(|| {
+            let reserve = FDS_RESERVED + FDS_PER_CONNECTION * self.max_connections as u64;
+            fd_limit.saturating_sub(reserve).max(MIN_OPEN_FILES)
+        })
     }
 
     /// The protocol parameters these options offer.
@@ -115,14 +154,6 @@ impl ReceiverOptions {
         p.require_digest = self.require_digest;
         p
     }
-}
-
-/// What the threads of a receiver share.
-struct Shared {
-    options: Mutex<ReceiverOptions>,
-    dest: Arc<Destination>,
-    stop: Arc<Stop>,
-    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running receiver.
@@ -152,13 +183,17 @@ impl Receiver {
         crate::session::check_params("Receiver", &options.params())?;
         let dest = Destination::open(&options.dir, options.existing, options.fsync)
             .map_err(|e| Error::file("receive directory", &options.dir, e))?;
+        let fd_limit = crate::fd_limit::raise();
         let listener = Listener::bind(options.listen)?;
         let addr = listener.local_addr();
         let shared = Arc::new(Shared {
+            open_files: Permits::new(options.open_files(fd_limit)),
             options: Mutex::new(options),
             dest: Arc::new(dest),
             stop: Arc::new(Stop::new()),
             connections: Mutex::new(Vec::new()),
+            handshakes: Permits::new(MAX_HANDSHAKES),
+            failure: Mutex::new(None),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -180,6 +215,18 @@ impl Receiver {
     /// The address listened on, with the real port.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Why the receiver stopped accepting connections on its own, if it did (listening
+    /// failed and binding again failed): it then serves the connections it has, accepts
+    /// no more, and should be stopped.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// Files that may be open at once across all connections.
+    pub fn open_files_limit(&self) -> u64 {
+        self.shared.open_files.total()
     }
 
     /// The largest buffer (chunk) size offered to new connections now.
@@ -234,101 +281,5 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop_now();
-    }
-}
-
-/// The listener thread: takes requests until stopped; each goes to a thread of its own.
-fn listen(listener: Listener, shared: Arc<Shared>) {
-    while !shared.stop.is_raised() {
-        let request = match listener.next_request(Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            // The listening id broke (its device went away): nothing more to serve.
-            Err(_) => return,
-        };
-        reap(&shared);
-        let running = lock(&shared.connections).len();
-        let max = lock(&shared.options).max_connections;
-        if shared.stop.is_raised() {
-            let _ = request.reject(RejectReason::SHUTTING_DOWN);
-            return;
-        }
-        if running >= max {
-            let _ = request.reject(RejectReason::NO_RESOURCES);
-            continue;
-        }
-        if !is_allowed(&shared, request.peer_addr()) {
-            let peer = request
-                .peer_addr()
-                .map_or_else(|| "?".to_owned(), |a| a.to_string());
-            let _ = request.reject(RejectReason::NOT_ALLOWED);
-            let on_connection = lock(&shared.options).on_connection.clone();
-            if let Some(cb) = on_connection {
-                cb(&ConnectionReport::refused(
-                    peer.clone(),
-                    format!("{peer}: refused: address not allowed"),
-                ));
-            }
-            continue;
-        }
-        let s = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("rdmaft-connection".into())
-            .spawn(move || connection(request, s));
-        if let Ok(t) = spawned {
-            lock(&shared.connections).push(t);
-        }
-    }
-}
-
-/// Whether the allow-list (if any) takes a sender at `peer` (an unknown address: no).
-fn is_allowed(shared: &Shared, peer: Option<SocketAddr>) -> bool {
-    let options = lock(&shared.options);
-    options.allow.is_empty()
-        || peer.is_some_and(|p| options.allow.iter().any(|net| net.contains(p.ip())))
-}
-
-/// Forgets the threads of connections that ended (joining them: they are done).
-fn reap(shared: &Shared) {
-    let mut threads = lock(&shared.connections);
-    let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
-    *threads = running;
-    drop(threads);
-    for t in done {
-        let _ = t.join();
-    }
-}
-
-/// One connection, on its own thread: handshake, then the engine.
-fn connection(request: Request, shared: Arc<Shared>) {
-    let options = lock(&shared.options).clone();
-    let peer = request
-        .peer_addr()
-        .map_or_else(|| "?".to_owned(), |a| a.to_string());
-    let report = match request.accept(
-        &options.params(),
-        options.key.as_ref(),
-        options.handshake_timeout,
-    ) {
-        Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
-        Ok(conn) => {
-            let neg = *conn.negotiated();
-            match VerbsRecvLink::new(conn) {
-                Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
-                Ok(link) => {
-                    let setup = engine::RecvSetup {
-                        dest: Arc::clone(&shared.dest),
-                        dest_root: options.dir.clone(),
-                        idle_timeout: options.idle_timeout,
-                        on_file: options.on_file.clone(),
-                        stop: Arc::clone(&shared.stop),
-                    };
-                    engine::serve(link, neg, setup)
-                }
-            }
-        }
-    };
-    if let Some(cb) = &options.on_connection {
-        cb(&report);
     }
 }

@@ -5,6 +5,7 @@ use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapsh
 use crate::engine::verbs_link::VerbsSendLink;
 use crate::handoff::{Once, Stop};
 use crate::key::Key;
+use crate::verbs::Pages;
 use crate::Error;
 use rdmaft_protocol::{min_ctrl_depth, DigestKind, Features, Params};
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub struct SendOptions {
     pub connect_timeout: Duration,
     /// The session fails when nothing arrives from the receiver for this long.
     pub idle_timeout: Duration,
+    /// Put the slots on huge pages (from the reserved pool when it has room, else
+    /// transparent huge pages): fewer page translations for large windows.
+    pub huge_pages: bool,
     /// Called once per file when its outcome is known, on the send's own thread.
     pub on_file: Option<FileCallback>,
 }
@@ -45,6 +49,7 @@ impl std::fmt::Debug for SendOptions {
             .field("key", &self.key.as_ref().map(|_| ".."))
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("huge_pages", &self.huge_pages)
             .finish()
     }
 }
@@ -66,12 +71,22 @@ impl Default for SendOptions {
             key: None,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            huge_pages: false,
             on_file: None,
         }
     }
 }
 
 impl SendOptions {
+    /// The pages the slots go on.
+    pub(crate) fn pages(&self) -> Pages {
+        if self.huge_pages {
+            Pages::Huge
+        } else {
+            Pages::Base
+        }
+    }
+
     /// The protocol parameters these options propose.
     pub(crate) fn params(&self) -> Params {
         // Resume is offered always: the receiver decides whether to keep partial files.
@@ -153,11 +168,12 @@ fn run_send(
     stop: Arc<Stop>,
 ) -> Result<SendReport, Error> {
     let started = Instant::now();
-    let conn = crate::session::connect(
+    let conn = crate::session::connect_with(
         addr,
         options.params(),
         options.key.as_ref(),
         options.connect_timeout,
+        options.pages(),
     )?;
     let neg = *conn.negotiated();
     let mut link = VerbsSendLink::new(conn)?;
@@ -253,6 +269,8 @@ pub fn loopback_transfer(
         idle_timeout: recv.idle_timeout,
         on_file: recv.on_file.clone(),
         stop: Arc::new(Stop::new()),
+        handshake: None,
+        open_files: crate::permits::Permits::new(recv.open_files(crate::fd_limit::raise())),
     };
     let receiver_neg = pair.receiver_neg;
     let receiver_link = pair.receiver;

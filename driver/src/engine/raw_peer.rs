@@ -25,7 +25,18 @@ pub struct RawSender {
 impl RawSender {
     /// Connects and does the handshake with `params` (as a real sender would).
     pub fn connect(addr: SocketAddr, params: Params, timeout: Duration) -> Result<Self, Error> {
-        let conn: SenderConn = crate::session::connect(addr, params, None, timeout)?;
+        Self::connect_keyed(addr, params, None, timeout)
+    }
+
+    /// As [`connect`](Self::connect), with a pre-shared key in the handshake (the
+    /// receiver's proof is checked). Its own proof is sent only if the test writes it.
+    pub fn connect_keyed(
+        addr: SocketAddr,
+        params: Params,
+        key: Option<&crate::Key>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let conn: SenderConn = crate::session::connect(addr, params, key, timeout)?;
         let neg = *conn.negotiated();
         Ok(RawSender {
             link: VerbsSendLink::new(conn)?,

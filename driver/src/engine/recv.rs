@@ -6,6 +6,7 @@ use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
 use crate::handoff::{Mailbox, Stop};
+use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
 use crate::Error;
 use rdmaft_protocol::{
@@ -189,6 +190,8 @@ enum WriteDone {
 /// A file being written.
 struct Target {
     temp: Option<TempFile>,
+    /// Its share of the receiver's open-file budget (a file, not a directory).
+    _open: Option<Permit>,
     name: String,
     size: u64,
     /// Bytes of the file written so far, from its start (chunks arrive in order).
@@ -201,6 +204,8 @@ struct Target {
 
 struct Writer {
     dest: Arc<Destination>,
+    /// Files open across all of the receiver's connections.
+    open_files: Arc<Permits>,
     ring: Arc<dyn Ring>,
     digest_kind: DigestKind,
     buf: Vec<u8>,
@@ -277,6 +282,23 @@ impl Writer {
                 detail: Some(format!("{name}: {reason}")),
             };
         }
+        let open = match kind {
+            EntryKind::File => match self.open_files.try_take() {
+                Some(permit) => Some(permit),
+                None => {
+                    return WriteDone::Answer {
+                        file_id,
+                        answer: FileAnswer::Reject(FileRejectReason::BUSY),
+                        detail: Some(format!(
+                            "{name}: {} files are open across all connections already (the \
+                             receiver's budget of file descriptors)",
+                            self.open_files.total()
+                        )),
+                    };
+                }
+            },
+            EntryKind::Directory => None,
+        };
         let begun = match kind {
             EntryKind::Directory => Ok((None, 0)),
             EntryKind::File if self.resume => self
@@ -304,6 +326,7 @@ impl Writer {
             file_id,
             Target {
                 temp,
+                _open: open,
                 name,
                 size,
                 written: offset,
@@ -500,6 +523,11 @@ pub(crate) struct RecvSetup {
     pub(crate) idle_timeout: Duration,
     pub(crate) on_file: Option<ReceiveCallback>,
     pub(crate) stop: Arc<Stop>,
+    /// The connection's handshake slot, given back once the sender proved the key, and
+    /// how long the proof may take.
+    pub(crate) handshake: Option<(Permit, Duration)>,
+    /// Files open across all of the receiver's connections.
+    pub(crate) open_files: Arc<Permits>,
 }
 
 /// The digest the writer computes as it goes: the one an rdmaft sender uses (it offers only
@@ -543,6 +571,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     setup.stop.register(link.waker());
     let writer_state = Writer {
         dest: Arc::clone(&setup.dest),
+        open_files: Arc::clone(&setup.open_files),
         ring: link.ring(),
         digest_kind: expected_digest(&neg),
         buf: vec![0; neg.chunk_size as usize],
@@ -609,6 +638,7 @@ impl<L: RecvLink> Engine<L> {
                 self.machine
                     .abort(self.clock.now(), ErrorCode::SHUTTING_DOWN);
             }
+            self.check_handshake();
             self.drain()?;
             if self.machine.is_ended() {
                 return Ok(());
@@ -642,6 +672,28 @@ impl<L: RecvLink> Engine<L> {
                     .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
                 self.link.wait(wait)?;
             }
+        }
+    }
+
+    /// Gives the handshake slot back once the sender proved the key; ends the session if
+    /// the proof is late (a sender holding a ring without proving the key).
+    fn check_handshake(&mut self) {
+        let Some((_, limit)) = &self.setup.handshake else {
+            return;
+        };
+        if self.machine.is_authenticated() {
+            self.setup.handshake = None;
+        } else if self.clock.now().as_nanos() >= limit.as_nanos().try_into().unwrap_or(u64::MAX)
+            && !self.machine.is_ended()
+        {
+            self.report.error.get_or_insert_with(|| {
+                format!(
+                    "the sender did not prove the key within {} s",
+                    limit.as_secs_f64()
+                )
+            });
+            self.setup.handshake = None;
+            self.machine.abort(self.clock.now(), ErrorCode::TIMEOUT);
         }
     }
 

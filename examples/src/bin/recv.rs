@@ -63,6 +63,10 @@ struct Args {
     /// when the same file is sent again.
     #[arg(long)]
     resume: bool,
+    /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
+    /// room; else transparent huge pages).
+    #[arg(long)]
+    huge_pages: bool,
     /// Seconds without any sign of a sender before its connection is closed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
@@ -112,6 +116,7 @@ fn run(args: Args) -> Result<bool, String> {
     };
     options.fsync = args.fsync;
     options.resume = args.resume;
+    options.huge_pages = args.huge_pages;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     options.on_file = Some(Arc::new(|f| match &f.outcome {
         ReceivedOutcome::Received => println!(

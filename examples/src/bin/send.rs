@@ -35,6 +35,10 @@ struct Args {
     /// Digest that verifies each file.
     #[arg(long, default_value = "xxh3", value_parser = parse_digest)]
     digest: DigestKind,
+    /// Put the RDMA slots on huge pages (the reserved pool, vm.nr_hugepages, when it has
+    /// room; else transparent huge pages).
+    #[arg(long)]
+    huge_pages: bool,
     /// Seconds without any sign of the receiver before giving up.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
@@ -80,6 +84,7 @@ fn run(args: Args) -> Result<bool, String> {
         digest: args.digest,
         key,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        huge_pages: args.huge_pages,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()

@@ -92,3 +92,68 @@ fn an_allow_list_refuses_other_addresses() {
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Rings are registered before the sender proves the key: senders that never prove it hold
+/// at most `MAX_HANDSHAKES` (8) of them at once, each only until the handshake timeout,
+/// and a correct sender gets through afterwards.
+#[test]
+fn senders_that_never_prove_the_key_hold_at_most_eight_rings() {
+    use rdmaft::protocol::{Features, Params};
+    use rdmaft::RawSender;
+    let env = env();
+    let base = scratch("auth-flood");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let key = Key::derive(b"flood key");
+    let limit = std::time::Duration::from_secs(20);
+    let r = receiver(&env, &dest, |o| {
+        o.key = Some(key.clone());
+        o.handshake_timeout = limit;
+    });
+    let to = r.receiver.local_addr();
+    let params = Params::new(Features::empty(), 4096, 4);
+    // Eight connections that prove nothing: each is let in and holds its ring.
+    let silent: Vec<RawSender> = (0..8)
+        .map(|i| {
+            RawSender::connect_keyed(to, params, Some(&key), T)
+                .unwrap_or_else(|e| panic!("silent sender {i}: {e}"))
+        })
+        .collect();
+    // A ninth is not let in while they hold their slots: its connect times out.
+    let started = std::time::Instant::now();
+    let ninth = RawSender::connect_keyed(to, params, Some(&key), std::time::Duration::from_secs(3));
+    assert!(
+        started.elapsed() < limit && ninth.is_err(),
+        "a ninth connection got a ring while eight were in their handshake"
+    );
+    // The eight are closed once the handshake time is up, each with the reason. (The
+    // ninth's request is let in when their slots come back, and fails at once: its sender
+    // is gone.)
+    let mut unproved = 0;
+    let mut others = Vec::new();
+    while unproved < 8 {
+        let report = r.connections.recv_timeout(T + limit).unwrap();
+        assert!(!report.transferred, "{report:?}");
+        let why = report.error.unwrap_or_default();
+        if why.contains("did not prove the key") {
+            unproved += 1;
+        } else {
+            others.push(why);
+        }
+        assert!(
+            others.len() <= 1,
+            "more reports than connections: {others:?}"
+        );
+    }
+    drop(silent);
+    // Then a sender with the key gets through.
+    let file = base.join("f");
+    std::fs::write(&file, random_bytes(10_000, 44)).unwrap();
+    send_with(to, &file, Some(key)).unwrap();
+    assert_eq!(
+        std::fs::read(dest.join("f")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -1,0 +1,353 @@
+//! The receiver's listener thread: it takes connection requests, admits or refuses each
+//! (stopping, connection limit, allow-list, handshake slots), and hands every admitted one
+//! a thread of its own that accepts it and runs its engine.
+//!
+//! The listener never dies quietly. A request that cannot be taken (no file descriptor for
+//! its event channel, say) is refused and reported, and the listener goes on; if the
+//! listening id itself fails (its device went away), the listener binds again a few times,
+//! and if that fails too the receiver stops accepting loudly: `on_failure` is called and
+//! [`Receiver::failure`](super::recv::Receiver::failure) says why.
+
+use super::recv::{ConnectionCallback, ReceiverOptions};
+use crate::engine::recv::{self as engine, ConnectionReport};
+use crate::engine::verbs_link::VerbsRecvLink;
+use crate::error::Error;
+use crate::fs::dest::Destination;
+use crate::handoff::Stop;
+use crate::permits::{Permit, Permits};
+use crate::session::{Listener, Request};
+use crate::sync::lock_std as lock;
+use crate::verbs::Pages;
+use rdmaft_protocol::RejectReason;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Connections that may be in their handshake at once: each holds a registered ring before
+/// its sender has proved the key, so an unauthenticated flood pins at most this many rings.
+pub const MAX_HANDSHAKES: u64 = 8;
+
+/// How often, and how far apart, a failed listener is bound again before the receiver gives
+/// up.
+const REBIND_TRIES: u32 = 5;
+const REBIND_PAUSE: Duration = if cfg!(test) {
+    Duration::from_millis(10)
+} else {
+    Duration::from_secs(1)
+};
+
+/// How long the listener waits for a request before it looks at the stop flag again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// What the threads of a receiver share.
+pub(crate) struct Shared {
+    pub(crate) options: Mutex<ReceiverOptions>,
+    pub(crate) dest: Arc<Destination>,
+    pub(crate) stop: Arc<Stop>,
+    pub(crate) connections: Mutex<Vec<JoinHandle<()>>>,
+    /// Connections between their request and their sender's key proof.
+    pub(crate) handshakes: Arc<Permits>,
+    /// Open files across all connections (file descriptors).
+    pub(crate) open_files: Arc<Permits>,
+    /// Why the receiver stopped accepting, when it failed.
+    pub(crate) failure: Mutex<Option<String>>,
+}
+
+/// Where the listener thread takes requests from: the CM listener (or a fake in tests).
+pub(crate) trait Requests: Send {
+    /// A request within `timeout`, if one came. [`Error::ListenerFailed`] means the listener
+    /// itself failed; any other error concerns one request only, which was refused.
+    fn next_request(&mut self, timeout: Duration) -> Result<Option<Request>, Error>;
+    /// Listens again in place of a failed listener.
+    fn rebind(&mut self) -> Result<(), Error>;
+}
+
+impl Requests for Listener {
+    fn next_request(&mut self, timeout: Duration) -> Result<Option<Request>, Error> {
+        Listener::next_request(self, timeout)
+    }
+
+    fn rebind(&mut self) -> Result<(), Error> {
+        *self = Listener::bind(self.local_addr())?;
+        Ok(())
+    }
+}
+
+/// The listener thread: takes requests until stopped (or until listening fails for good).
+pub(crate) fn listen(mut requests: impl Requests, shared: Arc<Shared>) {
+    while !shared.stop.is_raised() {
+        let request = match requests.next_request(POLL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(Error::ListenerFailed(why)) => {
+                if rebind(&mut requests, &shared) {
+                    continue;
+                }
+                fail(&shared, Error::ListenerFailed(why));
+                return;
+            }
+            Err(e) => {
+                report(
+                    &shared,
+                    ConnectionReport::refused(String::new(), e.to_string()),
+                );
+                continue;
+            }
+        };
+        admit(request, &shared);
+    }
+}
+
+/// Binds again after the listener failed; whether it listens again.
+fn rebind(requests: &mut impl Requests, shared: &Shared) -> bool {
+    for _ in 0..REBIND_TRIES {
+        if shared.stop.is_raised() {
+            return false;
+        }
+        if requests.rebind().is_ok() {
+            return true;
+        }
+        std::thread::sleep(REBIND_PAUSE);
+    }
+    false
+}
+
+/// The receiver stops accepting: `on_failure` hears why, and so does `Receiver::failure`.
+fn fail(shared: &Shared, error: Error) {
+    let text = format!("the receiver stopped accepting connections: {error}");
+    lock(&shared.failure).get_or_insert(text);
+    let on_failure = lock(&shared.options).on_failure.clone();
+    if let Some(cb) = on_failure {
+        cb(&error);
+    }
+}
+
+/// Refuses `request` with `reason` and reports it.
+fn refuse(request: Request, reason: RejectReason, why: &str, shared: &Shared) {
+    let peer = peer_name(request.peer_addr());
+    let _ = request.reject(reason);
+    report(
+        shared,
+        ConnectionReport::refused(peer.clone(), format!("{peer}: refused: {why}")),
+    );
+}
+
+fn report(shared: &Shared, report: ConnectionReport) {
+    let on_connection: Option<ConnectionCallback> = lock(&shared.options).on_connection.clone();
+    if let Some(cb) = on_connection {
+        cb(&report);
+    }
+}
+
+fn peer_name(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "?".to_owned(), |a| a.to_string())
+}
+
+/// Admits `request` to a thread of its own, or refuses it.
+fn admit(request: Request, shared: &Arc<Shared>) {
+    reap(shared);
+    if shared.stop.is_raised() {
+        let _ = request.reject(RejectReason::SHUTTING_DOWN);
+        return;
+    }
+    let running = lock(&shared.connections).len();
+    let max = lock(&shared.options).max_connections;
+    if running >= max {
+        let why = format!("{max} connections are being served already");
+        return refuse(request, RejectReason::NO_RESOURCES, &why, shared);
+    }
+    if !is_allowed(shared, request.peer_addr()) {
+        return refuse(
+            request,
+            RejectReason::NOT_ALLOWED,
+            "address not allowed",
+            shared,
+        );
+    }
+    // A burst of senders waits here a little (their requests queue in the CM backlog);
+    // an unauthenticated flood gets no more than MAX_HANDSHAKES rings.
+    let wait = lock(&shared.options).handshake_timeout;
+    let Some(handshake) = shared
+        .handshakes
+        .take_within(wait, || shared.stop.is_raised())
+    else {
+        if shared.stop.is_raised() {
+            let _ = request.reject(RejectReason::SHUTTING_DOWN);
+            return;
+        }
+        let why = format!(
+            "{} connections are still in their handshake",
+            shared.handshakes.total()
+        );
+        return refuse(request, RejectReason::NO_RESOURCES, &why, shared);
+    };
+    let s = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("rdmaft-connection".into())
+        .spawn(move || connection(request, handshake, s));
+    match spawned {
+        Ok(t) => lock(&shared.connections).push(t),
+        // The request went down with the closure: the sender sees a refusal.
+        Err(e) => report(
+            shared,
+            ConnectionReport::refused(String::new(), format!("no thread for a connection: {e}")),
+        ),
+    }
+}
+
+/// Whether the allow-list (if any) takes a sender at `peer` (an unknown address: no).
+fn is_allowed(shared: &Shared, peer: Option<SocketAddr>) -> bool {
+    let options = lock(&shared.options);
+    options.allow.is_empty()
+        || peer.is_some_and(|p| options.allow.iter().any(|net| net.contains(p.ip())))
+}
+
+/// Forgets the threads of connections that ended (joining them: they are done).
+fn reap(shared: &Shared) {
+    let mut threads = lock(&shared.connections);
+    let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+    *threads = running;
+    drop(threads);
+    for t in done {
+        let _ = t.join();
+    }
+}
+
+/// One connection, on its own thread: handshake, then the engine (which gives the
+/// handshake permit back once the sender has proved the key).
+fn connection(request: Request, handshake: Permit, shared: Arc<Shared>) {
+    let options = lock(&shared.options).clone();
+    let peer = peer_name(request.peer_addr());
+    let pages = if options.huge_pages {
+        Pages::Huge
+    } else {
+        Pages::Base
+    };
+    let report = match request.accept_with(
+        &options.params(),
+        options.key.as_ref(),
+        options.handshake_timeout,
+        pages,
+    ) {
+        Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
+        Ok(conn) => {
+            let neg = *conn.negotiated();
+            match VerbsRecvLink::new(conn) {
+                Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
+                Ok(link) => {
+                    let setup = engine::RecvSetup {
+                        dest: Arc::clone(&shared.dest),
+                        dest_root: options.dir.clone(),
+                        idle_timeout: options.idle_timeout,
+                        on_file: options.on_file.clone(),
+                        stop: Arc::clone(&shared.stop),
+                        handshake: Some((handshake, options.handshake_timeout)),
+                        open_files: Arc::clone(&shared.open_files),
+                    };
+                    engine::serve(link, neg, setup)
+                }
+            }
+        }
+    };
+    report_to(&options, &report);
+}
+
+fn report_to(options: &ReceiverOptions, report: &ConnectionReport) {
+    if let Some(cb) = &options.on_connection {
+        cb(report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::dest::Existing;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A listener that fails as told.
+    struct Failing {
+        /// Errors to give, first to last, before the listener fails for good.
+        script: Vec<Error>,
+        rebinds_left: u32,
+        rebinds: Arc<AtomicU32>,
+    }
+
+    impl Requests for Failing {
+        fn next_request(&mut self, _timeout: Duration) -> Result<Option<Request>, Error> {
+            match self.script.pop() {
+                Some(e) => Err(e),
+                None => Err(Error::ListenerFailed(Box::new(Error::invalid(
+                    "rdma_get_cm_event",
+                    "device removed",
+                )))),
+            }
+        }
+
+        fn rebind(&mut self) -> Result<(), Error> {
+            self.rebinds.fetch_add(1, Ordering::SeqCst);
+            if self.rebinds_left == 0 {
+                return Err(Error::invalid("rdma_bind_addr", "no such device"));
+            }
+            self.rebinds_left -= 1;
+            Ok(())
+        }
+    }
+
+    fn shared(dir: &std::path::Path) -> (Arc<Shared>, Arc<Mutex<Vec<String>>>) {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let mut options = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dir.to_owned());
+        let h = Arc::clone(&heard);
+        options.on_failure = Some(Arc::new(move |e: &Error| {
+            lock(&h).push(format!("failure: {e}"))
+        }));
+        let h = Arc::clone(&heard);
+        options.on_connection = Some(Arc::new(move |r: &ConnectionReport| {
+            lock(&h).push(format!("refused: {}", r.error.clone().unwrap_or_default()))
+        }));
+        let shared = Arc::new(Shared {
+            options: Mutex::new(options),
+            dest: Arc::new(Destination::open(dir, Existing::Replace, false).unwrap()),
+            stop: Arc::new(Stop::new()),
+            connections: Mutex::new(Vec::new()),
+            handshakes: Permits::new(MAX_HANDSHAKES),
+            open_files: Permits::new(16),
+            failure: Mutex::new(None),
+        });
+        (shared, heard)
+    }
+
+    /// A request that cannot be taken is reported and the listener goes on; a listener
+    /// that fails is bound again; one that cannot be bound again stops the receiver loudly.
+    #[test]
+    fn the_listener_reports_refusals_rebinds_and_fails_loudly() {
+        let dir = std::env::temp_dir().join(format!("rdmaft-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (shared, heard) = shared(&dir);
+        let rebinds = Arc::new(AtomicU32::new(0));
+        let failing = Failing {
+            script: vec![Error::invalid(
+                "rdma_create_event_channel",
+                "too many open files",
+            )],
+            rebinds_left: 1,
+            rebinds: Arc::clone(&rebinds),
+        };
+        listen(failing, Arc::clone(&shared));
+        let heard = lock(&heard).clone();
+        assert!(
+            heard[0].starts_with("refused:") && heard[0].contains("too many open files"),
+            "{heard:?}"
+        );
+        assert!(
+            heard.last().unwrap().starts_with("failure:")
+                && heard.last().unwrap().contains("device removed"),
+            "{heard:?}"
+        );
+        // One rebind that worked, then REBIND_TRIES that did not.
+        assert_eq!(rebinds.load(Ordering::SeqCst), 1 + REBIND_TRIES);
+        let failure = lock(&shared.failure).clone().unwrap_or_default();
+        assert!(failure.contains("stopped accepting"), "{failure}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
