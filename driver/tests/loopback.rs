@@ -183,3 +183,47 @@ fn reports_count_every_entry_but_list_only_the_first_failures() {
     assert!(received.transferred);
     fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn files_beyond_the_open_file_budget_are_refused_busy_and_the_rest_arrive() {
+    use rdmaft::protocol::FileRejectReason;
+    use rdmaft::ReceivedOutcome;
+    let base = scratch("fd-budget");
+    let src = base.join("src");
+    let dest = base.join("dest");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    let paths: Vec<PathBuf> = (0..20)
+        .map(|i| {
+            let p = src.join(format!("f{i}"));
+            fs::write(&p, bytes(5000, i)).unwrap();
+            p
+        })
+        .collect();
+    let (send, mut recv) = options(&dest, 4096, 8);
+    // One file open at a time across the receiver: the sender offers several at once, so
+    // the second offer finds the budget spent.
+    recv.open_files_limit = Some(1);
+    let (report, received) = loopback_transfer(paths, &dest, send, &recv).unwrap();
+    assert_eq!(report.error, None, "the session goes on: {report:?}");
+    assert_eq!(received.counts.total(), 20, "{:?}", received.counts);
+    assert!(received.counts.rejected >= 1, "{:?}", received.counts);
+    assert_eq!(received.counts.received + received.counts.rejected, 20);
+    for f in &received.failures {
+        assert_eq!(f.outcome, ReceivedOutcome::Rejected(FileRejectReason::BUSY));
+        let detail = f.detail.as_deref().unwrap_or("");
+        assert!(detail.contains("budget of file descriptors"), "{detail}");
+    }
+    for i in 0..20 {
+        let name = dest.join(format!("f{i}"));
+        assert!(
+            !name.exists() || fs::read(&name).unwrap() == bytes(5000, i),
+            "f{i} arrived whole or not at all"
+        );
+    }
+    assert_eq!(
+        report.counts.sent, received.counts.received,
+        "both sides agree"
+    );
+    fs::remove_dir_all(&base).unwrap();
+}
