@@ -74,6 +74,8 @@ mod receiver;
 mod sender;
 mod siphash;
 mod storage;
+#[cfg(test)]
+mod tests;
 mod time;
 pub mod wire;
 

@@ -18,7 +18,7 @@ use crate::chunks::{slot, FileChunks};
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
-use crate::flow::CtrlFlow;
+use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
 use crate::negotiate::{Negotiated, ParamError};
 use crate::open_names::{NameClash, OpenNames};
@@ -195,8 +195,10 @@ pub struct Receiver<S: Storage> {
     consumed: u64,
     /// Consumed count last sent in a credit.
     advertised: u64,
-    /// Number of the next control message; whether its bytes are due.
+    /// Number of the next control message (mod 2³²) and its ring slot; whether its bytes
+    /// are due.
     ctrl_expected: u32,
+    ctrl_slot: SlotCursor,
     control_pending: bool,
     cancels_queued: u32,
     ending: Ending,
@@ -243,6 +245,7 @@ impl<S: Storage> Receiver<S> {
             consumed: 0,
             advertised: 0,
             ctrl_expected: 0,
+            ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             control_pending: false,
             cancels_queued: 0,
             ending: Ending::default(),
@@ -298,7 +301,7 @@ impl<S: Storage> Receiver<S> {
                         got: byte_len,
                     }));
                 }
-                let slot = self.ctrl_expected % u32::from(self.neg.receiver_ctrl_depth);
+                let slot = self.ctrl_slot.advance();
                 self.ctrl_expected = self.ctrl_expected.wrapping_add(1);
                 self.control_pending = true;
                 Ok(Incoming::Control {
@@ -915,6 +918,15 @@ impl<S: Storage> Receiver<S> {
             }
         }
         None
+    }
+
+    /// Test hook: as if `n` control messages had been received, processed and reported.
+    #[cfg(test)]
+    pub(crate) fn skip_control_messages(&mut self, n: u64) {
+        // The counters run mod 2³² by design; the slot is the full number's.
+        self.flow.skip_processed(n as u32);
+        self.ctrl_expected = n as u32;
+        self.ctrl_slot = SlotCursor::at(self.neg.receiver_ctrl_depth, n);
     }
 
     fn live(&self) -> Result<(), Error> {

@@ -33,7 +33,7 @@ use crate::chunks::{slot, FileChunks};
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
-use crate::flow::CtrlFlow;
+use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
 use crate::name::validate_name;
 use crate::negotiate::{Negotiated, ParamError};
@@ -203,6 +203,8 @@ pub struct Sender<S: Storage> {
     names_used: usize,
     live: Liveness,
     flow: CtrlFlow,
+    /// The receiver's control-ring slot for our next message.
+    ctrl_slot: SlotCursor,
     phase: Phase,
     auth_pending: bool,
     /// An encoded header waiting for control credit (`header_len` 0: none).
@@ -260,6 +262,7 @@ impl<S: Storage> Sender<S> {
             names_used: 0,
             live: Liveness::new(config.idle_timeout, neg.keepalive_ms, now),
             flow: CtrlFlow::new(neg.receiver_ctrl_depth, neg.sender_ctrl_depth),
+            ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             phase: Phase::Open,
             auth_pending: neg.sender_proof.is_some(),
             header: [0; CTRL_MSG_MAX],
@@ -630,7 +633,7 @@ impl<S: Storage> Sender<S> {
         let (number, ack) = self.flow.on_send();
         buf[4..8].copy_from_slice(&ack.to_be_bytes());
         self.live.sent(now);
-        let slot = number % u32::from(self.neg.receiver_ctrl_depth);
+        let slot = self.ctrl_slot.advance();
         SenderOutput::Control(ControlWrite {
             len: n,
             slot,
@@ -933,6 +936,14 @@ impl<S: Storage> Sender<S> {
             }
         }
         None
+    }
+
+    /// Test hook: as if `n` control messages had been written and acknowledged.
+    #[cfg(test)]
+    pub(crate) fn skip_control_messages(&mut self, n: u64) {
+        // The counters run mod 2³² by design; the slot is the full number's.
+        self.flow.skip_sent(n as u32);
+        self.ctrl_slot = SlotCursor::at(self.neg.receiver_ctrl_depth, n);
     }
 
     fn event(&mut self, e: SenderEvent) {
