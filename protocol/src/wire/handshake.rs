@@ -196,7 +196,8 @@ bitflags::bitflags! {
 /// The receiver's answer: the agreed parameters and its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptRepr {
-    /// Agreed capabilities (intersection).
+    /// Agreed capabilities (intersection). Decoded as sent, bits unknown to this crate
+    /// included.
     pub features: Features,
     /// Receiver policies.
     pub flags: AcceptFlags,
@@ -283,7 +284,9 @@ impl HandshakeReply {
         }
         let flags = AcceptFlags::from_bits(a.flags.get()).ok_or(DecodeError::NonZeroReserved)?;
         Ok(HandshakeReply::Accept(AcceptRepr {
-            features: Features::from_bits_truncate(a.features.get()),
+            // Kept as sent, unknown bits included: the sender refuses an agreement on a
+            // feature it did not offer (`check_reply`), and an accept re-encodes exactly.
+            features: Features::from_bits_retain(a.features.get()),
             flags,
             chunk_size: a.chunk_size.get(),
             window: a.window.get(),
