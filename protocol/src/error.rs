@@ -78,7 +78,8 @@ pub enum Violation {
     AuthMissing,
     /// The sender's key proof is wrong.
     AuthFailed,
-    /// A file cancel for a file whose data stream already ended, or cancelled twice.
+    /// A file cancel before the file's answer, or a second cancel for one file (also when
+    /// the first crossed the sender's end or abort).
     BadCancel,
     /// An accept that would take the session past [`crate::MAX_SESSION_CHUNKS`] sequence
     /// numbers (only a hostile peer gets there: it takes thousands of exabyte-sized files).
@@ -156,7 +157,9 @@ impl fmt::Display for Violation {
             Violation::NameConflict => f.write_str("name conflicts with an open file"),
             Violation::AuthMissing => f.write_str("key proof missing"),
             Violation::AuthFailed => f.write_str("wrong key proof"),
-            Violation::BadCancel => f.write_str("cancel of a file that is not receiving"),
+            Violation::BadCancel => {
+                f.write_str("cancel of a file before its answer, or a second cancel")
+            }
             Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
         }
     }

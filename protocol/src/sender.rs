@@ -182,6 +182,8 @@ pub(crate) struct SenderFile {
     chunks: FileChunks,
     digest: Option<Digest>,
     abort: Option<AbortReason>,
+    /// The receiver cancelled it (it may do so once).
+    cancelled: bool,
     name_key: u64,
 }
 
@@ -378,6 +380,7 @@ impl<S: Storage> Sender<S> {
             chunks: FileChunks::unassigned(info.size),
             digest: None,
             abort: None,
+            cancelled: false,
             name_key,
         }));
         Ok(())
@@ -853,18 +856,25 @@ impl<S: Storage> Sender<S> {
         let Some(f) = self.file(o).copied() else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
-        match f.state {
-            // Crossed with our own end or abort: the result follows anyway.
-            SState::EndSent | SState::AbortSent => Ok(()),
-            SState::Accepted if f.abort != Some(AbortReason::PEER_CANCELLED) => {
-                if let Some(file) = self.file_mut(o) {
-                    file.abort = Some(AbortReason::PEER_CANCELLED);
-                }
-                self.event(SenderEvent::FileCancelled { file_id, status });
-                Ok(())
-            }
-            _ => Err(self.violation(Violation::BadCancel)),
+        // A receiver cancels a file at most once (§4.5), also when the first one crossed
+        // our end or abort.
+        let streamed = matches!(
+            f.state,
+            SState::Accepted | SState::EndSent | SState::AbortSent
+        );
+        if f.cancelled || !streamed {
+            return Err(self.violation(Violation::BadCancel));
         }
+        let Some(file) = self.file_mut(o) else {
+            return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        file.cancelled = true;
+        // Crossed with our own end or abort: the result follows anyway.
+        if f.state == SState::Accepted {
+            file.abort = Some(AbortReason::PEER_CANCELLED);
+            self.event(SenderEvent::FileCancelled { file_id, status });
+        }
+        Ok(())
     }
 
     /// Closes file `o`: frees its name.

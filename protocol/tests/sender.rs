@@ -596,11 +596,12 @@ fn the_receiver_cancels_a_file() {
     }
     let got = s.drain();
     assert!(writes(&got).is_empty() && reads(&got).is_empty(), "{got:?}");
+    // A second cancel, after the abort that answered the first (PROTOCOL.md §4.5).
     let res = s.recv(Control::FileCancel {
         file_id: 1,
         status: FileStatus::NO_SPACE,
     });
-    assert_eq!(res, Ok(()), "crossing our abort: ignored");
+    s.assert_failed(res, Violation::BadCancel);
 }
 
 #[test]
@@ -636,6 +637,32 @@ fn a_cancel_crossing_the_end_is_ignored() {
     })
     .unwrap();
     assert!(s.drain().is_empty());
+}
+
+/// A cancel that crossed our own end or abort is ignored, but it was the receiver's one
+/// cancel for the file: a second is refused (PROTOCOL.md §4.5, §7 #23).
+#[test]
+fn a_second_cancel_after_one_that_crossed_our_end_or_abort_is_refused() {
+    let cancel = Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::IO,
+    };
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    assert!(s.kinds().contains(&wire::MsgKind::FileEnd));
+    s.recv(cancel).unwrap();
+    assert!(s.drain().is_empty());
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
+
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    s.s.abort_file(t(1), 1, AbortReason::READ_ERROR).unwrap();
+    assert!(s.kinds().contains(&wire::MsgKind::FileAbort));
+    s.recv(cancel).unwrap();
+    assert!(s.drain().iter().all(|o| !matches!(o, Out::Event(_))));
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
 }
 
 // ---- files and names ----

@@ -199,6 +199,8 @@ struct TxFile {
     /// The digest its end carries (canonical).
     digest: Option<Digest>,
     abort: Option<AbortReason>,
+    /// The receiver cancelled it (it may once).
+    cancelled: bool,
     ended: Option<StreamEnd>,
     written: u64,
     /// Rejected, or its result received.
@@ -640,6 +642,7 @@ impl Tx {
                 offset: 0,
                 digest: None,
                 abort: None,
+                cancelled: false,
                 ended: None,
                 written: 0,
                 closed: false,
@@ -891,15 +894,17 @@ impl Tx {
             let bad = Err(Error::Violation(Violation::BadCancel));
             return vec![unknown, bad];
         }
-        if f.ended.is_some() {
-            return vec![Ok(())];
+        // At most once per file (§4.5), also when the first crossed our end or abort.
+        if f.cancelled || !f.accepted() {
+            return vec![self.violation(Violation::BadCancel)];
         }
-        if f.accepted() && f.abort != Some(AbortReason::PEER_CANCELLED) {
-            self.by_id_mut(file_id).expect("known").abort = Some(AbortReason::PEER_CANCELLED);
+        let file = self.by_id_mut(file_id).expect("known");
+        file.cancelled = true;
+        if f.ended.is_none() {
+            file.abort = Some(AbortReason::PEER_CANCELLED);
             self.event(SenderEvent::FileCancelled { file_id, status });
-            return vec![Ok(())];
         }
-        vec![self.violation(Violation::BadCancel)]
+        vec![Ok(())]
     }
 
     // ---- outputs ----
