@@ -49,7 +49,8 @@ pub enum Violation {
         got: u32,
     },
     /// A control message beyond the sender's control credit (it overwrote an unprocessed
-    /// slot).
+    /// slot), or an ordinary one in the last slot, which is kept for the final Goodbye or
+    /// Error.
     CtrlOverrun,
     /// A chunk arrived with no credit for it (it overwrote an unconsumed slot).
     CreditOverrun,

@@ -196,10 +196,12 @@ pub struct Receiver<S: Storage> {
     /// Consumed count last sent in a credit.
     advertised: u64,
     /// Number of the next control message (mod 2³²) and its ring slot; whether its bytes
-    /// are due.
+    /// are due, and whether it took the sender's last slot of credit, which only a final
+    /// Goodbye or Error may take (§5.2).
     ctrl_expected: u32,
     ctrl_slot: SlotCursor,
     control_pending: bool,
+    pending_in_last_slot: bool,
     cancels_queued: u32,
     ending: Ending,
 }
@@ -247,6 +249,7 @@ impl<S: Storage> Receiver<S> {
             ctrl_expected: 0,
             ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             control_pending: false,
+            pending_in_last_slot: false,
             cancels_queued: 0,
             ending: Ending::default(),
         })
@@ -291,8 +294,12 @@ impl<S: Storage> Receiver<S> {
                 if got != expected {
                     return Err(self.violation(Violation::WrongCtrlSeq { expected, got }));
                 }
+                // A correct sender has fewer than D − 1 unacknowledged messages out before an
+                // ordinary one and fewer than D before its final one, and it knows of at most
+                // the count we reported: D − 1 unreported is the final message's slot.
                 let unreported = self.ctrl_expected.wrapping_sub(self.flow.advertised());
-                if unreported >= u32::from(self.neg.receiver_ctrl_depth) {
+                let depth = u32::from(self.neg.receiver_ctrl_depth);
+                if unreported >= depth {
                     return Err(self.violation(Violation::CtrlOverrun));
                 }
                 if !(8..=CTRL_MSG_MAX as u32).contains(&byte_len) {
@@ -304,6 +311,7 @@ impl<S: Storage> Receiver<S> {
                 let slot = self.ctrl_slot.advance();
                 self.ctrl_expected = self.ctrl_expected.wrapping_add(1);
                 self.control_pending = true;
+                self.pending_in_last_slot = unreported + 1 == depth;
                 Ok(Incoming::Control {
                     ring_offset: self.neg.ctrl_slot_offset(slot),
                     len: byte_len,
@@ -344,6 +352,10 @@ impl<S: Storage> Receiver<S> {
         };
         if !self.flow.on_peer_ack(ack) {
             return Err(self.violation(Violation::BadAck));
+        }
+        let is_final = matches!(msg, Control::Goodbye | Control::Error { .. });
+        if self.pending_in_last_slot && !is_final {
+            return Err(self.violation(Violation::CtrlOverrun));
         }
         if let Some(expected) = self.auth {
             return match msg {

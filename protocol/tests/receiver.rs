@@ -313,27 +313,66 @@ fn control_writes_fit_one_slot() {
     }
 }
 
-#[test]
-fn control_messages_beyond_the_credit_overrun_the_ring() {
-    let mut r = rx();
-    let depth = r.r.negotiated().receiver_ctrl_depth;
-    // Keepalives the receiver processes but never reports (it sends nothing while the
-    // unreported count stays below its ack threshold... so fill it with the ack disabled by
-    // never draining).
+/// Writes `count` keepalives that the receiver processes but never reports (nothing is
+/// drained, so its acks never go out): the sender's control credit fills up.
+fn unreported_keepalives(r: &mut Rx, count: u32) {
     let bytes = msg(Control::KeepAlive, 0);
-    for n in 0..u32::from(depth) {
+    for n in 0..count {
         let i =
             r.r.handle_write(t(1), Imm::control(n).encode(), bytes.len() as u32)
                 .unwrap();
         assert!(matches!(i, Incoming::Control { .. }));
         r.r.handle_control(t(1), &bytes).unwrap();
     }
-    let res = r.r.handle_write(
-        t(1),
-        Imm::control(u32::from(depth)).encode(),
-        bytes.len() as u32,
-    );
+    r.ctrl = count;
+}
+
+/// PROTOCOL.md §5.2: with D the receiver's depth, a sender may write an ordinary message while
+/// fewer than D − 1 of its messages are unacknowledged, and its final Goodbye or Error while
+/// fewer than D are. D − 1 keepalives pass; the D-th message may only be a final one.
+#[test]
+fn an_ordinary_message_may_not_take_the_last_slot_of_the_credit() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    unreported_keepalives(&mut r, depth - 1);
+    let res = r.ctrl(Control::KeepAlive);
     r.assert_failed(res, Violation::CtrlOverrun);
+}
+
+#[test]
+fn the_final_message_takes_the_last_slot_and_nothing_goes_beyond() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    unreported_keepalives(&mut r, depth - 1);
+    // Not drained: the receiver's Goodbye (which would end the session) stays unsent.
+    let goodbye = msg(Control::Goodbye, 0);
+    let len = goodbye.len() as u32;
+    let i =
+        r.r.handle_write(t(1), Imm::control(depth - 1).encode(), len);
+    assert!(matches!(i, Ok(Incoming::Control { .. })), "{i:?}");
+    assert_eq!(
+        r.r.handle_control(t(1), &goodbye),
+        Ok(None),
+        "the last slot is the final message's"
+    );
+    let res = r.r.handle_write(t(1), Imm::control(depth).encode(), len);
+    r.assert_failed(res, Violation::CtrlOverrun);
+
+    let mut r = rx();
+    unreported_keepalives(&mut r, depth - 1);
+    let error = Control::Error {
+        code: ErrorCode::CANCELLED,
+        detail: 0,
+        text: "stop",
+    };
+    assert_eq!(r.ctrl(error), Ok(None));
+    assert!(matches!(
+        r.events.last(),
+        Some(ReceiverEvent::Failed(Failure::PeerAborted(
+            ErrorCode::CANCELLED,
+            ..
+        )))
+    ));
 }
 
 #[test]

@@ -289,6 +289,8 @@ struct Rx {
     /// count last reported.
     ctrl: u32,
     control_pending: bool,
+    /// The announced message took the sender's last slot of credit (final messages only).
+    pending_in_last_slot: bool,
     processed: u32,
     reported: u32,
     /// Messages sent, and how many the sender acknowledged.
@@ -364,6 +366,7 @@ impl Rx {
             last_credit: 0,
             ctrl: 0,
             control_pending: false,
+            pending_in_last_slot: false,
             processed: 0,
             reported: 0,
             sent: 0,
@@ -722,6 +725,7 @@ impl Rx {
                     })
                 } else {
                     let slot = self.ctrl % depth;
+                    self.pending_in_last_slot = self.ctrl.wrapping_sub(self.reported) + 1 == depth;
                     self.ctrl = self.ctrl.wrapping_add(1);
                     self.control_pending = true;
                     Ok(Incoming::Control {
@@ -849,6 +853,13 @@ impl Rx {
         }
         self.peer_acked = ack;
         let what = format!("{msg:?}");
+        // §5.2: the last slot of the sender's credit is for its final Goodbye or Error.
+        let final_msg = matches!(msg, Control::Goodbye | Control::Error { .. });
+        if self.pending_in_last_slot && !final_msg {
+            let expected = self.violation(Violation::CtrlOverrun);
+            expect(&plain, &expected, &what);
+            return plain;
+        }
         if let Some(proof) = self.auth {
             let expected = match msg {
                 Control::Auth { proof: p } if p == proof => {
