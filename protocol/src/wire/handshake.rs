@@ -261,7 +261,8 @@ pub enum HandshakeReply {
 
 impl HandshakeReply {
     /// Decodes an accept or reject. A reject is decoded even from a peer of another version,
-    /// so the sender can report why it was turned away.
+    /// so the sender can report why it was turned away; one of this version with non-zero
+    /// reserved fields is refused like any other message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (pre, _) = read_prefix::<Preamble>(bytes)?;
         if pre.magic.get() != MAGIC {
@@ -269,6 +270,11 @@ impl HandshakeReply {
         }
         if pre.kind == KIND_REJECT {
             let (r, _) = read_prefix::<Reject>(bytes)?;
+            // Our version's reserved fields must be zero (§1); another version's reject is
+            // read for its reason and version only, whatever it keeps in the rest.
+            if pre.version.get() == VERSION && (pre.reserved != 0 || r.reserved.get() != 0) {
+                return Err(DecodeError::NonZeroReserved);
+            }
             return Ok(HandshakeReply::Reject(RejectRepr {
                 reason: RejectReason(r.reason.get()),
                 max_version: r.max_version.get(),
