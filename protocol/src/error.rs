@@ -85,6 +85,8 @@ pub enum Violation {
     /// An accept that would take the session past [`crate::MAX_SESSION_CHUNKS`] sequence
     /// numbers (only a hostile peer gets there: it takes thousands of exabyte-sized files).
     SeqSpaceExhausted,
+    /// A directory's file end carries a digest (a directory has no content to digest).
+    DirectoryDigest,
 }
 
 impl Violation {
@@ -115,6 +117,7 @@ impl Violation {
             Violation::AuthFailed => 22,
             Violation::BadCancel => 23,
             Violation::SeqSpaceExhausted => 24,
+            Violation::DirectoryDigest => 25,
         }
     }
 
@@ -162,6 +165,7 @@ impl fmt::Display for Violation {
                 f.write_str("cancel of a file before its answer, or a second cancel")
             }
             Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
+            Violation::DirectoryDigest => f.write_str("file end of a directory with a digest"),
         }
     }
 }
@@ -378,7 +382,7 @@ mod tests {
     }
 
     /// Every violation with its number from PROTOCOL.md §7 (the numbers are wire values).
-    const SPEC_CODES: [(Violation, u16); 24] = [
+    const SPEC_CODES: [(Violation, u16); 25] = [
         (Violation::Decode(DecodeError::NonZeroReserved), 1),
         (Violation::UnexpectedMessage(MsgKind::FileHeader), 2),
         (Violation::UnknownFile(5), 3),
@@ -421,6 +425,7 @@ mod tests {
         (Violation::AuthFailed, 22),
         (Violation::BadCancel, 23),
         (Violation::SeqSpaceExhausted, 24),
+        (Violation::DirectoryDigest, 25),
     ];
 
     #[test]

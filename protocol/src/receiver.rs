@@ -658,6 +658,9 @@ impl<S: Storage> Receiver<S> {
         if !end.digest.kind.is_agreed(self.neg.features) {
             return Err(self.violation(Violation::DigestNotNegotiated));
         }
+        if f.kind == Some(EntryKind::Directory) && end.digest.kind != DigestKind::None {
+            return Err(self.violation(Violation::DirectoryDigest));
+        }
         let missing_digest = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
             && f.kind == Some(EntryKind::File)
             && end.digest.kind == DigestKind::None;

@@ -619,6 +619,39 @@ fn a_required_digest_missing_drops_the_file() {
     ));
 }
 
+/// PROTOCOL.md §4.1, §4.4: a directory's end carries no digest; one with a digest (even an
+/// agreed kind) is refused, not passed on for "verification".
+#[test]
+fn a_directory_end_with_a_digest_is_refused() {
+    let mut r = rx();
+    let dir = Control::FileHeader(wire::FileHeader {
+        file_id: 1,
+        kind: EntryKind::Directory,
+        size: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o755,
+        name: "d",
+    });
+    assert_eq!(r.ctrl(dir), Ok(None));
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    r.drain();
+    let res = r.ctrl(Control::FileEnd(wire::FileEnd {
+        file_id: 1,
+        length: 0,
+        digest: Digest::new(DigestKind::Blake3, &[1; 32]).unwrap(),
+    }));
+    r.assert_failed(res, Violation::DirectoryDigest);
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, ReceiverEvent::FileComplete { .. })),
+        "{:?}",
+        r.events
+    );
+}
+
 #[test]
 fn a_complete_file_is_verified_then_resolved() {
     let mut r = rx();

@@ -911,6 +911,8 @@ impl Rx {
                         self.violation(Violation::EndLengthMismatch)
                     } else if !e.digest.kind.is_agreed(self.neg.features) {
                         self.violation(Violation::DigestNotNegotiated)
+                    } else if f.kind == EntryKind::Directory && e.digest.kind != DigestKind::None {
+                        self.violation(Violation::DirectoryDigest)
                     } else {
                         let missing = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
                             && f.kind == EntryKind::File
