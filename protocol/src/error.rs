@@ -79,14 +79,17 @@ pub enum Violation {
     AuthMissing,
     /// The sender's key proof is wrong.
     AuthFailed,
-    /// A file cancel before the file's answer, or a second cancel for one file (also when
-    /// the first crossed the sender's end or abort).
+    /// A file cancel before the file's answer, a second cancel for one file (also when the
+    /// first crossed the sender's end or abort), or a cancel with the status `OK`.
     BadCancel,
     /// An accept that would take the session past [`crate::MAX_SESSION_CHUNKS`] sequence
     /// numbers (only a hostile peer gets there: it takes thousands of exabyte-sized files).
     SeqSpaceExhausted,
     /// A directory's file end carries a digest (a directory has no content to digest).
     DirectoryDigest,
+    /// A result `OK` for a file whose stream the sender aborted or the receiver cancelled:
+    /// such a file was not delivered.
+    BadResult,
 }
 
 impl Violation {
@@ -118,6 +121,7 @@ impl Violation {
             Violation::BadCancel => 23,
             Violation::SeqSpaceExhausted => 24,
             Violation::DirectoryDigest => 25,
+            Violation::BadResult => 26,
         }
     }
 
@@ -162,10 +166,11 @@ impl fmt::Display for Violation {
             Violation::AuthMissing => f.write_str("key proof missing"),
             Violation::AuthFailed => f.write_str("wrong key proof"),
             Violation::BadCancel => {
-                f.write_str("cancel of a file before its answer, or a second cancel")
+                f.write_str("cancel before the answer, a second cancel, or a cancel with status OK")
             }
             Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
             Violation::DirectoryDigest => f.write_str("file end of a directory with a digest"),
+            Violation::BadResult => f.write_str("result OK for an aborted or cancelled file"),
         }
     }
 }
@@ -382,7 +387,7 @@ mod tests {
     }
 
     /// Every violation with its number from PROTOCOL.md §7 (the numbers are wire values).
-    const SPEC_CODES: [(Violation, u16); 25] = [
+    const SPEC_CODES: [(Violation, u16); 26] = [
         (Violation::Decode(DecodeError::NonZeroReserved), 1),
         (Violation::UnexpectedMessage(MsgKind::FileHeader), 2),
         (Violation::UnknownFile(5), 3),
@@ -426,6 +431,7 @@ mod tests {
         (Violation::BadCancel, 23),
         (Violation::SeqSpaceExhausted, 24),
         (Violation::DirectoryDigest, 25),
+        (Violation::BadResult, 26),
     ];
 
     #[test]

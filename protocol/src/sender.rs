@@ -837,11 +837,17 @@ impl<S: Storage> Sender<S> {
         // Results come in file order and every file before the head is closed (the head
         // moves past rejected and resulted files): the result must be the head's.
         let o = self.head;
-        let ended = self.file(o).is_some_and(|f| {
-            f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent)
-        });
-        if !ended || o >= self.answer_cursor {
+        let ended = self
+            .file(o)
+            .copied()
+            .filter(|f| f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent));
+        let Some(f) = ended.filter(|_| o < self.answer_cursor) else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        // A file whose stream was cut short was not delivered, whatever the receiver says:
+        // its result is ABORTED or the cancel's status (§4.5), never OK.
+        if status.is_ok() && (f.state == SState::AbortSent || f.cancelled) {
+            return Err(self.violation(Violation::BadResult));
         }
         self.close_file(o);
         self.advance_head();
@@ -862,7 +868,8 @@ impl<S: Storage> Sender<S> {
             f.state,
             SState::Accepted | SState::EndSent | SState::AbortSent
         );
-        if f.cancelled || !streamed {
+        // Its status is the file's result (§4.5): a file cut short is never OK.
+        if f.cancelled || !streamed || status.is_ok() {
             return Err(self.violation(Violation::BadCancel));
         }
         let Some(file) = self.file_mut(o) else {
