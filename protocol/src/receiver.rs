@@ -20,6 +20,7 @@ use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
 use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
+use crate::name::is_reserved;
 use crate::negotiate::{Negotiated, ParamError};
 use crate::open_names::{NameClash, OpenNames};
 use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
@@ -36,9 +37,10 @@ use crate::Config;
 pub struct FileOffer<'a> {
     /// The header, name validated.
     pub header: FileHeader<'a>,
-    /// When set, the protocol requires rejecting the offer with this reason: the name
-    /// shares a path with an open one (`NAME_CONFLICT`), or the open-name table has no room
-    /// for it now (`BUSY`).
+    /// When set, the protocol requires rejecting the offer with this reason: a component of
+    /// the name starts with [`crate::RESERVED_PREFIX`], the receiver's own temporary files
+    /// (`INVALID_NAME`), the name shares a path with an open one (`NAME_CONFLICT`), or the
+    /// open-name table has no room for it now (`BUSY`).
     pub refusal: Option<FileRejectReason>,
 }
 
@@ -615,12 +617,16 @@ impl<S: Storage> Receiver<S> {
         }
         let key = self.name_key;
         let (_, names) = self.storage.tables();
-        let (refusal, name_key) =
+        let (refusal, name_key) = if is_reserved(h.name) {
+            // It could name one of our own temporary files: never touch it.
+            (Some(FileRejectReason::INVALID_NAME), 0)
+        } else {
             match OpenNames::new(names, &mut self.names_used, key).insert(h.name) {
                 Ok(k) => (None, k),
                 Err(NameClash::Conflict) => (Some(FileRejectReason::NAME_CONFLICT), 0),
                 Err(NameClash::Full) => (Some(FileRejectReason::BUSY), 0),
-            };
+            }
+        };
         let o = self.tail;
         self.tail += 1;
         self.open += 1;

@@ -777,6 +777,7 @@ fn every_refusal_has_its_own_text() {
         NameError::Absolute,
         NameError::ParentDir,
         NameError::EmptyComponent,
+        NameError::Reserved,
     ]
     .map(|e| e.to_string());
     let params = [

@@ -515,6 +515,37 @@ fn conflicting_names_must_be_rejected() {
         .unwrap();
 }
 
+/// Issue 17: the receiver keeps `.rdmaft-<pid>-<n>.part` and `.rdmaft-partial-<hash>` in its
+/// destination, so an offer whose name has a component in that space must be rejected
+/// (`INVALID_NAME`, PROTOCOL.md §4.1); the session goes on, and such a name holds no place in
+/// the open-name table.
+#[test]
+fn names_in_the_receivers_own_space_must_be_rejected() {
+    let mut r = rx();
+    for (id, name) in [
+        (1, ".rdmaft-4242-7.part"),
+        (2, "sub/.rdmaft-partial-0123456789abcdef"),
+        (3, ".RDMAFT-4242-7.part"),
+    ] {
+        assert_eq!(
+            r.ctrl(header(id, 0, name)),
+            Ok(Some(FileRejectReason::INVALID_NAME)),
+            "{name}"
+        );
+        assert_eq!(
+            r.r.answer_file(t(1), id, FileAnswer::Accept { offset: 0 }),
+            Err(Error::Usage(UsageError::InvalidAnswer)),
+            "{name} cannot be accepted"
+        );
+        r.r.answer_file(t(1), id, FileAnswer::Reject(FileRejectReason::INVALID_NAME))
+            .unwrap();
+    }
+    // The session goes on; "sub" was never taken by the refused "sub/.rdmaft-…".
+    assert_eq!(r.ctrl(header(4, 0, "sub")), Ok(None));
+    assert_eq!(r.ctrl(header(5, 0, "x.rdmaft-1.part")), Ok(None));
+    assert!(!r.r.is_ended());
+}
+
 #[test]
 fn a_full_name_table_asks_to_try_later() {
     // Four name slots, one always free: "a/b" needs two, "c/d" two more.

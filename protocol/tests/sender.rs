@@ -788,6 +788,11 @@ fn sender_usage_errors() {
         usage(UsageError::NameConflict)
     );
     assert_eq!(
+        s.s.start_file(t(1), &info(6, 0, "d/.rdmaft-1-2.part")),
+        usage(UsageError::InvalidName(NameError::Reserved)),
+        "the receiver's temporary-name space"
+    );
+    assert_eq!(
         s.s.start_file(t(1), &info(6, 0, "../x")),
         usage(UsageError::InvalidName(NameError::ParentDir))
     );

@@ -124,6 +124,8 @@ fn random_decoder_inputs() {
 #[test]
 fn random_names() {
     let alphabet: &[&[u8]] = &[
+        b".rdmaft-",
+        b".RDMAFT-",
         b"a",
         b"/",
         b".",
@@ -1041,7 +1043,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     put("decode_handshake", "reject", buf[..n].to_vec());
 
     // name: valid and invalid names.
-    let names: [&[u8]; 9] = [
+    let names: [&[u8]; 10] = [
         b"a.txt",
         b"dir/sub/f",
         b"..hidden/x..",
@@ -1051,6 +1053,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         b"a//b",
         b"a\nb",
         b"./a",
+        b"d/.rdmaft-1-2.part",
     ];
     for (i, n) in names.into_iter().enumerate() {
         put("name", &format!("name{i}"), n.to_vec());
