@@ -49,7 +49,8 @@ pub enum Violation {
         got: u32,
     },
     /// A control message beyond the sender's control credit (it overwrote an unprocessed
-    /// slot).
+    /// slot), or an ordinary one in the last slot, which is kept for the final Goodbye or
+    /// Error.
     CtrlOverrun,
     /// A chunk arrived with no credit for it (it overwrote an unconsumed slot).
     CreditOverrun,
@@ -78,11 +79,17 @@ pub enum Violation {
     AuthMissing,
     /// The sender's key proof is wrong.
     AuthFailed,
-    /// A file cancel for a file whose data stream already ended, or cancelled twice.
+    /// A file cancel before the file's answer, a second cancel for one file (also when the
+    /// first crossed the sender's end or abort), or a cancel with the status `OK`.
     BadCancel,
     /// An accept that would take the session past [`crate::MAX_SESSION_CHUNKS`] sequence
     /// numbers (only a hostile peer gets there: it takes thousands of exabyte-sized files).
     SeqSpaceExhausted,
+    /// A directory's file end carries a digest (a directory has no content to digest).
+    DirectoryDigest,
+    /// A result `OK` for a file whose stream the sender aborted or the receiver cancelled:
+    /// such a file was not delivered.
+    BadResult,
 }
 
 impl Violation {
@@ -113,6 +120,8 @@ impl Violation {
             Violation::AuthFailed => 22,
             Violation::BadCancel => 23,
             Violation::SeqSpaceExhausted => 24,
+            Violation::DirectoryDigest => 25,
+            Violation::BadResult => 26,
         }
     }
 
@@ -156,8 +165,12 @@ impl fmt::Display for Violation {
             Violation::NameConflict => f.write_str("name conflicts with an open file"),
             Violation::AuthMissing => f.write_str("key proof missing"),
             Violation::AuthFailed => f.write_str("wrong key proof"),
-            Violation::BadCancel => f.write_str("cancel of a file that is not receiving"),
+            Violation::BadCancel => {
+                f.write_str("cancel before the answer, a second cancel, or a cancel with status OK")
+            }
             Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
+            Violation::DirectoryDigest => f.write_str("file end of a directory with a digest"),
+            Violation::BadResult => f.write_str("result OK for an aborted or cancelled file"),
         }
     }
 }
@@ -374,7 +387,7 @@ mod tests {
     }
 
     /// Every violation with its number from PROTOCOL.md §7 (the numbers are wire values).
-    const SPEC_CODES: [(Violation, u16); 24] = [
+    const SPEC_CODES: [(Violation, u16); 26] = [
         (Violation::Decode(DecodeError::NonZeroReserved), 1),
         (Violation::UnexpectedMessage(MsgKind::FileHeader), 2),
         (Violation::UnknownFile(5), 3),
@@ -417,6 +430,8 @@ mod tests {
         (Violation::AuthFailed, 22),
         (Violation::BadCancel, 23),
         (Violation::SeqSpaceExhausted, 24),
+        (Violation::DirectoryDigest, 25),
+        (Violation::BadResult, 26),
     ];
 
     #[test]

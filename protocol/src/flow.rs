@@ -97,11 +97,74 @@ impl CtrlFlow {
     pub(crate) fn ack_due(&self) -> bool {
         self.processed.wrapping_sub(self.advertised) >= self.ack_threshold
     }
+
+    /// Test hook: as if `n` messages had been sent and all acknowledged.
+    #[cfg(test)]
+    pub(crate) fn skip_sent(&mut self, n: u32) {
+        self.sent = n;
+        self.peer_acked = n;
+    }
+
+    /// Test hook: as if `n` peer messages had been processed and reported.
+    #[cfg(test)]
+    pub(crate) fn skip_processed(&mut self, n: u32) {
+        self.processed = n;
+        self.advertised = n;
+    }
+}
+
+/// The control-ring slot of the sender's next message: `n mod depth` for the message's full
+/// number `n` (PROTOCOL.md §3.3), advanced by one per message. Not derived from the 32-bit
+/// message counter: 2³² is not a multiple of most depths (the default 72, say), so
+/// `(n mod 2³²) mod depth` would jump after 2³² messages onto a slot whose message may still
+/// be unread. Both roles keep one, so they agree on every slot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotCursor {
+    next: u32,
+    depth: u32,
+}
+
+impl SlotCursor {
+    /// The cursor at message 0 of a ring of `depth` slots (at least 1).
+    pub(crate) fn new(depth: u16) -> Self {
+        SlotCursor {
+            next: 0,
+            depth: u32::from(depth).max(1),
+        }
+    }
+
+    /// The slot of the next message; moves past it.
+    pub(crate) fn advance(&mut self) -> u32 {
+        let slot = self.next;
+        self.next = if slot + 1 >= self.depth { 0 } else { slot + 1 };
+        slot
+    }
+
+    /// Test hook: the cursor at message `n`.
+    #[cfg(test)]
+    pub(crate) fn at(depth: u16, n: u64) -> Self {
+        let mut c = SlotCursor::new(depth);
+        // n mod depth < depth ≤ u16::MAX.
+        c.next = (n % u64::from(c.depth)) as u32;
+        c
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::CtrlFlow;
+    use super::{CtrlFlow, SlotCursor};
+
+    #[test]
+    fn the_slot_cursor_goes_round_the_ring() {
+        let mut c = SlotCursor::new(3);
+        let slots: [u32; 7] = core::array::from_fn(|_| c.advance());
+        assert_eq!(slots, [0, 1, 2, 0, 1, 2, 0]);
+        let mut one = SlotCursor::new(1);
+        assert_eq!((one.advance(), one.advance()), (0, 0));
+        let mut far = SlotCursor::at(72, (1 << 32) + 31);
+        assert_eq!(far.advance(), 71, "(2^32 + 31) mod 72");
+        assert_eq!(far.advance(), 0);
+    }
 
     #[test]
     fn ordinary_messages_leave_the_last_slot_free() {

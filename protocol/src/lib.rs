@@ -74,6 +74,8 @@ mod receiver;
 mod sender;
 mod siphash;
 mod storage;
+#[cfg(test)]
+mod tests;
 mod time;
 pub mod wire;
 
@@ -81,7 +83,7 @@ pub use auth::{Mac, RECEIVER_LABEL, SENDER_LABEL};
 pub use chunks::MAX_SESSION_CHUNKS;
 pub use codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus, RejectReason};
 pub use error::{Error, ErrorText, Failure, UsageError, Violation};
-pub use name::{validate_name, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN};
+pub use name::{validate_name, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN, RESERVED_PREFIX};
 pub use negotiate::{
     check_reply, effective_chunk_size, min_ctrl_depth, negotiate, reject, Agreed, HandshakeError,
     Negotiated, ParamError, Params, ReplyError, CTRL_DEPTH_SLACK, DEFAULT_KEEPALIVE_MS,

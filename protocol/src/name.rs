@@ -5,6 +5,13 @@
 //! characters (C0 and DEL: no NUL, no newline or escape sequences in logs and terminals), and
 //! bounded so they fit one control message. (Symlinks planted inside the directory are the
 //! receiver's file-system concern, not something a name check can see.)
+//!
+//! Names are also kept out of the receiver's own name space: it keeps temporary and partial
+//! files in the destination (`.rdmaft-<pid>-<n>.part`, `.rdmaft-partial-<hash>`), and an
+//! offered name that could be one of them would let a sender swap bytes in under another
+//! connection's pending file. [`validate_name`] refuses any component that starts with
+//! [`RESERVED_PREFIX`]; on the wire such a header still decodes, and the receiver rejects the
+//! file (`INVALID_NAME`) rather than the session.
 
 use core::fmt;
 
@@ -12,6 +19,10 @@ use core::fmt;
 pub const MAX_NAME_LEN: usize = 4000;
 /// Longest accepted path component in bytes (Linux `NAME_MAX`).
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// The start of the receiver's own file names in its destination: no component of an offered
+/// name may start with it, ASCII case ignored (so that a case-insensitive file system cannot
+/// map an offered name onto one either).
+pub const RESERVED_PREFIX: &str = ".rdmaft-";
 
 /// Why a name was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +43,8 @@ pub enum NameError {
     ParentDir,
     /// Has an empty (`a//b`, trailing `/`) or `.` component.
     EmptyComponent,
+    /// Has a component starting with [`RESERVED_PREFIX`] (the receiver's temporary files).
+    Reserved,
 }
 
 impl fmt::Display for NameError {
@@ -45,12 +58,37 @@ impl fmt::Display for NameError {
             NameError::Absolute => "name is absolute",
             NameError::ParentDir => "name has a '..' component",
             NameError::EmptyComponent => "name has an empty or '.' component",
+            NameError::Reserved => {
+                "name has a component starting with '.rdmaft-', which is reserved for the \
+                 receiver's temporary files"
+            }
         })
     }
 }
 
-/// Checks `raw` and returns it as `&str` if it is a safe relative name.
+/// Checks `raw` and returns it as `&str` if it is a safe relative name outside the reserved
+/// name space: what a sender may offer.
 pub fn validate_name(raw: &[u8]) -> Result<&str, NameError> {
+    let name = validate_syntax(raw)?;
+    if is_reserved(name) {
+        return Err(NameError::Reserved);
+    }
+    Ok(name)
+}
+
+/// Whether a component of `name` starts with [`RESERVED_PREFIX`] (ASCII case ignored).
+pub(crate) fn is_reserved(name: &str) -> bool {
+    let prefix = RESERVED_PREFIX.as_bytes();
+    name.split('/').any(|c| {
+        c.as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
+}
+
+/// Every check of [`validate_name`] but the reserved name space: what a header must pass to
+/// decode (a reserved name then fails the file, not the session).
+pub(crate) fn validate_syntax(raw: &[u8]) -> Result<&str, NameError> {
     if raw.is_empty() {
         return Err(NameError::Empty);
     }
@@ -130,5 +168,41 @@ mod tests {
             validate_name(&longest).is_ok(),
             "exactly MAX_NAME_LEN bytes is allowed"
         );
+    }
+
+    #[test]
+    fn refuses_the_receivers_own_name_space() {
+        for name in [
+            ".rdmaft-1234-5.part",
+            ".rdmaft-partial-00ff00ff00ff00ff",
+            "dir/.rdmaft-1-2.part",
+            ".rdmaft-/x",
+            ".RDMAFT-1-2.part",
+            "a/.RdMaFt-x/b",
+            ".rdmaft-",
+        ] {
+            assert_eq!(
+                validate_name(name.as_bytes()),
+                Err(NameError::Reserved),
+                "{name}"
+            );
+            assert_eq!(validate_syntax(name.as_bytes()), Ok(name), "{name}");
+        }
+        for name in [
+            "rdmaft-1-2.part",
+            "a.rdmaft-1-2.part",
+            ".rdmaft",
+            ".rdmaftx-1",
+            "..rdmaft-1",
+            "x/.rdmaf-1",
+        ] {
+            assert_eq!(validate_name(name.as_bytes()), Ok(name), "{name}");
+        }
+        // The syntax is checked first: an escape is reported as such.
+        assert_eq!(
+            validate_name(b"/.rdmaft-1-2.part"),
+            Err(NameError::Absolute)
+        );
+        assert_eq!(validate_name(b".rdmaft-x/../y"), Err(NameError::ParentDir));
     }
 }

@@ -424,7 +424,7 @@ pub enum ReplyError {
     OpenFiles,
     /// Keepalive interval zero or above the proposal.
     Keepalive,
-    /// A feature that was not offered.
+    /// A feature that was not offered (a bit unknown to this crate included).
     Features,
     /// The receiver's control depth is out of range for the open-file limit.
     CtrlDepth,
@@ -449,7 +449,7 @@ impl fmt::Display for ReplyError {
             ReplyError::Window => "window zero or above the proposal",
             ReplyError::OpenFiles => "open-file limit zero or above the proposal",
             ReplyError::Keepalive => "keepalive interval zero or above the proposal",
-            ReplyError::Features => "features not offered",
+            ReplyError::Features => "agreed features that were not offered",
             ReplyError::CtrlDepth => "receiver control depth out of range",
             ReplyError::RingLayout => "ring length does not match the parameters, or wraps",
             ReplyError::DigestRequired => "digests required but none agreed",
@@ -485,7 +485,8 @@ impl fmt::Display for HandshakeError {
 
 /// Sender: checks the receiver's `reply` against what it proposed (`local`, sent as the
 /// `hello` bytes). With `AUTH_PSK` in `local.features`, `key` checks the receiver's proof and
-/// yields the sender's ([`Negotiated::sender_proof`]).
+/// yields the sender's ([`Negotiated::sender_proof`]), both over the accept's bytes as
+/// received (so every bit of it is covered, also one this crate does not know).
 pub fn check_reply(
     reply: &[u8],
     local: &Params,
@@ -534,16 +535,20 @@ pub fn check_reply(
         if !a.features.contains(Features::AUTH_PSK) {
             return invalid(ReplyError::AuthNotAgreed);
         }
-        let mut bytes = [0u8; ACCEPT_LEN];
-        let n = HandshakeReply::Accept(a)
-            .encode(&mut bytes)
-            .map_err(|_| HandshakeError::Invalid(ReplyError::RingLayout))?;
+        // The decode read a whole accept, so the reply holds ACCEPT_LEN bytes.
+        let received =
+            reply
+                .get(..ACCEPT_LEN)
+                .ok_or(HandshakeError::Decode(DecodeError::Truncated {
+                    need: ACCEPT_LEN,
+                    got: reply.len(),
+                }))?;
         let hello = &hello[..HELLO_LEN];
-        let expected = receiver_proof(key, hello, &bytes[..ACCEPT_PROOF_OFFSET]);
+        let expected = receiver_proof(key, hello, &received[..ACCEPT_PROOF_OFFSET]);
         if !proofs_equal(&expected, &a.proof) {
             return invalid(ReplyError::BadProof);
         }
-        proof = Some(sender_proof(key, hello, &bytes[..n]));
+        proof = Some(sender_proof(key, hello, received));
     }
     Ok(Negotiated {
         features: a.features,

@@ -18,8 +18,9 @@ use crate::chunks::{slot, FileChunks};
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
-use crate::flow::CtrlFlow;
+use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
+use crate::name::is_reserved;
 use crate::negotiate::{Negotiated, ParamError};
 use crate::open_names::{NameClash, OpenNames};
 use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
@@ -36,9 +37,10 @@ use crate::Config;
 pub struct FileOffer<'a> {
     /// The header, name validated.
     pub header: FileHeader<'a>,
-    /// When set, the protocol requires rejecting the offer with this reason: the name
-    /// shares a path with an open one (`NAME_CONFLICT`), or the open-name table has no room
-    /// for it now (`BUSY`).
+    /// When set, the protocol requires rejecting the offer with this reason: a component of
+    /// the name starts with [`crate::RESERVED_PREFIX`], the receiver's own temporary files
+    /// (`INVALID_NAME`), the name shares a path with an open one (`NAME_CONFLICT`), or the
+    /// open-name table has no room for it now (`BUSY`).
     pub refusal: Option<FileRejectReason>,
 }
 
@@ -195,9 +197,13 @@ pub struct Receiver<S: Storage> {
     consumed: u64,
     /// Consumed count last sent in a credit.
     advertised: u64,
-    /// Number of the next control message; whether its bytes are due.
+    /// Number of the next control message (mod 2³²) and its ring slot; whether its bytes
+    /// are due, and whether it took the sender's last slot of credit, which only a final
+    /// Goodbye or Error may take (§5.2).
     ctrl_expected: u32,
+    ctrl_slot: SlotCursor,
     control_pending: bool,
+    pending_in_last_slot: bool,
     cancels_queued: u32,
     ending: Ending,
 }
@@ -243,7 +249,9 @@ impl<S: Storage> Receiver<S> {
             consumed: 0,
             advertised: 0,
             ctrl_expected: 0,
+            ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             control_pending: false,
+            pending_in_last_slot: false,
             cancels_queued: 0,
             ending: Ending::default(),
         })
@@ -295,8 +303,12 @@ impl<S: Storage> Receiver<S> {
                 if got != expected {
                     return Err(self.violation(Violation::WrongCtrlSeq { expected, got }));
                 }
+                // A correct sender has fewer than D − 1 unacknowledged messages out before an
+                // ordinary one and fewer than D before its final one, and it knows of at most
+                // the count we reported: D − 1 unreported is the final message's slot.
                 let unreported = self.ctrl_expected.wrapping_sub(self.flow.advertised());
-                if unreported >= u32::from(self.neg.receiver_ctrl_depth) {
+                let depth = u32::from(self.neg.receiver_ctrl_depth);
+                if unreported >= depth {
                     return Err(self.violation(Violation::CtrlOverrun));
                 }
                 if !(8..=CTRL_MSG_MAX as u32).contains(&byte_len) {
@@ -305,9 +317,10 @@ impl<S: Storage> Receiver<S> {
                         got: byte_len,
                     }));
                 }
-                let slot = self.ctrl_expected % u32::from(self.neg.receiver_ctrl_depth);
+                let slot = self.ctrl_slot.advance();
                 self.ctrl_expected = self.ctrl_expected.wrapping_add(1);
                 self.control_pending = true;
+                self.pending_in_last_slot = unreported + 1 == depth;
                 Ok(Incoming::Control {
                     ring_offset: self.neg.ctrl_slot_offset(slot),
                     len: byte_len,
@@ -348,6 +361,10 @@ impl<S: Storage> Receiver<S> {
         };
         if !self.flow.on_peer_ack(ack) {
             return Err(self.violation(Violation::BadAck));
+        }
+        let is_final = matches!(msg, Control::Goodbye | Control::Error { .. });
+        if self.pending_in_last_slot && !is_final {
+            return Err(self.violation(Violation::CtrlOverrun));
         }
         if let Some(expected) = self.auth {
             return match msg {
@@ -607,12 +624,16 @@ impl<S: Storage> Receiver<S> {
         }
         let key = self.name_key;
         let (_, names) = self.storage.tables();
-        let (refusal, name_key) =
+        let (refusal, name_key) = if is_reserved(h.name) {
+            // It could name one of our own temporary files: never touch it.
+            (Some(FileRejectReason::INVALID_NAME), 0)
+        } else {
             match OpenNames::new(names, &mut self.names_used, key).insert(h.name) {
                 Ok(k) => (None, k),
                 Err(NameClash::Conflict) => (Some(FileRejectReason::NAME_CONFLICT), 0),
                 Err(NameClash::Full) => (Some(FileRejectReason::BUSY), 0),
-            };
+            }
+        };
         let o = self.tail;
         self.tail += 1;
         self.open += 1;
@@ -649,6 +670,9 @@ impl<S: Storage> Receiver<S> {
         }
         if !end.digest.kind.is_agreed(self.neg.features) {
             return Err(self.violation(Violation::DigestNotNegotiated));
+        }
+        if f.kind == Some(EntryKind::Directory) && end.digest.kind != DigestKind::None {
+            return Err(self.violation(Violation::DirectoryDigest));
         }
         let missing_digest = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
             && f.kind == Some(EntryKind::File)
@@ -922,6 +946,15 @@ impl<S: Storage> Receiver<S> {
             }
         }
         None
+    }
+
+    /// Test hook: as if `n` control messages had been received, processed and reported.
+    #[cfg(test)]
+    pub(crate) fn skip_control_messages(&mut self, n: u64) {
+        // The counters run mod 2³² by design; the slot is the full number's.
+        self.flow.skip_processed(n as u32);
+        self.ctrl_expected = n as u32;
+        self.ctrl_slot = SlotCursor::at(self.neg.receiver_ctrl_depth, n);
     }
 
     fn live(&self) -> Result<(), Error> {

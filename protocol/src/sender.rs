@@ -33,7 +33,7 @@ use crate::chunks::{slot, FileChunks};
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::ending::{Ending, Outcome};
 use crate::error::{Error, Failure, UsageError, Violation};
-use crate::flow::CtrlFlow;
+use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
 use crate::name::validate_name;
 use crate::negotiate::{Negotiated, ParamError};
@@ -182,6 +182,8 @@ pub(crate) struct SenderFile {
     chunks: FileChunks,
     digest: Option<Digest>,
     abort: Option<AbortReason>,
+    /// The receiver cancelled it (it may do so once).
+    cancelled: bool,
     name_key: u64,
 }
 
@@ -203,6 +205,8 @@ pub struct Sender<S: Storage> {
     names_used: usize,
     live: Liveness,
     flow: CtrlFlow,
+    /// The receiver's control-ring slot for our next message.
+    ctrl_slot: SlotCursor,
     phase: Phase,
     auth_pending: bool,
     /// An encoded header waiting for control credit (`header_len` 0: none).
@@ -260,6 +264,7 @@ impl<S: Storage> Sender<S> {
             names_used: 0,
             live: Liveness::new(config.idle_timeout, neg.keepalive_ms, now),
             flow: CtrlFlow::new(neg.receiver_ctrl_depth, neg.sender_ctrl_depth),
+            ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             phase: Phase::Open,
             auth_pending: neg.sender_proof.is_some(),
             header: [0; CTRL_MSG_MAX],
@@ -375,6 +380,7 @@ impl<S: Storage> Sender<S> {
             chunks: FileChunks::unassigned(info.size),
             digest: None,
             abort: None,
+            cancelled: false,
             name_key,
         }));
         Ok(())
@@ -630,7 +636,7 @@ impl<S: Storage> Sender<S> {
         let (number, ack) = self.flow.on_send();
         buf[4..8].copy_from_slice(&ack.to_be_bytes());
         self.live.sent(now);
-        let slot = number % u32::from(self.neg.receiver_ctrl_depth);
+        let slot = self.ctrl_slot.advance();
         SenderOutput::Control(ControlWrite {
             len: n,
             slot,
@@ -831,11 +837,17 @@ impl<S: Storage> Sender<S> {
         // Results come in file order and every file before the head is closed (the head
         // moves past rejected and resulted files): the result must be the head's.
         let o = self.head;
-        let ended = self.file(o).is_some_and(|f| {
-            f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent)
-        });
-        if !ended || o >= self.answer_cursor {
+        let ended = self
+            .file(o)
+            .copied()
+            .filter(|f| f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent));
+        let Some(f) = ended.filter(|_| o < self.answer_cursor) else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        // A file whose stream was cut short was not delivered, whatever the receiver says:
+        // its result is ABORTED or the cancel's status (§4.5), never OK.
+        if status.is_ok() && (f.state == SState::AbortSent || f.cancelled) {
+            return Err(self.violation(Violation::BadResult));
         }
         self.close_file(o);
         self.advance_head();
@@ -850,18 +862,26 @@ impl<S: Storage> Sender<S> {
         let Some(f) = self.file(o).copied() else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
-        match f.state {
-            // Crossed with our own end or abort: the result follows anyway.
-            SState::EndSent | SState::AbortSent => Ok(()),
-            SState::Accepted if f.abort != Some(AbortReason::PEER_CANCELLED) => {
-                if let Some(file) = self.file_mut(o) {
-                    file.abort = Some(AbortReason::PEER_CANCELLED);
-                }
-                self.event(SenderEvent::FileCancelled { file_id, status });
-                Ok(())
-            }
-            _ => Err(self.violation(Violation::BadCancel)),
+        // A receiver cancels a file at most once (§4.5), also when the first one crossed
+        // our end or abort.
+        let streamed = matches!(
+            f.state,
+            SState::Accepted | SState::EndSent | SState::AbortSent
+        );
+        // Its status is the file's result (§4.5): a file cut short is never OK.
+        if f.cancelled || !streamed || status.is_ok() {
+            return Err(self.violation(Violation::BadCancel));
         }
+        let Some(file) = self.file_mut(o) else {
+            return Err(self.violation(Violation::UnknownFile(file_id)));
+        };
+        file.cancelled = true;
+        // Crossed with our own end or abort: the result follows anyway.
+        if f.state == SState::Accepted {
+            file.abort = Some(AbortReason::PEER_CANCELLED);
+            self.event(SenderEvent::FileCancelled { file_id, status });
+        }
+        Ok(())
     }
 
     /// Closes file `o`: frees its name.
@@ -933,6 +953,14 @@ impl<S: Storage> Sender<S> {
             }
         }
         None
+    }
+
+    /// Test hook: as if `n` control messages had been written and acknowledged.
+    #[cfg(test)]
+    pub(crate) fn skip_control_messages(&mut self, n: u64) {
+        // The counters run mod 2³² by design; the slot is the full number's.
+        self.flow.skip_sent(n as u32);
+        self.ctrl_slot = SlotCursor::at(self.neg.receiver_ctrl_depth, n);
     }
 
     fn event(&mut self, e: SenderEvent) {

@@ -1,4 +1,4 @@
-//! The receiver's credit rules (PROTOCOL.md §5.1), driven by hand.
+//! The credit rules (PROTOCOL.md §5.1 chunks, §5.2 control messages), driven by hand.
 
 use rdmaft_protocol::*;
 
@@ -107,4 +107,53 @@ fn small_windows_credit_every_chunk() {
             assert_eq!(credits(&mut r), expected, "window {window} chunk {seq}");
         }
     }
+}
+
+/// §5.2 at the boundary, with both real machines and no acks at all: the sender writes
+/// ordinary messages until its credit leaves only the last slot, then its final Error takes
+/// that slot; the receiver refuses none of them.
+#[test]
+fn a_correct_sender_fills_the_control_credit_and_is_never_refused() {
+    let ctrl = min_ctrl_depth(4);
+    let neg = Negotiated {
+        features: Features::empty(),
+        flags: AcceptFlags::empty(),
+        chunk_size: CHUNK,
+        window: 4,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 1,
+        ring: RingInfo {
+            addr: 0,
+            len: u64::from(CHUNK * 4) + u64::from(ctrl) * 4096,
+            rkey: 1,
+        },
+        sender_proof: None,
+    };
+    let config = Config::default();
+    let store = ArrayStorage::<4, 64>::new;
+    let mut s = Sender::new(neg, config, store(), Instant::ZERO).unwrap();
+    let mut r = Receiver::new(neg, config, store(), Instant::ZERO).unwrap();
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let mut written = Vec::new();
+    // A keepalive each millisecond; the receiver's answers (its acks) are never delivered.
+    for ms in 1..=3 * u64::from(ctrl) {
+        let now = Instant::from_nanos(ms * 1_000_000);
+        if ms == 3 * u64::from(ctrl) {
+            s.abort(now, ErrorCode::CANCELLED);
+        }
+        while let Some(out) = s.poll_output(now, &mut buf) {
+            if let SenderOutput::Control(c) = out {
+                let i = r.handle_write(now, c.imm, c.len as u32);
+                assert!(matches!(i, Ok(Incoming::Control { .. })), "{i:?}");
+                r.handle_control(now, &buf[..c.len]).unwrap();
+                written.push(Control::decode(&buf[..c.len]).unwrap().1.kind());
+            }
+        }
+    }
+    let keepalives = written.iter().filter(|k| **k == wire::MsgKind::KeepAlive);
+    assert_eq!(keepalives.count(), usize::from(ctrl) - 1);
+    assert_eq!(written.last(), Some(&wire::MsgKind::Error), "{written:?}");
+    assert_eq!(written.len(), usize::from(ctrl));
 }

@@ -442,6 +442,63 @@ fn a_wrong_or_missing_key_is_refused_before_any_file() {
     assert_eq!(plain.unwrap().sender_proof, None);
 }
 
+/// PROTOCOL.md §2.4: an agreed feature the sender did not offer, also one this crate does
+/// not know, makes the sender abandon the connection; with a key, the proofs cover the accept
+/// as received, so no bit of it can be changed on the way.
+#[test]
+fn an_accept_agreeing_unknown_feature_bits_is_refused() {
+    let unknown = 1u32 << 31;
+    assert!(
+        Features::from_bits(unknown).is_none(),
+        "bit 31 must be unknown"
+    );
+    let local = params(8192, 8);
+    let hello = hello_of(&local);
+    let mut b = accept_bytes(good_accept(&local));
+    b[8] |= 0x80;
+    assert_eq!(
+        check_reply(&b, &local, &hello, None),
+        Err(HandshakeError::Invalid(ReplyError::Features))
+    );
+
+    let mut sp = params(4096, 8);
+    sp.features |= Features::AUTH_PSK;
+    let rp = sp;
+    let hello = hello_of(&sp);
+    let agreed = negotiate(&hello, &rp).unwrap();
+    let ring = RingInfo {
+        addr: 0x10_0000,
+        len: agreed.ring_len(),
+        rkey: 3,
+    };
+    let (_, reply) = agreed.accept(ring, [8; 16], Some(&Key(1))).unwrap();
+    let HandshakeReply::Accept(sent) = reply else {
+        panic!("an accept")
+    };
+    let sent_bytes = accept_bytes(sent);
+    let neg = check_reply(&sent_bytes, &sp, &hello, Some(&Key(1))).unwrap();
+    assert_eq!(
+        neg.sender_proof,
+        Some(Key(1).mac(&[SENDER_LABEL, &hello, &sent_bytes])),
+        "the sender's proof covers the accept as received"
+    );
+    // The bit added on the way, after the receiver's proof.
+    let mut tampered = sent_bytes;
+    tampered[8] |= 0x80;
+    assert_eq!(
+        check_reply(&tampered, &sp, &hello, Some(&Key(1))),
+        Err(HandshakeError::Invalid(ReplyError::Features))
+    );
+    // A receiver with the key that agrees to the bit and proves the accept with it.
+    let mut odd = sent;
+    odd.features = Features::from_bits_retain(sent.features.bits() | unknown);
+    odd.proof = Key(1).mac(&[RECEIVER_LABEL, &hello, &accept_bytes(odd)[..72]]);
+    assert_eq!(
+        check_reply(&accept_bytes(odd), &sp, &hello, Some(&Key(1))),
+        Err(HandshakeError::Invalid(ReplyError::Features))
+    );
+}
+
 #[test]
 fn accept_needs_the_key_exactly_when_agreed() {
     let mut rp = params(4096, 8);
@@ -720,6 +777,7 @@ fn every_refusal_has_its_own_text() {
         NameError::Absolute,
         NameError::ParentDir,
         NameError::EmptyComponent,
+        NameError::Reserved,
     ]
     .map(|e| e.to_string());
     let params = [

@@ -313,27 +313,66 @@ fn control_writes_fit_one_slot() {
     }
 }
 
-#[test]
-fn control_messages_beyond_the_credit_overrun_the_ring() {
-    let mut r = rx();
-    let depth = r.r.negotiated().receiver_ctrl_depth;
-    // Keepalives the receiver processes but never reports (it sends nothing while the
-    // unreported count stays below its ack threshold... so fill it with the ack disabled by
-    // never draining).
+/// Writes `count` keepalives that the receiver processes but never reports (nothing is
+/// drained, so its acks never go out): the sender's control credit fills up.
+fn unreported_keepalives(r: &mut Rx, count: u32) {
     let bytes = msg(Control::KeepAlive, 0);
-    for n in 0..u32::from(depth) {
+    for n in 0..count {
         let i =
             r.r.handle_write(t(1), Imm::control(n).encode(), bytes.len() as u32)
                 .unwrap();
         assert!(matches!(i, Incoming::Control { .. }));
         r.r.handle_control(t(1), &bytes).unwrap();
     }
-    let res = r.r.handle_write(
-        t(1),
-        Imm::control(u32::from(depth)).encode(),
-        bytes.len() as u32,
-    );
+    r.ctrl = count;
+}
+
+/// PROTOCOL.md §5.2: with D the receiver's depth, a sender may write an ordinary message while
+/// fewer than D − 1 of its messages are unacknowledged, and its final Goodbye or Error while
+/// fewer than D are. D − 1 keepalives pass; the D-th message may only be a final one.
+#[test]
+fn an_ordinary_message_may_not_take_the_last_slot_of_the_credit() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    unreported_keepalives(&mut r, depth - 1);
+    let res = r.ctrl(Control::KeepAlive);
     r.assert_failed(res, Violation::CtrlOverrun);
+}
+
+#[test]
+fn the_final_message_takes_the_last_slot_and_nothing_goes_beyond() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    unreported_keepalives(&mut r, depth - 1);
+    // Not drained: the receiver's Goodbye (which would end the session) stays unsent.
+    let goodbye = msg(Control::Goodbye, 0);
+    let len = goodbye.len() as u32;
+    let i =
+        r.r.handle_write(t(1), Imm::control(depth - 1).encode(), len);
+    assert!(matches!(i, Ok(Incoming::Control { .. })), "{i:?}");
+    assert_eq!(
+        r.r.handle_control(t(1), &goodbye),
+        Ok(None),
+        "the last slot is the final message's"
+    );
+    let res = r.r.handle_write(t(1), Imm::control(depth).encode(), len);
+    r.assert_failed(res, Violation::CtrlOverrun);
+
+    let mut r = rx();
+    unreported_keepalives(&mut r, depth - 1);
+    let error = Control::Error {
+        code: ErrorCode::CANCELLED,
+        detail: 0,
+        text: "stop",
+    };
+    assert_eq!(r.ctrl(error), Ok(None));
+    assert!(matches!(
+        r.events.last(),
+        Some(ReceiverEvent::Failed(Failure::PeerAborted(
+            ErrorCode::CANCELLED,
+            ..
+        )))
+    ));
 }
 
 #[test]
@@ -476,6 +515,37 @@ fn conflicting_names_must_be_rejected() {
         .unwrap();
 }
 
+/// Issue 17: the receiver keeps `.rdmaft-<pid>-<n>.part` and `.rdmaft-partial-<hash>` in its
+/// destination, so an offer whose name has a component in that space must be rejected
+/// (`INVALID_NAME`, PROTOCOL.md §4.1); the session goes on, and such a name holds no place in
+/// the open-name table.
+#[test]
+fn names_in_the_receivers_own_space_must_be_rejected() {
+    let mut r = rx();
+    for (id, name) in [
+        (1, ".rdmaft-4242-7.part"),
+        (2, "sub/.rdmaft-partial-0123456789abcdef"),
+        (3, ".RDMAFT-4242-7.part"),
+    ] {
+        assert_eq!(
+            r.ctrl(header(id, 0, name)),
+            Ok(Some(FileRejectReason::INVALID_NAME)),
+            "{name}"
+        );
+        assert_eq!(
+            r.r.answer_file(t(1), id, FileAnswer::Accept { offset: 0 }),
+            Err(Error::Usage(UsageError::InvalidAnswer)),
+            "{name} cannot be accepted"
+        );
+        r.r.answer_file(t(1), id, FileAnswer::Reject(FileRejectReason::INVALID_NAME))
+            .unwrap();
+    }
+    // The session goes on; "sub" was never taken by the refused "sub/.rdmaft-…".
+    assert_eq!(r.ctrl(header(4, 0, "sub")), Ok(None));
+    assert_eq!(r.ctrl(header(5, 0, "x.rdmaft-1.part")), Ok(None));
+    assert!(!r.r.is_ended());
+}
+
 #[test]
 fn a_full_name_table_asks_to_try_later() {
     // Four name slots, one always free: "a/b" needs two, "c/d" two more.
@@ -578,6 +648,39 @@ fn a_required_digest_missing_drops_the_file() {
         r.events.last(),
         Some(ReceiverEvent::FileComplete { file_id: 2, .. })
     ));
+}
+
+/// PROTOCOL.md §4.1, §4.4: a directory's end carries no digest; one with a digest (even an
+/// agreed kind) is refused, not passed on for "verification".
+#[test]
+fn a_directory_end_with_a_digest_is_refused() {
+    let mut r = rx();
+    let dir = Control::FileHeader(wire::FileHeader {
+        file_id: 1,
+        kind: EntryKind::Directory,
+        size: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o755,
+        name: "d",
+    });
+    assert_eq!(r.ctrl(dir), Ok(None));
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    r.drain();
+    let res = r.ctrl(Control::FileEnd(wire::FileEnd {
+        file_id: 1,
+        length: 0,
+        digest: Digest::new(DigestKind::Blake3, &[1; 32]).unwrap(),
+    }));
+    r.assert_failed(res, Violation::DirectoryDigest);
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, ReceiverEvent::FileComplete { .. })),
+        "{:?}",
+        r.events
+    );
 }
 
 #[test]

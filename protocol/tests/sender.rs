@@ -596,11 +596,12 @@ fn the_receiver_cancels_a_file() {
     }
     let got = s.drain();
     assert!(writes(&got).is_empty() && reads(&got).is_empty(), "{got:?}");
+    // A second cancel, after the abort that answered the first (PROTOCOL.md §4.5).
     let res = s.recv(Control::FileCancel {
         file_id: 1,
         status: FileStatus::NO_SPACE,
     });
-    assert_eq!(res, Ok(()), "crossing our abort: ignored");
+    s.assert_failed(res, Violation::BadCancel);
 }
 
 #[test]
@@ -636,6 +637,87 @@ fn a_cancel_crossing_the_end_is_ignored() {
     })
     .unwrap();
     assert!(s.drain().is_empty());
+}
+
+/// A cancel that crossed our own end or abort is ignored, but it was the receiver's one
+/// cancel for the file: a second is refused (PROTOCOL.md §4.5, §7 #23).
+#[test]
+fn a_second_cancel_after_one_that_crossed_our_end_or_abort_is_refused() {
+    let cancel = Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::IO,
+    };
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    assert!(s.kinds().contains(&wire::MsgKind::FileEnd));
+    s.recv(cancel).unwrap();
+    assert!(s.drain().is_empty());
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
+
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    s.s.abort_file(t(1), 1, AbortReason::READ_ERROR).unwrap();
+    assert!(s.kinds().contains(&wire::MsgKind::FileAbort));
+    s.recv(cancel).unwrap();
+    assert!(s.drain().iter().all(|o| !matches!(o, Out::Event(_))));
+    let res = s.recv(cancel);
+    s.assert_failed(res, Violation::BadCancel);
+}
+
+/// PROTOCOL.md §4.5: a file the sender aborted, or the receiver cancelled, was not delivered;
+/// an OK result for it is refused, never passed to the application as delivered.
+#[test]
+fn an_ok_result_for_a_file_cut_short_is_refused() {
+    let ok = Control::FileResult {
+        file_id: 1,
+        status: FileStatus::OK,
+    };
+    // Aborted by the sender.
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    s.s.abort_file(t(1), 1, AbortReason::READ_ERROR).unwrap();
+    assert!(s.kinds().contains(&wire::MsgKind::FileAbort));
+    let res = s.recv(ok);
+    s.assert_failed(res, Violation::BadResult);
+    // Cancelled by the receiver (the cancel crossed the end).
+    let mut s = tx();
+    s.accepted(1, 0, 0);
+    assert!(s.kinds().contains(&wire::MsgKind::FileEnd));
+    s.recv(Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::IO,
+    })
+    .unwrap();
+    let res = s.recv(ok);
+    s.assert_failed(res, Violation::BadResult);
+    // Aborted, with its true result: passed on.
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    s.s.abort_file(t(1), 1, AbortReason::READ_ERROR).unwrap();
+    s.drain();
+    s.recv(Control::FileResult {
+        file_id: 1,
+        status: FileStatus::ABORTED,
+    })
+    .unwrap();
+    assert!(s.drain().contains(&Out::Event(SenderEvent::FileDone {
+        file_id: 1,
+        status: FileStatus::ABORTED
+    })));
+}
+
+/// A cancel's status is the result the file will get (§4.5): OK would report a file cut
+/// short as delivered.
+#[test]
+fn a_cancel_with_status_ok_is_refused() {
+    let mut s = tx();
+    s.accepted(1, 10 * C, 0);
+    let res = s.recv(Control::FileCancel {
+        file_id: 1,
+        status: FileStatus::OK,
+    });
+    s.assert_failed(res, Violation::BadCancel);
 }
 
 // ---- files and names ----
@@ -704,6 +786,11 @@ fn sender_usage_errors() {
     assert_eq!(
         s.s.start_file(t(1), &info(6, 0, "a/b/c")),
         usage(UsageError::NameConflict)
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &info(6, 0, "d/.rdmaft-1-2.part")),
+        usage(UsageError::InvalidName(NameError::Reserved)),
+        "the receiver's temporary-name space"
     );
     assert_eq!(
         s.s.start_file(t(1), &info(6, 0, "../x")),

@@ -120,6 +120,35 @@ fn accept_golden_bytes() {
 }
 
 #[test]
+fn reject_golden_bytes_and_reserved_fields() {
+    let mut buf = [0u8; REJECT_LEN];
+    reject(RejectReason::BAD_WINDOW).encode(&mut buf).unwrap();
+    let want = [b'R', b'D', b'F', b'T', 0, 2, 3, 0, 0, 5, 0, 2, 0, 0, 0, 0];
+    assert_eq!(buf, want);
+    let decoded = HandshakeReply::decode(&buf);
+    assert!(matches!(decoded, Ok(HandshakeReply::Reject(r))
+        if r.reason == RejectReason::BAD_WINDOW && r.max_version == 2));
+    // §1: the preamble's reserved byte and the reject's own reserved field.
+    for at in [7, 12, 13, 14, 15] {
+        let mut bad = want;
+        bad[at] = 1;
+        assert_eq!(
+            HandshakeReply::decode(&bad),
+            Err(DecodeError::NonZeroReserved),
+            "reserved byte {at}"
+        );
+    }
+    // Another version's reject is read for its reason whatever it keeps there (§2.3).
+    let mut other = want;
+    other[5] = 3;
+    other[15] = 1;
+    assert!(
+        matches!(HandshakeReply::decode(&other), Ok(HandshakeReply::Reject(r))
+        if r.reason == RejectReason::BAD_WINDOW)
+    );
+}
+
+#[test]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
         file_id: 7,

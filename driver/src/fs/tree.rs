@@ -322,6 +322,27 @@ mod tests {
     }
 
     #[test]
+    fn names_in_the_receivers_temporary_space_are_skipped_with_the_reason() {
+        let d = scratch("reserved");
+        let t = d.join("t");
+        fs::create_dir_all(&t).unwrap();
+        fs::write(t.join("keep"), b"k").unwrap();
+        fs::write(t.join(".rdmaft-4242-7.part"), b"x").unwrap();
+        let (sent, skipped) = names(Walk::new(vec![t.clone()]).collect());
+        assert_eq!(sent, ["t/keep", "t"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        let (name, reason) = &skipped[0];
+        assert_eq!(name, ".rdmaft-4242-7.part");
+        assert!(
+            reason.starts_with("name cannot be sent: ")
+                && reason.contains("'.rdmaft-'")
+                && reason.contains("reserved for the receiver's temporary files"),
+            "{reason}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn missing_roots_are_reported() {
         let (sent, skipped) = names(Walk::new(vec![PathBuf::from("/nonexistent/x")]).collect());
         assert!(sent.is_empty());

@@ -7,7 +7,7 @@
 //! same parameters on both sides, with and without keys.
 
 use crate::common::ToyMac;
-use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN};
+use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN, REJECT_LEN};
 use rdmaft_protocol::*;
 
 /// The receiver's key (with `AUTH_PSK`).
@@ -120,10 +120,24 @@ pub fn decode_handshake(data: &[u8]) {
         let n = r.encode(&mut buf).expect("a reply fits 256 bytes");
         assert!(n <= 196, "a reply fits CM REP private data");
         assert_eq!(HandshakeReply::decode(&buf[..n]), Ok(r), "reply round trip");
-        if let HandshakeReply::Accept(a) = r {
-            let mut expected = data[..ACCEPT_LEN].to_vec();
-            expected[8..12].copy_from_slice(&a.features.bits().to_be_bytes());
-            assert_eq!(&buf[..n], &expected[..], "accept re-encodes differently");
+        match r {
+            // Unknown feature bits are kept (the sender refuses them), so byte for byte.
+            HandshakeReply::Accept(_) => {
+                assert_eq!(
+                    &buf[..n],
+                    &data[..ACCEPT_LEN],
+                    "accept re-encodes differently"
+                )
+            }
+            // A reject of our version has zero reserved fields, so byte for byte too.
+            HandshakeReply::Reject(_) if data[4..6] == VERSION.to_be_bytes() => {
+                assert_eq!(
+                    &buf[..n],
+                    &data[..REJECT_LEN],
+                    "reject re-encodes differently"
+                )
+            }
+            HandshakeReply::Reject(_) => {}
         }
     }
     for local in receiver_params() {

@@ -39,6 +39,13 @@ fn reference(raw: &[u8]) -> Result<&str, NameError> {
             return Err(NameError::TooLong);
         }
     }
+    // Only a name that is otherwise valid is checked against the receiver's own space.
+    if name
+        .split('/')
+        .any(|c| c.to_ascii_lowercase().starts_with(".rdmaft-"))
+    {
+        return Err(NameError::Reserved);
+    }
     Ok(name)
 }
 
@@ -48,6 +55,9 @@ fn reference(raw: &[u8]) -> Result<&str, NameError> {
 pub fn name(data: &[u8]) {
     let got = validate_name(data);
     assert_eq!(got, reference(data), "validate_name differs from §4.1");
+    if got == Err(NameError::Reserved) {
+        reserved(data);
+    }
     let Ok(name) = got else {
         return;
     };
@@ -100,6 +110,50 @@ pub fn name(data: &[u8]) {
         .expect("an offer");
     assert_eq!(offer.header, header);
     assert_eq!(offer.refusal, None, "{name:?} refused on an empty table");
+}
+
+/// A name in the receiver's own space (`.rdmaft-…`): a sender does not start it; a header
+/// carrying it still decodes, and the receiver must reject that file (`INVALID_NAME`), not
+/// fail the session.
+fn reserved(data: &[u8]) {
+    let name = std::str::from_utf8(data).expect("only a valid name is reserved");
+    let header = wire::FileHeader {
+        file_id: 1,
+        kind: EntryKind::File,
+        size: 2,
+        mtime_sec: 3,
+        mtime_nsec: 4,
+        mode: 0o644,
+        name,
+    };
+    let neg = one_file_agreement();
+    let mut sender =
+        Sender::new(neg, Config::default(), NameStore::new(), Instant::ZERO).expect("sender");
+    assert_eq!(
+        sender.start_file(Instant::ZERO, &header),
+        Err(Error::Usage(UsageError::InvalidName(NameError::Reserved)))
+    );
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let n = Control::FileHeader(header)
+        .encode(0, &mut buf)
+        .expect("a valid name fits a control message");
+    let mut receiver =
+        Receiver::new(neg, Config::default(), NameStore::new(), Instant::ZERO).expect("receiver");
+    let len = u32::try_from(n).expect("fits");
+    let incoming = receiver.handle_write(Instant::ZERO, Imm::control(0).encode(), len);
+    assert!(
+        matches!(incoming, Ok(Incoming::Control { .. })),
+        "{incoming:?}"
+    );
+    let offer = receiver
+        .handle_control(Instant::ZERO, &buf[..n])
+        .expect("a reserved name still decodes")
+        .expect("an offer");
+    assert_eq!(
+        offer.refusal,
+        Some(FileRejectReason::INVALID_NAME),
+        "{name:?} offered without a refusal"
+    );
 }
 
 /// The smallest agreement: one open file.

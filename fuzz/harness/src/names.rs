@@ -106,6 +106,8 @@ struct TxFile {
     header_sent: bool,
     accepted: bool,
     ended: bool,
+    /// Its stream ended with an abort: its result is `ABORTED`, never OK.
+    aborted: bool,
     closed: bool,
 }
 
@@ -160,6 +162,7 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                             header_sent: false,
                             accepted: false,
                             ended: false,
+                            aborted: false,
                             closed: false,
                         });
                         next_id += 1;
@@ -206,10 +209,15 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                 if !f.ended {
                     continue;
                 }
-                let id = f.id;
+                let (id, aborted) = (f.id, f.aborted);
+                let status = if aborted {
+                    FileStatus::ABORTED
+                } else {
+                    FileStatus::OK
+                };
                 x.deliver(Control::FileResult {
                     file_id: id,
-                    status: FileStatus::OK,
+                    status,
                 });
                 x.close(id);
             }
@@ -280,7 +288,10 @@ impl<S: Storage> TxSide<S> {
                             f.header_sent = true;
                         }
                         Control::FileEnd(e) => self.file(e.file_id).ended = true,
-                        Control::FileAbort { file_id, .. } => self.file(file_id).ended = true,
+                        Control::FileAbort { file_id, .. } => {
+                            let f = self.file(file_id);
+                            (f.ended, f.aborted) = (true, true);
+                        }
                         other => panic!("unexpected {:?}", other.kind()),
                     }
                 }

@@ -289,6 +289,8 @@ struct Rx {
     /// count last reported.
     ctrl: u32,
     control_pending: bool,
+    /// The announced message took the sender's last slot of credit (final messages only).
+    pending_in_last_slot: bool,
     processed: u32,
     reported: u32,
     /// Messages sent, and how many the sender acknowledged.
@@ -364,6 +366,7 @@ impl Rx {
             last_credit: 0,
             ctrl: 0,
             control_pending: false,
+            pending_in_last_slot: false,
             processed: 0,
             reported: 0,
             sent: 0,
@@ -722,6 +725,7 @@ impl Rx {
                     })
                 } else {
                     let slot = self.ctrl % depth;
+                    self.pending_in_last_slot = self.ctrl.wrapping_sub(self.reported) + 1 == depth;
                     self.ctrl = self.ctrl.wrapping_add(1);
                     self.control_pending = true;
                     Ok(Incoming::Control {
@@ -814,10 +818,13 @@ impl Rx {
             // The offer is the header as it came, name validated.
             let (_, msg) = Control::decode(bytes).expect("an offer from undecodable bytes");
             assert_eq!(Control::FileHeader(offer.header), msg);
-            assert_eq!(
-                validate_name(offer.header.name.as_bytes()),
-                Ok(offer.header.name)
-            );
+            // Valid, or in the receiver's own space and refused as a file.
+            let checked = validate_name(offer.header.name.as_bytes());
+            if checked == Err(NameError::Reserved) {
+                assert_eq!(offer.refusal, Some(FileRejectReason::INVALID_NAME));
+            } else {
+                assert_eq!(checked, Ok(offer.header.name));
+            }
         }
         let plain = res.map(|_| ());
         if self.ended {
@@ -849,6 +856,13 @@ impl Rx {
         }
         self.peer_acked = ack;
         let what = format!("{msg:?}");
+        // §5.2: the last slot of the sender's credit is for its final Goodbye or Error.
+        let final_msg = matches!(msg, Control::Goodbye | Control::Error { .. });
+        if self.pending_in_last_slot && !final_msg {
+            let expected = self.violation(Violation::CtrlOverrun);
+            expect(&plain, &expected, &what);
+            return plain;
+        }
         if let Some(proof) = self.auth {
             let expected = match msg {
                 Control::Auth { proof: p } if p == proof => {
@@ -873,11 +887,18 @@ impl Rx {
                     let conflict = self.files.iter().any(|f| {
                         !f.closed && f.refusal.is_none() && names_conflict(f.name(), h.name)
                     });
+                    let reserved = validate_name(h.name.as_bytes()) == Err(NameError::Reserved);
                     let refusal = match offer {
                         Ok(Some((_, refusal))) => refusal,
                         _ => None,
                     };
                     match refusal {
+                        _ if reserved && plain.is_ok() => assert_eq!(
+                            refusal,
+                            Some(FileRejectReason::INVALID_NAME),
+                            "{:?} is in the receiver's own space",
+                            h.name
+                        ),
                         Some(FileRejectReason::NAME_CONFLICT) => {
                             assert!(conflict, "{:?} refused as a conflict", h.name)
                         }
@@ -900,6 +921,8 @@ impl Rx {
                         self.violation(Violation::EndLengthMismatch)
                     } else if !e.digest.kind.is_agreed(self.neg.features) {
                         self.violation(Violation::DigestNotNegotiated)
+                    } else if f.kind == EntryKind::Directory && e.digest.kind != DigestKind::None {
+                        self.violation(Violation::DirectoryDigest)
                     } else {
                         let missing = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
                             && f.kind == EntryKind::File

@@ -199,6 +199,8 @@ struct TxFile {
     /// The digest its end carries (canonical).
     digest: Option<Digest>,
     abort: Option<AbortReason>,
+    /// The receiver cancelled it (it may once), with this status.
+    cancel: Option<FileStatus>,
     ended: Option<StreamEnd>,
     written: u64,
     /// Rejected, or its result received.
@@ -447,12 +449,18 @@ impl Tx {
             .filter(|f| f.accepted() && f.digest.is_none() && f.ended.is_none())
             .count();
         ops.extend((0..unfinished).map(|_| SenderOp::FinishNext));
-        if self.result_due().is_some_and(|f| f.ended.is_some()) {
+        if let Some(f) = self.result_due().filter(|f| f.ended.is_some()) {
+            // A well-behaved receiver's verdict: a file cut short was not delivered.
+            let status = match (f.cancel, f.ended) {
+                (Some(status), _) => status,
+                (None, Some(StreamEnd::Abort)) => FileStatus::ABORTED,
+                _ => FileStatus::OK,
+            };
             ops.push(SenderOp::Msg {
                 ack: AckChoice::All,
                 msg: Msg::FileResult {
                     file: FileRef::Next,
-                    status: 0,
+                    status: status.0,
                 },
             });
         }
@@ -640,6 +648,7 @@ impl Tx {
                 offset: 0,
                 digest: None,
                 abort: None,
+                cancel: None,
                 ended: None,
                 written: 0,
                 closed: false,
@@ -799,8 +808,14 @@ impl Tx {
                 }
             }
             Control::FileResult { file_id, status } => {
-                let due = self.result_due();
-                if due.is_some_and(|f| f.id == file_id && f.ended.is_some()) {
+                let due = self
+                    .result_due()
+                    .filter(|f| f.id == file_id && f.ended.is_some());
+                let cut_short =
+                    due.is_some_and(|f| f.ended == Some(StreamEnd::Abort) || f.cancel.is_some());
+                if cut_short && status.is_ok() {
+                    vec![self.violation(Violation::BadResult)]
+                } else if due.is_some() {
                     self.by_id_mut(file_id).expect("known").closed = true;
                     self.event(SenderEvent::FileDone { file_id, status });
                     vec![Ok(())]
@@ -891,15 +906,18 @@ impl Tx {
             let bad = Err(Error::Violation(Violation::BadCancel));
             return vec![unknown, bad];
         }
-        if f.ended.is_some() {
-            return vec![Ok(())];
+        // At most once per file (§4.5), also when the first crossed our end or abort, and
+        // never with the status OK.
+        if f.cancel.is_some() || !f.accepted() || status.is_ok() {
+            return vec![self.violation(Violation::BadCancel)];
         }
-        if f.accepted() && f.abort != Some(AbortReason::PEER_CANCELLED) {
-            self.by_id_mut(file_id).expect("known").abort = Some(AbortReason::PEER_CANCELLED);
+        let file = self.by_id_mut(file_id).expect("known");
+        file.cancel = Some(status);
+        if f.ended.is_none() {
+            file.abort = Some(AbortReason::PEER_CANCELLED);
             self.event(SenderEvent::FileCancelled { file_id, status });
-            return vec![Ok(())];
         }
-        vec![self.violation(Violation::BadCancel)]
+        vec![Ok(())]
     }
 
     // ---- outputs ----

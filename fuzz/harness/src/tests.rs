@@ -124,6 +124,8 @@ fn random_decoder_inputs() {
 #[test]
 fn random_names() {
     let alphabet: &[&[u8]] = &[
+        b".rdmaft-",
+        b".RDMAFT-",
         b"a",
         b"/",
         b".",
@@ -170,6 +172,20 @@ fn random_state_machine_inputs() {
 }
 
 // ---- regression tests for protocol findings ----
+
+/// The receiver took an ordinary message in the last slot of the sender's control credit,
+/// which §5.2 keeps for the final Goodbye or Error (issue 17): the same operations as the
+/// `control_credit_last_slot` scenario, which closes, but ending in a keepalive.
+#[test]
+fn an_ordinary_message_in_the_last_control_slot() {
+    let setup = SetupSeed {
+        open: 1,
+        ..SetupSeed::PLAIN
+    };
+    let bytes = encoded(&setup, unreported_keepalives(PeerMsg::KeepAlive).as_slice());
+    let out = crate::receiver::run(&bytes).expect("a receiver");
+    assert!(out.failed && !out.closed, "{out:?}");
+}
 
 /// `Sender::in_flight` was `posted − peer_consumed`, but a credit may cover the chunks a
 /// `FileAbort` promised to skip before the sender skips them (it waits for the aborted
@@ -623,7 +639,26 @@ fn receiver_scenarios() -> Vec<(&'static str, SetupSeed, Vec<ReceiverOp>)> {
                 to_receiver(PeerMsg::Goodbye),
             ],
         ),
+        (
+            // §5.2 at the boundary: D − 1 keepalives nobody reports (not drained), then the
+            // last slot of the sender's credit, which only its final message may take.
+            "control_credit_last_slot",
+            SetupSeed { open: 1, ..plain },
+            unreported_keepalives(PeerMsg::Goodbye),
+        ),
     ]
+}
+
+/// `min_ctrl_depth(1) − 1` keepalives without a drain (no ack goes out), then `last`.
+fn unreported_keepalives(last: PeerMsg) -> Vec<ReceiverOp> {
+    let depth = min_ctrl_depth(1);
+    let mut ops = Vec::new();
+    for _ in 1..depth {
+        ops.push(ReceiverOp::Hold);
+        ops.push(to_receiver(PeerMsg::KeepAlive));
+    }
+    ops.push(to_receiver(last));
+    ops
 }
 
 /// The names target's scenarios: whether the name table is small, then operations.
@@ -1008,7 +1043,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     put("decode_handshake", "reject", buf[..n].to_vec());
 
     // name: valid and invalid names.
-    let names: [&[u8]; 9] = [
+    let names: [&[u8]; 10] = [
         b"a.txt",
         b"dir/sub/f",
         b"..hidden/x..",
@@ -1018,6 +1053,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         b"a//b",
         b"a\nb",
         b"./a",
+        b"d/.rdmaft-1-2.part",
     ];
     for (i, n) in names.into_iter().enumerate() {
         put("name", &format!("name{i}"), n.to_vec());

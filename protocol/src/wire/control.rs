@@ -10,7 +10,7 @@ use super::{
     read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features, Field, PROOF_LEN,
 };
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
-use crate::name::{validate_name, MAX_NAME_LEN};
+use crate::name::{validate_syntax, MAX_NAME_LEN};
 use zerocopy::byteorder::network_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -455,7 +455,9 @@ impl<'a> Control<'a> {
                     mtime_sec: b.mtime_sec.get(),
                     mtime_nsec: b.mtime_nsec.get(),
                     mode: b.mode.get(),
-                    name: validate_name(name).map_err(DecodeError::InvalidName)?,
+                    // A name in the receiver's reserved space decodes: the receiver rejects
+                    // that file (`FileOffer::refusal`), not the whole session.
+                    name: validate_syntax(name).map_err(DecodeError::InvalidName)?,
                 };
                 header.check_metadata().map_err(DecodeError::BadField)?;
                 Control::FileHeader(header)

@@ -196,7 +196,8 @@ bitflags::bitflags! {
 /// The receiver's answer: the agreed parameters and its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptRepr {
-    /// Agreed capabilities (intersection).
+    /// Agreed capabilities (intersection). Decoded as sent, bits unknown to this crate
+    /// included.
     pub features: Features,
     /// Receiver policies.
     pub flags: AcceptFlags,
@@ -260,7 +261,8 @@ pub enum HandshakeReply {
 
 impl HandshakeReply {
     /// Decodes an accept or reject. A reject is decoded even from a peer of another version,
-    /// so the sender can report why it was turned away.
+    /// so the sender can report why it was turned away; one of this version with non-zero
+    /// reserved fields is refused like any other message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (pre, _) = read_prefix::<Preamble>(bytes)?;
         if pre.magic.get() != MAGIC {
@@ -268,6 +270,11 @@ impl HandshakeReply {
         }
         if pre.kind == KIND_REJECT {
             let (r, _) = read_prefix::<Reject>(bytes)?;
+            // Our version's reserved fields must be zero (§1); another version's reject is
+            // read for its reason and version only, whatever it keeps in the rest.
+            if pre.version.get() == VERSION && (pre.reserved != 0 || r.reserved.get() != 0) {
+                return Err(DecodeError::NonZeroReserved);
+            }
             return Ok(HandshakeReply::Reject(RejectRepr {
                 reason: RejectReason(r.reason.get()),
                 max_version: r.max_version.get(),
@@ -283,7 +290,9 @@ impl HandshakeReply {
         }
         let flags = AcceptFlags::from_bits(a.flags.get()).ok_or(DecodeError::NonZeroReserved)?;
         Ok(HandshakeReply::Accept(AcceptRepr {
-            features: Features::from_bits_truncate(a.features.get()),
+            // Kept as sent, unknown bits included: the sender refuses an agreement on a
+            // feature it did not offer (`check_reply`), and an accept re-encodes exactly.
+            features: Features::from_bits_retain(a.features.get()),
             flags,
             chunk_size: a.chunk_size.get(),
             window: a.window.get(),
