@@ -5,7 +5,7 @@
 use super::subnet::Subnet;
 use crate::engine::recv::{self as engine, ConnectionReport, ReceiveCallback};
 use crate::engine::verbs_link::VerbsRecvLink;
-use crate::fs::dest::{Destination, Existing};
+use crate::fs::dest::{DestOptions, Destination, Existing};
 use crate::handoff::Stop;
 use crate::key::Key;
 use crate::session::{Listener, Request, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -74,6 +74,8 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("allow", &self.allow)
             .field("require_digest", &self.require_digest)
             .field("existing", &self.existing)
+            .field("fsync", &self.fsync)
+            .field("resume", &self.resume)
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -99,6 +101,15 @@ impl ReceiverOptions {
             max_connections: 64,
             on_file: None,
             on_connection: None,
+        }
+    }
+
+    /// How the destination directory is written.
+    pub(crate) fn dest_options(&self) -> DestOptions {
+        DestOptions {
+            existing: self.existing,
+            fsync: self.fsync,
+            ..DestOptions::default()
         }
     }
 
@@ -150,7 +161,7 @@ impl Receiver {
     /// no such directory, invalid sizes) come back now.
     pub fn start(options: ReceiverOptions) -> Result<Receiver, Error> {
         crate::session::check_params("Receiver", &options.params())?;
-        let dest = Destination::open(&options.dir, options.existing, options.fsync)
+        let dest = Destination::open(&options.dir, options.dest_options())
             .map_err(|e| Error::file("receive directory", &options.dir, e))?;
         let listener = Listener::bind(options.listen)?;
         let addr = listener.local_addr();

@@ -1,6 +1,8 @@
 //! The file layer, usable without RDMA: what the sender reads ([`tree`]: the walk over the
 //! paths to send) and where the receiver writes ([`dest`]: names resolved beneath the
-//! destination without following symlinks, temporary files, publishing).
+//! destination without following symlinks, temporary files, publishing; the temporary-file
+//! strategy in `temp`).
 
 pub mod dest;
+mod temp;
 pub mod tree;

@@ -9,9 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Size of the largest file named `.rdmaft-*` under `dir` (a transfer in progress).
+/// Size of the largest file being received into `dir` by this process (a transfer in
+/// progress): one named `.rdmaft-*` there, or an unnamed (`O_TMPFILE`) one this process
+/// holds open in it (`/proc/self/fd/N` names it `DIR/#INODE (deleted)`).
 fn part_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
+    let named = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
@@ -20,7 +22,22 @@ fn part_size(dir: &Path) -> u64 {
                 .max()
                 .unwrap_or(0)
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let unnamed = std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|target| {
+                        target.parent() == Some(dir)
+                            && target.to_string_lossy().ends_with(" (deleted)")
+                    })
+                })
+                .filter_map(|fd| std::fs::metadata(fd.path()).ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    named.max(unnamed)
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
