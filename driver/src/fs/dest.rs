@@ -225,7 +225,8 @@ impl Destination {
     /// earlier transfer of the same `name`, `size` and `mtime` left (see
     /// [`keep_partial`](Self::keep_partial)), if there is one: the returned length is how
     /// much of it is there (0 for a fresh file). Taking it is a rename, so two connections
-    /// never write one partial file.
+    /// never write one partial file; a partial file that is not a regular file with a single
+    /// link owned by this process's effective user is removed, never taken over.
     pub fn resume_file(
         &self,
         name: &str,
@@ -720,6 +721,59 @@ mod tests {
             assert_eq!(listing(&d), ["sub", "sub/f"]);
             std::fs::remove_dir_all(&d).unwrap();
         }
+    }
+
+    #[test]
+    fn a_partial_file_that_is_not_ours_is_never_taken_over() {
+        let d = scratch("partial-hostile");
+        let dest = open(&d, Existing::Replace, true);
+        let mtime = (1_700_000_000, 0);
+        let partial = d.join(partial_name("f", 100, mtime));
+        let other = d.join("other");
+        /// Puts something at `partial` (`other` is a file of 50 bytes).
+        type Plant = fn(partial: &Path, other: &Path);
+        let mut cases: Vec<(&str, Plant)> = vec![
+            ("a hard link", |partial, other| {
+                std::fs::hard_link(other, partial).unwrap()
+            }),
+            ("a symlink", |partial, other| {
+                std::os::unix::fs::symlink(other, partial).unwrap()
+            }),
+            ("a FIFO", |partial, _| {
+                let fifo = rfs::FileType::Fifo;
+                rfs::mknodat(rfs::CWD, partial, fifo, Mode::from_raw_mode(0o600), 0).unwrap()
+            }),
+        ];
+        if rustix::process::geteuid().is_root() {
+            cases.push(("another user's file", |partial, _| {
+                std::fs::write(partial, [1u8; 50]).unwrap();
+                std::os::unix::fs::chown(partial, Some(12345), None).unwrap();
+            }));
+        }
+        for (case, plant) in cases {
+            std::fs::write(&other, [1u8; 50]).unwrap();
+            plant(&partial, &other);
+            let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
+            assert_eq!(kept, 0, "{case} is not taken over");
+            dest.discard(inc);
+            assert_eq!(
+                std::fs::read(&other).unwrap(),
+                [1u8; 50],
+                "{case}: untouched"
+            );
+            assert!(
+                std::fs::symlink_metadata(&partial).is_err(),
+                "{case}: its name is removed"
+            );
+            assert_eq!(listing(&d), ["other"], "{case}");
+        }
+        // A directory under the name is left alone.
+        std::fs::create_dir(&partial).unwrap();
+        let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
+        assert_eq!(kept, 0);
+        dest.discard(inc);
+        assert!(partial.is_dir());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

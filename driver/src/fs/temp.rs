@@ -222,29 +222,40 @@ fn link_fresh(via: LinkVia, file: &impl AsFd, dir: &OwnedFd) -> Result<String, E
     Err(Errno::EXIST)
 }
 
-/// Takes over the partial file `partial` of `dir` by renaming it to a fresh temporary name,
-/// so of two connections offered the same file only one gets it; `None` if there is none (or
-/// it is not a regular file no longer than `size`). Returns the file, its name and its
-/// length.
+/// Takes over the partial file `partial` of `dir`. It is first renamed to a fresh temporary
+/// name, so of two connections offered the same file only one gets it; then it is used only
+/// if it is a regular file with no other link, owned by this process's effective user and no
+/// longer than `size`. Anything else found under the name is removed (only the name: the
+/// other links of a hard link keep their data) and never written or truncated; a directory
+/// there is left alone. Returns the file, its name and its length.
 pub(super) fn take_partial(
     dir: &OwnedFd,
     partial: &str,
     size: u64,
 ) -> Option<(File, TempName, u64)> {
+    let st = rfs::statat(dir, partial, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory {
+        return None;
+    }
     let temp = temp_name();
     rfs::renameat(dir, partial, dir, temp.as_str()).ok()?;
     let usable = rfs::openat(
         dir,
         temp.as_str(),
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        // NONBLOCK and NOCTTY: opening whatever was planted there (a FIFO, a terminal) must
+        // neither block nor have effects; for a regular file they change nothing.
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .ok()
     .and_then(|fd| {
         let st = rfs::fstat(&fd).ok()?;
-        let regular = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
         let len = u64::try_from(st.st_size).ok()?;
-        (regular && len <= size).then_some((fd, len))
+        let ok = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+            && st.st_nlink == 1
+            && st.st_uid == rustix::process::geteuid().as_raw()
+            && len <= size;
+        ok.then_some((fd, len))
     });
     let Some((fd, len)) = usable else {
         let _ = rfs::unlinkat(dir, temp.as_str(), AtFlags::empty());
