@@ -215,3 +215,38 @@ fn resume_takes_a_kept_prefix_only_under_a_digest() {
         fs::remove_dir_all(&base).unwrap();
     }
 }
+
+/// The process's umask, as the receiver reads it.
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .unwrap();
+    u32::from_str_radix(line.trim(), 8).unwrap()
+}
+
+#[test]
+fn modes_lose_the_receivers_umask_unless_preserved() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for preserve in [false, true] {
+        let base = scratch(&format!("modes-{preserve}"));
+        let (src, dest) = (base.join("src/open"), base.join("dest"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(src.join("sub/f"), b"x").unwrap();
+        for p in [src.join("sub/f"), src.join("sub"), src.clone()] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let (send, mut recv) = options(&dest, 4096, 4);
+        recv.preserve_perms = preserve;
+        let (report, received) = loopback_transfer(vec![src], &dest, send, &recv).unwrap();
+        assert!(report.all_ok() && received.all_ok(), "{report:?}");
+        let expected = if preserve { 0o777 } else { 0o777 & !umask() };
+        for p in ["open", "open/sub", "open/sub/f"] {
+            assert_eq!(mode(&dest.join(p)), expected, "{p}, preserve {preserve}");
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

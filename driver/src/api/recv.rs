@@ -46,6 +46,10 @@ pub struct ReceiverOptions {
     pub existing: Existing,
     /// `fsync` each file before publishing it.
     pub fsync: bool,
+    /// Apply senders' permission bits as sent (never setuid, setgid or sticky). By default
+    /// the receiver's umask (read when it starts) is cleared from them, so a sender cannot
+    /// make world-writable files or directories unless the umask allows it.
+    pub preserve_perms: bool,
     /// Keep what an interrupted transfer wrote of a file (hidden, beside it, as
     /// `.rdmaft-partial-…`) and continue from there when the same file (name, size, mtime)
     /// is sent again; the whole file's digest is still checked.
@@ -75,6 +79,7 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("require_digest", &self.require_digest)
             .field("existing", &self.existing)
             .field("fsync", &self.fsync)
+            .field("preserve_perms", &self.preserve_perms)
             .field("resume", &self.resume)
             .field("max_connections", &self.max_connections)
             .finish()
@@ -95,6 +100,7 @@ impl ReceiverOptions {
             require_digest: false,
             existing: Existing::Replace,
             fsync: false,
+            preserve_perms: false,
             resume: false,
             idle_timeout: crate::api::send::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -109,6 +115,7 @@ impl ReceiverOptions {
         DestOptions {
             existing: self.existing,
             fsync: self.fsync,
+            preserve_perms: self.preserve_perms,
             ..DestOptions::default()
         }
     }

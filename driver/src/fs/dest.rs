@@ -8,12 +8,18 @@
 //! therefore never appears under its final name unverified, and a failed one leaves nothing
 //! behind. Names in the receiver's reserved space ([`RESERVED_PREFIX`], its temporary and
 //! partial files) are refused.
+//!
+//! Modes: the sender's permission bits less the receiver's umask (read once, when the
+//! destination opens), or as sent with [`DestOptions::preserve_perms`]; never setuid, setgid
+//! or sticky. Directories are made as files need them; a directory's own entry (which a
+//! sender sends after everything in it) gives it its mode and mtime, except that with
+//! no-clobber a directory that existed before is left as it was.
 
 use super::temp::{partial_name, reserved_component, take_partial, TempFiles, TempName};
 use rdmaft_protocol::FileRejectReason;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -74,10 +80,11 @@ impl std::fmt::Display for Refusal {
 /// How the destination treats names that exist already.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Existing {
-    /// Replace an existing file (atomically, by a rename).
+    /// Replace an existing file (atomically, by a rename); give an existing directory the
+    /// sender's mode and mtime.
     #[default]
     Replace,
-    /// Refuse the file (`EXISTS`).
+    /// Refuse the file (`EXISTS`); leave an existing directory as it is.
     Keep,
 }
 
@@ -88,6 +95,9 @@ pub struct DestOptions {
     pub existing: Existing,
     /// `fsync` each file before publishing it.
     pub fsync: bool,
+    /// Apply the sender's permission bits as sent (never setuid, setgid or sticky) instead
+    /// of clearing the receiver's umask from them.
+    pub preserve_perms: bool,
     /// Receive into unnamed (`O_TMPFILE`) files where the file system allows it (the
     /// default); `false`: always into named temporary files (`.rdmaft-<pid>-<n>.part`).
     pub unnamed_temp_files: bool,
@@ -98,6 +108,7 @@ impl Default for DestOptions {
         DestOptions {
             existing: Existing::Replace,
             fsync: false,
+            preserve_perms: false,
             unnamed_temp_files: true,
         }
     }
@@ -108,16 +119,29 @@ impl Default for DestOptions {
 pub struct Destination {
     root: OwnedFd,
     options: DestOptions,
+    /// The permission bits to clear from the sender's (the process's umask when the
+    /// destination was opened; 0 with `preserve_perms`).
+    umask: u32,
     temp: TempFiles,
     /// Directories already opened beneath the root, by relative path: the files of a tree
     /// mostly share parents, and opening one component by component costs two system calls
     /// per level per file. A cached descriptor keeps naming the directory it was opened as
     /// (never a symlink put there later).
     dirs: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// With [`Existing::Keep`]: directories this destination created (device and inode)
+    /// whose own entry has not come yet. A sender sends a directory's entry after its
+    /// contents, so the directory is usually made for its first file; its entry must still
+    /// give it its mode and mtime, while one that existed before is left alone.
+    created: Mutex<HashSet<(u64, u64)>>,
 }
 
 /// Directories kept open per destination; past this the cache starts over.
 const DIR_CACHE_MAX: usize = 64;
+
+/// Created directories remembered (16 bytes each) until their entry comes; past this the
+/// set starts over, and the entries of the directories forgotten leave them as created
+/// (mode 0o755 less the umask, mtime of the last change).
+const CREATED_MAX: usize = 1 << 20;
 
 /// A file being received: its temporary file, open for writing.
 #[derive(Debug)]
@@ -131,7 +155,7 @@ pub struct Incoming {
 
 impl Destination {
     /// Opens `dir` (which must exist and be a directory; a symlink naming it is followed,
-    /// since the user chose it).
+    /// since the user chose it). The umask applied to senders' modes is read now.
     pub fn open(dir: &Path, options: DestOptions) -> io::Result<Destination> {
         let root = rfs::open(
             dir,
@@ -141,14 +165,20 @@ impl Destination {
         Ok(Destination {
             root,
             options,
+            umask: if options.preserve_perms {
+                0
+            } else {
+                super::perms::process_umask()
+            },
             temp: TempFiles::new(options.unnamed_temp_files),
             dirs: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashSet::new()),
         })
     }
 
-    /// The permission bits to apply for a sender's `mode` (never setuid, setgid or sticky).
+    /// The permission bits to apply for a sender's `mode`.
     fn perms(&self, mode: u32) -> Mode {
-        Mode::from_raw_mode(mode & 0o777)
+        Mode::from_raw_mode(mode & 0o777 & !self.umask)
     }
 
     /// The refusal of a name in the receiver's reserved space.
@@ -163,6 +193,20 @@ impl Destination {
             )),
             None => Ok(()),
         }
+    }
+
+    /// After this destination made directory `made`: with no-clobber, the directory is
+    /// remembered as ours (see `created`).
+    fn made_dir(&self, made: &OwnedFd) -> Result<(), Errno> {
+        if self.options.existing == Existing::Keep {
+            let id = dev_ino(made)?;
+            let mut created = crate::sync::lock_std(&self.created);
+            if created.len() >= CREATED_MAX {
+                created.clear();
+            }
+            created.insert(id);
+        }
+        Ok(())
     }
 
     /// The directory holding `name`'s last component, opened beneath the root without
@@ -202,11 +246,18 @@ impl Destination {
             dir = match open_dir_beneath(&dir, component) {
                 Ok(d) => d,
                 Err(Errno::NOENT) => {
-                    match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                    let made = match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(Refusal::from_errno(&shown, e)),
+                    };
+                    let d = open_dir_beneath(&dir, component)
+                        .map_err(|e| Refusal::from_errno(&shown, e))?;
+                    if made {
+                        self.made_dir(&d)
+                            .map_err(|e| Refusal::from_errno(&shown, e))?;
                     }
-                    open_dir_beneath(&dir, component).map_err(|e| Refusal::from_errno(&shown, e))?
+                    d
                 }
                 Err(e) => return Err(refusal_at(&dir, component, &shown, e)),
             };
@@ -371,20 +422,35 @@ impl Destination {
     }
 
     /// Creates directory `name` if missing (never through a symlink) and gives it its mode
-    /// and mtime.
+    /// and mtime; with no-clobber a directory that existed before (not made by this
+    /// destination) is left as it is.
     pub fn make_dir(&self, name: &str, mode: u32, mtime: (i64, u32)) -> Result<(), Refusal> {
         Self::check_name(name)?;
         let (parent, last) = self.parent_of(name)?;
-        match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+        let made = match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(Refusal::from_errno(name, e)),
-        }
+        };
         let dir =
             open_dir_beneath(&parent, last).map_err(|e| refusal_at(&parent, last, name, e))?;
-        rfs::fchmod(&dir, self.perms(mode)).map_err(|e| Refusal::from_errno(name, e))?;
-        rfs::futimens(&dir, &times(mtime)).map_err(|e| Refusal::from_errno(name, e))?;
+        let errno = |e| Refusal::from_errno(name, e);
+        if !made && self.options.existing == Existing::Keep {
+            let id = dev_ino(&dir).map_err(errno)?;
+            if !crate::sync::lock_std(&self.created).remove(&id) {
+                return Ok(());
+            }
+        }
+        rfs::fchmod(&dir, self.perms(mode)).map_err(errno)?;
+        rfs::futimens(&dir, &times(mtime)).map_err(errno)?;
         Ok(())
     }
+}
+
+/// The device and inode of an open file.
+fn dev_ino(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
+    let st = rfs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// The refusal for failing to open `component` of `dir` as a directory: a symlink there is
@@ -435,14 +501,17 @@ mod tests {
         d
     }
 
-    /// A destination in `d`, with unnamed temporary files or not.
+    /// A destination in `d`, with unnamed temporary files or not, and umask 0o022 whatever
+    /// the process's is.
     fn open(d: &Path, existing: Existing, unnamed: bool) -> Destination {
         let options = DestOptions {
             existing,
             unnamed_temp_files: unnamed,
             ..DestOptions::default()
         };
-        Destination::open(d, options).unwrap()
+        let mut dest = Destination::open(d, options).unwrap();
+        dest.umask = 0o022;
+        dest
     }
 
     /// Both temporary-file strategies: unnamed (`O_TMPFILE`, where `d`'s file system has
@@ -871,6 +940,76 @@ mod tests {
             dest.make_dir("file", 0o755, (0, 0)).unwrap_err().reason,
             FileRejectReason::EXISTS
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn modes_lose_the_umask_unless_preserved() {
+        let d = scratch("umask");
+        let mut dest = open(&d, Existing::Replace, true);
+        dest.umask = 0o027;
+        dest.make_dir("open", 0o7777, (0, 0)).unwrap();
+        let mut inc = dest.begin_file("open/f", 0).unwrap();
+        inc.file.write_all(b"").unwrap();
+        dest.publish(inc, 0o6777, (0, 0)).unwrap();
+        let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("open"), 0o750);
+        assert_eq!(mode("open/f"), 0o750);
+        let preserve = Destination::open(
+            &d,
+            DestOptions {
+                preserve_perms: true,
+                ..DestOptions::default()
+            },
+        )
+        .unwrap();
+        preserve.make_dir("kept", 0o7777, (0, 0)).unwrap();
+        let inc = preserve.begin_file("kept/f", 0).unwrap();
+        preserve.publish(inc, 0o6777, (0, 0)).unwrap();
+        assert_eq!(mode("kept"), 0o777, "as sent, never sticky");
+        assert_eq!(mode("kept/f"), 0o777, "as sent, never setuid or setgid");
+        // By default the process's umask is read.
+        let default = Destination::open(&d, DestOptions::default()).unwrap();
+        assert_eq!(default.umask, super::super::perms::process_umask());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn no_clobber_leaves_existing_directories_alone() {
+        let d = scratch("dirs-keep");
+        std::fs::create_dir(d.join("old")).unwrap();
+        std::fs::set_permissions(d.join("old"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let before = std::fs::metadata(d.join("old")).unwrap();
+        let dest = open(&d, Existing::Keep, true);
+        // Its own entry, and a file arriving in it.
+        let inc = dest.begin_file("old/f", 0).unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        let before = (
+            before.mode(),
+            std::fs::metadata(d.join("old")).unwrap().mtime(),
+        );
+        dest.make_dir("old", 0o777, (1_500_000_000, 0)).unwrap();
+        let after = std::fs::metadata(d.join("old")).unwrap();
+        assert_eq!((after.mode(), after.mtime()), before, "left as it was");
+        // Directories the destination made (for a file, or for their own entry) get theirs.
+        let inc = dest.begin_file("new/deep/f", 0).unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        dest.make_dir("new/deep", 0o751, (1_500_000_001, 0))
+            .unwrap();
+        dest.make_dir("new", 0o777, (1_500_000_002, 0)).unwrap();
+        dest.make_dir("empty", 0o700, (1_500_000_003, 0)).unwrap();
+        for (name, mode, mtime) in [
+            ("new/deep", 0o751, 1_500_000_001),
+            ("new", 0o755, 1_500_000_002),
+            ("empty", 0o700, 1_500_000_003),
+        ] {
+            let m = std::fs::metadata(d.join(name)).unwrap();
+            assert_eq!((m.mode() & 0o777, m.mtime()), (mode, mtime), "{name}");
+        }
+        // Once: an entry sent again finds a directory that exists, and leaves it.
+        dest.make_dir("new", 0o700, (1, 0)).unwrap();
+        let m = std::fs::metadata(d.join("new")).unwrap();
+        assert_eq!((m.mode() & 0o777, m.mtime()), (0o755, 1_500_000_002));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

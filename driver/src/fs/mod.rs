@@ -4,5 +4,6 @@
 //! strategy in `temp`).
 
 pub mod dest;
+mod perms;
 mod temp;
 pub mod tree;

@@ -3,7 +3,7 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
-//!      [--resume]
+//!      [--preserve-perms] [--resume]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first connection ends: status 0 only if every entry of it
@@ -52,12 +52,17 @@ struct Args {
     /// Refuse senders that cannot send digests, and files without one.
     #[arg(long)]
     require_digest: bool,
-    /// Refuse files whose name exists already (default: replace them).
+    /// Refuse files whose name exists already (default: replace them), and leave existing
+    /// directories as they are.
     #[arg(long)]
     no_clobber: bool,
     /// fsync each file before publishing it.
     #[arg(long)]
     fsync: bool,
+    /// Take senders' permission bits as sent (never setuid, setgid or sticky); by default
+    /// this program's umask is cleared from them.
+    #[arg(long)]
+    preserve_perms: bool,
     /// Keep what an interrupted transfer wrote (hidden, beside the file) and continue it
     /// when the same file is sent again.
     #[arg(long)]
@@ -110,6 +115,7 @@ fn run(args: Args) -> Result<bool, String> {
         Existing::Replace
     };
     options.fsync = args.fsync;
+    options.preserve_perms = args.preserve_perms;
     options.resume = args.resume;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     options.on_file = Some(Arc::new(|f| match &f.outcome {
