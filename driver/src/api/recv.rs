@@ -44,7 +44,8 @@ pub struct ReceiverOptions {
     pub require_digest: bool,
     /// What to do with names that exist already.
     pub existing: Existing,
-    /// `fsync` each file before publishing it.
+    /// `fsync` each file before publishing it and its directory after (and the parent of each
+    /// directory created), so that a crash loses no published name.
     pub fsync: bool,
     /// Apply senders' permission bits as sent (never setuid, setgid or sticky). By default
     /// the receiver's umask (read when it starts) is cleared from them, so a sender cannot

@@ -93,7 +93,8 @@ pub enum Existing {
 pub struct DestOptions {
     /// What to do with names that exist already.
     pub existing: Existing,
-    /// `fsync` each file before publishing it.
+    /// `fsync` each file before publishing it and its directory after, and the parent of
+    /// each directory the receiver creates, so that a crash loses no published name.
     pub fsync: bool,
     /// Apply the sender's permission bits as sent (never setuid, setgid or sticky) instead
     /// of clearing the receiver's umask from them.
@@ -133,6 +134,9 @@ pub struct Destination {
     /// contents, so the directory is usually made for its first file; its entry must still
     /// give it its mode and mtime, while one that existed before is left alone.
     created: Mutex<HashSet<(u64, u64)>>,
+    /// Directories synced, for the tests.
+    #[cfg(test)]
+    synced: Mutex<Vec<(u64, u64)>>,
 }
 
 /// Directories kept open per destination; past this the cache starts over.
@@ -173,6 +177,8 @@ impl Destination {
             temp: TempFiles::new(options.unnamed_temp_files),
             dirs: Mutex::new(HashMap::new()),
             created: Mutex::new(HashSet::new()),
+            #[cfg(test)]
+            synced: Mutex::new(Vec::new()),
         })
     }
 
@@ -195,9 +201,20 @@ impl Destination {
         }
     }
 
-    /// After this destination made directory `made`: with no-clobber, the directory is
-    /// remembered as ours (see `created`).
-    fn made_dir(&self, made: &OwnedFd) -> Result<(), Errno> {
+    /// `fsync`s directory `dir`.
+    fn sync_dir(&self, dir: &OwnedFd) -> Result<(), Errno> {
+        rfs::fsync(dir)?;
+        #[cfg(test)]
+        crate::sync::lock_std(&self.synced).push(dev_ino(dir)?);
+        Ok(())
+    }
+
+    /// After this destination made directory `made` in `parent`: with fsync, the new name is
+    /// synced; with no-clobber, the directory is remembered as ours (see `created`).
+    fn made_dir(&self, parent: &OwnedFd, made: &OwnedFd) -> Result<(), Errno> {
+        if self.options.fsync {
+            self.sync_dir(parent)?;
+        }
         if self.options.existing == Existing::Keep {
             let id = dev_ino(made)?;
             let mut created = crate::sync::lock_std(&self.created);
@@ -254,7 +271,7 @@ impl Destination {
                     let d = open_dir_beneath(&dir, component)
                         .map_err(|e| Refusal::from_errno(&shown, e))?;
                     if made {
-                        self.made_dir(&d)
+                        self.made_dir(&dir, &d)
                             .map_err(|e| Refusal::from_errno(&shown, e))?;
                     }
                     d
@@ -367,7 +384,7 @@ impl Destination {
 
     /// Gives a verified file its mode and mtime and its final name: linked (an unnamed
     /// file) or renamed (a named one) onto it; with no-clobber only if the name is still
-    /// free. With fsync, the file is synced first.
+    /// free. With fsync, the file is synced before and its directory after.
     pub fn publish(&self, incoming: Incoming, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
         let result = (|| {
             rfs::fchmod(&incoming.file, self.perms(mode))?;
@@ -382,6 +399,9 @@ impl Destination {
                 &incoming.final_name,
                 self.options.existing,
             )?;
+            if self.options.fsync {
+                self.sync_dir(&incoming.parent)?;
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -435,6 +455,9 @@ impl Destination {
         let dir =
             open_dir_beneath(&parent, last).map_err(|e| refusal_at(&parent, last, name, e))?;
         let errno = |e| Refusal::from_errno(name, e);
+        if made && self.options.fsync {
+            self.sync_dir(&parent).map_err(errno)?;
+        }
         if !made && self.options.existing == Existing::Keep {
             let id = dev_ino(&dir).map_err(errno)?;
             if !crate::sync::lock_std(&self.created).remove(&id) {
@@ -443,6 +466,9 @@ impl Destination {
         }
         rfs::fchmod(&dir, self.perms(mode)).map_err(errno)?;
         rfs::futimens(&dir, &times(mtime)).map_err(errno)?;
+        if self.options.fsync {
+            self.sync_dir(&dir).map_err(errno)?;
+        }
         Ok(())
     }
 }
@@ -1010,6 +1036,34 @@ mod tests {
         dest.make_dir("new", 0o700, (1, 0)).unwrap();
         let m = std::fs::metadata(d.join("new")).unwrap();
         assert_eq!((m.mode() & 0o777, m.mtime()), (0o755, 1_500_000_002));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fsync_syncs_the_directories() {
+        let d = scratch("fsync");
+        let id = |p: PathBuf| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        for unnamed in BOTH {
+            let mut dest = open(&d, Existing::Keep, unnamed);
+            dest.options.fsync = true;
+            let sub = format!("a-{unnamed}");
+            let mut inc = dest.begin_file(&format!("{sub}/b/f"), 1).unwrap();
+            inc.file.write_all(b"f").unwrap();
+            dest.publish(inc, 0o644, (0, 0)).unwrap();
+            dest.make_dir(&format!("{sub}/c"), 0o755, (0, 0)).unwrap();
+            let synced = crate::sync::lock_std(&dest.synced).clone();
+            for dir in [
+                d.clone(),              // where `a` was made
+                d.join(&sub),           // where `b` and `c` were made
+                d.join(&sub).join("b"), // where `f` was published
+                d.join(&sub).join("c"), // made, with its mode and mtime
+            ] {
+                assert!(synced.contains(&id(dir.clone())), "{}", dir.display());
+            }
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 

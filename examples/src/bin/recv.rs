@@ -56,7 +56,7 @@ struct Args {
     /// directories as they are.
     #[arg(long)]
     no_clobber: bool,
-    /// fsync each file before publishing it.
+    /// fsync each file before publishing it, and its directory after.
     #[arg(long)]
     fsync: bool,
     /// Take senders' permission bits as sent (never setuid, setgid or sticky); by default
