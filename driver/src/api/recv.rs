@@ -6,6 +6,7 @@ use super::subnet::Subnet;
 use crate::engine::recv::{self as engine, ConnectionReport, ReceiveCallback};
 use crate::engine::verbs_link::VerbsRecvLink;
 use crate::fs::dest::{DestOptions, Destination, Existing};
+use crate::fs::stale::Sweep;
 use crate::handoff::Stop;
 use crate::key::Key;
 use crate::session::{Listener, Request, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -154,6 +155,7 @@ pub struct Receiver {
     shared: Arc<Shared>,
     addr: SocketAddr,
     listener: Option<JoinHandle<()>>,
+    sweep: Sweep,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -167,11 +169,23 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// Binds `options.listen` and starts serving. Errors (no such address, no RDMA device,
     /// no such directory, invalid sizes) come back now.
+    ///
+    /// It also starts removing, on a thread of its own, the temporary files that receivers
+    /// killed mid-transfer left anywhere under the directory (see
+    /// [`stale_removed`](Self::stale_removed)).
     pub fn start(options: ReceiverOptions) -> Result<Receiver, Error> {
         crate::session::check_params("Receiver", &options.params())?;
         let dest = Destination::open(&options.dir, options.dest_options())
             .map_err(|e| Error::file("receive directory", &options.dir, e))?;
         let listener = Listener::bind(options.listen)?;
+        let sweep = dest
+            .root()
+            .try_clone()
+            .and_then(Sweep::start)
+            .map_err(|e| Error::Thread {
+                what: "sweep",
+                source: e,
+            })?;
         let addr = listener.local_addr();
         let shared = Arc::new(Shared {
             options: Mutex::new(options),
@@ -193,7 +207,17 @@ impl Receiver {
             shared,
             addr,
             listener: Some(thread),
+            sweep,
         })
+    }
+
+    /// How many stale temporary files (`.rdmaft-<pid>-<n>.part` of processes that no longer
+    /// exist, owned by this user) the start-up sweep removed from the directory tree, once it
+    /// is done; `None` while it runs. The sweep reads every directory under the receive
+    /// directory once, as `find DIR -name '.rdmaft-*'` would, so on a large tree it takes a
+    /// while: connections are served meanwhile, and [`stop`](Self::stop) ends it early.
+    pub fn stale_removed(&self) -> Option<u64> {
+        self.sweep.removed()
     }
 
     /// The address listened on, with the real port.
@@ -235,6 +259,7 @@ impl Receiver {
 
     fn stop_now(&mut self) {
         self.shared.stop.raise();
+        self.sweep.stop();
         let me = std::thread::current().id();
         if let Some(t) = self.listener.take() {
             if t.thread().id() != me {

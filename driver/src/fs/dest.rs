@@ -182,6 +182,11 @@ impl Destination {
         })
     }
 
+    /// The destination directory.
+    pub(crate) fn root(&self) -> &OwnedFd {
+        &self.root
+    }
+
     /// The permission bits to apply for a sender's `mode`.
     fn perms(&self, mode: u32) -> Mode {
         Mode::from_raw_mode(mode & 0o777 & !self.umask)

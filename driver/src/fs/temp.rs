@@ -45,6 +45,19 @@ pub(super) fn temp_name() -> String {
     format!("{RESERVED_PREFIX}{}-{n}.part", std::process::id())
 }
 
+/// The process id in a name of exactly the [`temp_name`] pattern (`.rdmaft-<pid>-<n>.part`,
+/// both decimal); `None` for any other name.
+pub(super) fn temp_name_pid(name: &str) -> Option<u32> {
+    let middle = name.strip_prefix(RESERVED_PREFIX)?.strip_suffix(".part")?;
+    let (pid, n) = middle.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// The hidden name a partial file of `last` (with the source's size and mtime) is kept under.
 pub(super) fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -281,5 +294,24 @@ mod tests {
         assert_eq!(reserved_component("a/b.rdmaft-/.rdmaft"), None);
         assert!(reserved_component(&temp_name()).is_some());
         assert!(reserved_component(&partial_name("f", 1, (2, 3))).is_some());
+    }
+
+    #[test]
+    fn the_temp_pattern_is_exact() {
+        assert_eq!(temp_name_pid(&temp_name()), Some(std::process::id()));
+        assert_eq!(temp_name_pid(".rdmaft-12-0.part"), Some(12));
+        for other in [
+            ".rdmaft-12-0.part.x",
+            ".rdmaft-12-.part",
+            ".rdmaft--0.part",
+            ".rdmaft-+12-0.part",
+            ".rdmaft-12-0-1.part",
+            ".rdmaft-partial-0123456789abcdef",
+            ".rdmaft-99999999999-0.part",
+            "x.rdmaft-12-0.part",
+            ".rdmaft-12-0x1.part",
+        ] {
+            assert_eq!(temp_name_pid(other), None, "{other}");
+        }
     }
 }

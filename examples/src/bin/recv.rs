@@ -8,6 +8,8 @@
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first connection ends: status 0 only if every entry of it
 //! arrived verified. Ctrl-C stops cleanly (senders are told, nothing unverified is left).
+//! At start it removes the temporary files that receivers killed mid-transfer left under
+//! the directory, and says how many.
 
 use clap::Parser;
 use rdmaft::{
@@ -154,10 +156,19 @@ fn run(args: Args) -> Result<bool, String> {
         let _ = stop_tx.send(());
     });
     let mut ok = true;
+    let mut stale_told = false;
     loop {
         if stop_rx.try_recv().is_ok() {
             eprintln!("recv: stopping");
             break;
+        }
+        if !stale_told {
+            if let Some(n) = receiver.stale_removed() {
+                stale_told = true;
+                if n > 0 {
+                    eprintln!("recv: removed {n} stale temporary files from an earlier run");
+                }
+            }
         }
         match connections.recv_timeout(Duration::from_millis(200)) {
             Ok(report) => {

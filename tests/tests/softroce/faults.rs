@@ -168,6 +168,7 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     )
     .unwrap();
     wait_until("progress", || handle.progress().bytes_done >= 4 << 20);
+    let killed = recv.id();
     recv.kill().unwrap();
     recv.wait().unwrap();
     let started = Instant::now();
@@ -175,6 +176,34 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     assert!(started.elapsed() < T);
     assert!(report.error.is_some(), "{report:?}");
     assert_eq!(report.files[0].outcome, FileOutcome::Unfinished);
+    // The next receiver on the directory removes what the killed one left (a named
+    // temporary file, where the file system has no O_TMPFILE; one more is planted, deeper),
+    // and keeps the temporary files of a live process (this one).
+    std::fs::create_dir_all(dest.join("sub")).unwrap();
+    let planted = dest.join(format!("sub/.rdmaft-{killed}-99.part"));
+    std::fs::write(&planted, b"left by a killed receiver").unwrap();
+    let live = dest.join(format!(".rdmaft-{}-99.part", std::process::id()));
+    std::fs::write(&live, b"a live receiver's").unwrap();
+    let stale = temp_files(&dest).len() - 1;
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
+        .arg(&dest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("stale temporary files", T).unwrap();
+    assert!(
+        line.contains(&format!("recv: removed {stale} stale temporary files")),
+        "{line}"
+    );
+    assert_eq!(
+        temp_files(&dest),
+        [live.file_name().unwrap().to_str().unwrap()]
+    );
+    recv.kill().unwrap();
+    recv.wait().unwrap();
     std::fs::remove_dir_all(&base).unwrap();
 }
 
