@@ -1,7 +1,8 @@
 //! The whole engine (walk, reader, protocol, writer, file layer) over the in-process loopback
 //! link: no RDMA needed, so these run on any host.
 
-use rdmaft::{loopback_transfer, FileOutcome, ReceiverOptions, SendOptions};
+use rdmaft::fs::dest::{DestOptions, Destination};
+use rdmaft::{loopback_transfer, FileOutcome, ReceivedOutcome, ReceiverOptions, SendOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -226,4 +227,111 @@ fn files_beyond_the_open_file_budget_are_refused_busy_and_the_rest_arrive() {
         "both sides agree"
     );
     fs::remove_dir_all(&base).unwrap();
+}
+
+/// Leaves in `dest` what an interrupted transfer of `src` (sent as its base name) would
+/// have kept for `--resume`: its first `len` bytes, here `bytes`.
+fn plant_partial(dest: &Path, src: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(src).unwrap();
+    let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+    let name = src.file_name().unwrap().to_str().unwrap();
+    let dest = Destination::open(dest, DestOptions::default()).unwrap();
+    let (mut inc, kept) = dest.resume_file(name, meta.len(), mtime).unwrap();
+    assert_eq!(kept, 0);
+    std::io::Write::write_all(&mut inc.file, bytes).unwrap();
+    dest.keep_partial(inc, meta.len(), mtime, bytes.len() as u64);
+}
+
+#[test]
+fn resume_takes_a_kept_prefix_only_under_a_digest() {
+    use rdmaft::protocol::DigestKind;
+    let chunk = 4096;
+    let data = bytes(5 * chunk + 7, 11);
+    for (kind, prefix_ok) in [
+        (DigestKind::Xxh3_128, true),
+        (DigestKind::Xxh3_128, false),
+        (DigestKind::None, false),
+    ] {
+        let base = scratch(&format!("resume-{kind:?}-{prefix_ok}"));
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(src.join("f"), &data).unwrap();
+        let mut prefix = data[..3 * chunk].to_vec();
+        if !prefix_ok {
+            prefix[100] ^= 0xff;
+        }
+        plant_partial(&dest, &src.join("f"), &prefix);
+        let (mut send, mut recv) = options(&dest, chunk as u32, 4);
+        send.digest = kind;
+        recv.resume = true;
+        let (report, received) =
+            loopback_transfer(vec![src.join("f")], &dest, send, &recv).unwrap();
+        let what = format!("{kind:?}, prefix ok: {prefix_ok}");
+        match (kind, prefix_ok) {
+            // Resumed, and the whole file's digest checked the kept bytes.
+            (DigestKind::Xxh3_128, true) => {
+                assert!(report.all_ok() && received.all_ok(), "{what}: {report:?}");
+                assert_eq!(report.bytes_resumed, 3 * chunk as u64, "{what}");
+                assert_eq!(fs::read(dest.join("f")).unwrap(), data, "{what}");
+            }
+            // Resumed, and the digest caught the changed prefix: nothing published.
+            (DigestKind::Xxh3_128, false) => {
+                assert!(matches!(
+                    received.failures[0].outcome,
+                    ReceivedOutcome::Failed(_)
+                ));
+                assert!(!dest.join("f").exists(), "{what}");
+            }
+            // No digest would check a kept prefix: the file starts over, and arrives whole.
+            _ => {
+                assert!(report.all_ok() && received.all_ok(), "{what}: {report:?}");
+                assert_eq!(report.bytes_resumed, 0, "{what}");
+                assert_eq!(fs::read(dest.join("f")).unwrap(), data, "{what}");
+            }
+        }
+        let left: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rdmaft-"))
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+}
+
+/// The process's umask, as the receiver reads it.
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .unwrap();
+    u32::from_str_radix(line.trim(), 8).unwrap()
+}
+
+#[test]
+fn modes_lose_the_receivers_umask_unless_preserved() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for preserve in [false, true] {
+        let base = scratch(&format!("modes-{preserve}"));
+        let (src, dest) = (base.join("src/open"), base.join("dest"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(src.join("sub/f"), b"x").unwrap();
+        for p in [src.join("sub/f"), src.join("sub"), src.clone()] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let (send, mut recv) = options(&dest, 4096, 4);
+        recv.preserve_perms = preserve;
+        let (report, received) = loopback_transfer(vec![src], &dest, send, &recv).unwrap();
+        assert!(report.all_ok() && received.all_ok(), "{report:?}");
+        let expected = if preserve { 0o777 } else { 0o777 & !umask() };
+        for p in ["open", "open/sub", "open/sub/f"] {
+            assert_eq!(mode(&dest.join(p)), expected, "{p}, preserve {preserve}");
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -262,7 +262,7 @@ fn report_to(options: &ReceiverOptions, report: &ConnectionReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::dest::Existing;
+    use crate::fs::dest::DestOptions;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A listener that fails as told.
@@ -307,7 +307,7 @@ mod tests {
         }));
         let shared = Arc::new(Shared {
             options: Mutex::new(options),
-            dest: Arc::new(Destination::open(dir, Existing::Replace, false).unwrap()),
+            dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             stop: Arc::new(Stop::new()),
             connections: Mutex::new(Vec::new()),
             handshakes: Permits::new(MAX_HANDSHAKES),

@@ -6,7 +6,8 @@ use super::listen::{listen, Shared, MAX_HANDSHAKES};
 use super::subnet::Subnet;
 use crate::engine::recv::{ConnectionReport, ReceiveCallback};
 use crate::error::Error;
-use crate::fs::dest::{Destination, Existing};
+use crate::fs::dest::{DestOptions, Destination, Existing};
+use crate::fs::stale::Sweep;
 use crate::handoff::Stop;
 use crate::key::Key;
 use crate::permits::Permits;
@@ -49,8 +50,13 @@ pub struct ReceiverOptions {
     pub require_digest: bool,
     /// What to do with names that exist already.
     pub existing: Existing,
-    /// `fsync` each file before publishing it.
+    /// `fsync` each file before publishing it and its directory after (and the parent of each
+    /// directory created), so that a crash loses no published name.
     pub fsync: bool,
+    /// Apply senders' permission bits as sent (never setuid, setgid or sticky). By default
+    /// the receiver's umask (read when it starts) is cleared from them, so a sender cannot
+    /// make world-writable files or directories unless the umask allows it.
+    pub preserve_perms: bool,
     /// Keep what an interrupted transfer wrote of a file (hidden, beside it, as
     /// `.rdmaft-partial-…`) and continue from there when the same file (name, size, mtime)
     /// is sent again; the whole file's digest is still checked.
@@ -99,6 +105,9 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("allow", &self.allow)
             .field("require_digest", &self.require_digest)
             .field("existing", &self.existing)
+            .field("fsync", &self.fsync)
+            .field("preserve_perms", &self.preserve_perms)
+            .field("resume", &self.resume)
             .field("max_connections", &self.max_connections)
             .field("huge_pages", &self.huge_pages)
             .field("open_files_limit", &self.open_files_limit)
@@ -120,6 +129,7 @@ impl ReceiverOptions {
             require_digest: false,
             existing: Existing::Replace,
             fsync: false,
+            preserve_perms: false,
             resume: false,
             idle_timeout: crate::api::send::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -139,6 +149,16 @@ impl ReceiverOptions {
             let reserve = FDS_RESERVED + FDS_PER_CONNECTION * self.max_connections as u64;
             fd_limit.saturating_sub(reserve).max(MIN_OPEN_FILES)
         })
+    }
+
+    /// How the destination directory is written.
+    pub(crate) fn dest_options(&self) -> DestOptions {
+        DestOptions {
+            existing: self.existing,
+            fsync: self.fsync,
+            preserve_perms: self.preserve_perms,
+            ..DestOptions::default()
+        }
     }
 
     /// The protocol parameters these options offer.
@@ -166,6 +186,7 @@ pub struct Receiver {
     shared: Arc<Shared>,
     addr: SocketAddr,
     listener: Option<JoinHandle<()>>,
+    sweep: Sweep,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -179,12 +200,24 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// Binds `options.listen` and starts serving. Errors (no such address, no RDMA device,
     /// no such directory, invalid sizes) come back now.
+    ///
+    /// It also starts removing, on a thread of its own, the temporary files that receivers
+    /// killed mid-transfer left anywhere under the directory (see
+    /// [`stale_removed`](Self::stale_removed)).
     pub fn start(options: ReceiverOptions) -> Result<Receiver, Error> {
         crate::session::check_params("Receiver", &options.params())?;
-        let dest = Destination::open(&options.dir, options.existing, options.fsync)
+        let dest = Destination::open(&options.dir, options.dest_options())
             .map_err(|e| Error::file("receive directory", &options.dir, e))?;
         let fd_limit = crate::fd_limit::raise();
         let listener = Listener::bind(options.listen)?;
+        let sweep = dest
+            .root()
+            .try_clone()
+            .and_then(Sweep::start)
+            .map_err(|e| Error::Thread {
+                what: "sweep",
+                source: e,
+            })?;
         let addr = listener.local_addr();
         let shared = Arc::new(Shared {
             open_files: Permits::new(options.open_files(fd_limit)),
@@ -209,7 +242,17 @@ impl Receiver {
             shared,
             addr,
             listener: Some(thread),
+            sweep,
         })
+    }
+
+    /// How many stale temporary files (`.rdmaft-<pid>-<n>.part` of processes that no longer
+    /// exist, owned by this user) the start-up sweep removed from the directory tree, once it
+    /// is done; `None` while it runs. The sweep reads every directory under the receive
+    /// directory once, as `find DIR -name '.rdmaft-*'` would, so on a large tree it takes a
+    /// while: connections are served meanwhile, and [`stop`](Self::stop) ends it early.
+    pub fn stale_removed(&self) -> Option<u64> {
+        self.sweep.removed()
     }
 
     /// The address listened on, with the real port.
@@ -263,6 +306,7 @@ impl Receiver {
 
     fn stop_now(&mut self) {
         self.shared.stop.raise();
+        self.sweep.stop();
         let me = std::thread::current().id();
         if let Some(t) = self.listener.take() {
             if t.thread().id() != me {

@@ -260,7 +260,7 @@ pub fn loopback_transfer(
         recv.key.as_ref(),
     )?;
     let destination = Arc::new(
-        crate::fs::dest::Destination::open(dest, recv.existing, recv.fsync)
+        crate::fs::dest::Destination::open(dest, recv.dest_options())
             .map_err(|e| Error::file("receive directory", dest, e))?,
     );
     let rsetup = crate::engine::recv::RecvSetup {

@@ -196,6 +196,8 @@ struct Target {
     size: u64,
     /// Bytes of the file written so far, from its start (chunks arrive in order).
     written: u64,
+    /// Bytes taken over from a kept partial file (the offset resumed from).
+    resumed: u64,
     mode: u32,
     mtime: (i64, u32),
     digest: Digester,
@@ -330,6 +332,7 @@ impl Writer {
                 name,
                 size,
                 written: offset,
+                resumed: offset,
                 mode,
                 mtime,
                 digest,
@@ -404,6 +407,19 @@ impl Writer {
             }
             return (status, Some(detail));
         }
+        if t.resumed > 0 && digest.kind == DigestKind::None {
+            if let Some(temp) = t.temp {
+                self.dest.discard(temp);
+            }
+            return (
+                FileStatus::DIGEST_REQUIRED,
+                Some(format!(
+                    "{}: resumed from byte {}, but its end carries no digest to cover the \
+                     kept bytes",
+                    t.name, t.resumed
+                )),
+            );
+        }
         let Some(temp) = t.temp else {
             // A directory.
             return match self.dest.make_dir(&t.name, t.mode, t.mtime) {
@@ -443,8 +459,17 @@ impl Writer {
 /// a multiple of this session's chunk size), hashed from the disk into `digest`, so the
 /// whole file's digest is checked at the end. Returns the offset to resume from (0 if the
 /// prefix cannot be read: the file then starts over).
+///
+/// A prefix is resumed only when a digest will cover it: in a session without one
+/// (`DigestKind::None` agreed) nothing would ever check the kept bytes, so they are dropped
+/// and the file starts over (and a resumed file whose end carries no digest fails, see
+/// `Writer::complete`).
 fn resume_prefix(temp: &TempFile, kept: u64, chunk: u64, digest: &mut Digester) -> u64 {
-    let offset = kept / chunk * chunk;
+    let offset = if digest.kind() == DigestKind::None {
+        0
+    } else {
+        kept / chunk * chunk
+    };
     let read = temp
         .file
         .set_len(offset)
@@ -899,4 +924,133 @@ fn protocol_result(e: rdmaft_protocol::Error) -> Result<(), Error> {
 
 fn describe_failure(f: &Failure) -> String {
     f.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::dest::DestOptions;
+    use std::io::Write;
+    use std::path::Path;
+
+    /// A ring with nothing in it (these tests write no chunks through it).
+    struct NoRing;
+
+    impl Ring for NoRing {
+        fn copy_out(&self, _: u64, _: &mut [u8]) -> Result<(), Error> {
+            Err(Error::invalid("NoRing", "no chunks in this test"))
+        }
+    }
+
+    const CHUNK: usize = 4096;
+    const SIZE: u64 = 3 * CHUNK as u64;
+    const MTIME: (i64, u32) = (1_700_000_000, 0);
+
+    fn writer(dir: &Path, digest_kind: DigestKind) -> Writer {
+        Writer {
+            dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
+            open_files: crate::permits::Permits::new(16),
+            ring: Arc::new(NoRing),
+            digest_kind,
+            buf: vec![0; CHUNK],
+            files: HashMap::new(),
+            resume: true,
+        }
+    }
+
+    /// Leaves a partial file of `f` with its first two chunks, as an interrupted transfer.
+    fn keep_two_chunks(w: &Writer, data: &[u8]) {
+        let (mut inc, _) = w.dest.resume_file("f", SIZE, MTIME).unwrap();
+        inc.file.write_all(&data[..2 * CHUNK]).unwrap();
+        w.dest.keep_partial(inc, SIZE, MTIME, 2 * CHUNK as u64);
+    }
+
+    fn offer(w: &mut Writer) -> FileAnswer {
+        let done = w.job(WriteJob::Offer {
+            file_id: 1,
+            name: "f".into(),
+            kind: EntryKind::File,
+            size: SIZE,
+            mode: 0o644,
+            mtime: MTIME,
+            refusal: None,
+        });
+        match done.as_slice() {
+            [WriteDone::Answer { answer, .. }] => *answer,
+            _ => panic!("one answer expected"),
+        }
+    }
+
+    /// Writes the rest of the file (from `offset`) as chunks would, then ends it with
+    /// `digest`; the verdict.
+    fn finish(w: &mut Writer, data: &[u8], offset: usize, digest: Digest) -> FileStatus {
+        let t = w.files.get_mut(&1).unwrap();
+        let temp = t.temp.as_ref().unwrap();
+        temp.file
+            .write_all_at(&data[offset..], offset as u64)
+            .unwrap();
+        t.digest.update(&data[offset..]);
+        t.written = SIZE;
+        let done = w.job(WriteJob::Complete {
+            file_id: 1,
+            length: SIZE,
+            digest,
+        });
+        match done.as_slice() {
+            [WriteDone::Verified { status, .. }] => *status,
+            _ => panic!("one verdict expected"),
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rdmaft-writer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_kept_prefix_is_resumed_only_where_a_digest_covers_it() {
+        let d = scratch("resume");
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        let mut bad = data.clone();
+        bad[10] ^= 0xff;
+        // A session without a digest: the kept bytes are dropped, the file starts over.
+        let mut w = writer(&d, DigestKind::None);
+        keep_two_chunks(&w, &bad);
+        assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+        assert_eq!(finish(&mut w, &data, 0, Digest::NONE), FileStatus::OK);
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
+        std::fs::remove_file(d.join("f")).unwrap();
+        // A session with one resumes; an end without a digest would leave the kept bytes
+        // unchecked, so it fails.
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        keep_two_chunks(&w, &bad);
+        let offset = 2 * CHUNK;
+        assert_eq!(
+            offer(&mut w),
+            FileAnswer::Accept {
+                offset: offset as u64
+            }
+        );
+        assert_eq!(
+            finish(&mut w, &data, offset, Digest::NONE),
+            FileStatus::DIGEST_REQUIRED
+        );
+        assert!(!d.join("f").exists(), "nothing published");
+        // With the digest, the bad prefix is caught; a good one passes.
+        for (prefix, status) in [(&bad, FileStatus::DIGEST_MISMATCH), (&data, FileStatus::OK)] {
+            let mut w = writer(&d, DigestKind::Xxh3_128);
+            keep_two_chunks(&w, prefix);
+            offer(&mut w);
+            let digest = {
+                let mut whole = Digester::new(DigestKind::Xxh3_128);
+                whole.update(&data);
+                whole.finish()
+            };
+            assert_eq!(finish(&mut w, &data, offset, digest), status);
+        }
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -2,21 +2,31 @@
 //! one component at a time with `O_NOFOLLOW`, so no symlink (planted by anyone) is ever
 //! followed and nothing is created outside the directory.
 //!
-//! A file's data goes to a temporary file created exclusively (`O_EXCL`) in the file's final
-//! directory; only after its digest matched does it get its mode and mtime and is renamed
-//! onto the final name. A file therefore never appears under its final name unverified, and
-//! a failed one leaves nothing behind (the temporary file is removed).
+//! A file's data goes to a temporary file in the file's final directory (unnamed where the
+//! file system allows it, else created exclusively under a reserved name: `fs/temp.rs`);
+//! only after its digest matched does it get its mode and mtime and its final name. A file
+//! therefore never appears under its final name unverified, and a failed one leaves nothing
+//! behind. Names in the receiver's reserved space ([`RESERVED_PREFIX`], its temporary and
+//! partial files) are refused.
+//!
+//! Modes: the sender's permission bits less the receiver's umask (read once, when the
+//! destination opens), or as sent with [`DestOptions::preserve_perms`]; never setuid, setgid
+//! or sticky. Directories are made as files need them; a directory's own entry (which a
+//! sender sends after everything in it) gives it its mode and mtime, except that with
+//! no-clobber a directory that existed before is left as it was.
 
+use super::temp::{partial_name, reserved_component, take_partial, TempFiles, TempName};
 use rdmaft_protocol::FileRejectReason;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub use super::temp::RESERVED_PREFIX;
 
 /// Why the receiver refuses an entry: the reason for the peer, and a detail for the log.
 #[derive(Debug)]
@@ -70,45 +80,87 @@ impl std::fmt::Display for Refusal {
 /// How the destination treats names that exist already.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Existing {
-    /// Replace an existing file (atomically, by the rename).
+    /// Replace an existing file (atomically, by a rename); give an existing directory the
+    /// sender's mode and mtime.
     #[default]
     Replace,
-    /// Refuse the file (`EXISTS`).
+    /// Refuse the file (`EXISTS`); leave an existing directory as it is.
     Keep,
+}
+
+/// How a destination writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestOptions {
+    /// What to do with names that exist already.
+    pub existing: Existing,
+    /// `fsync` each file before publishing it and its directory after, and the parent of
+    /// each directory the receiver creates, so that a crash loses no published name.
+    pub fsync: bool,
+    /// Apply the sender's permission bits as sent (never setuid, setgid or sticky) instead
+    /// of clearing the receiver's umask from them.
+    pub preserve_perms: bool,
+    /// Receive into unnamed (`O_TMPFILE`) files where the file system allows it (the
+    /// default); `false`: always into named temporary files (`.rdmaft-<pid>-<n>.part`).
+    pub unnamed_temp_files: bool,
+}
+
+impl Default for DestOptions {
+    fn default() -> Self {
+        DestOptions {
+            existing: Existing::Replace,
+            fsync: false,
+            preserve_perms: false,
+            unnamed_temp_files: true,
+        }
+    }
 }
 
 /// The receive directory.
 #[derive(Debug)]
 pub struct Destination {
     root: OwnedFd,
-    existing: Existing,
-    fsync: bool,
+    options: DestOptions,
+    /// The permission bits to clear from the sender's (the process's umask when the
+    /// destination was opened; 0 with `preserve_perms`).
+    umask: u32,
+    temp: TempFiles,
     /// Directories already opened beneath the root, by relative path: the files of a tree
     /// mostly share parents, and opening one component by component costs two system calls
     /// per level per file. A cached descriptor keeps naming the directory it was opened as
     /// (never a symlink put there later).
     dirs: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// With [`Existing::Keep`]: directories this destination created (device and inode)
+    /// whose own entry has not come yet. A sender sends a directory's entry after its
+    /// contents, so the directory is usually made for its first file; its entry must still
+    /// give it its mode and mtime, while one that existed before is left alone.
+    created: Mutex<HashSet<(u64, u64)>>,
+    /// Directories synced, for the tests.
+    #[cfg(test)]
+    synced: Mutex<Vec<(u64, u64)>>,
 }
 
 /// Directories kept open per destination; past this the cache starts over.
 const DIR_CACHE_MAX: usize = 64;
+
+/// Created directories remembered (16 bytes each) until their entry comes; past this the
+/// set starts over, and the entries of the directories forgotten leave them as created
+/// (mode 0o755 less the umask, mtime of the last change).
+const CREATED_MAX: usize = 1 << 20;
 
 /// A file being received: its temporary file, open for writing.
 #[derive(Debug)]
 pub struct Incoming {
     parent: Arc<OwnedFd>,
     final_name: String,
-    temp_name: String,
+    temp: TempName,
     /// The temporary file (open for reading and writing).
     pub file: File,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Destination {
     /// Opens `dir` (which must exist and be a directory; a symlink naming it is followed,
-    /// since the user chose it).
-    pub fn open(dir: &Path, existing: Existing, fsync: bool) -> io::Result<Destination> {
+    /// since the user chose it). The umask applied to senders' modes is read now.
+    pub fn open(dir: &Path, options: DestOptions) -> io::Result<Destination> {
         let root = rfs::open(
             dir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -116,10 +168,67 @@ impl Destination {
         )?;
         Ok(Destination {
             root,
-            existing,
-            fsync,
+            options,
+            umask: if options.preserve_perms {
+                0
+            } else {
+                super::perms::process_umask()
+            },
+            temp: TempFiles::new(options.unnamed_temp_files),
             dirs: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashSet::new()),
+            #[cfg(test)]
+            synced: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The destination directory.
+    pub(crate) fn root(&self) -> &OwnedFd {
+        &self.root
+    }
+
+    /// The permission bits to apply for a sender's `mode`.
+    fn perms(&self, mode: u32) -> Mode {
+        Mode::from_raw_mode(mode & 0o777 & !self.umask)
+    }
+
+    /// The refusal of a name in the receiver's reserved space.
+    fn check_name(name: &str) -> Result<(), Refusal> {
+        match reserved_component(name) {
+            Some(c) => Err(Refusal::new(
+                FileRejectReason::INVALID_NAME,
+                format!(
+                    "{name}: {c:?} is in the receiver's reserved name space \
+                     (\"{RESERVED_PREFIX}*\", its temporary and partial files)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `fsync`s directory `dir`.
+    fn sync_dir(&self, dir: &OwnedFd) -> Result<(), Errno> {
+        rfs::fsync(dir)?;
+        #[cfg(test)]
+        crate::sync::lock_std(&self.synced).push(dev_ino(dir)?);
+        Ok(())
+    }
+
+    /// After this destination made directory `made` in `parent`: with fsync, the new name is
+    /// synced; with no-clobber, the directory is remembered as ours (see `created`).
+    fn made_dir(&self, parent: &OwnedFd, made: &OwnedFd) -> Result<(), Errno> {
+        if self.options.fsync {
+            self.sync_dir(parent)?;
+        }
+        if self.options.existing == Existing::Keep {
+            let id = dev_ino(made)?;
+            let mut created = crate::sync::lock_std(&self.created);
+            if created.len() >= CREATED_MAX {
+                created.clear();
+            }
+            created.insert(id);
+        }
+        Ok(())
     }
 
     /// The directory holding `name`'s last component, opened beneath the root without
@@ -159,11 +268,18 @@ impl Destination {
             dir = match open_dir_beneath(&dir, component) {
                 Ok(d) => d,
                 Err(Errno::NOENT) => {
-                    match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                    let made = match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(Refusal::from_errno(&shown, e)),
+                    };
+                    let d = open_dir_beneath(&dir, component)
+                        .map_err(|e| Refusal::from_errno(&shown, e))?;
+                    if made {
+                        self.made_dir(&dir, &d)
+                            .map_err(|e| Refusal::from_errno(&shown, e))?;
                     }
-                    open_dir_beneath(&dir, component).map_err(|e| Refusal::from_errno(&shown, e))?
+                    d
                 }
                 Err(e) => return Err(refusal_at(&dir, component, &shown, e)),
             };
@@ -171,8 +287,9 @@ impl Destination {
         Ok((dir, last))
     }
 
-    /// Prepares to receive file `name` of `size` bytes: directories created, the final name
-    /// checked, space checked, a temporary file created exclusively beside it.
+    /// Prepares to receive file `name` of `size` bytes: the name checked (never one in the
+    /// receiver's reserved space, [`RESERVED_PREFIX`]), directories created, the final name
+    /// checked, space checked, a temporary file created in the final directory.
     pub fn begin_file(&self, name: &str, size: u64) -> Result<Incoming, Refusal> {
         self.begin(name, size, None).map(|(incoming, _)| incoming)
     }
@@ -181,7 +298,8 @@ impl Destination {
     /// earlier transfer of the same `name`, `size` and `mtime` left (see
     /// [`keep_partial`](Self::keep_partial)), if there is one: the returned length is how
     /// much of it is there (0 for a fresh file). Taking it is a rename, so two connections
-    /// never write one partial file.
+    /// never write one partial file; a partial file that is not a regular file with a single
+    /// link owned by this process's effective user is removed, never taken over.
     pub fn resume_file(
         &self,
         name: &str,
@@ -197,6 +315,7 @@ impl Destination {
         size: u64,
         resume: Option<(i64, u32)>,
     ) -> Result<(Incoming, u64), Refusal> {
+        Self::check_name(name)?;
         match self.begin_in_parent(name, size, resume) {
             // A cached directory may have been removed since: look it up afresh, once.
             Err(r) if r.errno == Some(Errno::NOENT) => {
@@ -221,7 +340,7 @@ impl Destination {
                     format!("{name} is a directory"),
                 ));
             }
-            Ok(_) if self.existing == Existing::Keep => {
+            Ok(_) if self.options.existing == Existing::Keep => {
                 return Err(Refusal::new(
                     FileRejectReason::EXISTS,
                     format!("{name} exists"),
@@ -240,65 +359,58 @@ impl Destination {
             }
         }
         if let Some(mtime) = resume {
-            if let Some(taken) = take_partial(&parent, last, size, mtime) {
-                return Ok(taken);
+            let partial = partial_name(last, size, mtime);
+            if let Some((file, temp, len)) = take_partial(&parent, &partial, size) {
+                let incoming = Incoming {
+                    parent,
+                    final_name: last.to_owned(),
+                    temp,
+                    file,
+                };
+                return Ok((incoming, len));
             }
         }
-        let (fd, temp_name) = loop {
-            let temp = temp_name();
-            match rfs::openat(
-                &parent,
-                temp.as_str(),
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => break (fd, temp),
-                Err(Errno::EXIST) => continue,
-                Err(e) => return Err(Refusal::from_errno(name, e)),
-            }
-        };
+        let (file, temp) = self.temp.create(&parent).map_err(|e| {
+            // A directory removed since it was cached refuses an unnamed file with EPERM:
+            // say NOENT, so that `begin` looks it up afresh.
+            let removed = rfs::fstat(&*parent).is_ok_and(|st| st.st_nlink == 0);
+            Refusal::from_errno(name, if removed { Errno::NOENT } else { e })
+        })?;
         Ok((
             Incoming {
                 parent,
                 final_name: last.to_owned(),
-                temp_name,
-                file: File::from(fd),
+                temp,
+                file,
             },
             0,
         ))
     }
 
-    /// Gives a verified file its mode and mtime and renames it onto its final name.
+    /// Gives a verified file its mode and mtime and its final name: linked (an unnamed
+    /// file) or renamed (a named one) onto it; with no-clobber only if the name is still
+    /// free. With fsync, the file is synced before and its directory after.
     pub fn publish(&self, incoming: Incoming, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
         let result = (|| {
-            rfs::fchmod(&incoming.file, Mode::from_raw_mode(mode & 0o777))?;
+            rfs::fchmod(&incoming.file, self.perms(mode))?;
             rfs::futimens(&incoming.file, &times(mtime))?;
-            if self.fsync {
+            if self.options.fsync {
                 incoming.file.sync_all()?;
             }
-            match self.existing {
-                Existing::Replace => rfs::renameat(
-                    &incoming.parent,
-                    incoming.temp_name.as_str(),
-                    &incoming.parent,
-                    incoming.final_name.as_str(),
-                )?,
-                Existing::Keep => rfs::renameat_with(
-                    &incoming.parent,
-                    incoming.temp_name.as_str(),
-                    &incoming.parent,
-                    incoming.final_name.as_str(),
-                    rfs::RenameFlags::NOREPLACE,
-                )?,
+            self.temp.publish(
+                &incoming.parent,
+                &incoming.file,
+                &incoming.temp,
+                &incoming.final_name,
+                self.options.existing,
+            )?;
+            if self.options.fsync {
+                self.sync_dir(&incoming.parent)?;
             }
             Ok(())
         })();
         if result.is_err() {
-            let _ = rfs::unlinkat(
-                &incoming.parent,
-                incoming.temp_name.as_str(),
-                AtFlags::empty(),
-            );
+            self.discard(incoming);
         }
         result
     }
@@ -311,96 +423,65 @@ impl Destination {
     pub fn keep_partial(&self, incoming: Incoming, size: u64, mtime: (i64, u32), written: u64) {
         let kept = written > 0
             && incoming.file.set_len(written).is_ok()
-            && rfs::renameat(
-                &incoming.parent,
-                incoming.temp_name.as_str(),
-                &incoming.parent,
-                partial_name(&incoming.final_name, size, mtime).as_str(),
-            )
-            .is_ok();
+            && self
+                .temp
+                .publish(
+                    &incoming.parent,
+                    &incoming.file,
+                    &incoming.temp,
+                    &partial_name(&incoming.final_name, size, mtime),
+                    Existing::Replace,
+                )
+                .is_ok();
         if !kept {
             self.discard(incoming);
         }
     }
 
-    /// Removes a temporary file that will not be published.
+    /// Removes a temporary file that will not be published (an unnamed one goes with its
+    /// descriptor).
     pub fn discard(&self, incoming: Incoming) {
-        let _ = rfs::unlinkat(
-            &incoming.parent,
-            incoming.temp_name.as_str(),
-            AtFlags::empty(),
-        );
+        if let TempName::Named(temp) = &incoming.temp {
+            let _ = rfs::unlinkat(&incoming.parent, temp.as_str(), AtFlags::empty());
+        }
     }
 
     /// Creates directory `name` if missing (never through a symlink) and gives it its mode
-    /// and mtime.
+    /// and mtime; with no-clobber a directory that existed before (not made by this
+    /// destination) is left as it is.
     pub fn make_dir(&self, name: &str, mode: u32, mtime: (i64, u32)) -> Result<(), Refusal> {
+        Self::check_name(name)?;
         let (parent, last) = self.parent_of(name)?;
-        match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+        let made = match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(Refusal::from_errno(name, e)),
-        }
+        };
         let dir =
             open_dir_beneath(&parent, last).map_err(|e| refusal_at(&parent, last, name, e))?;
-        rfs::fchmod(&dir, Mode::from_raw_mode(mode & 0o777))
-            .map_err(|e| Refusal::from_errno(name, e))?;
-        rfs::futimens(&dir, &times(mtime)).map_err(|e| Refusal::from_errno(name, e))?;
+        let errno = |e| Refusal::from_errno(name, e);
+        if made && self.options.fsync {
+            self.sync_dir(&parent).map_err(errno)?;
+        }
+        if !made && self.options.existing == Existing::Keep {
+            let id = dev_ino(&dir).map_err(errno)?;
+            if !crate::sync::lock_std(&self.created).remove(&id) {
+                return Ok(());
+            }
+        }
+        rfs::fchmod(&dir, self.perms(mode)).map_err(errno)?;
+        rfs::futimens(&dir, &times(mtime)).map_err(errno)?;
+        if self.options.fsync {
+            self.sync_dir(&dir).map_err(errno)?;
+        }
         Ok(())
     }
 }
 
-/// A fresh temporary file name (`.rdmaft-<pid>-<n>.part`).
-fn temp_name() -> String {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".rdmaft-{}-{n}.part", std::process::id())
-}
-
-/// The hidden name a partial file of `last` (with the source's size and mtime) is kept under.
-fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(last.as_bytes());
-    h.update(&size.to_le_bytes());
-    h.update(&sec.to_le_bytes());
-    h.update(&nsec.to_le_bytes());
-    format!(".rdmaft-partial-{:016x}", h.digest())
-}
-
-/// Takes the partial file of `last` in `parent` by renaming it to a fresh temporary name;
-/// `None` if there is none (or it is not a regular file no longer than `size`).
-fn take_partial(
-    parent: &Arc<OwnedFd>,
-    last: &str,
-    size: u64,
-    mtime: (i64, u32),
-) -> Option<(Incoming, u64)> {
-    let partial = partial_name(last, size, mtime);
-    let temp = temp_name();
-    rfs::renameat(parent, partial.as_str(), parent, temp.as_str()).ok()?;
-    let opened = rfs::openat(
-        parent,
-        temp.as_str(),
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    );
-    let usable = opened.ok().and_then(|fd| {
-        let st = rfs::fstat(&fd).ok()?;
-        let regular = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
-        let len = u64::try_from(st.st_size).ok()?;
-        (regular && len <= size).then_some((fd, len))
-    });
-    let Some((fd, len)) = usable else {
-        let _ = rfs::unlinkat(parent, temp.as_str(), AtFlags::empty());
-        return None;
-    };
-    Some((
-        Incoming {
-            parent: Arc::clone(parent),
-            final_name: last.to_owned(),
-            temp_name: temp,
-            file: File::from(fd),
-        },
-        len,
-    ))
+/// The device and inode of an open file.
+fn dev_ino(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
+    let st = rfs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// The refusal for failing to open `component` of `dir` as a directory: a symlink there is
@@ -439,6 +520,7 @@ fn times((sec, nsec): (i64, u32)) -> Timestamps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::temp::LinkVia;
     use std::io::Write;
     use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
     use std::path::PathBuf;
@@ -448,6 +530,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A destination in `d`, with unnamed temporary files or not, and umask 0o022 whatever
+    /// the process's is.
+    fn open(d: &Path, existing: Existing, unnamed: bool) -> Destination {
+        let options = DestOptions {
+            existing,
+            unnamed_temp_files: unnamed,
+            ..DestOptions::default()
+        };
+        let mut dest = Destination::open(d, options).unwrap();
+        dest.umask = 0o022;
+        dest
+    }
+
+    /// Both temporary-file strategies: unnamed (`O_TMPFILE`, where `d`'s file system has
+    /// it) and named (the fallback).
+    const BOTH: [bool; 2] = [true, false];
+
+    /// Whether the file system of `d` takes `O_TMPFILE` (asked directly, not through the
+    /// code under test).
+    fn has_tmpfile(d: &Path) -> bool {
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        rfs::open(d, flags, Mode::from_raw_mode(0o600)).is_ok()
     }
 
     fn listing(d: &Path) -> Vec<String> {
@@ -468,79 +574,312 @@ mod tests {
         out
     }
 
+    fn reserved(d: &Path) -> Vec<String> {
+        listing(d)
+            .into_iter()
+            .filter(|n| n.contains(RESERVED_PREFIX))
+            .collect()
+    }
+
     #[test]
     fn a_file_appears_only_when_published() {
-        let d = scratch("publish");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
-        let mut inc = dest.begin_file("a/b/f", 3).unwrap();
-        inc.file.write_all(b"abc").unwrap();
-        let names = listing(&d);
-        assert!(names.iter().all(|n| !n.ends_with("/f")), "{names:?}");
-        assert!(
-            names.iter().any(|n| n.starts_with("a/b/.rdmaft-")),
-            "{names:?}"
-        );
-        dest.publish(inc, 0o4640, (1_600_000_000, 5)).unwrap();
-        assert_eq!(listing(&d), ["a", "a/b", "a/b/f"]);
-        let meta = std::fs::metadata(d.join("a/b/f")).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "no setuid");
-        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 5));
-        assert_eq!(std::fs::read(d.join("a/b/f")).unwrap(), b"abc");
+        for unnamed in BOTH {
+            let d = scratch(&format!("publish-{unnamed}"));
+            let dest = open(&d, Existing::Replace, unnamed);
+            let mut inc = dest.begin_file("a/b/f", 3).unwrap();
+            inc.file.write_all(b"abc").unwrap();
+            let names = listing(&d);
+            assert!(names.iter().all(|n| !n.ends_with("/f")), "{names:?}");
+            if unnamed && has_tmpfile(&d) {
+                assert!(matches!(inc.temp, TempName::Unnamed));
+                assert_eq!(names, ["a", "a/b"], "no name at all while it arrives");
+            } else {
+                assert!(
+                    names.iter().any(|n| n.starts_with("a/b/.rdmaft-")),
+                    "{names:?}"
+                );
+            }
+            dest.publish(inc, 0o4640, (1_600_000_000, 5)).unwrap();
+            assert_eq!(listing(&d), ["a", "a/b", "a/b/f"]);
+            let meta = std::fs::metadata(d.join("a/b/f")).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "no setuid");
+            assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 5));
+            assert_eq!(std::fs::read(d.join("a/b/f")).unwrap(), b"abc");
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn both_ways_of_linking_a_descriptor_publish() {
+        let d = scratch("link-via");
+        if !has_tmpfile(&d) {
+            return; // Nothing to link on this file system.
+        }
+        for via in [LinkVia::EmptyPath, LinkVia::ProcFd] {
+            for existing in [Existing::Replace, Existing::Keep] {
+                let dest = open(&d, existing, true);
+                dest.temp.force_link_via(via);
+                let name = format!("{via:?}-{existing:?}");
+                let mut inc = dest.begin_file(&name, 2).unwrap();
+                assert!(matches!(inc.temp, TempName::Unnamed));
+                inc.file.write_all(b"ok").unwrap();
+                dest.publish(inc, 0o644, (0, 0)).unwrap();
+                assert_eq!(std::fs::read(d.join(&name)).unwrap(), b"ok", "{name}");
+            }
+        }
+        assert!(reserved(&d).is_empty(), "{:?}", reserved(&d));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn discarded_files_leave_nothing() {
-        let d = scratch("discard");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
-        let inc = dest.begin_file("x", 0).unwrap();
-        dest.discard(inc);
-        assert!(listing(&d).is_empty());
+        for unnamed in BOTH {
+            let d = scratch(&format!("discard-{unnamed}"));
+            let dest = open(&d, Existing::Replace, unnamed);
+            let inc = dest.begin_file("x", 0).unwrap();
+            dest.discard(inc);
+            assert!(listing(&d).is_empty());
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        let d = scratch("reserved");
+        let dest = open(&d, Existing::Replace, true);
+        let temp = format!(".rdmaft-{}-0.part", std::process::id());
+        for name in [
+            temp.as_str(),
+            ".rdmaft-partial-0123456789abcdef",
+            "sub/.rdmaft-1-2.part",
+            ".rdmaft-x/f",
+            "a/.rdmaft-/b",
+        ] {
+            let err = dest.begin_file(name, 1).unwrap_err();
+            assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
+            assert!(err.detail.contains("reserved"), "{err}");
+            let err = dest.resume_file(name, 1, (0, 0)).unwrap_err();
+            assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
+            let err = dest.make_dir(name, 0o755, (0, 0)).unwrap_err();
+            assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
+        }
+        assert!(listing(&d).is_empty(), "nothing made for them");
+        // Names that only look alike are fine.
+        for name in ["rdmaft-1-2.part", "x.rdmaft-1", ".rdmaft"] {
+            let inc = dest.begin_file(name, 1).unwrap();
+            dest.publish(inc, 0o644, (0, 0)).unwrap();
+        }
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The attack the reserved names stop: a sender names its file after another
+    /// connection's pending temporary file, so that publishing it (replace mode) swaps its
+    /// bytes in under that file, which is then published under the victim's name.
+    #[test]
+    fn a_sender_cannot_name_another_connections_temp_file() {
+        // Named first: there the victim's temporary file has a name to aim at.
+        for unnamed in [false, true] {
+            let d = scratch(&format!("plant-{unnamed}"));
+            let dest = open(&d, Existing::Replace, unnamed);
+            let mut victim = dest.begin_file("victim", 4).unwrap();
+            victim.file.write_all(b"good").unwrap();
+            let target = match &victim.temp {
+                TempName::Named(t) => t.clone(),
+                TempName::Unnamed => format!(".rdmaft-{}-0.part", std::process::id()),
+            };
+            match dest.begin_file(&target, 4) {
+                Err(r) => assert_eq!(r.reason, FileRejectReason::INVALID_NAME),
+                Ok(mut evil) => {
+                    evil.file.write_all(b"evil").unwrap();
+                    let _ = dest.publish(evil, 0o644, (0, 0));
+                }
+            }
+            dest.publish(victim, 0o644, (0, 0)).unwrap();
+            assert_eq!(std::fs::read(d.join("victim")).unwrap(), b"good");
+            assert_eq!(listing(&d), ["victim"]);
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn files_planted_under_temporary_names_are_never_touched() {
+        for unnamed in BOTH {
+            for existing in [Existing::Replace, Existing::Keep] {
+                let d = scratch(&format!("planted-{unnamed}-{existing:?}"));
+                // The names this process will use next (other tests use some meanwhile).
+                let next = super::super::temp::temp_name();
+                let n: u64 = next
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".part")
+                    .parse()
+                    .unwrap();
+                let planted: Vec<_> = (n + 1..n + 300)
+                    .map(|i| format!(".rdmaft-{}-{i}.part", std::process::id()))
+                    .collect();
+                for p in &planted {
+                    std::fs::write(d.join(p), p.as_bytes()).unwrap();
+                }
+                let dest = open(&d, existing, unnamed);
+                for i in 0..3 {
+                    let mut inc = dest.begin_file(&format!("f{i}"), 1).unwrap();
+                    inc.file.write_all(b"x").unwrap();
+                    dest.publish(inc, 0o644, (0, 0)).unwrap();
+                    assert_eq!(std::fs::read(d.join(format!("f{i}"))).unwrap(), b"x");
+                }
+                for p in &planted {
+                    assert_eq!(std::fs::read(d.join(p)).unwrap(), p.as_bytes());
+                }
+                assert_eq!(listing(&d).len(), planted.len() + 3);
+                std::fs::remove_dir_all(&d).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_files_publish_correctly() {
+        for unnamed in BOTH {
+            let d = scratch(&format!("concurrent-{unnamed}"));
+            let dest = Arc::new(open(&d, Existing::Replace, unnamed));
+            let threads: Vec<_> = (0..2u8)
+                .map(|t| {
+                    let dest = Arc::clone(&dest);
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            let body = vec![b'a' + t; 1000 + i];
+                            for name in [format!("own/{t}-{i}"), "shared".to_owned()] {
+                                let mut inc = dest.begin_file(&name, body.len() as u64).unwrap();
+                                inc.file.write_all(&body).unwrap();
+                                dest.publish(inc, 0o644, (0, 0)).unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            for t in 0..2u8 {
+                for i in 0..50 {
+                    let got = std::fs::read(d.join(format!("own/{t}-{i}"))).unwrap();
+                    assert_eq!(got, vec![b'a' + t; 1000 + i]);
+                }
+            }
+            let shared = std::fs::read(d.join("shared")).unwrap();
+            assert!(shared.len() >= 1000 && shared.iter().all(|b| *b == shared[0]));
+            assert!(reserved(&d).is_empty(), "{:?}", reserved(&d));
+            // Two files of one name at once, published in the other order: the later wins
+            // whole.
+            let mut first = dest.begin_file("pair", 5).unwrap();
+            let mut second = dest.begin_file("pair", 6).unwrap();
+            first.file.write_all(b"first").unwrap();
+            second.file.write_all(b"second").unwrap();
+            dest.publish(second, 0o644, (0, 0)).unwrap();
+            dest.publish(first, 0o644, (0, 0)).unwrap();
+            assert_eq!(std::fs::read(d.join("pair")).unwrap(), b"first");
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 
     #[test]
     fn partial_files_are_kept_and_taken_back_once() {
-        let d = scratch("partial");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
-        let mtime = (1_700_000_000, 5);
-        let (mut inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
-        assert_eq!(kept, 0, "nothing to resume yet");
-        inc.file.write_all(&[7u8; 60]).unwrap();
-        dest.keep_partial(inc, 100, mtime, 40);
-        // Hidden beside the final name, never under it.
-        let names = listing(&d);
-        assert!(!names.iter().any(|n| n == "sub/f"), "{names:?}");
-        assert!(
-            names.iter().any(|n| n.starts_with("sub/.rdmaft-partial-")),
-            "{names:?}"
-        );
-        // Another size or mtime is another file: a fresh start.
-        let (other, kept) = dest.resume_file("sub/f", 100, (1_700_000_000, 6)).unwrap();
+        for unnamed in BOTH {
+            let d = scratch(&format!("partial-{unnamed}"));
+            let dest = open(&d, Existing::Replace, unnamed);
+            let mtime = (1_700_000_000, 5);
+            let (mut inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            assert_eq!(kept, 0, "nothing to resume yet");
+            inc.file.write_all(&[7u8; 60]).unwrap();
+            dest.keep_partial(inc, 100, mtime, 40);
+            // Hidden beside the final name, never under it.
+            let names = listing(&d);
+            assert_eq!(names.len(), 2, "{names:?}");
+            assert!(names[1].starts_with("sub/.rdmaft-partial-"), "{names:?}");
+            // Another size or mtime is another file: a fresh start.
+            let (other, kept) = dest.resume_file("sub/f", 100, (1_700_000_000, 6)).unwrap();
+            assert_eq!(kept, 0);
+            dest.discard(other);
+            // The same file takes the kept 40 bytes, once.
+            let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            assert_eq!(kept, 40);
+            let mut back = vec![0u8; 40];
+            inc.file.read_exact_at(&mut back, 0).unwrap();
+            assert_eq!(back, [7u8; 40]);
+            let (second, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            assert_eq!(kept, 0, "taken by the first");
+            dest.discard(second);
+            // Kept again (a taken partial has a name), taken again, published.
+            dest.keep_partial(inc, 100, mtime, 40);
+            let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            assert_eq!(kept, 40);
+            dest.publish(inc, 0o644, mtime).unwrap();
+            assert_eq!(listing(&d), ["sub", "sub/f"]);
+            // Nothing written: nothing kept.
+            let (inc, _) = dest.resume_file("g", 10, mtime).unwrap();
+            dest.keep_partial(inc, 10, mtime, 0);
+            assert_eq!(listing(&d), ["sub", "sub/f"]);
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_partial_file_that_is_not_ours_is_never_taken_over() {
+        let d = scratch("partial-hostile");
+        let dest = open(&d, Existing::Replace, true);
+        let mtime = (1_700_000_000, 0);
+        let partial = d.join(partial_name("f", 100, mtime));
+        let other = d.join("other");
+        /// Puts something at `partial` (`other` is a file of 50 bytes).
+        type Plant = fn(partial: &Path, other: &Path);
+        let mut cases: Vec<(&str, Plant)> = vec![
+            ("a hard link", |partial, other| {
+                std::fs::hard_link(other, partial).unwrap()
+            }),
+            ("a symlink", |partial, other| {
+                std::os::unix::fs::symlink(other, partial).unwrap()
+            }),
+            ("a FIFO", |partial, _| {
+                let fifo = rfs::FileType::Fifo;
+                rfs::mknodat(rfs::CWD, partial, fifo, Mode::from_raw_mode(0o600), 0).unwrap()
+            }),
+        ];
+        if rustix::process::geteuid().is_root() {
+            cases.push(("another user's file", |partial, _| {
+                std::fs::write(partial, [1u8; 50]).unwrap();
+                std::os::unix::fs::chown(partial, Some(12345), None).unwrap();
+            }));
+        }
+        for (case, plant) in cases {
+            std::fs::write(&other, [1u8; 50]).unwrap();
+            plant(&partial, &other);
+            let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
+            assert_eq!(kept, 0, "{case} is not taken over");
+            dest.discard(inc);
+            assert_eq!(
+                std::fs::read(&other).unwrap(),
+                [1u8; 50],
+                "{case}: untouched"
+            );
+            assert!(
+                std::fs::symlink_metadata(&partial).is_err(),
+                "{case}: its name is removed"
+            );
+            assert_eq!(listing(&d), ["other"], "{case}");
+        }
+        // A directory under the name is left alone.
+        std::fs::create_dir(&partial).unwrap();
+        let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
         assert_eq!(kept, 0);
-        dest.discard(other);
-        // The same file takes the kept 40 bytes, once.
-        let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
-        assert_eq!(kept, 40);
-        let mut back = vec![0u8; 40];
-        inc.file.read_exact_at(&mut back, 0).unwrap();
-        assert_eq!(back, [7u8; 40]);
-        let (second, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
-        assert_eq!(kept, 0, "taken by the first");
-        dest.discard(second);
-        dest.publish(inc, 0o644, mtime).unwrap();
-        assert_eq!(listing(&d), ["sub", "sub/f"]);
-        // Nothing written: nothing kept.
-        let (inc, _) = dest.resume_file("g", 10, mtime).unwrap();
-        dest.keep_partial(inc, 10, mtime, 0);
-        assert_eq!(listing(&d), ["sub", "sub/f"]);
+        dest.discard(inc);
+        assert!(partial.is_dir());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_cached_directory_removed_meanwhile_is_made_again() {
         let d = scratch("dir-cache");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let dest = open(&d, Existing::Replace, true);
         let first = dest.begin_file("sub/a", 1).unwrap();
         dest.discard(first);
         std::fs::remove_dir(d.join("sub")).unwrap();
@@ -553,66 +892,76 @@ mod tests {
 
     #[test]
     fn symlinks_are_never_followed() {
-        let d = scratch("links");
-        let outside = scratch("links-outside");
-        let dest_dir = d.join("dest");
-        std::fs::create_dir_all(&dest_dir).unwrap();
-        std::os::unix::fs::symlink(&outside, dest_dir.join("evil")).unwrap();
-        std::os::unix::fs::symlink(outside.join("target"), dest_dir.join("file-link")).unwrap();
-        let dest = Destination::open(&dest_dir, Existing::Replace, false).unwrap();
-        // A directory component that is a symlink.
-        let err = dest.begin_file("evil/x", 1).unwrap_err();
-        assert_eq!(err.reason, FileRejectReason::PERMISSION_DENIED, "{err}");
-        assert!(dest.make_dir("evil/sub", 0o755, (0, 0)).is_err());
-        assert!(dest.make_dir("evil", 0o755, (0, 0)).is_err());
-        // A file name that is a symlink: the rename replaces the link, never writes through it.
-        let mut inc = dest.begin_file("file-link", 2).unwrap();
-        inc.file.write_all(b"ok").unwrap();
-        dest.publish(inc, 0o644, (0, 0)).unwrap();
-        assert!(!outside.join("target").exists());
-        assert!(!dest_dir.join("file-link").is_symlink());
-        assert!(listing(&outside).is_empty(), "nothing written outside");
-        std::fs::remove_dir_all(&d).unwrap();
-        std::fs::remove_dir_all(&outside).unwrap();
+        for unnamed in BOTH {
+            let d = scratch(&format!("links-{unnamed}"));
+            let outside = scratch(&format!("links-outside-{unnamed}"));
+            let dest_dir = d.join("dest");
+            std::fs::create_dir_all(&dest_dir).unwrap();
+            std::os::unix::fs::symlink(&outside, dest_dir.join("evil")).unwrap();
+            std::os::unix::fs::symlink(outside.join("target"), dest_dir.join("file-link")).unwrap();
+            let dest = open(&dest_dir, Existing::Replace, unnamed);
+            // A directory component that is a symlink.
+            let err = dest.begin_file("evil/x", 1).unwrap_err();
+            assert_eq!(err.reason, FileRejectReason::PERMISSION_DENIED, "{err}");
+            assert!(dest.make_dir("evil/sub", 0o755, (0, 0)).is_err());
+            assert!(dest.make_dir("evil", 0o755, (0, 0)).is_err());
+            // A file name that is a symlink: the rename replaces the link, never writes
+            // through it.
+            let mut inc = dest.begin_file("file-link", 2).unwrap();
+            inc.file.write_all(b"ok").unwrap();
+            dest.publish(inc, 0o644, (0, 0)).unwrap();
+            assert!(!outside.join("target").exists());
+            assert!(!dest_dir.join("file-link").is_symlink());
+            assert!(listing(&outside).is_empty(), "nothing written outside");
+            std::fs::remove_dir_all(&d).unwrap();
+            std::fs::remove_dir_all(&outside).unwrap();
+        }
     }
 
     #[test]
     fn existing_names() {
-        let d = scratch("existing");
-        std::fs::create_dir(d.join("dir")).unwrap();
-        std::fs::write(d.join("old"), b"old").unwrap();
-        let keep = Destination::open(&d, Existing::Keep, false).unwrap();
-        assert_eq!(
-            keep.begin_file("dir", 0).unwrap_err().reason,
-            FileRejectReason::EXISTS
-        );
-        assert_eq!(
-            keep.begin_file("old", 0).unwrap_err().reason,
-            FileRejectReason::EXISTS
-        );
-        assert_eq!(
-            keep.begin_file("old/x", 0).unwrap_err().reason,
-            FileRejectReason::EXISTS
-        );
-        let replace = Destination::open(&d, Existing::Replace, true).unwrap();
-        let mut inc = replace.begin_file("old", 3).unwrap();
-        inc.file.write_all(b"new").unwrap();
-        replace.publish(inc, 0o600, (0, 0)).unwrap();
-        assert_eq!(std::fs::read(d.join("old")).unwrap(), b"new");
-        // Another file took the name meanwhile, with Keep: the publish fails, nothing left.
-        let inc = keep.begin_file("late", 0).unwrap();
-        std::fs::write(d.join("late"), b"first").unwrap();
-        assert!(keep.publish(inc, 0o600, (0, 0)).is_err());
-        assert_eq!(std::fs::read(d.join("late")).unwrap(), b"first");
-        assert!(listing(&d).iter().all(|n| !n.contains(".rdmaft-")));
-        std::fs::remove_dir_all(&d).unwrap();
+        for unnamed in BOTH {
+            let d = scratch(&format!("existing-{unnamed}"));
+            std::fs::create_dir(d.join("dir")).unwrap();
+            std::fs::write(d.join("old"), b"old").unwrap();
+            let keep = open(&d, Existing::Keep, unnamed);
+            assert_eq!(
+                keep.begin_file("dir", 0).unwrap_err().reason,
+                FileRejectReason::EXISTS
+            );
+            assert_eq!(
+                keep.begin_file("old", 0).unwrap_err().reason,
+                FileRejectReason::EXISTS
+            );
+            assert_eq!(
+                keep.begin_file("old/x", 0).unwrap_err().reason,
+                FileRejectReason::EXISTS
+            );
+            let mut replace = open(&d, Existing::Replace, unnamed);
+            replace.options.fsync = true;
+            let mut inc = replace.begin_file("old", 3).unwrap();
+            inc.file.write_all(b"new").unwrap();
+            replace.publish(inc, 0o600, (0, 0)).unwrap();
+            assert_eq!(std::fs::read(d.join("old")).unwrap(), b"new");
+            // Another file took the name meanwhile, with Keep: the publish fails, nothing
+            // left.
+            let mut inc = keep.begin_file("late", 0).unwrap();
+            inc.file.write_all(b"second").unwrap();
+            std::fs::write(d.join("late"), b"first").unwrap();
+            let err = keep.publish(inc, 0o600, (0, 0)).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+            assert_eq!(std::fs::read(d.join("late")).unwrap(), b"first");
+            assert!(reserved(&d).is_empty());
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 
     #[test]
     fn directories_get_mode_and_mtime() {
         let d = scratch("dirs");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let dest = open(&d, Existing::Replace, true);
         dest.make_dir("p/q", 0o750, (1_500_000_000, 0)).unwrap();
+        // Replace gives an existing directory the sender's mode and mtime.
         dest.make_dir("p/q", 0o700, (1_500_000_001, 0)).unwrap();
         let m = std::fs::metadata(d.join("p/q")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o700);
@@ -626,9 +975,107 @@ mod tests {
     }
 
     #[test]
+    fn modes_lose_the_umask_unless_preserved() {
+        let d = scratch("umask");
+        let mut dest = open(&d, Existing::Replace, true);
+        dest.umask = 0o027;
+        dest.make_dir("open", 0o7777, (0, 0)).unwrap();
+        let mut inc = dest.begin_file("open/f", 0).unwrap();
+        inc.file.write_all(b"").unwrap();
+        dest.publish(inc, 0o6777, (0, 0)).unwrap();
+        let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("open"), 0o750);
+        assert_eq!(mode("open/f"), 0o750);
+        let preserve = Destination::open(
+            &d,
+            DestOptions {
+                preserve_perms: true,
+                ..DestOptions::default()
+            },
+        )
+        .unwrap();
+        preserve.make_dir("kept", 0o7777, (0, 0)).unwrap();
+        let inc = preserve.begin_file("kept/f", 0).unwrap();
+        preserve.publish(inc, 0o6777, (0, 0)).unwrap();
+        assert_eq!(mode("kept"), 0o777, "as sent, never sticky");
+        assert_eq!(mode("kept/f"), 0o777, "as sent, never setuid or setgid");
+        // By default the process's umask is read.
+        let default = Destination::open(&d, DestOptions::default()).unwrap();
+        assert_eq!(default.umask, super::super::perms::process_umask());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn no_clobber_leaves_existing_directories_alone() {
+        let d = scratch("dirs-keep");
+        std::fs::create_dir(d.join("old")).unwrap();
+        std::fs::set_permissions(d.join("old"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let before = std::fs::metadata(d.join("old")).unwrap();
+        let dest = open(&d, Existing::Keep, true);
+        // Its own entry, and a file arriving in it.
+        let inc = dest.begin_file("old/f", 0).unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        let before = (
+            before.mode(),
+            std::fs::metadata(d.join("old")).unwrap().mtime(),
+        );
+        dest.make_dir("old", 0o777, (1_500_000_000, 0)).unwrap();
+        let after = std::fs::metadata(d.join("old")).unwrap();
+        assert_eq!((after.mode(), after.mtime()), before, "left as it was");
+        // Directories the destination made (for a file, or for their own entry) get theirs.
+        let inc = dest.begin_file("new/deep/f", 0).unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        dest.make_dir("new/deep", 0o751, (1_500_000_001, 0))
+            .unwrap();
+        dest.make_dir("new", 0o777, (1_500_000_002, 0)).unwrap();
+        dest.make_dir("empty", 0o700, (1_500_000_003, 0)).unwrap();
+        for (name, mode, mtime) in [
+            ("new/deep", 0o751, 1_500_000_001),
+            ("new", 0o755, 1_500_000_002),
+            ("empty", 0o700, 1_500_000_003),
+        ] {
+            let m = std::fs::metadata(d.join(name)).unwrap();
+            assert_eq!((m.mode() & 0o777, m.mtime()), (mode, mtime), "{name}");
+        }
+        // Once: an entry sent again finds a directory that exists, and leaves it.
+        dest.make_dir("new", 0o700, (1, 0)).unwrap();
+        let m = std::fs::metadata(d.join("new")).unwrap();
+        assert_eq!((m.mode() & 0o777, m.mtime()), (0o755, 1_500_000_002));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fsync_syncs_the_directories() {
+        let d = scratch("fsync");
+        let id = |p: PathBuf| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        for unnamed in BOTH {
+            let mut dest = open(&d, Existing::Keep, unnamed);
+            dest.options.fsync = true;
+            let sub = format!("a-{unnamed}");
+            let mut inc = dest.begin_file(&format!("{sub}/b/f"), 1).unwrap();
+            inc.file.write_all(b"f").unwrap();
+            dest.publish(inc, 0o644, (0, 0)).unwrap();
+            dest.make_dir(&format!("{sub}/c"), 0o755, (0, 0)).unwrap();
+            let synced = crate::sync::lock_std(&dest.synced).clone();
+            for dir in [
+                d.clone(),              // where `a` was made
+                d.join(&sub),           // where `b` and `c` were made
+                d.join(&sub).join("b"), // where `f` was published
+                d.join(&sub).join("c"), // made, with its mode and mtime
+            ] {
+                assert!(synced.contains(&id(dir.clone())), "{}", dir.display());
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn too_large_for_the_disk() {
         let d = scratch("space");
-        let dest = Destination::open(&d, Existing::Replace, false).unwrap();
+        let dest = open(&d, Existing::Replace, true);
         let err = dest.begin_file("huge", u64::MAX / 2).unwrap_err();
         assert_eq!(err.reason, FileRejectReason::NO_SPACE);
         std::fs::remove_dir_all(&d).unwrap();

@@ -3,11 +3,13 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
-//!      [--resume]
+//!      [--preserve-perms] [--resume]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first transfer ends (refused or failed handshakes do not
-//! count): status 0 only if every entry of it arrived verified. Ctrl-C stops cleanly (senders are told, nothing unverified is left).
+//! count): status 0 only if every entry of it arrived verified. Ctrl-C stops cleanly
+//! (senders are told, nothing unverified is left). At start it removes the temporary files
+//! that receivers killed mid-transfer left under the directory, and says how many.
 
 use clap::Parser;
 use rdmaft::{
@@ -53,12 +55,17 @@ struct Args {
     /// Refuse senders that cannot send digests, and files without one.
     #[arg(long)]
     require_digest: bool,
-    /// Refuse files whose name exists already (default: replace them).
+    /// Refuse files whose name exists already (default: replace them), and leave existing
+    /// directories as they are.
     #[arg(long)]
     no_clobber: bool,
-    /// fsync each file before publishing it.
+    /// fsync each file before publishing it, and its directory after.
     #[arg(long)]
     fsync: bool,
+    /// Take senders' permission bits as sent (never setuid, setgid or sticky); by default
+    /// this program's umask is cleared from them.
+    #[arg(long)]
+    preserve_perms: bool,
     /// Keep what an interrupted transfer wrote (hidden, beside the file) and continue it
     /// when the same file is sent again.
     #[arg(long)]
@@ -115,6 +122,7 @@ fn run(args: Args) -> Result<bool, String> {
         Existing::Replace
     };
     options.fsync = args.fsync;
+    options.preserve_perms = args.preserve_perms;
     options.resume = args.resume;
     options.huge_pages = args.huge_pages;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
@@ -154,10 +162,19 @@ fn run(args: Args) -> Result<bool, String> {
         let _ = stop_tx.send(());
     });
     let mut ok = true;
+    let mut stale_told = false;
     loop {
         if stop_rx.try_recv().is_ok() {
             eprintln!("recv: stopping");
             break;
+        }
+        if !stale_told {
+            if let Some(n) = receiver.stale_removed() {
+                stale_told = true;
+                if n > 0 {
+                    eprintln!("recv: removed {n} stale temporary files from an earlier run");
+                }
+            }
         }
         match connections.recv_timeout(Duration::from_millis(200)) {
             Ok(report) => {

@@ -12,9 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Size of the largest file named `.rdmaft-*` under `dir` (a transfer in progress).
+/// Size of the largest file being received into `dir` by this process (a transfer in
+/// progress): one named `.rdmaft-*` there, or an unnamed (`O_TMPFILE`) one this process
+/// holds open in it (`/proc/self/fd/N` names it `DIR/#INODE (deleted)`).
 fn part_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
+    let named = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
@@ -23,7 +25,22 @@ fn part_size(dir: &Path) -> u64 {
                 .max()
                 .unwrap_or(0)
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let unnamed = std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|target| {
+                        target.parent() == Some(dir)
+                            && target.to_string_lossy().ends_with(" (deleted)")
+                    })
+                })
+                .filter_map(|fd| std::fs::metadata(fd.path()).ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    named.max(unnamed)
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -164,6 +181,7 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     )
     .unwrap();
     wait_until("progress", || handle.progress().bytes_done >= 4 << 20);
+    let killed = recv.id();
     recv.kill().unwrap();
     recv.wait().unwrap();
     let started = Instant::now();
@@ -171,6 +189,34 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     assert!(started.elapsed() < T);
     assert!(report.error.is_some(), "{report:?}");
     assert_eq!(report.failures[0].outcome, FileOutcome::Unfinished);
+    // The next receiver on the directory removes what the killed one left (a named
+    // temporary file, where the file system has no O_TMPFILE; one more is planted, deeper),
+    // and keeps the temporary files of a live process (this one).
+    std::fs::create_dir_all(dest.join("sub")).unwrap();
+    let planted = dest.join(format!("sub/.rdmaft-{killed}-99.part"));
+    std::fs::write(&planted, b"left by a killed receiver").unwrap();
+    let live = dest.join(format!(".rdmaft-{}-99.part", std::process::id()));
+    std::fs::write(&live, b"a live receiver's").unwrap();
+    let stale = temp_files(&dest).len() - 1;
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
+        .arg(&dest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("stale temporary files", T).unwrap();
+    assert!(
+        line.contains(&format!("recv: removed {stale} stale temporary files")),
+        "{line}"
+    );
+    assert_eq!(
+        temp_files(&dest),
+        [live.file_name().unwrap().to_str().unwrap()]
+    );
+    recv.kill().unwrap();
+    recv.wait().unwrap();
     std::fs::remove_dir_all(&base).unwrap();
 }
 

@@ -1,0 +1,317 @@
+//! The receiver's own files beside the files it receives: temporary files, how a verified one
+//! is published, and the partial files kept for resume.
+//!
+//! A file being received is, where the file system allows it, an unnamed file (`O_TMPFILE`)
+//! in its final directory: nobody can open, rename or replace it by name while it is being
+//! written, and a receiver killed meanwhile leaves nothing behind. Publishing gives it its
+//! name by descriptor (`linkat`): with no-clobber straight onto the final name (which fails if
+//! the name exists by then), otherwise onto a fresh reserved name that is then renamed onto
+//! the final name (a rename replaces an existing file atomically; a link cannot).
+//!
+//! A descriptor is linked with `AT_EMPTY_PATH` (which needs `CAP_DAC_READ_SEARCH`) or through
+//! `/proc/self/fd/N` with `AT_SYMLINK_FOLLOW` (which needs `/proc`); which one works is found
+//! once per destination, with a throw-away file. Where `O_TMPFILE` is refused (a file system
+//! without it, a kernel before 3.11) or neither way of linking works, the file is a named one
+//! created exclusively (`O_EXCL`) under a fresh reserved name, `.rdmaft-<pid>-<n>.part`, and
+//! published by rename.
+//!
+//! Every name beginning with [`RESERVED_PREFIX`] belongs to the receiver: the destination
+//! refuses such names from a sender, so a sender can never name, and so never replace or
+//! publish over, another connection's temporary or partial file.
+
+use super::dest::Existing;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The prefix of every name the receiver uses for its own files (temporary files
+/// `.rdmaft-<pid>-<n>.part`, partial files `.rdmaft-partial-<hash>`). A name from a sender
+/// with a component beginning with it is refused.
+pub const RESERVED_PREFIX: &str = ".rdmaft-";
+
+/// The first component of `name` in the reserved space, if any.
+pub(super) fn reserved_component(name: &str) -> Option<&str> {
+    name.split('/').find(|c| c.starts_with(RESERVED_PREFIX))
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary file name (`.rdmaft-<pid>-<n>.part`).
+pub(super) fn temp_name() -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{RESERVED_PREFIX}{}-{n}.part", std::process::id())
+}
+
+/// The process id in a name of exactly the [`temp_name`] pattern (`.rdmaft-<pid>-<n>.part`,
+/// both decimal); `None` for any other name.
+pub(super) fn temp_name_pid(name: &str) -> Option<u32> {
+    let middle = name.strip_prefix(RESERVED_PREFIX)?.strip_suffix(".part")?;
+    let (pid, n) = middle.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// The hidden name a partial file of `last` (with the source's size and mtime) is kept under.
+pub(super) fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(last.as_bytes());
+    h.update(&size.to_le_bytes());
+    h.update(&sec.to_le_bytes());
+    h.update(&nsec.to_le_bytes());
+    format!("{RESERVED_PREFIX}partial-{:016x}", h.digest())
+}
+
+/// The name a temporary file has while it is written.
+#[derive(Debug)]
+pub(super) enum TempName {
+    /// None: an `O_TMPFILE` file, linked when published.
+    Unnamed,
+    /// A reserved name in the file's directory, renamed when published.
+    Named(String),
+}
+
+/// How an unnamed file is linked to a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkVia {
+    /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)`: needs `CAP_DAC_READ_SEARCH`.
+    EmptyPath,
+    /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`: needs `/proc`.
+    ProcFd,
+}
+
+/// How a destination makes temporary files.
+#[derive(Debug)]
+pub(super) struct TempFiles {
+    /// Whether to try `O_TMPFILE` at all.
+    unnamed: bool,
+    /// How unnamed files can be linked here (`None`: they cannot), found with the first one.
+    via: OnceLock<Option<LinkVia>>,
+}
+
+impl TempFiles {
+    pub(super) fn new(unnamed: bool) -> Self {
+        TempFiles {
+            unnamed,
+            via: OnceLock::new(),
+        }
+    }
+
+    /// Uses `via` instead of finding out (for tests of each way).
+    #[cfg(test)]
+    pub(super) fn force_link_via(&self, via: LinkVia) {
+        let _ = self.via.set(Some(via));
+    }
+
+    /// A new temporary file in `dir`, open for reading and writing, mode 0o600: unnamed where
+    /// the file system and the process allow it, else under a fresh reserved name.
+    pub(super) fn create(&self, dir: &OwnedFd) -> Result<(File, TempName), Errno> {
+        // Known not to be linkable here: no use trying.
+        if self.unnamed && self.via.get() != Some(&None) {
+            match open_unnamed(dir) {
+                Ok(fd) if self.link_via(dir).is_some() => {
+                    return Ok((File::from(fd), TempName::Unnamed))
+                }
+                // This process cannot link a descriptor: use names.
+                Ok(_) => {}
+                // No O_TMPFILE here (EISDIR: a kernel that does not know the flag).
+                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let name = temp_name();
+            match rfs::openat(
+                dir,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok((File::from(fd), TempName::Named(name))),
+                // Someone else's file under one of our names: never touched, next name.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn link_via(&self, dir: &OwnedFd) -> Option<LinkVia> {
+        *self.via.get_or_init(|| probe_link(dir))
+    }
+
+    /// Puts the verified `file` (a temporary file of `dir` named `temp`) under `name` in
+    /// `dir`: with [`Existing::Keep`] only if no such name exists (`EEXIST` otherwise), with
+    /// [`Existing::Replace`] atomically replacing what is there. On failure a named temporary
+    /// file is still there (the caller removes it); an unnamed one is gone with its
+    /// descriptor.
+    pub(super) fn publish(
+        &self,
+        dir: &OwnedFd,
+        file: &File,
+        temp: &TempName,
+        name: &str,
+        existing: Existing,
+    ) -> Result<(), Errno> {
+        match temp {
+            TempName::Named(temp) => match existing {
+                Existing::Replace => rfs::renameat(dir, temp.as_str(), dir, name),
+                Existing::Keep => {
+                    rfs::renameat_with(dir, temp.as_str(), dir, name, RenameFlags::NOREPLACE)
+                }
+            },
+            TempName::Unnamed => {
+                // `create` makes unnamed files only once linking them was found to work.
+                let via = self.via.get().copied().flatten().ok_or(Errno::NOSYS)?;
+                match existing {
+                    Existing::Keep => link(via, file, dir, name),
+                    Existing::Replace => {
+                        let reserved = link_fresh(via, file, dir)?;
+                        rfs::renameat(dir, reserved.as_str(), dir, name).inspect_err(|_| {
+                            let _ = rfs::unlinkat(dir, reserved.as_str(), AtFlags::empty());
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn open_unnamed(dir: &OwnedFd) -> Result<OwnedFd, Errno> {
+    rfs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
+/// Which way of linking a descriptor works for this process, tried on throw-away unnamed
+/// files in `dir` (one per try: a file once linked and unlinked cannot be linked again).
+fn probe_link(dir: &OwnedFd) -> Option<LinkVia> {
+    [LinkVia::EmptyPath, LinkVia::ProcFd]
+        .into_iter()
+        .find(|&via| {
+            let Ok(fd) = open_unnamed(dir) else {
+                return false;
+            };
+            match link_fresh(via, &fd, dir) {
+                Ok(name) => {
+                    let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+}
+
+/// Links `file` under `name` in `dir` (`EEXIST` if the name exists).
+fn link(via: LinkVia, file: &impl AsFd, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+    match via {
+        LinkVia::EmptyPath => rfs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH),
+        LinkVia::ProcFd => {
+            let path = format!("/proc/self/fd/{}", file.as_fd().as_raw_fd());
+            rfs::linkat(rfs::CWD, path.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+        }
+    }
+}
+
+/// Links `file` under a fresh reserved name in `dir`; returns the name.
+fn link_fresh(via: LinkVia, file: &impl AsFd, dir: &OwnedFd) -> Result<String, Errno> {
+    // A name taken by someone else is skipped; a few hundred in a row is not chance.
+    for _ in 0..256 {
+        let name = temp_name();
+        match link(via, file, dir, &name) {
+            Ok(()) => return Ok(name),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EXIST)
+}
+
+/// Takes over the partial file `partial` of `dir`. It is first renamed to a fresh temporary
+/// name, so of two connections offered the same file only one gets it; then it is used only
+/// if it is a regular file with no other link, owned by this process's effective user and no
+/// longer than `size`. Anything else found under the name is removed (only the name: the
+/// other links of a hard link keep their data) and never written or truncated; a directory
+/// there is left alone. Returns the file, its name and its length.
+pub(super) fn take_partial(
+    dir: &OwnedFd,
+    partial: &str,
+    size: u64,
+) -> Option<(File, TempName, u64)> {
+    let st = rfs::statat(dir, partial, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory {
+        return None;
+    }
+    let temp = temp_name();
+    rfs::renameat(dir, partial, dir, temp.as_str()).ok()?;
+    let usable = rfs::openat(
+        dir,
+        temp.as_str(),
+        // NONBLOCK and NOCTTY: opening whatever was planted there (a FIFO, a terminal) must
+        // neither block nor have effects; for a regular file they change nothing.
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .and_then(|fd| {
+        let st = rfs::fstat(&fd).ok()?;
+        let len = u64::try_from(st.st_size).ok()?;
+        let ok = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+            && st.st_nlink == 1
+            && st.st_uid == rustix::process::geteuid().as_raw()
+            && len <= size;
+        ok.then_some((fd, len))
+    });
+    let Some((fd, len)) = usable else {
+        let _ = rfs::unlinkat(dir, temp.as_str(), AtFlags::empty());
+        return None;
+    };
+    Some((File::from(fd), TempName::Named(temp), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names() {
+        assert_eq!(
+            reserved_component("a/.rdmaft-1-2.part"),
+            Some(".rdmaft-1-2.part")
+        );
+        assert_eq!(
+            reserved_component(".rdmaft-partial-x/y"),
+            Some(".rdmaft-partial-x")
+        );
+        assert_eq!(reserved_component("a/b.rdmaft-/.rdmaft"), None);
+        assert!(reserved_component(&temp_name()).is_some());
+        assert!(reserved_component(&partial_name("f", 1, (2, 3))).is_some());
+    }
+
+    #[test]
+    fn the_temp_pattern_is_exact() {
+        assert_eq!(temp_name_pid(&temp_name()), Some(std::process::id()));
+        assert_eq!(temp_name_pid(".rdmaft-12-0.part"), Some(12));
+        for other in [
+            ".rdmaft-12-0.part.x",
+            ".rdmaft-12-.part",
+            ".rdmaft--0.part",
+            ".rdmaft-+12-0.part",
+            ".rdmaft-12-0-1.part",
+            ".rdmaft-partial-0123456789abcdef",
+            ".rdmaft-99999999999-0.part",
+            "x.rdmaft-12-0.part",
+            ".rdmaft-12-0x1.part",
+        ] {
+            assert_eq!(temp_name_pid(other), None, "{other}");
+        }
+    }
+}
