@@ -10,7 +10,7 @@ use crate::verbs::{
 };
 use crate::Error;
 use rdmaft_protocol::{
-    negotiate, reject, Mac, Negotiated, Params, RejectReason, RingInfo, RECEIVER_MSG_MAX,
+    negotiate, reject, Agreed, Mac, Negotiated, Params, RejectReason, RingInfo, RECEIVER_MSG_MAX,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,31 +153,9 @@ impl Request {
             }
         };
         // Everything that can fail for lack of resources, before anything is promised.
-        let setup = (|| {
-            let recv_wr = agreed.window + u32::from(agreed.receiver_ctrl_depth) + ACK_RECEIVES;
-            let send_wr = u32::from(agreed.sender_ctrl_depth) + 1;
-            let ep = Endpoint::new(
-                Arc::clone(&self.id),
-                Arc::clone(&self.events),
-                send_wr,
-                recv_wr,
-            )?;
-            let ring = ep.register(
-                agreed.ring_len(),
-                Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-            )?;
-            let send_bufs = ep.register(
-                u64::from(agreed.sender_ctrl_depth) * RECEIVER_MSG_MAX as u64,
-                Access::empty(),
-            )?;
-            for _ in 0..recv_wr {
-                ep.qp().post_recv_bufferless(crate::engine::wr::RECV)?;
-            }
-            Ok::<_, Error>((ring, send_bufs, ep))
-        })();
         // Bound in this order so that on an early return the QP (in `ep`) is destroyed
         // before the memory it may use is deregistered (locals drop in reverse order).
-        let (ring_mr, send_bufs, mut ep) = match setup {
+        let (ring_mr, send_bufs, ep) = match self.set_up(&agreed, agreed.ring_len()) {
             Ok(setup) => setup,
             Err(e) => {
                 // Best effort: the peer learns why; the resource error is what we report.
@@ -202,27 +180,64 @@ impl Request {
         let n = reply
             .encode(&mut buf)
             .map_err(|_| Error::invalid("Receiver", "the accept does not fit the private data"))?;
-        ep.id().accept(&ConnParams {
-            private_data: &buf[..n],
-            ..ConnParams::default()
-        })?;
-        let e = next_event(
-            ep.events(),
-            deadline,
-            timeout,
-            "the sender to complete the connection (ESTABLISHED)",
-        )?;
-        if e.kind != CmEventKind::Established {
-            return Err(e.unexpected("ESTABLISHED"));
-        }
-        ep.established();
+        let endpoint = answer(ep, &buf[..n], deadline, timeout)?;
         Ok(ReceiverConn {
-            endpoint: ep,
+            endpoint,
             send_bufs,
             ring: Arc::new(ring_mr),
             negotiated,
         })
     }
+
+    /// The connection's resources for `agreed`, with a ring of `ring_len` bytes: endpoint,
+    /// ring (remote write only), send buffers, and every receive posted.
+    fn set_up(
+        &self,
+        agreed: &Agreed,
+        ring_len: u64,
+    ) -> Result<(MemoryRegion, MemoryRegion, Endpoint), Error> {
+        let recv_wr = agreed.window + u32::from(agreed.receiver_ctrl_depth) + ACK_RECEIVES;
+        let send_wr = u32::from(agreed.sender_ctrl_depth) + 1;
+        let ep = Endpoint::new(
+            Arc::clone(&self.id),
+            Arc::clone(&self.events),
+            send_wr,
+            recv_wr,
+        )?;
+        let ring = ep.register(ring_len, Access::LOCAL_WRITE | Access::REMOTE_WRITE)?;
+        let send_bufs = ep.register(
+            u64::from(agreed.sender_ctrl_depth) * RECEIVER_MSG_MAX as u64,
+            Access::empty(),
+        )?;
+        for _ in 0..recv_wr {
+            ep.qp().post_recv_bufferless(crate::engine::wr::RECV)?;
+        }
+        Ok((ring, send_bufs, ep))
+    }
+}
+
+/// Sends the accept's `private_data` and waits until `deadline` for ESTABLISHED.
+fn answer(
+    mut ep: Endpoint,
+    private_data: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Endpoint, Error> {
+    ep.id().accept(&ConnParams {
+        private_data,
+        ..ConnParams::default()
+    })?;
+    let e = next_event(
+        ep.events(),
+        deadline,
+        timeout,
+        "the sender to complete the connection (ESTABLISHED)",
+    )?;
+    if e.kind != CmEventKind::Established {
+        return Err(e.unexpected("ESTABLISHED"));
+    }
+    ep.established();
+    Ok(ep)
 }
 
 /// Rejects a request with the encoded reject for `reason` in the private data.
