@@ -214,6 +214,71 @@ impl Request {
         }
         Ok((ring, send_bufs, ep))
     }
+
+    /// The sender's hello, as it arrived (feature `internals`).
+    #[cfg(feature = "internals")]
+    pub(crate) fn hello(&self) -> &[u8] {
+        &self.hello
+    }
+
+    /// Refuses the request with any bytes as the reject's private data (feature
+    /// `internals`, for the hostile-receiver tests).
+    #[cfg(feature = "internals")]
+    pub(crate) fn reject_raw(self, private_data: &[u8]) -> Result<(), Error> {
+        self.id.reject(private_data)
+    }
+
+    /// Accepts with whatever accept bytes `reply` makes (feature `internals`, for the
+    /// hostile-receiver tests): negotiates like [`accept`](Self::accept), registers a ring
+    /// of `ring_len` bytes (a correct receiver's is `agreed.ring_len()`), then calls
+    /// `reply(agreed, ring, send buffers)` — the send buffers being registered memory of this
+    /// connection that the sender may not write — and answers with its bytes. The returned
+    /// connection's `negotiated` is what a correct accept with this ring would have said.
+    #[cfg(feature = "internals")]
+    pub(crate) fn accept_raw(
+        self,
+        local: &Params,
+        ring_len: Option<u64>,
+        reply: impl FnOnce(&Agreed, RingInfo, RingInfo) -> Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(ReceiverConn, Agreed), Error> {
+        let deadline = crate::deadline::deadline(timeout);
+        let agreed = negotiate(&self.hello, local).map_err(|reason| Error::RequestRejected {
+            peer: self.peer,
+            reason,
+        })?;
+        let (ring_mr, send_bufs, ep) =
+            self.set_up(&agreed, ring_len.unwrap_or_else(|| agreed.ring_len()))?;
+        let info = |mr: &MemoryRegion| RingInfo {
+            addr: mr.addr(),
+            len: mr.len() as u64,
+            rkey: mr.rkey(),
+        };
+        let ring = info(&ring_mr);
+        let bytes = reply(&agreed, ring, info(&send_bufs));
+        let endpoint = answer(ep, &bytes, deadline, timeout)?;
+        let negotiated = Negotiated {
+            features: agreed.features,
+            flags: agreed.flags,
+            chunk_size: agreed.chunk_size,
+            window: agreed.window,
+            sender_ctrl_depth: agreed.sender_ctrl_depth,
+            receiver_ctrl_depth: agreed.receiver_ctrl_depth,
+            max_open_files: agreed.max_open_files,
+            keepalive_ms: agreed.keepalive_ms,
+            ring,
+            sender_proof: None,
+        };
+        Ok((
+            ReceiverConn {
+                endpoint,
+                send_bufs,
+                ring: Arc::new(ring_mr),
+                negotiated,
+            },
+            agreed,
+        ))
+    }
 }
 
 /// Sends the accept's `private_data` and waits until `deadline` for ESTABLISHED.
