@@ -63,11 +63,17 @@ fn source(name: &str, len: usize) -> (PathBuf, PathBuf) {
     (dir, file)
 }
 
-/// Waits for the send to end, failing the test if it has not within `T` (a hang).
-fn finish(handle: SendHandle) -> Result<SendReport, Error> {
+/// Waits for the send to end, failing the test if it has not within `T` (a hang). Meanwhile
+/// `raw`'s connection events are served (a disconnect from the sender is answered, as any
+/// receiver does), so the sender's close is not left waiting for its confirmation; its
+/// completions are left alone (a silent receiver stays silent).
+fn finish(handle: SendHandle, mut raw: Option<&mut RawReceiver>) -> Result<SendReport, Error> {
     let started = Instant::now();
     while !handle.is_finished() {
         assert!(started.elapsed() < T, "the send hung for {T:?}");
+        if let Some(raw) = raw.as_deref_mut() {
+            raw.is_down();
+        }
         thread::sleep(Duration::from_millis(20));
     }
     handle.wait()
@@ -225,7 +231,7 @@ fn bogus_accepts_fail_the_handshake_with_their_reason() {
         let mut raw = request
             .accept(&receiver_params(), None, |m| reply(m), T)
             .unwrap_or_else(|e| panic!("{case}: the connection was not established: {e}"));
-        let err = match finish(handle) {
+        let err = match finish(handle, Some(&mut raw)) {
             Err(e) => e.to_string(),
             Ok(report) => panic!("{case}: the send went ahead: {report:?}"),
         };
@@ -271,7 +277,7 @@ fn refusals_name_the_receivers_reason() {
         let outcomes = Outcomes::default();
         let (handle, request) = start(&listener, &file, &outcomes);
         request.reject(&private_data).unwrap();
-        let err = match finish(handle) {
+        let err = match finish(handle, None) {
             Err(e) => e.to_string(),
             Ok(report) => panic!("{case}: the send went ahead: {report:?}"),
         };
@@ -293,7 +299,7 @@ fn a_request_never_answered_ends_the_connect() {
     let handle = send(listener.local_addr(), vec![file.clone()], options).unwrap();
     // Taken, and held unanswered until the sender gives up.
     let request = listener.next_request(T).unwrap().expect("a request");
-    let err = match finish(handle) {
+    let err = match finish(handle, None) {
         Err(e) => e.to_string(),
         Ok(report) => panic!("the send went ahead: {report:?}"),
     };
@@ -325,10 +331,10 @@ fn assert_write_refused(
     let outcomes = Outcomes::default();
     let (handle, request) = start(&listener, &file, &outcomes);
     let params = receiver_params();
-    let _raw = request
+    let mut raw = request
         .accept(&params, ring_len(&params), reply, T)
         .unwrap();
-    let report = finish(handle).expect("the handshake itself succeeds");
+    let report = finish(handle, Some(&mut raw)).expect("the handshake itself succeeds");
     let error = report.error.clone().unwrap_or_default();
     println!("{case}: {error}");
     assert!(
@@ -420,7 +426,7 @@ fn after_header(
         .unwrap();
     let id = next_header(&mut raw);
     script(&mut raw, id);
-    let report = finish(handle).expect("the handshake itself succeeds");
+    let report = finish(handle, Some(&mut raw)).expect("the handshake itself succeeds");
     let elapsed = started.elapsed();
     drop(raw);
     std::fs::remove_dir_all(&dir).unwrap();
