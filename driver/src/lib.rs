@@ -73,6 +73,9 @@ pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).
 #[cfg(feature = "internals")]
 pub use engine::raw_peer::RawSender;
+/// A receiver that answers anything (for the hostile-peer tests; not a stable API).
+#[cfg(feature = "internals")]
+pub use engine::raw_receiver::{AcceptMaterial, RawListener, RawReceiver, RawRequest, RawWrite};
 pub use engine::recv::{
     ConnectionReport, ReceiveCallback, ReceivedCounts, ReceivedFile, ReceivedOutcome,
 };

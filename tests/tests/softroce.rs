@@ -32,6 +32,8 @@ mod capi;
 mod faults;
 #[path = "softroce/hostile.rs"]
 mod hostile;
+#[path = "softroce/hostile_receiver.rs"]
+mod hostile_receiver;
 
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);

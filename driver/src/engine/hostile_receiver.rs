@@ -4,7 +4,10 @@
 //! and the files it could not finish are reported `Unfinished`.
 //!
 //! (Bogus accepts, such as a ring too small or zero sizes, never reach the engine: the
-//! handshake's `check_reply` refuses them; `protocol/tests/handshake.rs` covers each.)
+//! handshake's `check_reply` refuses them; `protocol/tests/handshake.rs` covers each. The
+//! same cases and these, plus rings the sender may not write and a disconnect mid-file, run
+//! over RDMA against `raw_receiver` (feature `internals`) in
+//! `tests/tests/softroce/hostile_receiver.rs`.)
 
 use super::loopback::pair;
 use super::send::{run, FileOutcome, Progress, SendReport, SendSetup};

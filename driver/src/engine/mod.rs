@@ -21,6 +21,8 @@ mod hostile_receiver;
 pub(crate) mod loopback;
 #[cfg(feature = "internals")]
 pub mod raw_peer;
+#[cfg(feature = "internals")]
+pub mod raw_receiver;
 pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod verbs_link;

@@ -63,7 +63,8 @@ fn wait_fds(fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<(), Error> {
 }
 
 /// The error for a failed completion, or `None` for a flush after the connection went down
-/// (expected at teardown).
+/// (expected at teardown). It names the work request by what it was (not by its id) and, for
+/// a write the receiver refused, says whose memory was wrong.
 fn completion_error(wc: &WorkCompletion, closing: bool, peer: &str) -> Option<Error> {
     if wc.status == WcStatus::FLUSHED {
         if closing {
@@ -74,10 +75,35 @@ fn completion_error(wc: &WorkCompletion, closing: bool, peer: &str) -> Option<Er
             detail: "the connection went down (work flushed)".into(),
         });
     }
-    Some(wc.ok().err().unwrap_or(Error::ConnectionLost {
+    let (what, write) = work_name(wc.wr_id);
+    let hint = if write && wc.status == WcStatus::REMOTE_ACCESS {
+        ": the receiver does not let us write where its accept said (its ring's address, \
+         length or key is wrong)"
+    } else {
+        ""
+    };
+    Some(Error::ConnectionLost {
         peer: peer.to_owned(),
-        detail: "failed completion".into(),
-    }))
+        detail: format!(
+            "{what} failed: {} (status {}, vendor error {:#x}){hint}",
+            wc.status.text(),
+            wc.status.0,
+            wc.vendor_err
+        ),
+    })
+}
+
+/// What a work request was, for messages, and whether it was an RDMA write.
+fn work_name(wr_id: u64) -> (String, bool) {
+    let n = wr::number(wr_id);
+    match wr::kind(wr_id) {
+        wr::CHUNK => (format!("the RDMA write of chunk {n}"), true),
+        wr::CONTROL => ("an RDMA write of a control message".into(), true),
+        wr::ACK => ("an RDMA write of an ack".into(), true),
+        wr::SEND => (format!("the SEND of message {n}"), false),
+        wr::RECV => ("a receive".into(), false),
+        _ => (format!("work request {wr_id}"), false),
+    }
 }
 
 /// The sender's link over a [`SenderConn`].
@@ -413,5 +439,52 @@ impl RecvLink for VerbsRecvLink {
 
     fn peer(&self) -> String {
         self.peer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(wr_id: u64, status: WcStatus) -> String {
+        let wc = WorkCompletion {
+            wr_id,
+            status,
+            ..WorkCompletion::default()
+        };
+        completion_error(&wc, false, "10.0.0.1:7")
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_refused_write_names_the_receivers_ring() {
+        let err = failed(wr::CONTROL | 3, WcStatus::REMOTE_ACCESS);
+        assert!(
+            err.starts_with(
+                "connection to 10.0.0.1:7 lost: an RDMA write of a control message failed: \
+                 remote access error (status 10"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("its ring's address, length or key"), "{err}");
+        let err = failed(wr::CHUNK | 5, WcStatus::REMOTE_ACCESS);
+        assert!(err.contains("the RDMA write of chunk 5 failed"), "{err}");
+        // Other failures say what failed, without the hint.
+        let err = failed(wr::SEND | 2, WcStatus::RNR_RETRY_EXCEEDED);
+        assert!(err.contains("the SEND of message 2 failed"), "{err}");
+        assert!(!err.contains("ring"), "{err}");
+    }
+
+    #[test]
+    fn a_flush_is_expected_only_when_closing() {
+        let wc = WorkCompletion {
+            wr_id: wr::RECV,
+            status: WcStatus::FLUSHED,
+            ..WorkCompletion::default()
+        };
+        assert!(completion_error(&wc, true, "p").is_none());
+        let err = completion_error(&wc, false, "p").unwrap().to_string();
+        assert!(err.contains("work flushed"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use crate::verbs::{
 };
 use crate::Error;
 use rdmaft_protocol::{
-    negotiate, reject, Mac, Negotiated, Params, RejectReason, RingInfo, RECEIVER_MSG_MAX,
+    negotiate, reject, Agreed, Mac, Negotiated, Params, RejectReason, RingInfo, RECEIVER_MSG_MAX,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,33 +164,9 @@ impl Request {
             }
         };
         // Everything that can fail for lack of resources, before anything is promised.
-        let setup = (|| {
-            let recv_wr = agreed.window + u32::from(agreed.receiver_ctrl_depth) + ACK_RECEIVES;
-            let send_wr = u32::from(agreed.sender_ctrl_depth) + 1;
-            let ep = Endpoint::new(
-                Arc::clone(&self.id),
-                Arc::clone(&self.events),
-                send_wr,
-                recv_wr,
-            )?;
-            let ring = ep.register(
-                agreed.ring_len(),
-                Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-                pages,
-            )?;
-            let send_bufs = ep.register(
-                u64::from(agreed.sender_ctrl_depth) * RECEIVER_MSG_MAX as u64,
-                Access::empty(),
-                Pages::Base,
-            )?;
-            for _ in 0..recv_wr {
-                ep.qp().post_recv_bufferless(crate::engine::wr::RECV)?;
-            }
-            Ok::<_, Error>((ring, send_bufs, ep))
-        })();
         // Bound in this order so that on an early return the QP (in `ep`) is destroyed
         // before the memory it may use is deregistered (locals drop in reverse order).
-        let (ring_mr, send_bufs, mut ep) = match setup {
+        let (ring_mr, send_bufs, ep) = match self.set_up(&agreed, agreed.ring_len(), pages) {
             Ok(setup) => setup,
             Err(e) => {
                 // Best effort: the peer learns why; the resource error is what we report.
@@ -215,27 +191,134 @@ impl Request {
         let n = reply
             .encode(&mut buf)
             .map_err(|_| Error::invalid("Receiver", "the accept does not fit the private data"))?;
-        ep.id().accept(&ConnParams {
-            private_data: &buf[..n],
-            ..ConnParams::default()
-        })?;
-        let e = next_event(
-            ep.events(),
-            deadline,
-            timeout,
-            "the sender to complete the connection (ESTABLISHED)",
-        )?;
-        if e.kind != CmEventKind::Established {
-            return Err(e.unexpected("ESTABLISHED"));
-        }
-        ep.established();
+        let endpoint = answer(ep, &buf[..n], deadline, timeout)?;
         Ok(ReceiverConn {
-            endpoint: ep,
+            endpoint,
             send_bufs,
             ring: Arc::new(ring_mr),
             negotiated,
         })
     }
+
+    /// The connection's resources for `agreed`, with a ring of `ring_len` bytes: endpoint,
+    /// ring (remote write only), send buffers, and every receive posted.
+    fn set_up(
+        &self,
+        agreed: &Agreed,
+        ring_len: u64,
+        pages: Pages,
+    ) -> Result<(MemoryRegion, MemoryRegion, Endpoint), Error> {
+        let recv_wr = agreed.window + u32::from(agreed.receiver_ctrl_depth) + ACK_RECEIVES;
+        let send_wr = u32::from(agreed.sender_ctrl_depth) + 1;
+        let ep = Endpoint::new(
+            Arc::clone(&self.id),
+            Arc::clone(&self.events),
+            send_wr,
+            recv_wr,
+        )?;
+        let ring = ep.register(ring_len, Access::LOCAL_WRITE | Access::REMOTE_WRITE, pages)?;
+        let send_bufs = ep.register(
+            u64::from(agreed.sender_ctrl_depth) * RECEIVER_MSG_MAX as u64,
+            Access::empty(),
+            Pages::Base,
+        )?;
+        for _ in 0..recv_wr {
+            ep.qp().post_recv_bufferless(crate::engine::wr::RECV)?;
+        }
+        Ok((ring, send_bufs, ep))
+    }
+
+    /// The sender's hello, as it arrived (feature `internals`).
+    #[cfg(feature = "internals")]
+    pub(crate) fn hello(&self) -> &[u8] {
+        &self.hello
+    }
+
+    /// Refuses the request with any bytes as the reject's private data (feature
+    /// `internals`, for the hostile-receiver tests).
+    #[cfg(feature = "internals")]
+    pub(crate) fn reject_raw(self, private_data: &[u8]) -> Result<(), Error> {
+        self.id.reject(private_data)
+    }
+
+    /// Accepts with whatever accept bytes `reply` makes (feature `internals`, for the
+    /// hostile-receiver tests): negotiates like [`accept`](Self::accept), registers a ring
+    /// of `ring_len` bytes (a correct receiver's is `agreed.ring_len()`), then calls
+    /// `reply(agreed, ring, send buffers)` — the send buffers being registered memory of this
+    /// connection that the sender may not write — and answers with its bytes. The returned
+    /// connection's `negotiated` is what a correct accept with this ring would have said.
+    #[cfg(feature = "internals")]
+    pub(crate) fn accept_raw(
+        self,
+        local: &Params,
+        ring_len: Option<u64>,
+        reply: impl FnOnce(&Agreed, RingInfo, RingInfo) -> Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(ReceiverConn, Agreed), Error> {
+        let deadline = crate::deadline::deadline(timeout);
+        let agreed = negotiate(&self.hello, local).map_err(|reason| Error::RequestRejected {
+            peer: self.peer,
+            reason,
+        })?;
+        let (ring_mr, send_bufs, ep) = self.set_up(
+            &agreed,
+            ring_len.unwrap_or_else(|| agreed.ring_len()),
+            Pages::Base,
+        )?;
+        let info = |mr: &MemoryRegion| RingInfo {
+            addr: mr.addr(),
+            len: mr.len() as u64,
+            rkey: mr.rkey(),
+        };
+        let ring = info(&ring_mr);
+        let bytes = reply(&agreed, ring, info(&send_bufs));
+        let endpoint = answer(ep, &bytes, deadline, timeout)?;
+        let negotiated = Negotiated {
+            features: agreed.features,
+            flags: agreed.flags,
+            chunk_size: agreed.chunk_size,
+            window: agreed.window,
+            sender_ctrl_depth: agreed.sender_ctrl_depth,
+            receiver_ctrl_depth: agreed.receiver_ctrl_depth,
+            max_open_files: agreed.max_open_files,
+            keepalive_ms: agreed.keepalive_ms,
+            ring,
+            sender_proof: None,
+        };
+        Ok((
+            ReceiverConn {
+                endpoint,
+                send_bufs,
+                ring: Arc::new(ring_mr),
+                negotiated,
+            },
+            agreed,
+        ))
+    }
+}
+
+/// Sends the accept's `private_data` and waits until `deadline` for ESTABLISHED.
+fn answer(
+    mut ep: Endpoint,
+    private_data: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Endpoint, Error> {
+    ep.id().accept(&ConnParams {
+        private_data,
+        ..ConnParams::default()
+    })?;
+    let e = next_event(
+        ep.events(),
+        deadline,
+        timeout,
+        "the sender to complete the connection (ESTABLISHED)",
+    )?;
+    if e.kind != CmEventKind::Established {
+        return Err(e.unexpected("ESTABLISHED"));
+    }
+    ep.established();
+    Ok(ep)
 }
 
 /// Rejects a request with the encoded reject for `reason` in the private data.

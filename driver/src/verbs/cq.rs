@@ -257,6 +257,9 @@ impl WcStatus {
     pub const RNR_RETRY_EXCEEDED: WcStatus = WcStatus(ibv_wc_status::IBV_WC_RNR_RETRY_EXC_ERR);
     /// `IBV_WC_WR_FLUSH_ERR`: the QP went to the error state (e.g. after a disconnect).
     pub const FLUSHED: WcStatus = WcStatus(ibv_wc_status::IBV_WC_WR_FLUSH_ERR);
+    /// `IBV_WC_REM_ACCESS_ERR`: the peer refused an RDMA access (the remote address, length
+    /// or key does not match memory it registered for remote access).
+    pub const REMOTE_ACCESS: WcStatus = WcStatus(ibv_wc_status::IBV_WC_REM_ACCESS_ERR);
 
     /// True for `IBV_WC_SUCCESS`.
     pub fn is_success(self) -> bool {
