@@ -335,3 +335,34 @@ fn modes_lose_the_receivers_umask_unless_preserved() {
         fs::remove_dir_all(&base).unwrap();
     }
 }
+
+/// A link named on the command line is followed, as `scp` does: the target's bytes arrive
+/// under the link's name (the reader, which opens without following links, once failed it
+/// with ELOOP).
+#[test]
+fn a_link_named_as_a_root_sends_its_target_under_its_own_name() {
+    let base = scratch("root-link");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(src.join("target"), bytes(30_000, 9)).unwrap();
+    std::os::unix::fs::symlink(src.join("target"), src.join("link-to-file")).unwrap();
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/inner"), bytes(100, 10)).unwrap();
+    std::os::unix::fs::symlink(src.join("dir"), src.join("link-to-dir")).unwrap();
+    let (send, recv) = options(&dest, 4096, 4);
+    let roots = vec![src.join("link-to-file"), src.join("link-to-dir")];
+    let (report, received) = loopback_transfer(roots, &dest, send, &recv).unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert!(received.all_ok(), "{received:?}");
+    assert_eq!(
+        fs::read(dest.join("link-to-file")).unwrap(),
+        bytes(30_000, 9)
+    );
+    assert!(!dest.join("link-to-file").is_symlink());
+    assert_eq!(
+        fs::read(dest.join("link-to-dir/inner")).unwrap(),
+        bytes(100, 10)
+    );
+    fs::remove_dir_all(&base).unwrap();
+}

@@ -199,10 +199,22 @@ impl Iterator for Walk {
                     Ok(n) => n,
                     Err(reason) => return Some(skipped(root, reason)),
                 };
-                // A path named by the user is followed if it is a link.
+                // A path named by the user is followed if it is a link (as `scp` does): it
+                // is sent under the link's name, from where the link points. The reader
+                // opens files without following links, so the entry keeps the resolved
+                // path (a link swapped in there later is refused, not followed).
                 let meta = match fs::metadata(&root) {
                     Ok(m) => m,
                     Err(e) => return Some(skipped(root, SkipReason::Unreadable(e))),
+                };
+                let is_link = fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink());
+                let root = if is_link {
+                    match fs::canonicalize(&root) {
+                        Ok(target) => target,
+                        Err(e) => return Some(skipped(root, SkipReason::Unreadable(e))),
+                    }
+                } else {
+                    root
                 };
                 if let Some(item) = self.visit(root, name, meta) {
                     return Some(item);
