@@ -143,6 +143,10 @@ pub enum Error {
     #[error("the listener failed: {0}")]
     ListenerFailed(Box<Error>),
 
+    /// The caller cancelled before the connection was up (`SendHandle::cancel`, Ctrl-C).
+    #[error("cancelled while connecting")]
+    Cancelled,
+
     /// A check on data received from the peer failed (the smoke test's byte-for-byte checks).
     #[error("check failed: {0}")]
     Check(String),

@@ -11,6 +11,38 @@ pub const ADDR_ENV: &str = "RDMAFT_ADDR";
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for bad usage.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status after a second Ctrl-C cut the clean stop short (128 + SIGINT, as shells
+/// report a program killed by it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// What a Ctrl-C means: the first asks the transfer to stop cleanly (the peer is told,
+/// nothing unverified stays behind); one more, while that is still under way, exits at once.
+#[derive(Debug, Default)]
+pub struct Interrupts(std::sync::atomic::AtomicU32);
+
+/// What to do about one Ctrl-C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Cancel or stop cleanly.
+    StopCleanly,
+    /// Exit now with [`EXIT_INTERRUPTED`].
+    ExitNow,
+}
+
+impl Interrupts {
+    /// How many Ctrl-C came so far.
+    pub fn count(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a Ctrl-C and says what it means.
+    pub fn next(&self) -> OnInterrupt {
+        match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => OnInterrupt::StopCleanly,
+            _ => OnInterrupt::ExitNow,
+        }
+    }
+}
 
 /// Parses a byte count: a number with an optional binary unit `K`, `M` or `G` (× 1024ⁿ,
 /// either case, optionally followed by `iB` or `B`): `4096`, `64K`, `1M`, `1GiB`.
@@ -126,6 +158,16 @@ pub fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_ctrl_c_stops_cleanly_and_the_next_exits() {
+        let i = Interrupts::default();
+        assert_eq!(i.count(), 0);
+        assert_eq!(i.next(), OnInterrupt::StopCleanly);
+        assert_eq!(i.next(), OnInterrupt::ExitNow);
+        assert_eq!(i.next(), OnInterrupt::ExitNow);
+        assert_eq!(i.count(), 3);
+    }
 
     #[test]
     fn sizes_with_units() {

@@ -174,6 +174,7 @@ fn run_send(
         options.key.as_ref(),
         options.connect_timeout,
         options.pages(),
+        &|| stop.is_raised(),
     )?;
     let neg = *conn.negotiated();
     let mut link = VerbsSendLink::new(conn)?;

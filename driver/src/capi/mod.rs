@@ -70,7 +70,7 @@ fn status_of(e: &crate::Error) -> c_int {
         | E::ConnectFailed { .. }
         | E::UnexpectedCmEvent { .. } => RDMAFT_ECONNECT,
         E::File { .. } => RDMAFT_EFILE,
-        E::ConnectionLost { .. } => RDMAFT_EUNFINISHED,
+        E::ConnectionLost { .. } | E::Cancelled => RDMAFT_EUNFINISHED,
         _ => RDMAFT_ESYSTEM,
     }
 }

@@ -1,6 +1,6 @@
 //! The sending side of connection set-up: connect with the hello, check the accept.
 
-use super::endpoint::{next_event, Endpoint};
+use super::endpoint::{next_event_unless, Endpoint};
 use super::{check_params, clamp_to_device, ACK_RECEIVES};
 use crate::key::{nonce, Key};
 use crate::verbs::{
@@ -34,16 +34,19 @@ pub fn connect(
     key: Option<&Key>,
     timeout: Duration,
 ) -> Result<SenderConn, Error> {
-    connect_with(addr, local, key, timeout, Pages::Base)
+    connect_with(addr, local, key, timeout, Pages::Base, &|| false)
 }
 
-/// [`connect`], with the slots on `pages` (huge pages for large windows).
-pub fn connect_with(
+/// [`connect`], with the slots on `pages` (huge pages for large windows), giving up with
+/// [`Error::Cancelled`] as soon as `cancelled()` says so (looked at every 100 ms while it
+/// waits for the network).
+pub(crate) fn connect_with(
     addr: SocketAddr,
     local: Params,
     key: Option<&Key>,
     timeout: Duration,
     pages: Pages,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<SenderConn, Error> {
     let mut local = local;
     if key.is_some() {
@@ -56,11 +59,12 @@ pub fn connect_with(
     let id = CmId::new(&events)?;
 
     id.resolve_addr(None, addr, left())?;
-    let e = next_event(
+    let e = next_event_unless(
         &events,
         deadline,
         timeout,
         "address resolution (ADDR_RESOLVED)",
+        cancelled,
     )?;
     if e.kind != CmEventKind::AddrResolved {
         return Err(failed(
@@ -70,11 +74,12 @@ pub fn connect_with(
         ));
     }
     id.resolve_route(left())?;
-    let e = next_event(
+    let e = next_event_unless(
         &events,
         deadline,
         timeout,
         "route resolution (ROUTE_RESOLVED)",
+        cancelled,
     )?;
     if e.kind != CmEventKind::RouteResolved {
         return Err(failed(addr, &e, "no route to it over an RDMA device"));
@@ -110,11 +115,12 @@ pub fn connect_with(
         private_data: &hello[..n],
         ..ConnParams::default()
     })?;
-    let e = next_event(
+    let e = next_event_unless(
         ep.events(),
         deadline,
         timeout,
         "the receiver's answer (ESTABLISHED or REJECTED)",
+        cancelled,
     )?;
     match e.kind {
         CmEventKind::Established => ep.established(),

@@ -220,9 +220,27 @@ pub fn next_event(
     total: Duration,
     what: &str,
 ) -> Result<CmEvent, Error> {
+    next_event_unless(ch, deadline, total, what, &|| false)
+}
+
+/// How often a wait for a connection event looks whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// [`next_event`], giving up with [`Error::Cancelled`] as soon as `cancelled()` says so
+/// (looked at least every 100 ms).
+pub(crate) fn next_event_unless(
+    ch: &Arc<EventChannel>,
+    deadline: Instant,
+    total: Duration,
+    what: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<CmEvent, Error> {
     loop {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        match ch.get_event(left)? {
+        match ch.get_event(left.min(CANCEL_POLL))? {
             Some(e) if e.kind == CmEventKind::TimewaitExit => {}
             Some(e) => return Ok(e),
             None if left.is_zero() || Instant::now() >= deadline => {

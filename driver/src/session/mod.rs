@@ -18,8 +18,9 @@ mod endpoint;
 mod listener;
 
 // `connect` itself serves the end-to-end tests and the raw peers (`internals`).
+pub(crate) use connect::connect_with;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use connect::{connect, connect_with, SenderConn};
+pub use connect::{connect, SenderConn};
 #[allow(unused_imports)]
 pub use endpoint::next_event;
 pub use listener::{Listener, ReceiverConn, Request};

@@ -17,7 +17,8 @@ use rdmaft::{
     DEFAULT_PORT, DEFAULT_WINDOW,
 };
 use rdmaft_examples::{
-    human_bytes, parse_buffer_size, parse_target, parse_window, ADDR_ENV, EXIT_FAILURE,
+    human_bytes, parse_buffer_size, parse_target, parse_window, Interrupts, OnInterrupt, ADDR_ENV,
+    EXIT_FAILURE, EXIT_INTERRUPTED,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,14 +159,24 @@ fn run(args: Args) -> Result<bool, String> {
         args.dir.display()
     );
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let _ = ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
+    let interrupts = Interrupts::default();
+    let _ = ctrlc::set_handler(move || match interrupts.next() {
+        OnInterrupt::StopCleanly => {
+            let _ = stop_tx.send(());
+        }
+        OnInterrupt::ExitNow => std::process::exit(EXIT_INTERRUPTED),
     });
     let mut ok = true;
     let mut stale_told = false;
     loop {
         if stop_rx.try_recv().is_ok() {
-            eprintln!("recv: stopping");
+            eprintln!("recv: stopping (Ctrl-C again to exit at once)");
+            break;
+        }
+        // Listening failed for good: serving what is connected is not what was asked.
+        if let Some(why) = receiver.failure() {
+            eprintln!("recv: error: {why}");
+            ok = false;
             break;
         }
         if !stale_told {

@@ -12,7 +12,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdmaft::protocol::DigestKind;
 use rdmaft::{send, FileOutcome, Key, SendOptions, DEFAULT_PORT, DEFAULT_WINDOW};
-use rdmaft_examples::{human_bytes, parse_buffer_size, parse_target, parse_window, EXIT_FAILURE};
+use rdmaft_examples::{
+    human_bytes, parse_buffer_size, parse_target, parse_window, Interrupts, OnInterrupt,
+    EXIT_FAILURE, EXIT_INTERRUPTED,
+};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,9 @@ struct Args {
     /// room; else transparent huge pages).
     #[arg(long)]
     huge_pages: bool,
+    /// Seconds to reach the receiver and agree with it before giving up.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
     /// Seconds without any sign of the receiver before giving up.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
@@ -84,6 +90,7 @@ fn run(args: Args) -> Result<bool, String> {
         digest: args.digest,
         key,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         huge_pages: args.huge_pages,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
@@ -102,19 +109,30 @@ fn run(args: Args) -> Result<bool, String> {
         })),
         ..SendOptions::default()
     };
-    let handle = send(target, args.paths, options).map_err(|e| e.to_string())?;
-    let handle = Arc::new(std::sync::Mutex::new(Some(handle)));
+    let handle = Arc::new(std::sync::Mutex::new(None::<rdmaft::SendHandle>));
+    let interrupts = Arc::new(Interrupts::default());
     {
         let handle = Arc::clone(&handle);
         // Ctrl-C: the receiver is told and nothing unverified stays behind there.
-        let _ = ctrlc::set_handler(move || {
-            if let Ok(h) = handle.lock() {
-                if let Some(h) = h.as_ref() {
-                    h.cancel();
+        let interrupts = Arc::clone(&interrupts);
+        let _ = ctrlc::set_handler(move || match interrupts.next() {
+            OnInterrupt::StopCleanly => {
+                eprintln!("send: cancelling (Ctrl-C again to exit at once)");
+                if let Ok(h) = handle.lock() {
+                    if let Some(h) = h.as_ref() {
+                        h.cancel();
+                    }
                 }
             }
+            OnInterrupt::ExitNow => std::process::exit(EXIT_INTERRUPTED),
         });
     }
+    let started = send(target, args.paths, options).map_err(|e| e.to_string())?;
+    if interrupts.count() > 0 {
+        started.cancel(); // Ctrl-C came before the send existed
+    }
+    *handle.lock().map_err(|_| "internal error".to_string())? = Some(started);
+    eprintln!("send: connecting to {target}");
     loop {
         let done = {
             let guard = handle.lock().map_err(|_| "internal error".to_string())?;

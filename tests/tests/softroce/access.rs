@@ -157,3 +157,62 @@ fn senders_that_never_prove_the_key_hold_at_most_eight_rings() {
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// `recv --once` waits for the first real transfer: a sender refused in the handshake (no
+/// key, here; a port scan or a wrong key alike) does not end it.
+#[test]
+fn recv_once_is_not_ended_by_a_refused_sender() {
+    use rdmaft_tests::{example_bin, listening_port, wait_child, Lines};
+    use std::process::{Command, Stdio};
+    let env = env();
+    let base = scratch("once-refused");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let key_file = base.join("key");
+    std::fs::write(&key_file, b"the once key, long enough to be a key").unwrap();
+    let file = base.join("f");
+    std::fs::write(&file, random_bytes(50_000, 45)).unwrap();
+    let mut recv = Command::new(example_bin("recv").unwrap())
+        .args(["--once", "--listen"])
+        .arg(format!("{}:0", env.addr))
+        .arg("--dir")
+        .arg(&dest)
+        .arg("--key-file")
+        .arg(&key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let line = err.wait_for("listening on", T).unwrap();
+    let port = listening_port(&line).unwrap();
+    let to = format!("{}:{port}", env.addr);
+    let refused = Command::new(example_bin("send").unwrap())
+        .arg(&to)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    // recv saw the refused connection and goes on listening.
+    err.wait_for("connection ended", T).unwrap();
+    assert!(
+        recv.try_wait().unwrap().is_none(),
+        "recv --once ended on a refused handshake: {:?}",
+        err.drain(T)
+    );
+    let sent = Command::new(example_bin("send").unwrap())
+        .arg("--key-file")
+        .arg(&key_file)
+        .arg(&to)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    let status = wait_child(&mut recv, T).unwrap();
+    assert_eq!(status.code(), Some(0), "{:?}", err.drain(T));
+    assert_eq!(
+        std::fs::read(dest.join("f")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -543,6 +543,43 @@ fn interrupt(child: &std::process::Child) {
     assert!(ok, "kill -INT");
 }
 
+/// Ctrl-C while `send` is still connecting cancels at once (it once waited out the whole
+/// connect timeout): here the receiver's listener never answers, and the connect timeout
+/// is two minutes.
+#[test]
+fn ctrl_c_while_connecting_cancels_at_once() {
+    let env = env();
+    let base = scratch("ctrl-c-connect");
+    std::fs::write(base.join("f"), b"x").unwrap();
+    // A listener nobody serves: the request waits in its queue, unanswered.
+    let silent = rdmaft::session::Listener::bind(std::net::SocketAddr::new(env.addr, 0)).unwrap();
+    let mut sender = Command::new(example_bin("send").unwrap())
+        .args(["--connect-timeout", "120"])
+        .arg(silent.local_addr().to_string())
+        .arg(base.join("f"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::read(sender.stderr.take().unwrap());
+    err.wait_for("send: connecting to", T).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sender.try_wait().unwrap().is_none(), "still connecting");
+    interrupt(&sender);
+    // Far less than the connect timeout, however slow the machine.
+    let status = rdmaft_tests::wait_child(&mut sender, Duration::from_secs(30)).unwrap();
+    let lines = err.drain(T);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cancelled while connecting")),
+        "{lines:?}"
+    );
+    drop(silent);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
 #[test]
 fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
     let env = env();
@@ -592,9 +629,11 @@ fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
     wait_until("progress", || handle.progress().bytes_done >= 2 << 20);
     interrupt(&recv);
     let status = rdmaft_tests::wait_child(&mut recv, T).unwrap();
-    assert!(
-        status.code().is_some(),
-        "recv exits by itself, not by the signal"
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "recv stops cleanly by itself, not by the signal: {:?}",
+        err.drain(T)
     );
     err.wait_for("recv: stopping", T).unwrap();
     let report = handle.wait().unwrap();
