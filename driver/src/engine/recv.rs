@@ -278,10 +278,16 @@ impl Writer {
         refusal: Option<FileRejectReason>,
     ) -> WriteDone {
         if let Some(reason) = refusal {
+            // A refused name says which rule it broke (a reserved prefix, a control
+            // character, ...), not only "invalid name".
+            let why = match rdmaft_protocol::validate_name(name.as_bytes()) {
+                Err(e) => format!("{reason}: {e}"),
+                Ok(_) => reason.to_string(),
+            };
             return WriteDone::Answer {
                 file_id,
                 answer: FileAnswer::Reject(reason),
-                detail: Some(format!("{name}: {reason}")),
+                detail: Some(format!("{name}: {why}")),
             };
         }
         let open = match kind {
@@ -1007,6 +1013,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_refused_name_says_which_rule_it_broke() {
+        let d = scratch("refused-name");
+        let mut w = writer(&d, DigestKind::None);
+        let done = w.job(WriteJob::Offer {
+            file_id: 1,
+            name: ".rdmaft-77-1.part".into(),
+            kind: EntryKind::File,
+            size: 1,
+            mode: 0o644,
+            mtime: MTIME,
+            refusal: Some(FileRejectReason::INVALID_NAME),
+        });
+        match done.as_slice() {
+            [WriteDone::Answer {
+                answer: FileAnswer::Reject(FileRejectReason::INVALID_NAME),
+                detail: Some(detail),
+                ..
+            }] => assert!(detail.contains("reserved"), "{detail}"),
+            _ => panic!("a refusal expected"),
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
