@@ -205,8 +205,16 @@ fn receiver(env: &RdmaEnv, dir: &Path, tune: impl FnOnce(&mut ReceiverOptions)) 
         let _ = tx.lock().unwrap().send(r.clone());
     }));
     tune(&mut options);
+    let receiver = Receiver::start(options).unwrap();
+    // The start-up sweep of the directory runs on a thread of its own, holding a descriptor:
+    // let it end, so tests that count threads and descriptors see a settled process.
+    let deadline = Instant::now() + T;
+    while receiver.stale_removed().is_none() {
+        assert!(Instant::now() < deadline, "the start-up sweep did not end");
+        thread::sleep(Duration::from_millis(10));
+    }
     TestReceiver {
-        receiver: Receiver::start(options).unwrap(),
+        receiver,
         files,
         connections: rx,
     }

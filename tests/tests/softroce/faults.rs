@@ -518,7 +518,7 @@ fn soak_fifty_connections_at_once_without_growth() {
     for round in 1..3 {
         let peak = burst(round);
         wait_until("fds and threads back to where they were", || {
-            fds() == fds0 && threads() == threads0
+            fds() <= fds0 && threads() <= threads0
         });
         eprintln!(
             "soak-wide: burst {round}: peak {} fds, {} threads; after it RSS {} KiB",

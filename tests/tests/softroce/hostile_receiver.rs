@@ -174,12 +174,17 @@ fn bogus_accepts_fail_the_handshake_with_their_reason() {
         (
             "a feature never offered",
             Box::new(|m| edited(m, |a| a.features |= Features::DIGEST_BLAKE3)),
-            "features not offered",
+            "features that were not offered",
         ),
         (
             "a key never offered",
             Box::new(|m| edited(m, |a| a.features |= Features::AUTH_PSK)),
-            "features not offered",
+            "features that were not offered",
+        ),
+        (
+            "a feature unknown to the sender",
+            Box::new(|m| edited(m, |a| a.features |= Features::from_bits_retain(1 << 30))),
+            "features that were not offered",
         ),
         (
             "digests required without one",
