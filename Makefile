@@ -26,12 +26,14 @@ test: deps
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
 
-# Model-check the engine's concurrent core (driver/src/handoff.rs) with loom: every
-# interleaving within two preemptions, release mode, its own target directory (the cfg
-# changes every dependency's build).
+# Model-check the concurrent cores with loom: every test with "loom" in its path (the
+# engine's hand-off in driver/src/handoff.rs, the C API contexts' lifecycle in
+# driver/src/capi/handle.rs, hence the capi feature): every interleaving within two
+# preemptions, release mode, its own target directory (the cfg changes every dependency's
+# build).
 loom:
 	RUSTFLAGS="--cfg rdmaft_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-	    cargo test --release -p rdmaft --lib handoff::loom_tests
+	    cargo test --release -p rdmaft --features capi --lib loom
 
 # Build all cargo-fuzz targets, then run each for FUZZ_SECONDS.
 # No fuzz/ crate or no targets is an error: the fuzz stage must not pass empty.
