@@ -60,7 +60,8 @@ fuzz:
 
 # The C ABI (driver/src/capi, driver/include): librdmaft.so and librdmaft.a from the rdmaft
 # crate, and the C examples built against them with -Wall -Werror (leakcheck also with
-# AddressSanitizer, whose LeakSanitizer reports leaks at exit). Output in target/capi.
+# AddressSanitizer, whose LeakSanitizer reports leaks at exit; lifecycle twice, with
+# ASan+UBSan and with TSan). Output in target/capi.
 CAPI := target/capi
 CAPI_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Idriver/include
 
@@ -77,6 +78,13 @@ capi:
 	    -lrdmacm -libverbs -lpthread -ldl -lm -o $(CAPI)/bin/client-static
 	cc $(CAPI_CFLAGS) -fsanitize=address examples/c/leakcheck.c -L$(CAPI)/lib -lrdmaft \
 	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/leakcheck
+	@# The context rules (stop during wait, from callbacks, twice) under the sanitizers:
+	@# AddressSanitizer + UndefinedBehaviorSanitizer, and ThreadSanitizer.
+	cc $(CAPI_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer examples/c/lifecycle.c -L$(CAPI)/lib -lrdmaft \
+	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/lifecycle-asan
+	cc $(CAPI_CFLAGS) -fsanitize=thread examples/c/lifecycle.c -L$(CAPI)/lib -lrdmaft \
+	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/lifecycle-tsan
 
 # Installs the C library, its headers and a pkg-config file (rdmaft.pc) under PREFIX.
 PREFIX ?= /usr/local
