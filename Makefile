@@ -27,12 +27,13 @@ test: deps
 	$(MAKE) softroce-test
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
-# engine's hand-off core, the loopback link's waits with the engines' loop, ...): every
-# interleaving within two preemptions, release mode, its own target directory (the cfg
-# changes every dependency's build).
+# engine's hand-off core, the loopback link's waits with the engines' loop, the permits,
+# the C API contexts' lifecycle, hence the capi feature): every interleaving within two
+# preemptions, release mode, its own target directory (the cfg changes every dependency's
+# build).
 loom:
 	RUSTFLAGS="--cfg rdmaft_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-	    cargo test --release -p rdmaft --lib loom_tests
+	    cargo test --release -p rdmaft --features capi --lib loom_tests
 
 # Build all cargo-fuzz targets, then run each for FUZZ_SECONDS.
 # No fuzz/ crate or no targets is an error: the fuzz stage must not pass empty.
@@ -59,7 +60,8 @@ fuzz:
 
 # The C ABI (driver/src/capi, driver/include): librdmaft.so and librdmaft.a from the rdmaft
 # crate, and the C examples built against them with -Wall -Werror (leakcheck also with
-# AddressSanitizer, whose LeakSanitizer reports leaks at exit). Output in target/capi.
+# AddressSanitizer, whose LeakSanitizer reports leaks at exit; lifecycle twice, with
+# ASan+UBSan and with TSan). Output in target/capi.
 CAPI := target/capi
 CAPI_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Idriver/include
 
@@ -76,6 +78,13 @@ capi:
 	    -lrdmacm -libverbs -lpthread -ldl -lm -o $(CAPI)/bin/client-static
 	cc $(CAPI_CFLAGS) -fsanitize=address examples/c/leakcheck.c -L$(CAPI)/lib -lrdmaft \
 	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/leakcheck
+	@# The context rules (stop during wait, from callbacks, twice) under the sanitizers:
+	@# AddressSanitizer + UndefinedBehaviorSanitizer, and ThreadSanitizer.
+	cc $(CAPI_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer examples/c/lifecycle.c -L$(CAPI)/lib -lrdmaft \
+	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/lifecycle-asan
+	cc $(CAPI_CFLAGS) -fsanitize=thread examples/c/lifecycle.c -L$(CAPI)/lib -lrdmaft \
+	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/lifecycle-tsan
 
 # Installs the C library, its headers and a pkg-config file (rdmaft.pc) under PREFIX.
 PREFIX ?= /usr/local

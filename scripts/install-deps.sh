@@ -12,10 +12,14 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # rdma-sys (bindgen needs libclang), and QEMU + a Debian kernel for the
 # Soft-RoCE VM (the host kernel may have no RDMA). iputils-ping checks netem;
 # busybox-static is virtme-ng's fallback for building the guest's initramfs. gcc builds
-# the C examples of the C API (its libasan the leak check's LeakSanitizer).
+# the C examples of the C API; its sanitizer runtimes (AddressSanitizer with LeakSanitizer,
+# UndefinedBehaviorSanitizer, ThreadSanitizer: Debian 12's gcc-12 pulls them in through
+# libgcc-12-dev) run the leak check and the lifecycle tests. They are named here so that a
+# trimmed install that lacks one gets it back.
 pkgs=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers ibverbs-utils
       rdmacm-utils perftest libibverbs-dev librdmacm-dev clang libclang-dev
-      iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev)
+      iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev
+      libasan8 libubsan1 libtsan2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

@@ -15,7 +15,22 @@ extern "C" {
  * arrived, its digest matched and it was renamed onto its final name. */
 typedef void (*rdmaft_recv_cb)(const char *filename);
 
-/* Opaque. */
+/* Opaque: a handle, never dereferenced by the library. Each start call returns a new value
+ * that is never handed out again, so a context that was stopped stays a defined argument:
+ * every call on it is answered (a no-op, or 0) instead of touching freed memory. Any value
+ * (NULL, stopped, from the send side) may be passed to the calls below.
+ *
+ * Lifetime rules, for any threads:
+ * - stop from a callback: stops the receiver and joins every other thread of it; the
+ *   calling thread ends by itself once the callback returns.
+ * - stop twice, or from two threads at once (two callbacks on two connections included):
+ *   one stops, the other does nothing (it returns once the first has finished, unless it
+ *   runs in a callback of this receiver, which the first may be joining).
+ * - stop while transfers run: they end (the senders are told), their unfinished files are
+ *   removed.
+ * - no callback of a receiver starts after its stop was called. A stop made outside the
+ *   callbacks returns once the receiver's threads ended, except a thread whose callback
+ *   called stop first: it ends by itself once that callback returns. */
 struct rdmaft_recv_server_context;
 
 /* Listens on `port` (all addresses) and writes into `recv_dir` (which must exist), serving
@@ -26,14 +41,15 @@ struct rdmaft_recv_server_context *rdmaft_start_recv(char *port, char *recv_dir,
         size_t buffer_size, rdmaft_recv_cb func);
 
 /* Stops the receiver: running transfers end, their unfinished files are removed; joins its
- * threads and frees the context. NULL is ignored. May be called from a callback. */
+ * threads and frees the context. NULL, and a context already stopped, are ignored. May be
+ * called from a callback (see the rules above). */
 void rdmaft_stop_recv(struct rdmaft_recv_server_context *context);
 
 /* Sets the buffer size for connections accepted from now on, by every running receiver and
  * by receivers started later with a buffer_size of 0 (0: the default). */
 void rdmaft_reset_recv_buffer_size(size_t buffer_size);
 
-/* The buffer size a receiver offers new connections now (0 for NULL). */
+/* The buffer size a receiver offers new connections now (0 for NULL or a stopped one). */
 size_t rdmaft_recv_buffer_size(const struct rdmaft_recv_server_context *context);
 
 /* Called (on the connection's thread) for every entry with its status (RDMAFT_OK: received

@@ -15,7 +15,25 @@ extern "C" {
  * digest verified by the receiver. */
 typedef void (*rdmaft_send_cb)(const char *filename);
 
-/* Opaque. */
+/* Opaque: a handle, never dereferenced by the library. Each start call returns a new value
+ * that is never handed out again, so a context that was stopped stays a defined argument:
+ * every call on it is answered (a no-op, or RDMAFT_EINVAL) instead of touching freed
+ * memory. Any value (NULL, stopped, from the receive side) may be passed to the calls below.
+ *
+ * Lifetime rules, for any threads:
+ * - stop while another thread is in rdmaft_send_wait: the stop cancels the send and returns
+ *   once its threads ended; the waiter returns the send's status (RDMAFT_EUNFINISHED, as the
+ *   send was cut short, unless every file had already arrived: RDMAFT_OK).
+ * - stop from the send's own callback: cancels the send and returns at once (the send's
+ *   thread, the caller, ends by itself once the callback returns; a wait in progress on
+ *   another thread returns then).
+ * - stop twice, or from two threads at once: one stops, the other does nothing (it returns
+ *   once the first has finished, unless it runs in the send's own callback).
+ * - wait after stop: RDMAFT_EINVAL ("no such send context"); a wait already in progress
+ *   when the stop came returns the send's status.
+ * - no callback of a send starts after its stop was called. A stop made outside the
+ *   callback returns once the send's threads ended, unless a stop from the callback came
+ *   first: that thread then ends by itself once its callback returns. */
 struct rdmaft_send_client_context;
 
 /* Starts sending `filename` (a file or a directory tree) to server_addr:port on a thread of
@@ -26,12 +44,15 @@ struct rdmaft_send_client_context *rdmaft_start_send(char *server_addr, char *po
         char *filename, size_t buffer_size, rdmaft_send_cb func);
 
 /* Stops the send (cancelling it if it still runs: call rdmaft_send_wait first to let it
- * finish), waits for its threads and frees the context. NULL is ignored. */
+ * finish), waits for its threads and frees the context. NULL, and a context already
+ * stopped, are ignored. May be called from the send's callback (it then does not wait) and
+ * while another thread waits (see the rules above). */
 void rdmaft_stop_send(struct rdmaft_send_client_context *client_context);
 
 /* Waits for the send to end. RDMAFT_OK if every file arrived verified, else the first
- * failure's status (text in rdmaft_last_error). May be called again; not from the send's
- * own callback (RDMAFT_EINVAL). */
+ * failure's status (text in rdmaft_last_error). May be called again, and from several
+ * threads at once (the same answer). RDMAFT_EINVAL for NULL, for a context already
+ * stopped, and from the send's own callback (it would wait for itself). */
 int rdmaft_send_wait(struct rdmaft_send_client_context *client_context);
 
 /* Called (on the send's thread) for every file with its status (RDMAFT_OK: delivered and

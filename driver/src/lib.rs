@@ -66,8 +66,8 @@ mod verbs;
 
 pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
 pub use api::send::{
-    loopback_transfer, send, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_WINDOW,
+    loopback_transfer, send, SendCanceller, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW,
 };
 pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).

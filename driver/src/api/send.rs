@@ -116,7 +116,9 @@ pub(crate) fn keepalive_for(idle: Duration) -> u32 {
 /// The send runs on its own thread (which also runs the `on_file` callback) and a reader
 /// thread beside it. [`cancel`](Self::cancel) may be called from any thread, the callback
 /// included; [`wait`](Self::wait) may not be called from the callback (it would wait for
-/// itself: it returns [`Error::WouldDeadlock`] instead).
+/// itself: it returns [`Error::WouldDeadlock`] instead). To cancel while another thread is
+/// in [`wait`](Self::wait) (which takes the handle), keep a [`SendCanceller`] from
+/// [`canceller`](Self::canceller).
 #[derive(Debug)]
 pub struct SendHandle {
     progress: Arc<Progress>,
@@ -205,6 +207,14 @@ impl SendHandle {
         self.stop.raise();
     }
 
+    /// A cancel for this send that lives apart from the handle: it works while another
+    /// thread is in [`wait`](Self::wait), and after the send ended (then it does nothing).
+    pub fn canceller(&self) -> SendCanceller {
+        SendCanceller {
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
     /// Whether the caller is the send's own thread (a callback): it must not wait then.
     pub fn is_own_thread(&self) -> bool {
         std::thread::current().id() == self.thread_id
@@ -230,6 +240,20 @@ impl SendHandle {
             }
         }
         r.unwrap_or(Err(Error::ThreadPanicked("send")))
+    }
+}
+
+/// Cancels one send from any thread, as [`SendHandle::cancel`] does, without holding the
+/// handle: what a caller keeps when another thread waits on the handle.
+#[derive(Clone, Debug)]
+pub struct SendCanceller {
+    stop: Arc<Stop>,
+}
+
+impl SendCanceller {
+    /// Asks the send to stop (see [`SendHandle::cancel`]); later calls do nothing more.
+    pub fn cancel(&self) {
+        self.stop.raise();
     }
 }
 

@@ -10,9 +10,15 @@
 //! host process at the boundary) and turns them into a status. Callbacks run on the library's
 //! threads, as in the original.
 //!
+//! Contexts are tokens, not boxes (`handle.rs`): stop, wait and stop again are defined from
+//! any thread, callbacks included, and no pointer C hands back is ever dereferenced.
+//!
 //! This module holds the crate's only `unsafe` outside the verbs layer: reading C strings and
-//! taking back the boxes handed out as contexts. Each block states what the C caller promises.
+//! passing the caller's pointer to its callbacks. Each block states what the C caller
+//! promises.
 
+mod callback;
+mod handle;
 mod recv;
 mod send;
 

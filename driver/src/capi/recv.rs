@@ -1,13 +1,17 @@
 //! `rdmaft_start_recv` / `rdmaft_stop_recv` / `rdmaft_reset_recv_buffer_size` and the
 //! callback variant with a status.
+//!
+//! A context is a token in [`RECEIVERS`] (see `handle.rs` for the design and the rules of
+//! stop from any thread).
 
-use super::{c_name, chunk_size, fail, guard, status_of, str_arg, UserPtr};
+use super::handle::{Canceller, Gate, Job, Registry, SharedGate, Token, RECV_TOKENS};
+use super::{c_name, callback, chunk_size, fail, guard, status_of, str_arg, UserPtr};
 use super::{RDMAFT_EFAILED, RDMAFT_EREJECTED, RDMAFT_EUNFINISHED};
-use super::{RDMAFT_EINVAL, RDMAFT_OK};
+use super::{RDMAFT_EINVAL, RDMAFT_ESYSTEM, RDMAFT_OK};
 use crate::{ReceivedFile, ReceivedOutcome, Receiver, ReceiverOptions};
 use std::ffi::{c_char, c_int, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// The original callback: the name of each file received and verified.
 pub type RecvCallback = extern "C" fn(filename: *const c_char);
@@ -15,21 +19,42 @@ pub type RecvCallback = extern "C" fn(filename: *const c_char);
 pub type RecvStatusCallback =
     extern "C" fn(filename: *const c_char, status: c_int, user: *mut c_void);
 
-/// A running receiver, shared with the registry `rdmaft_reset_recv_buffer_size` walks. The
-/// receiver is taken out before it is stopped, so the lock is never held while stopping.
-type Slot = Arc<Mutex<Option<Receiver>>>;
-
-/// A receiver started through the C API (the header's opaque
-/// `struct rdmaft_recv_server_context`).
+/// The header's opaque `struct rdmaft_recv_server_context`. Never allocated: a pointer to it
+/// is a token of [`RECEIVERS`], which C hands back and nobody dereferences.
+#[repr(C)]
+#[derive(Debug)]
 pub struct RecvContext {
-    receiver: Slot,
+    _opaque: [u8; 0],
 }
 
-/// Every receiver started through the C API and not stopped yet.
-static RUNNING: Mutex<Vec<Weak<Mutex<Option<Receiver>>>>> = Mutex::new(Vec::new());
+/// Every receiver started through the C API and not stopped yet; also what
+/// `rdmaft_reset_recv_buffer_size` walks.
+static RECEIVERS: LazyLock<Registry<RecvJob>> = LazyLock::new(|| Registry::new(RECV_TOKENS));
 /// The size set by `rdmaft_reset_recv_buffer_size`: the default for receivers started later
 /// with a `buffer_size` of 0.
 static RESET_SIZE: Mutex<Option<u32>> = Mutex::new(None);
+
+/// A receiver as a context's job. Nothing waits for a receiver but its stop, so it needs no
+/// cancel apart from [`Receiver::stop`] (which raises its stop flag before it joins).
+struct RecvJob(Receiver);
+
+impl Job for RecvJob {
+    type Outcome = ();
+
+    fn canceller(&self) -> Canceller {
+        Box::new(|| ())
+    }
+
+    fn join(self, _from_callback: bool) -> Option<()> {
+        // Joins every thread of the receiver but the caller's own (from a callback: a
+        // connection thread, which ends once the callback returns).
+        self.0.stop();
+        Some(())
+    }
+}
+
+/// The callback a C receiver gets, from what its start call was given.
+type MakeCallback = Box<dyn FnOnce(Token, SharedGate) -> crate::ReceiveCallback>;
 
 /// An entry's status for C.
 fn entry_status(outcome: &ReceivedOutcome) -> c_int {
@@ -50,7 +75,7 @@ unsafe fn start(
     port: *const c_char,
     recv_dir: *const c_char,
     buffer_size: usize,
-    on_file: Option<crate::ReceiveCallback>,
+    on_file: Option<MakeCallback>,
 ) -> *mut RecvContext {
     let ip = if addr.is_null() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -84,14 +109,16 @@ unsafe fn start(
         (0, Some(reset)) => reset,
         (size, _) => chunk_size(size),
     };
-    options.on_file = on_file;
+    let Some(token) = RECEIVERS.mint() else {
+        fail(RDMAFT_ESYSTEM, "no receive context tokens left");
+        return std::ptr::null_mut();
+    };
+    let gate = Gate::new();
+    options.on_file = on_file.map(|make| make(token, SharedGate::clone(&gate)));
     match Receiver::start(options) {
         Ok(r) => {
-            let slot: Slot = Arc::new(Mutex::new(Some(r)));
-            let mut running = crate::sync::lock_std(&RUNNING);
-            running.retain(|w| w.strong_count() > 0);
-            running.push(Arc::downgrade(&slot));
-            Box::into_raw(Box::new(RecvContext { receiver: slot }))
+            RECEIVERS.insert(token, RecvJob(r), gate);
+            token.to_ptr()
         }
         Err(e) => {
             fail(status_of(&e), e);
@@ -114,12 +141,14 @@ pub unsafe extern "C" fn rdmaft_start_recv(
     func: Option<RecvCallback>,
 ) -> *mut RecvContext {
     guard(std::ptr::null_mut(), || {
-        let on_file = func.map(|func| -> crate::ReceiveCallback {
-            Arc::new(move |f: &ReceivedFile| {
-                if f.is_ok() {
-                    let name = c_name(&f.name);
-                    func(name.as_ptr());
-                }
+        let on_file = func.map(|func| -> MakeCallback {
+            Box::new(move |token, gate| {
+                Arc::new(move |f: &ReceivedFile| {
+                    if f.is_ok() {
+                        let name = c_name(&f.name);
+                        callback::run(token, &gate, || func(name.as_ptr()));
+                    }
+                })
             })
         });
         // SAFETY: the caller's promise, passed on.
@@ -143,11 +172,14 @@ pub unsafe extern "C" fn rdmaft_start_recv_ex(
 ) -> *mut RecvContext {
     guard(std::ptr::null_mut(), || {
         let user = UserPtr(user);
-        let on_file = func.map(|func| -> crate::ReceiveCallback {
-            Arc::new(move |f: &ReceivedFile| {
-                let name = c_name(&f.name);
-                let user = user;
-                func(name.as_ptr(), entry_status(&f.outcome), user.0);
+        let on_file = func.map(|func| -> MakeCallback {
+            Box::new(move |token, gate| {
+                Arc::new(move |f: &ReceivedFile| {
+                    let name = c_name(&f.name);
+                    let user = user;
+                    let status = entry_status(&f.outcome);
+                    callback::run(token, &gate, || func(name.as_ptr(), status, user.0));
+                })
             })
         });
         // SAFETY: the caller's promise, passed on.
@@ -156,22 +188,21 @@ pub unsafe extern "C" fn rdmaft_start_recv_ex(
 }
 
 /// The original call: stops the receiver (running transfers end, their unfinished files are
-/// removed), joins its threads and frees the context. NULL is ignored. May be called from a
-/// receive callback.
+/// removed), joins its threads and frees the context.
 ///
-/// # Safety
-/// `context` is NULL or a live context from `rdmaft_start_recv*`, not used again.
+/// - From a receive callback: stops and joins every other thread of the receiver; the
+///   calling connection thread ends once the callback returns.
+/// - Twice, or at once from two threads (two callbacks included): the second does nothing
+///   (it waits for the first to finish, unless it runs in a callback of this receiver, which
+///   the first may be joining). NULL is ignored too.
+/// - No callback of this receiver starts after the stop was called.
+///
+/// Any pointer value is safe to pass: it is looked up, never dereferenced.
 #[no_mangle]
-pub unsafe extern "C" fn rdmaft_stop_recv(context: *mut RecvContext) {
-    if context.is_null() {
-        return;
-    }
+pub extern "C" fn rdmaft_stop_recv(context: *mut RecvContext) {
     guard((), || {
-        // SAFETY: the caller hands back a box from rdmaft_start_recv* and never uses it again.
-        let ctx = unsafe { Box::from_raw(context) };
-        let receiver = crate::sync::lock_std(&ctx.receiver).take();
-        if let Some(r) = receiver {
-            r.stop();
+        if let Some(token) = Token::from_ptr(context) {
+            RECEIVERS.stop(token, callback::inside(token));
         }
     })
 }
@@ -183,35 +214,24 @@ pub extern "C" fn rdmaft_reset_recv_buffer_size(buffer_size: usize) {
     guard((), || {
         let size = chunk_size(buffer_size);
         *crate::sync::lock_std(&RESET_SIZE) = Some(size);
-        let running: Vec<Slot> = crate::sync::lock_std(&RUNNING)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for slot in running {
-            if let Some(r) = crate::sync::lock_std(&slot).as_ref() {
-                // chunk_size() only gives sizes the receiver accepts.
-                if let Err(e) = r.set_buffer_size(size) {
-                    fail(status_of(&e), e);
-                }
+        RECEIVERS.for_each_running(|r| {
+            // chunk_size() only gives sizes the receiver accepts.
+            if let Err(e) = r.0.set_buffer_size(size) {
+                fail(status_of(&e), e);
             }
-        }
+        });
     })
 }
 
-/// The buffer size a receiver offers new connections now.
+/// The buffer size a receiver offers new connections now; 0 for NULL or a stopped receiver.
 ///
-/// # Safety
-/// `context` is NULL or a live context from `rdmaft_start_recv*`.
+/// Any pointer value is safe to pass: it is looked up, never dereferenced.
 #[no_mangle]
-pub unsafe extern "C" fn rdmaft_recv_buffer_size(context: *const RecvContext) -> usize {
-    // SAFETY: the caller promises a live context (or NULL, refused by as_ref).
-    let Some(ctx) = (unsafe { context.as_ref() }) else {
-        return 0;
-    };
+pub extern "C" fn rdmaft_recv_buffer_size(context: *const RecvContext) -> usize {
     guard(0, || {
-        crate::sync::lock_std(&ctx.receiver)
-            .as_ref()
-            .map_or(0, |r| r.buffer_size() as usize)
+        Token::from_ptr(context)
+            .and_then(|token| RECEIVERS.with_running(token, |r| r.0.buffer_size() as usize))
+            .unwrap_or(0)
     })
 }
 
@@ -246,7 +266,6 @@ mod tests {
             )
         };
         assert!(ctx.is_null());
-        // SAFETY: NULL is allowed.
-        unsafe { rdmaft_stop_recv(std::ptr::null_mut()) };
+        rdmaft_stop_recv(std::ptr::null_mut());
     }
 }

@@ -1,13 +1,17 @@
 //! `rdmaft_start_send` / `rdmaft_stop_send` and the additions: a blocking wait with a status
 //! and a callback variant with a status.
+//!
+//! A context is a token in [`SENDS`] (see `handle.rs` for the design and the rules of stop
+//! and wait from any thread).
 
-use super::{c_name, chunk_size, fail, guard, status_of, str_arg, UserPtr};
+use super::handle::{Canceller, Gate, Job, Registry, SharedGate, Token, Waited, SEND_TOKENS};
+use super::{c_name, callback, chunk_size, fail, guard, status_of, str_arg, UserPtr};
 use super::{RDMAFT_EFAILED, RDMAFT_EFILE, RDMAFT_EREJECTED, RDMAFT_EUNFINISHED};
-use super::{RDMAFT_EINVAL, RDMAFT_OK};
+use super::{RDMAFT_EINVAL, RDMAFT_ESYSTEM, RDMAFT_OK};
 use crate::{FileOutcome, FileReport, SendHandle, SendOptions, SendReport};
 use std::ffi::{c_char, c_int, c_void};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock};
 
 /// The original callback: the file name, once the file was delivered and verified.
 pub type SendCallback = extern "C" fn(filename: *const c_char);
@@ -15,11 +19,40 @@ pub type SendCallback = extern "C" fn(filename: *const c_char);
 pub type SendStatusCallback =
     extern "C" fn(filename: *const c_char, status: c_int, user: *mut c_void);
 
-/// A send started through the C API (the header's opaque `struct rdmaft_send_client_context`).
+/// The header's opaque `struct rdmaft_send_client_context`. Never allocated: a pointer to it
+/// is a token of [`SENDS`], which C hands back and nobody dereferences.
+#[repr(C)]
+#[derive(Debug)]
 pub struct SendContext {
-    handle: Mutex<Option<SendHandle>>,
-    /// The status `rdmaft_send_wait` returned, kept for a second call.
-    status: Mutex<Option<(c_int, String)>>,
+    _opaque: [u8; 0],
+}
+
+/// Every send started through the C API and not yet stopped (and ended).
+static SENDS: LazyLock<Registry<SendJob>> = LazyLock::new(|| Registry::new(SEND_TOKENS));
+
+/// A send as a context's job; its outcome is the status `rdmaft_send_wait` returns.
+struct SendJob(SendHandle);
+
+impl Job for SendJob {
+    type Outcome = (c_int, String);
+
+    fn canceller(&self) -> Canceller {
+        let c = self.0.canceller();
+        Box::new(move || c.cancel())
+    }
+
+    fn join(self, from_callback: bool) -> Option<Self::Outcome> {
+        if from_callback || self.0.is_own_thread() {
+            // The caller is the send's own thread: dropping the handle there does not wait,
+            // the (cancelled) send ends once the callback returns.
+            drop(self.0);
+            return None;
+        }
+        Some(match self.0.wait() {
+            Ok(report) => report_status(&report),
+            Err(e) => (status_of(&e), e.to_string()),
+        })
+    }
 }
 
 /// A file's status for C.
@@ -80,6 +113,9 @@ fn resolve(host: &str, port: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} has no address"))
 }
 
+/// The callback a C send gets, from what its start call was given.
+type MakeCallback = Box<dyn FnOnce(Token, SharedGate) -> crate::FileCallback>;
+
 /// Starts a send; NULL (and the last error set) if the arguments are unusable.
 ///
 /// # Safety
@@ -89,7 +125,7 @@ unsafe fn start(
     port: *const c_char,
     filename: *const c_char,
     buffer_size: usize,
-    on_file: Option<crate::FileCallback>,
+    on_file: Option<MakeCallback>,
 ) -> *mut SendContext {
     // SAFETY: the caller's promise, passed on.
     let args = unsafe {
@@ -109,16 +145,21 @@ unsafe fn start(
             return std::ptr::null_mut();
         }
     };
+    let Some(token) = SENDS.mint() else {
+        fail(RDMAFT_ESYSTEM, "no send context tokens left");
+        return std::ptr::null_mut();
+    };
+    let gate = Gate::new();
     let options = SendOptions {
         chunk_size: chunk_size(buffer_size),
-        on_file,
+        on_file: on_file.map(|make| make(token, SharedGate::clone(&gate))),
         ..SendOptions::default()
     };
     match crate::send(addr, vec![path.into()], options) {
-        Ok(handle) => Box::into_raw(Box::new(SendContext {
-            handle: Mutex::new(Some(handle)),
-            status: Mutex::new(None),
-        })),
+        Ok(handle) => {
+            SENDS.insert(token, SendJob(handle), gate);
+            token.to_ptr()
+        }
         Err(e) => {
             fail(status_of(&e), e);
             std::ptr::null_mut()
@@ -140,12 +181,14 @@ pub unsafe extern "C" fn rdmaft_start_send(
     func: Option<SendCallback>,
 ) -> *mut SendContext {
     guard(std::ptr::null_mut(), || {
-        let on_file = func.map(|func| -> crate::FileCallback {
-            Arc::new(move |f: &FileReport| {
-                if f.outcome.is_ok() {
-                    let name = c_name(&f.path.to_string_lossy());
-                    func(name.as_ptr());
-                }
+        let on_file = func.map(|func| -> MakeCallback {
+            Box::new(move |token, gate| {
+                Arc::new(move |f: &FileReport| {
+                    if f.outcome.is_ok() {
+                        let name = c_name(&f.path.to_string_lossy());
+                        callback::run(token, &gate, || func(name.as_ptr()));
+                    }
+                })
             })
         });
         // SAFETY: the caller's promise, passed on.
@@ -168,11 +211,14 @@ pub unsafe extern "C" fn rdmaft_start_send_ex(
 ) -> *mut SendContext {
     guard(std::ptr::null_mut(), || {
         let user = UserPtr(user);
-        let on_file = func.map(|func| -> crate::FileCallback {
-            Arc::new(move |f: &FileReport| {
-                let name = c_name(&f.path.to_string_lossy());
-                let user = user;
-                func(name.as_ptr(), file_status(&f.outcome), user.0);
+        let on_file = func.map(|func| -> MakeCallback {
+            Box::new(move |token, gate| {
+                Arc::new(move |f: &FileReport| {
+                    let name = c_name(&f.path.to_string_lossy());
+                    let user = user;
+                    let status = file_status(&f.outcome);
+                    callback::run(token, &gate, || func(name.as_ptr(), status, user.0));
+                })
             })
         });
         // SAFETY: the caller's promise, passed on.
@@ -181,70 +227,54 @@ pub unsafe extern "C" fn rdmaft_start_send_ex(
 }
 
 /// Waits for the send to end: `RDMAFT_OK` if every file arrived verified, else the first
-/// failure's status (its text in `rdmaft_last_error`). May be called again (same answer);
-/// not from the send's own callback (`RDMAFT_EINVAL`).
+/// failure's status (its text in `rdmaft_last_error`). May be called again, and from several
+/// threads at once (the same answer). If the send is stopped meanwhile (`rdmaft_stop_send`
+/// from another thread), the stop cancels it and this returns its status then
+/// (`RDMAFT_EUNFINISHED` unless every file had already arrived). `RDMAFT_EINVAL` for NULL, a
+/// context already stopped (a wait after stop), and from the send's own callback.
 ///
-/// # Safety
-/// `ctx` is NULL or a live context from `rdmaft_start_send*`.
+/// Any pointer value is safe to pass: it is looked up, never dereferenced.
 #[no_mangle]
-pub unsafe extern "C" fn rdmaft_send_wait(ctx: *mut SendContext) -> c_int {
-    guard(super::RDMAFT_ESYSTEM, || {
-        // SAFETY: the caller promises a live context (or NULL, refused by as_ref).
-        let Some(ctx) = (unsafe { ctx.as_ref() }) else {
+pub extern "C" fn rdmaft_send_wait(ctx: *mut SendContext) -> c_int {
+    guard(RDMAFT_ESYSTEM, || {
+        let Some(token) = Token::from_ptr(ctx) else {
             return fail(RDMAFT_EINVAL, "context is NULL");
         };
-        wait(ctx)
+        match SENDS.wait(token, callback::inside(token)) {
+            Waited::Ended((RDMAFT_OK, _)) => RDMAFT_OK,
+            Waited::Ended((code, text)) => fail(code, text),
+            Waited::Released => fail(
+                RDMAFT_EUNFINISHED,
+                "the send was stopped from its own callback before it ended",
+            ),
+            Waited::OwnCallback => fail(
+                RDMAFT_EINVAL,
+                "rdmaft_send_wait from the send's own callback",
+            ),
+            Waited::Unknown => fail(
+                RDMAFT_EINVAL,
+                "no such send context (it was stopped, or never started)",
+            ),
+        }
     })
-}
-
-fn wait(ctx: &SendContext) -> c_int {
-    let mut status = crate::sync::lock_std(&ctx.status);
-    if status.is_none() {
-        let handle = {
-            let mut slot = crate::sync::lock_std(&ctx.handle);
-            if slot.as_ref().is_some_and(SendHandle::is_own_thread) {
-                return fail(
-                    RDMAFT_EINVAL,
-                    "rdmaft_send_wait from the send's own callback",
-                );
-            }
-            slot.take()
-        };
-        let Some(handle) = handle else {
-            return fail(RDMAFT_EUNFINISHED, "the send was stopped");
-        };
-        *status = Some(match handle.wait() {
-            Ok(report) => report_status(&report),
-            Err(e) => (status_of(&e), e.to_string()),
-        });
-    }
-    let (code, text) = status.clone().unwrap_or_default();
-    if code == RDMAFT_OK {
-        code
-    } else {
-        fail(code, text)
-    }
 }
 
 /// The original call: stops the send (cancelling it if it still runs; call
 /// `rdmaft_send_wait` first to let it finish), waits for its threads and frees the context.
-/// NULL is ignored. May be called from the send's callback (it then does not wait).
 ///
-/// # Safety
-/// `client_context` is NULL or a live context from `rdmaft_start_send*`, not used again.
+/// - During a wait on another thread: cancels the send; the waiter returns its status.
+/// - From the send's own callback: cancels and returns at once; the send's thread ends after
+///   the callback returns.
+/// - Twice (or at once from two threads): the second does nothing (it waits for the first
+///   to finish, unless it runs in the send's own callback). NULL is ignored too.
+/// - No callback of this send starts after the stop was called.
+///
+/// Any pointer value is safe to pass: it is looked up, never dereferenced.
 #[no_mangle]
-pub unsafe extern "C" fn rdmaft_stop_send(client_context: *mut SendContext) {
-    if client_context.is_null() {
-        return;
-    }
+pub extern "C" fn rdmaft_stop_send(client_context: *mut SendContext) {
     guard((), || {
-        // SAFETY: the caller hands back a box from rdmaft_start_send* and never uses it again.
-        let ctx = unsafe { Box::from_raw(client_context) };
-        let handle = crate::sync::lock_std(&ctx.handle).take();
-        if let Some(handle) = handle {
-            handle.cancel();
-            // Dropping joins the send's threads (or, from its own callback, lets it end).
-            drop(handle);
+        if let Some(token) = Token::from_ptr(client_context) {
+            SENDS.stop(token, callback::inside(token));
         }
     })
 }
@@ -361,10 +391,47 @@ mod tests {
         // SAFETY: rdmaft_last_error returns a valid C string.
         let text = unsafe { std::ffi::CStr::from_ptr(super::super::rdmaft_last_error()) };
         assert_eq!(text.to_str().unwrap(), "server address is NULL");
-        // SAFETY: NULL is allowed.
-        unsafe {
-            rdmaft_stop_send(std::ptr::null_mut());
-            assert_eq!(rdmaft_send_wait(std::ptr::null_mut()), RDMAFT_EINVAL);
-        }
+        rdmaft_stop_send(std::ptr::null_mut());
+        assert_eq!(rdmaft_send_wait(std::ptr::null_mut()), RDMAFT_EINVAL);
+    }
+
+    #[test]
+    fn a_stopped_context_is_gone_and_stopping_it_again_does_nothing() {
+        // No RDMA device on a build host, nor a receiver on port 1 where there is one: the
+        // send starts (its thread connects) and fails.
+        // SAFETY: valid C strings.
+        let ctx = unsafe {
+            rdmaft_start_send(
+                c"127.0.0.1".as_ptr().cast_mut(),
+                c"1".as_ptr().cast_mut(),
+                c"f".as_ptr().cast_mut(),
+                0,
+                None,
+            )
+        };
+        assert!(!ctx.is_null());
+        let status = rdmaft_send_wait(ctx);
+        assert_ne!(status, RDMAFT_OK);
+        assert_eq!(
+            rdmaft_send_wait(ctx),
+            status,
+            "a second wait: the same answer"
+        );
+        // A send context is no receiver: stopping it as one does nothing.
+        super::super::recv::rdmaft_stop_recv(ctx.cast());
+        assert_eq!(rdmaft_send_wait(ctx), status, "still there");
+        rdmaft_stop_send(ctx);
+        assert_eq!(
+            rdmaft_send_wait(ctx),
+            RDMAFT_EINVAL,
+            "a wait after the stop"
+        );
+        // SAFETY: rdmaft_last_error returns a valid C string.
+        let text = unsafe { std::ffi::CStr::from_ptr(super::super::rdmaft_last_error()) };
+        assert!(text.to_str().unwrap().contains("stopped"), "{text:?}");
+        rdmaft_stop_send(ctx);
+        // An even value is a receiver token: never a send context.
+        rdmaft_stop_send(ctx.wrapping_byte_add(1));
+        assert_eq!(rdmaft_send_wait(ctx), RDMAFT_EINVAL);
     }
 }
