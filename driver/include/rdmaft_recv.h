@@ -12,7 +12,8 @@ extern "C" {
 #endif
 
 /* Called (on the connection's thread) with each file's name, relative to recv_dir, once it
- * arrived, its digest matched and it was renamed onto its final name. */
+ * arrived, its digest matched and it was published under its final name (linked or renamed
+ * there from a temporary file; never before). */
 typedef void (*rdmaft_recv_cb)(const char *filename);
 
 /* Opaque: a handle, never dereferenced by the library. Each start call returns a new value
@@ -36,7 +37,16 @@ struct rdmaft_recv_server_context;
 /* Listens on `port` (all addresses) and writes into `recv_dir` (which must exist), serving
  * any number of senders on threads of its own; returns at once, NULL if it cannot start
  * (see rdmaft_last_error). buffer_size: the largest chunk size to agree to (0: the default,
- * or the size last given to rdmaft_reset_recv_buffer_size). func may be NULL. */
+ * or the size last given to rdmaft_reset_recv_buffer_size). func may be NULL.
+ *
+ * What a receiver guarantees whatever a sender does (SECURITY.md has the whole list): names
+ * are resolved beneath recv_dir without following symbolic links, and names beginning with
+ * ".rdmaft-" (its own temporary files) are refused; modes are the sender's permission bits
+ * less the process's umask; at most 8 connections may be between their request and their
+ * key proof; it raises the process's soft RLIMIT_NOFILE to the hard limit and refuses a file
+ * (RDMAFT_EREJECTED, "busy") rather than run out of descriptors; the memory registered for a
+ * connection is returned when it ends. At start it removes the temporary files receivers
+ * killed mid-transfer left under recv_dir (only its user's, of processes no longer alive). */
 struct rdmaft_recv_server_context *rdmaft_start_recv(char *port, char *recv_dir,
         size_t buffer_size, rdmaft_recv_cb func);
 

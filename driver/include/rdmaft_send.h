@@ -33,7 +33,9 @@ typedef void (*rdmaft_send_cb)(const char *filename);
  *   when the stop came returns the send's status.
  * - no callback of a send starts after its stop was called. A stop made outside the
  *   callback returns once the send's threads ended, unless a stop from the callback came
- *   first: that thread then ends by itself once its callback returns. */
+ *   first: that thread then ends by itself once its callback returns.
+ * - do not stop context A from a callback of context B while B may be stopped from a
+ *   callback of A: each stop would wait for the other's threads. */
 struct rdmaft_send_client_context;
 
 /* Starts sending `filename` (a file or a directory tree) to server_addr:port on a thread of
@@ -49,8 +51,10 @@ struct rdmaft_send_client_context *rdmaft_start_send(char *server_addr, char *po
  * while another thread waits (see the rules above). */
 void rdmaft_stop_send(struct rdmaft_send_client_context *client_context);
 
-/* Waits for the send to end. RDMAFT_OK if every file arrived verified, else the first
- * failure's status (text in rdmaft_last_error). May be called again, and from several
+/* Waits for the send to end. RDMAFT_OK if every entry of the path was reached and arrived
+ * verified (a receiver that stopped right after the last verdict does not change that),
+ * else the first failure's status (text in rdmaft_last_error): RDMAFT_EUNFINISHED also when
+ * the session ended before the walk of the path reached every entry. May be called again, and from several
  * threads at once (the same answer). RDMAFT_EINVAL for NULL, for a context already
  * stopped, and from the send's own callback (it would wait for itself). */
 int rdmaft_send_wait(struct rdmaft_send_client_context *client_context);
