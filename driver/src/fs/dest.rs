@@ -390,8 +390,17 @@ impl Destination {
     /// Gives a verified file its mode and mtime and its final name: linked (an unnamed
     /// file) or renamed (a named one) onto it; with no-clobber only if the name is still
     /// free. With fsync, the file is synced before and its directory after.
-    pub fn publish(&self, incoming: Incoming, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
-        let result = (|| {
+    ///
+    /// `Err` when the file did not get its name (nothing is left of it); `Ok(Some(e))` when
+    /// it did but syncing its directory then failed (`e`): the file is there, verified, but
+    /// a crash could still lose its name.
+    pub fn publish(
+        &self,
+        incoming: Incoming,
+        mode: u32,
+        mtime: (i64, u32),
+    ) -> io::Result<Option<io::Error>> {
+        let named = (|| {
             rfs::fchmod(&incoming.file, self.perms(mode))?;
             rfs::futimens(&incoming.file, &times(mtime))?;
             if self.options.fsync {
@@ -404,15 +413,16 @@ impl Destination {
                 &incoming.final_name,
                 self.options.existing,
             )?;
-            if self.options.fsync {
-                self.sync_dir(&incoming.parent)?;
-            }
             Ok(())
         })();
-        if result.is_err() {
+        if let Err(e) = named {
             self.discard(incoming);
+            return Err(e);
         }
-        result
+        if self.options.fsync {
+            return Ok(self.sync_dir(&incoming.parent).err().map(io::Error::from));
+        }
+        Ok(None)
     }
 
     /// Keeps the first `written` bytes of an unfinished file (a prefix the sender may send
@@ -615,7 +625,15 @@ mod tests {
         if !has_tmpfile(&d) {
             return; // Nothing to link on this file system.
         }
-        for via in [LinkVia::EmptyPath, LinkVia::ProcFd] {
+        // Each way this process may use (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH before
+        // Linux 6.10; /proc/self/fd needs /proc).
+        let root = rfs::open(&d, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let usable: Vec<LinkVia> = [LinkVia::EmptyPath, LinkVia::ProcFd]
+            .into_iter()
+            .filter(|&via| crate::fs::temp::link_works(via, &root))
+            .collect();
+        assert!(!usable.is_empty() || !Path::new("/proc/self/fd").exists());
+        for via in usable {
             for existing in [Existing::Replace, Existing::Keep] {
                 let dest = open(&d, existing, true);
                 dest.temp.force_link_via(via);

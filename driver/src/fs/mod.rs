@@ -8,3 +8,5 @@ mod perms;
 pub(crate) mod stale;
 mod temp;
 pub mod tree;
+
+pub use temp::temp_name_of;

@@ -2,10 +2,11 @@
 //!
 //! A receiver that dies while a file arrives leaves nothing when the file was unnamed
 //! (`O_TMPFILE`), but a named temporary file (the fallback where `O_TMPFILE` is refused, or a
-//! file in the instant between its link and its rename) stays as `.rdmaft-<pid>-<n>.part`.
+//! file in the instant between its link and its rename) stays as
+//! `.rdmaft-<host>-<pid>-<n>.part`.
 //! A receiver removes those when it starts ([`Sweep`]), on a thread of its own.
 
-use super::temp::temp_name_pid;
+use super::temp::own_temp_name_pid;
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::HashMap;
@@ -18,8 +19,9 @@ use std::thread::JoinHandle;
 
 /// Removes, under the directory `root`, every stale temporary file, and returns how many:
 /// a regular file (never a symlink, directory or anything else) named exactly
-/// `.rdmaft-<pid>-<n>.part`, owned by this process's effective user, whose process `<pid>`
-/// does not exist. Files of a live process (another receiver on the same directory, or this
+/// `.rdmaft-<host>-<pid>-<n>.part` with this host's tag, owned by this process's effective
+/// user, whose process `<pid>` does not exist. (Names of other hosts, as a directory shared
+/// over NFS holds them, are left alone: their pids mean nothing here.) Files of a live process (another receiver on the same directory, or this
 /// one) are kept, and so are partial files kept for resume (`.rdmaft-partial-…`). Symlinks
 /// are never followed. Returns early when `stop` is raised.
 ///
@@ -65,7 +67,7 @@ pub(crate) fn remove_stale(root: &OwnedFd, stop: &AtomicBool) -> u64 {
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let pid = std::str::from_utf8(bytes).ok().and_then(temp_name_pid);
+            let pid = std::str::from_utf8(bytes).ok().and_then(own_temp_name_pid);
             let file_type = match entry.file_type() {
                 FileType::Unknown => stat_type(&dir, file_name),
                 t => t,
@@ -137,7 +139,11 @@ impl Sweep {
             std::thread::Builder::new()
                 .name("rdmaft-sweep".into())
                 .spawn(move || {
-                    let _ = removed.set(remove_stale(&root, &stop));
+                    let n = remove_stale(&root, &stop);
+                    // The descriptor goes before the count is told: who waits for the
+                    // count sees the sweep's resources gone.
+                    drop(root);
+                    let _ = removed.set(n);
                 })?
         };
         Ok(Sweep {
@@ -169,6 +175,7 @@ impl Drop for Sweep {
 
 #[cfg(test)]
 mod tests {
+    use super::super::temp::temp_name_of;
     use super::*;
     use std::path::Path;
 
@@ -193,17 +200,21 @@ mod tests {
         assert!(is_alive(std::process::id()));
         let d = scratch("sweep");
         let outside = scratch("sweep-outside");
-        let dead = format!(".rdmaft-{DEAD}-7.part");
-        let mine = format!(".rdmaft-{}-7.part", std::process::id());
+        let dead = temp_name_of(DEAD, 7);
+        let mine = temp_name_of(std::process::id(), 7);
+        // The same name from another host (a directory shared over NFS).
+        let elsewhere = dead.replacen(".rdmaft-", ".rdmaft-x", 1);
         std::fs::create_dir_all(d.join("a/b/c")).unwrap();
         for stale in [d.join(&dead), d.join("a/b/c").join(&dead)] {
             std::fs::write(stale, b"stale").unwrap();
         }
         let kept = [
             d.join(&mine),
-            d.join("a").join(format!(".rdmaft-{DEAD}-7.part.x")),
+            d.join("a").join(format!("{dead}.x")),
+            d.join("a").join(&elsewhere),
+            d.join("a").join(format!(".rdmaft-{DEAD}-7.part")),
             d.join("a/.rdmaft-partial-0123456789abcdef"),
-            d.join("a/b").join(format!("x.rdmaft-{DEAD}-7.part")),
+            d.join("a/b").join(format!("x{dead}")),
             outside.join(&dead),
         ];
         for k in &kept {
@@ -233,7 +244,7 @@ mod tests {
             return; // Only root can give a file away.
         }
         let d = scratch("owner");
-        let f = d.join(format!(".rdmaft-{DEAD}-1.part"));
+        let f = d.join(temp_name_of(DEAD, 1));
         std::fs::write(&f, b"theirs").unwrap();
         std::os::unix::fs::chown(&f, Some(12345), None).unwrap();
         assert_eq!(sweep(&d), 0);
@@ -244,7 +255,7 @@ mod tests {
     #[test]
     fn the_sweep_thread_reports_and_stops() {
         let d = scratch("thread");
-        std::fs::write(d.join(format!(".rdmaft-{DEAD}-1.part")), b"").unwrap();
+        std::fs::write(d.join(temp_name_of(DEAD, 1)), b"").unwrap();
         let root = rfs::open(&d, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let mut sweep = Sweep::start(root).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

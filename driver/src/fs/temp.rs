@@ -12,8 +12,8 @@
 //! `/proc/self/fd/N` with `AT_SYMLINK_FOLLOW` (which needs `/proc`); which one works is found
 //! once per destination, with a throw-away file. Where `O_TMPFILE` is refused (a file system
 //! without it, a kernel before 3.11) or neither way of linking works, the file is a named one
-//! created exclusively (`O_EXCL`) under a fresh reserved name, `.rdmaft-<pid>-<n>.part`, and
-//! published by rename.
+//! created exclusively (`O_EXCL`) under a fresh reserved name, `.rdmaft-<host>-<pid>-<n>.part`,
+//! and published by rename.
 //!
 //! Every name beginning with [`RESERVED_PREFIX`] belongs to the receiver: the destination
 //! refuses such names from a sender, so a sender can never name, and so never replace or
@@ -28,28 +28,59 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The prefix of every name the receiver uses for its own files (temporary files
-/// `.rdmaft-<pid>-<n>.part`, partial files `.rdmaft-partial-<hash>`). A name from a sender
-/// with a component beginning with it is refused.
-pub const RESERVED_PREFIX: &str = ".rdmaft-";
+/// `.rdmaft-<host>-<pid>-<n>.part`, partial files `.rdmaft-partial-<hash>`): the protocol's
+/// reserved name space. A name from a sender with a component beginning with it (ASCII case
+/// ignored, as the protocol does) is refused.
+pub use rdmaft_protocol::RESERVED_PREFIX;
 
 /// The first component of `name` in the reserved space, if any.
 pub(super) fn reserved_component(name: &str) -> Option<&str> {
-    name.split('/').find(|c| c.starts_with(RESERVED_PREFIX))
+    let prefix = RESERVED_PREFIX.as_bytes();
+    name.split('/').find(|c| {
+        c.as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh temporary file name (`.rdmaft-<pid>-<n>.part`).
-pub(super) fn temp_name() -> String {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{RESERVED_PREFIX}{}-{n}.part", std::process::id())
+/// Fresh names tried before giving up (`EEXIST`) when every one is taken already.
+const NAME_TRIES: usize = 256;
+
+/// This host, as temporary file names carry it: 8 hex digits of a hash of its name. A
+/// directory shared between hosts (NFS) then holds temporary files of processes of other
+/// hosts, whose pids mean nothing here: the stale sweep leaves every name not of this host.
+fn host_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let hash = xxhash_rust::xxh3::xxh3_64(name.trim().as_bytes());
+        format!("{:08x}", hash as u32)
+    })
 }
 
-/// The process id in a name of exactly the [`temp_name`] pattern (`.rdmaft-<pid>-<n>.part`,
-/// both decimal); `None` for any other name.
-pub(super) fn temp_name_pid(name: &str) -> Option<u32> {
+/// The name process `pid` of this host gives its `n`-th named temporary file
+/// (`.rdmaft-<host>-<pid>-<n>.part`).
+pub fn temp_name_of(pid: u32, n: u64) -> String {
+    format!("{RESERVED_PREFIX}{}-{pid}-{n}.part", host_tag())
+}
+
+/// A fresh temporary file name of this process.
+pub(super) fn temp_name() -> String {
+    temp_name_of(
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+    )
+}
+
+/// The process id in a name of exactly the [`temp_name_of`] pattern of this host
+/// (`.rdmaft-<host>-<pid>-<n>.part`, pid and n decimal); `None` for any other name, those of
+/// other hosts included.
+pub(super) fn own_temp_name_pid(name: &str) -> Option<u32> {
     let middle = name.strip_prefix(RESERVED_PREFIX)?.strip_suffix(".part")?;
-    let (pid, n) = middle.split_once('-')?;
+    let rest = middle.strip_prefix(host_tag())?.strip_prefix('-')?;
+    let (pid, n) = rest.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(pid) || !digits(n) {
         return None;
@@ -125,7 +156,8 @@ impl TempFiles {
                 Err(e) => return Err(e),
             }
         }
-        loop {
+        // A name taken by someone else is skipped; a few hundred in a row is not chance.
+        for _ in 0..NAME_TRIES {
             let name = temp_name();
             match rfs::openat(
                 dir,
@@ -139,6 +171,7 @@ impl TempFiles {
                 Err(e) => return Err(e),
             }
         }
+        Err(Errno::EXIST)
     }
 
     fn link_via(&self, dir: &OwnedFd) -> Option<LinkVia> {
@@ -196,18 +229,23 @@ fn open_unnamed(dir: &OwnedFd) -> Result<OwnedFd, Errno> {
 fn probe_link(dir: &OwnedFd) -> Option<LinkVia> {
     [LinkVia::EmptyPath, LinkVia::ProcFd]
         .into_iter()
-        .find(|&via| {
-            let Ok(fd) = open_unnamed(dir) else {
-                return false;
-            };
-            match link_fresh(via, &fd, dir) {
-                Ok(name) => {
-                    let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
-                    true
-                }
-                Err(_) => false,
-            }
-        })
+        .find(|&via| link_works(via, dir))
+}
+
+/// Whether `via` links a throw-away unnamed file in `dir` for this process
+/// (`AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH` before Linux 6.10, `/proc/self/fd` needs
+/// `/proc`).
+pub(super) fn link_works(via: LinkVia, dir: &OwnedFd) -> bool {
+    let Ok(fd) = open_unnamed(dir) else {
+        return false;
+    };
+    match link_fresh(via, &fd, dir) {
+        Ok(name) => {
+            let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Links `file` under `name` in `dir` (`EEXIST` if the name exists).
@@ -224,7 +262,7 @@ fn link(via: LinkVia, file: &impl AsFd, dir: &OwnedFd, name: &str) -> Result<(),
 /// Links `file` under a fresh reserved name in `dir`; returns the name.
 fn link_fresh(via: LinkVia, file: &impl AsFd, dir: &OwnedFd) -> Result<String, Errno> {
     // A name taken by someone else is skipped; a few hundred in a row is not chance.
-    for _ in 0..256 {
+    for _ in 0..NAME_TRIES {
         let name = temp_name();
         match link(via, file, dir, &name) {
             Ok(()) => return Ok(name),
@@ -292,26 +330,41 @@ mod tests {
             Some(".rdmaft-partial-x")
         );
         assert_eq!(reserved_component("a/b.rdmaft-/.rdmaft"), None);
+        assert_eq!(
+            reserved_component("a/.RDMAFT-x"),
+            Some(".RDMAFT-x"),
+            "case ignored, as the protocol does"
+        );
         assert!(reserved_component(&temp_name()).is_some());
         assert!(reserved_component(&partial_name("f", 1, (2, 3))).is_some());
     }
 
     #[test]
     fn the_temp_pattern_is_exact() {
-        assert_eq!(temp_name_pid(&temp_name()), Some(std::process::id()));
-        assert_eq!(temp_name_pid(".rdmaft-12-0.part"), Some(12));
+        let host = host_tag();
+        assert_eq!(host.len(), 8);
+        assert_eq!(own_temp_name_pid(&temp_name()), Some(std::process::id()));
+        assert_eq!(own_temp_name_pid(&temp_name_of(12, 0)), Some(12));
+        assert_eq!(temp_name_of(12, 0), format!(".rdmaft-{host}-12-0.part"));
+        let other_host = if host == "00000000" {
+            "00000001"
+        } else {
+            "00000000"
+        };
         for other in [
-            ".rdmaft-12-0.part.x",
-            ".rdmaft-12-.part",
-            ".rdmaft--0.part",
-            ".rdmaft-+12-0.part",
-            ".rdmaft-12-0-1.part",
-            ".rdmaft-partial-0123456789abcdef",
-            ".rdmaft-99999999999-0.part",
-            "x.rdmaft-12-0.part",
-            ".rdmaft-12-0x1.part",
+            format!(".rdmaft-{host}-12-0.part.x"),
+            format!(".rdmaft-{host}-12-.part"),
+            format!(".rdmaft-{host}--0.part"),
+            format!(".rdmaft-{host}-+12-0.part"),
+            format!(".rdmaft-{host}-12-0-1.part"),
+            format!(".rdmaft-{host}-99999999999-0.part"),
+            format!(".rdmaft-{host}-12-0x1.part"),
+            format!("x.rdmaft-{host}-12-0.part"),
+            format!(".rdmaft-{other_host}-12-0.part"),
+            ".rdmaft-12-0.part".to_owned(),
+            ".rdmaft-partial-0123456789abcdef".to_owned(),
         ] {
-            assert_eq!(temp_name_pid(other), None, "{other}");
+            assert_eq!(own_temp_name_pid(&other), None, "{other}");
         }
     }
 }

@@ -195,9 +195,9 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     // temporary file, where the file system has no O_TMPFILE; one more is planted, deeper),
     // and keeps the temporary files of a live process (this one).
     std::fs::create_dir_all(dest.join("sub")).unwrap();
-    let planted = dest.join(format!("sub/.rdmaft-{killed}-99.part"));
+    let planted = dest.join("sub").join(rdmaft::fs::temp_name_of(killed, 99));
     std::fs::write(&planted, b"left by a killed receiver").unwrap();
-    let live = dest.join(format!(".rdmaft-{}-99.part", std::process::id()));
+    let live = dest.join(rdmaft::fs::temp_name_of(std::process::id(), 99));
     std::fs::write(&live, b"a live receiver's").unwrap();
     let stale = temp_files(&dest).len() - 1;
     let mut recv = Command::new(example_bin("recv").unwrap())
@@ -454,6 +454,7 @@ fn soak_fifty_connections_at_once_without_growth() {
         o.window = window;
         o.max_connections = N + 8;
         o.handshake_timeout = T;
+        o.idle_timeout = 3 * T;
     });
     let to = r.receiver.local_addr();
     let burst = |round: usize| -> (usize, usize) {
@@ -462,11 +463,13 @@ fn soak_fifty_connections_at_once_without_growth() {
             .iter()
             .map(|src| {
                 let gate = Arc::clone(&gate);
-                // 50 handshakes at once take a while on emulated CPUs.
+                // 50 handshakes at once take a while on emulated CPUs, and a send waiting
+                // in its callback sends no keepalives: neither side may time out meanwhile.
                 let options = SendOptions {
                     chunk_size: chunk,
                     window,
                     connect_timeout: T,
+                    idle_timeout: 3 * T,
                     on_file: Some(Arc::new(move |f| gate.arrive(f.outcome.is_ok()))),
                     ..SendOptions::default()
                 };
@@ -501,7 +504,7 @@ fn soak_fifty_connections_at_once_without_growth() {
     let threads_before = threads();
     let peak = burst(0);
     wait_until("the threads of burst 0 to end", || {
-        threads() == threads_before
+        threads() <= threads_before
     });
     let (fds0, threads0) = (fds(), threads());
     let rss0 = rss_kib();
