@@ -63,6 +63,30 @@ fn device_is_present() {
 
 // ---- handshake ----
 
+/// A receiver whose listener failed binds again on the same address and port: the failed
+/// listener has to let the address go first (a second bind while it holds it is refused).
+#[test]
+fn a_listener_binds_again_on_its_own_port() {
+    let env = env();
+    let listener = Listener::bind(SocketAddr::new(env.addr, 0)).unwrap();
+    let addr = listener.local_addr();
+    assert!(
+        Listener::bind(addr).is_err(),
+        "a second listener on a port in use"
+    );
+    let again = listener.rebind().unwrap();
+    assert_eq!(again.local_addr(), addr);
+    // It listens: a sender connects.
+    let server = thread::spawn(move || {
+        let request = again.next_request(T).unwrap().expect("a request");
+        request.accept(&Params::new(Features::DIGEST_XXH3_128, 64 << 10, 4), None, T)
+    });
+    let sender = Params::new(Features::DIGEST_XXH3_128, 64 << 10, 4);
+    let conn = session::connect(addr, sender, None, T).unwrap();
+    let accepted = server.join().unwrap().unwrap();
+    drop((conn, accepted));
+}
+
 #[test]
 fn handshake_negotiates_the_minimum() {
     let env = env();

@@ -9,12 +9,12 @@
 //! [`Receiver::failure`](super::recv::Receiver::failure) says why.
 
 use super::recv::{ConnectionCallback, ReceiverOptions};
-use crate::engine::recv::{self as engine, ConnectionReport};
+use crate::engine::recv::{self as engine, ConnectionReport, Handshake};
 use crate::engine::verbs_link::VerbsRecvLink;
 use crate::error::Error;
 use crate::fs::dest::Destination;
 use crate::handoff::Stop;
-use crate::permits::{Permit, Permits};
+use crate::permits::Permits;
 use crate::session::{Listener, Request};
 use crate::sync::lock_std as lock;
 use crate::verbs::Pages;
@@ -22,7 +22,7 @@ use rdmaft_protocol::RejectReason;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections that may be in their handshake at once: each holds a registered ring before
 /// its sender has proved the key, so an unauthenticated flood pins at most this many rings.
@@ -63,39 +63,78 @@ pub(crate) trait Requests: Send {
     fn rebind(&mut self) -> Result<(), Error>;
 }
 
-impl Requests for Listener {
+/// The CM listener on `addr`, which a rebind replaces (none while a bind failed).
+pub(crate) struct Listening {
+    addr: SocketAddr,
+    current: Option<Listener>,
+}
+
+impl Listening {
+    pub(crate) fn new(listener: Listener) -> Self {
+        Listening {
+            addr: listener.local_addr(),
+            current: Some(listener),
+        }
+    }
+}
+
+impl Requests for Listening {
     fn next_request(&mut self, timeout: Duration) -> Result<Option<Request>, Error> {
-        Listener::next_request(self, timeout)
+        match &self.current {
+            Some(l) => l.next_request(timeout),
+            None => Err(Error::ListenerFailed(Box::new(Error::invalid(
+                "rdma_listen",
+                format!("not listening on {}", self.addr),
+            )))),
+        }
     }
 
     fn rebind(&mut self) -> Result<(), Error> {
-        *self = Listener::bind(self.local_addr())?;
+        let bound = match self.current.take() {
+            Some(old) => old.rebind(),
+            None => Listener::bind(self.addr),
+        };
+        self.current = Some(bound?);
         Ok(())
     }
 }
 
 /// The listener thread: takes requests until stopped (or until listening fails for good).
-pub(crate) fn listen(mut requests: impl Requests, shared: Arc<Shared>) {
+/// A panic in it (a user callback's: `on_connection` runs here for refusals) stops the
+/// receiver from accepting as loudly as a failure does.
+pub(crate) fn listen(requests: impl Requests, shared: Arc<Shared>) {
+    let serving = std::panic::AssertUnwindSafe(|| serve(requests, &shared));
+    if std::panic::catch_unwind(serving).is_err() {
+        lock(&shared.failure).get_or_insert_with(|| {
+            "the receiver stopped accepting connections: its listener thread panicked (in a \
+             callback?)"
+                .to_owned()
+        });
+    }
+}
+
+/// The listener's loop.
+fn serve(mut requests: impl Requests, shared: &Arc<Shared>) {
     while !shared.stop.is_raised() {
         let request = match requests.next_request(POLL) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(Error::ListenerFailed(why)) => {
-                if rebind(&mut requests, &shared) {
+                if rebind(&mut requests, shared) {
                     continue;
                 }
-                fail(&shared, Error::ListenerFailed(why));
+                fail(shared, Error::ListenerFailed(why));
                 return;
             }
             Err(e) => {
                 report(
-                    &shared,
+                    shared,
                     ConnectionReport::refused(String::new(), e.to_string()),
                 );
                 continue;
             }
         };
-        admit(request, &shared);
+        admit(request, shared);
     }
 }
 
@@ -168,7 +207,7 @@ fn admit(request: Request, shared: &Arc<Shared>) {
     // A burst of senders waits here a little (their requests queue in the CM backlog);
     // an unauthenticated flood gets no more than MAX_HANDSHAKES rings.
     let wait = lock(&shared.options).handshake_timeout;
-    let Some(handshake) = shared
+    let Some(slot) = shared
         .handshakes
         .take_within(wait, || shared.stop.is_raised())
     else {
@@ -181,6 +220,12 @@ fn admit(request: Request, shared: &Arc<Shared>) {
             shared.handshakes.total()
         );
         return refuse(request, RejectReason::NO_RESOURCES, &why, shared);
+    };
+    // The handshake timeout counts from here: the accept and the key proof share it.
+    let handshake = Handshake {
+        slot,
+        deadline: Instant::now() + wait,
+        limit: wait,
     };
     let s = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
@@ -216,19 +261,14 @@ fn reap(shared: &Shared) {
 
 /// One connection, on its own thread: handshake, then the engine (which gives the
 /// handshake permit back once the sender has proved the key).
-fn connection(request: Request, handshake: Permit, shared: Arc<Shared>) {
+fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     let options = lock(&shared.options).clone();
     let peer = peer_name(request.peer_addr());
-    let pages = if options.huge_pages {
-        Pages::Huge
-    } else {
-        Pages::Base
-    };
     let report = match request.accept_with(
         &options.params(),
         options.key.as_ref(),
-        options.handshake_timeout,
-        pages,
+        handshake.deadline.saturating_duration_since(Instant::now()),
+        Pages::huge_if(options.huge_pages),
     ) {
         Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
         Ok(conn) => {
@@ -242,7 +282,7 @@ fn connection(request: Request, handshake: Permit, shared: Arc<Shared>) {
                         idle_timeout: options.idle_timeout,
                         on_file: options.on_file.clone(),
                         stop: Arc::clone(&shared.stop),
-                        handshake: Some((handshake, options.handshake_timeout)),
+                        handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
                     };
                     engine::serve(link, neg, setup)
@@ -315,6 +355,29 @@ mod tests {
             failure: Mutex::new(None),
         });
         (shared, heard)
+    }
+
+    /// A panic in a callback the listener thread runs stops the receiver loudly.
+    #[test]
+    fn a_panicking_callback_is_a_failure_not_a_silent_death() {
+        let dir = std::env::temp_dir().join(format!("rdmaft-listen-panic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (shared, _) = shared(&dir);
+        lock(&shared.options).on_connection = Some(Arc::new(|_: &ConnectionReport| {
+            panic!("a callback that panics")
+        }));
+        let failing = Failing {
+            script: vec![Error::invalid(
+                "rdma_create_event_channel",
+                "too many open files",
+            )],
+            rebinds_left: 0,
+            rebinds: Arc::new(AtomicU32::new(0)),
+        };
+        listen(failing, Arc::clone(&shared));
+        let failure = lock(&shared.failure).clone().unwrap_or_default();
+        assert!(failure.contains("panicked"), "{failure:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A request that cannot be taken is reported and the listener goes on; a listener

@@ -2,7 +2,7 @@
 //! own thread, so one stalled or hostile sender never holds up another), calls back once per
 //! received entry, and stops cleanly.
 
-use super::listen::{listen, Shared, MAX_HANDSHAKES};
+use super::listen::{listen, Listening, Shared, MAX_HANDSHAKES};
 use super::subnet::Subnet;
 use crate::engine::recv::{ConnectionReport, ReceiveCallback};
 use crate::error::Error;
@@ -85,11 +85,14 @@ pub struct ReceiverOptions {
 }
 
 /// File descriptors set aside for the process itself (standard streams, the listener, the
-/// device, the destination's directory cache) before files get a budget.
+/// device, the destination's directory cache, the start-up sweep) before files get a
+/// budget.
 const FDS_RESERVED: u64 = 64 + 64;
 /// File descriptors a connection holds besides its files (CM event channel, completion
 /// channel, eventfd, spare).
 const FDS_PER_CONNECTION: u64 = 8;
+/// File descriptors an open file may hold: its own and its directory's.
+const FDS_PER_FILE: u64 = 2;
 /// Files that may be open at once even under a tiny descriptor limit.
 const MIN_OPEN_FILES: u64 = 8;
 
@@ -143,11 +146,13 @@ impl ReceiverOptions {
     }
 
     /// Files open at once across all connections: the limit given, or what the
-    /// file-descriptor limit `fd_limit` leaves after the connections' own descriptors.
+    /// file-descriptor limit `fd_limit` leaves after the connections' own descriptors, at
+    /// two descriptors a file (the file, and its directory, which an open file keeps open
+    /// even when the directory cache has let it go).
     pub(crate) fn open_files(&self, fd_limit: u64) -> u64 {
         self.open_files_limit.unwrap_or_else(|| {
             let reserve = FDS_RESERVED + FDS_PER_CONNECTION * self.max_connections as u64;
-            fd_limit.saturating_sub(reserve).max(MIN_OPEN_FILES)
+            (fd_limit.saturating_sub(reserve) / FDS_PER_FILE).max(MIN_OPEN_FILES)
         })
     }
 
@@ -232,7 +237,7 @@ impl Receiver {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("rdmaft-listener".into())
-                .spawn(move || listen(listener, shared))
+                .spawn(move || listen(Listening::new(listener), shared))
                 .map_err(|e| Error::Thread {
                     what: "listener",
                     source: e,
@@ -325,5 +330,22 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_budget_leaves_the_connections_their_descriptors() {
+        let mut o = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), "/".into());
+        o.max_connections = 64;
+        // 4096 descriptors: 128 for the process, 8 per connection, 2 per file.
+        assert_eq!(o.open_files(4096), (4096 - 128 - 8 * 64) / 2);
+        // A tiny limit still lets a few files through; a given limit is taken as it is.
+        assert_eq!(o.open_files(100), MIN_OPEN_FILES);
+        o.open_files_limit = Some(3);
+        assert_eq!(o.open_files(4096), 3);
     }
 }

@@ -78,15 +78,6 @@ impl Default for SendOptions {
 }
 
 impl SendOptions {
-    /// The pages the slots go on.
-    pub(crate) fn pages(&self) -> Pages {
-        if self.huge_pages {
-            Pages::Huge
-        } else {
-            Pages::Base
-        }
-    }
-
     /// The protocol parameters these options propose.
     pub(crate) fn params(&self) -> Params {
         // Resume is offered always: the receiver decides whether to keep partial files.
@@ -175,7 +166,7 @@ fn run_send(
         options.params(),
         options.key.as_ref(),
         options.connect_timeout,
-        options.pages(),
+        Pages::huge_if(options.huge_pages),
         &|| stop.is_raised(),
     )?;
     let neg = *conn.negotiated();

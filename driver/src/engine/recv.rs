@@ -436,7 +436,16 @@ impl Writer {
         let verdict = verify(&temp, length, &t.digest, digest);
         match verdict {
             Ok(()) => match self.dest.publish(temp, t.mode, t.mtime) {
-                Ok(()) => (FileStatus::OK, None),
+                Ok(None) => (FileStatus::OK, None),
+                // Published and verified: the file is there; the detail says what --fsync
+                // could not promise.
+                Ok(Some(e)) => (
+                    FileStatus::OK,
+                    Some(format!(
+                        "{}: published, but syncing its directory failed: {e}",
+                        t.name
+                    )),
+                ),
                 Err(e) => (FileStatus::IO, Some(format!("{}: publishing: {e}", t.name))),
             },
             Err((status, why)) => {
@@ -554,11 +563,22 @@ pub(crate) struct RecvSetup {
     pub(crate) idle_timeout: Duration,
     pub(crate) on_file: Option<ReceiveCallback>,
     pub(crate) stop: Arc<Stop>,
-    /// The connection's handshake slot, given back once the sender proved the key, and
-    /// how long the proof may take.
-    pub(crate) handshake: Option<(Permit, Duration)>,
+    /// The connection's handshake slot, given back once the sender proved the key.
+    pub(crate) handshake: Option<Handshake>,
     /// Files open across all of the receiver's connections.
     pub(crate) open_files: Arc<Permits>,
+}
+
+/// A connection between its request and its sender's key proof: it holds one of the
+/// receiver's handshake slots until the proof, which must come by `deadline` (the request's
+/// arrival plus `limit`, the handshake timeout, which the accept shares).
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    /// Held, not read: dropping it gives the slot back.
+    #[allow(dead_code)]
+    pub(crate) slot: Permit,
+    pub(crate) deadline: Instant,
+    pub(crate) limit: Duration,
 }
 
 /// The digest the writer computes as it goes: the one an rdmaft sender uses (it offers only
@@ -709,17 +729,16 @@ impl<L: RecvLink> Engine<L> {
     /// Gives the handshake slot back once the sender proved the key; ends the session if
     /// the proof is late (a sender holding a ring without proving the key).
     fn check_handshake(&mut self) {
-        let Some((_, limit)) = &self.setup.handshake else {
+        let Some(h) = &self.setup.handshake else {
             return;
         };
         if self.machine.is_authenticated() {
             self.setup.handshake = None;
-        } else if self.clock.now().as_nanos() >= limit.as_nanos().try_into().unwrap_or(u64::MAX)
-            && !self.machine.is_ended()
-        {
+        } else if Instant::now() >= h.deadline && !self.machine.is_ended() {
+            let limit = h.limit;
             self.report.error.get_or_insert_with(|| {
                 format!(
-                    "the sender did not prove the key within {} s",
+                    "the sender did not prove the key within {} s of its request",
                     limit.as_secs_f64()
                 )
             });

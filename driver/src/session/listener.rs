@@ -43,6 +43,15 @@ impl Listener {
         self.addr
     }
 
+    /// Listens again on the same address and port, in place of this listener (after it
+    /// failed): this one is destroyed first, since its id still holds the address and a
+    /// second bind to it would be refused (`EADDRINUSE`).
+    pub fn rebind(self) -> Result<Listener, Error> {
+        let addr = self.addr;
+        drop(self);
+        Listener::bind(addr)
+    }
+
     /// The RDMA device the listener is bound to; `None` when it listens on a wildcard
     /// address (then requests may arrive on any device).
     pub fn device_name(&self) -> Option<String> {
@@ -52,7 +61,9 @@ impl Listener {
     /// Waits up to `timeout` for a connection request; `Ok(None)` if none came. The request
     /// moves to an event channel of its own: accept or refuse it on any thread.
     ///
-    /// An error means the listener itself failed ([`Error::ListenerFailed`]).
+    /// [`Error::ListenerFailed`] means the listener itself failed; any other error concerns
+    /// that one request only (no descriptor for its event channel, say): it was dropped,
+    /// which the sender sees as a refusal, and the listener goes on.
     pub fn next_request(&self, timeout: Duration) -> Result<Option<Request>, Error> {
         let deadline = crate::deadline::deadline(timeout);
         loop {

@@ -30,6 +30,17 @@ pub enum Pages {
     Huge,
 }
 
+impl Pages {
+    /// [`Pages::Huge`] when `huge` (an options flag), else [`Pages::Base`].
+    pub fn huge_if(huge: bool) -> Pages {
+        if huge {
+            Pages::Huge
+        } else {
+            Pages::Base
+        }
+    }
+}
+
 /// A zero-filled, page-aligned anonymous mapping that this value owns (unmapped on drop).
 pub struct MappedBuf {
     ptr: NonNull<u8>,

@@ -128,10 +128,15 @@ fn run(args: Args) -> Result<bool, String> {
         });
     }
     let started = send(target, args.paths, options).map_err(|e| e.to_string())?;
-    if interrupts.count() > 0 {
-        started.cancel(); // Ctrl-C came before the send existed
+    {
+        // Stored and checked under the handler's lock: a Ctrl-C either finds the handle or
+        // is counted before this check (it came before the send existed).
+        let mut slot = handle.lock().map_err(|_| "internal error".to_string())?;
+        if interrupts.count() > 0 {
+            started.cancel();
+        }
+        *slot = Some(started);
     }
-    *handle.lock().map_err(|_| "internal error".to_string())? = Some(started);
     eprintln!("send: connecting to {target}");
     loop {
         let done = {

@@ -1,8 +1,8 @@
 //! The C ABI (`librdmaft.so` / `.a`, built by `make capi`): the C example programs move a
 //! file, starting and stopping a receiver and a sender 100 times leaks nothing
 //! (LeakSanitizer in the leakcheck program), and the context rules (stop during wait, from
-//! callbacks, twice, wait after stop) hold under AddressSanitizer and ThreadSanitizer (the
-//! lifecycle program).
+//! callbacks, twice, wait after stop) hold under AddressSanitizer and, for the program's own
+//! accesses, ThreadSanitizer (the lifecycle program).
 
 use super::{env, T};
 use rdmaft_tests::{random_bytes, scratch, wait_child, Lines};
@@ -187,7 +187,9 @@ fn c_context_rules_hold_under_address_sanitizer() {
 /// The same under ThreadSanitizer. librdmaft is not instrumented and synchronises its own
 /// threads through futexes ThreadSanitizer cannot see, so the suppressions file ignores the
 /// accesses of interceptors called from librdmaft only (see the file); every access of the
-/// test program itself is checked.
+/// test program itself is checked. This checks the C side of the contract (what the program
+/// touches around the calls, from several threads); the library's own lifecycle is
+/// model-checked by the loom models of `capi::handle` (`make loom`).
 #[test]
 fn c_context_rules_hold_under_thread_sanitizer() {
     let supp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/c/lifecycle.tsan.supp");
