@@ -7,7 +7,7 @@
 //! receiver's file-system concern, not something a name check can see.)
 //!
 //! Names are also kept out of the receiver's own name space: it keeps temporary and partial
-//! files in the destination (`.rdmaft-<pid>-<n>.part`, `.rdmaft-partial-<hash>`), and an
+//! files in the destination (`.rdmaft-<host>-<pid>-<n>.part`, `.rdmaft-partial-<hash>`), and an
 //! offered name that could be one of them would let a sender swap bytes in under another
 //! connection's pending file. [`validate_name`] refuses any component that starts with
 //! [`RESERVED_PREFIX`]; on the wire such a header still decodes, and the receiver rejects the

@@ -515,7 +515,7 @@ fn conflicting_names_must_be_rejected() {
         .unwrap();
 }
 
-/// Issue 17: the receiver keeps `.rdmaft-<pid>-<n>.part` and `.rdmaft-partial-<hash>` in its
+/// Issue 17: the receiver keeps `.rdmaft-<host>-<pid>-<n>.part` and `.rdmaft-partial-<hash>` in its
 /// destination, so an offer whose name has a component in that space must be rejected
 /// (`INVALID_NAME`, PROTOCOL.md §4.1); the session goes on, and such a name holds no place in
 /// the open-name table.

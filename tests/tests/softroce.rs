@@ -79,7 +79,11 @@ fn a_listener_binds_again_on_its_own_port() {
     // It listens: a sender connects.
     let server = thread::spawn(move || {
         let request = again.next_request(T).unwrap().expect("a request");
-        request.accept(&Params::new(Features::DIGEST_XXH3_128, 64 << 10, 4), None, T)
+        request.accept(
+            &Params::new(Features::DIGEST_XXH3_128, 64 << 10, 4),
+            None,
+            T,
+        )
     });
     let sender = Params::new(Features::DIGEST_XXH3_128, 64 << 10, 4);
     let conn = session::connect(addr, sender, None, T).unwrap();

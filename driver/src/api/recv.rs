@@ -251,7 +251,7 @@ impl Receiver {
         })
     }
 
-    /// How many stale temporary files (`.rdmaft-<pid>-<n>.part` of processes that no longer
+    /// How many stale temporary files (`.rdmaft-<host>-<pid>-<n>.part` of processes that no longer
     /// exist, owned by this user) the start-up sweep removed from the directory tree, once it
     /// is done; `None` while it runs. The sweep reads every directory under the receive
     /// directory once, as `find DIR -name '.rdmaft-*'` would, so on a large tree it takes a

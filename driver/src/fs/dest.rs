@@ -100,7 +100,7 @@ pub struct DestOptions {
     /// of clearing the receiver's umask from them.
     pub preserve_perms: bool,
     /// Receive into unnamed (`O_TMPFILE`) files where the file system allows it (the
-    /// default); `false`: always into named temporary files (`.rdmaft-<pid>-<n>.part`).
+    /// default); `false`: always into named temporary files (`.rdmaft-<host>-<pid>-<n>.part`).
     pub unnamed_temp_files: bool,
 }
 
