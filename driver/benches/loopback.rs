@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p rdmaft --bench loopback` (size: RDMAFT_BENCH_MIB, default 1024).
 
-use rdmaft::{loopback_transfer, ReceiverOptions, SendOptions};
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -18,16 +19,6 @@ use std::time::Instant;
 
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
-}
-
-/// Peak resident set of this process so far, in MiB (VmHWM).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn make_file(path: &Path, mib: u64) {
@@ -57,20 +48,6 @@ fn warm(path: &Path) {
     while f.read(&mut buf).unwrap() > 0 {}
 }
 
-/// One transfer through the loopback link; seconds.
-fn transfer(src: &Path, dest: &Path) -> f64 {
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::create_dir_all(dest).unwrap();
-    settle();
-    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
-    let t = Instant::now();
-    let (report, received) =
-        loopback_transfer(vec![src.to_owned()], dest, SendOptions::default(), &recv).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    assert!(report.all_ok() && received.all_ok(), "{report:?}");
-    secs
-}
-
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken.
     let mib: u64 = std::env::var("RDMAFT_BENCH_MIB")
@@ -85,8 +62,8 @@ fn main() {
     make_file(&big, mib);
 
     // Memory: a 16 MiB transfer, then the big one.
-    transfer(&small, &dest);
-    let rss_small = peak_rss_mib();
+    common::transfer(&small, &dest, settle);
+    let rss_small = common::peak_rss_mib();
 
     // Warm the page cache, then time dd and the transfer (best of three each).
     warm(&big);
@@ -107,9 +84,9 @@ fn main() {
         .fold(f64::INFINITY, f64::min);
     let _ = std::fs::remove_file(dir.join("dd-copy"));
     let engine = (0..3)
-        .map(|_| transfer(&big, &dest))
+        .map(|_| common::transfer(&big, &dest, settle))
         .fold(f64::INFINITY, f64::min);
-    let rss_big = peak_rss_mib();
+    let rss_big = common::peak_rss_mib();
 
     // Stages alone, over the same bytes in 1 MiB pieces (the default chunk).
     let mut buf = vec![0u8; 1 << 20];
@@ -176,7 +153,7 @@ fn main() {
         std::fs::write(d.join(format!("f{i}")), &block).unwrap();
     }
     let tree_secs = (0..3)
-        .map(|_| transfer(&tree, &dest))
+        .map(|_| common::transfer(&tree, &dest, settle))
         .fold(f64::INFINITY, f64::min);
     let tree_bytes = 2000 * block.len() as u64;
     println!(

@@ -11,7 +11,8 @@
 //! `cargo bench -p rdmaft --bench small_files` (RDMAFT_BENCH_FILES, RDMAFT_BENCH_RUNS and
 //! RDMAFT_BENCH_TINY_FILES change the counts).
 
-use rdmaft::{loopback_transfer, ReceiverOptions, SendOptions};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -49,19 +50,6 @@ fn make_tree(root: &Path, count: usize, size: usize) {
     }
 }
 
-/// One transfer of `src` into a fresh `dest` through the loopback link; seconds.
-fn transfer(src: &Path, dest: &Path) -> f64 {
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::create_dir_all(dest).unwrap();
-    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
-    let t = Instant::now();
-    let (report, received) =
-        loopback_transfer(vec![src.to_owned()], dest, SendOptions::default(), &recv).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    assert!(report.all_ok() && received.all_ok(), "{report:?}");
-    secs
-}
-
 /// `cp -r src dest` (dest fresh); seconds.
 fn cp(src: &Path, dest: &Path) -> f64 {
     let _ = std::fs::remove_dir_all(dest);
@@ -82,30 +70,20 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// Peak resident set of this process, in MiB (VmHWM).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 /// The child: moves `count` tiny files once and prints its peak RSS.
 fn tiny_files_child(count: usize) {
     let dir = scratch("tiny");
     let src = dir.join("src");
     make_tree(&src, count, 16);
-    let before = peak_rss_mib();
-    let secs = transfer(&src, &dir.join("dest"));
+    let before = common::peak_rss_mib();
+    let secs = common::transfer(&src, &dir.join("dest"), || {});
     println!(
         "  {count} files of 16 B: {secs:.1} s, {:.0} files/s, peak RSS {:.1} MiB \
          (before the transfer {before:.1} MiB)",
         count as f64 / secs,
-        peak_rss_mib()
+        common::peak_rss_mib()
     );
-    println!("rss_mib={:.1}", peak_rss_mib());
+    println!("rss_mib={:.1}", common::peak_rss_mib());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -122,7 +100,9 @@ fn main() {
     let (src, dest) = (dir.join("src"), dir.join("dest"));
     make_tree(&src, files, 4096);
     println!("small-files bench: {files} files of 4 KiB, loopback link, {runs} runs");
-    let times: Vec<f64> = (0..runs).map(|_| transfer(&src, &dest)).collect();
+    let times: Vec<f64> = (0..runs)
+        .map(|_| common::transfer(&src, &dest, || {}))
+        .collect();
     let cps: Vec<f64> = (0..5).map(|_| cp(&src, &dest)).collect();
     let _ = std::fs::remove_dir_all(&dir);
     let (med, slowest) = (median(&times), times.iter().copied().fold(0.0, f64::max));
