@@ -193,7 +193,9 @@ impl SendHandle {
     }
 
     /// Asks the send to stop: the receiver is told (an error message, then a disconnect),
-    /// unfinished files end `Unfinished`, and [`wait`](Self::wait) returns the report.
+    /// unfinished files end `Unfinished`, and [`wait`](Self::wait) returns the report. While
+    /// the send is still connecting, it gives up within 100 ms and `wait` returns
+    /// [`Error::Cancelled`].
     pub fn cancel(&self) {
         self.stop.raise();
     }
