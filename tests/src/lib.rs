@@ -223,6 +223,54 @@ pub fn listening_port(line: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no port in {line:?}"))
 }
 
+/// The `recv` program, started and listening.
+#[derive(Debug)]
+pub struct RecvProgram {
+    /// The process.
+    pub child: Child,
+    /// Its standard error, line by line.
+    pub err: Lines,
+    /// Its standard output, line by line, when it was asked for (else discarded).
+    pub out: Option<Lines>,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+/// Starts `recv --listen ADDR:0 --dir DIR ARGS...` and waits up to `timeout` for it to say
+/// where it listens. `stdout`: keep its standard output (else it is discarded).
+pub fn start_recv<S: AsRef<std::ffi::OsStr>>(
+    addr: IpAddr,
+    dir: &Path,
+    args: impl IntoIterator<Item = S>,
+    stdout: bool,
+    timeout: Duration,
+) -> Result<RecvProgram, String> {
+    let mut child = std::process::Command::new(example_bin("recv")?)
+        .arg("--listen")
+        .arg(format!("{addr}:0"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(if stdout {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start recv: {e}"))?;
+    let mut err = Lines::read(child.stderr.take().ok_or("no stderr")?);
+    let out = child.stdout.take().map(Lines::read);
+    let line = err.wait_for("listening on", timeout)?;
+    let port = listening_port(&line)?;
+    Ok(RecvProgram {
+        child,
+        err,
+        out,
+        port,
+    })
+}
+
 /// Names under `root` that look like rdmaft's temporary files.
 pub fn temp_files(root: &Path) -> Vec<String> {
     tree(root)

@@ -14,12 +14,12 @@ use rdmaft::{
     ReceiverOptions, SendOptions, SendReport,
 };
 use rdmaft_tests::{
-    example_bin, listening_port, random_bytes, raw_connect, rdma_env, scratch, temp_files, tree,
-    wait_child, Lines, RdmaEnv,
+    example_bin, random_bytes, raw_connect, rdma_env, scratch, start_recv, temp_files, tree,
+    wait_child, RdmaEnv, RecvProgram,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -483,19 +483,13 @@ fn send_and_recv_programs_move_a_tree() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dest).unwrap();
     let paths = sample(&src, 65536);
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--once", "--listen"])
-        .arg(format!("{}:0", env.addr))
-        .arg("--dir")
-        .arg(&dest)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
-    let mut out = Lines::read(recv.stdout.take().unwrap());
-    let line = err.wait_for("listening on", T).unwrap();
-    let port = listening_port(&line).unwrap();
+    let RecvProgram {
+        child: mut recv,
+        mut err,
+        out,
+        port,
+    } = start_recv(env.addr, &dest, ["--once"], true, T).unwrap();
+    let mut out = out.unwrap();
     let warned = err.seen.iter().any(|l| l.contains("anyone who can reach"));
     assert!(warned, "recv warns that it has no key: {:?}", err.seen);
     let send = Command::new(example_bin("send").unwrap())
@@ -529,18 +523,13 @@ fn send_and_recv_programs_move_a_tree() {
     assert_eq!(tree(&dest), expected);
     // Without the symlink, status 0.
     std::fs::remove_file(src.join("tree/a/link")).unwrap();
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--once", "--listen"])
-        .arg(format!("{}:0", env.addr))
-        .arg("--dir")
-        .arg(&dest)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
-    let line = err.wait_for("listening on", T).unwrap();
-    let port = listening_port(&line).unwrap();
+    // `_err` keeps reading its stderr (a closed pipe would fail its next line).
+    let RecvProgram {
+        child: mut recv,
+        err: _err,
+        port,
+        ..
+    } = start_recv(env.addr, &dest, ["--once"], false, T).unwrap();
     let send = Command::new(example_bin("send").unwrap())
         .arg(format!("{}:{port}", env.addr))
         .args(&paths)

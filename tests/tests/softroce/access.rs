@@ -162,8 +162,9 @@ fn senders_that_never_prove_the_key_hold_at_most_eight_rings() {
 /// key, here; a port scan or a wrong key alike) does not end it.
 #[test]
 fn recv_once_is_not_ended_by_a_refused_sender() {
-    use rdmaft_tests::{example_bin, listening_port, wait_child, Lines};
-    use std::process::{Command, Stdio};
+    use rdmaft_tests::{example_bin, start_recv, wait_child, RecvProgram};
+    use std::ffi::OsStr;
+    use std::process::Command;
     let env = env();
     let base = scratch("once-refused");
     let dest = base.join("dest");
@@ -172,20 +173,17 @@ fn recv_once_is_not_ended_by_a_refused_sender() {
     std::fs::write(&key_file, b"the once key, long enough to be a key").unwrap();
     let file = base.join("f");
     std::fs::write(&file, random_bytes(50_000, 45)).unwrap();
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--once", "--listen"])
-        .arg(format!("{}:0", env.addr))
-        .arg("--dir")
-        .arg(&dest)
-        .arg("--key-file")
-        .arg(&key_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
-    let line = err.wait_for("listening on", T).unwrap();
-    let port = listening_port(&line).unwrap();
+    let args = [
+        OsStr::new("--once"),
+        OsStr::new("--key-file"),
+        key_file.as_os_str(),
+    ];
+    let RecvProgram {
+        child: mut recv,
+        mut err,
+        port,
+        ..
+    } = start_recv(env.addr, &dest, args, false, T).unwrap();
     let to = format!("{}:{port}", env.addr);
     let refused = Command::new(example_bin("send").unwrap())
         .arg(&to)

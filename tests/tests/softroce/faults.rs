@@ -5,7 +5,7 @@
 use super::{env, receiver, T};
 use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
 use rdmaft_tests::{
-    example_bin, listening_port, random_bytes, scratch, temp_files, tree, Lines, Outcomes,
+    example_bin, random_bytes, scratch, start_recv, temp_files, tree, Lines, Outcomes, RecvProgram,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,6 +55,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+/// No arguments for `start_recv` beyond the address and directory.
+const NO_ARGS: [&str; 0] = [];
 
 /// Threads of this process.
 fn threads() -> usize {
@@ -162,16 +165,12 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     std::fs::create_dir_all(&dest).unwrap();
     let src = base.join("big");
     std::fs::write(&src, random_bytes(48 << 20, 62)).unwrap();
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
-        .arg(&dest)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
-    let line = err.wait_for("listening on", T).unwrap();
-    let port = listening_port(&line).unwrap();
+    let RecvProgram {
+        child: mut recv,
+        err: _err,
+        port,
+        ..
+    } = start_recv(env.addr, &dest, NO_ARGS, false, T).unwrap();
     let options = SendOptions {
         idle_timeout: Duration::from_secs(5),
         ..SendOptions::default()
@@ -200,14 +199,11 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     let live = dest.join(rdmaft::fs::temp_name_of(std::process::id(), 99));
     std::fs::write(&live, b"a live receiver's").unwrap();
     let stale = temp_files(&dest).len() - 1;
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
-        .arg(&dest)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
+    let RecvProgram {
+        child: mut recv,
+        mut err,
+        ..
+    } = start_recv(env.addr, &dest, NO_ARGS, false, T).unwrap();
     let line = err.wait_for("stale temporary files", T).unwrap();
     assert!(
         line.contains(&format!("recv: removed {stale} stale temporary files")),
@@ -615,16 +611,12 @@ fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
     r.receiver.stop();
 
     // Ctrl-C on recv: it stops, the sender hears why, no temporary file is left.
-    let mut recv = Command::new(example_bin("recv").unwrap())
-        .args(["--listen", &format!("{}:0", env.addr), "--dir"])
-        .arg(&dest)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::read(recv.stderr.take().unwrap());
-    let line = err.wait_for("listening on", T).unwrap();
-    let port = listening_port(&line).unwrap();
+    let RecvProgram {
+        child: mut recv,
+        mut err,
+        port,
+        ..
+    } = start_recv(env.addr, &dest, NO_ARGS, false, T).unwrap();
     let handle = send(
         std::net::SocketAddr::new(env.addr, port),
         vec![src.clone()],
