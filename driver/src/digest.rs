@@ -36,12 +36,22 @@ impl Digester {
         file: &std::fs::File,
         len: u64,
     ) -> std::io::Result<()> {
+        self.update_from_range(file, 0, len)
+    }
+
+    /// Adds `len` bytes of `file` from `start` (a file part's resumed prefix).
+    pub(crate) fn update_from_range(
+        &mut self,
+        file: &std::fs::File,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; len.min(1 << 20) as usize];
         let mut at = 0u64;
         while at < len {
             let n = ((len - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at)?;
+            file.read_exact_at(&mut buf[..n], start + at)?;
             self.update(&buf[..n]);
             at += n as u64;
         }

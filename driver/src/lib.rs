@@ -46,6 +46,7 @@ mod engine;
 mod error;
 mod fd_limit;
 pub mod fs;
+mod groups;
 mod handoff;
 mod key;
 mod permits;

@@ -366,3 +366,84 @@ fn a_link_named_as_a_root_sends_its_target_under_its_own_name() {
     );
     fs::remove_dir_all(&base).unwrap();
 }
+
+/// Modification times of every entry under `root` (directories included), relative.
+fn mtimes(root: &Path) -> Vec<(String, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.push((rel, meta.mtime(), meta.mtime_nsec()));
+            if meta.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn lanes_carry_one_transfer_and_split_large_files() {
+    use std::sync::{Arc, Mutex};
+    for lanes in [2u16, 3] {
+        let base = scratch(&format!("lanes-{lanes}"));
+        let src = base.join("src");
+        let dest = base.join("dest");
+        fs::create_dir_all(&dest).unwrap();
+        let t = sample_tree(&src, 4096);
+        // 8 parts of 16 KiB, the last one short; and one file of exactly two parts.
+        fs::write(t.join("a/big"), bytes(7 * 16384 + 5, 7)).unwrap();
+        fs::write(t.join("two"), bytes(2 * 16384, 8)).unwrap();
+        let (mut send, recv) = options(&dest, 4096, 4);
+        send.lanes = lanes;
+        send.part_size = 16384;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        send.on_file = Some(Arc::new(move |f| s.lock().unwrap().push(f.name.clone())));
+        let (report, received) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+        assert_eq!(report.error, None, "{report:?}");
+        assert_eq!(
+            report.lanes,
+            usize::from(lanes),
+            "every lane carried the transfer"
+        );
+        let mut expected = tree(&src);
+        expected.retain(|(n, _)| n != "tree/link");
+        assert_eq!(
+            tree(&dest),
+            expected,
+            "{lanes} lanes: contents, no temporary file left"
+        );
+        let mut expected_times = mtimes(&src);
+        expected_times.retain(|(n, ..)| n != "tree/link");
+        assert_eq!(
+            mtimes(&dest),
+            expected_times,
+            "{lanes} lanes: no directory's mtime set before a file landed in it"
+        );
+        // Per transfer, not per lane or part: every entry once (the symlink as skipped).
+        assert_eq!(report.counts.sent, expected.len() as u64, "{report:?}");
+        assert_eq!(report.counts.skipped, 1);
+        let mut names = seen.lock().unwrap().clone();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a callback ran twice for one entry");
+        assert_eq!(names.len(), expected.len() + 1, "{names:?}");
+        assert_eq!(
+            received.counts.received,
+            expected.len() as u64,
+            "{received:?}"
+        );
+        assert!(received.all_ok(), "{received:?}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

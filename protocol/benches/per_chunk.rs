@@ -75,6 +75,8 @@ const NOW: Instant = Instant::ZERO;
 
 fn negotiated() -> Negotiated {
     Negotiated {
+        group: u32::from((Features::all() - Features::AUTH_PSK).contains(Features::LANES)),
+
         features: Features::all() - Features::AUTH_PSK,
         flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
@@ -113,6 +115,7 @@ impl SenderBench {
         let mut sender = Sender::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let mut buf = [0u8; CTRL_MSG_MAX];
         let info = FileInfo {
+            part: None,
             file_id: FILE_ID,
             kind: EntryKind::File,
             size: FILE_SIZE,
@@ -209,6 +212,7 @@ impl ReceiverBench {
             Receiver::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let header = encode(
             Control::FileHeader(rdmaft_protocol::wire::FileHeader {
+                part: None,
                 file_id: FILE_ID,
                 kind: EntryKind::File,
                 size: FILE_SIZE,

@@ -77,6 +77,9 @@ code_family! {
         MISCONFIGURED = 14, "receiver is misconfigured";
         /// The receiver does not take connections from the sender's address.
         NOT_ALLOWED = 15, "sender's address is not allowed";
+        /// A lane asked to join a transfer group the receiver does not have (never opened,
+        /// or already finished).
+        UNKNOWN_GROUP = 16, "no such transfer group (unknown or finished)";
     }
 }
 

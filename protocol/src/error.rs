@@ -90,6 +90,8 @@ pub enum Violation {
     /// A result `OK` for a file whose stream the sender aborted or the receiver cancelled:
     /// such a file was not delivered.
     BadResult,
+    /// A file part without `LANES` agreed, or whose part size is below the chunk size.
+    BadPart,
 }
 
 impl Violation {
@@ -122,6 +124,7 @@ impl Violation {
             Violation::SeqSpaceExhausted => 24,
             Violation::DirectoryDigest => 25,
             Violation::BadResult => 26,
+            Violation::BadPart => 27,
         }
     }
 
@@ -171,6 +174,9 @@ impl fmt::Display for Violation {
             Violation::SeqSpaceExhausted => f.write_str("session sequence space exhausted"),
             Violation::DirectoryDigest => f.write_str("file end of a directory with a digest"),
             Violation::BadResult => f.write_str("result OK for an aborted or cancelled file"),
+            Violation::BadPart => {
+                f.write_str("file part without LANES, or with a part size below the chunk size")
+            }
         }
     }
 }
@@ -387,7 +393,7 @@ mod tests {
     }
 
     /// Every violation with its number from PROTOCOL.md §7 (the numbers are wire values).
-    const SPEC_CODES: [(Violation, u16); 26] = [
+    const SPEC_CODES: [(Violation, u16); 27] = [
         (Violation::Decode(DecodeError::NonZeroReserved), 1),
         (Violation::UnexpectedMessage(MsgKind::FileHeader), 2),
         (Violation::UnknownFile(5), 3),
@@ -432,6 +438,7 @@ mod tests {
         (Violation::SeqSpaceExhausted, 24),
         (Violation::DirectoryDigest, 25),
         (Violation::BadResult, 26),
+        (Violation::BadPart, 27),
     ];
 
     #[test]

@@ -78,6 +78,8 @@ pub enum ParamError {
     IdleTimeout,
     /// The caller's storage holds fewer file slots than the open-file limit.
     Storage,
+    /// A transfer group without `LANES` agreed, or `LANES` agreed without a group.
+    Group,
 }
 
 impl fmt::Display for ParamError {
@@ -94,6 +96,7 @@ impl fmt::Display for ParamError {
             ParamError::KeyMismatch => "AUTH_PSK offered without a key, or a key without AUTH_PSK",
             ParamError::IdleTimeout => "idle timeout shorter than two keepalive intervals",
             ParamError::Storage => "storage has fewer file slots than the open-file limit",
+            ParamError::Group => "a transfer group without LANES, or LANES without a group",
         })
     }
 }
@@ -119,6 +122,8 @@ pub struct Params {
     pub require_digest: bool,
     /// Largest `chunk × window` this side registers.
     pub max_ring_bytes: u64,
+    /// Sender, with `LANES`: the transfer group to join (0 opens a new one).
+    pub group: u32,
 }
 
 impl Params {
@@ -133,6 +138,7 @@ impl Params {
             keepalive_ms: DEFAULT_KEEPALIVE_MS,
             require_digest: false,
             max_ring_bytes: MAX_RING_BYTES,
+            group: 0,
         }
     }
 
@@ -151,6 +157,9 @@ impl Params {
         if self.require_digest && self.features.digests().is_empty() {
             return Err(ParamError::DigestRequired);
         }
+        if self.group != 0 && !self.features.contains(Features::LANES) {
+            return Err(ParamError::Group);
+        }
         Ok(())
     }
 
@@ -163,6 +172,7 @@ impl Params {
             ctrl_depth: self.ctrl_depth,
             max_open_files: self.max_open_files,
             keepalive_ms: self.keepalive_ms,
+            group: self.group,
             nonce,
         }
     }
@@ -207,6 +217,8 @@ pub struct Negotiated {
     pub ring: RingInfo,
     /// With `AUTH_PSK`: the sender's proof (the sender sends it, the receiver expects it).
     pub sender_proof: Option<[u8; PROOF_LEN]>,
+    /// With `LANES`: the transfer group of this connection (never 0); 0 without.
+    pub group: u32,
 }
 
 impl Negotiated {
@@ -256,6 +268,9 @@ impl Negotiated {
         if self.features.contains(Features::AUTH_PSK) != self.sender_proof.is_some() {
             return Err(ParamError::KeyMismatch);
         }
+        if self.features.contains(Features::LANES) != (self.group != 0) {
+            return Err(ParamError::Group);
+        }
         Ok(())
     }
 }
@@ -283,6 +298,10 @@ pub struct Agreed {
     pub max_open_files: u16,
     /// Agreed keepalive interval, milliseconds.
     pub keepalive_ms: u32,
+    /// With `LANES` agreed: the group the hello asks to join, 0 for a new one. The receiver
+    /// looks it up (refusing an unknown one with `UNKNOWN_GROUP`) or opens a new group, and
+    /// passes the group to [`accept`](Self::accept).
+    pub join: u32,
     /// The hello's bytes, for the key proofs.
     hello: [u8; HELLO_LEN],
 }
@@ -295,16 +314,22 @@ impl Agreed {
 
     /// Completes the handshake once the ring is registered: the negotiated parameters and the
     /// reply to send. `nonce` is fresh randomness; `key` must be given exactly when
-    /// `AUTH_PSK` was agreed (that is, when the receiver's own parameters offered it).
+    /// `AUTH_PSK` was agreed (that is, when the receiver's own parameters offered it);
+    /// `group` is the connection's transfer group with `LANES` agreed (non-zero, and equal to
+    /// [`join`](Self::join) when that is non-zero), 0 without.
     pub fn accept(
         &self,
         ring: RingInfo,
         nonce: [u8; NONCE_LEN],
         key: Option<&dyn Mac>,
+        group: u32,
     ) -> Result<(Negotiated, HandshakeReply), ParamError> {
         let auth = self.features.contains(Features::AUTH_PSK);
         if auth != key.is_some() {
             return Err(ParamError::KeyMismatch);
+        }
+        if self.join != 0 && group != self.join {
+            return Err(ParamError::Group);
         }
         let mut accept = AcceptRepr {
             features: self.features,
@@ -315,6 +340,7 @@ impl Agreed {
             max_open_files: self.max_open_files,
             keepalive_ms: self.keepalive_ms,
             ring,
+            group,
             nonce: if auth { nonce } else { [0; NONCE_LEN] },
             proof: [0; PROOF_LEN],
         };
@@ -342,6 +368,7 @@ impl Agreed {
             keepalive_ms: self.keepalive_ms,
             ring,
             sender_proof: sender_proof_expected,
+            group,
         };
         neg.check()?;
         Ok((neg, HandshakeReply::Accept(accept)))
@@ -383,6 +410,10 @@ pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
     if local.features.contains(Features::AUTH_PSK) && !features.contains(Features::AUTH_PSK) {
         return Err(RejectReason::AUTH_REQUIRED);
     }
+    // A receiver without groups has none to join.
+    if h.group != 0 && !features.contains(Features::LANES) {
+        return Err(RejectReason::UNKNOWN_GROUP);
+    }
     let mut flags = AcceptFlags::empty();
     if local.require_digest {
         if features.digests().is_empty() {
@@ -403,6 +434,11 @@ pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
         receiver_ctrl_depth: local.ctrl_depth,
         max_open_files: h.max_open_files.min(local.max_open_files),
         keepalive_ms: h.keepalive_ms.min(local.keepalive_ms),
+        join: if features.contains(Features::LANES) {
+            h.group
+        } else {
+            0
+        },
         hello: raw,
     };
     let data = u64::from(agreed.chunk_size) * u64::from(agreed.window);
@@ -438,6 +474,9 @@ pub enum ReplyError {
     BadProof,
     /// The sender's own parameters are invalid, or `AUTH_PSK` without a key.
     LocalParams,
+    /// The group is 0 with `LANES` agreed, not the one asked to join, or non-zero without
+    /// `LANES`.
+    Group,
 }
 
 impl fmt::Display for ReplyError {
@@ -456,6 +495,7 @@ impl fmt::Display for ReplyError {
             ReplyError::AuthNotAgreed => "the receiver does not prove the pre-shared key",
             ReplyError::BadProof => "the receiver's key proof is wrong",
             ReplyError::LocalParams => "the sender's own parameters are invalid",
+            ReplyError::Group => "transfer group missing, not the one joined, or unexpected",
         })
     }
 }
@@ -530,6 +570,15 @@ pub fn check_reply(
     if a.flags.contains(AcceptFlags::DIGEST_REQUIRED) && a.features.digests().is_empty() {
         return invalid(ReplyError::DigestRequired);
     }
+    let group_ok = if a.features.contains(Features::LANES) {
+        a.group != 0 && (local.group == 0 || a.group == local.group)
+    } else {
+        // A join needs the group: a receiver without `LANES` cannot have taken it.
+        a.group == 0 && local.group == 0
+    };
+    if !group_ok {
+        return invalid(ReplyError::Group);
+    }
     let mut proof = None;
     if let Some(key) = key {
         if !a.features.contains(Features::AUTH_PSK) {
@@ -561,5 +610,6 @@ pub fn check_reply(
         keepalive_ms: a.keepalive_ms,
         ring: a.ring,
         sender_proof: proof,
+        group: a.group,
     })
 }

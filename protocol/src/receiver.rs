@@ -622,6 +622,11 @@ impl<S: Storage> Receiver<S> {
         if self.last_id.is_some_and(|last| h.file_id <= last) {
             return Err(self.violation(Violation::DuplicateFileId(h.file_id)));
         }
+        if h.part
+            .is_some_and(|p| !crate::sender::part_allowed(p, &self.neg))
+        {
+            return Err(self.violation(Violation::BadPart));
+        }
         let key = self.name_key;
         let (_, names) = self.storage.tables();
         let (refusal, name_key) = if is_reserved(h.name) {
@@ -642,7 +647,7 @@ impl<S: Storage> Receiver<S> {
             id: h.file_id,
             kind: Some(h.kind),
             state: RState::Offered,
-            chunks: FileChunks::unassigned(h.size),
+            chunks: FileChunks::unassigned(h.data_len()),
             refusal,
             name_key,
             ..ReceiverFile::default()

@@ -351,6 +351,9 @@ impl<S: Storage> Sender<S> {
         }
         validate_name(info.name.as_bytes()).map_err(UsageError::InvalidName)?;
         info.check_metadata().map_err(UsageError::InvalidMetadata)?;
+        if info.part.is_some_and(|p| !part_allowed(p, &self.neg)) {
+            return Err(UsageError::InvalidMetadata(crate::Field::Part).into());
+        }
         let header = Control::FileHeader(*info);
         // Check the name before encoding so that nothing changes on refusal.
         let key = self.name_key;
@@ -377,7 +380,7 @@ impl<S: Storage> Sender<S> {
             id: info.file_id,
             kind: Some(info.kind),
             state: SState::Queued,
-            chunks: FileChunks::unassigned(info.size),
+            chunks: FileChunks::unassigned(info.data_len()),
             digest: None,
             abort: None,
             cancelled: false,
@@ -976,4 +979,11 @@ impl<S: Storage> Sender<S> {
     fn violation(&mut self, v: Violation) -> Error {
         self.ending.violation(v)
     }
+}
+
+/// Whether a file part may be offered in this session: groups agreed, and parts no smaller
+/// than a chunk (so every part but the last is whole chunks, and resume offsets stay
+/// chunk-aligned in the file).
+pub(crate) fn part_allowed(part: crate::Part, neg: &Negotiated) -> bool {
+    neg.features.contains(Features::LANES) && u32::from(part.shift) >= neg.chunk_size.ilog2()
 }

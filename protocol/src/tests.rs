@@ -13,6 +13,8 @@ type Store = ArrayStorage<64, 1024>;
 
 fn negotiated() -> Negotiated {
     Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: 4096,

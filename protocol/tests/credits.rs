@@ -7,6 +7,8 @@ const CHUNK: u32 = 4096;
 fn receiving(window: u32) -> Receiver<ArrayStorage<4, 64>> {
     let ctrl = min_ctrl_depth(4);
     let neg = Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
@@ -25,6 +27,7 @@ fn receiving(window: u32) -> Receiver<ArrayStorage<4, 64>> {
     let mut r = Receiver::new(neg, Config::default(), ArrayStorage::new(), Instant::ZERO).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     let header = Control::FileHeader(wire::FileHeader {
+        part: None,
         file_id: 1,
         kind: EntryKind::File,
         size: 1 << 40,
@@ -116,6 +119,8 @@ fn small_windows_credit_every_chunk() {
 fn a_correct_sender_fills_the_control_credit_and_is_never_refused() {
     let ctrl = min_ctrl_depth(4);
     let neg = Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: CHUNK,

@@ -196,6 +196,7 @@ fn accept_bytes(a: AcceptRepr) -> [u8; ACCEPT_LEN] {
 fn good_accept(local: &Params) -> AcceptRepr {
     let ctrl = min_ctrl_depth(local.max_open_files);
     AcceptRepr {
+        group: 0,
         features: Features::RESUME,
         flags: AcceptFlags::empty(),
         chunk_size: 4096,
@@ -397,7 +398,12 @@ fn keyed(
     };
     let rkey = receiver_key.map(Key);
     let (rneg, reply) = agreed
-        .accept(ring, [8; 16], rkey.as_ref().map(|k| k as &dyn Mac))
+        .accept(
+            ring,
+            [8; 16],
+            rkey.as_ref().map(|k| k as &dyn Mac),
+            group_of(&agreed),
+        )
         .unwrap();
     let mut b = [0u8; ACCEPT_LEN];
     reply.encode(&mut b).unwrap();
@@ -471,7 +477,9 @@ fn an_accept_agreeing_unknown_feature_bits_is_refused() {
         len: agreed.ring_len(),
         rkey: 3,
     };
-    let (_, reply) = agreed.accept(ring, [8; 16], Some(&Key(1))).unwrap();
+    let (_, reply) = agreed
+        .accept(ring, [8; 16], Some(&Key(1)), group_of(&agreed))
+        .unwrap();
     let HandshakeReply::Accept(sent) = reply else {
         panic!("an accept")
     };
@@ -512,17 +520,17 @@ fn accept_needs_the_key_exactly_when_agreed() {
         rkey: 0,
     };
     assert_eq!(
-        agreed.accept(ring, [0; 16], None).map(|_| ()),
+        agreed.accept(ring, [0; 16], None, 0).map(|_| ()),
         Err(ParamError::KeyMismatch)
     );
     let plain = negotiate(&hello_of(&params(4096, 8)), &params(4096, 8)).unwrap();
     assert_eq!(
-        plain.accept(ring, [0; 16], Some(&Key(1))).map(|_| ()),
+        plain.accept(ring, [0; 16], Some(&Key(1)), 0).map(|_| ()),
         Err(ParamError::KeyMismatch)
     );
     let short = RingInfo { len: 1, ..ring };
     assert_eq!(
-        plain.accept(short, [0; 16], None).map(|_| ()),
+        plain.accept(short, [0; 16], None, 0).map(|_| ()),
         Err(ParamError::RingLayout)
     );
 }
@@ -530,6 +538,8 @@ fn accept_needs_the_key_exactly_when_agreed() {
 fn base_negotiated() -> Negotiated {
     let ctrl = min_ctrl_depth(4);
     Negotiated {
+        group: u32::from((Features::RESUME).contains(Features::LANES)),
+
         features: Features::RESUME,
         flags: AcceptFlags::empty(),
         chunk_size: 4096,
@@ -830,4 +840,99 @@ fn every_refusal_has_its_own_text() {
         "name has a '..' component"
     );
     assert_eq!(ParamError::Window.to_string(), "window out of range");
+}
+
+/// The group a receiver with groups puts a new connection in (none without `LANES`).
+fn group_of(agreed: &rdmaft_protocol::Agreed) -> u32 {
+    if agreed.features.contains(Features::LANES) {
+        7
+    } else {
+        0
+    }
+}
+
+#[test]
+fn lanes_open_a_group_and_join_it_by_number() {
+    let ring = |agreed: &rdmaft_protocol::Agreed| RingInfo {
+        addr: 0x10_0000,
+        len: agreed.ring_len(),
+        rkey: 3,
+    };
+    let opener = params(4096, 8);
+    assert!(opener.features.contains(Features::LANES));
+    let hello = hello_of(&opener);
+    let agreed = negotiate(&hello, &opener).unwrap();
+    assert_eq!(agreed.join, 0, "a first lane opens a group");
+    // The receiver must name a group when LANES is agreed, and only then.
+    assert_eq!(
+        agreed.accept(ring(&agreed), [0; 16], None, 0).err(),
+        Some(ParamError::Group)
+    );
+    let (rneg, reply) = agreed.accept(ring(&agreed), [0; 16], None, 77).unwrap();
+    assert_eq!(rneg.group, 77);
+    let mut b = [0u8; ACCEPT_LEN];
+    reply.encode(&mut b).unwrap();
+    assert_eq!(check_reply(&b, &opener, &hello, None).unwrap().group, 77);
+
+    // A second lane joins group 77: the accept must carry exactly that group.
+    let mut joiner = opener;
+    joiner.group = 77;
+    let hello = hello_of(&joiner);
+    let agreed = negotiate(&hello, &opener).unwrap();
+    assert_eq!(agreed.join, 77);
+    assert_eq!(
+        agreed.accept(ring(&agreed), [0; 16], None, 78).err(),
+        Some(ParamError::Group),
+        "a join answered with another group"
+    );
+    let (_, reply) = agreed.accept(ring(&agreed), [0; 16], None, 77).unwrap();
+    let HandshakeReply::Accept(sent) = reply else {
+        panic!("an accept")
+    };
+    assert_eq!(
+        check_reply(&accept_bytes(sent), &joiner, &hello, None)
+            .unwrap()
+            .group,
+        77
+    );
+    for wrong in [0, 78] {
+        let forged = AcceptRepr {
+            group: wrong,
+            ..sent
+        };
+        assert_eq!(
+            check_reply(&accept_bytes(forged), &joiner, &hello, None),
+            Err(HandshakeError::Invalid(ReplyError::Group)),
+            "a joining lane took group {wrong}"
+        );
+    }
+    // A receiver without groups has none to join, and names none.
+    let plain = Params {
+        features: opener.features - Features::LANES,
+        ..opener
+    };
+    assert_eq!(
+        negotiate(&hello, &plain).err(),
+        Some(RejectReason::UNKNOWN_GROUP)
+    );
+    let agreed = negotiate(&hello_of(&opener), &plain).unwrap();
+    assert!(!agreed.features.contains(Features::LANES));
+    let (_, reply) = agreed.accept(ring(&agreed), [0; 16], None, 0).unwrap();
+    let HandshakeReply::Accept(sent) = reply else {
+        panic!("an accept")
+    };
+    let bytes = accept_bytes(AcceptRepr { group: 5, ..sent });
+    assert_eq!(
+        check_reply(&bytes, &opener, &hello_of(&opener), None),
+        Err(HandshakeError::Invalid(ReplyError::Group)),
+        "a group without LANES"
+    );
+    // A group in a hello that does not offer LANES is a reserved field set.
+    let mut bad = hello_of(&plain);
+    bad[31] = 1;
+    assert_eq!(
+        negotiate(&bad, &opener).err(),
+        Some(RejectReason::MALFORMED)
+    );
+    assert_eq!(Params { group: 1, ..plain }.check(), Err(ParamError::Group));
 }

@@ -15,6 +15,7 @@ fn t(ms: u64) -> Instant {
 fn negotiated(window: u32, features: Features) -> Negotiated {
     let ctrl = min_ctrl_depth(4);
     Negotiated {
+        group: u32::from(features.contains(Features::LANES)),
         features,
         flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
@@ -50,6 +51,7 @@ fn msg(m: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(id: u64, size: u64, name: &str) -> Control<'_> {
     Control::FileHeader(wire::FileHeader {
+        part: None,
         file_id: id,
         kind: EntryKind::File,
         size,
@@ -631,6 +633,7 @@ fn a_required_digest_missing_drops_the_file() {
     }));
     // A directory needs none.
     let dir = Control::FileHeader(wire::FileHeader {
+        part: None,
         file_id: 2,
         kind: EntryKind::Directory,
         size: 0,
@@ -656,6 +659,7 @@ fn a_required_digest_missing_drops_the_file() {
 fn a_directory_end_with_a_digest_is_refused() {
     let mut r = rx();
     let dir = Control::FileHeader(wire::FileHeader {
+        part: None,
         file_id: 1,
         kind: EntryKind::Directory,
         size: 0,
@@ -1168,4 +1172,75 @@ fn answers_name_their_file_among_many_open() {
     for id in 1..=4 {
         r.r.answer_file(t(1), id, accept).unwrap();
     }
+}
+
+fn part_header(id: u64, size: u64, shift: u8, index: u32) -> Control<'static> {
+    Control::FileHeader(wire::FileHeader {
+        part: Some(Part { shift, index }),
+        ..match header(id, size, "big") {
+            Control::FileHeader(h) => h,
+            _ => unreachable!(),
+        }
+    })
+}
+
+#[test]
+fn a_part_carries_only_its_own_bytes() {
+    // 3 chunks and a byte in all; part 1 of 2-chunk parts is chunks 2 and 3 (one byte).
+    let size = 2 * u64::from(CHUNK) + 1;
+    let mut r = rx();
+    assert_eq!(r.ctrl(part_header(1, size, 13, 1)), Ok(None));
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    assert!(r.kinds().contains(&wire::MsgKind::FileAnswer));
+    let only = r.chunk(0, 1).unwrap();
+    assert_eq!(
+        (only.file_offset, only.len),
+        (0, 1),
+        "offsets within the part"
+    );
+    assert_eq!(
+        r.ctrl(end(1, 1)),
+        Ok(None),
+        "the end carries the part's length"
+    );
+    r.r.chunk_consumed(t(1), 0).unwrap();
+    r.drain();
+    assert!(r.events.iter().any(|e| matches!(
+        e,
+        ReceiverEvent::FileComplete {
+            file_id: 1,
+            length: 1,
+            ..
+        }
+    )));
+    // Its end must say the part's length, not the file's.
+    let mut r = rx();
+    assert_eq!(r.ctrl(part_header(1, size, 12, 0)), Ok(None));
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    assert!(r.kinds().contains(&wire::MsgKind::FileAnswer));
+    r.chunk(0, CHUNK).unwrap();
+    let res = r.ctrl(end(1, size));
+    r.assert_failed(res, Violation::EndLengthMismatch);
+}
+
+#[test]
+fn parts_need_lanes_and_whole_chunks() {
+    let mut r = Rx::new(negotiated(
+        4,
+        Features::all() - Features::AUTH_PSK - Features::LANES,
+    ));
+    let res = r.ctrl(part_header(1, 1 << 20, 12, 0));
+    r.assert_failed(res, Violation::BadPart);
+    // A part smaller than a chunk would split chunks between parts.
+    let mut r = rx();
+    let res = r.ctrl(part_header(1, 1 << 20, 11, 0));
+    r.assert_failed(res, Violation::Decode(DecodeError::BadField(Field::Part)));
+    let mut big = negotiated(4, Features::all() - Features::AUTH_PSK);
+    big.chunk_size = 1 << 16;
+    big.ring.len = u64::from(big.chunk_size) * 4 + u64::from(big.receiver_ctrl_depth) * 4096;
+    let mut r = Rx::new(big);
+    let res = r.ctrl(part_header(1, 1 << 20, 15, 0));
+    r.assert_failed(res, Violation::BadPart);
 }

@@ -16,6 +16,7 @@ fn t(ms: u64) -> Instant {
 fn negotiated(window: u32, features: Features) -> Negotiated {
     let ctrl = min_ctrl_depth(4);
     Negotiated {
+        group: u32::from(features.contains(Features::LANES)),
         features,
         flags: AcceptFlags::empty(),
         chunk_size: CHUNK,
@@ -35,6 +36,7 @@ fn negotiated(window: u32, features: Features) -> Negotiated {
 
 fn info(id: u64, size: u64, name: &str) -> FileInfo<'_> {
     FileInfo {
+        part: None,
         file_id: id,
         kind: EntryKind::File,
         size,

@@ -12,6 +12,7 @@ fn enc(msg: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(name: &str) -> wire::FileHeader<'_> {
     wire::FileHeader {
+        part: None,
         file_id: 1,
         kind: EntryKind::File,
         size: 0,
@@ -33,7 +34,7 @@ fn encoded_handshake_fits_cm_private_data() {
         len: agreed.ring_len(),
         rkey: 9,
     };
-    let (_, accept) = agreed.accept(ring, [0; 16], None).unwrap();
+    let (_, accept) = agreed.accept(ring, [0; 16], None, 0x4c41_4e45).unwrap();
     let n = accept.encode(&mut buf).unwrap();
     assert_eq!(n, ACCEPT_LEN);
     assert_eq!(
@@ -51,6 +52,7 @@ fn encoded_handshake_fits_cm_private_data() {
 #[test]
 fn hello_golden_bytes() {
     let hello = HelloRepr {
+        group: 0,
         features: Features::RESUME | Features::AUTH_PSK,
         chunk_size: 0x0010_0000,
         window: 64,
@@ -80,6 +82,7 @@ fn hello_golden_bytes() {
 #[test]
 fn accept_golden_bytes() {
     let accept = AcceptRepr {
+        group: 0,
         features: Features::DIGEST_XXH3_128,
         flags: AcceptFlags::DIGEST_REQUIRED,
         chunk_size: 4096,
@@ -151,6 +154,7 @@ fn reject_golden_bytes_and_reserved_fields() {
 #[test]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
+        part: None,
         file_id: 7,
         kind: EntryKind::Directory,
         size: 0,
@@ -453,11 +457,70 @@ fn decode_error_bad_field() {
     };
     assert!(Control::decode(&enc(Control::FileHeader(ok), 0)).is_ok());
     let mut kind = enc(Control::FileHeader(header("x")), 0);
-    kind[40] = 3;
+    kind[40] = 4;
     assert_eq!(
         Control::decode(&kind),
         Err(DecodeError::BadField(Field::EntryKind))
     );
+    // Kind 3 is a part: its size exponent must be in range.
+    kind[40] = 3;
+    assert_eq!(
+        Control::decode(&kind),
+        Err(DecodeError::BadField(Field::Part))
+    );
+    // The part fields are reserved for other kinds.
+    let mut reserved = enc(Control::FileHeader(header("x")), 0);
+    reserved[41] = 12;
+    assert_eq!(
+        Control::decode(&reserved),
+        Err(DecodeError::NonZeroReserved)
+    );
+    reserved[41] = 0;
+    reserved[47] = 1;
+    assert_eq!(
+        Control::decode(&reserved),
+        Err(DecodeError::NonZeroReserved)
+    );
+}
+
+#[test]
+fn file_parts_round_trip_and_must_lie_inside_the_file() {
+    let size = 5 << 20;
+    let part = |shift, index| wire::FileHeader {
+        size,
+        part: Some(rdmaft_protocol::Part { shift, index }),
+        ..header("big")
+    };
+    for p in [part(20, 0), part(20, 4), part(12, 1279), part(62, 0)] {
+        let bytes = enc(Control::FileHeader(p), 0);
+        assert_eq!(bytes[40], 3, "entry kind of a part");
+        assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(p))));
+    }
+    assert_eq!(part(20, 4).data_len(), 1 << 20);
+    assert_eq!(part(22, 1).data_len(), 1 << 20, "the last part is the rest");
+    assert_eq!(part(22, 0).data_len(), 4 << 20);
+    let huge = [part(62, u32::MAX), part(255, 2), part(63, 1)];
+    for bad in [part(20, 5), part(11, 0), part(63, 0), part(12, u32::MAX)]
+        .into_iter()
+        .chain(huge)
+    {
+        assert_eq!(bad.check_metadata(), Err(Field::Part), "{bad:?}");
+        let bytes = enc(Control::FileHeader(bad), 0);
+        assert_eq!(
+            Control::decode(&bytes),
+            Err(DecodeError::BadField(Field::Part))
+        );
+    }
+    let dir = wire::FileHeader {
+        kind: EntryKind::Directory,
+        size: 0,
+        part: Some(rdmaft_protocol::Part {
+            shift: 20,
+            index: 0,
+        }),
+        ..header("d")
+    };
+    assert_eq!(dir.check_metadata(), Err(Field::Part));
     let mut text = enc(
         Control::Error {
             code: ErrorCode::CANCELLED,

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) open_files: Arc<Permits>,
     /// Why the receiver stopped accepting, when it failed.
     pub(crate) failure: Mutex<Option<String>>,
+    /// Live transfer groups (senders with several lanes).
+    pub(crate) groups: crate::groups::Groups,
 }
 
 /// Where the listener thread takes requests from: the CM listener (or a fake in tests).
@@ -269,10 +271,12 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         options.key.as_ref(),
         handshake.deadline.saturating_duration_since(Instant::now()),
         Pages::huge_if(options.huge_pages),
+        Some(&shared.groups),
     ) {
         Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
         Ok(conn) => {
             let neg = *conn.negotiated();
+            let group = conn.group.clone();
             match VerbsRecvLink::new(conn) {
                 Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
                 Ok(link) => {
@@ -284,6 +288,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         stop: Arc::clone(&shared.stop),
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
+                        group,
                     };
                     engine::serve(link, neg, setup)
                 }
@@ -353,6 +358,7 @@ mod tests {
             handshakes: Permits::new(MAX_HANDSHAKES),
             open_files: Permits::new(16),
             failure: Mutex::new(None),
+            groups: crate::groups::Groups::default(),
         });
         (shared, heard)
     }

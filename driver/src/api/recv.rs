@@ -232,6 +232,7 @@ impl Receiver {
             connections: Mutex::new(Vec::new()),
             handshakes: Permits::new(MAX_HANDSHAKES),
             failure: Mutex::new(None),
+            groups: crate::groups::Groups::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);

@@ -3,11 +3,15 @@
 
 use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapshot, SendReport};
 use crate::engine::verbs_link::VerbsSendLink;
+use crate::engine::work::{Splitting, Work};
+use crate::fs::tree::Walk;
 use crate::handoff::{Once, Stop};
 use crate::key::Key;
 use crate::verbs::Pages;
 use crate::Error;
-use rdmaft_protocol::{min_ctrl_depth, DigestKind, Features, Params};
+use rdmaft_protocol::{
+    min_ctrl_depth, DigestKind, Features, Negotiated, Params, RejectReason, MAX_PART_SHIFT,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +39,16 @@ pub struct SendOptions {
     /// Put the slots on huge pages (from the reserved pool when it has room, else
     /// transparent huge pages): fewer page translations for large windows.
     pub huge_pages: bool,
-    /// Called once per file when its outcome is known, on the send's own thread.
+    /// Connections (lanes) to carry the transfer; 0 picks [`default_lanes`]. Entries are
+    /// handed to the lanes from one queue, and files larger than two parts are split
+    /// into parts of [`part_size`](Self::part_size) carried by several lanes at once.
+    /// A receiver without lanes gets one.
+    pub lanes: u16,
+    /// Size of the parts large files are split into when there are several lanes (rounded
+    /// down to a power of two, at least the chunk size).
+    pub part_size: u64,
+    /// Called once per file when its outcome is known (on one of the send's threads, one
+    /// call at a time).
     pub on_file: Option<FileCallback>,
 }
 
@@ -50,6 +63,8 @@ impl std::fmt::Debug for SendOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("huge_pages", &self.huge_pages)
+            .field("lanes", &self.lanes)
+            .field("part_size", &self.part_size)
             .finish()
     }
 }
@@ -60,6 +75,23 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 pub const DEFAULT_WINDOW: u32 = 16;
 /// Default idle timeout.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default part size for files split over lanes: 64 MiB (a part is a unit of work that
+/// one lane carries; large enough that its header and result are noise, small enough that
+/// a 1 GiB file spreads over 16).
+pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
+/// Most lanes [`default_lanes`] picks.
+pub const MAX_DEFAULT_LANES: u16 = 8;
+
+/// The lanes a send uses when not told: one per four cores (a lane keeps about two
+/// threads busy on each side, its engine and its reader or writer, and the other cores
+/// are left to the application and the kernel), at least one, at most
+/// [`MAX_DEFAULT_LANES`].
+pub fn default_lanes() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u16::try_from(cores / 4)
+        .unwrap_or(MAX_DEFAULT_LANES)
+        .clamp(1, MAX_DEFAULT_LANES)
+}
 
 impl Default for SendOptions {
     fn default() -> Self {
@@ -72,6 +104,8 @@ impl Default for SendOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             huge_pages: false,
+            lanes: 0,
+            part_size: DEFAULT_PART_SIZE,
             on_file: None,
         }
     }
@@ -91,7 +125,30 @@ impl SendOptions {
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);
         p.keepalive_ms = keepalive_for(self.idle_timeout);
+        if self.lane_count() > 1 {
+            p.features |= Features::LANES;
+        }
         p
+    }
+
+    /// The lanes asked for (0 meaning the default).
+    pub fn lane_count(&self) -> u16 {
+        match self.lanes {
+            0 => default_lanes(),
+            n => n,
+        }
+    }
+
+    /// How the transfer splits files, for the agreement `neg` over `lanes` lanes.
+    fn splitting(&self, neg: &Negotiated, lanes: u16) -> Option<Splitting> {
+        if lanes < 2 {
+            return None;
+        }
+        let size = self.part_size.max(u64::from(neg.chunk_size)).max(1);
+        let shift = u8::try_from(size.ilog2()).unwrap_or(MAX_PART_SHIFT);
+        Some(Splitting {
+            shift: shift.min(MAX_PART_SHIFT),
+        })
     }
 }
 
@@ -153,6 +210,8 @@ pub fn send(
     })
 }
 
+/// One send: the first lane connects (its handshake opens the transfer group), the others
+/// join the group from threads of their own, and every lane takes its work from one queue.
 fn run_send(
     addr: SocketAddr,
     paths: Vec<PathBuf>,
@@ -161,29 +220,78 @@ fn run_send(
     stop: Arc<Stop>,
 ) -> Result<SendReport, Error> {
     let started = Instant::now();
-    let conn = crate::session::connect_with(
-        addr,
-        options.params(),
-        options.key.as_ref(),
-        options.connect_timeout,
-        Pages::huge_if(options.huge_pages),
-        &|| stop.is_raised(),
-    )?;
-    let neg = *conn.negotiated();
-    let mut link = VerbsSendLink::new(conn)?;
-    let slots = link
-        .take_slots()
-        .ok_or_else(|| Error::invalid("send", "no slots"))?
-        .split();
-    let setup = engine::SendSetup {
-        roots: paths,
-        digest: options.digest,
-        idle_timeout: options.idle_timeout,
-        progress,
-        on_file: options.on_file,
-        stop,
+    let params = options.params();
+    let connect = |params: Params| {
+        crate::session::connect_with(
+            addr,
+            params,
+            options.key.as_ref(),
+            options.connect_timeout,
+            Pages::huge_if(options.huge_pages),
+            &|| stop.is_raised(),
+        )
     };
-    Ok(engine::run(link, neg, slots, setup, started))
+    let first = connect(params)?;
+    let neg = *first.negotiated();
+    let lanes = if neg.features.contains(Features::LANES) {
+        options.lane_count()
+    } else {
+        1
+    };
+    let work = Arc::new(Work::new(
+        Walk::new(paths),
+        options.splitting(&neg, lanes),
+        Arc::clone(&progress),
+        options.on_file.clone(),
+    ));
+    let lane = |n: usize, conn: crate::session::SenderConn| -> Result<SendReport, Error> {
+        let neg = *conn.negotiated();
+        let mut link = VerbsSendLink::new(conn)?;
+        let slots = link
+            .take_slots()
+            .ok_or_else(|| Error::invalid("send", "no slots"))?
+            .split();
+        let setup = engine::SendSetup {
+            work: Arc::clone(&work),
+            lane: n,
+            digest: options.digest,
+            idle_timeout: options.idle_timeout,
+            progress: Arc::clone(&progress),
+            stop: Arc::clone(&stop),
+        };
+        Ok(engine::run(link, neg, slots, setup, started))
+    };
+    let joined = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..usize::from(lanes))
+            .map(|n| {
+                let (connect, lane) = (&connect, &lane);
+                let mut params = params;
+                params.group = neg.group;
+                scope.spawn(move || lane(n, connect(params)?))
+            })
+            .collect();
+        let first = lane(0, first);
+        let others: Vec<_> = others.into_iter().map(|t| t.join()).collect();
+        (first, others)
+    });
+    let (first, others) = joined;
+    let mut reports = vec![first?];
+    let mut warnings = Vec::new();
+    for (n, joined) in others.into_iter().enumerate() {
+        match joined {
+            Ok(Ok(r)) => reports.push(r),
+            // The group ended before this lane joined: the others carried everything.
+            Ok(Err(Error::HandshakeRejected { reason, .. }))
+                if reason == RejectReason::UNKNOWN_GROUP => {}
+            Ok(Err(Error::Cancelled)) => {}
+            Ok(Err(e)) => warnings.push(format!("lane {}: {e}", n + 1)),
+            Err(_) => return Err(Error::ThreadPanicked("send lane")),
+        }
+    }
+    let mut report = work.report(reports);
+    report.warnings = warnings;
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 impl SendHandle {
@@ -262,8 +370,10 @@ impl Drop for SendHandle {
     }
 }
 
-/// Sends `paths` to `dest` through an in-process loopback connection (no RDMA): the engine,
-/// the file layer and the protocol exactly as over a NIC. For tests and the CPU benchmark.
+/// Sends `paths` to `dest` through in-process loopback connections (no RDMA), one per lane:
+/// the engine, the file layer, the protocol and the transfer group exactly as over a NIC.
+/// For tests and the CPU benchmark. Returns the send's report and each lane's receiver
+/// report.
 #[doc(hidden)]
 pub fn loopback_transfer(
     paths: Vec<PathBuf>,
@@ -271,46 +381,96 @@ pub fn loopback_transfer(
     send: SendOptions,
     recv: &crate::api::recv::ReceiverOptions,
 ) -> Result<(SendReport, crate::engine::recv::ConnectionReport), Error> {
-    let pair = crate::engine::loopback::pair(
-        &send.params(),
-        &recv.params(),
-        send.key.as_ref(),
-        recv.key.as_ref(),
-    )?;
+    let started = Instant::now();
     let destination = Arc::new(
         crate::fs::dest::Destination::open(dest, recv.dest_options())
             .map_err(|e| Error::file("receive directory", dest, e))?,
     );
-    let rsetup = crate::engine::recv::RecvSetup {
-        dest: destination,
-        dest_root: dest.to_owned(),
-        idle_timeout: recv.idle_timeout,
-        on_file: recv.on_file.clone(),
-        stop: Arc::new(Stop::new()),
-        handshake: None,
-        open_files: crate::permits::Permits::new(recv.open_files(crate::fd_limit::raise())),
+    let open_files = crate::permits::Permits::new(recv.open_files(crate::fd_limit::raise()));
+    let groups = crate::groups::Groups::default();
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(Stop::new());
+    let mut params = send.params();
+    let mut pairs = Vec::new();
+    let first = crate::engine::loopback::pair(
+        &params,
+        &recv.params(),
+        send.key.as_ref(),
+        recv.key.as_ref(),
+        Some(&groups),
+    )?;
+    let neg = first.sender_neg;
+    let lanes = if neg.features.contains(Features::LANES) {
+        send.lane_count()
+    } else {
+        1
     };
-    let receiver_neg = pair.receiver_neg;
-    let receiver_link = pair.receiver;
-    let receiver =
-        std::thread::spawn(move || crate::engine::recv::serve(receiver_link, receiver_neg, rsetup));
-    let setup = engine::SendSetup {
-        roots: paths,
-        digest: send.digest,
-        idle_timeout: send.idle_timeout,
-        progress: Arc::new(Progress::default()),
-        on_file: send.on_file.clone(),
-        stop: Arc::new(Stop::new()),
-    };
-    let report = engine::run(
-        pair.sender,
-        pair.sender_neg,
-        pair.slots.split(),
-        setup,
-        Instant::now(),
-    );
-    let received = receiver
-        .join()
-        .map_err(|_| Error::ThreadPanicked("receiver"))?;
-    Ok((report, received))
+    params.group = neg.group;
+    pairs.push(first);
+    for _ in 1..lanes {
+        pairs.push(crate::engine::loopback::pair(
+            &params,
+            &recv.params(),
+            send.key.as_ref(),
+            recv.key.as_ref(),
+            Some(&groups),
+        )?);
+    }
+    let work = Arc::new(Work::new(
+        Walk::new(paths),
+        send.splitting(&neg, lanes),
+        Arc::clone(&progress),
+        send.on_file.clone(),
+    ));
+    let (reports, received) = std::thread::scope(|scope| {
+        let mut receivers = Vec::new();
+        let mut senders = Vec::new();
+        for (n, pair) in pairs.into_iter().enumerate() {
+            let rsetup = crate::engine::recv::RecvSetup {
+                dest: Arc::clone(&destination),
+                dest_root: dest.to_owned(),
+                idle_timeout: recv.idle_timeout,
+                on_file: recv.on_file.clone(),
+                stop: Arc::new(Stop::new()),
+                handshake: None,
+                open_files: Arc::clone(&open_files),
+                group: pair.group,
+            };
+            let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
+            receivers
+                .push(scope.spawn(move || {
+                    crate::engine::recv::serve(receiver_link, receiver_neg, rsetup)
+                }));
+            let setup = engine::SendSetup {
+                work: Arc::clone(&work),
+                lane: n,
+                digest: send.digest,
+                idle_timeout: send.idle_timeout,
+                progress: Arc::clone(&progress),
+                stop: Arc::clone(&stop),
+            };
+            let (link, neg, slots) = (pair.sender, pair.sender_neg, pair.slots);
+            senders
+                .push(scope.spawn(move || engine::run(link, neg, slots.split(), setup, started)));
+        }
+        let reports: Vec<_> = senders.into_iter().map(|t| t.join()).collect();
+        let received: Vec<_> = receivers.into_iter().map(|t| t.join()).collect();
+        (reports, received)
+    });
+    let reports = reports
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Error::ThreadPanicked("send lane"))?;
+    let mut received = received
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Error::ThreadPanicked("receiver"))?
+        .into_iter();
+    let mut receiver_report = received.next().unwrap_or_default();
+    for lane in received {
+        receiver_report.add_lane(lane);
+    }
+    let mut report = work.report(reports);
+    report.elapsed = started.elapsed();
+    Ok((report, receiver_report))
 }

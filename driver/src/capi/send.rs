@@ -293,6 +293,8 @@ mod tests {
             elapsed: std::time::Duration::from_secs(1),
             negotiated: None,
             error: error.map(str::to_owned),
+            lanes: 1,
+            warnings: Vec::new(),
         };
         for o in outcomes {
             let n = match o {

@@ -11,7 +11,9 @@
 
 use super::loopback::pair;
 use super::send::{run, FileOutcome, Progress, SendReport, SendSetup};
+use super::work::Work;
 use super::{RecvCompletion, RecvLink};
+use crate::fs::tree::Walk;
 use crate::handoff::Stop;
 use crate::SendOptions;
 use rdmaft_protocol::wire::{Control, FileAnswer};
@@ -40,7 +42,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
     let mut params = options.params();
     params.max_open_files = 4;
     params.ctrl_depth = rdmaft_protocol::min_ctrl_depth(4);
-    let p = pair(&params, &params, None, None).unwrap();
+    let p = pair(&params, &params, None, None, None).unwrap();
     let mut link = p.receiver;
     let peer = std::thread::spawn(move || {
         let (mut writes, mut sent) = (0u32, 0u64);
@@ -64,16 +66,29 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
         }
         link.close();
     });
+    let progress = Arc::new(Progress::default());
+    let work = Arc::new(Work::new(
+        Walk::new(vec![file]),
+        None,
+        Arc::clone(&progress),
+        None,
+    ));
     let setup = SendSetup {
-        roots: vec![file],
+        work: Arc::clone(&work),
+        lane: 0,
         digest: DigestKind::Xxh3_128,
         idle_timeout: Duration::from_secs(5),
-        progress: Arc::new(Progress::default()),
-        on_file: None,
+        progress,
         stop: Arc::new(Stop::new()),
     };
     let slots = p.slots.split();
-    let report = run(p.sender, p.sender_neg, slots, setup, Instant::now());
+    let report = work.report(vec![run(
+        p.sender,
+        p.sender_neg,
+        slots,
+        setup,
+        Instant::now(),
+    )]);
     peer.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     report

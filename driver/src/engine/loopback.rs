@@ -126,17 +126,23 @@ pub(crate) struct Pair {
     pub(crate) slots: SlotArea,
     pub(crate) receiver: LoopRecvLink,
     pub(crate) receiver_neg: Negotiated,
+    /// The receiver's transfer group (when `groups` was given and `LANES` agreed).
+    pub(crate) group: Option<Arc<crate::groups::Group>>,
 }
 
-/// Connects a loopback pair: `sender` proposes, `receiver` decides.
+/// Connects a loopback pair: `sender` proposes, `receiver` decides (with transfer groups
+/// from `groups`, as a receiver with lanes does).
 pub(crate) fn pair(
     sender: &Params,
     receiver: &Params,
     sender_key: Option<&Key>,
     receiver_key: Option<&Key>,
+    groups: Option<&crate::groups::Groups>,
 ) -> Result<Pair, Error> {
     let mut sp = *sender;
     let mut rp = *receiver;
+    rp.features
+        .set(rdmaft_protocol::Features::LANES, groups.is_some());
     if sender_key.is_some() {
         sp.features |= rdmaft_protocol::Features::AUTH_PSK;
     }
@@ -156,9 +162,24 @@ pub(crate) fn pair(
         len: agreed.ring_len(),
         rkey: 1,
     };
+    let group = match groups {
+        Some(g) if agreed.features.contains(rdmaft_protocol::Features::LANES) => Some(
+            g.enter(agreed.join)
+                .map_err(|reason| Error::HandshakeRejected {
+                    reason,
+                    max_version: rdmaft_protocol::VERSION,
+                })?,
+        ),
+        _ => None,
+    };
     let rmac = receiver_key.map(|k| k as &dyn Mac);
     let (receiver_neg, reply) = agreed
-        .accept(ring, crate::key::nonce()?, rmac)
+        .accept(
+            ring,
+            crate::key::nonce()?,
+            rmac,
+            group.as_ref().map_or(0, |g| g.id()),
+        )
         .map_err(|e| Error::invalid("loopback", e.to_string()))?;
     let mut accept = [0u8; ACCEPT_LEN];
     reply
@@ -193,6 +214,7 @@ pub(crate) fn pair(
             closing: false,
         },
         receiver_neg,
+        group,
     })
 }
 

@@ -26,6 +26,7 @@ pub mod raw_receiver;
 pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod verbs_link;
+pub(crate) mod work;
 
 use crate::handoff::Waker;
 use crate::verbs::Slot;

@@ -69,6 +69,7 @@ impl AcceptMaterial {
     pub fn correct(&self) -> AcceptRepr {
         let a = &self.agreed;
         AcceptRepr {
+            group: 0,
             features: a.features,
             flags: a.flags,
             chunk_size: a.chunk_size,

@@ -5,14 +5,16 @@
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
+use crate::fs::split::SplitFile;
+use crate::groups::Group;
 use crate::handoff::{Mailbox, Stop};
 use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
 use crate::Error;
 use rdmaft_protocol::{
     Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
-    FileRejectReason, FileStatus, Incoming, Negotiated, Receiver, ReceiverEvent, ReceiverOutput,
-    VecStorage, CTRL_MSG_MAX,
+    FileRejectReason, FileStatus, Incoming, Negotiated, Part, Receiver, ReceiverEvent,
+    ReceiverOutput, VecStorage, CTRL_MSG_MAX,
 };
 use std::collections::HashMap;
 use std::io;
@@ -120,6 +122,26 @@ impl ConnectionReport {
         self.error.is_none() && self.counts.received == self.counts.total()
     }
 
+    /// Adds what another lane of the same transfer received (loopback tests: the lanes'
+    /// reports as one).
+    pub(crate) fn add_lane(&mut self, lane: ConnectionReport) {
+        for (n, m) in [
+            (&mut self.counts.received, lane.counts.received),
+            (&mut self.counts.rejected, lane.counts.rejected),
+            (&mut self.counts.failed, lane.counts.failed),
+            (&mut self.counts.unfinished, lane.counts.unfinished),
+        ] {
+            *n += m;
+        }
+        for f in lane.failures {
+            list_failure(&mut self.failures, f);
+        }
+        self.transferred |= lane.transferred;
+        if self.error.is_none() {
+            self.error = lane.error;
+        }
+    }
+
     /// A connection that ended before its session started.
     pub(crate) fn refused(peer: String, error: String) -> Self {
         ConnectionReport {
@@ -147,6 +169,7 @@ enum WriteJob {
         size: u64,
         mode: u32,
         mtime: (i64, u32),
+        part: Option<Part>,
         refusal: Option<FileRejectReason>,
     },
     Chunk {
@@ -184,12 +207,17 @@ enum WriteDone {
         file_id: u64,
         status: FileStatus,
         detail: Option<String>,
+        /// A part that verified while other parts of its file are still to come: the
+        /// sender hears of it, the receiver's report and callback only of the whole file.
+        quiet: bool,
     },
 }
 
 /// A file being written.
 struct Target {
     temp: Option<TempFile>,
+    /// For a part of a split file: the file its parts share, and which part this is.
+    split: Option<(Arc<SplitFile>, Part)>,
     /// Its share of the receiver's open-file budget (a file, not a directory).
     _open: Option<Permit>,
     name: String,
@@ -215,6 +243,8 @@ struct Writer {
     /// Resume was agreed: partial files are kept when a connection ends and taken over when
     /// the same file is offered again.
     resume: bool,
+    /// The connection's transfer group (with `LANES`): where split files live.
+    group: Option<Arc<Group>>,
 }
 
 impl Writer {
@@ -227,8 +257,9 @@ impl Writer {
                 size,
                 mode,
                 mtime,
+                part,
                 refusal,
-            } => vec![self.offer(file_id, name, kind, size, mode, mtime, refusal)],
+            } => vec![self.offer(file_id, name, kind, size, mode, mtime, part, refusal)],
             WriteJob::Chunk {
                 seq,
                 file_id,
@@ -248,18 +279,17 @@ impl Writer {
                 length,
                 digest,
             } => {
-                let (status, detail) = self.complete(file_id, length, digest);
+                let (status, detail, quiet) = self.complete(file_id, length, digest);
                 vec![WriteDone::Verified {
                     file_id,
                     status,
                     detail,
+                    quiet,
                 }]
             }
             WriteJob::Drop { file_id } => {
                 if let Some(t) = self.files.remove(&file_id) {
-                    if let Some(temp) = t.temp {
-                        self.dest.discard(temp);
-                    }
+                    self.drop_target(t, "dropped");
                 }
                 Vec::new()
             }
@@ -275,6 +305,7 @@ impl Writer {
         size: u64,
         mode: u32,
         mtime: (i64, u32),
+        part: Option<Part>,
         refusal: Option<FileRejectReason>,
     ) -> WriteDone {
         if let Some(reason) = refusal {
@@ -307,6 +338,9 @@ impl Writer {
             },
             EntryKind::Directory => None,
         };
+        if let Some(part) = part {
+            return self.offer_part(file_id, name, size, mode, mtime, part, open);
+        }
         let begun = match kind {
             EntryKind::Directory => Ok((None, 0)),
             EntryKind::File if self.resume => self
@@ -334,6 +368,7 @@ impl Writer {
             file_id,
             Target {
                 temp,
+                split: None,
                 _open: open,
                 name,
                 size,
@@ -349,6 +384,71 @@ impl Writer {
             file_id,
             answer: FileAnswer::Accept { offset },
             detail: None,
+        }
+    }
+
+    /// A part of a split file: joins (or starts) the file its parts share in the group.
+    #[allow(clippy::too_many_arguments)]
+    fn offer_part(
+        &mut self,
+        file_id: u64,
+        name: String,
+        size: u64,
+        mode: u32,
+        mtime: (i64, u32),
+        part: Part,
+        open: Option<Permit>,
+    ) -> WriteDone {
+        let begun = match &self.group {
+            Some(g) => g.splits.begin(&self.dest, &name, size, part, mode, mtime),
+            // The protocol machine refuses parts without LANES; nothing to join here.
+            None => Err(crate::fs::dest::Refusal::new(
+                FileRejectReason::UNSUPPORTED,
+                format!("{name}: a file part outside a transfer group"),
+            )),
+        };
+        let split = match begun {
+            Ok(s) => s,
+            Err(refusal) => {
+                return WriteDone::Answer {
+                    file_id,
+                    answer: FileAnswer::Reject(refusal.reason),
+                    detail: Some(refusal.detail),
+                }
+            }
+        };
+        self.files.insert(
+            file_id,
+            Target {
+                temp: None,
+                split: Some((split, part)),
+                _open: open,
+                name,
+                size: part.len_in(size),
+                written: 0,
+                resumed: 0,
+                mode,
+                mtime,
+                digest: Digester::new(self.digest_kind),
+                failed: None,
+            },
+        );
+        WriteDone::Answer {
+            file_id,
+            answer: FileAnswer::Accept { offset: 0 },
+            detail: None,
+        }
+    }
+
+    /// A file that will not complete: its temporary file removed (or, for a part, its split
+    /// file told that this part failed).
+    fn drop_target(&self, t: Target, why: &str) {
+        if let Some(temp) = t.temp {
+            self.dest.discard(temp);
+        }
+        if let (Some((split, part)), Some(group)) = (t.split, &self.group) {
+            let why = format!("{}: part {} {why}", t.name, part.index);
+            group.splits.ended(&split, Err((FileStatus::ABORTED, why)));
         }
     }
 
@@ -373,9 +473,10 @@ impl Writer {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|()| {
                 t.digest.update(buf);
-                match &t.temp {
-                    Some(temp) => temp.file.write_all_at(buf, file_offset),
-                    None => Ok(()),
+                match (&t.temp, &t.split) {
+                    (Some(temp), _) => temp.file.write_all_at(buf, file_offset),
+                    (None, Some((split, part))) => split.write_at(buf, part.start(), file_offset),
+                    (None, None) => Ok(()),
                 }
             });
         match result {
@@ -398,15 +499,42 @@ impl Writer {
         }
     }
 
+    /// A file's verdict (and whether it is a part's, not to be reported on its own).
     fn complete(
         &mut self,
         file_id: u64,
         length: u64,
         digest: Digest,
-    ) -> (FileStatus, Option<String>) {
-        let Some(t) = self.files.remove(&file_id) else {
-            return (FileStatus::IO, Some("no such file at the writer".into()));
+    ) -> (FileStatus, Option<String>, bool) {
+        let Some(mut t) = self.files.remove(&file_id) else {
+            return (
+                FileStatus::IO,
+                Some("no such file at the writer".into()),
+                false,
+            );
         };
+        if let Some((split, part)) = t.split.take() {
+            let verified = match t.failed.take() {
+                Some(failure) => Err(failure),
+                None => verify_part(&t, length, digest)
+                    .map_err(|(s, why)| (s, format!("{}: part {}: {why}", t.name, part.index))),
+            };
+            let Some(group) = &self.group else {
+                return (FileStatus::IO, Some("a part outside a group".into()), false);
+            };
+            let (status, detail, done) = group.splits.ended(&split, verified);
+            return (status, detail, !done && status.is_ok());
+        }
+        let (status, detail) = self.complete_whole(t, length, digest);
+        (status, detail, false)
+    }
+
+    fn complete_whole(
+        &mut self,
+        t: Target,
+        length: u64,
+        digest: Digest,
+    ) -> (FileStatus, Option<String>) {
         if let Some((status, detail)) = t.failed {
             if let Some(temp) = t.temp {
                 self.dest.discard(temp);
@@ -458,14 +586,16 @@ impl Writer {
     /// Removes what unfinished files left behind, or, with resume agreed, keeps what was
     /// written of them for the next attempt.
     fn discard_all(&mut self) {
-        for (_, t) in self.files.drain() {
-            if let Some(temp) = t.temp {
+        let files: Vec<_> = self.files.drain().map(|(_, t)| t).collect();
+        for mut t in files {
+            if let Some(temp) = t.temp.take() {
                 if self.resume && t.failed.is_none() {
                     self.dest.keep_partial(temp, t.size, t.mtime, t.written);
                     continue;
                 }
                 self.dest.discard(temp);
             }
+            self.drop_target(t, "did not arrive: the connection ended");
         }
     }
 }
@@ -495,6 +625,27 @@ fn resume_prefix(temp: &TempFile, kept: u64, chunk: u64, digest: &mut Digester) 
         return 0;
     }
     offset
+}
+
+/// Checks a part against the sender's length and digest (the part's bytes only: the file
+/// is still being written by the other parts).
+fn verify_part(t: &Target, length: u64, sent: Digest) -> Result<(), (FileStatus, String)> {
+    if t.written != length || length != t.size {
+        return Err((
+            FileStatus::LENGTH_MISMATCH,
+            format!("{} bytes written, {length} sent", t.written),
+        ));
+    }
+    if sent.kind != t.digest.kind() {
+        return Err((
+            FileStatus::DIGEST_MISMATCH,
+            "the part's digest is not the agreed one".into(),
+        ));
+    }
+    if t.digest.finish() != sent.canonical() {
+        return Err((FileStatus::DIGEST_MISMATCH, "digest mismatch".into()));
+    }
+    Ok(())
 }
 
 /// Checks the written file against the sender's length and digest.
@@ -567,6 +718,8 @@ pub(crate) struct RecvSetup {
     pub(crate) handshake: Option<Handshake>,
     /// Files open across all of the receiver's connections.
     pub(crate) open_files: Arc<Permits>,
+    /// The connection's transfer group (with `LANES` agreed).
+    pub(crate) group: Option<Arc<Group>>,
 }
 
 /// A connection between its request and its sender's key proof: it holds one of the
@@ -621,6 +774,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
     let writer_state = Writer {
+        group: setup.group.clone(),
         dest: Arc::clone(&setup.dest),
         open_files: Arc::clone(&setup.open_files),
         ring: link.ring(),
@@ -784,6 +938,7 @@ impl<L: RecvLink> Engine<L> {
                             size: h.size,
                             mode: h.mode,
                             mtime: (h.mtime_sec, h.mtime_nsec),
+                            part: h.part,
                             refusal: offer.refusal,
                         })
                     }
@@ -827,6 +982,7 @@ impl<L: RecvLink> Engine<L> {
                 file_id,
                 status,
                 detail,
+                quiet,
             } => {
                 let outcome = if status.is_ok() {
                     ReceivedOutcome::Received
@@ -836,7 +992,11 @@ impl<L: RecvLink> Engine<L> {
                 // The verdict is queued first: if the callback stops the receiver, the
                 // sender still learns that this file arrived.
                 let r = self.machine.file_verified(now, file_id, status);
-                self.resolve(file_id, outcome, detail);
+                if quiet {
+                    self.offers.remove(&file_id);
+                } else {
+                    self.resolve(file_id, outcome, detail);
+                }
                 r
             }
         };
@@ -973,6 +1133,7 @@ mod tests {
 
     fn writer(dir: &Path, digest_kind: DigestKind) -> Writer {
         Writer {
+            group: None,
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             open_files: crate::permits::Permits::new(16),
             ring: Arc::new(NoRing),
@@ -992,6 +1153,7 @@ mod tests {
 
     fn offer(w: &mut Writer) -> FileAnswer {
         let done = w.job(WriteJob::Offer {
+            part: None,
             file_id: 1,
             name: "f".into(),
             kind: EntryKind::File,
@@ -1039,6 +1201,7 @@ mod tests {
         let d = scratch("refused-name");
         let mut w = writer(&d, DigestKind::None);
         let done = w.job(WriteJob::Offer {
+            part: None,
             file_id: 1,
             name: ".rdmaft-77-1.part".into(),
             kind: EntryKind::File,

@@ -1,11 +1,11 @@
 //! The sender's engine: the connection thread's loop (walk → offer → read → post → results)
 //! and the reader thread beside it (open, `pread` into the slot, digest).
 
+use super::work::{Next, Work, WorkItem};
 use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
-use crate::fs::tree::{SkipReason, SourceEntry, Walk, WalkItem};
+use crate::fs::tree::SourceEntry;
 use crate::handoff::{Mailbox, Stop};
-use crate::report::list_failure;
 use crate::verbs::Slot;
 use crate::Error;
 use rdmaft_protocol::{
@@ -119,7 +119,7 @@ impl SendCounts {
         self.total() - self.sent
     }
 
-    fn count(&mut self, outcome: &FileOutcome) {
+    pub(crate) fn count(&mut self, outcome: &FileOutcome) {
         let n = match outcome {
             FileOutcome::Sent => &mut self.sent,
             FileOutcome::Rejected(_) => &mut self.rejected,
@@ -156,9 +156,30 @@ pub struct SendReport {
     pub negotiated: Option<Negotiated>,
     /// Why the session ended badly, if it did (files then may be `Unfinished`).
     pub error: Option<String>,
+    /// Connections (lanes) that carried the transfer.
+    pub lanes: usize,
+    /// What went wrong without failing the transfer (a lane that could not join: the
+    /// others carried its share).
+    pub warnings: Vec<String>,
 }
 
 impl SendReport {
+    /// A report of nothing yet.
+    pub(crate) fn empty() -> SendReport {
+        SendReport {
+            counts: SendCounts::default(),
+            failures: Vec::new(),
+            walk_finished: false,
+            bytes: 0,
+            bytes_resumed: 0,
+            elapsed: Duration::ZERO,
+            negotiated: None,
+            error: None,
+            lanes: 0,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Whether every entry was reached and arrived verified, and the session ended cleanly
     /// (skipped entries count as failures).
     pub fn all_ok(&self) -> bool {
@@ -175,11 +196,15 @@ impl SendReport {
         }
     }
 
-    /// Counts `file` and, if it failed, lists it (within the bound).
-    fn record(&mut self, file: FileReport) {
-        self.counts.count(&file.outcome);
-        if !file.outcome.is_ok() {
-            list_failure(&mut self.failures, file);
+    /// Adds what another lane of the same transfer did: its bytes and, if the report has
+    /// none yet, its error.
+    pub(crate) fn add_lane(&mut self, lane: SendReport) {
+        self.bytes += lane.bytes;
+        self.bytes_resumed += lane.bytes_resumed;
+        self.lanes += lane.lanes;
+        self.elapsed = self.elapsed.max(lane.elapsed);
+        if self.error.is_none() {
+            self.error = lane.error;
         }
     }
 }
@@ -189,11 +214,11 @@ pub type FileCallback = Arc<dyn Fn(&FileReport) + Send + Sync>;
 
 /// Work for the reader thread.
 enum ReadJob {
-    /// A file was accepted: open it, hash what is before `offset`, and, if nothing is left
-    /// to read, give the digest at once.
+    /// A file (or a part of one) was accepted: open it, hash what is before `offset` (of
+    /// the item), and, if nothing is left to read, give the digest at once.
     Open {
         file_id: u64,
-        entry: SourceEntry,
+        item: WorkItem,
         offset: u64,
         kind: DigestKind,
     },
@@ -223,10 +248,12 @@ enum ReadDone {
     },
 }
 
-/// An open source at the reader.
+/// An open source at the reader: a file, or the part of one that `start..end` covers.
 struct Source {
     file: File,
     entry: SourceEntry,
+    start: u64,
+    end: u64,
     digest: Digester,
 }
 
@@ -237,12 +264,12 @@ fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
         let out = match job {
             ReadJob::Open {
                 file_id,
-                entry,
+                item,
                 offset,
                 kind,
             } => {
-                let result = open_source(&entry, offset, kind).map(|src| {
-                    if offset >= entry.size {
+                let result = open_source(&item, offset, kind).map(|src| {
+                    if offset >= item.data_len() {
                         Some(src.digest.finish())
                     } else {
                         sources.insert(file_id, src);
@@ -283,10 +310,11 @@ fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
 }
 
 fn open_source(
-    entry: &SourceEntry,
+    item: &WorkItem,
     offset: u64,
     kind: DigestKind,
 ) -> Result<Source, (AbortReason, String)> {
+    let entry = &item.entry;
     let read_err = |e: io::Error| (AbortReason::READ_ERROR, e.to_string());
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -301,11 +329,16 @@ fn open_source(
         ));
     }
     let mut digest = Digester::new(kind);
-    // A resumed file's digest still covers the whole file: hash the part not sent.
-    digest.update_from_file(&file, offset).map_err(read_err)?;
+    // A resumed file's digest still covers the whole file (or part): hash what is not sent.
+    let start = item.start();
+    digest
+        .update_from_range(&file, start, offset)
+        .map_err(read_err)?;
     Ok(Source {
         file,
         entry: entry.clone(),
+        start,
+        end: start + item.data_len(),
         digest,
     })
 }
@@ -316,7 +349,8 @@ fn read_chunk(
     offset: u64,
     len: u32,
 ) -> Result<Option<Digest>, (AbortReason, String)> {
-    slot.fill_from(&src.file, offset, len as usize)
+    let at = src.start + offset;
+    slot.fill_from(&src.file, at, len as usize)
         .map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => (
                 AbortReason::SOURCE_CHANGED,
@@ -325,7 +359,7 @@ fn read_chunk(
             _ => (AbortReason::READ_ERROR, e.to_string()),
         })?;
     src.digest.update(slot.bytes());
-    if offset + u64::from(len) < src.entry.size {
+    if at + u64::from(len) < src.end {
         return Ok(None);
     }
     // The last chunk: the file must still be what the header said.
@@ -345,22 +379,25 @@ fn read_chunk(
 
 /// What the engine knows of an offered file (until its outcome is known).
 struct Offered {
-    entry: SourceEntry,
+    item: WorkItem,
     offset: u64,
 }
 
-/// Settings of one send.
+/// Settings of one lane of a send.
 pub(crate) struct SendSetup {
-    pub(crate) roots: Vec<PathBuf>,
+    /// The transfer's work, shared by its lanes.
+    pub(crate) work: Arc<Work>,
+    /// This lane's number (0 for the first).
+    pub(crate) lane: usize,
     pub(crate) digest: DigestKind,
     pub(crate) idle_timeout: Duration,
     pub(crate) progress: Arc<Progress>,
-    pub(crate) on_file: Option<FileCallback>,
     pub(crate) stop: Arc<Stop>,
 }
 
-/// Runs a whole send over `link` (already connected, `neg` agreed, `slots` the data slots)
-/// until the session ends; returns the report.
+/// Runs one lane of a send over `link` (already connected, `neg` agreed, `slots` the data
+/// slots) until its session ends; returns the lane's report (bytes and error: the entries'
+/// outcomes go to the shared [`Work`]).
 pub(crate) fn run<L: SendLink>(
     link: L,
     neg: Negotiated,
@@ -369,14 +406,9 @@ pub(crate) fn run<L: SendLink>(
     started: Instant,
 ) -> SendReport {
     let mut report = SendReport {
-        counts: SendCounts::default(),
-        failures: Vec::new(),
-        walk_finished: false,
-        bytes: 0,
-        bytes_resumed: 0,
-        elapsed: Duration::ZERO,
         negotiated: Some(neg),
-        error: None,
+        lanes: 1,
+        ..SendReport::empty()
     };
     let clock = Clock::start();
     let config = Config {
@@ -418,8 +450,7 @@ pub(crate) fn run<L: SendLink>(
         slots: slots.into_iter().map(Some).collect(),
         jobs: Arc::clone(&jobs),
         done: Arc::clone(&done),
-        walk: Walk::new(setup.roots.clone()),
-        walk_done: false,
+        closing: false,
         held: None,
         offered: HashMap::new(),
         next_id: 1,
@@ -453,10 +484,10 @@ struct Engine<L: SendLink> {
     slots: Vec<Option<Slot>>,
     jobs: Arc<Mailbox<ReadJob>>,
     done: Arc<Mailbox<ReadDone>>,
-    walk: Walk,
-    walk_done: bool,
-    /// An entry found but not offered yet (its name is still open, or no room).
-    held: Option<SourceEntry>,
+    /// The session's goodbye was started: the work has nothing more for this lane.
+    closing: bool,
+    /// An item taken but not offered yet (its name is still open, or no room).
+    held: Option<WorkItem>,
     offered: HashMap<u64, Offered>,
     next_id: u64,
     digest: DigestKind,
@@ -513,22 +544,21 @@ impl<L: SendLink> Engine<L> {
 
     /// Offers as many files as the machine takes now.
     fn offer_files(&mut self) -> Result<(), Error> {
-        while self.machine.can_start_file() {
-            let entry = match self.held.take() {
-                Some(e) => e,
-                None => match self.next_entry() {
-                    Some(e) => e,
-                    None => {
-                        if !self.walk_done {
-                            self.walk_done = true;
-                            self.report.walk_finished = true;
-                            let _ = self.machine.close(self.clock.now());
-                        }
+        while !self.closing && self.machine.can_start_file() {
+            let item = match self.held.take() {
+                Some(item) => item,
+                None => match self.setup.work.next(self.setup.lane, &self.link.waker()) {
+                    Next::Item(item) => item,
+                    Next::Wait => return Ok(()),
+                    Next::Done => {
+                        self.closing = true;
+                        let _ = self.machine.close(self.clock.now());
                         return Ok(());
                     }
                 },
             };
             let id = self.next_id;
+            let entry = &item.entry;
             let info = FileInfo {
                 file_id: id,
                 kind: entry.kind,
@@ -536,65 +566,26 @@ impl<L: SendLink> Engine<L> {
                 mtime_sec: entry.mtime_sec,
                 mtime_nsec: entry.mtime_nsec,
                 mode: entry.mode,
+                part: item.part,
                 name: &entry.name,
             };
             match self.machine.start_file(self.clock.now(), &info) {
                 Ok(()) => {
                     self.next_id += 1;
-                    self.offered.insert(id, Offered { entry, offset: 0 });
+                    self.offered.insert(id, Offered { item, offset: 0 });
                     self.drain()?;
                 }
                 // Still open under that name (or its directory's contents are): later.
                 Err(rdmaft_protocol::Error::Usage(
                     UsageError::NameConflict | UsageError::NameTableFull,
                 )) => {
-                    self.held = Some(entry);
+                    self.held = Some(item);
                     return Ok(());
                 }
                 Err(e) => return Err(Error::invalid("start_file", e.to_string())),
             }
         }
         Ok(())
-    }
-
-    /// The next entry of the walk; skipped paths go straight to the report.
-    fn next_entry(&mut self) -> Option<SourceEntry> {
-        if self.walk_done {
-            return None;
-        }
-        loop {
-            match self.walk.next()? {
-                WalkItem::Entry(e) => {
-                    let p = &self.setup.progress;
-                    p.files_found.fetch_add(1, Ordering::Relaxed);
-                    p.bytes_found.fetch_add(e.size, Ordering::Relaxed);
-                    return Some(e);
-                }
-                WalkItem::Skipped { path, reason } => self.skipped(path, reason),
-            }
-        }
-    }
-
-    fn skipped(&mut self, path: PathBuf, reason: SkipReason) {
-        let p = &self.setup.progress;
-        p.files_found.fetch_add(1, Ordering::Relaxed);
-        p.files_done.fetch_add(1, Ordering::Relaxed);
-        let file = FileReport {
-            path,
-            name: String::new(),
-            kind: EntryKind::File,
-            size: 0,
-            outcome: FileOutcome::Skipped(reason.to_string()),
-        };
-        self.ended(file);
-    }
-
-    /// An entry's outcome is known: the callback, then the report.
-    fn ended(&mut self, file: FileReport) {
-        if let Some(cb) = &self.setup.on_file {
-            cb(&file);
-        }
-        self.report.record(file);
     }
 
     fn completion(&mut self, c: SendCompletion) -> Result<(), Error> {
@@ -725,10 +716,10 @@ impl<L: SendLink> Engine<L> {
                     .progress
                     .bytes_done
                     .fetch_add(offset, Ordering::Relaxed);
-                if f.entry.kind == EntryKind::File {
+                if f.item.entry.kind == EntryKind::File {
                     let job = ReadJob::Open {
                         file_id,
-                        entry: f.entry.clone(),
+                        item: f.item.clone(),
                         offset,
                         kind: self.digest,
                     };
@@ -768,9 +759,7 @@ impl<L: SendLink> Engine<L> {
         let Some(f) = self.offered.remove(&file_id) else {
             return;
         };
-        let p = &self.setup.progress;
-        p.files_done.fetch_add(1, Ordering::Relaxed);
-        self.ended(file_report(f.entry, outcome));
+        self.setup.work.resolved(f.item, outcome);
     }
 
     /// Closes the connection (after the goodbyes, or to end a failed session) and waits a
@@ -803,25 +792,15 @@ impl<L: SendLink> Engine<L> {
             }
             let _ = self.link.wait(Duration::from_millis(20));
         }
-        // Files offered but never resolved: they end unfinished, and are told so.
-        let mut unfinished: Vec<_> = self.offered.drain().collect();
+        // Items taken but never resolved: they end unfinished, and are told so.
+        let mut unfinished: Vec<_> = self.offered.drain().map(|(id, f)| (id, f.item)).collect();
         unfinished.sort_unstable_by_key(|(id, _)| *id);
-        for (_, f) in unfinished {
-            self.ended(file_report(f.entry, FileOutcome::Unfinished));
+        unfinished.extend(self.held.take().map(|item| (u64::MAX, item)));
+        for (_, item) in unfinished {
+            self.setup.work.resolved(item, FileOutcome::Unfinished);
         }
         self.report.elapsed = started.elapsed();
         self.report
-    }
-}
-
-/// The report of an offered entry that ended with `outcome`.
-fn file_report(entry: SourceEntry, outcome: FileOutcome) -> FileReport {
-    FileReport {
-        path: entry.path,
-        name: entry.name,
-        kind: entry.kind,
-        size: entry.size,
-        outcome,
     }
 }
 

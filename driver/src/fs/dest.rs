@@ -40,7 +40,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: FileRejectReason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: FileRejectReason, detail: impl Into<String>) -> Self {
         Refusal {
             reason,
             errno: None,

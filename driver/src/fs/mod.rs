@@ -5,6 +5,7 @@
 
 pub mod dest;
 mod perms;
+pub(crate) mod split;
 pub(crate) mod stale;
 mod temp;
 pub mod tree;

@@ -140,16 +140,20 @@ impl Request {
         key: Option<&Key>,
         timeout: Duration,
     ) -> Result<ReceiverConn, Error> {
-        self.accept_with(local, key, timeout, Pages::Base)
+        self.accept_with(local, key, timeout, Pages::Base, None)
     }
 
-    /// [`accept`](Self::accept), with the ring on `pages` (huge pages for large windows).
-    pub fn accept_with(
+    /// [`accept`](Self::accept), with the ring on `pages` (huge pages for large windows)
+    /// and, when `groups` is given, transfer groups (`LANES`): the connection opens a group
+    /// or joins the live one its hello names (an unknown one is refused with
+    /// `UNKNOWN_GROUP`).
+    pub(crate) fn accept_with(
         self,
         local: &Params,
         key: Option<&Key>,
         timeout: Duration,
         pages: Pages,
+        groups: Option<&crate::groups::Groups>,
     ) -> Result<ReceiverConn, Error> {
         let deadline = crate::deadline::deadline(timeout);
         let peer = self.peer;
@@ -157,6 +161,9 @@ impl Request {
         if key.is_some() {
             local.features |= rdmaft_protocol::Features::AUTH_PSK;
         }
+        local
+            .features
+            .set(rdmaft_protocol::Features::LANES, groups.is_some());
         let prepared = (|| {
             check_params("Receiver", &local)?;
             let limits = Endpoint::device_limits(&self.id)?;
@@ -173,6 +180,18 @@ impl Request {
                 send_reject(&self.id, reason)?;
                 return Err(Error::RequestRejected { peer, reason });
             }
+        };
+        let group = match groups {
+            Some(groups) if agreed.features.contains(rdmaft_protocol::Features::LANES) => {
+                match groups.enter(agreed.join) {
+                    Ok(g) => Some(g),
+                    Err(reason) => {
+                        send_reject(&self.id, reason)?;
+                        return Err(Error::RequestRejected { peer, reason });
+                    }
+                }
+            }
+            _ => None,
         };
         // Everything that can fail for lack of resources, before anything is promised.
         // Bound in this order so that on an early return the QP (in `ep`) is destroyed
@@ -191,7 +210,8 @@ impl Request {
             rkey: ring_mr.rkey(),
         };
         let mac = key.map(|k| k as &dyn Mac);
-        let (negotiated, reply) = match agreed.accept(ring, nonce()?, mac) {
+        let group_id = group.as_ref().map_or(0, |g| g.id());
+        let (negotiated, reply) = match agreed.accept(ring, nonce()?, mac, group_id) {
             Ok(done) => done,
             Err(e) => {
                 let _ = send_reject(&self.id, RejectReason::MISCONFIGURED);
@@ -208,6 +228,7 @@ impl Request {
             send_bufs,
             ring: Arc::new(ring_mr),
             negotiated,
+            group,
         })
     }
 
@@ -285,6 +306,8 @@ impl Request {
         let bytes = reply(&agreed, ring, info(&send_bufs));
         let endpoint = answer(ep, &bytes, deadline, timeout)?;
         let negotiated = Negotiated {
+            group: u32::from(agreed.features.contains(rdmaft_protocol::Features::LANES)),
+
             features: agreed.features,
             flags: agreed.flags,
             chunk_size: agreed.chunk_size,
@@ -302,6 +325,7 @@ impl Request {
                 send_bufs,
                 ring: Arc::new(ring_mr),
                 negotiated,
+                group: None,
             },
             agreed,
         ))
@@ -353,6 +377,8 @@ pub struct ReceiverConn {
     /// The ring: data slots, then control slots.
     pub(crate) ring: Arc<MemoryRegion>,
     pub(crate) negotiated: Negotiated,
+    /// The transfer group (with `LANES` agreed), held for as long as the connection is.
+    pub(crate) group: Option<Arc<crate::groups::Group>>,
 }
 
 impl ReceiverConn {

@@ -169,6 +169,7 @@ impl Meta {
 impl Entry {
     pub(crate) fn header(self, file_id: u64, name: &str) -> FileInfo<'_> {
         FileInfo {
+            part: None,
             file_id,
             kind: self.kind,
             size: self.size,
@@ -414,6 +415,7 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
         0x1000_0000
     };
     let mut neg = Negotiated {
+        group: u32::from(features.contains(Features::LANES)),
         features,
         flags,
         chunk_size,

@@ -29,6 +29,7 @@ fn all_but_key() -> Features {
 pub(crate) fn receiver_params() -> [Params; 5] {
     let defaults = Params::new(all_but_key(), 1 << 20, 64);
     let strict = Params {
+        group: 0,
         features: Features::RESUME | Features::DIGEST_XXH3_128,
         chunk_size: MIN_CHUNK_SIZE,
         window: 1,
@@ -39,6 +40,7 @@ pub(crate) fn receiver_params() -> [Params; 5] {
         max_ring_bytes: u64::from(MIN_CHUNK_SIZE),
     };
     let keyed = Params {
+        group: 0,
         features: Features::all(),
         chunk_size: 1 << 20,
         window: MAX_WINDOW,
@@ -87,10 +89,22 @@ pub(crate) fn accept_bytes(hello: &[u8], local: &Params) -> Option<[u8; ACCEPT_L
         .features
         .contains(Features::AUTH_PSK)
         .then_some(&KEY as &dyn Mac);
-    let (_, reply) = agreed.accept(ring_of(&agreed), RECEIVER_NONCE, key).ok()?;
+    let (_, reply) = agreed
+        .accept(ring_of(&agreed), RECEIVER_NONCE, key, group_for(&agreed))
+        .ok()?;
     let mut b = [0u8; ACCEPT_LEN];
     reply.encode(&mut b).ok()?;
     Some(b)
+}
+
+/// The transfer group a receiver puts the connection in: the one joined, a new one (a
+/// fixed number here) when the hello opens one, none without `LANES`.
+fn group_for(agreed: &Agreed) -> u32 {
+    match (agreed.features.contains(Features::LANES), agreed.join) {
+        (false, _) => 0,
+        (true, 0) => 0x4c41_4e45,
+        (true, join) => join,
+    }
 }
 
 fn ring_of(agreed: &Agreed) -> RingInfo {
@@ -208,6 +222,11 @@ fn check_agreed(hello: &[u8], local: &Params, agreed: &Agreed) {
         h.features & local.features,
         "features: intersection"
     );
+    assert_eq!(agreed.join, h.group, "the group asked to join");
+    assert!(
+        h.group == 0 || agreed.features.contains(Features::LANES),
+        "a join agreed without LANES"
+    );
     assert_eq!(agreed.sender_ctrl_depth, h.ctrl_depth);
     assert_eq!(agreed.receiver_ctrl_depth, local.ctrl_depth);
     assert!(
@@ -250,12 +269,12 @@ fn check_agreed(hello: &[u8], local: &Params, agreed: &Agreed) {
     // The key must be given exactly when `AUTH_PSK` was agreed.
     let mismatched = if auth { None } else { Some(&KEY as &dyn Mac) };
     assert_eq!(
-        agreed.accept(ring, RECEIVER_NONCE, mismatched),
+        agreed.accept(ring, RECEIVER_NONCE, mismatched, group_for(agreed)),
         Err(ParamError::KeyMismatch)
     );
     let key = auth.then_some(&KEY as &dyn Mac);
     let (rneg, reply) = agreed
-        .accept(ring, RECEIVER_NONCE, key)
+        .accept(ring, RECEIVER_NONCE, key, group_for(agreed))
         .unwrap_or_else(|e| panic!("accept of a valid agreement failed: {e}"));
     assert_eq!(rneg.check(), Ok(()), "the receiver's agreement is invalid");
     assert_eq!(rneg.ring_len(), agreed.ring_len());
@@ -267,6 +286,7 @@ fn check_agreed(hello: &[u8], local: &Params, agreed: &Agreed) {
 
     // The sender that sent this hello, with its key when it offered AUTH_PSK.
     let sender = Params {
+        group: h.group,
         features: h.features,
         chunk_size: h.chunk_size,
         window: h.window,

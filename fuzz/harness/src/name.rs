@@ -74,6 +74,7 @@ pub fn name(data: &[u8]) {
         assert!(c.len() <= MAX_COMPONENT_LEN);
     }
     let header = wire::FileHeader {
+        part: None,
         file_id: 1,
         kind: EntryKind::File,
         size: 2,
@@ -118,6 +119,7 @@ pub fn name(data: &[u8]) {
 fn reserved(data: &[u8]) {
     let name = std::str::from_utf8(data).expect("only a valid name is reserved");
     let header = wire::FileHeader {
+        part: None,
         file_id: 1,
         kind: EntryKind::File,
         size: 2,
@@ -160,6 +162,8 @@ fn reserved(data: &[u8]) {
 fn one_file_agreement() -> Negotiated {
     let depth = min_ctrl_depth(1);
     Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: MIN_CHUNK_SIZE,

@@ -63,6 +63,8 @@ pub fn names(data: &[u8]) {
 fn agreement() -> Negotiated {
     let depth = min_ctrl_depth(OPEN);
     Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: MIN_CHUNK_SIZE,
@@ -142,6 +144,7 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                     EntryKind::File
                 };
                 let info = FileInfo {
+                    part: None,
                     file_id: next_id,
                     kind,
                     size: 0,
@@ -365,6 +368,7 @@ fn receiver_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                 }
                 let name = name.render();
                 let header = wire::FileHeader {
+                    part: None,
                     file_id: next_id,
                     kind: if dir {
                         EntryKind::Directory

@@ -195,6 +195,8 @@ fn an_ordinary_message_in_the_last_control_slot() {
 fn in_flight_underflow() {
     let depth = min_ctrl_depth(4);
     let neg = Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: 4096,
@@ -215,6 +217,7 @@ fn in_flight_underflow() {
     let mut buf = [0u8; CTRL_MSG_MAX];
     let mut drain = |s: &mut Sender<Store>| while s.poll_output(t, &mut buf).is_some() {};
     let info = FileInfo {
+        part: None,
         file_id: 0,
         kind: EntryKind::File,
         size: 10 * 4096,
@@ -254,6 +257,8 @@ fn in_flight_underflow() {
 fn sequence_numbers_overflow() {
     let depth = min_ctrl_depth(1);
     let neg = Negotiated {
+        group: u32::from((Features::empty()).contains(Features::LANES)),
+
         features: Features::empty(),
         flags: AcceptFlags::empty(),
         chunk_size: 4096,
@@ -275,6 +280,7 @@ fn sequence_numbers_overflow() {
     let (mut ctrl, mut sent) = (0u32, 0u32);
     for id in 0..10_000u64 {
         let header = Control::FileHeader(wire::FileHeader {
+            part: None,
             file_id: id,
             kind: EntryKind::File,
             size: i64::MAX as u64,
@@ -920,6 +926,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     // decode_control: one valid encoding of each message.
     let header = |name, kind, size| {
         Control::FileHeader(wire::FileHeader {
+            part: None,
             file_id: 7,
             kind,
             size,

@@ -98,9 +98,9 @@ struct FileHeaderBody {
     mtime_nsec: U32,
     mode: U32,
     entry_kind: u8,
-    reserved: u8,
+    part_shift: u8,
     name_len: U16,
-    reserved2: U32,
+    part_index: U32,
 }
 const _: () = assert!(core::mem::size_of::<FileHeaderBody>() == 40);
 
@@ -172,6 +172,9 @@ pub enum EntryKind {
     Directory,
 }
 
+/// The `entry_kind` byte of a file part (PROTOCOL.md §4.1).
+const KIND_PART: u8 = 3;
+
 impl EntryKind {
     fn to_u8(self) -> u8 {
         match self {
@@ -182,9 +185,65 @@ impl EntryKind {
 
     fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
-            1 => Ok(EntryKind::File),
+            1 | KIND_PART => Ok(EntryKind::File),
             2 => Ok(EntryKind::Directory),
             _ => Err(DecodeError::BadField(Field::EntryKind)),
+        }
+    }
+}
+
+/// Smallest part size exponent: one page (parts are at least a chunk, PROTOCOL.md §4.1).
+pub const MIN_PART_SHIFT: u8 = 12;
+/// Largest part size exponent (a part of 2⁶² bytes).
+pub const MAX_PART_SHIFT: u8 = 62;
+
+/// Which part of a regular file an entry carries, with `LANES`: bytes
+/// `index × 2^shift .. min(size, (index + 1) × 2^shift)` of the file. A file split into parts
+/// is sent as several entries of one name, possibly over several lanes of one transfer group;
+/// the receiver writes them into one temporary file and publishes it once every part verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Part {
+    /// log₂ of the part size ([`MIN_PART_SHIFT`] ..= [`MAX_PART_SHIFT`]).
+    pub shift: u8,
+    /// The part's number, from 0.
+    pub index: u32,
+}
+
+impl Part {
+    /// The part size, `2^shift` (saturating: a shift from the wire may be out of range).
+    pub const fn size(self) -> u64 {
+        if self.shift >= 64 {
+            u64::MAX
+        } else {
+            1 << self.shift
+        }
+    }
+
+    /// Where the part starts in the file (saturating at `u64::MAX`, past any file).
+    pub const fn start(self) -> u64 {
+        match (self.index as u64).checked_mul(self.size()) {
+            Some(s) => s,
+            None => u64::MAX,
+        }
+    }
+
+    /// How many parts of `2^shift` bytes a file of `size` bytes has.
+    pub const fn count(size: u64, shift: u8) -> u64 {
+        size.div_ceil(Part { shift, index: 0 }.size())
+    }
+
+    /// The part's length in a file of `size` bytes (0 when it starts at or past the end).
+    pub const fn len_in(self, size: u64) -> u64 {
+        let start = self.start();
+        if start >= size {
+            return 0;
+        }
+        let left = size - start;
+        if left < self.size() {
+            left
+        } else {
+            self.size()
         }
     }
 }
@@ -204,11 +263,22 @@ pub struct FileHeader<'a> {
     pub mtime_nsec: u32,
     /// Permission bits (`0o777` at most: never setuid, setgid or sticky).
     pub mode: u32,
+    /// For a part of a regular file (with `LANES`): which part; `size` is then the whole
+    /// file's. `None` for a whole file or a directory.
+    pub part: Option<Part>,
     /// Validated relative name.
     pub name: &'a str,
 }
 
 impl FileHeader<'_> {
+    /// Bytes this entry carries: the part's length for a part, else the size.
+    pub fn data_len(&self) -> u64 {
+        match self.part {
+            Some(p) => p.len_in(self.size),
+            None => self.size,
+        }
+    }
+
     /// Checks the metadata the wire constrains (not the name).
     pub fn check_metadata(&self) -> Result<(), Field> {
         if self.mtime_nsec >= 1_000_000_000 {
@@ -219,6 +289,13 @@ impl FileHeader<'_> {
         }
         if self.size > MAX_FILE_SIZE || (self.kind == EntryKind::Directory && self.size != 0) {
             return Err(Field::Size);
+        }
+        if let Some(p) = self.part {
+            let shift_ok = (MIN_PART_SHIFT..=MAX_PART_SHIFT).contains(&p.shift);
+            // A part is a non-empty piece of a regular file.
+            if self.kind != EntryKind::File || !shift_ok || p.len_in(self.size) == 0 {
+                return Err(Field::Part);
+            }
         }
         Ok(())
     }
@@ -445,12 +522,18 @@ impl<'a> Control<'a> {
             MsgKind::FileHeader => {
                 let (b, name) = read_prefix::<FileHeaderBody>(body)?;
                 exact(name.len(), usize::from(b.name_len.get()))?;
-                if b.reserved != 0 || b.reserved2.get() != 0 {
+                let part = (b.entry_kind == KIND_PART).then_some(Part {
+                    shift: b.part_shift,
+                    index: b.part_index.get(),
+                });
+                // The part fields are reserved for other kinds.
+                if part.is_none() && (b.part_shift != 0 || b.part_index.get() != 0) {
                     return Err(DecodeError::NonZeroReserved);
                 }
                 let header = FileHeader {
                     file_id: b.file_id.get(),
                     kind: EntryKind::from_u8(b.entry_kind)?,
+                    part,
                     size: b.size.get(),
                     mtime_sec: b.mtime_sec.get(),
                     mtime_nsec: b.mtime_nsec.get(),
@@ -588,10 +671,14 @@ impl<'a> Control<'a> {
                     mtime_sec: h.mtime_sec.into(),
                     mtime_nsec: h.mtime_nsec.into(),
                     mode: h.mode.into(),
-                    entry_kind: h.kind.to_u8(),
-                    reserved: 0,
+                    entry_kind: if h.part.is_some() {
+                        KIND_PART
+                    } else {
+                        h.kind.to_u8()
+                    },
+                    part_shift: h.part.map_or(0, |p| p.shift),
                     name_len: name_len.into(),
-                    reserved2: 0.into(),
+                    part_index: h.part.map_or(0, |p| p.index).into(),
                 };
                 write_with_tail(&b, tail, rest)?;
             }

@@ -39,7 +39,7 @@ struct Hello {
     ctrl_depth: U16,
     max_open_files: U16,
     keepalive_ms: U32,
-    reserved: U32,
+    group: U32,
     nonce: [u8; NONCE_LEN],
 }
 /// Encoded size of the hello.
@@ -62,7 +62,7 @@ struct Accept {
     ring_addr: U64,
     ring_len: U64,
     ring_rkey: U32,
-    reserved: U32,
+    group: U32,
     nonce: [u8; NONCE_LEN],
     proof: [u8; PROOF_LEN],
 }
@@ -126,6 +126,9 @@ pub struct HelloRepr {
     pub max_open_files: u16,
     /// Most milliseconds the sender lets pass without sending anything.
     pub keepalive_ms: u32,
+    /// With `LANES` offered: 0 opens a new transfer group, any other value joins that
+    /// group (a lane of a transfer already under way). Without `LANES`: 0.
+    pub group: u32,
     /// Fresh random bytes (for the key proofs; zero when not offering `AUTH_PSK`).
     pub nonce: [u8; NONCE_LEN],
 }
@@ -138,16 +141,19 @@ impl HelloRepr {
             return Err(DecodeError::UnknownType(kind));
         }
         let (h, _) = read_prefix::<Hello>(bytes)?;
-        if h.reserved.get() != 0 {
+        let features = Features::from_bits_truncate(h.features.get());
+        // The group field is reserved unless groups are offered.
+        if h.group.get() != 0 && !features.contains(Features::LANES) {
             return Err(DecodeError::NonZeroReserved);
         }
         Ok(HelloRepr {
-            features: Features::from_bits_truncate(h.features.get()),
+            features,
             chunk_size: h.chunk_size.get(),
             window: h.window.get(),
             ctrl_depth: h.ctrl_depth.get(),
             max_open_files: h.max_open_files.get(),
             keepalive_ms: h.keepalive_ms.get(),
+            group: h.group.get(),
             nonce: h.nonce,
         })
     }
@@ -162,7 +168,7 @@ impl HelloRepr {
             ctrl_depth: self.ctrl_depth.into(),
             max_open_files: self.max_open_files.into(),
             keepalive_ms: self.keepalive_ms.into(),
-            reserved: 0.into(),
+            group: self.group.into(),
             nonce: self.nonce,
         };
         write_with_tail(&h, &[], buf)
@@ -213,6 +219,9 @@ pub struct AcceptRepr {
     pub keepalive_ms: u32,
     /// The receiver's ring.
     pub ring: RingInfo,
+    /// With `LANES` agreed: the transfer group this connection belongs to (never 0).
+    /// Without: 0.
+    pub group: u32,
     /// The receiver's nonce (zero without `AUTH_PSK`).
     pub nonce: [u8; NONCE_LEN],
     /// The receiver's key proof (zero without `AUTH_PSK`).
@@ -233,7 +242,7 @@ impl AcceptRepr {
             ring_addr: self.ring.addr.into(),
             ring_len: self.ring.len.into(),
             ring_rkey: self.ring.rkey.into(),
-            reserved: 0.into(),
+            group: self.group.into(),
             nonce: self.nonce,
             proof: self.proof,
         };
@@ -285,9 +294,6 @@ impl HandshakeReply {
             return Err(DecodeError::UnknownType(kind));
         }
         let (a, _) = read_prefix::<Accept>(bytes)?;
-        if a.reserved.get() != 0 {
-            return Err(DecodeError::NonZeroReserved);
-        }
         let flags = AcceptFlags::from_bits(a.flags.get()).ok_or(DecodeError::NonZeroReserved)?;
         Ok(HandshakeReply::Accept(AcceptRepr {
             // Kept as sent, unknown bits included: the sender refuses an agreement on a
@@ -304,6 +310,8 @@ impl HandshakeReply {
                 len: a.ring_len.get(),
                 rkey: a.ring_rkey.get(),
             },
+            // Checked against the agreement by the sender (`check_reply`).
+            group: a.group.get(),
             nonce: a.nonce,
             proof: a.proof,
         }))

@@ -12,7 +12,7 @@ pub(crate) mod imm;
 pub(crate) use control::truncate_text;
 pub use control::{
     Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd, FileHeader,
-    MsgKind, CTRL_MSG_MAX, MAX_ERROR_TEXT, RECEIVER_MSG_MAX,
+    MsgKind, Part, CTRL_MSG_MAX, MAX_ERROR_TEXT, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX,
 };
 pub use handshake::{
     AcceptFlags, AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN,
@@ -40,6 +40,9 @@ bitflags::bitflags! {
         const DIGEST_BLAKE3 = 1 << 2;
         /// Mutual proof of a pre-shared key (PROTOCOL.md §2.5).
         const AUTH_PSK = 1 << 3;
+        /// Transfer groups: one transfer over several connections (lanes) that share a
+        /// group, and file parts (PROTOCOL.md §2.7, §4.1).
+        const LANES = 1 << 4;
     }
 }
 
@@ -68,8 +71,10 @@ pub enum Field {
     Size,
     /// An error text longer than [`MAX_ERROR_TEXT`].
     TextLen,
-    /// An entry kind that is neither file nor directory.
+    /// An entry kind that is neither file, directory nor file part.
     EntryKind,
+    /// A part's size exponent out of range, or a part that starts at or past the file's end.
+    Part,
 }
 
 impl Field {
@@ -84,6 +89,7 @@ impl Field {
             Field::Size => "size",
             Field::TextLen => "text_len",
             Field::EntryKind => "entry_kind",
+            Field::Part => "part",
         }
     }
 }

@@ -70,7 +70,7 @@ impl Model {
             len: agreed.ring_len(),
             rkey: 1,
         };
-        let (rneg, reply) = agreed.accept(ring, [0; 16], None).unwrap();
+        let (rneg, reply) = agreed.accept(ring, [0; 16], None, 0).unwrap();
         let mut rep = [0u8; wire::ACCEPT_LEN];
         reply.encode(&mut rep).unwrap();
         let sneg = check_reply(&rep, &sp, &hello, None).unwrap();
@@ -160,6 +160,7 @@ impl Model {
             }
             let name = format!("f{}", self.next_file);
             let info = FileInfo {
+                part: None,
                 file_id: self.next_file as u64,
                 kind: EntryKind::File,
                 size: self.files[self.next_file],

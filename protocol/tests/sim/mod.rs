@@ -247,7 +247,7 @@ impl Pair {
             rkey: 0xabcd,
         };
         let (rneg, reply) = agreed
-            .accept(ring, [2; 16], None)
+            .accept(ring, [2; 16], None, 0)
             .map_err(|e| e.to_string())?;
         let mut rep = [0u8; 196];
         reply.encode(&mut rep).map_err(|e| format!("{e:?}"))?;
@@ -403,6 +403,7 @@ impl Pair {
                     let f = &self.files[self.next_file];
                     let dir = f.policy == Policy::Directory;
                     let info = FileInfo {
+                        part: None,
                         file_id: id,
                         kind: if dir {
                             EntryKind::Directory

@@ -1,0 +1,436 @@
+//! The work of one send, shared by its lanes (its connections): the walk's entries handed
+//! out from one queue, large files split into parts that several lanes carry at once, and
+//! each entry's outcome gathered once per file — so progress, the report and the `on_file`
+//! callback are per transfer, whatever lane carried what.
+//!
+//! Two orderings survive the spreading:
+//! - A directory's entry (its mode and mtime) is handed out only once every file handed out
+//!   before has its result, and all directory entries go to one lane, whose protocol
+//!   machine already orders `a/b` before `a` (PROTOCOL.md §4.1, the conflict rule). So no
+//!   file lands in a directory after its mtime was set.
+//! - A split file's parts are written into one temporary file at the receiver, which
+//!   publishes it when its last part verified; here its outcome is the first failure among
+//!   its parts, or sent when every part was.
+
+use super::send::{FileCallback, FileOutcome, FileReport, Progress, SendCounts, SendReport};
+use crate::fs::tree::{SourceEntry, Walk, WalkItem};
+use crate::handoff::Waker;
+use crate::report::list_failure;
+use crate::sync::lock_std;
+use rdmaft_protocol::{EntryKind, Part};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// One piece of work: an entry, or one part of a split file.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkItem {
+    pub(crate) entry: SourceEntry,
+    pub(crate) part: Option<Part>,
+}
+
+impl WorkItem {
+    /// Bytes this item carries.
+    pub(crate) fn data_len(&self) -> u64 {
+        match self.part {
+            Some(p) => p.len_in(self.entry.size),
+            None => self.entry.size,
+        }
+    }
+
+    /// Where its bytes start in the file.
+    pub(crate) fn start(&self) -> u64 {
+        self.part.map_or(0, Part::start)
+    }
+}
+
+/// What a lane gets when it asks for work.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Offer this.
+    Item(WorkItem),
+    /// Nothing now, but the transfer is not over (directories wait for files still under
+    /// way on other lanes): ask again when woken.
+    Wait,
+    /// Nothing left for this lane: it may say goodbye.
+    Done,
+}
+
+/// How a send splits files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Splitting {
+    /// log₂ of the part size.
+    pub(crate) shift: u8,
+}
+
+/// The shared work of one send.
+pub(crate) struct Work {
+    state: Mutex<State>,
+    progress: Arc<Progress>,
+    on_file: Option<FileCallback>,
+    /// Callbacks run one at a time, whichever lane's thread ends the entry.
+    callback: Mutex<()>,
+    splitting: Option<Splitting>,
+}
+
+/// A split file whose parts are not all resolved.
+struct SplitOutcome {
+    entry: SourceEntry,
+    parts_left: u64,
+    first_failure: Option<FileOutcome>,
+}
+
+#[derive(Default)]
+struct State {
+    walk: Option<Walk>,
+    /// Parts of the file being split, not handed out yet.
+    parts: VecDeque<WorkItem>,
+    /// A directory entry waiting for the files before it.
+    dir: Option<SourceEntry>,
+    /// The lane that carries the directory entries, once chosen.
+    dir_lane: Option<usize>,
+    /// Files and parts handed out and not resolved.
+    files_out: u64,
+    splits: HashMap<String, SplitOutcome>,
+    /// Lanes waiting for work, to wake when something resolves.
+    waiting: Vec<Waker>,
+    counts: SendCounts,
+    failures: Vec<FileReport>,
+}
+
+impl Work {
+    pub(crate) fn new(
+        walk: Walk,
+        splitting: Option<Splitting>,
+        progress: Arc<Progress>,
+        on_file: Option<FileCallback>,
+    ) -> Work {
+        Work {
+            state: Mutex::new(State {
+                walk: Some(walk),
+                ..State::default()
+            }),
+            progress,
+            on_file,
+            callback: Mutex::new(()),
+            splitting,
+        }
+    }
+
+    /// The next item for `lane`; `waker` is woken when a `Wait` may have become an item.
+    pub(crate) fn next(&self, lane: usize, waker: &Waker) -> Next {
+        let mut skipped = Vec::new();
+        let next = {
+            let mut s = lock_std(&self.state);
+            let next = self.next_locked(&mut s, lane, &mut skipped);
+            if matches!(next, Next::Wait) {
+                s.waiting.push(Arc::clone(waker));
+            }
+            next
+        };
+        for report in skipped {
+            self.ended(report);
+        }
+        next
+    }
+
+    fn next_locked(&self, s: &mut State, lane: usize, skipped: &mut Vec<FileReport>) -> Next {
+        if let Some(item) = s.parts.pop_front() {
+            s.files_out += 1;
+            return Next::Item(item);
+        }
+        if s.dir.is_none() {
+            match self.walk_next(s, skipped) {
+                Some(item) if item.entry.kind == EntryKind::Directory => {
+                    s.dir = Some(item.entry);
+                }
+                Some(item) => {
+                    s.files_out += 1;
+                    return Next::Item(item);
+                }
+                None => {}
+            }
+        }
+        let Some(dir) = s.dir.take() else {
+            return Next::Done;
+        };
+        match s.dir_lane {
+            Some(l) if l != lane => {
+                s.dir = Some(dir);
+                Next::Done
+            }
+            _ if s.files_out > 0 => {
+                s.dir = Some(dir);
+                Next::Wait
+            }
+            _ => {
+                s.dir_lane = Some(lane);
+                Next::Item(WorkItem {
+                    entry: dir,
+                    part: None,
+                })
+            }
+        }
+    }
+
+    /// The walk's next entry (a split file's first part, its other parts queued); skipped
+    /// paths are reported and counted.
+    fn walk_next(&self, s: &mut State, skipped: &mut Vec<FileReport>) -> Option<WorkItem> {
+        loop {
+            let item = s.walk.as_mut()?.next();
+            let Some(item) = item else {
+                s.walk = None;
+                return None;
+            };
+            let p = &self.progress;
+            p.files_found.fetch_add(1, Ordering::Relaxed);
+            match item {
+                WalkItem::Entry(entry) => {
+                    p.bytes_found.fetch_add(entry.size, Ordering::Relaxed);
+                    return Some(self.split(s, entry));
+                }
+                WalkItem::Skipped { path, reason } => {
+                    p.files_done.fetch_add(1, Ordering::Relaxed);
+                    skipped.push(FileReport {
+                        path,
+                        name: String::new(),
+                        kind: EntryKind::File,
+                        size: 0,
+                        outcome: FileOutcome::Skipped(reason.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `entry` whole, or its first part with the others queued.
+    fn split(&self, s: &mut State, entry: SourceEntry) -> WorkItem {
+        let parts = match self.splitting {
+            Some(sp) if entry.kind == EntryKind::File => Part::count(entry.size, sp.shift),
+            _ => 0,
+        };
+        // A file of fewer than two parts goes whole.
+        let (Some(sp), true) = (self.splitting, parts >= 2) else {
+            return WorkItem { entry, part: None };
+        };
+        let Ok(count) = u32::try_from(parts) else {
+            return WorkItem { entry, part: None };
+        };
+        s.splits.insert(
+            entry.name.clone(),
+            SplitOutcome {
+                entry: entry.clone(),
+                parts_left: parts,
+                first_failure: None,
+            },
+        );
+        for index in 1..count {
+            s.parts.push_back(WorkItem {
+                entry: entry.clone(),
+                part: Some(Part {
+                    shift: sp.shift,
+                    index,
+                }),
+            });
+        }
+        WorkItem {
+            entry,
+            part: Some(Part {
+                shift: sp.shift,
+                index: 0,
+            }),
+        }
+    }
+
+    /// `item`, handed out earlier, ended with `outcome`: the file's report once known
+    /// (for a part, when its file's last part ended).
+    pub(crate) fn resolved(&self, item: WorkItem, outcome: FileOutcome) {
+        let (report, waiting) = {
+            let mut s = lock_std(&self.state);
+            if item.entry.kind == EntryKind::File {
+                s.files_out = s.files_out.saturating_sub(1);
+            }
+            let report = match item.part {
+                None => Some(report_of(item.entry, outcome)),
+                Some(_) => Self::part_resolved(&mut s, &item.entry.name, outcome),
+            };
+            (report, std::mem::take(&mut s.waiting))
+        };
+        for w in waiting {
+            w.wake();
+        }
+        if let Some(r) = report {
+            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            self.ended(r);
+        }
+    }
+
+    fn part_resolved(s: &mut State, name: &str, outcome: FileOutcome) -> Option<FileReport> {
+        let split = s.splits.get_mut(name)?;
+        split.parts_left -= 1;
+        if !outcome.is_ok() && split.first_failure.is_none() {
+            split.first_failure = Some(outcome);
+        }
+        if split.parts_left > 0 {
+            return None;
+        }
+        let split = s.splits.remove(name)?;
+        let outcome = split.first_failure.unwrap_or(FileOutcome::Sent);
+        Some(report_of(split.entry, outcome))
+    }
+
+    /// An entry's outcome is known: the callback, then the counts.
+    fn ended(&self, file: FileReport) {
+        if let Some(cb) = &self.on_file {
+            let _one_at_a_time = lock_std(&self.callback);
+            cb(&file);
+        }
+        let mut s = lock_std(&self.state);
+        s.counts.count(&file.outcome);
+        if !file.outcome.is_ok() {
+            list_failure(&mut s.failures, file);
+        }
+    }
+
+    /// The transfer's report from its lanes' (the first lane's first): their bytes and
+    /// first error, with the entries' outcomes gathered here.
+    pub(crate) fn report(&self, lanes: Vec<SendReport>) -> SendReport {
+        let mut lanes = lanes.into_iter();
+        let mut report = lanes.next().unwrap_or_else(SendReport::empty);
+        for lane in lanes {
+            report.add_lane(lane);
+        }
+        let s = lock_std(&self.state);
+        report.counts = s.counts;
+        report.failures = s.failures.clone();
+        report.walk_finished = s.walk.is_none() && s.parts.is_empty() && s.dir.is_none();
+        report
+    }
+}
+
+fn report_of(entry: SourceEntry, outcome: FileOutcome) -> FileReport {
+    FileReport {
+        path: entry.path,
+        name: entry.name,
+        kind: entry.kind,
+        size: entry.size,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::Wake;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Default)]
+    struct Counter(AtomicU64);
+    impl Wake for Counter {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rdmaft-work-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("t/sub")).unwrap();
+        d
+    }
+
+    fn item(next: Next) -> WorkItem {
+        match next {
+            Next::Item(i) => i,
+            other => panic!("an item expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parts_spread_directories_wait_and_outcomes_gather_per_file() {
+        let d = scratch("parts");
+        std::fs::write(d.join("t/big"), vec![7u8; 5 * 4096 + 1]).unwrap();
+        std::fs::write(d.join("t/sub/small"), b"x").unwrap();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&reports);
+        let on_file: FileCallback = Arc::new(move |f: &FileReport| {
+            r.lock().unwrap().push((f.name.clone(), f.outcome.clone()));
+        });
+        let progress = Arc::new(Progress::default());
+        let work = Work::new(
+            Walk::new(vec![d.join("t")]),
+            Some(Splitting { shift: 12 }),
+            Arc::clone(&progress),
+            Some(on_file),
+        );
+        let counter = Arc::new(Counter::default());
+        let waker: Waker = counter.clone();
+        // The big file: 6 parts of 4 KiB (the last of one byte), handed to whoever asks.
+        let mut parts = Vec::new();
+        for lane in [0, 1, 0, 1, 0, 1] {
+            let i = item(work.next(lane, &waker));
+            assert_eq!(i.entry.name, "t/big");
+            parts.push(i);
+        }
+        let index: Vec<_> = parts.iter().map(|p| p.part.unwrap().index).collect();
+        assert_eq!(index, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(parts[5].data_len(), 1);
+        assert_eq!(parts[2].start(), 2 * 4096);
+        let small = item(work.next(1, &waker));
+        assert_eq!(
+            (small.entry.name.as_str(), small.part),
+            ("t/sub/small", None)
+        );
+        // Directories wait for every file out, on any lane.
+        assert!(matches!(work.next(0, &waker), Next::Wait));
+        assert_eq!(
+            progress.snapshot().files_total,
+            3,
+            "two files, one directory held"
+        );
+        work.resolved(small, FileOutcome::Sent);
+        assert!(
+            counter.0.load(Ordering::SeqCst) >= 1,
+            "the waiting lane was woken"
+        );
+        let mut parts = parts.into_iter();
+        for p in parts.by_ref().take(5) {
+            work.resolved(p, FileOutcome::Sent);
+        }
+        assert!(matches!(work.next(1, &waker), Next::Wait));
+        assert_eq!(
+            reports.lock().unwrap().len(),
+            1,
+            "the big file has a part out"
+        );
+        work.resolved(parts.next().unwrap(), FileOutcome::Unfinished);
+        // Then the directories, deepest first, all on the lane that asked first.
+        let sub = item(work.next(1, &waker));
+        assert_eq!(sub.entry.name, "t/sub");
+        assert!(
+            matches!(work.next(0, &waker), Next::Done),
+            "one lane carries them"
+        );
+        let top = item(work.next(1, &waker));
+        assert_eq!(top.entry.name, "t");
+        work.resolved(sub, FileOutcome::Sent);
+        work.resolved(top, FileOutcome::Sent);
+        assert!(matches!(work.next(1, &waker), Next::Done));
+        let got = reports.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [
+                ("t/sub/small".to_owned(), FileOutcome::Sent),
+                ("t/big".to_owned(), FileOutcome::Unfinished),
+                ("t/sub".to_owned(), FileOutcome::Sent),
+                ("t".to_owned(), FileOutcome::Sent),
+            ],
+            "one outcome per file: a split file's is its first failing part's"
+        );
+        let report = work.report(vec![SendReport::empty()]);
+        assert!(report.walk_finished);
+        assert_eq!((report.counts.sent, report.counts.unfinished), (3, 1));
+        assert_eq!(progress.snapshot().files_done, 4);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

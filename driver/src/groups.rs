@@ -1,0 +1,109 @@
+//! The receiver's transfer groups (PROTOCOL.md §2.7): a sender's first lane opens one, its
+//! other lanes join it by number. A group lives while any of its connections does; a join
+//! for a group that is not live (never opened, or all its connections ended) is refused
+//! with `UNKNOWN_GROUP`. What the lanes of one transfer share at the receiver lives here:
+//! the files split into parts.
+
+use crate::fs::split::SplitFiles;
+use crate::sync::lock_std;
+use rdmaft_protocol::RejectReason;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Every live group of one receiver, by number.
+#[derive(Default)]
+pub(crate) struct Groups {
+    live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
+}
+
+/// One transfer group; each of its connections holds it.
+pub(crate) struct Group {
+    id: u32,
+    live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
+    /// Files whose parts are arriving.
+    pub(crate) splits: SplitFiles,
+}
+
+impl Groups {
+    /// The group for a hello that asks to join `join` (0: a new group). Group numbers are
+    /// random, so a number seen once does not name another transfer's group later.
+    pub(crate) fn enter(&self, join: u32) -> Result<Arc<Group>, RejectReason> {
+        let mut live = lock_std(&self.live);
+        if join != 0 {
+            return live
+                .get(&join)
+                .and_then(Weak::upgrade)
+                .ok_or(RejectReason::UNKNOWN_GROUP);
+        }
+        live.retain(|_, g| g.strong_count() > 0);
+        let id = loop {
+            let random = crate::key::nonce().map_err(|_| RejectReason::NO_RESOURCES)?;
+            let id = u32::from_ne_bytes([random[0], random[1], random[2], random[3]]);
+            if id != 0 && !live.contains_key(&id) {
+                break id;
+            }
+        };
+        let group = Arc::new(Group {
+            id,
+            live: Arc::clone(&self.live),
+            splits: SplitFiles::default(),
+        });
+        live.insert(id, Arc::downgrade(&group));
+        Ok(group)
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("id", &self.id).finish()
+    }
+}
+
+impl Group {
+    /// The group's number, as the accept carries it.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for Group {
+    /// The group's last connection ended: later joins are refused.
+    fn drop(&mut self) {
+        let mut live = lock_std(&self.live);
+        if live.get(&self.id).is_some_and(|g| g.strong_count() == 0) {
+            live.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_lives_while_a_connection_holds_it() {
+        let groups = Groups::default();
+        let first = groups.enter(0).unwrap();
+        assert_ne!(first.id(), 0);
+        let second = groups.enter(first.id()).unwrap();
+        assert_eq!(second.id(), first.id());
+        let other = groups.enter(0).unwrap();
+        assert_ne!(other.id(), first.id());
+        let id = first.id();
+        drop(first);
+        assert!(groups.enter(id).is_ok(), "one lane still holds it");
+        drop(second);
+        assert_eq!(
+            groups.enter(id).err(),
+            Some(RejectReason::UNKNOWN_GROUP),
+            "finished"
+        );
+        assert_eq!(
+            groups.enter(id ^ 1).err(),
+            Some(RejectReason::UNKNOWN_GROUP),
+            "never opened"
+        );
+        drop(other);
+        assert!(lock_std(&groups.live).is_empty());
+    }
+}
