@@ -5,6 +5,8 @@
 #ifndef RDMAFT_SEND_H
 #define RDMAFT_SEND_H
 
+#include <stdint.h>
+
 #include "rdmaft.h"
 
 #ifdef __cplusplus
@@ -66,6 +68,26 @@ typedef void (*rdmaft_send_status_cb)(const char *filename, int status, void *us
 /* As rdmaft_start_send, with the status callback. */
 struct rdmaft_send_client_context *rdmaft_start_send_ex(const char *server_addr,
         const char *port, const char *path, size_t buffer_size,
+        rdmaft_send_status_cb func, void *user);
+
+/* Settings beyond the buffer size. Zero a struct, set struct_size to its sizeof, then the
+ * fields wanted: a zero field means the default, and a library built with an older or newer
+ * header reads only the fields both know. */
+struct rdmaft_send_options {
+    size_t struct_size;   /* sizeof(struct rdmaft_send_options) */
+    size_t buffer_size;   /* chunk size to propose; 0: 1 MiB */
+    unsigned lanes;       /* connections carrying the transfer, 1..64; 0: one per four cores,
+                           * at most 8 (a receiver without lanes gets one) */
+    unsigned reserved;    /* 0 */
+    uint64_t part_size;   /* files above two parts are split over the lanes; 0: 64 MiB,
+                           * else at least 4096 */
+};
+
+/* As rdmaft_start_send_ex, with options (NULL: all defaults). With several lanes the status
+ * callback runs on the lanes' threads, one call at a time. NULL, with RDMAFT_EINVAL, for
+ * options out of range. */
+struct rdmaft_send_client_context *rdmaft_start_send_opts(const char *server_addr,
+        const char *port, const char *path, const struct rdmaft_send_options *options,
         rdmaft_send_status_cb func, void *user);
 
 #ifdef __cplusplus

@@ -26,7 +26,8 @@
 //! ```
 //!
 //! ## Threads
-//! A send runs on its own thread plus a reader thread; it calls `on_file` on its own thread.
+//! A send runs on its own thread plus a reader thread, and a thread and a reader per further
+//! lane; it calls `on_file` on one of them at a time.
 //! A receiver runs a listener thread and, per connection, a connection thread (which calls
 //! the callbacks) and a writer thread. `SendHandle::cancel` and `Receiver::stop` may be
 //! called from the callbacks; they do not wait for the calling thread.
@@ -67,8 +68,8 @@ mod verbs;
 
 pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
 pub use api::send::{
-    loopback_transfer, send, SendCanceller, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_WINDOW,
+    default_lanes, loopback_transfer, send, SendCanceller, SendHandle, SendOptions,
+    DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_WINDOW, MAX_DEFAULT_LANES,
 };
 pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).

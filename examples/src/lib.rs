@@ -83,6 +83,33 @@ pub fn parse_buffer_size(text: &str) -> Result<u32, String> {
     Ok(n as u32)
 }
 
+/// Most lanes a send may ask for on the command line.
+pub const MAX_LANES: u16 = 64;
+
+/// Parses a lane count: `auto` (the library's default from the cores) or 1 ..= [`MAX_LANES`].
+pub fn parse_lanes(text: &str) -> Result<u16, String> {
+    if text.trim() == "auto" {
+        return Ok(0);
+    }
+    let n: u16 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid lane count {text:?}: expected a whole number or auto"))?;
+    if !(1..=MAX_LANES).contains(&n) {
+        return Err(format!("lanes {n} is outside 1 ..= {MAX_LANES}"));
+    }
+    Ok(n)
+}
+
+/// Parses a part size (files split over lanes): a size of at least 4K.
+pub fn parse_part_size(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if n < u64::from(MIN_CHUNK_SIZE) {
+        return Err(format!("part size {text} ({n} B) is below 4K"));
+    }
+    Ok(n)
+}
+
 /// Parses a window (chunks in flight) and checks the protocol's range.
 pub fn parse_window(text: &str) -> Result<u32, String> {
     let n: u32 = text
@@ -215,6 +242,13 @@ mod tests {
 
     #[test]
     fn windows_are_range_checked() {
+        assert_eq!(parse_lanes("auto"), Ok(0));
+        assert_eq!(parse_lanes("4"), Ok(4));
+        assert!(parse_lanes("0").is_err());
+        assert!(parse_lanes("65").is_err());
+        assert!(parse_lanes("two").is_err());
+        assert_eq!(parse_part_size("64M"), Ok(64 << 20));
+        assert!(parse_part_size("1K").is_err());
         assert_eq!(parse_window("16"), Ok(16));
         assert_eq!(parse_window("65536"), Ok(65536));
         assert!(parse_window("0").is_err());

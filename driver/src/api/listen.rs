@@ -266,7 +266,8 @@ fn reap(shared: &Shared) {
 fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     let options = lock(&shared.options).clone();
     let peer = peer_name(request.peer_addr());
-    let report = match request.accept_with(
+    let mut group = None;
+    let mut report = match request.accept_with(
         &options.params(),
         options.key.as_ref(),
         handshake.deadline.saturating_duration_since(Instant::now()),
@@ -276,7 +277,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
         Ok(conn) => {
             let neg = *conn.negotiated();
-            let group = conn.group.clone();
+            group = conn.group.clone();
             match VerbsRecvLink::new(conn) {
                 Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
                 Ok(link) => {
@@ -288,13 +289,17 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         stop: Arc::clone(&shared.stop),
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
-                        group,
+                        group: group.clone(),
                     };
                     engine::serve(link, neg, setup)
                 }
             }
         }
     };
+    // The group's other connections have ended when none holds it any more (one that joins
+    // meanwhile carries no work: the transfer's walk was done).
+    report.transfer_ended = group.as_ref().map_or(true, |g| Arc::strong_count(g) == 1);
+    drop(group);
     report_to(&options, &report);
 }
 

@@ -161,9 +161,10 @@ pub(crate) fn keepalive_for(idle: Duration) -> u32 {
 
 /// A send in progress.
 ///
-/// The send runs on its own thread (which also runs the `on_file` callback) and a reader
-/// thread beside it. [`cancel`](Self::cancel) may be called from any thread, the callback
-/// included; [`wait`](Self::wait) may not be called from the callback (it would wait for
+/// The send runs on its own thread (its first lane) and a reader thread beside it, plus a
+/// thread and a reader for each further lane. The `on_file` callback runs on whichever lane
+/// ended the entry, one call at a time. [`cancel`](Self::cancel) may be called from any
+/// thread, the callback included; [`wait`](Self::wait) may not be called from the callback (it would wait for
 /// itself: it returns [`Error::WouldDeadlock`] instead). To cancel while another thread is
 /// in [`wait`](Self::wait) (which takes the handle), keep a [`SendCanceller`] from
 /// [`canceller`](Self::canceller).
@@ -279,6 +280,12 @@ fn run_send(
     let mut warnings = Vec::new();
     for (n, joined) in others.into_iter().enumerate() {
         match joined {
+            // A lane that failed before it took any work lost nothing.
+            Ok(Ok(mut r)) if r.error.is_some() && work.taken_by(n + 1) == 0 => {
+                let why = r.error.take().unwrap_or_default();
+                warnings.push(format!("lane {}: {why}", n + 1));
+                reports.push(r);
+            }
             Ok(Ok(r)) => reports.push(r),
             // The group ended before this lane joined: the others carried everything.
             Ok(Err(Error::HandshakeRejected { reason, .. }))
@@ -316,9 +323,11 @@ impl SendHandle {
         }
     }
 
-    /// Whether the caller is the send's own thread (a callback): it must not wait then.
+    /// Whether the caller is one of the send's own threads (a callback, on whichever lane
+    /// it runs): it must not wait then.
     pub fn is_own_thread(&self) -> bool {
         std::thread::current().id() == self.thread_id
+            || crate::engine::work::in_callback_of(&self.progress)
     }
 
     /// Whether the send has ended (its report is ready).
@@ -362,8 +371,9 @@ impl Drop for SendHandle {
     /// Dropping a running send cancels it and waits for it to end.
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            if std::thread::current().id() != self.thread_id {
-                self.stop.raise();
+            // From a callback: cancel, but do not wait for the thread running it.
+            self.stop.raise();
+            if !self.is_own_thread() {
                 let _ = t.join();
             }
         }

@@ -124,7 +124,7 @@ unsafe fn start(
     server_addr: *const c_char,
     port: *const c_char,
     filename: *const c_char,
-    buffer_size: usize,
+    options: SendOptions,
     on_file: Option<MakeCallback>,
 ) -> *mut SendContext {
     // SAFETY: the caller's promise, passed on.
@@ -151,9 +151,8 @@ unsafe fn start(
     };
     let gate = Gate::new();
     let options = SendOptions {
-        chunk_size: chunk_size(buffer_size),
         on_file: on_file.map(|make| make(token, SharedGate::clone(&gate))),
-        ..SendOptions::default()
+        ..options
     };
     match crate::send(addr, vec![path.into()], options) {
         Ok(handle) => {
@@ -191,8 +190,12 @@ pub unsafe extern "C" fn rdmaft_start_send(
                 })
             })
         });
+        let options = SendOptions {
+            chunk_size: chunk_size(buffer_size),
+            ..SendOptions::default()
+        };
         // SAFETY: the caller's promise, passed on.
-        unsafe { start(server_addr, port, filename, buffer_size, on_file) }
+        unsafe { start(server_addr, port, filename, options, on_file) }
     })
 }
 
@@ -210,19 +213,136 @@ pub unsafe extern "C" fn rdmaft_start_send_ex(
     user: *mut c_void,
 ) -> *mut SendContext {
     guard(std::ptr::null_mut(), || {
-        let user = UserPtr(user);
-        let on_file = func.map(|func| -> MakeCallback {
-            Box::new(move |token, gate| {
-                Arc::new(move |f: &FileReport| {
-                    let name = c_name(&f.path.to_string_lossy());
-                    let user = user;
-                    let status = file_status(&f.outcome);
-                    callback::run(token, &gate, || func(name.as_ptr(), status, user.0));
-                })
-            })
-        });
+        let options = SendOptions {
+            chunk_size: chunk_size(buffer_size),
+            ..SendOptions::default()
+        };
         // SAFETY: the caller's promise, passed on.
-        unsafe { start(server_addr, port, path, buffer_size, on_file) }
+        unsafe {
+            start(
+                server_addr,
+                port,
+                path,
+                options,
+                status_callback(func, user),
+            )
+        }
+    })
+}
+
+/// The status callback of the `_ex` and `_opts` calls.
+fn status_callback(func: Option<SendStatusCallback>, user: *mut c_void) -> Option<MakeCallback> {
+    let user = UserPtr(user);
+    func.map(|func| -> MakeCallback {
+        Box::new(move |token, gate| {
+            Arc::new(move |f: &FileReport| {
+                let name = c_name(&f.path.to_string_lossy());
+                let user = user;
+                let status = file_status(&f.outcome);
+                callback::run(token, &gate, || func(name.as_ptr(), status, user.0));
+            })
+        })
+    })
+}
+
+/// The header's `struct rdmaft_send_options`: settings beyond the original call's, in a
+/// struct whose first field is its size, so that fields can be added without breaking
+/// programs built against an older header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendOptionsC {
+    /// `sizeof(struct rdmaft_send_options)` as the caller was built.
+    pub struct_size: usize,
+    /// Chunk size to propose (0: 1 MiB).
+    pub buffer_size: usize,
+    /// Connections (lanes) for the transfer (0: one per four cores, at most 8).
+    pub lanes: std::ffi::c_uint,
+    /// Zero.
+    pub reserved: std::ffi::c_uint,
+    /// Size of the parts large files are split into over lanes (0: 64 MiB).
+    pub part_size: u64,
+}
+
+/// Most lanes a C caller may ask for.
+const MAX_C_LANES: u32 = 64;
+
+/// The options a C caller gave: fields the caller's struct does not have (an older header)
+/// are 0, fields this library does not know (a newer header) are ignored.
+///
+/// # Safety
+/// `options` is NULL or points to at least `options->struct_size` readable bytes.
+unsafe fn read_options(options: *const SendOptionsC) -> Result<SendOptions, String> {
+    let mut c = SendOptionsC::default();
+    if !options.is_null() {
+        // SAFETY: the caller's promise: `struct_size` (the first field, which every version
+        // has) is readable, then that many bytes.
+        let size = unsafe { std::ptr::read_unaligned(options.cast::<usize>()) };
+        let n = size.min(std::mem::size_of::<SendOptionsC>());
+        if n < std::mem::size_of::<usize>() {
+            return Err(format!("options struct_size {size} is too small"));
+        }
+        // SAFETY: `n` bytes are readable at `options` (above) and fit `c`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                options.cast::<u8>(),
+                std::ptr::addr_of_mut!(c).cast::<u8>(),
+                n,
+            )
+        };
+    }
+    if c.lanes > MAX_C_LANES {
+        return Err(format!("lanes {} is above {MAX_C_LANES}", c.lanes));
+    }
+    if c.part_size != 0 && c.part_size < 4096 {
+        return Err(format!("part size {} is below 4096", c.part_size));
+    }
+    let defaults = SendOptions::default();
+    Ok(SendOptions {
+        chunk_size: chunk_size(c.buffer_size),
+        lanes: c.lanes as u16,
+        part_size: if c.part_size == 0 {
+            defaults.part_size
+        } else {
+            c.part_size
+        },
+        ..defaults
+    })
+}
+
+/// As `rdmaft_start_send_ex`, with `options` (NULL: the defaults) instead of the buffer size:
+/// lanes and part size.
+///
+/// # Safety
+/// As [`rdmaft_start_send`]; `options` is NULL or points to a `struct rdmaft_send_options`
+/// whose `struct_size` bytes are readable; `user` may be used from the library's threads.
+#[no_mangle]
+pub unsafe extern "C" fn rdmaft_start_send_opts(
+    server_addr: *const c_char,
+    port: *const c_char,
+    path: *const c_char,
+    options: *const SendOptionsC,
+    func: Option<SendStatusCallback>,
+    user: *mut c_void,
+) -> *mut SendContext {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the caller's promise, passed on.
+        let options = match unsafe { read_options(options) } {
+            Ok(o) => o,
+            Err(e) => {
+                fail(RDMAFT_EINVAL, e);
+                return std::ptr::null_mut();
+            }
+        };
+        // SAFETY: the caller's promise, passed on.
+        unsafe {
+            start(
+                server_addr,
+                port,
+                path,
+                options,
+                status_callback(func, user),
+            )
+        }
     })
 }
 
@@ -435,5 +555,53 @@ mod tests {
         // An even value is a receiver token: never a send context.
         rdmaft_stop_send(ctx.wrapping_byte_add(1));
         assert_eq!(rdmaft_send_wait(ctx), RDMAFT_EINVAL);
+    }
+}
+
+#[cfg(all(test, not(rdmaft_loom)))]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn c_options_read_as_far_as_both_sides_know_them() {
+        // SAFETY: NULL is allowed.
+        let o = unsafe { read_options(std::ptr::null()) }.unwrap();
+        assert_eq!((o.lanes, o.part_size), (0, crate::DEFAULT_PART_SIZE));
+        let full = SendOptionsC {
+            struct_size: std::mem::size_of::<SendOptionsC>(),
+            buffer_size: 65536,
+            lanes: 3,
+            reserved: 0,
+            part_size: 1 << 20,
+        };
+        // SAFETY: a whole struct.
+        let o = unsafe { read_options(&full) }.unwrap();
+        assert_eq!((o.chunk_size, o.lanes, o.part_size), (65536, 3, 1 << 20));
+        // An older caller's struct ends after buffer_size: the rest reads as zero (the
+        // defaults), whatever lies beyond it.
+        let old = SendOptionsC {
+            struct_size: 2 * std::mem::size_of::<usize>(),
+            ..full
+        };
+        // SAFETY: a whole struct (more than struct_size).
+        let o = unsafe { read_options(&old) }.unwrap();
+        assert_eq!(
+            (o.chunk_size, o.lanes, o.part_size),
+            (65536, 0, crate::DEFAULT_PART_SIZE)
+        );
+        for bad in [
+            SendOptionsC { lanes: 65, ..full },
+            SendOptionsC {
+                part_size: 4095,
+                ..full
+            },
+            SendOptionsC {
+                struct_size: 3,
+                ..full
+            },
+        ] {
+            // SAFETY: whole structs.
+            assert!(unsafe { read_options(&bad) }.is_err(), "{bad:?}");
+        }
     }
 }

@@ -112,6 +112,10 @@ pub struct ConnectionReport {
     /// proof and offered an entry or ended its session cleanly (a port scan, a refused
     /// handshake or a wrong key is not).
     pub transferred: bool,
+    /// Whether the transfer this connection carried has no other connection left: a
+    /// sender with several lanes runs one transfer over several connections, and only the
+    /// last of them to end says so (a transfer of one connection always does).
+    pub transfer_ended: bool,
     /// Why it ended badly, if it did.
     pub error: Option<String>,
 }
@@ -137,6 +141,7 @@ impl ConnectionReport {
             list_failure(&mut self.failures, f);
         }
         self.transferred |= lane.transferred;
+        self.transfer_ended |= lane.transfer_ended;
         if self.error.is_none() {
             self.error = lane.error;
         }
@@ -751,6 +756,8 @@ fn expected_digest(neg: &Negotiated) -> DigestKind {
 pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> ConnectionReport {
     let mut report = ConnectionReport {
         peer: link.peer(),
+        // The listener knows of the transfer's other connections (it says after this).
+        transfer_ended: true,
         ..ConnectionReport::default()
     };
     let clock = Clock::start();

@@ -22,6 +22,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+thread_local! {
+    /// The transfer (its progress's address) whose callback this thread is running; 0 for
+    /// none. The lanes run callbacks on their own threads, which a wait must not join.
+    static IN_CALLBACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the calling thread is running a callback of the transfer with `progress`.
+pub(crate) fn in_callback_of(progress: &Arc<Progress>) -> bool {
+    IN_CALLBACK.with(|c| c.get() == Arc::as_ptr(progress) as usize)
+}
+
 /// One piece of work: an entry, or one part of a split file.
 #[derive(Clone, Debug)]
 pub(crate) struct WorkItem {
@@ -94,6 +105,8 @@ struct State {
     splits: HashMap<String, SplitOutcome>,
     /// Lanes waiting for work, to wake when something resolves.
     waiting: Vec<Waker>,
+    /// Items each lane took, by lane.
+    taken: HashMap<usize, u64>,
     counts: SendCounts,
     failures: Vec<FileReport>,
 }
@@ -123,8 +136,10 @@ impl Work {
         let next = {
             let mut s = lock_std(&self.state);
             let next = self.next_locked(&mut s, lane, &mut skipped);
-            if matches!(next, Next::Wait) {
-                s.waiting.push(Arc::clone(waker));
+            match next {
+                Next::Wait => s.waiting.push(Arc::clone(waker)),
+                Next::Item(_) => *s.taken.entry(lane).or_default() += 1,
+                Next::Done => {}
             }
             next
         };
@@ -283,13 +298,20 @@ impl Work {
     fn ended(&self, file: FileReport) {
         if let Some(cb) = &self.on_file {
             let _one_at_a_time = lock_std(&self.callback);
+            let outer = IN_CALLBACK.with(|c| c.replace(Arc::as_ptr(&self.progress) as usize));
             cb(&file);
+            IN_CALLBACK.with(|c| c.set(outer));
         }
         let mut s = lock_std(&self.state);
         s.counts.count(&file.outcome);
         if !file.outcome.is_ok() {
             list_failure(&mut s.failures, file);
         }
+    }
+
+    /// How many items `lane` took.
+    pub(crate) fn taken_by(&self, lane: usize) -> u64 {
+        lock_std(&self.state).taken.get(&lane).copied().unwrap_or(0)
     }
 
     /// The transfer's report from its lanes' (the first lane's first): their bytes and

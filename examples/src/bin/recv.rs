@@ -193,10 +193,12 @@ fn run(args: Args) -> Result<bool, String> {
                     eprintln!("recv: connection ended: {e}");
                 }
                 // A port scan, a refused handshake or a wrong key is not the transfer
-                // `--once` waits for.
+                // `--once` waits for; a transfer over several lanes ends with its last.
                 if args.once && report.transferred {
-                    ok = report.all_ok();
-                    break;
+                    ok &= report.all_ok();
+                    if report.transfer_ended {
+                        break;
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}

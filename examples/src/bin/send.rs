@@ -1,8 +1,8 @@
 //! `send`: send files and directory trees to an rdmaft receiver (`recv`) over RDMA.
 //!
 //! ```text
-//! send [--buffer-size SIZE] [--window N] [--key-file FILE] [--digest xxh3|blake3|none]
-//!      HOST[:PORT] PATH...
+//! send [--buffer-size SIZE] [--window N] [--lanes N|auto] [--part-size SIZE]
+//!      [--key-file FILE] [--digest xxh3|blake3|none] HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
 //! the last line sums up files, bytes, seconds and MB/s. Exit status 0 only if every file
@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdmaft::protocol::DigestKind;
 use rdmaft::{send, FileOutcome, Key, SendOptions, DEFAULT_PORT, DEFAULT_WINDOW};
 use rdmaft_examples::{
-    human_bytes, parse_buffer_size, parse_target, parse_window, Interrupts, OnInterrupt,
-    EXIT_FAILURE, EXIT_INTERRUPTED,
+    human_bytes, parse_buffer_size, parse_lanes, parse_part_size, parse_target, parse_window,
+    Interrupts, OnInterrupt, EXIT_FAILURE, EXIT_INTERRUPTED,
 };
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,6 +32,13 @@ struct Args {
     /// Chunks in flight to propose; both sides use the smaller.
     #[arg(short, long, default_value_t = DEFAULT_WINDOW, value_parser = parse_window)]
     window: u32,
+    /// Connections (lanes) that carry the transfer together, or `auto` (one per four
+    /// cores, at most 8). Files above two parts are split over the lanes.
+    #[arg(long, default_value = "auto", value_parser = parse_lanes)]
+    lanes: u16,
+    /// Size of the parts large files are split into over several lanes.
+    #[arg(long, default_value = "64M", value_parser = parse_part_size)]
+    part_size: u64,
     /// Pre-shared key file: the receiver must prove the same key.
     #[arg(long)]
     key_file: Option<PathBuf>,
@@ -92,6 +99,8 @@ fn run(args: Args) -> Result<bool, String> {
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         huge_pages: args.huge_pages,
+        lanes: args.lanes,
+        part_size: args.part_size,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
@@ -162,7 +171,7 @@ fn run(args: Args) -> Result<bool, String> {
     let report = h.wait().map_err(|e| e.to_string())?;
     let (sent, total) = (report.counts.sent, report.counts.total());
     println!(
-        "send: {sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}",
+        "send: {sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}{}",
         human_bytes(report.bytes),
         report.bytes,
         report.elapsed.as_secs_f64(),
@@ -171,8 +180,16 @@ fn run(args: Args) -> Result<bool, String> {
             format!(", {} already there", human_bytes(report.bytes_resumed))
         } else {
             String::new()
+        },
+        if report.lanes > 1 {
+            format!(", {} lanes", report.lanes)
+        } else {
+            String::new()
         }
     );
+    for w in &report.warnings {
+        eprintln!("send: warning: {w}");
+    }
     if let Some(e) = &report.error {
         eprintln!("send: error: {e}");
     }
