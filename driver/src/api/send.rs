@@ -3,6 +3,7 @@
 
 use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapshot, SendReport};
 use crate::engine::verbs_link::VerbsSendLink;
+use crate::fs::shard::Shard;
 use crate::handoff::{Once, Stop};
 use crate::key::Key;
 use crate::verbs::Pages;
@@ -35,6 +36,10 @@ pub struct SendOptions {
     /// Put the slots on huge pages (from the reserved pool when it has room, else
     /// transparent huge pages): fewer page translations for large windows.
     pub huge_pages: bool,
+    /// Send only this shard's share of the paths (see [`Shard`]): N senders, each with
+    /// its own index of the same N and the same paths, send the whole once between them.
+    /// The report, progress and callbacks cover only this share.
+    pub shard: Option<Shard>,
     /// Called once per file when its outcome is known, on the send's own thread.
     pub on_file: Option<FileCallback>,
 }
@@ -50,6 +55,7 @@ impl std::fmt::Debug for SendOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("huge_pages", &self.huge_pages)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -72,6 +78,7 @@ impl Default for SendOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             huge_pages: false,
+            shard: None,
             on_file: None,
         }
     }
@@ -177,6 +184,7 @@ fn run_send(
         .split();
     let setup = engine::SendSetup {
         roots: paths,
+        shard: options.shard,
         digest: options.digest,
         idle_timeout: options.idle_timeout,
         progress,
@@ -296,6 +304,7 @@ pub fn loopback_transfer(
         std::thread::spawn(move || crate::engine::recv::serve(receiver_link, receiver_neg, rsetup));
     let setup = engine::SendSetup {
         roots: paths,
+        shard: send.shard,
         digest: send.digest,
         idle_timeout: send.idle_timeout,
         progress: Arc::new(Progress::default()),

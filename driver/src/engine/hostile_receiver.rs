@@ -66,6 +66,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
     });
     let setup = SendSetup {
         roots: vec![file],
+        shard: None,
         digest: DigestKind::Xxh3_128,
         idle_timeout: Duration::from_secs(5),
         progress: Arc::new(Progress::default()),

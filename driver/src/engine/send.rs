@@ -352,6 +352,7 @@ struct Offered {
 /// Settings of one send.
 pub(crate) struct SendSetup {
     pub(crate) roots: Vec<PathBuf>,
+    pub(crate) shard: Option<crate::fs::shard::Shard>,
     pub(crate) digest: DigestKind,
     pub(crate) idle_timeout: Duration,
     pub(crate) progress: Arc<Progress>,
@@ -418,7 +419,7 @@ pub(crate) fn run<L: SendLink>(
         slots: slots.into_iter().map(Some).collect(),
         jobs: Arc::clone(&jobs),
         done: Arc::clone(&done),
-        walk: Walk::new(setup.roots.clone()),
+        walk: Walk::with_shard(setup.roots.clone(), setup.shard),
         walk_done: false,
         held: None,
         offered: HashMap::new(),
