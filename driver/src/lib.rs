@@ -86,6 +86,7 @@ pub use engine::send::{
 };
 pub use error::Error;
 pub use fs::dest::Existing;
+pub use fs::shard::{InvalidShard, Shard};
 pub use key::Key;
 /// The sans-IO protocol crate, re-exported.
 pub use rdmaft_protocol as protocol;

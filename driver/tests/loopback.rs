@@ -447,3 +447,51 @@ fn lanes_carry_one_transfer_and_split_large_files() {
         fs::remove_dir_all(&base).unwrap();
     }
 }
+
+#[test]
+fn three_shards_at_once_send_the_tree_once_between_them() {
+    use rdmaft::Shard;
+    use std::os::unix::fs::PermissionsExt;
+    let base = scratch("shards");
+    let src = base.join("src");
+    let dest = base.join("dest");
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample_tree(&src, 4096);
+    for i in 0..40 {
+        let d = t.join(format!("s{}/t{}", i % 5, i % 3));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i}")), bytes(i * 331 % 9000, i as u64)).unwrap();
+    }
+    fs::set_permissions(t.join("s1"), fs::Permissions::from_mode(0o750)).unwrap();
+    let shards: Vec<_> = (0..3)
+        .map(|i| {
+            let (t, dest) = (t.clone(), dest.clone());
+            std::thread::spawn(move || {
+                let (mut send, recv) = options(&dest, 4096, 4);
+                send.shard = Some(Shard::new(i, 3).unwrap());
+                loopback_transfer(vec![t], &dest, send, &recv).unwrap()
+            })
+        })
+        .collect();
+    let reports: Vec<_> = shards.into_iter().map(|s| s.join().unwrap()).collect();
+    let mut expected = tree(&src);
+    expected.retain(|(n, _)| n != "tree/link");
+    assert_eq!(tree(&dest), expected);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dest.join("tree/s1")), 0o750);
+    let mut sent = 0;
+    let mut skipped = 0;
+    for (report, received) in &reports {
+        assert_eq!(report.error, None, "{report:?}");
+        assert!(received.all_ok(), "{received:?}");
+        assert!(
+            report.counts.sent > 0,
+            "every shard has a share: {report:?}"
+        );
+        sent += report.counts.sent;
+        skipped += report.counts.skipped;
+    }
+    assert_eq!(sent, expected.len() as u64, "each entry sent by one shard");
+    assert_eq!(skipped, 1, "the symlink, reported by one shard");
+    fs::remove_dir_all(&base).unwrap();
+}

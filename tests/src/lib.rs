@@ -349,6 +349,15 @@ impl Lines {
     }
 }
 
+/// Sends SIGINT (what Ctrl-C sends) to a child.
+pub fn interrupt(child: &Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -INT");
+}
+
 /// Waits up to `timeout` for `child` to exit; kills it (and says so) if it does not.
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
     let deadline = Instant::now() + timeout;

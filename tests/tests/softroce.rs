@@ -34,6 +34,8 @@ mod faults;
 mod hostile;
 #[path = "softroce/hostile_receiver.rs"]
 mod hostile_receiver;
+#[path = "softroce/shards.rs"]
+mod shards;
 
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);

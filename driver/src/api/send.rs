@@ -4,6 +4,7 @@
 use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapshot, SendReport};
 use crate::engine::verbs_link::VerbsSendLink;
 use crate::engine::work::{Splitting, Work};
+use crate::fs::shard::Shard;
 use crate::fs::tree::Walk;
 use crate::handoff::{Once, Stop};
 use crate::key::Key;
@@ -47,6 +48,10 @@ pub struct SendOptions {
     /// Size of the parts large files are split into when there are several lanes (rounded
     /// down to a power of two, at least the chunk size).
     pub part_size: u64,
+    /// Send only this shard's share of the paths (see [`Shard`]): N senders, each with
+    /// its own index of the same N and the same paths, send the whole once between them.
+    /// The report, progress and callbacks cover only this share.
+    pub shard: Option<Shard>,
     /// Called once per file when its outcome is known (on one of the send's threads, one
     /// call at a time).
     pub on_file: Option<FileCallback>,
@@ -65,6 +70,7 @@ impl std::fmt::Debug for SendOptions {
             .field("huge_pages", &self.huge_pages)
             .field("lanes", &self.lanes)
             .field("part_size", &self.part_size)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -106,6 +112,7 @@ impl Default for SendOptions {
             huge_pages: false,
             lanes: 0,
             part_size: DEFAULT_PART_SIZE,
+            shard: None,
             on_file: None,
         }
     }
@@ -240,7 +247,7 @@ fn run_send(
         1
     };
     let work = Arc::new(Work::new(
-        Walk::new(paths),
+        Walk::with_shard(paths, options.shard),
         options.splitting(&neg, lanes),
         Arc::clone(&progress),
         options.on_file.clone(),
@@ -427,7 +434,7 @@ pub fn loopback_transfer(
         )?);
     }
     let work = Arc::new(Work::new(
-        Walk::new(paths),
+        Walk::with_shard(paths, send.shard),
         send.splitting(&neg, lanes),
         Arc::clone(&progress),
         send.on_file.clone(),

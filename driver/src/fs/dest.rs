@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use super::temp::RESERVED_PREFIX;
 
@@ -214,21 +214,13 @@ impl Destination {
         Ok(())
     }
 
-    /// After this destination made directory `made` in `parent`: with fsync, the new name is
-    /// synced; with no-clobber, the directory is remembered as ours (see `created`).
-    fn made_dir(&self, parent: &OwnedFd, made: &OwnedFd) -> Result<(), Errno> {
-        if self.options.fsync {
-            self.sync_dir(parent)?;
-        }
-        if self.options.existing == Existing::Keep {
-            let id = dev_ino(made)?;
-            let mut created = crate::sync::lock_std(&self.created);
-            if created.len() >= CREATED_MAX {
-                created.clear();
-            }
-            created.insert(id);
-        }
-        Ok(())
+    /// With no-clobber, the directories this destination created (see `created`), locked
+    /// from a `mkdirat` until what it made is remembered, or until a directory's entry
+    /// looked its directory up: else one connection's entry could find a directory another
+    /// connection (another shard's sender) just made for a file, not yet remembered, and
+    /// take it for one that existed before.
+    fn created_lock(&self) -> Option<MutexGuard<'_, HashSet<(u64, u64)>>> {
+        (self.options.existing == Existing::Keep).then(|| crate::sync::lock_std(&self.created))
     }
 
     /// The directory holding `name`'s last component, opened beneath the root without
@@ -268,16 +260,26 @@ impl Destination {
             dir = match open_dir_beneath(&dir, component) {
                 Ok(d) => d,
                 Err(Errno::NOENT) => {
+                    let errno = |e| Refusal::from_errno(&shown, e);
+                    let mut created = self.created_lock();
                     let made = match rfs::mkdirat(&dir, *component, Mode::from_raw_mode(0o755)) {
                         Ok(()) => true,
                         Err(Errno::EXIST) => false,
-                        Err(e) => return Err(Refusal::from_errno(&shown, e)),
+                        Err(e) => return Err(errno(e)),
                     };
-                    let d = open_dir_beneath(&dir, component)
-                        .map_err(|e| Refusal::from_errno(&shown, e))?;
+                    let d = open_dir_beneath(&dir, component).map_err(errno)?;
                     if made {
-                        self.made_dir(&dir, &d)
-                            .map_err(|e| Refusal::from_errno(&shown, e))?;
+                        // With no-clobber, remembered as ours; with fsync, its name synced.
+                        if let Some(created) = created.as_mut() {
+                            if created.len() >= CREATED_MAX {
+                                created.clear();
+                            }
+                            created.insert(dev_ino(&d).map_err(errno)?);
+                        }
+                        drop(created);
+                        if self.options.fsync {
+                            self.sync_dir(&dir).map_err(errno)?;
+                        }
                     }
                     d
                 }
@@ -462,22 +464,23 @@ impl Destination {
     pub fn make_dir(&self, name: &str, mode: u32, mtime: (i64, u32)) -> Result<(), Refusal> {
         Self::check_name(name)?;
         let (parent, last) = self.parent_of(name)?;
+        let errno = |e| Refusal::from_errno(name, e);
+        let mut created = self.created_lock();
         let made = match rfs::mkdirat(&parent, last, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
             Err(Errno::EXIST) => false,
-            Err(e) => return Err(Refusal::from_errno(name, e)),
+            Err(e) => return Err(errno(e)),
         };
         let dir =
             open_dir_beneath(&parent, last).map_err(|e| refusal_at(&parent, last, name, e))?;
-        let errno = |e| Refusal::from_errno(name, e);
-        if made && self.options.fsync {
-            self.sync_dir(&parent).map_err(errno)?;
-        }
-        if !made && self.options.existing == Existing::Keep {
-            let id = dev_ino(&dir).map_err(errno)?;
-            if !crate::sync::lock_std(&self.created).remove(&id) {
+        if let (false, Some(created)) = (made, created.as_mut()) {
+            if !created.remove(&dev_ino(&dir).map_err(errno)?) {
                 return Ok(());
             }
+        }
+        drop(created);
+        if made && self.options.fsync {
+            self.sync_dir(&parent).map_err(errno)?;
         }
         rfs::fchmod(&dir, self.perms(mode)).map_err(errno)?;
         rfs::futimens(&dir, &times(mtime)).map_err(errno)?;
@@ -1059,6 +1062,33 @@ mod tests {
         dest.make_dir("new", 0o700, (1, 0)).unwrap();
         let m = std::fs::metadata(d.join("new")).unwrap();
         assert_eq!((m.mode() & 0o777, m.mtime()), (0o755, 1_500_000_002));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Shards: one connection makes a directory for a file while another brings the
+    /// directory's entry. With no-clobber the entry must still find the directory as made
+    /// here (not one that existed before) and give it its mode, whichever comes first.
+    #[test]
+    fn no_clobber_gives_a_directory_made_meanwhile_for_a_file_its_mode() {
+        let d = scratch("dirs-keep-race");
+        let dest = Arc::new(open(&d, Existing::Keep, true));
+        for i in 0..200 {
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let file = {
+                let (dest, start) = (Arc::clone(&dest), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let inc = dest.begin_file(&format!("d{i}/f"), 0).unwrap();
+                    dest.publish(inc, 0o644, (0, 0)).unwrap();
+                })
+            };
+            start.wait();
+            dest.make_dir(&format!("d{i}"), 0o751, (1_500_000_000, 0))
+                .unwrap();
+            file.join().unwrap();
+            let m = std::fs::metadata(d.join(format!("d{i}"))).unwrap();
+            assert_eq!(m.mode() & 0o777, 0o751, "d{i}");
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -1,10 +1,12 @@
 //! The file layer, usable without RDMA: what the sender reads ([`tree`]: the walk over the
-//! paths to send) and where the receiver writes ([`dest`]: names resolved beneath the
-//! destination without following symlinks, temporary files, publishing; the temporary-file
-//! strategy in `temp`, the removal of stale temporary files in `stale`).
+//! paths to send; [`shard`]: one sender's share of it when several send one tree) and where
+//! the receiver writes ([`dest`]: names resolved beneath the destination without following
+//! symlinks, temporary files, publishing; the temporary-file strategy in `temp`, the
+//! removal of stale temporary files in `stale`).
 
 pub mod dest;
 mod perms;
+pub mod shard;
 pub(crate) mod split;
 pub(crate) mod stale;
 mod temp;

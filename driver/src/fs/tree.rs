@@ -6,10 +6,21 @@
 //! (its mode and mtime) arrives after everything in it. Symbolic links and special files
 //! inside a tree are neither followed nor sent: each is reported as skipped. (A path given
 //! on the command line is followed if it is a link: that is what the user named.)
+//!
+//! With a [`Shard`], the walk yields only that shard's share: the files, and the
+//! directories' own entries, whose wire names the shard takes. Every shard still descends
+//! into every directory (the files in it are spread over all shards), but it needs no
+//! `stat` of the other shards' files where the directory listing gives their type. A
+//! skipped path is reported by the one shard that owns its would-be name (its raw bytes
+//! when it is not UTF-8), and by shard 0 when it has none (a root such as `/`), so that N
+//! shards report it once, as one sender would.
 
+use super::shard::Shard;
 use rdmaft_protocol::{validate_name, EntryKind};
-use std::fs::{self, Metadata};
+use std::ffi::OsStr;
+use std::fs::{self, FileType, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -73,7 +84,14 @@ pub enum WalkItem {
 /// A directory being listed: its wire name and its remaining children, sorted.
 struct Listing {
     name: String,
-    children: std::vec::IntoIter<PathBuf>,
+    children: std::vec::IntoIter<Child>,
+}
+
+/// A path found in a directory listing, with its type when the listing gave it and the walk
+/// is a shard's (a shard passes over other shards' files without a `stat` each).
+struct Child {
+    path: PathBuf,
+    file_type: Option<FileType>,
 }
 
 /// The walk over the paths to send (an iterator of [`WalkItem`]s).
@@ -85,29 +103,59 @@ pub struct Walk {
     dirs: Vec<SourceEntry>,
     /// Directories being handed out at the end, deepest first.
     dirs_out: Option<std::vec::IntoIter<SourceEntry>>,
+    /// Only this shard's share, if set.
+    shard: Option<Shard>,
 }
 
 impl Walk {
     /// A walk over `roots`, each sent under its base name.
     pub fn new(roots: Vec<PathBuf>) -> Walk {
+        Walk::with_shard(roots, None)
+    }
+
+    /// A walk over `roots` that yields only `shard`'s share of them (everything for
+    /// `None`): see the module's documentation.
+    pub fn with_shard(roots: Vec<PathBuf>, shard: Option<Shard>) -> Walk {
         Walk {
             roots: roots.into_iter(),
             stack: Vec::new(),
             dirs: Vec::new(),
             dirs_out: None,
+            shard,
         }
     }
 
+    /// Whether the entry of wire name `name` (or the path that would have it) is this
+    /// walk's to send or report; `None`: a path with no name, reported by shard 0.
+    fn ours(&self, name: Option<&[u8]>) -> bool {
+        match (self.shard, name) {
+            (None, _) => true,
+            (Some(s), Some(name)) => s.takes_bytes(name, None),
+            (Some(s), None) => s.index() == 0,
+        }
+    }
+
+    /// `path` skipped for `reason`, if reporting it is this walk's (by its would-be name).
+    fn skipped_if_ours(
+        &self,
+        name: Option<&[u8]>,
+        path: PathBuf,
+        reason: SkipReason,
+    ) -> Option<WalkItem> {
+        self.ours(name).then(|| skipped(path, reason))
+    }
+
     fn visit(&mut self, path: PathBuf, name: String, meta: Metadata) -> Option<WalkItem> {
+        let ours = self.ours(Some(name.as_bytes()));
         if let Err(e) = validate_name(name.as_bytes()) {
-            return Some(skipped(path, SkipReason::BadName(e.to_string())));
+            return ours.then(|| skipped(path, SkipReason::BadName(e.to_string())));
         }
         let ft = meta.file_type();
         if ft.is_symlink() {
-            return Some(skipped(path, SkipReason::Symlink));
+            return ours.then(|| skipped(path, SkipReason::Symlink));
         }
         if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
-            return Some(skipped(path, SkipReason::Special));
+            return ours.then(|| skipped(path, SkipReason::Special));
         }
         let entry = SourceEntry {
             path: path.clone(),
@@ -125,18 +173,20 @@ impl Walk {
                 .min(999_999_999),
         };
         if !ft.is_dir() {
-            return Some(WalkItem::Entry(entry));
+            return ours.then_some(WalkItem::Entry(entry));
         }
-        match sorted_children(&path) {
+        match sorted_children(&path, self.shard.is_some()) {
             Ok(children) => {
-                self.dirs.push(entry);
+                if ours {
+                    self.dirs.push(entry);
+                }
                 self.stack.push(Listing {
                     name,
                     children: children.into_iter(),
                 });
                 None
             }
-            Err(e) => Some(skipped(path, SkipReason::Unreadable(e))),
+            Err(e) => ours.then(|| skipped(path, SkipReason::Unreadable(e))),
         }
     }
 }
@@ -145,12 +195,29 @@ fn skipped(path: PathBuf, reason: SkipReason) -> WalkItem {
     WalkItem::Skipped { path, reason }
 }
 
-fn sorted_children(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// The paths in `dir`, sorted; with `types`, each with its type where the listing gives it
+/// (without, no `stat` is spent on it where the listing does not: the walk makes its own).
+fn sorted_children(dir: &Path, types: bool) -> io::Result<Vec<Child>> {
     let mut children = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
+        .map(|e| {
+            e.map(|e| Child {
+                file_type: if types { e.file_type().ok() } else { None },
+                path: e.path(),
+            })
+        })
         .collect::<io::Result<Vec<_>>>()?;
-    children.sort();
+    children.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(children)
+}
+
+/// The bytes of the wire name `parent/component` would have (for a component that is not
+/// UTF-8: which shard reports it).
+fn would_be_name(parent: &str, component: &OsStr) -> Vec<u8> {
+    let mut name = Vec::with_capacity(parent.len() + 1 + component.len());
+    name.extend_from_slice(parent.as_bytes());
+    name.push(b'/');
+    name.extend_from_slice(component.as_bytes());
+    name
 }
 
 /// The name a root path is sent under: its last component (`.` and `..` resolved).
@@ -167,6 +234,68 @@ fn root_name(path: &Path) -> Result<String, SkipReason> {
         .map_err(|_| SkipReason::BadName("not UTF-8".into()))
 }
 
+impl Walk {
+    /// The step for `child` of the directory of wire name `parent`: an item, or `None` to
+    /// go on (a directory being descended into, another shard's path).
+    fn child(&mut self, parent: &str, child: Child) -> Option<WalkItem> {
+        let Child { path, file_type } = child;
+        let component = match path.file_name().map(|n| (n, n.to_str())) {
+            Some((_, Some(c))) => c,
+            raw => {
+                let name = raw.map(|(n, _)| would_be_name(parent, n));
+                let reason = SkipReason::BadName("not UTF-8".into());
+                return self.skipped_if_ours(name.as_deref(), path, reason);
+            }
+        };
+        let name = format!("{parent}/{component}");
+        // Another shard's file (or link, or special file): not even a `stat`.
+        if file_type.is_some_and(|t| !t.is_dir()) && !self.ours(Some(name.as_bytes())) {
+            return None;
+        }
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => self.visit(path, name, meta),
+            Err(e) => self.skipped_if_ours(Some(name.as_bytes()), path, SkipReason::Unreadable(e)),
+        }
+    }
+
+    /// The step for a path named by the user (as [`child`](Self::child)).
+    fn root(&mut self, root: PathBuf) -> Option<WalkItem> {
+        let name = match root_name(&root) {
+            Ok(n) => n,
+            Err(reason) => {
+                let base = root.file_name().map(|n| n.as_bytes().to_vec());
+                return self.skipped_if_ours(base.as_deref(), root, reason);
+            }
+        };
+        // A path named by the user is followed if it is a link (as `scp` does): it is sent
+        // under the link's name, from where the link points. The reader opens files without
+        // following links, so the entry keeps the resolved path (a link swapped in there
+        // later is refused, not followed).
+        let meta = match fs::metadata(&root) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.skipped_if_ours(Some(name.as_bytes()), root, SkipReason::Unreadable(e))
+            }
+        };
+        let is_link = fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink());
+        let root = if is_link {
+            match fs::canonicalize(&root) {
+                Ok(target) => target,
+                Err(e) => {
+                    return self.skipped_if_ours(
+                        Some(name.as_bytes()),
+                        root,
+                        SkipReason::Unreadable(e),
+                    )
+                }
+            }
+        } else {
+            root
+        };
+        self.visit(root, name, meta)
+    }
+}
+
 impl Iterator for Walk {
     type Item = WalkItem;
 
@@ -175,56 +304,25 @@ impl Iterator for Walk {
             if let Some(out) = &mut self.dirs_out {
                 return out.next().map(WalkItem::Entry);
             }
-            if let Some(top) = self.stack.last_mut() {
+            let item = if let Some(top) = self.stack.last_mut() {
                 let Some(child) = top.children.next() else {
                     self.stack.pop();
                     continue;
                 };
                 let parent = top.name.clone();
-                let component = match child.file_name().map(|n| n.to_str()) {
-                    Some(Some(c)) => c.to_owned(),
-                    _ => return Some(skipped(child, SkipReason::BadName("not UTF-8".into()))),
-                };
-                let meta = match fs::symlink_metadata(&child) {
-                    Ok(m) => m,
-                    Err(e) => return Some(skipped(child, SkipReason::Unreadable(e))),
-                };
-                if let Some(item) = self.visit(child, format!("{parent}/{component}"), meta) {
-                    return Some(item);
-                }
+                self.child(&parent, child)
+            } else if let Some(root) = self.roots.next() {
+                self.root(root)
+            } else {
+                // Everything listed: the directories, deepest first.
+                let mut dirs = std::mem::take(&mut self.dirs);
+                dirs.reverse();
+                self.dirs_out = Some(dirs.into_iter());
                 continue;
+            };
+            if item.is_some() {
+                return item;
             }
-            if let Some(root) = self.roots.next() {
-                let name = match root_name(&root) {
-                    Ok(n) => n,
-                    Err(reason) => return Some(skipped(root, reason)),
-                };
-                // A path named by the user is followed if it is a link (as `scp` does): it
-                // is sent under the link's name, from where the link points. The reader
-                // opens files without following links, so the entry keeps the resolved
-                // path (a link swapped in there later is refused, not followed).
-                let meta = match fs::metadata(&root) {
-                    Ok(m) => m,
-                    Err(e) => return Some(skipped(root, SkipReason::Unreadable(e))),
-                };
-                let is_link = fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink());
-                let root = if is_link {
-                    match fs::canonicalize(&root) {
-                        Ok(target) => target,
-                        Err(e) => return Some(skipped(root, SkipReason::Unreadable(e))),
-                    }
-                } else {
-                    root
-                };
-                if let Some(item) = self.visit(root, name, meta) {
-                    return Some(item);
-                }
-                continue;
-            }
-            // Everything listed: the directories, deepest first.
-            let mut dirs = std::mem::take(&mut self.dirs);
-            dirs.reverse();
-            self.dirs_out = Some(dirs.into_iter());
         }
     }
 }
@@ -240,14 +338,18 @@ mod tests {
         d
     }
 
-    fn names(items: Vec<WalkItem>) -> (Vec<String>, Vec<(String, String)>) {
+    /// What a walk sent (wire names) and skipped (base name, reason).
+    type Names = (Vec<String>, Vec<(String, String)>);
+
+    fn names(items: Vec<WalkItem>) -> Names {
         let mut sent = vec![];
         let mut skipped = vec![];
         for i in items {
             match i {
                 WalkItem::Entry(e) => sent.push(e.name),
                 WalkItem::Skipped { path, reason } => {
-                    let n = path.file_name().unwrap().to_string_lossy().into_owned();
+                    let n = path.file_name().unwrap_or(path.as_os_str());
+                    let n = n.to_string_lossy().into_owned();
                     skipped.push((n, reason.to_string()));
                 }
             }
@@ -352,6 +454,73 @@ mod tests {
             "{reason}"
         );
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Each of `count` sharded walks over `roots`: what it sends and what it skips.
+    fn shares(roots: &[PathBuf], count: u32) -> Vec<Names> {
+        (0..count)
+            .map(|i| {
+                let shard = Shard::new(i, count).unwrap();
+                names(Walk::with_shard(roots.to_vec(), Some(shard)).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_split_the_walk_once_between_them() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = scratch("shards");
+        let t = d.join("tree");
+        for i in 0..12 {
+            let sub = t.join(format!("d{}/e{}", i % 4, i % 3));
+            fs::create_dir_all(&sub).unwrap();
+            fs::write(sub.join(format!("f{i}")), vec![b'x'; i]).unwrap();
+        }
+        fs::create_dir_all(t.join("empty")).unwrap();
+        fs::write(t.join("d0/empty-file"), b"").unwrap();
+        for i in 0..6 {
+            std::os::unix::fs::symlink("/etc/passwd", t.join(format!("d1/link{i}"))).unwrap();
+            fs::write(t.join(format!("d2/bad\n{i}")), b"x").unwrap();
+            let mut raw = format!("raw{i}").into_bytes();
+            raw.push(0xff); // not UTF-8
+            fs::write(t.join("d3").join(OsStr::from_bytes(&raw)), b"x").unwrap();
+        }
+        let roots = vec![t.clone(), d.join("missing")];
+        let (all_sent, all_skipped) = names(Walk::new(roots.clone()).collect());
+        assert_eq!(all_skipped.len(), 19, "{all_skipped:?}");
+        for count in [1, 2, 3, 5] {
+            let shares = shares(&roots, count);
+            let mut sent: Vec<String> = shares.iter().flat_map(|s| s.0.clone()).collect();
+            let mut skipped: Vec<_> = shares.iter().flat_map(|s| s.1.clone()).collect();
+            let (mut want_sent, mut want_skipped) = (all_sent.clone(), all_skipped.clone());
+            for v in [&mut sent, &mut want_sent] {
+                v.sort();
+            }
+            for v in [&mut skipped, &mut want_skipped] {
+                v.sort();
+            }
+            assert_eq!(sent, want_sent, "{count} shards send each entry once");
+            assert_eq!(
+                skipped, want_skipped,
+                "{count} shards report each skip once"
+            );
+            for (share, _) in &shares {
+                // Each share keeps the order: a directory after everything in it.
+                let in_order: Vec<_> = all_sent.iter().filter(|n| share.contains(n)).collect();
+                assert_eq!(share.iter().collect::<Vec<_>>(), in_order);
+            }
+        }
+        let three = shares(&roots, 3);
+        assert!(three.iter().all(|(sent, _)| !sent.is_empty()), "{three:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_root_without_a_name_is_reported_by_shard_0() {
+        let shares = shares(&[PathBuf::from("/")], 3);
+        let reported: Vec<_> = shares.iter().map(|(_, skipped)| skipped.len()).collect();
+        assert_eq!(reported, [1, 0, 0]);
+        assert!(shares.iter().all(|(sent, _)| sent.is_empty()));
     }
 
     #[test]

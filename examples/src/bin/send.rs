@@ -2,16 +2,17 @@
 //!
 //! ```text
 //! send [--buffer-size SIZE] [--window N] [--lanes N|auto] [--part-size SIZE]
-//!      [--key-file FILE] [--digest xxh3|blake3|none] HOST[:PORT] PATH...
+//!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
-//! the last line sums up files, bytes, seconds and MB/s. Exit status 0 only if every file
+//! the last line sums up files, bytes, seconds and MB/s (with `--shard`, of this sender's
+//! share, and it starts `send: shard I/N:`). Exit status 0 only if every file
 //! was verified by the receiver; 1 otherwise (each problem is named), 2 on bad usage.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdmaft::protocol::DigestKind;
-use rdmaft::{send, FileOutcome, Key, SendOptions, DEFAULT_PORT, DEFAULT_WINDOW};
+use rdmaft::{send, FileOutcome, Key, SendOptions, Shard, DEFAULT_PORT, DEFAULT_WINDOW};
 use rdmaft_examples::{
     human_bytes, parse_buffer_size, parse_lanes, parse_part_size, parse_target, parse_window,
     Interrupts, OnInterrupt, EXIT_FAILURE, EXIT_INTERRUPTED,
@@ -55,6 +56,12 @@ struct Args {
     /// Seconds without any sign of the receiver before giving up.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Send only share I of N (I from 0 to N-1), chosen by a hash of each entry's name: N
+    /// senders given the same paths, one per I, send them once between them with no
+    /// coordinator, e.g. --shard $SLURM_PROCID/$SLURM_NTASKS. Counts and exit status cover
+    /// this share only.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
     /// Files and directories to send.
@@ -101,6 +108,7 @@ fn run(args: Args) -> Result<bool, String> {
         huge_pages: args.huge_pages,
         lanes: args.lanes,
         part_size: args.part_size,
+        shard: args.shard,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
@@ -170,8 +178,12 @@ fn run(args: Args) -> Result<bool, String> {
         .ok_or("internal error")?;
     let report = h.wait().map_err(|e| e.to_string())?;
     let (sent, total) = (report.counts.sent, report.counts.total());
+    let share = args
+        .shard
+        .map(|s| format!("shard {s}: "))
+        .unwrap_or_default();
     println!(
-        "send: {sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}{}",
+        "send: {share}{sent} of {total} files verified, {} ({} bytes) in {:.2} s, {:.1} MB/s{}{}",
         human_bytes(report.bytes),
         report.bytes,
         report.elapsed.as_secs_f64(),

@@ -5,7 +5,8 @@
 use super::{env, receiver, T};
 use rdmaft::{send, FileOutcome, RawSender, ReceivedOutcome, SendOptions};
 use rdmaft_tests::{
-    example_bin, random_bytes, scratch, start_recv, temp_files, tree, Lines, Outcomes, RecvProgram,
+    example_bin, interrupt, random_bytes, scratch, start_recv, temp_files, tree, Lines, Outcomes,
+    RecvProgram,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -533,15 +534,6 @@ fn soak_fifty_connections_at_once_without_growth() {
     );
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
-}
-
-/// Sends SIGINT (what Ctrl-C sends) to a child.
-fn interrupt(child: &std::process::Child) {
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -INT");
 }
 
 /// Ctrl-C while `send` is still connecting cancels at once (it once waited out the whole
