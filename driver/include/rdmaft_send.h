@@ -81,6 +81,8 @@ struct rdmaft_send_options {
     unsigned reserved;    /* 0 */
     uint64_t part_size;   /* files above two parts are split over the lanes; 0: 64 MiB,
                            * else at least 4096 */
+    unsigned shard_index; /* with shard_count > 0: send only shard shard_index (from 0) of */
+    unsigned shard_count; /* shard_count, as `send --shard I/N`; 0: everything */
 };
 
 /* As rdmaft_start_send_ex, with options (NULL: all defaults). With several lanes the status

@@ -8,6 +8,7 @@ use crate::fs::split::SplitFiles;
 use crate::sync::lock_std;
 use rdmaft_protocol::RejectReason;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Every live group of one receiver, by number.
@@ -20,19 +21,56 @@ pub(crate) struct Groups {
 pub(crate) struct Group {
     id: u32,
     live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
+    /// Connections in the group (their [`Membership`]s).
+    members: AtomicUsize,
     /// Files whose parts are arriving.
     pub(crate) splits: SplitFiles,
+}
+
+/// One connection's place in a group: [`leave`](Self::leave) says whether it was the last.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    group: Arc<Group>,
+    left: bool,
+}
+
+impl Membership {
+    fn new(group: Arc<Group>) -> Membership {
+        group.members.fetch_add(1, Ordering::AcqRel);
+        Membership { group, left: false }
+    }
+
+    /// The group.
+    pub(crate) fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+
+    /// Leaves the group: true for exactly one of its connections, the last to leave (the
+    /// transfer has ended).
+    pub(crate) fn leave(mut self) -> bool {
+        self.left = true;
+        self.group.members.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if !self.left {
+            self.group.members.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Groups {
     /// The group for a hello that asks to join `join` (0: a new group). Group numbers are
     /// random, so a number seen once does not name another transfer's group later.
-    pub(crate) fn enter(&self, join: u32) -> Result<Arc<Group>, RejectReason> {
+    pub(crate) fn enter(&self, join: u32) -> Result<Membership, RejectReason> {
         let mut live = lock_std(&self.live);
         if join != 0 {
             return live
                 .get(&join)
                 .and_then(Weak::upgrade)
+                .map(Membership::new)
                 .ok_or(RejectReason::UNKNOWN_GROUP);
         }
         live.retain(|_, g| g.strong_count() > 0);
@@ -46,10 +84,11 @@ impl Groups {
         let group = Arc::new(Group {
             id,
             live: Arc::clone(&self.live),
+            members: AtomicUsize::new(0),
             splits: SplitFiles::default(),
         });
         live.insert(id, Arc::downgrade(&group));
-        Ok(group)
+        Ok(Membership::new(group))
     }
 }
 
@@ -84,12 +123,12 @@ mod tests {
     fn a_group_lives_while_a_connection_holds_it() {
         let groups = Groups::default();
         let first = groups.enter(0).unwrap();
-        assert_ne!(first.id(), 0);
-        let second = groups.enter(first.id()).unwrap();
-        assert_eq!(second.id(), first.id());
+        let id = first.group().id();
+        assert_ne!(id, 0);
+        let second = groups.enter(id).unwrap();
+        assert_eq!(second.group().id(), id);
         let other = groups.enter(0).unwrap();
-        assert_ne!(other.id(), first.id());
-        let id = first.id();
+        assert_ne!(other.group().id(), id);
         drop(first);
         assert!(groups.enter(id).is_ok(), "one lane still holds it");
         drop(second);
@@ -105,5 +144,32 @@ mod tests {
         );
         drop(other);
         assert!(lock_std(&groups.live).is_empty());
+    }
+
+    #[test]
+    fn exactly_the_last_connection_to_leave_ends_the_transfer() {
+        let groups = Groups::default();
+        let a = groups.enter(0).unwrap();
+        let id = a.group().id();
+        let b = groups.enter(id).unwrap();
+        // A member that went without leaving (a failed accept) does not count.
+        drop(groups.enter(id).unwrap());
+        let c = groups.enter(id).unwrap();
+        assert!(!b.leave());
+        assert!(!a.leave());
+        assert!(c.leave(), "the last one out");
+        // Leaving from several threads at once: one of them is last.
+        let a = groups.enter(0).unwrap();
+        let id = a.group().id();
+        let members: Vec<_> = (0..8).map(|_| groups.enter(id).unwrap()).collect();
+        drop(a);
+        let lasts = std::thread::scope(|s| {
+            let t: Vec<_> = members.into_iter().map(|m| s.spawn(|| m.leave())).collect();
+            t.into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|last| *last)
+                .count()
+        });
+        assert_eq!(lasts, 1);
     }
 }

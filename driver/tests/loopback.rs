@@ -444,6 +444,10 @@ fn lanes_carry_one_transfer_and_split_large_files() {
             "{received:?}"
         );
         assert!(received.all_ok(), "{received:?}");
+        assert!(
+            received.transfer_ended,
+            "the last lane out says the transfer ended"
+        );
         fs::remove_dir_all(&base).unwrap();
     }
 }

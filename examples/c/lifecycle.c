@@ -18,6 +18,9 @@
  *  4. two stop_recv from two callbacks on two connections at once, then a third stop.
  *  5. stop_recv while a transfer runs: its partial file is removed, no callback starts
  *     after the stop returned.
+ *  6. rdmaft_start_send_opts over 3 lanes with a file split into parts: every entry gets
+ *     one status callback (from the lanes' threads), the file arrives whole; options out
+ *     of range are refused.
  *
  * Every wait is bounded (WAIT_SECONDS); all state shared with the callbacks is under `mu`.
  */
@@ -565,6 +568,79 @@ static void stop_recv_during_transfer(const char *src, const char *work_dir)
         status, rdmaft_strerror(status));
 }
 
+/* ---- scenario 6: options: lanes and parts ---- */
+
+static int s6_calls, s6_ok;
+
+static void s6_callback(const char *filename, int status, void *user)
+{
+    (void)filename;
+    (void)user;
+    pthread_mutex_lock(&mu);
+    s6_calls++;
+    if (status == RDMAFT_OK)
+        s6_ok++;
+    pthread_mutex_unlock(&mu);
+}
+
+/* Whether files a and b hold the same bytes. */
+static int same_bytes(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa != NULL && fb != NULL;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        same = ca == cb;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa != NULL)
+        fclose(fa);
+    if (fb != NULL)
+        fclose(fb);
+    return same;
+}
+
+static void lanes_and_parts(const char *src, const char *dest)
+{
+    char tree[PATH_LEN], big[PATH_LEN], small[PATH_LEN];
+    path(tree, sizeof tree, src, "t6");
+    make_dir(tree);
+    path(big, sizeof big, tree, "big.bin");
+    path(small, sizeof small, tree, "small.bin");
+    make_file(big, (1 << 20) + 5); /* 5 parts of 256 KiB, the last of 5 bytes */
+    make_file(small, SMALL);
+    struct rdmaft_send_options bad = {.struct_size = sizeof bad, .lanes = 65};
+    if (rdmaft_start_send_opts(addr, ports[0], tree, &bad, NULL, NULL) != NULL)
+        fail("6: 65 lanes were taken");
+    bad.lanes = 2;
+    bad.part_size = 100;
+    if (rdmaft_start_send_opts(addr, ports[0], tree, &bad, NULL, NULL) != NULL)
+        fail("6: a part size of 100 bytes was taken");
+    struct rdmaft_send_options o = {
+        .struct_size = sizeof o, .buffer_size = 65536, .lanes = 3, .part_size = 1 << 18};
+    struct rdmaft_send_client_context *ctx =
+        rdmaft_start_send_opts(addr, ports[0], tree, &o, s6_callback, NULL);
+    if (ctx == NULL) {
+        fail("6: start_send_opts: %s", rdmaft_last_error());
+        return;
+    }
+    int status = rdmaft_send_wait(ctx);
+    rdmaft_stop_send(ctx);
+    if (status != RDMAFT_OK)
+        fail("6: send over lanes: %d: %s", status, rdmaft_last_error());
+    /* big.bin, small.bin and the directory: one callback each, whatever lane ended it. */
+    if (get(&s6_calls) != 3 || get(&s6_ok) != 3)
+        fail("6: %d callbacks (%d OK), 3 expected", get(&s6_calls), get(&s6_ok));
+    char got[PATH_LEN];
+    path(got, sizeof got, dest, "t6/big.bin");
+    if (!same_bytes(big, got))
+        fail("6: t6/big.bin differs after its parts were joined");
+    if (entry("t6/big.bin") != RDMAFT_OK)
+        fail("6: the receiver did not report t6/big.bin verified");
+    say("6: options: 3 lanes, a file in 5 parts arrived whole, bad options refused");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -589,7 +665,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "lifecycle: receiver: %s\n", rdmaft_last_error());
         return 1;
     }
-    const char *run = argc > 4 ? argv[4] : "12345"; /* which scenarios, for debugging */
+    const char *run = argc > 4 ? argv[4] : "123456"; /* which scenarios, for debugging */
     if (strchr(run, '1'))
         stop_during_wait(src, dest);
     if (strchr(run, '2'))
@@ -600,6 +676,8 @@ int main(int argc, char **argv)
         two_stops_from_two_callbacks(src, work);
     if (strchr(run, '5'))
         stop_recv_during_transfer(src, work);
+    if (strchr(run, '6'))
+        lanes_and_parts(src, dest);
     rdmaft_stop_recv(r);
     rdmaft_stop_recv(r);
     if (strchr(run, '3') && get(&s3_calls) != 1)

@@ -34,6 +34,8 @@ mod faults;
 mod hostile;
 #[path = "softroce/hostile_receiver.rs"]
 mod hostile_receiver;
+#[path = "softroce/lanes.rs"]
+mod lanes;
 #[path = "softroce/shards.rs"]
 mod shards;
 

@@ -266,7 +266,7 @@ fn reap(shared: &Shared) {
 fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     let options = lock(&shared.options).clone();
     let peer = peer_name(request.peer_addr());
-    let mut group = None;
+    let mut membership = None;
     let mut report = match request.accept_with(
         &options.params(),
         options.key.as_ref(),
@@ -275,9 +275,9 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         Some(&shared.groups),
     ) {
         Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
-        Ok(conn) => {
+        Ok(mut conn) => {
             let neg = *conn.negotiated();
-            group = conn.group.clone();
+            membership = conn.group.take();
             match VerbsRecvLink::new(conn) {
                 Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
                 Ok(link) => {
@@ -289,17 +289,16 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         stop: Arc::clone(&shared.stop),
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
-                        group: group.clone(),
+                        group: membership.as_ref().map(|m| Arc::clone(m.group())),
                     };
                     engine::serve(link, neg, setup)
                 }
             }
         }
     };
-    // The group's other connections have ended when none holds it any more (one that joins
-    // meanwhile carries no work: the transfer's walk was done).
-    report.transfer_ended = group.as_ref().map_or(true, |g| Arc::strong_count(g) == 1);
-    drop(group);
+    // The transfer ended with the last of its connections (one that joins later carries
+    // no work: the sender's walk was done).
+    report.transfer_ended = membership.map_or(true, crate::groups::Membership::leave);
     report_to(&options, &report);
 }
 

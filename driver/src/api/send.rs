@@ -451,13 +451,15 @@ pub fn loopback_transfer(
                 stop: Arc::new(Stop::new()),
                 handshake: None,
                 open_files: Arc::clone(&open_files),
-                group: pair.group,
+                group: pair.group.as_ref().map(|m| Arc::clone(m.group())),
             };
+            let membership = pair.group;
             let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
-            receivers
-                .push(scope.spawn(move || {
-                    crate::engine::recv::serve(receiver_link, receiver_neg, rsetup)
-                }));
+            receivers.push(scope.spawn(move || {
+                let mut report = crate::engine::recv::serve(receiver_link, receiver_neg, rsetup);
+                report.transfer_ended = membership.map_or(true, crate::groups::Membership::leave);
+                report
+            }));
             let setup = engine::SendSetup {
                 work: Arc::clone(&work),
                 lane: n,

@@ -261,6 +261,11 @@ pub struct SendOptionsC {
     pub reserved: std::ffi::c_uint,
     /// Size of the parts large files are split into over lanes (0: 64 MiB).
     pub part_size: u64,
+    /// With `shard_count` > 0: send only shard `shard_index` of `shard_count` (see
+    /// [`crate::Shard`]); 0: everything.
+    pub shard_index: std::ffi::c_uint,
+    /// The number of shards (0: no sharding).
+    pub shard_count: std::ffi::c_uint,
 }
 
 /// Most lanes a C caller may ask for.
@@ -296,8 +301,13 @@ unsafe fn read_options(options: *const SendOptionsC) -> Result<SendOptions, Stri
     if c.part_size != 0 && c.part_size < 4096 {
         return Err(format!("part size {} is below 4096", c.part_size));
     }
+    let shard = match c.shard_count {
+        0 => None,
+        n => Some(crate::Shard::new(c.shard_index, n).map_err(|e| e.to_string())?),
+    };
     let defaults = SendOptions::default();
     Ok(SendOptions {
+        shard,
         chunk_size: chunk_size(c.buffer_size),
         lanes: c.lanes as u16,
         part_size: if c.part_size == 0 {
@@ -573,10 +583,13 @@ mod options_tests {
             lanes: 3,
             reserved: 0,
             part_size: 1 << 20,
+            shard_index: 2,
+            shard_count: 3,
         };
         // SAFETY: a whole struct.
         let o = unsafe { read_options(&full) }.unwrap();
         assert_eq!((o.chunk_size, o.lanes, o.part_size), (65536, 3, 1 << 20));
+        assert_eq!(o.shard, Some(crate::Shard::new(2, 3).unwrap()));
         // An older caller's struct ends after buffer_size: the rest reads as zero (the
         // defaults), whatever lies beyond it.
         let old = SendOptionsC {
@@ -589,6 +602,7 @@ mod options_tests {
             (o.chunk_size, o.lanes, o.part_size),
             (65536, 0, crate::DEFAULT_PART_SIZE)
         );
+        assert_eq!(o.shard, None);
         for bad in [
             SendOptionsC { lanes: 65, ..full },
             SendOptionsC {
@@ -597,6 +611,10 @@ mod options_tests {
             },
             SendOptionsC {
                 struct_size: 3,
+                ..full
+            },
+            SendOptionsC {
+                shard_index: 3,
                 ..full
             },
         ] {

@@ -210,7 +210,7 @@ impl Request {
             rkey: ring_mr.rkey(),
         };
         let mac = key.map(|k| k as &dyn Mac);
-        let group_id = group.as_ref().map_or(0, |g| g.id());
+        let group_id = group.as_ref().map_or(0, |g| g.group().id());
         let (negotiated, reply) = match agreed.accept(ring, nonce()?, mac, group_id) {
             Ok(done) => done,
             Err(e) => {
@@ -377,8 +377,8 @@ pub struct ReceiverConn {
     /// The ring: data slots, then control slots.
     pub(crate) ring: Arc<MemoryRegion>,
     pub(crate) negotiated: Negotiated,
-    /// The transfer group (with `LANES` agreed), held for as long as the connection is.
-    pub(crate) group: Option<Arc<crate::groups::Group>>,
+    /// The connection's place in its transfer group (with `LANES` agreed).
+    pub(crate) group: Option<crate::groups::Membership>,
 }
 
 impl ReceiverConn {
