@@ -7,9 +7,16 @@
 //! that stands in for the NIC). Peak RSS is read after a small and after a large transfer:
 //! it must not grow with the file.
 //!
+//! Then lanes: the same file over one lane and over two (alternating, best of three each;
+//! `lanes_ratio` is two lanes' throughput over one's), with the CPU seconds each side's
+//! threads used per GiB, and per 1,000 small files from the tree transfer.
+//!
 //! `cargo bench -p rdmaft --bench loopback` (size: RDMAFT_BENCH_MIB, default 1024).
 
 mod common;
+
+use common::cpu::{self, SideCpu};
+use rdmaft::SendOptions;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -46,6 +53,27 @@ fn warm(path: &Path) {
     let mut f = File::open(path).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     while f.read(&mut buf).unwrap() > 0 {}
+}
+
+/// `run`'s seconds and the CPU each side used meanwhile.
+fn measured(run: impl FnOnce() -> f64) -> (f64, SideCpu) {
+    let before = cpu::snapshot();
+    let sampler = cpu::Sampler::start();
+    let secs = run();
+    (secs, sampler.stop(&before))
+}
+
+/// The fastest of three runs, with its CPU.
+fn best_of_3(mut run: impl FnMut() -> f64) -> (f64, SideCpu) {
+    (0..3)
+        .map(|_| measured(&mut run))
+        .fold((f64::INFINITY, SideCpu::default()), |a, b| {
+            if b.0 < a.0 {
+                b
+            } else {
+                a
+            }
+        })
 }
 
 fn main() {
@@ -152,16 +180,54 @@ fn main() {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(format!("f{i}")), &block).unwrap();
     }
-    let tree_secs = (0..3)
-        .map(|_| common::transfer(&tree, &dest, settle))
-        .fold(f64::INFINITY, f64::min);
+    let one_lane = || SendOptions {
+        lanes: 1,
+        ..SendOptions::default()
+    };
+    let (tree_secs, tree_cpu) =
+        best_of_3(|| common::transfer_with(&tree, &dest, settle, one_lane()));
     let tree_bytes = 2000 * block.len() as u64;
     println!(
-        "  rdmaft loopback tree {:7.3} s  {:8.1} MB/s  {:8.0} files/s  (2000 x 16 KiB)",
+        "  rdmaft loopback tree {:7.3} s  {:8.1} MB/s  {:8.0} files/s  (2000 x 16 KiB, 1 lane)",
         tree_secs,
         mb_per_s(tree_bytes, tree_secs),
         2000.0 / tree_secs
     );
-    println!("cpu_ratio_vs_dd={:.3}", dd / engine);
+
+    // Lanes: the big file over 1 and 2 lanes, alternating.
+    let mut best = [(f64::INFINITY, SideCpu::default()); 2];
+    for _ in 0..3 {
+        for (i, lanes) in [1u16, 2].into_iter().enumerate() {
+            let options = SendOptions {
+                lanes,
+                ..SendOptions::default()
+            };
+            let run = measured(|| common::transfer_with(&big, &dest, settle, options));
+            if run.0 < best[i].0 {
+                best[i] = run;
+            }
+        }
+    }
+    let [(one, one_cpu), (two, two_cpu)] = best;
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    println!("  lanes ({mib} MiB file, best of 3 each, alternating):");
+    for (what, secs, c) in [("1 lane ", one, one_cpu), ("2 lanes", two, two_cpu)] {
+        println!(
+            "    {what} {secs:8.3} s  {:8.1} MB/s  CPU per GiB: send {:.3} s, receive {:.3} s",
+            mb_per_s(bytes, secs),
+            c.send / gib,
+            c.recv / gib
+        );
+    }
+    println!(
+        "  CPU per 1,000 files (2000 x 16 KiB, 1 lane): send {:.3} s, receive {:.3} s",
+        tree_cpu.send / 2.0,
+        tree_cpu.recv / 2.0
+    );
+    println!(
+        "cpu_ratio_vs_dd={:.3} lanes_ratio={:.3}",
+        dd / engine,
+        one / two
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

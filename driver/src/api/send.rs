@@ -455,11 +455,20 @@ pub fn loopback_transfer(
             };
             let membership = pair.group;
             let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
-            receivers.push(scope.spawn(move || {
-                let mut report = crate::engine::recv::serve(receiver_link, receiver_neg, rsetup);
-                report.transfer_ended = membership.map_or(true, crate::groups::Membership::leave);
-                report
-            }));
+            // Named like the programs' threads, so a profile tells the two sides apart.
+            let receiving = std::thread::Builder::new()
+                .name(format!("rdmaft-lo-recv{n}"))
+                .spawn_scoped(scope, move || {
+                    let mut report =
+                        crate::engine::recv::serve(receiver_link, receiver_neg, rsetup);
+                    report.transfer_ended =
+                        membership.map_or(true, crate::groups::Membership::leave);
+                    report
+                })
+                .map_err(|e| Error::Thread {
+                    what: "loopback receiver",
+                    source: e,
+                });
             let setup = engine::SendSetup {
                 work: Arc::clone(&work),
                 lane: n,
@@ -469,21 +478,32 @@ pub fn loopback_transfer(
                 stop: Arc::clone(&stop),
             };
             let (link, neg, slots) = (pair.sender, pair.sender_neg, pair.slots);
-            senders
-                .push(scope.spawn(move || engine::run(link, neg, slots.split(), setup, started)));
+            let sending = std::thread::Builder::new()
+                .name(format!("rdmaft-lo-send{n}"))
+                .spawn_scoped(scope, move || {
+                    engine::run(link, neg, slots.split(), setup, started)
+                })
+                .map_err(|e| Error::Thread {
+                    what: "loopback sender",
+                    source: e,
+                });
+            receivers.push(receiving);
+            senders.push(sending);
         }
-        let reports: Vec<_> = senders.into_iter().map(|t| t.join()).collect();
-        let received: Vec<_> = receivers.into_iter().map(|t| t.join()).collect();
+        let reports: Vec<_> = senders
+            .into_iter()
+            .map(|t| t?.join().map_err(|_| Error::ThreadPanicked("send lane")))
+            .collect();
+        let received: Vec<_> = receivers
+            .into_iter()
+            .map(|t| t?.join().map_err(|_| Error::ThreadPanicked("receiver")))
+            .collect();
         (reports, received)
     });
-    let reports = reports
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Error::ThreadPanicked("send lane"))?;
+    let reports = reports.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut received = received
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Error::ThreadPanicked("receiver"))?
+        .collect::<Result<Vec<_>, Error>>()?
         .into_iter();
     let mut receiver_report = received.next().unwrap_or_default();
     for lane in received {
