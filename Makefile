@@ -130,13 +130,18 @@ softroce-test: capi
 # lockstep round-trip model, the engine's CPU cost over the loopback link against dd, then,
 # in one VM boot, ib_write_bw against rdmaft (bulk, tree, plain and 4 ms RTT, a chunk x
 # window sweep). The last line printed is the ratios line. Method and results: BENCHMARKS.md.
+BENCH_LOGS := target/bench-logs
+
 bench: deps
-	cargo bench -p rdmaft-protocol --bench per_chunk -- --noplot
-	cargo bench -p rdmaft-protocol --bench lockstep
-	cargo bench -p rdmaft --bench loopback
-	cargo bench -p rdmaft --bench small_files
+	mkdir -p $(BENCH_LOGS)
+	cargo bench -p rdmaft-protocol --bench per_chunk -- --noplot | tee $(BENCH_LOGS)/per_chunk.log
+	cargo bench -p rdmaft-protocol --bench lockstep | tee $(BENCH_LOGS)/lockstep.log
+	cargo bench -p rdmaft --bench loopback | tee $(BENCH_LOGS)/loopback.log
+	cargo bench -p rdmaft --bench small_files | tee $(BENCH_LOGS)/small_files.log
 	cargo build --release -p rdmaft-examples
-	$(SOFTROCE_RUN) scripts/bench-vm.sh
+	$(SOFTROCE_RUN) scripts/bench-vm.sh | tee $(BENCH_LOGS)/vm.log
+	@# The last line: every ratio the benches printed (host and VM), in one run.
+	@grep -ho '\b[a-z_]*ratio[a-z_]*=[0-9.a-z]*' $(BENCH_LOGS)/*.log | tr '\n' ' ' | sed 's/ $$/\n/'
 
 # A real transfer of a sample file and a small tree with the send and recv programs, and a
 # byte-for-byte comparison: on this host's RDMA device if there is one, else in the VM.
