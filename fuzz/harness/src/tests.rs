@@ -171,6 +171,39 @@ fn random_state_machine_inputs() {
     }
 }
 
+/// Parts the agreement does not allow (§4.1): without `LANES`, or below the chunk size. The
+/// sender refuses them as `InvalidMetadata(Part)` and stays open, the receiver fails with
+/// `BadPart` (the harnesses' models check which); a whole part of the same file is fine.
+#[test]
+fn parts_the_agreement_does_not_allow() {
+    let big = SetupSeed {
+        big_chunk: true,
+        ..LANES_SEED
+    };
+    let half = Kind::Part(PartChoice::Half { index: 1 });
+    let whole = Kind::Part(PartChoice::Whole { extra: 0, index: 1 });
+    for (setup, kind, allowed) in [
+        (SetupSeed::PLAIN, whole, false),
+        (big, half, false),
+        (big, whole, true),
+    ] {
+        let size = chunks(3, 0);
+        let ops = [start_kind(kind, size, 1), SenderOp::Pump];
+        let out = crate::sender::run(&encoded(&setup, ops.as_slice())).expect("a sender");
+        assert!(!out.failed, "{kind:?}");
+        let offer = to_receiver(PeerMsg::FileHeader {
+            file: NewId::Next,
+            kind,
+            size,
+            meta: meta(),
+            name: Name::Simple(1),
+        });
+        let ops = [offer, ReceiverOp::Pump];
+        let out = crate::receiver::run(&encoded(&setup, ops.as_slice())).expect("a receiver");
+        assert_eq!(out.failed, !allowed, "{kind:?} with {setup:?}");
+    }
+}
+
 // ---- regression tests for protocol findings ----
 
 /// The receiver took an ordinary message in the last slot of the sender's control credit,
@@ -343,6 +376,28 @@ fn start(size: Size, name: u8) -> SenderOp {
     }
 }
 
+/// A `start` of an entry of `kind`.
+fn start_kind(kind: Kind, size: Size, name: u8) -> SenderOp {
+    SenderOp::Start {
+        id: NewId::Next,
+        kind,
+        size,
+        meta: meta(),
+        name: Name::Simple(name),
+    }
+}
+
+/// A `start` of part `index` of parts of `2^extra` chunks.
+fn start_part(size: Size, name: u8, extra: u8, index: u8) -> SenderOp {
+    start_kind(Kind::Part(PartChoice::Whole { extra, index }), size, name)
+}
+
+/// Groups agreed (parts allowed).
+const LANES_SEED: SetupSeed = SetupSeed {
+    group: Some(0x4c41_4e45),
+    ..SetupSeed::PLAIN
+};
+
 fn chunks(n: u8, extra: u16) -> Size {
     Size::Chunks { n, extra }
 }
@@ -451,6 +506,31 @@ fn sender_scenarios() -> Vec<(&'static str, SetupSeed, Vec<SenderOp>)> {
             ],
         ),
         (
+            // A file of three parts of two 8 KiB chunks: the middle one and the short last
+            // one, then a part below the chunk size (refused).
+            "parts",
+            SetupSeed {
+                window: 2,
+                big_chunk: true,
+                ..LANES_SEED
+            },
+            vec![
+                start_part(chunks(5, 100), 1, 1, 1),
+                start_part(chunks(5, 100), 2, 1, 2),
+                start_kind(Kind::Part(PartChoice::Half { index: 0 }), chunks(1, 0), 3),
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Close,
+                Pump,
+                to_sender(PeerMsg::Goodbye),
+            ],
+        ),
+        (
             "credit_pressure",
             SetupSeed {
                 window: 1,
@@ -499,6 +579,16 @@ fn to_receiver(msg: PeerMsg) -> ReceiverOp {
         imm: ImmChoice::Next,
         len: LenChoice::Exact,
     }
+}
+
+fn offer_part(size: Size, name: Name, extra: u8, index: u8) -> ReceiverOp {
+    to_receiver(PeerMsg::FileHeader {
+        file: NewId::Next,
+        kind: Kind::Part(PartChoice::Whole { extra, index }),
+        size,
+        meta: meta(),
+        name,
+    })
 }
 
 fn offer(size: Size, name: Name) -> ReceiverOp {
@@ -562,6 +652,25 @@ fn receiver_scenarios() -> Vec<(&'static str, SetupSeed, Vec<ReceiverOp>)> {
                 Stream,
                 end(0),
                 Timeout(700),
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                to_receiver(PeerMsg::Goodbye),
+            ],
+        ),
+        (
+            // Two parts of one size: a whole-chunk one and the short last one.
+            "parts",
+            SetupSeed {
+                window: 2,
+                ..LANES_SEED
+            },
+            vec![
+                offer_part(chunks(5, 100), Name::Simple(1), 1, 0),
+                offer_part(chunks(5, 100), Name::Simple(2), 1, 2),
+                Pump,
+                Pump,
                 Pump,
                 Pump,
                 Pump,
@@ -900,6 +1009,12 @@ fn check_setup(name: &str, s: &SetupSeed, neg: &Negotiated, config: &Config) {
         s.digest_required
     );
     assert_eq!(neg.keepalive_ms, u32::from(s.keepalive_ms), "{name}");
+    assert_eq!(neg.group, s.group.unwrap_or(0), "{name}");
+    assert_eq!(
+        neg.features.contains(Features::LANES),
+        s.group.is_some(),
+        "{name}"
+    );
     let keepalive = std::time::Duration::from_millis(s.keepalive_ms.into());
     assert_eq!(
         config.idle_timeout,
@@ -955,6 +1070,19 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             header("ünï/cødé", EntryKind::File, 0),
         ),
         ("directory", header("dir/sub", EntryKind::Directory, 0)),
+        (
+            "file_part",
+            match header("dir/sub/file.txt", EntryKind::File, 3 << 20) {
+                Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    part: Some(Part {
+                        shift: 20,
+                        index: 2,
+                    }),
+                    ..h
+                }),
+                _ => unreachable!("a header"),
+            },
+        ),
         (
             "answer_accept",
             Control::FileAnswer {
@@ -1021,7 +1149,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     // decode_handshake: hellos, and the accepts the harness's receivers give them.
     use crate::decode_handshake::{accept_bytes, hello_bytes, receiver_params, sender_params};
     let receivers = receiver_params();
-    let [(plain, _), (keyed, _), (tiny, _)] = sender_params();
+    let [(plain, _), (keyed, _), (tiny, _), (join, _), _] = sender_params();
     put("decode_handshake", "hello", hello_bytes(&plain).to_vec());
     let mut padded = hello_bytes(&plain).to_vec();
     padded.resize(56, 0);
@@ -1036,8 +1164,14 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         "hello_tiny",
         hello_bytes(&tiny).to_vec(),
     );
+    put(
+        "decode_handshake",
+        "hello_join",
+        hello_bytes(&join).to_vec(),
+    );
     let accepts = [
         ("accept", &plain, &receivers[0]),
+        ("accept_join", &join, &receivers[0]),
         ("accept_keyed", &keyed, &receivers[2]),
         ("accept_tiny", &tiny, &receivers[0]),
     ];

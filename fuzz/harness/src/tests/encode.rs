@@ -137,7 +137,36 @@ impl Encode for Size {
 
 impl Encode for Kind {
     fn encode(&self, e: &mut Enc) {
-        e.variant(matches!(self, Kind::Directory).into(), 2);
+        match *self {
+            Kind::File => e.variant(0, 3),
+            Kind::Directory => e.variant(1, 3),
+            Kind::Part(p) => {
+                e.variant(2, 3);
+                p.encode(e);
+            }
+        }
+    }
+}
+
+impl Encode for PartChoice {
+    fn encode(&self, e: &mut Enc) {
+        match *self {
+            PartChoice::Whole { extra, index } => {
+                e.variant(0, 3);
+                e.u8(extra);
+                e.u8(index);
+            }
+            PartChoice::Half { index } => {
+                e.variant(1, 3);
+                e.u8(index);
+            }
+            PartChoice::Raw { shift, index, dir } => {
+                e.variant(2, 3);
+                e.u8(shift);
+                e.u32(index);
+                e.bool(dir);
+            }
+        }
     }
 }
 
@@ -544,6 +573,8 @@ pub(super) struct SetupSeed {
     pub(super) proof: Option<[u8; 32]>,
     pub(super) digest_required: bool,
     pub(super) keepalive_ms: u16,
+    /// With `LANES`: the group (non-zero).
+    pub(super) group: Option<u32>,
     pub(super) high_ring: bool,
     /// Idle timeout in keepalive intervals (2 ..= 10).
     pub(super) idle: Option<u8>,
@@ -558,6 +589,7 @@ impl SetupSeed {
         proof: None,
         digest_required: false,
         keepalive_ms: 1000,
+        group: None,
         high_ring: false,
         idle: None,
     };
@@ -565,13 +597,17 @@ impl SetupSeed {
 
 impl Encode for SetupSeed {
     fn encode(&self, e: &mut Enc) {
-        // ratio(7, 8): 1 + b % 8 <= 7.
-        e.u8(if self.big_chunk { 7 } else { 0 });
+        // ratio(3, 4): 1 + b % 4 <= 3.
+        e.u8(if self.big_chunk { 3 } else { 0 });
         e.in_range(u64::from(self.window - 1), 7);
         e.in_range(u64::from(self.open - 1), u64::from(MAX_FILES - 1));
         e.in_range(self.extra_depth.0.into(), 3);
         e.in_range(self.extra_depth.1.into(), 3);
         e.ratio_one_in(8, false); // not the "some features" branch: the usual digests
+        e.ratio_one_in(2, self.group.is_some());
+        if let Some(g) = self.group {
+            e.u32(g);
+        }
         e.ratio_one_in(4, self.proof.is_some());
         if let Some(p) = self.proof {
             e.bytes(&p);
