@@ -17,7 +17,7 @@ use crate::receiver::{ImmChoice, LenChoice, ReceiverOp};
 use crate::sender::SenderOp;
 use crate::*;
 use arbitrary::{Arbitrary, Unstructured};
-use encode::{Enc, Encode, PairSeed, PolicySeed, SetupSeed, SideSeed};
+use encode::{Enc, Encode, FileSeed, PairSeed, PolicySeed, SetupSeed, SideSeed};
 use rdmaft_protocol::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -837,29 +837,30 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
     };
     let chunk = sim::CHUNK as u16;
     let schedule: Vec<u8> = (0..64).map(|i: u8| i.wrapping_mul(37)).collect();
-    let seed = |files: Vec<(u8, u16, PolicySeed)>| PairSeed {
+    let seed = |files: Vec<FileSeed>| PairSeed {
         window: 4,
         sender: side(4, None),
         receiver: side(8, None),
         receiver_window: 8,
         digest_required: false,
+        lanes: false,
         files,
         schedule: schedule.clone(),
     };
     vec![
         (
             "one_file",
-            seed(vec![(0, 2 * chunk + 5, PolicySeed::Accept)]),
+            seed(vec![(0, 2 * chunk + 5, PolicySeed::Accept, None)]),
         ),
         (
             "mixed",
             seed(vec![
-                (2, chunk, PolicySeed::Accept),
-                (0, 0, PolicySeed::Directory),
-                (3, 3 * chunk, PolicySeed::Resume(chunk + 9)),
-                (5, 100, PolicySeed::Reject),
-                (2, 10, PolicySeed::Accept),
-                (7, chunk + 1, PolicySeed::Accept),
+                (2, chunk, PolicySeed::Accept, None),
+                (0, 0, PolicySeed::Directory, None),
+                (3, 3 * chunk, PolicySeed::Resume(chunk + 9), None),
+                (5, 100, PolicySeed::Reject, None),
+                (2, 10, PolicySeed::Accept, None),
+                (7, chunk + 1, PolicySeed::Accept, None),
             ]),
         ),
         (
@@ -867,10 +868,37 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
             PairSeed {
                 window: 2,
                 ..seed(vec![
-                    (0, 3 * chunk, PolicySeed::SenderAbortAt(1)),
-                    (1, 2 * chunk, PolicySeed::ReceiverCancelAt(0)),
-                    (5, chunk + 3, PolicySeed::Accept),
-                    (0, 3 * chunk + 1, PolicySeed::ReceiverCancelAt(2)),
+                    (0, 3 * chunk, PolicySeed::SenderAbortAt(1), None),
+                    (1, 2 * chunk, PolicySeed::ReceiverCancelAt(0), None),
+                    (5, chunk + 3, PolicySeed::Accept, None),
+                    (0, 3 * chunk + 1, PolicySeed::ReceiverCancelAt(2), None),
+                ])
+            },
+        ),
+        (
+            // Parts of one and two chunks, whole and short, with a resume, an abort and a
+            // cancel inside a part.
+            "parts",
+            PairSeed {
+                lanes: true,
+                ..seed(vec![
+                    (0, 3 * chunk + 1, PolicySeed::Accept, Some((0, 3))),
+                    (1, 3 * chunk, PolicySeed::Accept, Some((1, 0))),
+                    (
+                        2,
+                        2 * chunk + 9,
+                        PolicySeed::Resume(chunk + 9),
+                        Some((1, 0)),
+                    ),
+                    (3, 3 * chunk, PolicySeed::SenderAbortAt(0), Some((0, 1))),
+                    (
+                        4,
+                        3 * chunk + 1,
+                        PolicySeed::ReceiverCancelAt(1),
+                        Some((1, 1)),
+                    ),
+                    (5, chunk, PolicySeed::Accept, None),
+                    (6, 0, PolicySeed::Directory, None),
                 ])
             },
         ),
@@ -883,10 +911,10 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
                 receiver_window: 1,
                 digest_required: true,
                 ..seed(vec![
-                    (6, chunk, PolicySeed::Accept),
-                    (2, 1, PolicySeed::Accept),
-                    (0, 0, PolicySeed::Directory),
-                    (4, 2 * chunk, PolicySeed::Accept),
+                    (6, chunk, PolicySeed::Accept, None),
+                    (2, 1, PolicySeed::Accept, None),
+                    (0, 0, PolicySeed::Directory, None),
+                    (4, 2 * chunk, PolicySeed::Accept, None),
                 ])
             },
         ),
@@ -969,7 +997,12 @@ fn seed_encoders_round_trip() {
             }
         }
         assert_eq!(files.len(), seed.files.len());
-        for (f, &(n, len, policy)) in files.iter().zip(&seed.files) {
+        for (f, &(n, len, policy, part)) in files.iter().zip(&seed.files) {
+            let part = part.map(|(extra, index)| Part {
+                shift: MIN_PART_SHIFT + extra,
+                index,
+            });
+            assert_eq!(f.part, part, "pair/{name}");
             assert_eq!(f.name, crate::pair::NAMES[usize::from(n)], "pair/{name}");
             let (len, policy) = match policy {
                 PolicySeed::Accept => (len, sim::Policy::Accept),

@@ -650,6 +650,10 @@ pub(super) enum PolicySeed {
     Directory,
 }
 
+/// A file in a pair setup: name index, length, policy, and with `lanes` maybe a part (shift
+/// above 12: 0 or 1, number).
+pub(super) type FileSeed = (u8, u16, PolicySeed, Option<(u8, u32)>);
+
 /// What `pair::setup` decodes, then the schedule.
 #[derive(Clone, Debug)]
 pub(super) struct PairSeed {
@@ -658,8 +662,9 @@ pub(super) struct PairSeed {
     pub(super) receiver: SideSeed,
     pub(super) receiver_window: u8,
     pub(super) digest_required: bool,
-    /// Name index, length, policy.
-    pub(super) files: Vec<(u8, u16, PolicySeed)>,
+    /// Both sides offer `LANES` (parts allowed).
+    pub(super) lanes: bool,
+    pub(super) files: Vec<FileSeed>,
     pub(super) schedule: Vec<u8>,
 }
 
@@ -676,9 +681,10 @@ impl Encode for PairSeed {
         }
         e.in_range(u64::from(self.receiver_window - 1), 7);
         e.ratio_one_in(4, self.digest_required);
+        e.ratio_one_in(2, self.lanes);
         e.in_range(self.files.len() as u64, 8);
         let chunk = crate::pair::sim::CHUNK as u64;
-        for &(name, len, policy) in &self.files {
+        for &(name, len, policy, part) in &self.files {
             let len = u64::from(len);
             e.in_range(name.into(), 7);
             e.in_range(len, 3 * chunk + 1);
@@ -699,6 +705,15 @@ impl Encode for PairSeed {
                     e.in_range(k.into(), chunks);
                 }
                 PolicySeed::Directory => e.in_range(7, 9),
+            }
+            let directory = matches!(policy, PolicySeed::Directory);
+            if self.lanes && len > 0 && !directory {
+                e.ratio_one_in(2, part.is_some());
+                if let Some((extra, index)) = part {
+                    e.in_range(extra.into(), 1);
+                    let parts = len.div_ceil(chunk << extra);
+                    e.in_range(index.into(), parts - 1);
+                }
             }
         }
         e.bytes(&self.schedule);
