@@ -66,7 +66,7 @@ pub enum Violation {
     },
     /// A file end arrived before all of the file's chunks.
     EndBeforeData,
-    /// A file end's length differs from the header's size.
+    /// A file end's length differs from the entry's data length (the size, or a part's length).
     EndLengthMismatch,
     /// A file end uses a digest that was not negotiated.
     DigestNotNegotiated,

@@ -3,7 +3,9 @@
 
 mod model;
 
-use model::{round_trips, worst_bulk, Setup};
+use model::{
+    bulk_chunks_per_rtt, parts_chunks_per_rtt, parts_round_trips, round_trips, worst_bulk, Setup,
+};
 use rdmaft_protocol::{MAX_OPEN_FILES, MIN_CHUNK_SIZE};
 
 #[test]
@@ -29,4 +31,24 @@ fn the_model_counts_round_trips() {
     // One empty file: header, answer, end, result, goodbye, goodbye: three round trips.
     let rtts = round_trips(Setup::new(MIN_CHUNK_SIZE, 4), vec![0]);
     assert!((2.5..=3.5).contains(&rtts), "{rtts}");
+}
+
+#[test]
+fn parts_keep_the_pipeline_full() {
+    // One file sent as parts of 16 chunks at window 64: a header, answer and end per part,
+    // yet as many chunks per round trip as one bulk file.
+    let setup = Setup::new(MIN_CHUNK_SIZE, 64);
+    let parts = parts_chunks_per_rtt(setup, 16);
+    let bulk = bulk_chunks_per_rtt(setup);
+    assert!(
+        parts >= 0.95 * bulk,
+        "parts {parts}, bulk {bulk} chunks per round trip"
+    );
+    // 8 parts of 16 chunks take as long as the same 128 chunks as one file.
+    let split = parts_round_trips(setup, 8, 16);
+    let whole = round_trips(setup, vec![128 * u64::from(MIN_CHUNK_SIZE)]);
+    assert!(
+        split <= whole,
+        "8 parts: {split} round trips, one file: {whole}"
+    );
 }

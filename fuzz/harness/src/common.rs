@@ -117,6 +117,64 @@ pub enum Kind {
     File,
     /// A directory (size forced to 0 unless the metadata is raw).
     Directory,
+    /// A part of a regular file (kind 3 on the wire, PROTOCOL.md §4.1).
+    Part(PartChoice),
+}
+
+/// Which part an entry of [`Kind::Part`] carries: mostly one the agreement allows, sometimes
+/// anything (below the chunk, out of range, past the end, of a directory).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum PartChoice {
+    /// Parts of `2^(log2(chunk) + extra % 3)` bytes, number `index` modulo the file's parts:
+    /// valid for a non-empty file once `LANES` is agreed.
+    Whole {
+        /// Part size above the chunk, as a shift.
+        extra: u8,
+        /// Part number (taken modulo the file's parts).
+        index: u8,
+    },
+    /// Parts of half a chunk: below the smallest shift with 4 KiB chunks, a `BadPart` with
+    /// larger ones.
+    Half {
+        /// Part number (taken modulo the file's parts).
+        index: u8,
+    },
+    /// Any shift and number; `dir` makes it a part of a directory (always invalid).
+    Raw {
+        /// Shift.
+        shift: u8,
+        /// Number.
+        index: u32,
+        /// Of a directory.
+        dir: bool,
+    },
+}
+
+impl PartChoice {
+    /// The entry kind and part, for a file of `size` bytes and chunks of `chunk` bytes.
+    pub(crate) fn get(self, size: u64, chunk: u32) -> (EntryKind, Part) {
+        let log = chunk.trailing_zeros() as u8;
+        let within = |shift: u8, index: u8| {
+            // At least one part, so the number of an empty file's part is 0 (still invalid).
+            let parts = size.div_ceil(1u64 << shift).max(1);
+            Part {
+                shift,
+                index: (u64::from(index) % parts) as u32,
+            }
+        };
+        match self {
+            PartChoice::Whole { extra, index } => (EntryKind::File, within(log + extra % 3, index)),
+            PartChoice::Half { index } => (EntryKind::File, within(log - 1, index)),
+            PartChoice::Raw { shift, index, dir } => {
+                let kind = if dir {
+                    EntryKind::Directory
+                } else {
+                    EntryKind::File
+                };
+                (kind, Part { shift, index })
+            }
+        }
+    }
 }
 
 /// Metadata of an offer: valid unless `raw`.
@@ -132,6 +190,7 @@ pub struct Meta {
 /// A header's fields, before the id and name are known.
 pub(crate) struct Entry {
     pub(crate) kind: EntryKind,
+    pub(crate) part: Option<Part>,
     pub(crate) size: u64,
     pub(crate) mtime_sec: i64,
     pub(crate) mtime_nsec: u32,
@@ -140,16 +199,21 @@ pub(crate) struct Entry {
 
 impl Meta {
     pub(crate) fn entry(self, kind: Kind, size: Size, chunk: u32) -> Entry {
-        let kind = match kind {
-            Kind::File => EntryKind::File,
-            Kind::Directory => EntryKind::Directory,
-        };
         let mut size = size.get(chunk);
+        let (kind, part) = match kind {
+            Kind::File => (EntryKind::File, None),
+            Kind::Directory => (EntryKind::Directory, None),
+            Kind::Part(p) => {
+                let (kind, part) = p.get(size, chunk);
+                (kind, Some(part))
+            }
+        };
         if !self.raw && kind == EntryKind::Directory {
             size = 0;
         }
         Entry {
             kind,
+            part,
             size,
             mtime_sec: self.mtime_sec,
             mtime_nsec: if self.raw {
@@ -169,7 +233,7 @@ impl Meta {
 impl Entry {
     pub(crate) fn header(self, file_id: u64, name: &str) -> FileInfo<'_> {
         FileInfo {
-            part: None,
+            part: self.part,
             file_id,
             kind: self.kind,
             size: self.size,
@@ -383,10 +447,11 @@ pub enum Proof {
 
 /// The agreement a state machine starts from, its local settings, and whether `new` must
 /// accept them. Mostly valid: small chunks, windows, open-file limits and depths (so the
-/// limits are hit), all digest features, sometimes a key, a required digest, a ring at the
+/// limits are hit), all digest features, half the time transfer groups, sometimes a key, a required digest, a ring at the
 /// top of the address space, an idle timeout; rarely one field broken.
 pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, Config)> {
-    let chunk_size: u32 = if u.ratio(7, 8)? { 4096 } else { 8192 };
+    // 8 KiB a quarter of the time: parts of 4 KiB are then below the chunk (`BadPart`).
+    let chunk_size: u32 = if u.ratio(3, 4)? { 4096 } else { 8192 };
     let window: u32 = u.int_in_range(1..=8)?;
     let max_open_files: u16 = u.int_in_range(1..=MAX_FILES)?;
     let sender_ctrl_depth = min_ctrl_depth(max_open_files) + u.int_in_range(0..=3)?;
@@ -395,6 +460,14 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
         Features::RESUME | Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3
     } else {
         Features::from_bits_truncate(u.arbitrary()?) - Features::AUTH_PSK
+    };
+    // Transfer groups half the time: parts are then allowed, and the group is never 0.
+    let group = if u.ratio(1, 2)? {
+        features |= Features::LANES;
+        u.arbitrary::<u32>()?.max(1)
+    } else {
+        features -= Features::LANES;
+        0
     };
     let sender_proof = if u.ratio(1, 4)? {
         features |= Features::AUTH_PSK;
@@ -415,7 +488,7 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
         0x1000_0000
     };
     let mut neg = Negotiated {
-        group: u32::from(features.contains(Features::LANES)),
+        group,
         features,
         flags,
         chunk_size,
@@ -433,8 +506,10 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
     };
     if u.ratio(1, 32)? {
         // One field outside the protocol's limits: `new` must refuse it.
-        match u.int_in_range(0..=5u8)? {
+        match u.int_in_range(0..=6u8)? {
             0 => neg.window = 0,
+            // A group without `LANES`, or `LANES` without a group.
+            6 => neg.group = u32::from(neg.group == 0),
             1 => neg.chunk_size = 4095,
             2 => neg.ring.len += 1,
             3 => neg.receiver_ctrl_depth = min_ctrl_depth(max_open_files) - 1,
@@ -526,7 +601,37 @@ pub(crate) fn metadata_error(h: &FileInfo<'_>) -> Option<Field> {
         Some(Field::Mode)
     } else if h.size > i64::MAX as u64 || (h.kind == EntryKind::Directory && h.size != 0) {
         Some(Field::Size)
+    } else if h.part.is_some_and(|p| {
+        // A non-empty piece of a regular file, its shift in 12 ..= 62 (§4.1).
+        !(12..=62).contains(&p.shift)
+            || h.kind != EntryKind::File
+            || u128::from(p.index) << p.shift >= u128::from(h.size)
+    }) {
+        Some(Field::Part)
     } else {
         None
+    }
+}
+
+/// Whether the agreement allows a part (§4.1): `LANES` agreed, and a part no smaller than a
+/// chunk. Otherwise the sender refuses it (`InvalidMetadata(Part)`), the receiver fails
+/// (`BadPart`).
+pub(crate) fn part_allowed(neg: &Negotiated, part: Option<Part>) -> bool {
+    part.is_none_or(|p| {
+        let size = 1u128.checked_shl(p.shift.into());
+        neg.features.contains(Features::LANES) && size.is_none_or(|s| s >= neg.chunk_size.into())
+    })
+}
+
+/// Bytes an entry with valid metadata carries: a part's own (the last part may be short),
+/// else its size.
+pub(crate) fn data_len(h: &FileInfo<'_>) -> u64 {
+    match h.part {
+        Some(p) => {
+            let start = u128::from(p.index) << p.shift;
+            let end = (start + (1u128 << p.shift)).min(u128::from(h.size));
+            u64::try_from(end.saturating_sub(start)).expect("within the size")
+        }
+        None => h.size,
     }
 }

@@ -53,6 +53,15 @@ fn check_invariants(msg: &Control<'_>, len: usize) {
             if h.kind == EntryKind::Directory {
                 assert_eq!(h.size, 0, "a directory with data");
             }
+            if let Some(p) = h.part {
+                // A non-empty piece of a regular file, of 4 KiB ..= 4 EiB parts (§4.1).
+                assert_eq!(h.kind, EntryKind::File, "a part of a directory");
+                assert!((12..=62).contains(&p.shift), "part shift {}", p.shift);
+                let start = u128::from(p.index) << p.shift;
+                assert!(start < u128::from(h.size), "part {p:?} past the end");
+                let len = (u128::from(h.size) - start).min(1 << p.shift);
+                assert_eq!(u128::from(h.data_len()), len, "data length of {p:?}");
+            }
             assert_eq!(h.check_metadata(), Ok(()));
         }
         Control::FileEnd(e) => {

@@ -4,10 +4,12 @@
 //!
 //! Every agreement must follow the negotiation rules (PROTOCOL.md §2.4), and every accept the
 //! receiver builds from it must be one the sender that sent the hello takes, with the very
-//! same parameters on both sides, with and without keys.
+//! same parameters on both sides, with and without keys. Transfer groups (§2.7): a join is
+//! agreed only with `LANES` (else `UNKNOWN_GROUP`), answered with the group joined and no
+//! other, a new group is never 0, and no group travels without `LANES`.
 
 use crate::common::ToyMac;
-use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN, REJECT_LEN};
+use rdmaft_protocol::wire::{AcceptRepr, ACCEPT_LEN, HELLO_LEN, REJECT_LEN};
 use rdmaft_protocol::*;
 
 /// The receiver's key (with `AUTH_PSK`).
@@ -61,17 +63,35 @@ pub(crate) fn receiver_params() -> [Params; 5] {
     [defaults, strict, keyed, small_ring, broken]
 }
 
-/// Senders' parameters for `check_reply`, each with its key when it offers `AUTH_PSK`.
-pub(crate) fn sender_params() -> [(Params, Option<ToyMac>); 3] {
+/// The group the harness's joining senders join.
+pub(crate) const JOIN: u32 = 0x6a6f_696e;
+
+/// Senders' parameters for `check_reply`, each with its key when it offers `AUTH_PSK`: plain
+/// and keyed ones open a group (they offer `LANES`), two join one, the tiny one has none.
+pub(crate) fn sender_params() -> [(Params, Option<ToyMac>); 5] {
     let plain = Params::new(all_but_key(), 1 << 20, 64);
     let keyed = Params::new(Features::all(), 1 << 16, 16);
+    let join = Params {
+        group: JOIN,
+        ..plain
+    };
+    let join_keyed = Params {
+        group: JOIN,
+        ..keyed
+    };
     let tiny = Params {
         ctrl_depth: min_ctrl_depth(1),
         max_open_files: 1,
         keepalive_ms: 1,
         ..Params::new(Features::empty(), MIN_CHUNK_SIZE, 1)
     };
-    [(plain, None), (keyed, Some(KEY)), (tiny, None)]
+    [
+        (plain, None),
+        (keyed, Some(KEY)),
+        (tiny, None),
+        (join, None),
+        (join_keyed, Some(KEY)),
+    ]
 }
 
 /// The hello a sender with `p` sends.
@@ -160,6 +180,15 @@ pub fn decode_handshake(data: &[u8]) {
             Err(reason) => {
                 if local.check().is_err() {
                     assert_eq!(reason, RejectReason::MISCONFIGURED);
+                } else if let Ok(h) = HelloRepr::decode(data) {
+                    // Refused only for the join: a receiver without groups has none to join.
+                    let lanes = Params {
+                        features: local.features | Features::LANES,
+                        ..local
+                    };
+                    if h.group != 0 && negotiate(data, &lanes).is_ok() {
+                        assert_eq!(reason, RejectReason::UNKNOWN_GROUP, "join of {}", h.group);
+                    }
                 }
             }
         }
@@ -189,6 +218,16 @@ pub fn decode_handshake(data: &[u8]) {
         );
         assert_eq!(
             check_reply(data, &local, &hello[..HELLO_LEN - 1], key),
+            Err(HandshakeError::Invalid(ReplyError::LocalParams))
+        );
+        // A group to join without offering `LANES`.
+        let groupless = Params {
+            group: JOIN,
+            features: local.features - Features::LANES,
+            ..local
+        };
+        assert_eq!(
+            check_reply(data, &groupless, &hello, key),
             Err(HandshakeError::Invalid(ReplyError::LocalParams))
         );
     }
@@ -273,9 +312,28 @@ fn check_agreed(hello: &[u8], local: &Params, agreed: &Agreed) {
         Err(ParamError::KeyMismatch)
     );
     let key = auth.then_some(&KEY as &dyn Mac);
+    let lanes = agreed.features.contains(Features::LANES);
+    let group = group_for(agreed);
+    // Any group but the one joined, and no group at all, are refused with `LANES`; any
+    // group is refused without it.
+    let other = group.wrapping_add(1).max(1);
+    let refused = if lanes {
+        [(agreed.join != 0).then_some(other), Some(0)]
+    } else {
+        [Some(other), None]
+    };
+    for g in refused.into_iter().flatten() {
+        assert_eq!(
+            agreed.accept(ring, RECEIVER_NONCE, key, g).map(|_| ()),
+            Err(ParamError::Group),
+            "accept into group {g} (joined {}, LANES {lanes})",
+            agreed.join
+        );
+    }
     let (rneg, reply) = agreed
-        .accept(ring, RECEIVER_NONCE, key, group_for(agreed))
+        .accept(ring, RECEIVER_NONCE, key, group)
         .unwrap_or_else(|e| panic!("accept of a valid agreement failed: {e}"));
+    assert_eq!(rneg.group, group);
     assert_eq!(rneg.check(), Ok(()), "the receiver's agreement is invalid");
     assert_eq!(rneg.ring_len(), agreed.ring_len());
     assert_eq!(rneg.sender_proof.is_some(), auth);
@@ -320,6 +378,60 @@ fn check_agreed(hello: &[u8], local: &Params, agreed: &Agreed) {
             "a proof made with another key was taken"
         );
     }
+    check_other_groups(&reply, &sender, hello, sender_key);
+}
+
+/// The sender refuses the receiver's accept with its group changed: 0 or another than it
+/// joined with `LANES`, any without. A new group may be any other number, but not under a
+/// key proof made for the first.
+fn check_other_groups(
+    reply: &HandshakeReply,
+    sender: &Params,
+    hello: &[u8],
+    key: Option<&dyn Mac>,
+) {
+    let HandshakeReply::Accept(a) = *reply else {
+        panic!("accept() replied {reply:?}");
+    };
+    let lanes = a.features.contains(Features::LANES);
+    for g in [0, a.group.wrapping_add(1).max(1), JOIN] {
+        if g == a.group {
+            continue;
+        }
+        let mut buf = [0u8; ACCEPT_LEN];
+        let n = HandshakeReply::Accept(AcceptRepr { group: g, ..a })
+            .encode(&mut buf)
+            .expect("an accept fits");
+        let got = check_reply(&buf[..n], sender, hello, key);
+        let group_ok = lanes && g != 0 && (sender.group == 0 || sender.group == g);
+        match got {
+            Ok(neg) => {
+                assert!(
+                    group_ok,
+                    "group {g} taken (joined {}, LANES {lanes})",
+                    sender.group
+                );
+                assert!(
+                    key.is_none(),
+                    "group {g} taken under a proof made for {}",
+                    a.group
+                );
+                assert_eq!(neg.group, g);
+            }
+            Err(e) if group_ok => assert_eq!(
+                e,
+                HandshakeError::Invalid(ReplyError::BadProof),
+                "group {g} (joined {})",
+                sender.group
+            ),
+            Err(e) => assert_eq!(
+                e,
+                HandshakeError::Invalid(ReplyError::Group),
+                "group {g} (joined {}, LANES {lanes})",
+                sender.group
+            ),
+        }
+    }
 }
 
 /// What `check_reply` accepts stays within what the sender proposed, and is an agreement
@@ -358,4 +470,13 @@ fn check_negotiated(local: &Params, neg: &Negotiated) {
         "check_reply produced an invalid agreement"
     );
     assert_eq!(Config::default().check(neg), Ok(()));
+    if neg.features.contains(Features::LANES) {
+        assert_ne!(neg.group, 0, "LANES without a group");
+        if local.group != 0 {
+            assert_eq!(neg.group, local.group, "put into another group than joined");
+        }
+    } else {
+        assert_eq!(neg.group, 0, "a group without LANES");
+        assert_eq!(local.group, 0, "a join taken without LANES");
+    }
 }

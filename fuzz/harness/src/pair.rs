@@ -7,7 +7,9 @@
 //! few milliseconds (so they compete for control credit), sometimes required digests; up to
 //! eight files with names from a small set (so the sender waits on open names), sizes up to
 //! a few chunks, and every policy the simulator knows (accept, reject, resume, the sender
-//! aborting, the receiver cancelling, directories). The rest of the input is the schedule:
+//! aborting, the receiver cancelling, directories); half the time both sides offer `LANES`
+//! and files may then be parts of 4 or 8 KiB (one or two chunks, the last one short). The
+//! rest of the input is the schedule:
 //! `enabled[byte % len]`, then a fixed PRNG once the bytes run out.
 //!
 //! Every run must end with both sides closed, no failure, no RNR, no stall, every file's
@@ -93,7 +95,7 @@ pub fn pair(data: &[u8]) {
                         f.name
                     );
                 } else {
-                    last_ok.insert(&f.name, &f.data);
+                    last_ok.insert(&f.name, f.payload());
                 }
             }
             Some(status) => {
@@ -132,6 +134,11 @@ pub(crate) fn setup(
     }
     cfg.receiver.window = u.int_in_range(1..=8)?;
     cfg.receiver.require_digest = u.ratio(1, 4)?;
+    let lanes = u.ratio(1, 2)?;
+    if lanes {
+        cfg.sender.features |= Features::LANES;
+        cfg.receiver.features |= Features::LANES;
+    }
     let n: usize = u.int_in_range(0..=8)?;
     let mut files = Vec::with_capacity(n);
     for _ in 0..n {
@@ -149,7 +156,16 @@ pub(crate) fn setup(
             7 => (0, sim::Policy::Directory),
             _ => (len, sim::Policy::Accept),
         };
-        files.push(sim::file(name, len, policy));
+        let mut file = sim::file(name, len, policy);
+        if lanes && len > 0 && u.ratio(1, 2)? {
+            let shift = MIN_PART_SHIFT + u.int_in_range(0..=1)?;
+            let parts = (len as u64).div_ceil(1 << shift);
+            file.part = Some(Part {
+                shift,
+                index: u.int_in_range(0..=parts as u32 - 1)?,
+            });
+        }
+        files.push(file);
     }
     Ok((cfg, files))
 }
@@ -162,13 +178,14 @@ fn describe(cfg: &sim::Config, files: &[sim::SimFile]) -> String {
         )
     };
     format!(
-        "sender {}, receiver {} digests required {}; files {:?}",
+        "sender {}, receiver {} digests required {} features {:?}; files {:?}",
         side(&cfg.sender),
         side(&cfg.receiver),
         cfg.receiver.require_digest,
+        cfg.sender.features & cfg.receiver.features,
         files
             .iter()
-            .map(|f| (&f.name, f.data.len(), f.policy))
+            .map(|f| (&f.name, f.data.len(), f.policy, f.part))
             .collect::<Vec<_>>()
     )
 }

@@ -230,7 +230,8 @@ enum RxEnd {
 struct RxFile {
     id: u64,
     kind: EntryKind,
-    size: u64,
+    /// Bytes its stream carries: the part's for a part, else the size.
+    len: u64,
     name: String,
     refusal: Option<FileRejectReason>,
     decided: Option<FileAnswer>,
@@ -322,7 +323,7 @@ impl Peer for Rx {
     }
 
     fn size_of(&self, id: u64) -> u64 {
-        self.by_id(id).map_or(0, |f| f.size)
+        self.by_id(id).map_or(0, |f| f.len)
     }
 
     fn credit(&self) -> (u64, u64) {
@@ -581,7 +582,7 @@ impl Rx {
             }
             ReceiverOp::AnswerNext(answer) => {
                 let next = self.files.iter().find(|f| f.decided.is_none());
-                let (id, size) = next.map_or((u64::MAX, 0), |f| (f.id, f.size));
+                let (id, size) = next.map_or((u64::MAX, 0), |f| (f.id, f.len));
                 let answer = answer.resolve(size, self.neg.chunk_size);
                 self.answer(r, now, id, answer)
             }
@@ -678,7 +679,7 @@ impl Rx {
         let chunk = u64::from(self.neg.chunk_size);
         let file_offset = f.offset + (self.arrived - f.first) * chunk;
         // At most a chunk: fits a u32.
-        Some((f.size - file_offset).min(chunk) as u32)
+        Some((f.len - file_offset).min(chunk) as u32)
     }
 
     fn verifying(&self) -> Option<&RxFile> {
@@ -796,7 +797,7 @@ impl Rx {
             "a chunk outside the data slots"
         );
         assert!(
-            arrival.file_offset + u64::from(len) <= f.size,
+            arrival.file_offset + u64::from(len) <= f.len,
             "a chunk past the file's end"
         );
         self.arrived += 1;
@@ -849,6 +850,9 @@ impl Rx {
                 return plain;
             }
         };
+        if let Control::FileHeader(h) = &msg {
+            assert_eq!(metadata_error(h), None, "decoded {h:?}");
+        }
         if ack.wrapping_sub(self.peer_acked) > self.outstanding() {
             let expected = self.violation(Violation::BadAck);
             expect(&plain, &expected, "ack beyond the messages sent");
@@ -883,6 +887,8 @@ impl Rx {
                     self.violation(Violation::TooManyOpenFiles)
                 } else if self.last_id.is_some_and(|l| h.file_id <= l) {
                     self.violation(Violation::DuplicateFileId(h.file_id))
+                } else if !part_allowed(&self.neg, h.part) {
+                    self.violation(Violation::BadPart)
                 } else {
                     let conflict = self.files.iter().any(|f| {
                         !f.closed && f.refusal.is_none() && names_conflict(f.name(), h.name)
@@ -917,7 +923,7 @@ impl Rx {
                 Some(f) if f.id == e.file_id => {
                     if self.arrived != f.end_seq() {
                         self.violation(Violation::EndBeforeData)
-                    } else if e.length != f.size {
+                    } else if e.length != f.len {
                         self.violation(Violation::EndLengthMismatch)
                     } else if !e.digest.kind.is_agreed(self.neg.features) {
                         self.violation(Violation::DigestNotNegotiated)
@@ -1014,13 +1020,13 @@ impl Rx {
                             let resumable = f.kind == EntryKind::File
                                 && self.neg.features.contains(Features::RESUME);
                             if f.refusal.is_some()
-                                || offset > f.size
+                                || offset > f.len
                                 || offset % chunk != 0
                                 || (offset > 0 && !resumable)
                             {
                                 usage(UsageError::InvalidAnswer)
                             } else {
-                                let count = chunk_count(f.size, offset, self.neg.chunk_size);
+                                let count = chunk_count(f.len, offset, self.neg.chunk_size);
                                 let first = self.next_assign;
                                 self.next_assign += count;
                                 let f = &mut self.files[o];
@@ -1241,7 +1247,7 @@ impl Rx {
                 digest,
             } => {
                 let f = self.by_id(file_id).expect("completion of no file");
-                assert_eq!(length, f.size);
+                assert_eq!(length, f.len, "completion length: the data length");
                 (file_id, RxEnd::Ended(digest))
             }
             ReceiverEvent::FileDropped {
@@ -1337,7 +1343,7 @@ impl RxFile {
         RxFile {
             id: h.file_id,
             kind: h.kind,
-            size: h.size,
+            len: data_len(h),
             name: h.name.to_owned(),
             refusal,
             decided: None,

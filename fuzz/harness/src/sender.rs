@@ -188,6 +188,9 @@ struct TxFile {
     name: String,
     kind: EntryKind,
     size: u64,
+    part: Option<Part>,
+    /// Bytes its stream carries: the part's for a part, else the size.
+    len: u64,
     mtime: (i64, u32),
     mode: u32,
     header_sent: bool,
@@ -290,7 +293,7 @@ impl Peer for Tx {
     }
 
     fn size_of(&self, id: u64) -> u64 {
-        self.by_id(id).map_or(0, |f| f.size)
+        self.by_id(id).map_or(0, |f| f.len)
     }
 
     fn credit(&self) -> (u64, u64) {
@@ -618,6 +621,8 @@ impl Tx {
             vec![usage(UsageError::InvalidName(e))]
         } else if let Some(field) = metadata_error(info) {
             vec![usage(UsageError::InvalidMetadata(field))]
+        } else if !part_allowed(&self.neg, info.part) {
+            vec![usage(UsageError::InvalidMetadata(Field::Part))]
         } else if conflict {
             vec![usage(UsageError::NameConflict)]
         } else {
@@ -639,6 +644,8 @@ impl Tx {
                 name: info.name.to_owned(),
                 kind: info.kind,
                 size: info.size,
+                part: info.part,
+                len: data_len(info),
                 mtime: (info.mtime_sec, info.mtime_nsec),
                 mode: info.mode,
                 header_sent: false,
@@ -869,10 +876,10 @@ impl Tx {
             FileAnswer::Accept { offset } => {
                 let resumable =
                     f.kind == EntryKind::File && self.neg.features.contains(Features::RESUME);
-                if offset > f.size || offset % chunk != 0 || (offset > 0 && !resumable) {
+                if offset > f.len || offset % chunk != 0 || (offset > 0 && !resumable) {
                     return self.violation(Violation::BadResumeOffset);
                 }
-                let count = chunk_count(f.size, offset, self.neg.chunk_size);
+                let count = chunk_count(f.len, offset, self.neg.chunk_size);
                 let first = self.next_assign;
                 self.next_assign += count;
                 let file = &mut self.files[o];
@@ -1032,11 +1039,20 @@ impl Tx {
                         h.file_id,
                         h.kind,
                         h.size,
+                        h.part,
                         (h.mtime_sec, h.mtime_nsec),
                         h.mode,
                         h.name
                     ),
-                    (f.id, f.kind, f.size, f.mtime, f.mode, f.name.as_str()),
+                    (
+                        f.id,
+                        f.kind,
+                        f.size,
+                        f.part,
+                        f.mtime,
+                        f.mode,
+                        f.name.as_str()
+                    ),
                     "header differs from start_file"
                 );
                 f.header_sent = true;
@@ -1049,7 +1065,7 @@ impl Tx {
                 );
                 assert_eq!(f.abort, None, "end of an aborted file");
                 assert_eq!(f.written, f.count, "end before all chunks were written");
-                assert_eq!(e.length, f.size);
+                assert_eq!(e.length, f.len, "end length: the data length");
                 assert_eq!(Some(e.digest), f.digest, "end without the digest given");
                 self.by_id_mut(f.id).expect("known").ended = Some(StreamEnd::End);
             }
@@ -1116,7 +1132,7 @@ impl Tx {
         );
         assert_eq!(
             u64::from(r.len),
-            (f.size - r.file_offset).min(chunk),
+            (f.len - r.file_offset).min(chunk),
             "read length"
         );
         assert!(r.len > 0);

@@ -17,7 +17,7 @@ use crate::receiver::{ImmChoice, LenChoice, ReceiverOp};
 use crate::sender::SenderOp;
 use crate::*;
 use arbitrary::{Arbitrary, Unstructured};
-use encode::{Enc, Encode, PairSeed, PolicySeed, SetupSeed, SideSeed};
+use encode::{Enc, Encode, FileSeed, PairSeed, PolicySeed, SetupSeed, SideSeed};
 use rdmaft_protocol::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -168,6 +168,39 @@ fn random_state_machine_inputs() {
             };
             harness(&input);
         }
+    }
+}
+
+/// Parts the agreement does not allow (§4.1): without `LANES`, or below the chunk size. The
+/// sender refuses them as `InvalidMetadata(Part)` and stays open, the receiver fails with
+/// `BadPart` (the harnesses' models check which); a whole part of the same file is fine.
+#[test]
+fn parts_the_agreement_does_not_allow() {
+    let big = SetupSeed {
+        big_chunk: true,
+        ..LANES_SEED
+    };
+    let half = Kind::Part(PartChoice::Half { index: 1 });
+    let whole = Kind::Part(PartChoice::Whole { extra: 0, index: 1 });
+    for (setup, kind, allowed) in [
+        (SetupSeed::PLAIN, whole, false),
+        (big, half, false),
+        (big, whole, true),
+    ] {
+        let size = chunks(3, 0);
+        let ops = [start_kind(kind, size, 1), SenderOp::Pump];
+        let out = crate::sender::run(&encoded(&setup, ops.as_slice())).expect("a sender");
+        assert!(!out.failed, "{kind:?}");
+        let offer = to_receiver(PeerMsg::FileHeader {
+            file: NewId::Next,
+            kind,
+            size,
+            meta: meta(),
+            name: Name::Simple(1),
+        });
+        let ops = [offer, ReceiverOp::Pump];
+        let out = crate::receiver::run(&encoded(&setup, ops.as_slice())).expect("a receiver");
+        assert_eq!(out.failed, !allowed, "{kind:?} with {setup:?}");
     }
 }
 
@@ -343,6 +376,28 @@ fn start(size: Size, name: u8) -> SenderOp {
     }
 }
 
+/// A `start` of an entry of `kind`.
+fn start_kind(kind: Kind, size: Size, name: u8) -> SenderOp {
+    SenderOp::Start {
+        id: NewId::Next,
+        kind,
+        size,
+        meta: meta(),
+        name: Name::Simple(name),
+    }
+}
+
+/// A `start` of part `index` of parts of `2^extra` chunks.
+fn start_part(size: Size, name: u8, extra: u8, index: u8) -> SenderOp {
+    start_kind(Kind::Part(PartChoice::Whole { extra, index }), size, name)
+}
+
+/// Groups agreed (parts allowed).
+const LANES_SEED: SetupSeed = SetupSeed {
+    group: Some(0x4c41_4e45),
+    ..SetupSeed::PLAIN
+};
+
 fn chunks(n: u8, extra: u16) -> Size {
     Size::Chunks { n, extra }
 }
@@ -451,6 +506,31 @@ fn sender_scenarios() -> Vec<(&'static str, SetupSeed, Vec<SenderOp>)> {
             ],
         ),
         (
+            // A file of three parts of two 8 KiB chunks: the middle one and the short last
+            // one, then a part below the chunk size (refused).
+            "parts",
+            SetupSeed {
+                window: 2,
+                big_chunk: true,
+                ..LANES_SEED
+            },
+            vec![
+                start_part(chunks(5, 100), 1, 1, 1),
+                start_part(chunks(5, 100), 2, 1, 2),
+                start_kind(Kind::Part(PartChoice::Half { index: 0 }), chunks(1, 0), 3),
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Close,
+                Pump,
+                to_sender(PeerMsg::Goodbye),
+            ],
+        ),
+        (
             "credit_pressure",
             SetupSeed {
                 window: 1,
@@ -499,6 +579,16 @@ fn to_receiver(msg: PeerMsg) -> ReceiverOp {
         imm: ImmChoice::Next,
         len: LenChoice::Exact,
     }
+}
+
+fn offer_part(size: Size, name: Name, extra: u8, index: u8) -> ReceiverOp {
+    to_receiver(PeerMsg::FileHeader {
+        file: NewId::Next,
+        kind: Kind::Part(PartChoice::Whole { extra, index }),
+        size,
+        meta: meta(),
+        name,
+    })
 }
 
 fn offer(size: Size, name: Name) -> ReceiverOp {
@@ -562,6 +652,25 @@ fn receiver_scenarios() -> Vec<(&'static str, SetupSeed, Vec<ReceiverOp>)> {
                 Stream,
                 end(0),
                 Timeout(700),
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                to_receiver(PeerMsg::Goodbye),
+            ],
+        ),
+        (
+            // Two parts of one size: a whole-chunk one and the short last one.
+            "parts",
+            SetupSeed {
+                window: 2,
+                ..LANES_SEED
+            },
+            vec![
+                offer_part(chunks(5, 100), Name::Simple(1), 1, 0),
+                offer_part(chunks(5, 100), Name::Simple(2), 1, 2),
+                Pump,
+                Pump,
                 Pump,
                 Pump,
                 Pump,
@@ -728,29 +837,30 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
     };
     let chunk = sim::CHUNK as u16;
     let schedule: Vec<u8> = (0..64).map(|i: u8| i.wrapping_mul(37)).collect();
-    let seed = |files: Vec<(u8, u16, PolicySeed)>| PairSeed {
+    let seed = |files: Vec<FileSeed>| PairSeed {
         window: 4,
         sender: side(4, None),
         receiver: side(8, None),
         receiver_window: 8,
         digest_required: false,
+        lanes: false,
         files,
         schedule: schedule.clone(),
     };
     vec![
         (
             "one_file",
-            seed(vec![(0, 2 * chunk + 5, PolicySeed::Accept)]),
+            seed(vec![(0, 2 * chunk + 5, PolicySeed::Accept, None)]),
         ),
         (
             "mixed",
             seed(vec![
-                (2, chunk, PolicySeed::Accept),
-                (0, 0, PolicySeed::Directory),
-                (3, 3 * chunk, PolicySeed::Resume(chunk + 9)),
-                (5, 100, PolicySeed::Reject),
-                (2, 10, PolicySeed::Accept),
-                (7, chunk + 1, PolicySeed::Accept),
+                (2, chunk, PolicySeed::Accept, None),
+                (0, 0, PolicySeed::Directory, None),
+                (3, 3 * chunk, PolicySeed::Resume(chunk + 9), None),
+                (5, 100, PolicySeed::Reject, None),
+                (2, 10, PolicySeed::Accept, None),
+                (7, chunk + 1, PolicySeed::Accept, None),
             ]),
         ),
         (
@@ -758,10 +868,37 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
             PairSeed {
                 window: 2,
                 ..seed(vec![
-                    (0, 3 * chunk, PolicySeed::SenderAbortAt(1)),
-                    (1, 2 * chunk, PolicySeed::ReceiverCancelAt(0)),
-                    (5, chunk + 3, PolicySeed::Accept),
-                    (0, 3 * chunk + 1, PolicySeed::ReceiverCancelAt(2)),
+                    (0, 3 * chunk, PolicySeed::SenderAbortAt(1), None),
+                    (1, 2 * chunk, PolicySeed::ReceiverCancelAt(0), None),
+                    (5, chunk + 3, PolicySeed::Accept, None),
+                    (0, 3 * chunk + 1, PolicySeed::ReceiverCancelAt(2), None),
+                ])
+            },
+        ),
+        (
+            // Parts of one and two chunks, whole and short, with a resume, an abort and a
+            // cancel inside a part.
+            "parts",
+            PairSeed {
+                lanes: true,
+                ..seed(vec![
+                    (0, 3 * chunk + 1, PolicySeed::Accept, Some((0, 3))),
+                    (1, 3 * chunk, PolicySeed::Accept, Some((1, 0))),
+                    (
+                        2,
+                        2 * chunk + 9,
+                        PolicySeed::Resume(chunk + 9),
+                        Some((1, 0)),
+                    ),
+                    (3, 3 * chunk, PolicySeed::SenderAbortAt(0), Some((0, 1))),
+                    (
+                        4,
+                        3 * chunk + 1,
+                        PolicySeed::ReceiverCancelAt(1),
+                        Some((1, 1)),
+                    ),
+                    (5, chunk, PolicySeed::Accept, None),
+                    (6, 0, PolicySeed::Directory, None),
                 ])
             },
         ),
@@ -774,10 +911,10 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
                 receiver_window: 1,
                 digest_required: true,
                 ..seed(vec![
-                    (6, chunk, PolicySeed::Accept),
-                    (2, 1, PolicySeed::Accept),
-                    (0, 0, PolicySeed::Directory),
-                    (4, 2 * chunk, PolicySeed::Accept),
+                    (6, chunk, PolicySeed::Accept, None),
+                    (2, 1, PolicySeed::Accept, None),
+                    (0, 0, PolicySeed::Directory, None),
+                    (4, 2 * chunk, PolicySeed::Accept, None),
                 ])
             },
         ),
@@ -860,7 +997,12 @@ fn seed_encoders_round_trip() {
             }
         }
         assert_eq!(files.len(), seed.files.len());
-        for (f, &(n, len, policy)) in files.iter().zip(&seed.files) {
+        for (f, &(n, len, policy, part)) in files.iter().zip(&seed.files) {
+            let part = part.map(|(extra, index)| Part {
+                shift: MIN_PART_SHIFT + extra,
+                index,
+            });
+            assert_eq!(f.part, part, "pair/{name}");
             assert_eq!(f.name, crate::pair::NAMES[usize::from(n)], "pair/{name}");
             let (len, policy) = match policy {
                 PolicySeed::Accept => (len, sim::Policy::Accept),
@@ -900,6 +1042,12 @@ fn check_setup(name: &str, s: &SetupSeed, neg: &Negotiated, config: &Config) {
         s.digest_required
     );
     assert_eq!(neg.keepalive_ms, u32::from(s.keepalive_ms), "{name}");
+    assert_eq!(neg.group, s.group.unwrap_or(0), "{name}");
+    assert_eq!(
+        neg.features.contains(Features::LANES),
+        s.group.is_some(),
+        "{name}"
+    );
     let keepalive = std::time::Duration::from_millis(s.keepalive_ms.into());
     assert_eq!(
         config.idle_timeout,
@@ -955,6 +1103,19 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             header("ünï/cødé", EntryKind::File, 0),
         ),
         ("directory", header("dir/sub", EntryKind::Directory, 0)),
+        (
+            "file_part",
+            match header("dir/sub/file.txt", EntryKind::File, 3 << 20) {
+                Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    part: Some(Part {
+                        shift: 20,
+                        index: 2,
+                    }),
+                    ..h
+                }),
+                _ => unreachable!("a header"),
+            },
+        ),
         (
             "answer_accept",
             Control::FileAnswer {
@@ -1021,7 +1182,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     // decode_handshake: hellos, and the accepts the harness's receivers give them.
     use crate::decode_handshake::{accept_bytes, hello_bytes, receiver_params, sender_params};
     let receivers = receiver_params();
-    let [(plain, _), (keyed, _), (tiny, _)] = sender_params();
+    let [(plain, _), (keyed, _), (tiny, _), (join, _), _] = sender_params();
     put("decode_handshake", "hello", hello_bytes(&plain).to_vec());
     let mut padded = hello_bytes(&plain).to_vec();
     padded.resize(56, 0);
@@ -1036,8 +1197,14 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         "hello_tiny",
         hello_bytes(&tiny).to_vec(),
     );
+    put(
+        "decode_handshake",
+        "hello_join",
+        hello_bytes(&join).to_vec(),
+    );
     let accepts = [
         ("accept", &plain, &receivers[0]),
+        ("accept_join", &join, &receivers[0]),
         ("accept_keyed", &keyed, &receivers[2]),
         ("accept_tiny", &tiny, &receivers[0]),
     ];

@@ -416,7 +416,7 @@ impl Digest {
 pub struct FileEnd {
     /// The file.
     pub file_id: u64,
-    /// Total file length (equals the header's size).
+    /// Total file length (equals the entry's data length: the size, or a part's length).
     pub length: u64,
     /// Digest of the whole file.
     pub digest: Digest,

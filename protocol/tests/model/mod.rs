@@ -43,7 +43,10 @@ enum ToReceiver {
 struct Model {
     sender: Sender<Store>,
     receiver: Receiver<Store>,
+    /// The entries' data lengths.
     files: Vec<u64>,
+    /// The entries are the parts of one file: its size and part shift (with `LANES`).
+    split: Option<(u64, u8)>,
     next_file: usize,
     closing: bool,
     to_receiver: VecDeque<ToReceiver>,
@@ -56,7 +59,26 @@ struct Model {
 
 impl Model {
     fn new(s: Setup, files: Vec<u64>) -> Model {
-        let features = Features::DIGEST_XXH3_128;
+        Model::with_split(s, files, None)
+    }
+
+    /// The parts of one file of `size` bytes, parts of `2^shift` bytes: entry `i` is part `i`.
+    fn split(s: Setup, size: u64, shift: u8) -> Model {
+        let files = (0..Part::count(size, shift))
+            .map(|index| Part {
+                shift,
+                index: index as u32,
+            })
+            .map(|p| p.len_in(size))
+            .collect();
+        Model::with_split(s, files, Some((size, shift)))
+    }
+
+    fn with_split(s: Setup, files: Vec<u64>, split: Option<(u64, u8)>) -> Model {
+        let mut features = Features::DIGEST_XXH3_128;
+        if split.is_some() {
+            features |= Features::LANES;
+        }
         let mut sp = Params::new(features, s.chunk, s.window);
         sp.max_open_files = s.open_files;
         sp.ctrl_depth = s.sender_ctrl_depth;
@@ -70,7 +92,9 @@ impl Model {
             len: agreed.ring_len(),
             rkey: 1,
         };
-        let (rneg, reply) = agreed.accept(ring, [0; 16], None, 0).unwrap();
+        // The receiver opens a group for a hello that offers `LANES`.
+        let group = u32::from(agreed.features.contains(Features::LANES));
+        let (rneg, reply) = agreed.accept(ring, [0; 16], None, group).unwrap();
         let mut rep = [0u8; wire::ACCEPT_LEN];
         reply.encode(&mut rep).unwrap();
         let sneg = check_reply(&rep, &sp, &hello, None).unwrap();
@@ -79,6 +103,7 @@ impl Model {
             sender: Sender::new(sneg, cfg, Store::new(s.open_files), Instant::ZERO).unwrap(),
             receiver: Receiver::new(rneg, cfg, Store::new(s.open_files), Instant::ZERO).unwrap(),
             files,
+            split,
             next_file: 0,
             closing: false,
             to_receiver: VecDeque::new(),
@@ -159,11 +184,21 @@ impl Model {
                 return;
             }
             let name = format!("f{}", self.next_file);
+            let (size, part) = match self.split {
+                Some((size, shift)) => (
+                    size,
+                    Some(Part {
+                        shift,
+                        index: self.next_file as u32,
+                    }),
+                ),
+                None => (self.files[self.next_file], None),
+            };
             let info = FileInfo {
-                part: None,
+                part,
                 file_id: self.next_file as u64,
                 kind: EntryKind::File,
-                size: self.files[self.next_file],
+                size,
                 mtime_sec: 0,
                 mtime_nsec: 0,
                 mode: 0o644,
@@ -236,9 +271,36 @@ pub fn round_trips(setup: Setup, files: Vec<u64>) -> f64 {
     m.round as f64 / 2.0
 }
 
+/// Round trips to move one file of `parts × part_chunks` chunks as `parts` parts (each of
+/// `part_chunks` chunks, a power of two) over the session, and close it.
+pub fn parts_round_trips(setup: Setup, parts: u64, part_chunks: u32) -> f64 {
+    let shift = (setup.chunk * part_chunks).ilog2() as u8;
+    let mut m = Model::split(setup, parts << shift, shift);
+    while !m.done() {
+        m.round();
+        assert!(m.round < 1_000_000, "no progress");
+    }
+    m.round as f64 / 2.0
+}
+
 /// Chunks posted per round trip in steady state, for one file too large to finish.
 pub fn bulk_chunks_per_rtt(setup: Setup) -> f64 {
-    let mut m = Model::new(setup, vec![u64::from(setup.chunk) * 1_000_000]);
+    steady_chunks_per_rtt(Model::new(setup, vec![u64::from(setup.chunk) * 1_000_000]))
+}
+
+/// Chunks posted per round trip in steady state, for one file too large to finish sent as
+/// parts of `part_chunks` chunks (a power of two): a header, an answer and an end per part.
+pub fn parts_chunks_per_rtt(setup: Setup, part_chunks: u32) -> f64 {
+    let shift = (setup.chunk * part_chunks).ilog2() as u8;
+    steady_chunks_per_rtt(Model::split(
+        setup,
+        u64::from(setup.chunk) * 1_000_000,
+        shift,
+    ))
+}
+
+/// Chunks posted per round trip from round 40 to round 440.
+fn steady_chunks_per_rtt(mut m: Model) -> f64 {
     for _ in 0..40 {
         m.round();
     }

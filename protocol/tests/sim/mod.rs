@@ -56,12 +56,27 @@ pub enum Policy {
     Directory,
 }
 
-/// A file to send.
+/// A file to send: the whole file's bytes, or with `part` one part of them (`LANES`).
 #[derive(Clone, Debug)]
 pub struct SimFile {
     pub name: String,
     pub data: Vec<u8>,
     pub policy: Policy,
+    pub part: Option<Part>,
+}
+
+impl SimFile {
+    /// The bytes the entry carries: its part's, or the whole file.
+    pub fn payload(&self) -> &[u8] {
+        match self.part {
+            Some(p) => {
+                let start = usize::try_from(p.start()).expect("a part of a file in memory");
+                let end = start.saturating_add(usize::try_from(p.size()).unwrap_or(usize::MAX));
+                &self.data[start.min(self.data.len())..end.min(self.data.len())]
+            }
+            None => &self.data,
+        }
+    }
 }
 
 pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
@@ -70,13 +85,14 @@ pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
         name: name.into(),
         data,
         policy,
+        part: None,
     }
 }
 
 /// The result the sender must see for file `id` (`None` for a rejection), given whether the
 /// receiving application managed to cancel it.
 pub fn expected_status(f: &SimFile, id: u64, out: &Outcome) -> Option<FileStatus> {
-    let chunks = (f.data.len() as u64).div_ceil(CHUNK as u64);
+    let chunks = (f.payload().len() as u64).div_ceil(CHUNK as u64);
     match f.policy {
         Policy::Reject => None,
         Policy::SenderAbortAt(k) if k < chunks => Some(FileStatus::ABORTED),
@@ -246,8 +262,14 @@ impl Pair {
             len: agreed.ring_len(),
             rkey: 0xabcd,
         };
+        // With groups: the one joined, or a new one.
+        let group = match (agreed.features.contains(Features::LANES), agreed.join) {
+            (false, _) => 0,
+            (true, 0) => 0x4c41_4e45,
+            (true, join) => join,
+        };
         let (rneg, reply) = agreed
-            .accept(ring, [2; 16], None, 0)
+            .accept(ring, [2; 16], None, group)
             .map_err(|e| e.to_string())?;
         let mut rep = [0u8; 196];
         reply.encode(&mut rep).map_err(|e| format!("{e:?}"))?;
@@ -403,7 +425,7 @@ impl Pair {
                     let f = &self.files[self.next_file];
                     let dir = f.policy == Policy::Directory;
                     let info = FileInfo {
-                        part: None,
+                        part: f.part,
                         file_id: id,
                         kind: if dir {
                             EntryKind::Directory
@@ -479,7 +501,8 @@ impl Pair {
         let k = r.file_offset / self.chunk as u64;
         let fails = matches!(f.policy, Policy::SenderAbortAt(at) if at == k);
         if !fails {
-            let src = &f.data[r.file_offset as usize..r.file_offset as usize + r.len as usize];
+            let at = r.file_offset as usize;
+            let src = &f.payload()[at..at + r.len as usize];
             let at = r.slot as usize * self.chunk;
             self.local_slots[at..at + r.len as usize].copy_from_slice(src);
         }
@@ -543,14 +566,14 @@ impl Pair {
             (Some(reason), _) => FileAnswer::Reject(reason),
             (None, Policy::Reject) => FileAnswer::Reject(FileRejectReason::EXISTS),
             (None, Policy::Resume(n)) => FileAnswer::Accept {
-                offset: n.min(h.size) / chunk * chunk,
+                offset: n.min(h.data_len()) / chunk * chunk,
             },
             (None, _) => FileAnswer::Accept { offset: 0 },
         };
         if let FileAnswer::Accept { offset } = answer {
             // A resumed file's prefix is already on disk: copy it from the source.
-            let mut buf = vec![0u8; h.size as usize];
-            let src = &self.files[h.file_id as usize].data;
+            let mut buf = vec![0u8; h.data_len() as usize];
+            let src = self.files[h.file_id as usize].payload();
             buf[..offset as usize].copy_from_slice(&src[..offset as usize]);
             self.incoming.insert(h.file_id, (h.name.into(), buf, 0));
         }
@@ -635,7 +658,7 @@ impl Pair {
     fn sender_event(&mut self, now: Instant, e: SenderEvent) -> Result<(), String> {
         match e {
             SenderEvent::FileAccepted { file_id, offset } => {
-                let data = &self.files[file_id as usize].data;
+                let data = self.files[file_id as usize].payload();
                 assert!(offset <= data.len() as u64);
                 let d = if self.files[file_id as usize].policy == Policy::Directory {
                     return Ok(());

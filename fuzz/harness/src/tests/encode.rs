@@ -137,7 +137,36 @@ impl Encode for Size {
 
 impl Encode for Kind {
     fn encode(&self, e: &mut Enc) {
-        e.variant(matches!(self, Kind::Directory).into(), 2);
+        match *self {
+            Kind::File => e.variant(0, 3),
+            Kind::Directory => e.variant(1, 3),
+            Kind::Part(p) => {
+                e.variant(2, 3);
+                p.encode(e);
+            }
+        }
+    }
+}
+
+impl Encode for PartChoice {
+    fn encode(&self, e: &mut Enc) {
+        match *self {
+            PartChoice::Whole { extra, index } => {
+                e.variant(0, 3);
+                e.u8(extra);
+                e.u8(index);
+            }
+            PartChoice::Half { index } => {
+                e.variant(1, 3);
+                e.u8(index);
+            }
+            PartChoice::Raw { shift, index, dir } => {
+                e.variant(2, 3);
+                e.u8(shift);
+                e.u32(index);
+                e.bool(dir);
+            }
+        }
     }
 }
 
@@ -544,6 +573,8 @@ pub(super) struct SetupSeed {
     pub(super) proof: Option<[u8; 32]>,
     pub(super) digest_required: bool,
     pub(super) keepalive_ms: u16,
+    /// With `LANES`: the group (non-zero).
+    pub(super) group: Option<u32>,
     pub(super) high_ring: bool,
     /// Idle timeout in keepalive intervals (2 ..= 10).
     pub(super) idle: Option<u8>,
@@ -558,6 +589,7 @@ impl SetupSeed {
         proof: None,
         digest_required: false,
         keepalive_ms: 1000,
+        group: None,
         high_ring: false,
         idle: None,
     };
@@ -565,13 +597,17 @@ impl SetupSeed {
 
 impl Encode for SetupSeed {
     fn encode(&self, e: &mut Enc) {
-        // ratio(7, 8): 1 + b % 8 <= 7.
-        e.u8(if self.big_chunk { 7 } else { 0 });
+        // ratio(3, 4): 1 + b % 4 <= 3.
+        e.u8(if self.big_chunk { 3 } else { 0 });
         e.in_range(u64::from(self.window - 1), 7);
         e.in_range(u64::from(self.open - 1), u64::from(MAX_FILES - 1));
         e.in_range(self.extra_depth.0.into(), 3);
         e.in_range(self.extra_depth.1.into(), 3);
         e.ratio_one_in(8, false); // not the "some features" branch: the usual digests
+        e.ratio_one_in(2, self.group.is_some());
+        if let Some(g) = self.group {
+            e.u32(g);
+        }
         e.ratio_one_in(4, self.proof.is_some());
         if let Some(p) = self.proof {
             e.bytes(&p);
@@ -614,6 +650,10 @@ pub(super) enum PolicySeed {
     Directory,
 }
 
+/// A file in a pair setup: name index, length, policy, and with `lanes` maybe a part (shift
+/// above 12: 0 or 1, number).
+pub(super) type FileSeed = (u8, u16, PolicySeed, Option<(u8, u32)>);
+
 /// What `pair::setup` decodes, then the schedule.
 #[derive(Clone, Debug)]
 pub(super) struct PairSeed {
@@ -622,8 +662,9 @@ pub(super) struct PairSeed {
     pub(super) receiver: SideSeed,
     pub(super) receiver_window: u8,
     pub(super) digest_required: bool,
-    /// Name index, length, policy.
-    pub(super) files: Vec<(u8, u16, PolicySeed)>,
+    /// Both sides offer `LANES` (parts allowed).
+    pub(super) lanes: bool,
+    pub(super) files: Vec<FileSeed>,
     pub(super) schedule: Vec<u8>,
 }
 
@@ -640,9 +681,10 @@ impl Encode for PairSeed {
         }
         e.in_range(u64::from(self.receiver_window - 1), 7);
         e.ratio_one_in(4, self.digest_required);
+        e.ratio_one_in(2, self.lanes);
         e.in_range(self.files.len() as u64, 8);
         let chunk = crate::pair::sim::CHUNK as u64;
-        for &(name, len, policy) in &self.files {
+        for &(name, len, policy, part) in &self.files {
             let len = u64::from(len);
             e.in_range(name.into(), 7);
             e.in_range(len, 3 * chunk + 1);
@@ -663,6 +705,15 @@ impl Encode for PairSeed {
                     e.in_range(k.into(), chunks);
                 }
                 PolicySeed::Directory => e.in_range(7, 9),
+            }
+            let directory = matches!(policy, PolicySeed::Directory);
+            if self.lanes && len > 0 && !directory {
+                e.ratio_one_in(2, part.is_some());
+                if let Some((extra, index)) = part {
+                    e.in_range(extra.into(), 1);
+                    let parts = len.div_ceil(chunk << extra);
+                    e.in_range(index.into(), parts - 1);
+                }
             }
         }
         e.bytes(&self.schedule);
