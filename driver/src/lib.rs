@@ -50,6 +50,7 @@ pub mod fs;
 mod groups;
 mod handoff;
 mod key;
+mod numa;
 mod permits;
 mod report;
 #[cfg(feature = "internals")]

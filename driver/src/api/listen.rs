@@ -267,6 +267,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     let options = lock(&shared.options).clone();
     let peer = peer_name(request.peer_addr());
     let mut membership = None;
+    let mut device = String::new();
     let mut report = match request.accept_with(
         &options.params(),
         options.key.as_ref(),
@@ -278,6 +279,9 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         Ok(mut conn) => {
             let neg = *conn.negotiated();
             membership = conn.group.take();
+            device = conn.device_name().to_owned();
+            // This thread and the writer it starts run near the device, when /sys says.
+            crate::numa::pin_near(&device);
             match VerbsRecvLink::new(conn) {
                 Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
                 Ok(link) => {
@@ -299,6 +303,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     // The transfer ended with the last of its connections (one that joins later carries
     // no work: the sender's walk was done).
     report.transfer_ended = membership.map_or(true, crate::groups::Membership::leave);
+    report.device = device;
     report_to(&options, &report);
 }
 

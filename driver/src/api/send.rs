@@ -48,6 +48,13 @@ pub struct SendOptions {
     /// Size of the parts large files are split into when there are several lanes (rounded
     /// down to a power of two, at least the chunk size).
     pub part_size: u64,
+    /// More addresses of the same receiver, one per network (rail) it has: lane `n`
+    /// connects to the `n`-th of the send's address and these, round robin, so the lanes
+    /// use every rail.
+    pub more_addrs: Vec<SocketAddr>,
+    /// Local addresses (each picks the RDMA port it belongs to) lane `n` connects from,
+    /// round robin; empty: the route's choice.
+    pub local_addrs: Vec<std::net::IpAddr>,
     /// Send only this shard's share of the paths (see [`Shard`]): N senders, each with
     /// its own index of the same N and the same paths, send the whole once between them.
     /// The report, progress and callbacks cover only this share.
@@ -70,6 +77,8 @@ impl std::fmt::Debug for SendOptions {
             .field("huge_pages", &self.huge_pages)
             .field("lanes", &self.lanes)
             .field("part_size", &self.part_size)
+            .field("more_addrs", &self.more_addrs)
+            .field("local_addrs", &self.local_addrs)
             .field("shard", &self.shard)
             .finish()
     }
@@ -112,6 +121,8 @@ impl Default for SendOptions {
             huge_pages: false,
             lanes: 0,
             part_size: DEFAULT_PART_SIZE,
+            more_addrs: Vec::new(),
+            local_addrs: Vec::new(),
             shard: None,
             on_file: None,
         }
@@ -229,9 +240,15 @@ fn run_send(
 ) -> Result<SendReport, Error> {
     let started = Instant::now();
     let params = options.params();
-    let connect = |params: Params| {
+    // Lane n's receiver address and local address (the rails, round robin).
+    let targets: Vec<SocketAddr> = std::iter::once(addr)
+        .chain(options.more_addrs.iter().copied())
+        .collect();
+    let connect = |n: usize, params: Params| {
         crate::session::connect_with(
-            addr,
+            targets[n % targets.len()],
+            (!options.local_addrs.is_empty())
+                .then(|| options.local_addrs[n % options.local_addrs.len()]),
             params,
             options.key.as_ref(),
             options.connect_timeout,
@@ -239,7 +256,7 @@ fn run_send(
             &|| stop.is_raised(),
         )
     };
-    let first = connect(params)?;
+    let first = connect(0, params)?;
     let neg = *first.negotiated();
     let lanes = if neg.features.contains(Features::LANES) {
         options.lane_count()
@@ -254,6 +271,9 @@ fn run_send(
     ));
     let lane = |n: usize, conn: crate::session::SenderConn| -> Result<SendReport, Error> {
         let neg = *conn.negotiated();
+        let device = conn.device_name().to_owned();
+        // This thread and the reader it starts run near the device, when /sys says where.
+        crate::numa::pin_near(&device);
         let mut link = VerbsSendLink::new(conn)?;
         let slots = link
             .take_slots()
@@ -267,7 +287,9 @@ fn run_send(
             progress: Arc::clone(&progress),
             stop: Arc::clone(&stop),
         };
-        Ok(engine::run(link, neg, slots, setup, started))
+        let mut report = engine::run(link, neg, slots, setup, started);
+        report.devices = vec![device];
+        Ok(report)
     };
     let joined = std::thread::scope(|scope| {
         let others: Vec<_> = (1..usize::from(lanes))
@@ -275,7 +297,7 @@ fn run_send(
                 let (connect, lane) = (&connect, &lane);
                 let mut params = params;
                 params.group = neg.group;
-                scope.spawn(move || lane(n, connect(params)?))
+                scope.spawn(move || lane(n, connect(n, params)?))
             })
             .collect();
         let first = lane(0, first);

@@ -424,6 +424,7 @@ mod tests {
             negotiated: None,
             error: error.map(str::to_owned),
             lanes: 1,
+            devices: Vec::new(),
             warnings: Vec::new(),
         };
         for o in outcomes {

@@ -116,6 +116,8 @@ pub struct ConnectionReport {
     /// sender with several lanes runs one transfer over several connections, and only the
     /// last of them to end says so (a transfer of one connection always does).
     pub transfer_ended: bool,
+    /// The RDMA device the connection ran on (empty when unknown).
+    pub device: String,
     /// Why it ended badly, if it did.
     pub error: Option<String>,
 }

@@ -158,6 +158,8 @@ pub struct SendReport {
     pub error: Option<String>,
     /// Connections (lanes) that carried the transfer.
     pub lanes: usize,
+    /// The RDMA device each lane ran on, in lane order (empty over the loopback link).
+    pub devices: Vec<String>,
     /// What went wrong without failing the transfer (a lane that could not join: the
     /// others carried its share).
     pub warnings: Vec<String>,
@@ -176,6 +178,7 @@ impl SendReport {
             negotiated: None,
             error: None,
             lanes: 0,
+            devices: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -202,6 +205,7 @@ impl SendReport {
         self.bytes += lane.bytes;
         self.bytes_resumed += lane.bytes_resumed;
         self.lanes += lane.lanes;
+        self.devices.extend(lane.devices);
         self.elapsed = self.elapsed.max(lane.elapsed);
         if self.error.is_none() {
             self.error = lane.error;

@@ -34,14 +34,16 @@ pub fn connect(
     key: Option<&Key>,
     timeout: Duration,
 ) -> Result<SenderConn, Error> {
-    connect_with(addr, local, key, timeout, Pages::Base, &|| false)
+    connect_with(addr, None, local, key, timeout, Pages::Base, &|| false)
 }
 
-/// [`connect`], with the slots on `pages` (huge pages for large windows), giving up with
+/// [`connect`] from local address `src` (which picks the RDMA port; `None`: the route's),
+/// with the slots on `pages` (huge pages for large windows), giving up with
 /// [`Error::Cancelled`] as soon as `cancelled()` says so (looked at every 100 ms while it
 /// waits for the network).
 pub(crate) fn connect_with(
     addr: SocketAddr,
+    src: Option<std::net::IpAddr>,
     local: Params,
     key: Option<&Key>,
     timeout: Duration,
@@ -58,7 +60,7 @@ pub(crate) fn connect_with(
     let events = EventChannel::new()?;
     let id = CmId::new(&events)?;
 
-    id.resolve_addr(None, addr, left())?;
+    id.resolve_addr(src.map(|ip| SocketAddr::new(ip, 0)), addr, left())?;
     let e = next_event_unless(
         &events,
         deadline,

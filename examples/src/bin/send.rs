@@ -40,6 +40,14 @@ struct Args {
     /// Size of the parts large files are split into over several lanes.
     #[arg(long, default_value = "64M", value_parser = parse_part_size)]
     part_size: u64,
+    /// Another address of the same receiver, on another network (rail); repeatable. The
+    /// lanes connect to the target and these in turn, so they use every rail.
+    #[arg(long = "rail", value_name = "HOST[:PORT]")]
+    rails: Vec<String>,
+    /// A local address to connect from (it picks the RDMA port it belongs to); repeatable,
+    /// the lanes take them in turn.
+    #[arg(long = "local-addr", value_name = "IP")]
+    local_addrs: Vec<std::net::IpAddr>,
     /// Pre-shared key file: the receiver must prove the same key.
     #[arg(long)]
     key_file: Option<PathBuf>,
@@ -92,6 +100,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<bool, String> {
     let target = parse_target(&args.target, DEFAULT_PORT)?;
+    // A rail without a port has the target's.
+    let more_addrs = args
+        .rails
+        .iter()
+        .map(|r| parse_target(r, target.port()))
+        .collect::<Result<Vec<_>, _>>()?;
     let key = match &args.key_file {
         Some(p) => Some(Key::from_file(p).map_err(|e| e.to_string())?),
         None => None,
@@ -108,6 +122,8 @@ fn run(args: Args) -> Result<bool, String> {
         huge_pages: args.huge_pages,
         lanes: args.lanes,
         part_size: args.part_size,
+        more_addrs,
+        local_addrs: args.local_addrs.clone(),
         shard: args.shard,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
@@ -193,11 +209,7 @@ fn run(args: Args) -> Result<bool, String> {
         } else {
             String::new()
         },
-        if report.lanes > 1 {
-            format!(", {} lanes", report.lanes)
-        } else {
-            String::new()
-        }
+        lanes_text(&report)
     );
     for w in &report.warnings {
         eprintln!("send: warning: {w}");
@@ -206,6 +218,21 @@ fn run(args: Args) -> Result<bool, String> {
         eprintln!("send: error: {e}");
     }
     Ok(report.all_ok())
+}
+
+/// ", 3 lanes" and, when they ran on several devices, " over rxe0, rxe1".
+fn lanes_text(report: &rdmaft::SendReport) -> String {
+    if report.lanes < 2 {
+        return String::new();
+    }
+    let mut devices = report.devices.clone();
+    devices.sort();
+    devices.dedup();
+    if devices.len() > 1 {
+        format!(", {} lanes over {}", report.lanes, devices.join(", "))
+    } else {
+        format!(", {} lanes", report.lanes)
+    }
 }
 
 fn progress_bar() -> ProgressBar {

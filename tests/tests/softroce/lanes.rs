@@ -169,3 +169,63 @@ fn send_lanes_and_recv_once_move_a_tree_and_exit_together() {
     assert!(temp_files(&dest).is_empty());
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// The second rail of the test bed (rxe1), if there is one.
+fn second_rail() -> (String, std::net::IpAddr) {
+    let device = std::env::var("RDMAFT_DEVICE2").expect("RDMAFT_DEVICE2: the bed's second device");
+    let addr = std::env::var("RDMAFT_ADDR2")
+        .expect("RDMAFT_ADDR2: the second device's address")
+        .parse()
+        .expect("RDMAFT_ADDR2 is an IP address");
+    (device, addr)
+}
+
+#[test]
+fn one_transfer_runs_over_two_devices() {
+    let env = env();
+    let (device2, addr2) = second_rail();
+    let base = scratch("lanes-two-devices");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let t = build(&src);
+    // Listening on every address: each rail's address reaches the receiver on its device.
+    let r = receiver(&env, &dest, |o| o.listen = "0.0.0.0:0".parse().unwrap());
+    let port = r.receiver.local_addr().port();
+    let options = SendOptions {
+        chunk_size: 256 << 10,
+        lanes: 2,
+        part_size: 1 << 20,
+        more_addrs: vec![std::net::SocketAddr::new(addr2, port)],
+        ..SendOptions::default()
+    };
+    let report = send(std::net::SocketAddr::new(env.addr, port), vec![t], options)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(
+        report.devices,
+        [env.device.clone(), device2.clone()],
+        "{report:?}"
+    );
+    assert_eq!(tree(&dest), tree(&src));
+    let mut devices: Vec<_> = (0..2)
+        .map(|_| {
+            let c = r
+                .connections
+                .recv_timeout(T)
+                .expect("a lane's connection ended");
+            assert!(c.transferred && c.all_ok(), "{c:?}");
+            c.device
+        })
+        .collect();
+    devices.sort();
+    let mut expected = vec![env.device.clone(), device2];
+    expected.sort();
+    assert_eq!(
+        devices, expected,
+        "the receiver served one lane on each device"
+    );
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
