@@ -1,10 +1,10 @@
 //! The receiver's transfer groups (PROTOCOL.md §2.7): a sender's first lane opens one, its
 //! other lanes join it by number. A group lives while any of its connections does; a join
 //! for a group that is not live (never opened, or all its connections ended) is refused
-//! with `UNKNOWN_GROUP`. What the lanes of one transfer share at the receiver lives here:
-//! the files split into parts.
+//! with `UNKNOWN_GROUP`. The group also says when a transfer has ended: with its last
+//! connection ([`Membership::leave`]). (Split files are the receiver's, not a group's:
+//! `fs/split.rs`, so that parts from several senders meet.)
 
-use crate::fs::split::SplitFiles;
 use crate::sync::lock_std;
 use rdmaft_protocol::RejectReason;
 use std::collections::HashMap;
@@ -23,8 +23,6 @@ pub(crate) struct Group {
     live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
     /// Connections in the group (their [`Membership`]s).
     members: AtomicUsize,
-    /// Files whose parts are arriving.
-    pub(crate) splits: SplitFiles,
 }
 
 /// One connection's place in a group: [`leave`](Self::leave) says whether it was the last.
@@ -85,7 +83,6 @@ impl Groups {
             id,
             live: Arc::clone(&self.live),
             members: AtomicUsize::new(0),
-            splits: SplitFiles::default(),
         });
         live.insert(id, Arc::downgrade(&group));
         Ok(Membership::new(group))

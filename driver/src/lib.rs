@@ -67,10 +67,11 @@ pub mod verbs;
 #[allow(unsafe_code, dead_code)]
 mod verbs;
 
+pub use api::loopback::{loopback_send, loopback_transfer, LoopbackReceiver};
 pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
 pub use api::send::{
-    default_lanes, loopback_transfer, send, SendCanceller, SendHandle, SendOptions,
-    DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_WINDOW, MAX_DEFAULT_LANES,
+    default_lanes, send, SendCanceller, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_WINDOW, MAX_DEFAULT_LANES,
 };
 pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) failure: Mutex<Option<String>>,
     /// Live transfer groups (senders with several lanes).
     pub(crate) groups: crate::groups::Groups,
+    /// Files arriving in parts, from any connection.
+    pub(crate) splits: Arc<crate::fs::split::SplitFiles>,
 }
 
 /// Where the listener thread takes requests from: the CM listener (or a fake in tests).
@@ -293,7 +295,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         stop: Arc::clone(&shared.stop),
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
-                        group: membership.as_ref().map(|m| Arc::clone(m.group())),
+                        splits: Arc::clone(&shared.splits),
                     };
                     engine::serve(link, neg, setup)
                 }
@@ -368,6 +370,7 @@ mod tests {
             open_files: Permits::new(16),
             failure: Mutex::new(None),
             groups: crate::groups::Groups::default(),
+            splits: Arc::default(),
         });
         (shared, heard)
     }

@@ -1,6 +1,7 @@
 //! The public API: sending ([`send`]) and receiving ([`recv`]).
 
 mod listen;
+pub mod loopback;
 pub mod recv;
 pub mod send;
 pub mod subnet;

@@ -233,6 +233,7 @@ impl Receiver {
             handshakes: Permits::new(MAX_HANDSHAKES),
             failure: Mutex::new(None),
             groups: crate::groups::Groups::default(),
+            splits: Arc::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);

@@ -143,7 +143,9 @@ impl SendOptions {
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);
         p.keepalive_ms = keepalive_for(self.idle_timeout);
-        if self.lane_count() > 1 {
+        // Groups and parts: for several lanes, and for shards (which split large files
+        // between them).
+        if self.lane_count() > 1 || self.shard.is_some() {
             p.features |= Features::LANES;
         }
         p
@@ -157,16 +159,35 @@ impl SendOptions {
         }
     }
 
-    /// How the transfer splits files, for the agreement `neg` over `lanes` lanes.
-    fn splitting(&self, neg: &Negotiated, lanes: u16) -> Option<Splitting> {
-        if lanes < 2 {
+    /// How the transfer splits files, for the agreement `neg` over `lanes` lanes: over
+    /// several lanes, or over the shards of `--shard` (then every shard splits alike,
+    /// given the same part size, and sends its share of the parts). The receiver must
+    /// agree to `LANES` for parts.
+    pub(crate) fn splitting(&self, neg: &Negotiated, lanes: u16) -> Option<Splitting> {
+        if !neg.features.contains(Features::LANES) || (lanes < 2 && self.shard.is_none()) {
             return None;
         }
-        let size = self.part_size.max(u64::from(neg.chunk_size)).max(1);
-        let shift = u8::try_from(size.ilog2()).unwrap_or(MAX_PART_SHIFT);
         Some(Splitting {
-            shift: shift.min(MAX_PART_SHIFT),
+            shift: self.part_shift(neg.chunk_size),
+            shard: self.shard,
         })
+    }
+
+    /// log₂ of the part size for chunks of `chunk` bytes.
+    fn part_shift(&self, chunk: u32) -> u8 {
+        let size = self.part_size.max(u64::from(chunk)).max(1);
+        u8::try_from(size.ilog2())
+            .unwrap_or(MAX_PART_SHIFT)
+            .min(MAX_PART_SHIFT)
+    }
+
+    /// The walk over `paths` these options send (with a shard: its share, and every file
+    /// large enough to split, whose parts the shards share).
+    pub(crate) fn walk(&self, paths: Vec<PathBuf>, splitting: Option<Splitting>) -> Walk {
+        let split_above = splitting
+            .filter(|sp| sp.shard.is_some())
+            .map(|sp| 1u64 << sp.shift);
+        Walk::with_shard(paths, self.shard).split_above(split_above)
     }
 }
 
@@ -263,9 +284,10 @@ fn run_send(
     } else {
         1
     };
+    let splitting = options.splitting(&neg, lanes);
     let work = Arc::new(Work::new(
-        Walk::with_shard(paths, options.shard),
-        options.splitting(&neg, lanes),
+        options.walk(paths, splitting),
+        splitting,
         Arc::clone(&progress),
         options.on_file.clone(),
     ));
@@ -407,131 +429,4 @@ impl Drop for SendHandle {
             }
         }
     }
-}
-
-/// Sends `paths` to `dest` through in-process loopback connections (no RDMA), one per lane:
-/// the engine, the file layer, the protocol and the transfer group exactly as over a NIC.
-/// For tests and the CPU benchmark. Returns the send's report and each lane's receiver
-/// report.
-#[doc(hidden)]
-pub fn loopback_transfer(
-    paths: Vec<PathBuf>,
-    dest: &std::path::Path,
-    send: SendOptions,
-    recv: &crate::api::recv::ReceiverOptions,
-) -> Result<(SendReport, crate::engine::recv::ConnectionReport), Error> {
-    let started = Instant::now();
-    let destination = Arc::new(
-        crate::fs::dest::Destination::open(dest, recv.dest_options())
-            .map_err(|e| Error::file("receive directory", dest, e))?,
-    );
-    let open_files = crate::permits::Permits::new(recv.open_files(crate::fd_limit::raise()));
-    let groups = crate::groups::Groups::default();
-    let progress = Arc::new(Progress::default());
-    let stop = Arc::new(Stop::new());
-    let mut params = send.params();
-    let mut pairs = Vec::new();
-    let first = crate::engine::loopback::pair(
-        &params,
-        &recv.params(),
-        send.key.as_ref(),
-        recv.key.as_ref(),
-        Some(&groups),
-    )?;
-    let neg = first.sender_neg;
-    let lanes = if neg.features.contains(Features::LANES) {
-        send.lane_count()
-    } else {
-        1
-    };
-    params.group = neg.group;
-    pairs.push(first);
-    for _ in 1..lanes {
-        pairs.push(crate::engine::loopback::pair(
-            &params,
-            &recv.params(),
-            send.key.as_ref(),
-            recv.key.as_ref(),
-            Some(&groups),
-        )?);
-    }
-    let work = Arc::new(Work::new(
-        Walk::with_shard(paths, send.shard),
-        send.splitting(&neg, lanes),
-        Arc::clone(&progress),
-        send.on_file.clone(),
-    ));
-    let (reports, received) = std::thread::scope(|scope| {
-        let mut receivers = Vec::new();
-        let mut senders = Vec::new();
-        for (n, pair) in pairs.into_iter().enumerate() {
-            let rsetup = crate::engine::recv::RecvSetup {
-                dest: Arc::clone(&destination),
-                dest_root: dest.to_owned(),
-                idle_timeout: recv.idle_timeout,
-                on_file: recv.on_file.clone(),
-                stop: Arc::new(Stop::new()),
-                handshake: None,
-                open_files: Arc::clone(&open_files),
-                group: pair.group.as_ref().map(|m| Arc::clone(m.group())),
-            };
-            let membership = pair.group;
-            let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
-            // Named like the programs' threads, so a profile tells the two sides apart.
-            let receiving = std::thread::Builder::new()
-                .name(format!("rdmaft-lo-recv{n}"))
-                .spawn_scoped(scope, move || {
-                    let mut report =
-                        crate::engine::recv::serve(receiver_link, receiver_neg, rsetup);
-                    report.transfer_ended =
-                        membership.map_or(true, crate::groups::Membership::leave);
-                    report
-                })
-                .map_err(|e| Error::Thread {
-                    what: "loopback receiver",
-                    source: e,
-                });
-            let setup = engine::SendSetup {
-                work: Arc::clone(&work),
-                lane: n,
-                digest: send.digest,
-                idle_timeout: send.idle_timeout,
-                progress: Arc::clone(&progress),
-                stop: Arc::clone(&stop),
-            };
-            let (link, neg, slots) = (pair.sender, pair.sender_neg, pair.slots);
-            let sending = std::thread::Builder::new()
-                .name(format!("rdmaft-lo-send{n}"))
-                .spawn_scoped(scope, move || {
-                    engine::run(link, neg, slots.split(), setup, started)
-                })
-                .map_err(|e| Error::Thread {
-                    what: "loopback sender",
-                    source: e,
-                });
-            receivers.push(receiving);
-            senders.push(sending);
-        }
-        let reports: Vec<_> = senders
-            .into_iter()
-            .map(|t| t?.join().map_err(|_| Error::ThreadPanicked("send lane")))
-            .collect();
-        let received: Vec<_> = receivers
-            .into_iter()
-            .map(|t| t?.join().map_err(|_| Error::ThreadPanicked("receiver")))
-            .collect();
-        (reports, received)
-    });
-    let reports = reports.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut received = received
-        .into_iter()
-        .collect::<Result<Vec<_>, Error>>()?
-        .into_iter();
-    let mut receiver_report = received.next().unwrap_or_default();
-    for lane in received {
-        receiver_report.add_lane(lane);
-    }
-    let mut report = work.report(reports);
-    report.elapsed = started.elapsed();
-    Ok((report, receiver_report))
 }

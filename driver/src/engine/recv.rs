@@ -5,8 +5,7 @@
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
-use crate::fs::split::SplitFile;
-use crate::groups::Group;
+use crate::fs::split::{SplitFile, SplitFiles};
 use crate::handoff::{Mailbox, Stop};
 use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
@@ -250,8 +249,8 @@ struct Writer {
     /// Resume was agreed: partial files are kept when a connection ends and taken over when
     /// the same file is offered again.
     resume: bool,
-    /// The connection's transfer group (with `LANES`): where split files live.
-    group: Option<Arc<Group>>,
+    /// The receiver's split files (parts arrive with `LANES`).
+    splits: Arc<SplitFiles>,
 }
 
 impl Writer {
@@ -394,7 +393,10 @@ impl Writer {
         }
     }
 
-    /// A part of a split file: joins (or starts) the file its parts share in the group.
+    /// A part of a split file: joins (or starts) the file its parts share. A part that
+    /// verified in an earlier session is not sent again (with resume and a digest agreed):
+    /// it is accepted from its end, and its kept bytes are hashed for the sender's digest
+    /// to check.
     #[allow(clippy::too_many_arguments)]
     fn offer_part(
         &mut self,
@@ -406,16 +408,11 @@ impl Writer {
         part: Part,
         open: Option<Permit>,
     ) -> WriteDone {
-        let begun = match &self.group {
-            Some(g) => g.splits.begin(&self.dest, &name, size, part, mode, mtime),
-            // The protocol machine refuses parts without LANES; nothing to join here.
-            None => Err(crate::fs::dest::Refusal::new(
-                FileRejectReason::UNSUPPORTED,
-                format!("{name}: a file part outside a transfer group"),
-            )),
-        };
-        let split = match begun {
-            Ok(s) => s,
+        let begun = match self
+            .splits
+            .begin(&self.dest, &name, size, part, mode, mtime)
+        {
+            Ok(b) => b,
             Err(refusal) => {
                 return WriteDone::Answer {
                     file_id,
@@ -424,38 +421,55 @@ impl Writer {
                 }
             }
         };
+        let len = part.len_in(size);
+        // Resume offsets are whole chunks: a short last part is sent again.
+        let chunk = self.buf.len() as u64;
+        let whole_chunks = len / chunk * chunk;
+        let mut digest = Digester::new(self.digest_kind);
+        let kept = self.resume
+            && begun.verified_before
+            && self.digest_kind != DigestKind::None
+            && whole_chunks > 0
+            && digest
+                .update_from_range(begun.file.file(), part.start(), whole_chunks)
+                .is_ok();
+        if !kept {
+            digest = Digester::new(self.digest_kind);
+        }
+        let offset = if kept { whole_chunks } else { 0 };
         self.files.insert(
             file_id,
             Target {
                 temp: None,
-                split: Some((split, part)),
+                split: Some((begun.file, part)),
                 _open: open,
                 name,
-                size: part.len_in(size),
-                written: 0,
-                resumed: 0,
+                size: len,
+                written: offset,
+                resumed: offset,
                 mode,
                 mtime,
-                digest: Digester::new(self.digest_kind),
+                digest,
                 failed: None,
             },
         );
         WriteDone::Answer {
             file_id,
-            answer: FileAnswer::Accept { offset: 0 },
+            answer: FileAnswer::Accept { offset },
             detail: None,
         }
     }
 
     /// A file that will not complete: its temporary file removed (or, for a part, its split
-    /// file told that this part failed).
+    /// file told that this part is missing again).
     fn drop_target(&self, t: Target, why: &str) {
         if let Some(temp) = t.temp {
             self.dest.discard(temp);
         }
-        if let (Some((split, part)), Some(group)) = (t.split, &self.group) {
+        if let Some((split, part)) = t.split {
             let why = format!("{}: part {} {why}", t.name, part.index);
-            group.splits.ended(&split, Err((FileStatus::ABORTED, why)));
+            self.splits
+                .ended(&split, part.index, Err((FileStatus::ABORTED, why)));
         }
     }
 
@@ -526,10 +540,7 @@ impl Writer {
                 None => verify_part(&t, length, digest)
                     .map_err(|(s, why)| (s, format!("{}: part {}: {why}", t.name, part.index))),
             };
-            let Some(group) = &self.group else {
-                return (FileStatus::IO, Some("a part outside a group".into()), false);
-            };
-            let (status, detail, done) = group.splits.ended(&split, verified);
+            let (status, detail, done) = self.splits.ended(&split, part.index, verified);
             return (status, detail, !done && status.is_ok());
         }
         let (status, detail) = self.complete_whole(t, length, digest);
@@ -725,8 +736,8 @@ pub(crate) struct RecvSetup {
     pub(crate) handshake: Option<Handshake>,
     /// Files open across all of the receiver's connections.
     pub(crate) open_files: Arc<Permits>,
-    /// The connection's transfer group (with `LANES` agreed).
-    pub(crate) group: Option<Arc<Group>>,
+    /// The receiver's files being received in parts, shared by all its connections.
+    pub(crate) splits: Arc<SplitFiles>,
 }
 
 /// A connection between its request and its sender's key proof: it holds one of the
@@ -783,7 +794,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
     let writer_state = Writer {
-        group: setup.group.clone(),
+        splits: Arc::clone(&setup.splits),
         dest: Arc::clone(&setup.dest),
         open_files: Arc::clone(&setup.open_files),
         ring: link.ring(),
@@ -1142,7 +1153,7 @@ mod tests {
 
     fn writer(dir: &Path, digest_kind: DigestKind) -> Writer {
         Writer {
-            group: None,
+            splits: Arc::default(),
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             open_files: crate::permits::Permits::new(16),
             ring: Arc::new(NoRing),

@@ -72,6 +72,9 @@ pub(crate) enum Next {
 pub(crate) struct Splitting {
     /// log₂ of the part size.
     pub(crate) shift: u8,
+    /// With `send --shard`: only this shard's parts of a split file (and the walk yields
+    /// every large file, whichever shard its name falls in).
+    pub(crate) shard: Option<crate::fs::shard::Shard>,
 }
 
 /// The shared work of one send.
@@ -198,13 +201,16 @@ impl Work {
                 return None;
             };
             let p = &self.progress;
-            p.files_found.fetch_add(1, Ordering::Relaxed);
             match item {
                 WalkItem::Entry(entry) => {
-                    p.bytes_found.fetch_add(entry.size, Ordering::Relaxed);
-                    return Some(self.split(s, entry));
+                    if let Some((item, bytes)) = self.split(s, entry) {
+                        p.files_found.fetch_add(1, Ordering::Relaxed);
+                        p.bytes_found.fetch_add(bytes, Ordering::Relaxed);
+                        return Some(item);
+                    }
                 }
                 WalkItem::Skipped { path, reason } => {
+                    p.files_found.fetch_add(1, Ordering::Relaxed);
                     p.files_done.fetch_add(1, Ordering::Relaxed);
                     skipped.push(FileReport {
                         path,
@@ -218,43 +224,52 @@ impl Work {
         }
     }
 
-    /// `entry` whole, or its first part with the others queued.
-    fn split(&self, s: &mut State, entry: SourceEntry) -> WorkItem {
+    /// `entry` whole, or its first part with the others queued (with a shard, only the
+    /// shard's parts; `None` when the shard has none of it), and the bytes that will go.
+    fn split(&self, s: &mut State, entry: SourceEntry) -> Option<(WorkItem, u64)> {
         let parts = match self.splitting {
             Some(sp) if entry.kind == EntryKind::File => Part::count(entry.size, sp.shift),
             _ => 0,
         };
+        let shard = self.splitting.and_then(|sp| sp.shard);
+        let whole = |entry: SourceEntry| {
+            let ours = shard.map_or(true, |sh| sh.takes(&entry.name, None));
+            let size = entry.size;
+            ours.then_some((WorkItem { entry, part: None }, size))
+        };
         // A file of fewer than two parts goes whole.
         let (Some(sp), true) = (self.splitting, parts >= 2) else {
-            return WorkItem { entry, part: None };
+            return whole(entry);
         };
         let Ok(count) = u32::try_from(parts) else {
-            return WorkItem { entry, part: None };
+            return whole(entry);
         };
-        s.splits.insert(
-            entry.name.clone(),
-            SplitOutcome {
-                entry: entry.clone(),
-                parts_left: parts,
-                first_failure: None,
-            },
-        );
-        for index in 1..count {
-            s.parts.push_back(WorkItem {
+        let mut mine = (0..count)
+            .filter(|&i| shard.map_or(true, |sh| sh.takes(&entry.name, Some(u64::from(i)))))
+            .map(|index| WorkItem {
                 entry: entry.clone(),
                 part: Some(Part {
                     shift: sp.shift,
                     index,
                 }),
             });
+        let first = mine.next()?;
+        let mut bytes = first.data_len();
+        let mut taken = 1;
+        for item in mine {
+            bytes += item.data_len();
+            taken += 1;
+            s.parts.push_back(item);
         }
-        WorkItem {
-            entry,
-            part: Some(Part {
-                shift: sp.shift,
-                index: 0,
-            }),
-        }
+        s.splits.insert(
+            entry.name.clone(),
+            SplitOutcome {
+                entry,
+                parts_left: taken,
+                first_failure: None,
+            },
+        );
+        Some((first, bytes))
     }
 
     /// `item`, handed out earlier, ended with `outcome`: the file's report once known
@@ -381,7 +396,10 @@ mod tests {
         let progress = Arc::new(Progress::default());
         let work = Work::new(
             Walk::new(vec![d.join("t")]),
-            Some(Splitting { shift: 12 }),
+            Some(Splitting {
+                shift: 12,
+                shard: None,
+            }),
             Arc::clone(&progress),
             Some(on_file),
         );

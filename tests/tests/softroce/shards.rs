@@ -127,3 +127,67 @@ fn three_shards_send_one_tree_into_one_receiver() {
     assert!(received.values().all(|&n| n == 1), "{received:?}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// A file larger than a part is split, and its parts are spread over the shards: three
+/// senders each send some of its 1 MiB parts, and the receiver publishes it whole when the
+/// last part arrived, whichever sender brought it.
+#[test]
+fn three_shards_share_the_parts_of_a_large_file() {
+    let env = env();
+    let base = scratch("shards-parts");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let t = src.join("ckpt");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("model.bin"), random_bytes((9 << 20) + 3, 5)).unwrap();
+    std::fs::write(t.join("meta.json"), random_bytes(300, 6)).unwrap();
+    let RecvProgram {
+        child: mut recv,
+        err: _err,
+        port,
+        ..
+    } = start_recv(env.addr, &dest, ["--preserve-perms"], false, T).unwrap();
+    let senders: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(example_bin("send").unwrap())
+                .args(["--buffer-size", "256K", "--part-size", "1M"])
+                .args(["--shard", &format!("{i}/3")])
+                .arg(format!("{}:{port}", env.addr))
+                .arg(&t)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut moved = 0u64;
+    for (i, child) in senders.into_iter().enumerate() {
+        let done = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&done.stdout);
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(0), "shard {i}: {stdout}\n{stderr}");
+        // "(N bytes)" of the summary line: this shard's share of the bytes.
+        let bytes: u64 = stdout
+            .split(" bytes)")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no byte count: {stdout}"));
+        assert!(bytes < (9 << 20), "shard {i} sent the whole file: {stdout}");
+        moved += bytes;
+    }
+    interrupt(&recv);
+    assert!(wait_child(&mut recv, T).unwrap().success());
+    assert_eq!(
+        tree(&dest),
+        tree(&src),
+        "the file whole, from three senders' parts"
+    );
+    assert_eq!(
+        moved,
+        (9 << 20) + 3 + 300,
+        "each byte sent once between them"
+    );
+    assert!(temp_files(&dest).is_empty());
+    std::fs::remove_dir_all(&base).unwrap();
+}
