@@ -67,12 +67,13 @@ pub mod verbs;
 #[allow(unsafe_code, dead_code)]
 mod verbs;
 
+pub use api::defaults::{
+    default_lanes, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_WINDOW,
+    MAX_DEFAULT_LANES,
+};
 pub use api::loopback::{loopback_send, loopback_transfer, LoopbackReceiver};
 pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
-pub use api::send::{
-    default_lanes, send, SendCanceller, SendHandle, SendOptions, DEFAULT_CHUNK_SIZE,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_WINDOW, MAX_DEFAULT_LANES,
-};
+pub use api::send::{send, SendCanceller, SendHandle, SendOptions};
 pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).
 #[cfg(feature = "internals")]

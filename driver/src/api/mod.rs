@@ -1,5 +1,6 @@
 //! The public API: sending ([`send`]) and receiving ([`recv`]).
 
+pub mod defaults;
 mod listen;
 pub mod loopback;
 pub mod recv;

@@ -124,8 +124,8 @@ impl ReceiverOptions {
         ReceiverOptions {
             listen,
             dir,
-            chunk_size: crate::api::send::DEFAULT_CHUNK_SIZE,
-            window: crate::api::send::DEFAULT_WINDOW,
+            chunk_size: crate::api::defaults::DEFAULT_CHUNK_SIZE,
+            window: crate::api::defaults::DEFAULT_WINDOW,
             max_open_files: rdmaft_protocol::DEFAULT_OPEN_FILES,
             key: None,
             allow: Vec::new(),
@@ -134,7 +134,7 @@ impl ReceiverOptions {
             fsync: false,
             preserve_perms: false,
             resume: false,
-            idle_timeout: crate::api::send::DEFAULT_IDLE_TIMEOUT,
+            idle_timeout: crate::api::defaults::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: 64,
             huge_pages: false,
@@ -175,7 +175,7 @@ impl ReceiverOptions {
         let mut p = Params::new(features, self.chunk_size, self.window);
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);
-        p.keepalive_ms = crate::api::send::keepalive_for(self.idle_timeout);
+        p.keepalive_ms = crate::api::defaults::keepalive_for(self.idle_timeout);
         p.require_digest = self.require_digest;
         p
     }

@@ -1,6 +1,10 @@
 //! Sending: start an asynchronous send of files and directory trees, follow its progress,
 //! cancel it, wait for its report.
 
+use crate::api::defaults::{
+    default_lanes, keepalive_for, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE,
+    DEFAULT_WINDOW,
+};
 use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapshot, SendReport};
 use crate::engine::verbs_link::VerbsSendLink;
 use crate::engine::work::{Splitting, Work};
@@ -84,30 +88,6 @@ impl std::fmt::Debug for SendOptions {
     }
 }
 
-/// Default buffer (chunk) size: 1 MiB.
-pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
-/// Default window: chunks in flight (16 MiB at the default chunk size).
-pub const DEFAULT_WINDOW: u32 = 16;
-/// Default idle timeout.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default part size for files split over lanes: 64 MiB (a part is a unit of work that
-/// one lane carries; large enough that its header and result are noise, small enough that
-/// a 1 GiB file spreads over 16).
-pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
-/// Most lanes [`default_lanes`] picks.
-pub const MAX_DEFAULT_LANES: u16 = 8;
-
-/// The lanes a send uses when not told: one per four cores (a lane keeps about two
-/// threads busy on each side, its engine and its reader or writer, and the other cores
-/// are left to the application and the kernel), at least one, at most
-/// [`MAX_DEFAULT_LANES`].
-pub fn default_lanes() -> u16 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    u16::try_from(cores / 4)
-        .unwrap_or(MAX_DEFAULT_LANES)
-        .clamp(1, MAX_DEFAULT_LANES)
-}
-
 impl Default for SendOptions {
     fn default() -> Self {
         SendOptions {
@@ -189,13 +169,6 @@ impl SendOptions {
             .map(|sp| 1u64 << sp.shift);
         Walk::with_shard(paths, self.shard).split_above(split_above)
     }
-}
-
-/// The keepalive interval to propose for an idle timeout: an eighth of it, 1 ms to 2 s.
-pub(crate) fn keepalive_for(idle: Duration) -> u32 {
-    u32::try_from((idle / 8).as_millis())
-        .unwrap_or(u32::MAX)
-        .clamp(1, 2000)
 }
 
 /// A send in progress.
