@@ -79,7 +79,7 @@ struct rdmaft_send_options {
     unsigned lanes;       /* connections carrying the transfer, 1..64; 0: one per four cores,
                            * at most 8 (a receiver without lanes gets one) */
     unsigned reserved;    /* 0 */
-    uint64_t part_size;   /* files above two parts are split over the lanes; 0: 64 MiB,
+    uint64_t part_size;   /* files above one part are split over the lanes; 0: 64 MiB,
                            * else at least 4096 */
     unsigned shard_index; /* with shard_count > 0: send only shard shard_index (from 0) of */
     unsigned shard_count; /* shard_count, as `send --shard I/N`; 0: everything */

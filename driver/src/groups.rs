@@ -1,74 +1,49 @@
 //! The receiver's transfer groups (PROTOCOL.md §2.7): a sender's first lane opens one, its
 //! other lanes join it by number. A group lives while any of its connections does; a join
 //! for a group that is not live (never opened, or all its connections ended) is refused
-//! with `UNKNOWN_GROUP`. The group also says when a transfer has ended: with its last
-//! connection ([`Membership::leave`]). (Split files are the receiver's, not a group's:
-//! `fs/split.rs`, so that parts from several senders meet.)
+//! with `UNKNOWN_GROUP`. What the lanes of one transfer share at the receiver lives here:
+//! the files split into parts (`fs/split.rs`).
 
+use crate::fs::split::{KeptSplits, SplitFiles};
 use crate::sync::lock_std;
 use rdmaft_protocol::RejectReason;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Every live group of one receiver, by number.
 #[derive(Default)]
 pub(crate) struct Groups {
     live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
+    /// Incomplete split files kept for a resume (with resume; `None`: removed).
+    kept: Option<Arc<KeptSplits>>,
 }
 
 /// One transfer group; each of its connections holds it.
 pub(crate) struct Group {
     id: u32,
     live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
-    /// Connections in the group (their [`Membership`]s).
-    members: AtomicUsize,
-}
-
-/// One connection's place in a group: [`leave`](Self::leave) says whether it was the last.
-#[derive(Debug)]
-pub(crate) struct Membership {
-    group: Arc<Group>,
-    left: bool,
-}
-
-impl Membership {
-    fn new(group: Arc<Group>) -> Membership {
-        group.members.fetch_add(1, Ordering::AcqRel);
-        Membership { group, left: false }
-    }
-
-    /// The group.
-    pub(crate) fn group(&self) -> &Arc<Group> {
-        &self.group
-    }
-
-    /// Leaves the group: true for exactly one of its connections, the last to leave (the
-    /// transfer has ended).
-    pub(crate) fn leave(mut self) -> bool {
-        self.left = true;
-        self.group.members.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        if !self.left {
-            self.group.members.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
+    /// Files whose parts are arriving.
+    pub(crate) splits: SplitFiles,
 }
 
 impl Groups {
+    /// A receiver's groups; with `resume`, incomplete split files are kept for the next
+    /// transfer of the same file.
+    pub(crate) fn new(resume: bool) -> Groups {
+        Groups {
+            live: Arc::default(),
+            kept: resume.then(Arc::default),
+        }
+    }
+
     /// The group for a hello that asks to join `join` (0: a new group). Group numbers are
     /// random, so a number seen once does not name another transfer's group later.
-    pub(crate) fn enter(&self, join: u32) -> Result<Membership, RejectReason> {
+    pub(crate) fn enter(&self, join: u32) -> Result<Arc<Group>, RejectReason> {
         let mut live = lock_std(&self.live);
         if join != 0 {
             return live
                 .get(&join)
                 .and_then(Weak::upgrade)
-                .map(Membership::new)
                 .ok_or(RejectReason::UNKNOWN_GROUP);
         }
         live.retain(|_, g| g.strong_count() > 0);
@@ -82,16 +57,25 @@ impl Groups {
         let group = Arc::new(Group {
             id,
             live: Arc::clone(&self.live),
-            members: AtomicUsize::new(0),
+            splits: SplitFiles::new(self.kept.clone()),
         });
         live.insert(id, Arc::downgrade(&group));
-        Ok(Membership::new(group))
+        Ok(group)
     }
 }
 
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group").field("id", &self.id).finish()
+    }
+}
+
+impl Groups {
+    /// Drops the split files kept for a resume past their time.
+    pub(crate) fn expire_kept(&self) {
+        if let Some(kept) = &self.kept {
+            kept.expire_now();
+        }
     }
 }
 
@@ -120,12 +104,12 @@ mod tests {
     fn a_group_lives_while_a_connection_holds_it() {
         let groups = Groups::default();
         let first = groups.enter(0).unwrap();
-        let id = first.group().id();
+        let id = first.id();
         assert_ne!(id, 0);
         let second = groups.enter(id).unwrap();
-        assert_eq!(second.group().id(), id);
+        assert_eq!(second.id(), id);
         let other = groups.enter(0).unwrap();
-        assert_ne!(other.group().id(), id);
+        assert_ne!(other.id(), id);
         drop(first);
         assert!(groups.enter(id).is_ok(), "one lane still holds it");
         drop(second);
@@ -141,32 +125,5 @@ mod tests {
         );
         drop(other);
         assert!(lock_std(&groups.live).is_empty());
-    }
-
-    #[test]
-    fn exactly_the_last_connection_to_leave_ends_the_transfer() {
-        let groups = Groups::default();
-        let a = groups.enter(0).unwrap();
-        let id = a.group().id();
-        let b = groups.enter(id).unwrap();
-        // A member that went without leaving (a failed accept) does not count.
-        drop(groups.enter(id).unwrap());
-        let c = groups.enter(id).unwrap();
-        assert!(!b.leave());
-        assert!(!a.leave());
-        assert!(c.leave(), "the last one out");
-        // Leaving from several threads at once: one of them is last.
-        let a = groups.enter(0).unwrap();
-        let id = a.group().id();
-        let members: Vec<_> = (0..8).map(|_| groups.enter(id).unwrap()).collect();
-        drop(a);
-        let lasts = std::thread::scope(|s| {
-            let t: Vec<_> = members.into_iter().map(|m| s.spawn(|| m.leave())).collect();
-            t.into_iter()
-                .map(|t| t.join().unwrap())
-                .filter(|last| *last)
-                .count()
-        });
-        assert_eq!(lasts, 1);
     }
 }

@@ -444,10 +444,6 @@ fn lanes_carry_one_transfer_and_split_large_files() {
             "{received:?}"
         );
         assert!(received.all_ok(), "{received:?}");
-        assert!(
-            received.transfer_ended,
-            "the last lane out says the transfer ended"
-        );
         fs::remove_dir_all(&base).unwrap();
     }
 }
@@ -497,64 +493,5 @@ fn three_shards_at_once_send_the_tree_once_between_them() {
     }
     assert_eq!(sent, expected.len() as u64, "each entry sent by one shard");
     assert_eq!(skipped, 1, "the symlink, reported by one shard");
-    fs::remove_dir_all(&base).unwrap();
-}
-
-#[test]
-fn parts_meet_across_senders_and_resume_one_by_one() {
-    use rdmaft::{loopback_send, LoopbackReceiver, Shard};
-    let base = scratch("parts-resume");
-    let src = base.join("src");
-    let dest = base.join("dest");
-    fs::create_dir_all(&dest).unwrap();
-    fs::create_dir_all(&src).unwrap();
-    // 9 parts of 16 KiB, the last of 7 bytes.
-    let big = bytes(8 * 16384 + 7, 11);
-    fs::write(src.join("big"), &big).unwrap();
-    let (send, mut recv) = options(&dest, 4096, 4);
-    recv.resume = true;
-    let receiver = LoopbackReceiver::new(&dest, &recv).unwrap();
-    let shard = |i| SendOptions {
-        lanes: 1,
-        part_size: 16384,
-        shard: Some(Shard::new(i, 3).unwrap()),
-        ..send.clone()
-    };
-    // Two of three shards: their parts verify, but the file waits for the third's.
-    let mut sent = 0;
-    for i in [0, 1] {
-        let (report, received) = loopback_send(vec![src.join("big")], shard(i), &receiver).unwrap();
-        assert!(
-            report.all_ok() && received.all_ok(),
-            "{report:?} {received:?}"
-        );
-        sent += report.bytes;
-        assert!(
-            !dest.join("big").exists(),
-            "published before every part arrived"
-        );
-    }
-    assert!(sent > 0 && sent < big.len() as u64, "{sent}");
-    // A whole send again (2 lanes): the parts already there are checked, not sent.
-    let again = SendOptions {
-        lanes: 2,
-        part_size: 16384,
-        ..send.clone()
-    };
-    let (report, received) = loopback_send(vec![src.join("big")], again, &receiver).unwrap();
-    assert!(
-        report.all_ok() && received.all_ok(),
-        "{report:?} {received:?}"
-    );
-    // Whole chunks resume: a short last part among them is sent again.
-    let last = big.len() as u64 % 16384;
-    assert!(
-        report.bytes_resumed == sent || report.bytes_resumed == sent - last,
-        "the parts two shards sent were resumed: {} of {sent}",
-        report.bytes_resumed
-    );
-    assert_eq!(report.bytes + report.bytes_resumed, big.len() as u64);
-    assert_eq!(fs::read(dest.join("big")).unwrap(), big);
-    assert_eq!(tree(&dest).len(), 1, "no temporary file left");
     fs::remove_dir_all(&base).unwrap();
 }

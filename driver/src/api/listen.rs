@@ -54,8 +54,6 @@ pub(crate) struct Shared {
     pub(crate) failure: Mutex<Option<String>>,
     /// Live transfer groups (senders with several lanes).
     pub(crate) groups: crate::groups::Groups,
-    /// Files arriving in parts, from any connection.
-    pub(crate) splits: Arc<crate::fs::split::SplitFiles>,
 }
 
 /// Where the listener thread takes requests from: the CM listener (or a fake in tests).
@@ -200,6 +198,13 @@ fn admit(request: Request, shared: &Arc<Shared>) {
         let why = format!("{max} connections are being served already");
         return refuse(request, RejectReason::NO_RESOURCES, &why, shared);
     }
+    // The last quarter of the connections is kept for transfers' first lanes: a sender's
+    // further lanes are a speed-up it can do without (it carries on with fewer), while a
+    // first lane refused is a transfer refused.
+    if request.joins_group() && running >= max - max / 4 {
+        let why = format!("{running} of {max} connections taken: lanes beyond the first wait");
+        return refuse(request, RejectReason::NO_RESOURCES, &why, shared);
+    }
     if !is_allowed(shared, request.peer_addr()) {
         return refuse(
             request,
@@ -252,8 +257,10 @@ fn is_allowed(shared: &Shared, peer: Option<SocketAddr>) -> bool {
         || peer.is_some_and(|p| options.allow.iter().any(|net| net.contains(p.ip())))
 }
 
-/// Forgets the threads of connections that ended (joining them: they are done).
+/// Forgets the threads of connections that ended (joining them: they are done), and the
+/// split files kept for a resume past their time.
 fn reap(shared: &Shared) {
+    shared.groups.expire_kept();
     let mut threads = lock(&shared.connections);
     let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
     *threads = running;
@@ -268,7 +275,7 @@ fn reap(shared: &Shared) {
 fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
     let options = lock(&shared.options).clone();
     let peer = peer_name(request.peer_addr());
-    let mut membership = None;
+    let mut group = None;
     let mut device = String::new();
     let mut report = match request.accept_with(
         &options.params(),
@@ -280,7 +287,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
         Ok(mut conn) => {
             let neg = *conn.negotiated();
-            membership = conn.group.take();
+            group = conn.group.take();
             device = conn.device_name().to_owned();
             // This thread and the writer it starts run near the device, when /sys says.
             crate::numa::pin_near(&device);
@@ -295,16 +302,14 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         stop: Arc::clone(&shared.stop),
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
-                        splits: Arc::clone(&shared.splits),
+                        group: group.clone(),
                     };
                     engine::serve(link, neg, setup)
                 }
             }
         }
     };
-    // The transfer ended with the last of its connections (one that joins later carries
-    // no work: the sender's walk was done).
-    report.transfer_ended = membership.map_or(true, crate::groups::Membership::leave);
+    drop(group);
     report.device = device;
     report_to(&options, &report);
 }
@@ -362,6 +367,7 @@ mod tests {
             lock(&h).push(format!("refused: {}", r.error.clone().unwrap_or_default()))
         }));
         let shared = Arc::new(Shared {
+            groups: crate::groups::Groups::new(options.resume),
             options: Mutex::new(options),
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             stop: Arc::new(Stop::new()),
@@ -369,8 +375,6 @@ mod tests {
             handshakes: Permits::new(MAX_HANDSHAKES),
             open_files: Permits::new(16),
             failure: Mutex::new(None),
-            groups: crate::groups::Groups::default(),
-            splits: Arc::default(),
         });
         (shared, heard)
     }

@@ -7,7 +7,6 @@ use crate::engine::recv::ConnectionReport;
 use crate::engine::send::{Progress, SendReport};
 use crate::engine::work::Work;
 use crate::fs::dest::Destination;
-use crate::fs::split::SplitFiles;
 use crate::groups::Groups;
 use crate::handoff::Stop;
 use crate::permits::Permits;
@@ -41,7 +40,6 @@ pub struct LoopbackReceiver {
     destination: Arc<Destination>,
     open_files: Arc<Permits>,
     groups: Groups,
-    splits: Arc<SplitFiles>,
 }
 
 impl LoopbackReceiver {
@@ -56,8 +54,7 @@ impl LoopbackReceiver {
             dest: dest.to_owned(),
             destination,
             open_files: Permits::new(options.open_files(crate::fd_limit::raise())),
-            groups: Groups::default(),
-            splits: Arc::default(),
+            groups: Groups::new(options.resume),
         })
     }
 }
@@ -77,7 +74,6 @@ pub fn loopback_send(
         destination,
         open_files,
         groups,
-        splits,
     } = receiver;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(Stop::new());
@@ -107,10 +103,9 @@ pub fn loopback_send(
             Some(groups),
         )?);
     }
-    let splitting = send.splitting(&neg, lanes);
     let work = Arc::new(Work::new(
-        send.walk(paths, splitting),
-        splitting,
+        send.walk(paths),
+        send.splitting(&neg, lanes),
         Arc::clone(&progress),
         send.on_file.clone(),
     ));
@@ -126,19 +121,14 @@ pub fn loopback_send(
                 stop: Arc::new(Stop::new()),
                 handshake: None,
                 open_files: Arc::clone(open_files),
-                splits: Arc::clone(splits),
+                group: pair.group,
             };
-            let membership = pair.group;
             let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
             // Named like the programs' threads, so a profile tells the two sides apart.
             let receiving = std::thread::Builder::new()
                 .name(format!("rdmaft-lo-recv{n}"))
                 .spawn_scoped(scope, move || {
-                    let mut report =
-                        crate::engine::recv::serve(receiver_link, receiver_neg, rsetup);
-                    report.transfer_ended =
-                        membership.map_or(true, crate::groups::Membership::leave);
-                    report
+                    crate::engine::recv::serve(receiver_link, receiver_neg, rsetup)
                 })
                 .map_err(|e| Error::Thread {
                     what: "loopback receiver",

@@ -226,14 +226,13 @@ impl Receiver {
         let addr = listener.local_addr();
         let shared = Arc::new(Shared {
             open_files: Permits::new(options.open_files(fd_limit)),
+            groups: crate::groups::Groups::new(options.resume),
             options: Mutex::new(options),
             dest: Arc::new(dest),
             stop: Arc::new(Stop::new()),
             connections: Mutex::new(Vec::new()),
             handshakes: Permits::new(MAX_HANDSHAKES),
             failure: Mutex::new(None),
-            groups: crate::groups::Groups::default(),
-            splits: Arc::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -272,6 +271,14 @@ impl Receiver {
     /// no more, and should be stopped.
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failure).clone()
+    }
+
+    /// Connections being served now (their handshake or their session under way).
+    pub fn active_connections(&self) -> usize {
+        lock(&self.shared.connections)
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
     }
 
     /// Files that may be open at once across all connections.

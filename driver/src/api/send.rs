@@ -45,7 +45,7 @@ pub struct SendOptions {
     /// transparent huge pages): fewer page translations for large windows.
     pub huge_pages: bool,
     /// Connections (lanes) to carry the transfer; 0 picks [`default_lanes`]. Entries are
-    /// handed to the lanes from one queue, and files larger than two parts are split
+    /// handed to the lanes from one queue, and files larger than a part are split
     /// into parts of [`part_size`](Self::part_size) carried by several lanes at once.
     /// A receiver without lanes gets one.
     pub lanes: u16,
@@ -123,51 +123,47 @@ impl SendOptions {
         p.max_open_files = self.max_open_files;
         p.ctrl_depth = min_ctrl_depth(self.max_open_files);
         p.keepalive_ms = keepalive_for(self.idle_timeout);
-        // Groups and parts: for several lanes, and for shards (which split large files
-        // between them).
-        if self.lane_count() > 1 || self.shard.is_some() {
+        if self.lane_count() > 1 {
             p.features |= Features::LANES;
         }
         p
     }
 
-    /// The lanes asked for (0 meaning the default).
+    /// The lanes asked for (0 meaning the default: [`default_lanes`], or one for a shard,
+    /// which is already one of many senders).
     pub fn lane_count(&self) -> u16 {
         match self.lanes {
+            0 if self.shard.is_some() => 1,
             0 => default_lanes(),
             n => n,
         }
     }
 
-    /// How the transfer splits files, for the agreement `neg` over `lanes` lanes: over
-    /// several lanes, or over the shards of `--shard` (then every shard splits alike,
-    /// given the same part size, and sends its share of the parts). The receiver must
-    /// agree to `LANES` for parts.
+    /// How the transfer splits files over `lanes` lanes, for the agreement `neg` (the
+    /// receiver must agree to `LANES` for parts).
     pub(crate) fn splitting(&self, neg: &Negotiated, lanes: u16) -> Option<Splitting> {
-        if !neg.features.contains(Features::LANES) || (lanes < 2 && self.shard.is_none()) {
+        if !neg.features.contains(Features::LANES) || lanes < 2 {
             return None;
         }
         Some(Splitting {
-            shift: self.part_shift(neg.chunk_size),
-            shard: self.shard,
+            shift: self.part_shift(),
         })
     }
 
-    /// log₂ of the part size for chunks of `chunk` bytes.
-    fn part_shift(&self, chunk: u32) -> u8 {
+    /// log₂ of the part size: at least the chunk size this side proposes, which bounds
+    /// every lane's agreed chunk (the minimum rule), so every lane may carry the parts.
+    fn part_shift(&self) -> u8 {
+        let chunk = rdmaft_protocol::effective_chunk_size(self.chunk_size)
+            .unwrap_or(rdmaft_protocol::MIN_CHUNK_SIZE);
         let size = self.part_size.max(u64::from(chunk)).max(1);
         u8::try_from(size.ilog2())
             .unwrap_or(MAX_PART_SHIFT)
             .min(MAX_PART_SHIFT)
     }
 
-    /// The walk over `paths` these options send (with a shard: its share, and every file
-    /// large enough to split, whose parts the shards share).
-    pub(crate) fn walk(&self, paths: Vec<PathBuf>, splitting: Option<Splitting>) -> Walk {
-        let split_above = splitting
-            .filter(|sp| sp.shard.is_some())
-            .map(|sp| 1u64 << sp.shift);
-        Walk::with_shard(paths, self.shard).split_above(split_above)
+    /// The walk over `paths` these options send (with a shard: its share).
+    pub(crate) fn walk(&self, paths: Vec<PathBuf>) -> Walk {
+        Walk::with_shard(paths, self.shard)
     }
 }
 
@@ -257,10 +253,9 @@ fn run_send(
     } else {
         1
     };
-    let splitting = options.splitting(&neg, lanes);
     let work = Arc::new(Work::new(
-        options.walk(paths, splitting),
-        splitting,
+        options.walk(paths),
+        options.splitting(&neg, lanes),
         Arc::clone(&progress),
         options.on_file.clone(),
     ));
@@ -312,8 +307,9 @@ fn run_send(
             }
             Ok(Ok(r)) => reports.push(r),
             // The group ended before this lane joined: the others carried everything.
+            // The group ended before this lane joined: the others carried everything.
             Ok(Err(Error::HandshakeRejected { reason, .. }))
-                if reason == RejectReason::UNKNOWN_GROUP => {}
+                if reason == RejectReason::UNKNOWN_GROUP && work.walk_finished() => {}
             Ok(Err(Error::Cancelled)) => {}
             Ok(Err(e)) => warnings.push(format!("lane {}: {e}", n + 1)),
             Err(_) => return Err(Error::ThreadPanicked("send lane")),

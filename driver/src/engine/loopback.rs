@@ -128,7 +128,7 @@ pub(crate) struct Pair {
     pub(crate) receiver_neg: Negotiated,
     /// The receiver's place in its transfer group (when `groups` was given and `LANES`
     /// agreed).
-    pub(crate) group: Option<crate::groups::Membership>,
+    pub(crate) group: Option<Arc<crate::groups::Group>>,
 }
 
 /// Connects a loopback pair: `sender` proposes, `receiver` decides (with transfer groups
@@ -179,7 +179,7 @@ pub(crate) fn pair(
             ring,
             crate::key::nonce()?,
             rmac,
-            group.as_ref().map_or(0, |g| g.group().id()),
+            group.as_ref().map_or(0, |g| g.id()),
         )
         .map_err(|e| Error::invalid("loopback", e.to_string()))?;
     let mut accept = [0u8; ACCEPT_LEN];

@@ -5,7 +5,8 @@
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
-use crate::fs::split::{SplitFile, SplitFiles};
+use crate::fs::split::SplitFile;
+use crate::groups::Group;
 use crate::handoff::{Mailbox, Stop};
 use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
@@ -111,10 +112,6 @@ pub struct ConnectionReport {
     /// proof and offered an entry or ended its session cleanly (a port scan, a refused
     /// handshake or a wrong key is not).
     pub transferred: bool,
-    /// Whether the transfer this connection carried has no other connection left: a
-    /// sender with several lanes runs one transfer over several connections, and only the
-    /// last of them to end says so (a transfer of one connection always does).
-    pub transfer_ended: bool,
     /// The RDMA device the connection ran on (empty when unknown).
     pub device: String,
     /// Why it ended badly, if it did.
@@ -142,7 +139,6 @@ impl ConnectionReport {
             list_failure(&mut self.failures, f);
         }
         self.transferred |= lane.transferred;
-        self.transfer_ended |= lane.transfer_ended;
         if self.error.is_none() {
             self.error = lane.error;
         }
@@ -249,8 +245,8 @@ struct Writer {
     /// Resume was agreed: partial files are kept when a connection ends and taken over when
     /// the same file is offered again.
     resume: bool,
-    /// The receiver's split files (parts arrive with `LANES`).
-    splits: Arc<SplitFiles>,
+    /// The connection's transfer group (with `LANES`): where split files live.
+    group: Option<Arc<Group>>,
 }
 
 impl Writer {
@@ -408,10 +404,15 @@ impl Writer {
         part: Part,
         open: Option<Permit>,
     ) -> WriteDone {
-        let begun = match self
-            .splits
-            .begin(&self.dest, &name, size, part, mode, mtime)
-        {
+        let begun = match &self.group {
+            Some(g) => g.splits.begin(&self.dest, &name, size, part, mode, mtime),
+            // The protocol machine refuses parts without LANES; nothing to join here.
+            None => Err(crate::fs::dest::Refusal::new(
+                FileRejectReason::UNSUPPORTED,
+                format!("{name}: a file part outside a transfer group"),
+            )),
+        };
+        let begun = match begun {
             Ok(b) => b,
             Err(refusal) => {
                 return WriteDone::Answer {
@@ -427,7 +428,7 @@ impl Writer {
         let whole_chunks = len / chunk * chunk;
         let mut digest = Digester::new(self.digest_kind);
         let kept = self.resume
-            && begun.verified_before
+            && begun.kept
             && self.digest_kind != DigestKind::None
             && whole_chunks > 0
             && digest
@@ -466,9 +467,10 @@ impl Writer {
         if let Some(temp) = t.temp {
             self.dest.discard(temp);
         }
-        if let Some((split, part)) = t.split {
+        if let (Some((split, part)), Some(group)) = (t.split, &self.group) {
             let why = format!("{}: part {} {why}", t.name, part.index);
-            self.splits
+            group
+                .splits
                 .ended(&split, part.index, Err((FileStatus::ABORTED, why)));
         }
     }
@@ -540,8 +542,11 @@ impl Writer {
                 None => verify_part(&t, length, digest)
                     .map_err(|(s, why)| (s, format!("{}: part {}: {why}", t.name, part.index))),
             };
-            let (status, detail, done) = self.splits.ended(&split, part.index, verified);
-            return (status, detail, !done && status.is_ok());
+            let Some(group) = &self.group else {
+                return (FileStatus::IO, Some("a part outside a group".into()), false);
+            };
+            let end = group.splits.ended(&split, part.index, verified);
+            return (end.status, end.detail, !end.report);
         }
         let (status, detail) = self.complete_whole(t, length, digest);
         (status, detail, false)
@@ -736,8 +741,8 @@ pub(crate) struct RecvSetup {
     pub(crate) handshake: Option<Handshake>,
     /// Files open across all of the receiver's connections.
     pub(crate) open_files: Arc<Permits>,
-    /// The receiver's files being received in parts, shared by all its connections.
-    pub(crate) splits: Arc<SplitFiles>,
+    /// The connection's transfer group (with `LANES` agreed).
+    pub(crate) group: Option<Arc<Group>>,
 }
 
 /// A connection between its request and its sender's key proof: it holds one of the
@@ -769,8 +774,6 @@ fn expected_digest(neg: &Negotiated) -> DigestKind {
 pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> ConnectionReport {
     let mut report = ConnectionReport {
         peer: link.peer(),
-        // The listener knows of the transfer's other connections (it says after this).
-        transfer_ended: true,
         ..ConnectionReport::default()
     };
     let clock = Clock::start();
@@ -794,7 +797,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
     let writer_state = Writer {
-        splits: Arc::clone(&setup.splits),
+        group: setup.group.clone(),
         dest: Arc::clone(&setup.dest),
         open_files: Arc::clone(&setup.open_files),
         ring: link.ring(),
@@ -1153,7 +1156,7 @@ mod tests {
 
     fn writer(dir: &Path, digest_kind: DigestKind) -> Writer {
         Writer {
-            splits: Arc::default(),
+            group: None,
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             open_files: crate::permits::Permits::new(16),
             ring: Arc::new(NoRing),

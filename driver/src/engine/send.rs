@@ -586,7 +586,11 @@ impl<L: SendLink> Engine<L> {
                     self.held = Some(item);
                     return Ok(());
                 }
-                Err(e) => return Err(Error::invalid("start_file", e.to_string())),
+                Err(e) => {
+                    // Taken from the work, so given back as ended: other lanes wait for it.
+                    self.setup.work.resolved(item, FileOutcome::Unfinished);
+                    return Err(Error::invalid("start_file", e.to_string()));
+                }
             }
         }
         Ok(())

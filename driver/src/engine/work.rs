@@ -38,6 +38,9 @@ pub(crate) fn in_callback_of(progress: &Arc<Progress>) -> bool {
 pub(crate) struct WorkItem {
     pub(crate) entry: SourceEntry,
     pub(crate) part: Option<Part>,
+    /// For a part: its file's number among the transfer's split files (two roots may
+    /// hold files of one name).
+    split: u64,
 }
 
 impl WorkItem {
@@ -72,9 +75,6 @@ pub(crate) enum Next {
 pub(crate) struct Splitting {
     /// log₂ of the part size.
     pub(crate) shift: u8,
-    /// With `send --shard`: only this shard's parts of a split file (and the walk yields
-    /// every large file, whichever shard its name falls in).
-    pub(crate) shard: Option<crate::fs::shard::Shard>,
 }
 
 /// The shared work of one send.
@@ -105,9 +105,12 @@ struct State {
     dir_lane: Option<usize>,
     /// Files and parts handed out and not resolved.
     files_out: u64,
-    splits: HashMap<String, SplitOutcome>,
-    /// Lanes waiting for work, to wake when something resolves.
-    waiting: Vec<Waker>,
+    /// Split files with parts not resolved, by number.
+    splits: HashMap<u64, SplitOutcome>,
+    /// The number of the next split file.
+    next_split: u64,
+    /// Lanes waiting for work (one waker each), to wake when something resolves.
+    waiting: HashMap<usize, Waker>,
     /// Items each lane took, by lane.
     taken: HashMap<usize, u64>,
     counts: SendCounts,
@@ -140,7 +143,9 @@ impl Work {
             let mut s = lock_std(&self.state);
             let next = self.next_locked(&mut s, lane, &mut skipped);
             match next {
-                Next::Wait => s.waiting.push(Arc::clone(waker)),
+                Next::Wait => {
+                    s.waiting.insert(lane, Arc::clone(waker));
+                }
                 Next::Item(_) => *s.taken.entry(lane).or_default() += 1,
                 Next::Done => {}
             }
@@ -186,6 +191,7 @@ impl Work {
                 Next::Item(WorkItem {
                     entry: dir,
                     part: None,
+                    split: 0,
                 })
             }
         }
@@ -201,16 +207,13 @@ impl Work {
                 return None;
             };
             let p = &self.progress;
+            p.files_found.fetch_add(1, Ordering::Relaxed);
             match item {
                 WalkItem::Entry(entry) => {
-                    if let Some((item, bytes)) = self.split(s, entry) {
-                        p.files_found.fetch_add(1, Ordering::Relaxed);
-                        p.bytes_found.fetch_add(bytes, Ordering::Relaxed);
-                        return Some(item);
-                    }
+                    p.bytes_found.fetch_add(entry.size, Ordering::Relaxed);
+                    return Some(self.split(s, entry));
                 }
                 WalkItem::Skipped { path, reason } => {
-                    p.files_found.fetch_add(1, Ordering::Relaxed);
                     p.files_done.fetch_add(1, Ordering::Relaxed);
                     skipped.push(FileReport {
                         path,
@@ -224,52 +227,53 @@ impl Work {
         }
     }
 
-    /// `entry` whole, or its first part with the others queued (with a shard, only the
-    /// shard's parts; `None` when the shard has none of it), and the bytes that will go.
-    fn split(&self, s: &mut State, entry: SourceEntry) -> Option<(WorkItem, u64)> {
+    /// `entry` whole, or its first part with the others queued.
+    fn split(&self, s: &mut State, entry: SourceEntry) -> WorkItem {
         let parts = match self.splitting {
             Some(sp) if entry.kind == EntryKind::File => Part::count(entry.size, sp.shift),
             _ => 0,
         };
-        let shard = self.splitting.and_then(|sp| sp.shard);
-        let whole = |entry: SourceEntry| {
-            let ours = shard.map_or(true, |sh| sh.takes(&entry.name, None));
-            let size = entry.size;
-            ours.then_some((WorkItem { entry, part: None }, size))
-        };
-        // A file of fewer than two parts goes whole.
+        // A file of one part goes whole.
         let (Some(sp), true) = (self.splitting, parts >= 2) else {
-            return whole(entry);
+            return WorkItem {
+                entry,
+                part: None,
+                split: 0,
+            };
         };
         let Ok(count) = u32::try_from(parts) else {
-            return whole(entry);
-        };
-        let mut mine = (0..count)
-            .filter(|&i| shard.map_or(true, |sh| sh.takes(&entry.name, Some(u64::from(i)))))
-            .map(|index| WorkItem {
-                entry: entry.clone(),
-                part: Some(Part {
-                    shift: sp.shift,
-                    index,
-                }),
-            });
-        let first = mine.next()?;
-        let mut bytes = first.data_len();
-        let mut taken = 1;
-        for item in mine {
-            bytes += item.data_len();
-            taken += 1;
-            s.parts.push_back(item);
-        }
-        s.splits.insert(
-            entry.name.clone(),
-            SplitOutcome {
+            return WorkItem {
                 entry,
-                parts_left: taken,
+                part: None,
+                split: 0,
+            };
+        };
+        s.next_split += 1;
+        let split = s.next_split;
+        s.splits.insert(
+            split,
+            SplitOutcome {
+                entry: entry.clone(),
+                parts_left: parts,
                 first_failure: None,
             },
         );
-        Some((first, bytes))
+        let part = |index| Part {
+            shift: sp.shift,
+            index,
+        };
+        for index in 1..count {
+            s.parts.push_back(WorkItem {
+                entry: entry.clone(),
+                part: Some(part(index)),
+                split,
+            });
+        }
+        WorkItem {
+            entry,
+            part: Some(part(0)),
+            split,
+        }
     }
 
     /// `item`, handed out earlier, ended with `outcome`: the file's report once known
@@ -282,11 +286,11 @@ impl Work {
             }
             let report = match item.part {
                 None => Some(report_of(item.entry, outcome)),
-                Some(_) => Self::part_resolved(&mut s, &item.entry.name, outcome),
+                Some(_) => Self::part_resolved(&mut s, item.split, outcome),
             };
             (report, std::mem::take(&mut s.waiting))
         };
-        for w in waiting {
+        for w in waiting.into_values() {
             w.wake();
         }
         if let Some(r) = report {
@@ -295,8 +299,8 @@ impl Work {
         }
     }
 
-    fn part_resolved(s: &mut State, name: &str, outcome: FileOutcome) -> Option<FileReport> {
-        let split = s.splits.get_mut(name)?;
+    fn part_resolved(s: &mut State, id: u64, outcome: FileOutcome) -> Option<FileReport> {
+        let split = s.splits.get_mut(&id)?;
         split.parts_left -= 1;
         if !outcome.is_ok() && split.first_failure.is_none() {
             split.first_failure = Some(outcome);
@@ -304,7 +308,7 @@ impl Work {
         if split.parts_left > 0 {
             return None;
         }
-        let split = s.splits.remove(name)?;
+        let split = s.splits.remove(&id)?;
         let outcome = split.first_failure.unwrap_or(FileOutcome::Sent);
         Some(report_of(split.entry, outcome))
     }
@@ -322,6 +326,12 @@ impl Work {
         if !file.outcome.is_ok() {
             list_failure(&mut s.failures, file);
         }
+    }
+
+    /// Whether every entry of the walk was handed out.
+    pub(crate) fn walk_finished(&self) -> bool {
+        let s = lock_std(&self.state);
+        s.walk.is_none() && s.parts.is_empty() && s.dir.is_none()
     }
 
     /// How many items `lane` took.
@@ -396,10 +406,7 @@ mod tests {
         let progress = Arc::new(Progress::default());
         let work = Work::new(
             Walk::new(vec![d.join("t")]),
-            Some(Splitting {
-                shift: 12,
-                shard: None,
-            }),
+            Some(Splitting { shift: 12 }),
             Arc::clone(&progress),
             Some(on_file),
         );

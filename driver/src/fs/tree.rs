@@ -105,9 +105,6 @@ pub struct Walk {
     dirs_out: Option<std::vec::IntoIter<SourceEntry>>,
     /// Only this shard's share, if set.
     shard: Option<Shard>,
-    /// With a shard: regular files larger than this are yielded whatever shard their name
-    /// falls in (they are split into parts, and the parts are spread over the shards).
-    split_above: Option<u64>,
 }
 
 impl Walk {
@@ -125,15 +122,7 @@ impl Walk {
             dirs: Vec::new(),
             dirs_out: None,
             shard,
-            split_above: None,
         }
-    }
-
-    /// With a shard, also yields every regular file larger than `size` (each shard then
-    /// sends its share of the file's parts); `None`: only the shard's own files.
-    pub fn split_above(mut self, size: Option<u64>) -> Walk {
-        self.split_above = size;
-        self
     }
 
     /// Whether the entry of wire name `name` (or the path that would have it) is this
@@ -184,8 +173,7 @@ impl Walk {
                 .min(999_999_999),
         };
         if !ft.is_dir() {
-            let split = ft.is_file() && self.split_above.is_some_and(|min| entry.size > min);
-            return (ours || split).then_some(WalkItem::Entry(entry));
+            return ours.then_some(WalkItem::Entry(entry));
         }
         match sorted_children(&path, self.shard.is_some()) {
             Ok(children) => {
@@ -260,13 +248,8 @@ impl Walk {
             }
         };
         let name = format!("{parent}/{component}");
-        // Another shard's file (or link, or special file): not even a `stat`, unless it is
-        // a regular file that may be large enough to split.
-        let maybe_split = self.split_above.is_some() && file_type.is_some_and(|t| t.is_file());
-        if file_type.is_some_and(|t| !t.is_dir())
-            && !maybe_split
-            && !self.ours(Some(name.as_bytes()))
-        {
+        // Another shard's file (or link, or special file): not even a `stat`.
+        if file_type.is_some_and(|t| !t.is_dir()) && !self.ours(Some(name.as_bytes())) {
             return None;
         }
         match fs::symlink_metadata(&path) {

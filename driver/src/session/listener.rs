@@ -118,6 +118,11 @@ pub struct Request {
 }
 
 impl Request {
+    /// Whether the hello asks to join a transfer group (a lane beyond a transfer's first).
+    pub(crate) fn joins_group(&self) -> bool {
+        rdmaft_protocol::HelloRepr::decode(&self.hello).is_ok_and(|h| h.group != 0)
+    }
+
     /// The sender's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
@@ -210,7 +215,7 @@ impl Request {
             rkey: ring_mr.rkey(),
         };
         let mac = key.map(|k| k as &dyn Mac);
-        let group_id = group.as_ref().map_or(0, |g| g.group().id());
+        let group_id = group.as_ref().map_or(0, |g| g.id());
         let (negotiated, reply) = match agreed.accept(ring, nonce()?, mac, group_id) {
             Ok(done) => done,
             Err(e) => {
@@ -378,7 +383,7 @@ pub struct ReceiverConn {
     pub(crate) ring: Arc<MemoryRegion>,
     pub(crate) negotiated: Negotiated,
     /// The connection's place in its transfer group (with `LANES` agreed).
-    pub(crate) group: Option<crate::groups::Membership>,
+    pub(crate) group: Option<Arc<crate::groups::Group>>,
 }
 
 impl ReceiverConn {

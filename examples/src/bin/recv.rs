@@ -167,6 +167,7 @@ fn run(args: Args) -> Result<bool, String> {
         OnInterrupt::ExitNow => std::process::exit(EXIT_INTERRUPTED),
     });
     let mut ok = true;
+    let mut transferred = false;
     let mut stale_told = false;
     loop {
         if stop_rx.try_recv().is_ok() {
@@ -187,20 +188,28 @@ fn run(args: Args) -> Result<bool, String> {
                 }
             }
         }
-        match connections.recv_timeout(Duration::from_millis(200)) {
-            Ok(report) => {
-                if let Some(e) = &report.error {
-                    eprintln!("recv: connection ended: {e}");
-                }
-                // A port scan, a refused handshake or a wrong key is not the transfer
-                // `--once` waits for; a transfer over several lanes ends with its last.
-                if args.once && report.transferred {
-                    ok &= report.all_ok();
-                    if report.transfer_ended {
-                        break;
-                    }
-                }
+        // `--once`: a transfer came, and every connection (each lane of it) has ended.
+        let done = transferred && receiver.active_connections() == 0;
+        let mut end = |report: ConnectionReport| {
+            if let Some(e) = &report.error {
+                eprintln!("recv: connection ended: {e}");
             }
+            // A port scan, a refused handshake or a wrong key is not the transfer `--once`
+            // waits for.
+            if args.once && report.transferred {
+                ok &= report.all_ok();
+                transferred = true;
+            }
+        };
+        if done {
+            // The reports that are still queued count too.
+            while let Ok(report) = connections.try_recv() {
+                end(report);
+            }
+            break;
+        }
+        match connections.recv_timeout(Duration::from_millis(200)) {
+            Ok(report) => end(report),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }

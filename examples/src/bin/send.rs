@@ -34,7 +34,7 @@ struct Args {
     #[arg(short, long, default_value_t = DEFAULT_WINDOW, value_parser = parse_window)]
     window: u32,
     /// Connections (lanes) that carry the transfer together, or `auto` (one per four
-    /// cores, at most 8). Files above two parts are split over the lanes.
+    /// cores, at most 8). Files larger than a part are split over the lanes.
     #[arg(long, default_value = "auto", value_parser = parse_lanes)]
     lanes: u16,
     /// Size of the parts large files are split into over several lanes.
