@@ -2,6 +2,7 @@
 //! state machine → answers, credits, results) and the writer thread beside it (the file
 //! layer: temporary file, write from the ring, digest, verify, publish).
 
+use super::send::RESULT_BATCH;
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
@@ -544,13 +545,22 @@ fn rehash(temp: &TempFile, kind: DigestKind) -> io::Result<Digest> {
 
 /// The writer thread: serves jobs in order until its mailbox closes, then removes what
 /// unfinished files left behind.
+///
+/// Results go back in batches as the reader's do ([`RESULT_BATCH`]).
 fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) {
-    while let Some(job) = jobs.pop() {
-        for d in w.job(job) {
-            if done.push(d).is_err() {
-                w.discard_all();
-                return;
-            }
+    let mut out = Vec::with_capacity(RESULT_BATCH + 1);
+    while let Some(first) = jobs.pop() {
+        let mut job = Some(first);
+        while let Some(j) = job {
+            out.extend(w.job(j));
+            job = if out.len() < RESULT_BATCH {
+                jobs.try_pop()
+            } else {
+                None
+            };
+        }
+        if done.push_all(&mut out).is_err() {
+            break;
         }
     }
     w.discard_all();
@@ -648,6 +658,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         machine,
         clock,
         jobs: Arc::clone(&jobs),
+        staged: Vec::new(),
         done: Arc::clone(&done),
         sent: 0,
         offers: HashMap::new(),
@@ -668,6 +679,8 @@ struct Engine<L: RecvLink> {
     machine: Receiver<VecStorage>,
     clock: Clock,
     jobs: Arc<Mailbox<WriteJob>>,
+    /// Jobs for the writer from this round, handed over together at its end.
+    staged: Vec<WriteJob>,
     done: Arc<Mailbox<WriteDone>>,
     /// Messages sent (the send buffer of message `n` is `n mod depth`).
     sent: u64,
@@ -716,6 +729,7 @@ impl<L: RecvLink> Engine<L> {
                     detail: "the sender disconnected".into(),
                 });
             }
+            self.hand_over()?;
             if !had_completions && !had_done {
                 let wait = self
                     .machine
@@ -796,10 +810,16 @@ impl<L: RecvLink> Engine<L> {
         }
     }
 
+    /// Stages `job` for the writer; the round's jobs go together at its end (one wake-up).
     fn push(&mut self, job: WriteJob) -> Result<(), Error> {
+        self.staged.push(job);
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), Error> {
         self.jobs
-            .push(job)
-            .map_err(|_| Error::ThreadPanicked("writer"))
+            .push_all(&mut self.staged)
+            .map_err(|()| Error::ThreadPanicked("writer"))
     }
 
     fn writer_done(&mut self, d: WriteDone) -> Result<(), Error> {

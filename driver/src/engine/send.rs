@@ -230,11 +230,35 @@ struct Source {
     digest: Digester,
 }
 
+/// Results an I/O thread hands back at most at once: it keeps its results while more work
+/// is queued (one wake-up of the engine per batch, not per file) and hands them over when
+/// its queue runs dry or the batch is this long, so the engine never waits on a busy one.
+pub(crate) const RESULT_BATCH: usize = 32;
+
 /// The reader thread: serves jobs in order until the mailbox closes.
 fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
     let mut sources: HashMap<u64, Source> = HashMap::new();
-    while let Some(job) = jobs.pop() {
-        let out = match job {
+    let mut out = Vec::with_capacity(RESULT_BATCH);
+    while let Some(first) = jobs.pop() {
+        let mut job = Some(first);
+        while let Some(j) = job {
+            out.push(read_job(&mut sources, j));
+            job = if out.len() < RESULT_BATCH {
+                jobs.try_pop()
+            } else {
+                None
+            };
+        }
+        if done.push_all(&mut out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one job of the reader.
+fn read_job(sources: &mut HashMap<u64, Source>, job: ReadJob) -> ReadDone {
+    {
+        match job {
             ReadJob::Open {
                 file_id,
                 entry,
@@ -275,9 +299,6 @@ fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
                     result,
                 }
             }
-        };
-        if done.push(out).is_err() {
-            return;
         }
     }
 }
@@ -417,6 +438,7 @@ pub(crate) fn run<L: SendLink>(
         clock,
         slots: slots.into_iter().map(Some).collect(),
         jobs: Arc::clone(&jobs),
+        staged: Vec::new(),
         done: Arc::clone(&done),
         walk: Walk::new(setup.roots.clone()),
         walk_done: false,
@@ -452,6 +474,8 @@ struct Engine<L: SendLink> {
     /// Slot `i`, when the engine holds it (the reader has the others).
     slots: Vec<Option<Slot>>,
     jobs: Arc<Mailbox<ReadJob>>,
+    /// Jobs for the reader from this round, handed over together at its end.
+    staged: Vec<ReadJob>,
     done: Arc<Mailbox<ReadDone>>,
     walk: Walk,
     walk_done: bool,
@@ -500,6 +524,10 @@ impl<L: SendLink> Engine<L> {
                     peer: self.link.peer(),
                     detail: "the receiver disconnected".into(),
                 });
+            }
+            // What this round asked of the reader goes as one batch (one wake-up).
+            if self.jobs.push_all(&mut self.staged).is_err() {
+                return Err(Error::ThreadPanicked("reader"));
             }
             if !had_completions && !had_reads {
                 let wait = self
@@ -697,9 +725,7 @@ impl<L: SendLink> Engine<L> {
                         offset: r.file_offset,
                         len: r.len,
                     };
-                    if self.jobs.push(job).is_err() {
-                        return Err(Error::ThreadPanicked("reader"));
-                    }
+                    self.staged.push(job);
                 }
                 SenderOutput::Write(w) => {
                     let slot = self.slots[w.slot as usize].as_ref().ok_or_else(|| {
@@ -732,9 +758,7 @@ impl<L: SendLink> Engine<L> {
                         offset,
                         kind: self.digest,
                     };
-                    if self.jobs.push(job).is_err() {
-                        return Err(Error::ThreadPanicked("reader"));
-                    }
+                    self.staged.push(job);
                 }
                 Ok(())
             }
