@@ -314,12 +314,17 @@ fn open_source(
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&entry.path)
         .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() || meta.len() != entry.size {
-        return Err((
-            AbortReason::SOURCE_CHANGED,
-            format!("size changed from {} to {}", entry.size, meta.len()),
-        ));
+    // A file sent whole and with data is checked once, after its last read (kind, size,
+    // mtime): one `fstat` per small file instead of two. A resumed or empty one is checked
+    // now, before its prefix is hashed or its digest given.
+    if offset > 0 || entry.size == 0 {
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() || meta.len() != entry.size {
+            return Err((
+                AbortReason::SOURCE_CHANGED,
+                format!("size changed from {} to {}", entry.size, meta.len()),
+            ));
+        }
     }
     let mut digest = Digester::new(kind);
     // A resumed file's digest still covers the whole file: hash the part not sent.
@@ -355,7 +360,10 @@ fn read_chunk(
         .metadata()
         .map_err(|e| (AbortReason::READ_ERROR, e.to_string()))?;
     let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
-    if meta.len() != src.entry.size || mtime != (src.entry.mtime_sec, src.entry.mtime_nsec) {
+    if !meta.is_file()
+        || meta.len() != src.entry.size
+        || mtime != (src.entry.mtime_sec, src.entry.mtime_nsec)
+    {
         return Err((
             AbortReason::SOURCE_CHANGED,
             "the file changed while being sent".into(),
@@ -439,6 +447,7 @@ pub(crate) fn run<L: SendLink>(
         slots: slots.into_iter().map(Some).collect(),
         jobs: Arc::clone(&jobs),
         staged: Vec::new(),
+        ctrl: None,
         done: Arc::clone(&done),
         walk: Walk::new(setup.roots.clone()),
         walk_done: false,
@@ -476,6 +485,8 @@ struct Engine<L: SendLink> {
     jobs: Arc<Mailbox<ReadJob>>,
     /// Jobs for the reader from this round, handed over together at its end.
     staged: Vec<ReadJob>,
+    /// The buffer control messages are encoded into (see `drain`).
+    ctrl: Option<Box<CtrlBuf>>,
     done: Arc<Mailbox<ReadDone>>,
     walk: Walk,
     walk_done: bool,
@@ -703,12 +714,24 @@ impl<L: SendLink> Engine<L> {
     /// Drains the machine's outputs; stops early (keeping the output) when the send queue is
     /// full.
     fn drain(&mut self) -> Result<(), Error> {
-        let mut buf: CtrlBuf = [0; CTRL_MSG_MAX];
+        // The buffer outlives the call: zeroing 4 KiB per drain (one per completion) showed
+        // in the small-files profile. A nested drain gets a fresh one.
+        let mut buf = self
+            .ctrl
+            .take()
+            .unwrap_or_else(|| Box::new([0; CTRL_MSG_MAX]));
+        let r = self.drain_into(&mut buf);
+        self.ctrl = Some(buf);
+        r
+    }
+
+    fn drain_into(&mut self, buf: &mut CtrlBuf) -> Result<(), Error> {
+        let now = self.clock.now();
         loop {
             if self.link.send_room() == 0 {
                 return Ok(());
             }
-            let Some(out) = self.machine.poll_output(self.clock.now(), &mut buf) else {
+            let Some(out) = self.machine.poll_output(now, buf) else {
                 return Ok(());
             };
             match out {
