@@ -59,7 +59,9 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// Adds `item`; gives it back when the mailbox is closed.
+    /// Adds `item`; gives it back when the mailbox is closed. (The engines hand work over
+    /// in batches, [`push_all`](Self::push_all); the models push one at a time.)
+    #[cfg(any(test, rdmaft_loom))]
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
         let (sleeping, was_empty) = {
             let mut q = lock(&self.queue);
@@ -68,6 +70,33 @@ impl<T> Mailbox<T> {
             }
             let was_empty = q.items.is_empty();
             q.items.push_back(item);
+            (q.sleepers > 0, was_empty)
+        };
+        if sleeping {
+            self.ready.notify_one();
+        }
+        if was_empty {
+            if let Some(w) = &self.waker {
+                w.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds every item of `items` (emptying it) with one lock and at most one wake-up: a
+    /// thread that batches what it hands over wakes its consumer once per batch, not once
+    /// per item. Gives them back (still in `items`) when the mailbox is closed.
+    pub(crate) fn push_all(&self, items: &mut Vec<T>) -> Result<(), ()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (sleeping, was_empty) = {
+            let mut q = lock(&self.queue);
+            if q.closed {
+                return Err(());
+            }
+            let was_empty = q.items.is_empty();
+            q.items.extend(items.drain(..));
             (q.sleepers > 0, was_empty)
         };
         if sleeping {
@@ -309,6 +338,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_wakes_once_and_keeps_its_order() {
+        let wake = Arc::new(CondWake::new());
+        let m = Mailbox::new(Some(wake.clone() as Waker));
+        let mut batch = vec![1, 2, 3];
+        m.push_all(&mut batch).unwrap();
+        assert!(batch.is_empty());
+        m.push_all(&mut batch).unwrap();
+        assert_eq!(
+            wake.count(),
+            1,
+            "one wake for the batch, none for an empty one"
+        );
+        m.push(4).unwrap();
+        let got: Vec<_> = std::iter::from_fn(|| m.try_pop()).collect();
+        assert_eq!(got, [1, 2, 3, 4]);
+        m.close();
+        let mut late = vec![5];
+        assert!(m.push_all(&mut late).is_err());
+        assert_eq!(late, [5], "a refused batch is given back");
+    }
+
+    #[test]
     fn stop_wakes_late_registrants() {
         let s = Stop::new();
         let early = Arc::new(CondWake::new());
@@ -397,6 +448,35 @@ mod loom_tests {
             io.join().unwrap();
             got.sort();
             assert_eq!(got, [0, 1]);
+        });
+    }
+
+    /// The I/O thread hands its results back in batches while the poller drains and
+    /// sleeps: no batch is lost and the poller never sleeps with one waiting.
+    #[test]
+    fn batches_round_trip_without_lost_wakeups() {
+        loom::model(|| {
+            let wake = std::sync::Arc::new(CondWake::new());
+            let back: Arc<Mailbox<u32>> = Arc::new(Mailbox::new(Some(wake.clone() as Waker)));
+            let io = {
+                let back = Arc::clone(&back);
+                thread::spawn(move || {
+                    back.push_all(&mut vec![0, 1]).unwrap();
+                    back.push_all(&mut vec![2]).unwrap();
+                })
+            };
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let before = wake.count();
+                while let Some(s) = back.try_pop() {
+                    got.push(s);
+                }
+                if got.len() < 3 {
+                    wake.wait_past(before);
+                }
+            }
+            io.join().unwrap();
+            assert_eq!(got, [0, 1, 2]);
         });
     }
 

@@ -11,9 +11,18 @@ use std::time::{Duration, Instant};
 /// A pool of `n` permits.
 #[derive(Debug)]
 pub(crate) struct Permits {
-    free: Mutex<u64>,
+    /// Free permits, and callers waiting in [`take_within`](Permits::take_within).
+    free: Mutex<Counts>,
     returned: Condvar,
     total: u64,
+}
+
+#[derive(Debug)]
+struct Counts {
+    free: u64,
+    /// A permit given back signals the condvar only for them: a notify is a system call
+    /// even with nobody waiting, and a receiver gives a permit back per file.
+    waiters: u64,
 }
 
 /// One permit, given back when dropped.
@@ -23,7 +32,10 @@ pub(crate) struct Permit(Arc<Permits>);
 impl Permits {
     pub(crate) fn new(total: u64) -> Arc<Permits> {
         Arc::new(Permits {
-            free: Mutex::new(total),
+            free: Mutex::new(Counts {
+                free: total,
+                waiters: 0,
+            }),
             returned: Condvar::new(),
             total,
         })
@@ -31,8 +43,8 @@ impl Permits {
 
     /// A permit if one is free.
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Permit> {
-        let mut free = lock(&self.free);
-        *free = free.checked_sub(1)?;
+        let mut counts = lock(&self.free);
+        counts.free = counts.free.checked_sub(1)?;
         Some(Permit(Arc::clone(self)))
     }
 
@@ -45,20 +57,22 @@ impl Permits {
     ) -> Option<Permit> {
         const POLL: Duration = Duration::from_millis(50);
         let deadline = Instant::now() + timeout;
-        let mut free = lock(&self.free);
+        let mut counts = lock(&self.free);
         loop {
-            if let Some(n) = free.checked_sub(1) {
-                *free = n;
+            if let Some(n) = counts.free.checked_sub(1) {
+                counts.free = n;
                 return Some(Permit(Arc::clone(self)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || give_up() {
                 return None;
             }
-            free = match self.returned.wait_timeout(free, left.min(POLL)) {
+            counts.waiters += 1;
+            counts = match self.returned.wait_timeout(counts, left.min(POLL)) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            counts.waiters -= 1;
         }
     }
 
@@ -70,14 +84,19 @@ impl Permits {
     /// How many are free now.
     #[cfg(test)]
     pub(crate) fn free(&self) -> u64 {
-        *lock(&self.free)
+        lock(&self.free).free
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.returned.notify_one();
+        let mut counts = lock(&self.0.free);
+        counts.free += 1;
+        let waiting = counts.waiters > 0;
+        drop(counts);
+        if waiting {
+            self.0.returned.notify_one();
+        }
     }
 }
 
@@ -153,7 +172,7 @@ mod loom_tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(*lock(&p.free), 1, "every permit came back");
+            assert_eq!(lock(&p.free).free, 1, "every permit came back");
         });
     }
 }

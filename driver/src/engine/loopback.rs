@@ -34,16 +34,28 @@ const RING_ADDR: u64 = 0x1000_0000;
 /// at the start of the sleep missed exactly that wake, and the engine slept out its idle
 /// wait with work queued: the 0.5 s stalls of the loopback link. `loom_tests` below model
 /// it.) Written against the `sync` shim so loom can check it.
+///
+/// A wake signals the condvar only when the thread sleeps (a notify is a system call even
+/// with nobody waiting, and a busy link wakes its peer for every message).
 #[derive(Debug)]
 pub(crate) struct LoopWake {
-    pending: Mutex<bool>,
+    state: Mutex<WakeState>,
     cv: Condvar,
+}
+
+#[derive(Debug)]
+struct WakeState {
+    pending: bool,
+    sleeping: bool,
 }
 
 impl LoopWake {
     fn new() -> Self {
         LoopWake {
-            pending: Mutex::new(false),
+            state: Mutex::new(WakeState {
+                pending: false,
+                sleeping: false,
+            }),
             cv: Condvar::new(),
         }
     }
@@ -51,25 +63,32 @@ impl LoopWake {
     /// Sleeps until a wake is pending (taking it) or `timeout` passes.
     fn sleep(&self, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        let mut pending = lock(&self.pending);
-        while !*pending {
+        let mut state = lock(&self.state);
+        while !state.pending {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            pending = match self.cv.wait_timeout(pending, left) {
+            state.sleeping = true;
+            state = match self.cv.wait_timeout(state, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.sleeping = false;
         }
-        *pending = false;
+        state.pending = false;
     }
 }
 
 impl Wake for LoopWake {
     fn wake(&self) {
-        *lock(&self.pending) = true;
-        self.cv.notify_all();
+        let mut state = lock(&self.state);
+        let sleeping = state.sleeping && !state.pending;
+        state.pending = true;
+        drop(state);
+        if sleeping {
+            self.cv.notify_all();
+        }
     }
 }
 

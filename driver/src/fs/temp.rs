@@ -203,7 +203,14 @@ impl TempFiles {
                 let via = self.via.get().copied().flatten().ok_or(Errno::NOSYS)?;
                 match existing {
                     Existing::Keep => link(via, file, dir, name),
+                    // A free name takes the link at once (one call, as `cp` creates a
+                    // file); only an existing one needs the reserved name and the rename
+                    // that replaces it atomically.
                     Existing::Replace => {
+                        match link(via, file, dir, name) {
+                            Err(Errno::EXIST) => {}
+                            other => return other,
+                        }
                         let reserved = link_fresh(via, file, dir)?;
                         rfs::renameat(dir, reserved.as_str(), dir, name).inspect_err(|_| {
                             let _ = rfs::unlinkat(dir, reserved.as_str(), AtFlags::empty());
