@@ -468,7 +468,7 @@ mod loom_tests {
 
     fn loop_pair() -> Pair {
         let params = Params::new(Features::empty(), 4096, 2);
-        pair(&params, &params, None, None).expect("a loopback pair")
+        pair(&params, &params, None, None, None).expect("a loopback pair")
     }
 
     /// What the engine's round needs of a link: its completions, and its wait.
