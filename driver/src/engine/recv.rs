@@ -2,7 +2,7 @@
 //! state machine → answers, credits, results) and the writer thread beside it (the file
 //! layer: temporary file, write from the ring, digest, verify, publish).
 
-use super::send::RESULT_BATCH;
+use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
@@ -720,14 +720,18 @@ fn rehash(temp: &TempFile, kind: DigestKind) -> io::Result<Digest> {
 /// The writer thread: serves jobs in order until its mailbox closes, then removes what
 /// unfinished files left behind.
 ///
-/// Results go back in batches as the reader's do ([`RESULT_BATCH`]).
+/// Results go back in batches as the reader's do ([`RESULT_BATCH`], [`BATCH_BYTES`]).
 fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) {
     let mut out = Vec::with_capacity(RESULT_BATCH + 1);
     while let Some(first) = jobs.pop() {
         let mut job = Some(first);
+        let mut bytes = 0u64;
         while let Some(j) = job {
+            if let WriteJob::Chunk { len, .. } = &j {
+                bytes += u64::from(*len);
+            }
             out.extend(w.job(j));
-            job = if out.len() < RESULT_BATCH {
+            job = if out.len() < RESULT_BATCH && bytes < BATCH_BYTES {
                 jobs.try_pop()
             } else {
                 None

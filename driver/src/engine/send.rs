@@ -265,6 +265,11 @@ struct Source {
 /// is queued (one wake-up of the engine per batch, not per file) and hands them over when
 /// its queue runs dry or the batch is this long, so the engine never waits on a busy one.
 pub(crate) const RESULT_BATCH: usize = 32;
+/// File bytes an I/O thread moves before it hands its results back whatever else is
+/// queued: batching pays for small files, but holding a finished chunk back while the
+/// next ones are read (or written) would stop the wire and the disk overlapping for
+/// large ones.
+pub(crate) const BATCH_BYTES: u64 = 128 << 10;
 
 /// The reader thread: serves jobs in order until the mailbox closes.
 fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
@@ -272,9 +277,13 @@ fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
     let mut out = Vec::with_capacity(RESULT_BATCH);
     while let Some(first) = jobs.pop() {
         let mut job = Some(first);
+        let mut bytes = 0u64;
         while let Some(j) = job {
+            if let ReadJob::Read { len, .. } = &j {
+                bytes += u64::from(*len);
+            }
             out.push(read_job(&mut sources, j));
-            job = if out.len() < RESULT_BATCH {
+            job = if out.len() < RESULT_BATCH && bytes < BATCH_BYTES {
                 jobs.try_pop()
             } else {
                 None
