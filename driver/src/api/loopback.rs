@@ -5,13 +5,11 @@ use crate::api::recv::ReceiverOptions;
 use crate::api::send::SendOptions;
 use crate::engine::recv::ConnectionReport;
 use crate::engine::send::{Progress, SendReport};
-use crate::engine::work::Work;
 use crate::fs::dest::Destination;
 use crate::groups::Groups;
 use crate::handoff::Stop;
 use crate::permits::Permits;
 use crate::Error;
-use rdmaft_protocol::Features;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,11 +85,7 @@ pub fn loopback_send(
         Some(groups),
     )?;
     let neg = first.sender_neg;
-    let lanes = if neg.features.contains(Features::LANES) {
-        send.lane_count()
-    } else {
-        1
-    };
+    let (lanes, work) = send.plan(paths, &neg, &progress);
     params.group = neg.group;
     pairs.push(first);
     for _ in 1..lanes {
@@ -103,12 +97,6 @@ pub fn loopback_send(
             Some(groups),
         )?);
     }
-    let work = Arc::new(Work::new(
-        send.walk(paths),
-        send.splitting(&neg, lanes),
-        Arc::clone(&progress),
-        send.on_file.clone(),
-    ));
     let (reports, received) = std::thread::scope(|scope| {
         let mut receivers = Vec::new();
         let mut senders = Vec::new();
@@ -134,14 +122,7 @@ pub fn loopback_send(
                     what: "loopback receiver",
                     source: e,
                 });
-            let setup = crate::engine::send::SendSetup {
-                work: Arc::clone(&work),
-                lane: n,
-                digest: send.digest,
-                idle_timeout: send.idle_timeout,
-                progress: Arc::clone(&progress),
-                stop: Arc::clone(&stop),
-            };
+            let setup = send.lane_setup(n, &work, &progress, &stop);
             let (link, neg, slots) = (pair.sender, pair.sender_neg, pair.slots);
             let sending = std::thread::Builder::new()
                 .name(format!("rdmaft-lo-send{n}"))

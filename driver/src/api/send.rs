@@ -139,15 +139,48 @@ impl SendOptions {
         }
     }
 
-    /// How the transfer splits files over `lanes` lanes, for the agreement `neg` (the
-    /// receiver must agree to `LANES` for parts).
-    pub(crate) fn splitting(&self, neg: &Negotiated, lanes: u16) -> Option<Splitting> {
-        if !neg.features.contains(Features::LANES) || lanes < 2 {
-            return None;
-        }
-        Some(Splitting {
+    /// The lanes of a transfer whose first lane agreed `neg` (one when the receiver has no
+    /// groups), and the work they share: the walk over `paths` (with a shard, its share),
+    /// large files split into parts over several lanes (parts need `LANES`).
+    pub(crate) fn plan(
+        &self,
+        paths: Vec<PathBuf>,
+        neg: &Negotiated,
+        progress: &Arc<Progress>,
+    ) -> (u16, Arc<Work>) {
+        let lanes = if neg.features.contains(Features::LANES) {
+            self.lane_count()
+        } else {
+            1
+        };
+        let splitting = (lanes > 1).then(|| Splitting {
             shift: self.part_shift(),
-        })
+        });
+        let work = Work::new(
+            Walk::with_shard(paths, self.shard),
+            splitting,
+            Arc::clone(progress),
+            self.on_file.clone(),
+        );
+        (lanes, Arc::new(work))
+    }
+
+    /// The settings of lane `lane` of the transfer that shares `work`.
+    pub(crate) fn lane_setup(
+        &self,
+        lane: usize,
+        work: &Arc<Work>,
+        progress: &Arc<Progress>,
+        stop: &Arc<Stop>,
+    ) -> engine::SendSetup {
+        engine::SendSetup {
+            work: Arc::clone(work),
+            lane,
+            digest: self.digest,
+            idle_timeout: self.idle_timeout,
+            progress: Arc::clone(progress),
+            stop: Arc::clone(stop),
+        }
     }
 
     /// log₂ of the part size: at least the chunk size this side proposes, which bounds
@@ -159,11 +192,6 @@ impl SendOptions {
         u8::try_from(size.ilog2())
             .unwrap_or(MAX_PART_SHIFT)
             .min(MAX_PART_SHIFT)
-    }
-
-    /// The walk over `paths` these options send (with a shard: its share).
-    pub(crate) fn walk(&self, paths: Vec<PathBuf>) -> Walk {
-        Walk::with_shard(paths, self.shard)
     }
 }
 
@@ -248,17 +276,7 @@ fn run_send(
     };
     let first = connect(0, params)?;
     let neg = *first.negotiated();
-    let lanes = if neg.features.contains(Features::LANES) {
-        options.lane_count()
-    } else {
-        1
-    };
-    let work = Arc::new(Work::new(
-        options.walk(paths),
-        options.splitting(&neg, lanes),
-        Arc::clone(&progress),
-        options.on_file.clone(),
-    ));
+    let (lanes, work) = options.plan(paths, &neg, &progress);
     let lane = |n: usize, conn: crate::session::SenderConn| -> Result<SendReport, Error> {
         let neg = *conn.negotiated();
         let device = conn.device_name().to_owned();
@@ -269,14 +287,7 @@ fn run_send(
             .take_slots()
             .ok_or_else(|| Error::invalid("send", "no slots"))?
             .split();
-        let setup = engine::SendSetup {
-            work: Arc::clone(&work),
-            lane: n,
-            digest: options.digest,
-            idle_timeout: options.idle_timeout,
-            progress: Arc::clone(&progress),
-            stop: Arc::clone(&stop),
-        };
+        let setup = options.lane_setup(n, &work, &progress, &stop);
         let mut report = engine::run(link, neg, slots, setup, started);
         report.devices = vec![device];
         Ok(report)

@@ -354,20 +354,14 @@ impl Writer {
         };
         let (temp, kept) = match begun {
             Ok(b) => b,
-            Err(refusal) => {
-                return WriteDone::Answer {
-                    file_id,
-                    answer: FileAnswer::Reject(refusal.reason),
-                    detail: Some(refusal.detail),
-                }
-            }
+            Err(refusal) => return refused(file_id, refusal),
         };
         let mut digest = Digester::new(self.digest_kind);
         let offset = match &temp {
             Some(t) if kept > 0 => resume_prefix(t, kept, self.buf.len() as u64, &mut digest),
             _ => 0,
         };
-        self.files.insert(
+        self.accepted(
             file_id,
             Target {
                 temp,
@@ -382,7 +376,13 @@ impl Writer {
                 digest,
                 failed: None,
             },
-        );
+        )
+    }
+
+    /// Takes `target` on as file `file_id`, from what it holds already (`written`).
+    fn accepted(&mut self, file_id: u64, target: Target) -> WriteDone {
+        let offset = target.written;
+        self.files.insert(file_id, target);
         WriteDone::Answer {
             file_id,
             answer: FileAnswer::Accept { offset },
@@ -415,13 +415,7 @@ impl Writer {
         };
         let begun = match begun {
             Ok(b) => b,
-            Err(refusal) => {
-                return WriteDone::Answer {
-                    file_id,
-                    answer: FileAnswer::Reject(refusal.reason),
-                    detail: Some(refusal.detail),
-                }
-            }
+            Err(refusal) => return refused(file_id, refusal),
         };
         let len = part.len_in(size);
         // Resume offsets are whole chunks: a short last part is sent again.
@@ -439,7 +433,7 @@ impl Writer {
             digest = Digester::new(self.digest_kind);
         }
         let offset = if kept { whole_chunks } else { 0 };
-        self.files.insert(
+        self.accepted(
             file_id,
             Target {
                 temp: None,
@@ -454,12 +448,7 @@ impl Writer {
                 digest,
                 failed: None,
             },
-        );
-        WriteDone::Answer {
-            file_id,
-            answer: FileAnswer::Accept { offset },
-            detail: None,
-        }
+        )
     }
 
     /// A file that will not complete: its temporary file removed (or, for a part, its split
@@ -621,6 +610,15 @@ impl Writer {
             }
             self.drop_target(t, "did not arrive: the connection ended");
         }
+    }
+}
+
+/// The answer to file `file_id` that the file layer refused.
+fn refused(file_id: u64, refusal: crate::fs::dest::Refusal) -> WriteDone {
+    WriteDone::Answer {
+        file_id,
+        answer: FileAnswer::Reject(refusal.reason),
+        detail: Some(refusal.detail),
     }
 }
 
