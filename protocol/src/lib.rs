@@ -27,6 +27,13 @@
 //! input, drain `poll_output` until it returns `None`, then arm a timer for `poll_timeout`*.
 //! Their per-file tables live in caller-provided [`Storage`] sized for the open-file limit.
 //!
+//! With `BATCH` agreed, control messages travel several to a write or SEND
+//! ([`wire::Batch`]). Two more rules then: hand the receiver's [`Receiver::handle_control`]
+//! the same bytes again while [`Receiver::control_pending`] says a batch has more; and to
+//! batch what arrives together, `set_corked(true)` before feeding one poll's worth of
+//! inputs and `set_corked(false)` (then drain) after them — corked, a batch with room waits.
+//! Without `BATCH` both are no-ops.
+//!
 //! ```
 //! use rdmaft_protocol::{ArrayStorage, CtrlBuf, Instant, Sender, SenderOutput, CTRL_MSG_MAX};
 //! fn drain(sender: &mut Sender<ArrayStorage<64, 1024>>, now: Instant) {

@@ -27,10 +27,15 @@ use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
 use crate::time::Instant;
 use crate::wire::{
     imm::{chunk_bits, low30, widen30},
-    AcceptFlags, Control, CtrlBuf, Digest, DigestKind, EntryKind, Features, FileAnswer, FileEnd,
-    FileHeader, Imm, CTRL_MSG_MAX,
+    AcceptFlags, Batch, BatchBuilder, Control, CtrlBuf, Digest, DigestKind, EntryKind, Features,
+    FileAnswer, FileEnd, FileHeader, Imm, MsgKind, CTRL_HEADER_LEN as HDR, CTRL_MSG_MAX,
+    RECEIVER_MSG_MAX,
 };
 use crate::Config;
+
+/// The largest message [`Receiver::poll_output`] sends besides Goodbye and Error: a
+/// FileAnswer.
+const LARGEST_ORDINARY: usize = 32;
 
 /// A file the sender offers; answer it with [`Receiver::answer_file`], in offer order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +209,10 @@ pub struct Receiver<S: Storage> {
     ctrl_slot: SlotCursor,
     control_pending: bool,
     pending_in_last_slot: bool,
+    /// In a batch being handled: where its next message starts in the body.
+    batch_next: Option<usize>,
+    /// The driver is still feeding this round's inputs: ordinary messages wait (`BATCH`).
+    corked: bool,
     cancels_queued: u32,
     ending: Ending,
 }
@@ -252,6 +261,8 @@ impl<S: Storage> Receiver<S> {
             ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             control_pending: false,
             pending_in_last_slot: false,
+            batch_next: None,
+            corked: false,
             cancels_queued: 0,
             ending: Ending::default(),
         })
@@ -344,6 +355,10 @@ impl<S: Storage> Receiver<S> {
 
     /// The bytes of the control message [`Receiver::handle_write`] announced. Returns the
     /// offer when it is a file header.
+    ///
+    /// A batch (`BATCH`) is handled one message per call: while
+    /// [`Receiver::control_pending`] says so, call again with the same bytes. The slot counts
+    /// as processed (and may be acknowledged) only after its last message.
     pub fn handle_control<'a>(
         &mut self,
         _now: Instant,
@@ -353,8 +368,36 @@ impl<S: Storage> Receiver<S> {
         if !self.control_pending {
             return Err(UsageError::NoControlPending.into());
         }
-        self.control_pending = false;
-        self.flow.on_processed();
+        let msg = match self.batch_next {
+            None => self.open_control(bytes)?,
+            Some(at) => {
+                let body = bytes.get(HDR..).unwrap_or_default();
+                match Batch::rechecked(body).at(at) {
+                    Ok((msg, next)) => {
+                        self.batch_moved(next, body.len());
+                        msg
+                    }
+                    Err(e) => return Err(self.violation(Violation::Decode(e))),
+                }
+            }
+        };
+        self.dispatch(msg)
+    }
+
+    /// Whether the control write announced last still holds messages to handle (the rest of
+    /// a batch).
+    pub fn control_pending(&self) -> bool {
+        self.control_pending && !self.is_ended()
+    }
+
+    /// Decodes an announced control write: a lone message, or the first of a batch.
+    fn open_control<'a>(&mut self, bytes: &'a [u8]) -> Result<Control<'a>, Error> {
+        let batch = self.neg.features.contains(Features::BATCH)
+            && bytes.first() == Some(&(MsgKind::Batch as u8));
+        if !batch {
+            self.control_pending = false;
+            self.flow.on_processed();
+        }
         let (ack, msg) = match Control::decode(bytes) {
             Ok(m) => m,
             Err(e) => return Err(self.violation(Violation::Decode(e))),
@@ -366,6 +409,32 @@ impl<S: Storage> Receiver<S> {
         if self.pending_in_last_slot && !is_final {
             return Err(self.violation(Violation::CtrlOverrun));
         }
+        match msg {
+            Control::Batch(b) if batch => match b.at(0) {
+                Ok((first, next)) => {
+                    self.batch_moved(next, b.body().len());
+                    Ok(first)
+                }
+                Err(e) => Err(self.violation(Violation::Decode(e))),
+            },
+            other => Ok(other),
+        }
+    }
+
+    /// A batch's message was taken; `next` is where the one after it starts. After the last
+    /// the write is done: its slot counts as processed.
+    fn batch_moved(&mut self, next: usize, body_len: usize) {
+        if next >= body_len {
+            self.batch_next = None;
+            self.control_pending = false;
+            self.flow.on_processed();
+        } else {
+            self.batch_next = Some(next);
+        }
+    }
+
+    /// Acts on one control message (alone or from a batch).
+    fn dispatch<'a>(&mut self, msg: Control<'a>) -> Result<Option<FileOffer<'a>>, Error> {
         if let Some(expected) = self.auth {
             return match msg {
                 Control::Auth { proof } if crate::auth::proofs_equal(&expected, &proof) => {
@@ -404,6 +473,17 @@ impl<S: Storage> Receiver<S> {
         if !self.is_ended() && self.live.timed_out(now) {
             self.ending.time_out();
         }
+    }
+
+    /// Holds ordinary messages (answers, results, cancels, credits, acks) while `corked`
+    /// (`BATCH` only): a driver corks before feeding the inputs that arrived together (one
+    /// poll of completions, the results its I/O threads handed back) and uncorks after them,
+    /// then drains, so that what they produce goes in as few SENDs as it fits. Without
+    /// `BATCH` it changes nothing.
+    ///
+    /// Returns the previous setting.
+    pub fn set_corked(&mut self, corked: bool) -> bool {
+        core::mem::replace(&mut self.corked, corked)
     }
 
     // ---- application commands ----
@@ -543,8 +623,12 @@ impl<S: Storage> Receiver<S> {
         if self.is_ended() {
             return None;
         }
-        if self.flow.may_send() {
+        let held = self.corked && self.neg.features.contains(Features::BATCH);
+        if self.flow.may_send() && !held {
             if let Some(msg) = self.next_message() {
+                if self.neg.features.contains(Features::BATCH) && msg != Control::Ack {
+                    return Some(self.transmit_batch(now, msg, buf));
+                }
                 return self.transmit(now, msg, buf);
             }
         }
@@ -844,6 +928,35 @@ impl<S: Storage> Receiver<S> {
         let n = msg.encode(ack, buf).ok()?;
         self.live.sent(now);
         Some(ReceiverOutput::Transmit(n))
+    }
+
+    /// Sends `first` with every ordinary message ready behind it in one SEND (`BATCH`): what
+    /// is ready now goes now, so batching adds no wait. A pure Ack is left out: the batch's
+    /// own `ack` reports the same count.
+    fn transmit_batch(
+        &mut self,
+        now: Instant,
+        first: Control<'static>,
+        buf: &mut CtrlBuf,
+    ) -> ReceiverOutput {
+        let mut batch = BatchBuilder::new(RECEIVER_MSG_MAX);
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            // Ordinary messages are at most LARGEST_ORDINARY bytes: the check below keeps
+            // room for this one.
+            let pushed = batch.push(&msg, buf);
+            debug_assert!(pushed, "an ordinary receiver message fits");
+            next = if batch.fits(LARGEST_ORDINARY) {
+                self.next_message().filter(|m| *m != Control::Ack)
+            } else {
+                None
+            };
+        }
+        let n = batch.finish(buf);
+        let (_, ack) = self.flow.on_send();
+        buf[4..8].copy_from_slice(&ack.to_be_bytes());
+        self.live.sent(now);
+        ReceiverOutput::Transmit(n)
     }
 
     // ---- internals: cursors ----

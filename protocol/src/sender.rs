@@ -36,14 +36,15 @@ use crate::error::{Error, Failure, UsageError, Violation};
 use crate::flow::{CtrlFlow, SlotCursor};
 use crate::liveness::Liveness;
 use crate::name::validate_name;
+use crate::name::MAX_COMPONENT_LEN;
 use crate::negotiate::{Negotiated, ParamError};
 use crate::open_names::{NameClash, OpenNames};
 use crate::queue::Fifo;
 use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
 use crate::time::Instant;
 use crate::wire::{
-    Control, CtrlBuf, Digest, EntryKind, Features, FileAnswer, FileEnd, FileHeader, Imm,
-    CTRL_MSG_MAX,
+    BatchBuilder, Control, CtrlBuf, Digest, EntryKind, Features, FileAnswer, FileEnd, FileHeader,
+    Imm, CTRL_HEADER_LEN, CTRL_MSG_MAX, RECEIVER_MSG_MAX,
 };
 use crate::Config;
 
@@ -155,6 +156,35 @@ pub enum SenderOutput {
     Event(SenderEvent),
 }
 
+/// Events one receiver message can bring: a batch of the smallest messages that make one
+/// (a FileResult or FileCancel, 24 bytes) in one receive buffer.
+const EVENTS_PER_MESSAGE: usize = (RECEIVER_MSG_MAX - CTRL_HEADER_LEN) / 24;
+/// Room for queued events: a batch's worth, twice.
+const EVENT_ROOM: usize = 2 * EVENTS_PER_MESSAGE;
+/// With `BATCH`, [`Sender::can_start_file`] promises room for a header whose name is at most
+/// this long (a longer one may find the batch full: drain and retry).
+const HEADER_ROOM: usize = 48 + MAX_COMPONENT_LEN;
+
+/// The outbox's size limit: one control slot with `BATCH`; without it, room for one
+/// message only (a second never fits).
+fn outbox_limit(neg: &Negotiated) -> usize {
+    if neg.features.contains(Features::BATCH) {
+        CTRL_MSG_MAX
+    } else {
+        0
+    }
+}
+
+/// One step of [`Sender::poll_output`]'s work.
+enum Step {
+    /// Hand this out.
+    Out(SenderOutput),
+    /// A message joined the outgoing batch; keep going.
+    Queued,
+    /// Nothing more to do now (what is queued goes out, credit permitting).
+    Idle,
+}
+
 /// Where one file is, at the sender.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum SState {
@@ -209,9 +239,17 @@ pub struct Sender<S: Storage> {
     ctrl_slot: SlotCursor,
     phase: Phase,
     auth_pending: bool,
-    /// An encoded header waiting for control credit (`header_len` 0: none).
-    header: [u8; CTRL_MSG_MAX],
-    header_len: usize,
+    /// Control messages waiting to go, encoded after room for a batch header: with `BATCH`
+    /// as many as fit one slot, otherwise one header waiting for credit.
+    outbox: [u8; CTRL_MSG_MAX + CTRL_HEADER_LEN],
+    out: BatchBuilder,
+    /// The outbox holds a FileEnd or FileAbort, which must reach the receiver before the
+    /// next chunk (the data stream's order, §3.2).
+    out_ordered: bool,
+    /// The first file whose header has not gone out (headers in the outbox are `..tail`).
+    header_cursor: u64,
+    /// The driver is still feeding this round's inputs: a batch with room waits.
+    corked: bool,
     /// Files by number (the order of `start_file`): `head..tail` are in the table.
     head: u64,
     tail: u64,
@@ -235,7 +273,7 @@ pub struct Sender<S: Storage> {
     last_posted: Option<u64>,
     /// Chunks the receiver has consumed (from its credits).
     peer_consumed: u64,
-    events: Fifo<SenderEvent, 2>,
+    events: Fifo<SenderEvent, EVENT_ROOM>,
     ending: Ending,
 }
 
@@ -267,8 +305,11 @@ impl<S: Storage> Sender<S> {
             ctrl_slot: SlotCursor::new(neg.receiver_ctrl_depth),
             phase: Phase::Open,
             auth_pending: neg.sender_proof.is_some(),
-            header: [0; CTRL_MSG_MAX],
-            header_len: 0,
+            outbox: [0; CTRL_MSG_MAX + CTRL_HEADER_LEN],
+            out: BatchBuilder::new(outbox_limit(&neg)),
+            out_ordered: false,
+            header_cursor: 0,
+            corked: false,
             head: 0,
             tail: 0,
             answer_cursor: 0,
@@ -312,11 +353,12 @@ impl<S: Storage> Sender<S> {
     }
 
     /// Whether another file may be started now: the session is open, the previous header
-    /// went out, and the open-file window has room.
+    /// went out (with `BATCH`: the batch being filled has room for another), and the
+    /// open-file window has room.
     pub fn can_start_file(&self) -> bool {
         self.phase == Phase::Open
             && !self.is_ended()
-            && self.header_len == 0
+            && self.out.fits(HEADER_ROOM)
             && self.tail - self.head < u64::from(self.neg.max_open_files)
     }
 
@@ -330,6 +372,17 @@ impl<S: Storage> Sender<S> {
 
     // ---- application commands ----
 
+    /// Holds a batch that still has room while `corked` (`BATCH` only): a driver corks
+    /// before feeding the inputs that arrived together (one poll of completions, the reads
+    /// that finished) and uncorks after them, then drains, so that what they produce goes in
+    /// as few writes as it fits. Order and credit never wait on it: a batch still goes
+    /// before a chunk that must follow it, and when full. Without `BATCH` it changes nothing.
+    ///
+    /// Returns the previous setting.
+    pub fn set_corked(&mut self, corked: bool) -> bool {
+        core::mem::replace(&mut self.corked, corked)
+    }
+
     /// Offers a file or directory. Its header goes out through [`Sender::poll_output`].
     ///
     /// File ids must increase from one call to the next. A name that is open already, or
@@ -340,10 +393,11 @@ impl<S: Storage> Sender<S> {
         if self.phase != Phase::Open {
             return Err(UsageError::NotOpen.into());
         }
-        if self.header_len > 0 {
+        // The header's encoded size: 48 bytes and the name.
+        if !self.out.fits(48 + info.name.len()) {
             return Err(UsageError::OutputsNotDrained.into());
         }
-        if !self.can_start_file() {
+        if self.tail - self.head >= u64::from(self.neg.max_open_files) {
             return Err(UsageError::TooManyOpenFiles.into());
         }
         if self.last_id.is_some_and(|last| info.file_id <= last) {
@@ -364,15 +418,17 @@ impl<S: Storage> Sender<S> {
             Err(NameClash::Full) => return Err(UsageError::NameTableFull.into()),
             Ok(()) => {}
         }
-        // The ack field is written when the header is sent (see `send_control`).
-        let n = header
-            .encode(0, &mut self.header)
-            .map_err(|_| UsageError::InvalidName(crate::NameError::TooLong))?;
         let (_, names) = self.storage.tables();
         let name_key = OpenNames::new(names, &mut self.names_used, key)
             .insert(info.name)
             .map_err(|_| UsageError::NameTableFull)?;
-        self.header_len = n;
+        // It fits (checked above) and its name is valid; the ack field is written when the
+        // outbox goes (see `flush_now`).
+        if !self.out.push(&header, &mut self.outbox) {
+            let (_, names) = self.storage.tables();
+            OpenNames::new(names, &mut self.names_used, key).remove(name_key);
+            return Err(UsageError::InvalidName(crate::NameError::TooLong).into());
+        }
         let o = self.tail;
         self.tail += 1;
         self.last_id = Some(info.file_id);
@@ -461,9 +517,18 @@ impl<S: Storage> Sender<S> {
     // ---- inputs from the connection ----
 
     /// A message from the receiver (its receive buffer already reposted).
+    ///
+    /// Events from earlier messages must be drained first: at most one message's worth may
+    /// wait (with `BATCH`, a batch's worth).
     pub fn handle_control(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
         self.live()?;
-        if self.events.free() == 0 {
+        let waiting = EVENT_ROOM - self.events.free();
+        let room = if self.batching() {
+            EVENT_ROOM - EVENTS_PER_MESSAGE
+        } else {
+            1
+        };
+        if waiting > room {
             return Err(UsageError::OutputsNotDrained.into());
         }
         self.live.arrived(now);
@@ -475,6 +540,19 @@ impl<S: Storage> Sender<S> {
             return Err(self.violation(Violation::BadAck));
         }
         self.flow.on_processed();
+        match msg {
+            Control::Batch(batch) if self.batching() => {
+                for msg in batch.iter() {
+                    self.on_message(msg)?;
+                }
+                Ok(())
+            }
+            msg => self.on_message(msg),
+        }
+    }
+
+    /// Acts on one receiver message (alone or from a batch).
+    fn on_message(&mut self, msg: Control<'_>) -> Result<(), Error> {
         match msg {
             Control::FileAnswer { file_id, answer } => self.on_answer(file_id, answer),
             Control::Credit { consumed } => {
@@ -520,55 +598,78 @@ impl<S: Storage> Sender<S> {
     // ---- outputs ----
 
     /// The next output, or `None` when there is nothing to do until the next input.
+    ///
+    /// With `BATCH`, control messages gather in one batch while other outputs come out, and
+    /// the batch goes when a chunk must follow it, when it is full, or when there is nothing
+    /// else to do: what is ready now goes now.
     pub fn poll_output(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<SenderOutput> {
+        loop {
+            match self.poll_step(now, buf) {
+                Step::Out(out) => return Some(out),
+                Step::Queued => {}
+                Step::Idle => return self.flush(now, buf),
+            }
+        }
+    }
+
+    fn poll_step(&mut self, now: Instant, buf: &mut CtrlBuf) -> Step {
         if let Some(&(code, detail, text)) = self.ending.owed_error() {
             if self.flow.may_send_final() {
                 self.ending.error_sent();
+                // The session is over: what was queued goes no further.
+                self.out = BatchBuilder::new(outbox_limit(&self.neg));
+                self.out_ordered = false;
                 let msg = Control::Error {
                     code,
                     detail,
                     text: text.as_str(),
                 };
-                return self.send_control(now, msg, buf);
+                return self.send_alone(now, msg, buf);
             }
         }
         if let Some(e) = self.events.pop() {
-            return Some(SenderOutput::Event(e));
+            return Step::Out(SenderOutput::Event(e));
         }
         if let Some(outcome) = self.ending.take_outcome() {
-            return Some(SenderOutput::Event(match outcome {
+            return Step::Out(SenderOutput::Event(match outcome {
                 Outcome::Closed => SenderEvent::Closed,
                 Outcome::Failed(f) => SenderEvent::Failed(f),
             }));
         }
         if self.is_ended() {
-            return None;
+            return Step::Idle;
         }
         self.advance_head();
         if self.auth_pending {
-            let proof = self.neg.sender_proof?;
+            let Some(proof) = self.neg.sender_proof else {
+                return Step::Idle;
+            };
             if !self.flow.may_send() {
-                return None;
+                return Step::Idle;
             }
             self.auth_pending = false;
-            return self.send_control(now, Control::Auth { proof }, buf);
+            return self.send_alone(now, Control::Auth { proof }, buf);
         }
         // After our goodbye the receiver sends only its goodbye, which needs no ack.
         if self.phase != Phase::GoodbyeSent && self.flow.ack_due() {
+            // A queued batch carries the same count in its own ack field.
+            if self.batching() && self.out.count() > 0 && self.flow.may_send() {
+                return Step::Out(self.flush_now(now, buf));
+            }
             self.live.sent(now);
             let processed = self.flow.on_report();
-            return Some(SenderOutput::Ack(Imm::ack(processed).encode()));
+            return Step::Out(SenderOutput::Ack(Imm::ack(processed).encode()));
         }
-        if self.header_len > 0 && self.flow.may_send() {
-            return Some(self.send_header(now, buf));
+        if self.out.count() > 0 && !self.batching() && self.flow.may_send() {
+            return Step::Out(self.flush_now(now, buf));
         }
         loop {
-            if let Some(out) = self.poll_data(now, buf) {
-                return Some(out);
+            if let Some(step) = self.poll_data(now, buf) {
+                return step;
             }
             let before = self.ready;
             if let Some(read) = self.poll_read() {
-                return Some(SenderOutput::Read(read));
+                return Step::Out(SenderOutput::Read(read));
             }
             // Skipping an aborted file's reads may let the data stream skip it too.
             if self.ready == before {
@@ -577,18 +678,21 @@ impl<S: Storage> Sender<S> {
         }
         self.advance_head();
         if self.phase == Phase::Closing
-            && self.header_len == 0
+            && self.out.count() == 0
             && self.head == self.tail
             && self.flow.may_send_final()
         {
             self.phase = Phase::GoodbyeSent;
-            return self.send_control(now, Control::Goodbye, buf);
+            return self.send_alone(now, Control::Goodbye, buf);
         }
-        if self.phase != Phase::GoodbyeSent && self.live.keepalive_due(now) && self.flow.may_send()
+        if self.phase != Phase::GoodbyeSent
+            && self.out.count() == 0
+            && self.live.keepalive_due(now)
+            && self.flow.may_send()
         {
-            return self.send_control(now, Control::KeepAlive, buf);
+            return self.queue(now, Control::KeepAlive, buf);
         }
-        None
+        Step::Idle
     }
 
     /// When to call [`Sender::handle_timeout`] (and drain): the idle deadline, or when a
@@ -607,31 +711,64 @@ impl<S: Storage> Sender<S> {
 
     // ---- internals: output ----
 
-    fn send_header(&mut self, now: Instant, buf: &mut CtrlBuf) -> SenderOutput {
-        let n = self.header_len;
-        buf[..n].copy_from_slice(&self.header[..n]);
-        self.header_len = 0;
-        let o = self.answer_cursor_for_header();
-        if let Some(f) = self.file_mut(o) {
-            f.state = SState::AwaitAnswer;
+    /// Whether control messages travel in batches (`BATCH` agreed).
+    fn batching(&self) -> bool {
+        self.neg.features.contains(Features::BATCH)
+    }
+
+    /// Sends a message that never joins a batch (Auth, Goodbye, Error) by itself. The callers
+    /// checked its credit.
+    fn send_alone(&mut self, now: Instant, msg: Control<'_>, buf: &mut CtrlBuf) -> Step {
+        // Only messages of fixed size or short texts come here; they fit CTRL_MSG_MAX.
+        match msg.encode(0, buf) {
+            Ok(n) => Step::Out(self.control_write(now, n, buf)),
+            Err(_) => Step::Idle,
         }
+    }
+
+    /// Puts an ordinary message in the outbox; the caller checked its credit. Without
+    /// `BATCH` it goes at once; with it, it waits for more unless the outbox is full, and
+    /// then the full outbox goes and this message starts the next one.
+    fn queue(&mut self, now: Instant, msg: Control<'_>, buf: &mut CtrlBuf) -> Step {
+        let ordered = matches!(msg, Control::FileEnd(_) | Control::FileAbort { .. });
+        if self.out.push(&msg, &mut self.outbox) {
+            self.out_ordered |= ordered;
+            if self.batching() {
+                return Step::Queued;
+            }
+            return Step::Out(self.flush_now(now, buf));
+        }
+        let full = self.flush_now(now, buf);
+        let pushed = self.out.push(&msg, &mut self.outbox);
+        debug_assert!(pushed, "a message always fits an empty outbox");
+        self.out_ordered = ordered;
+        Step::Out(full)
+    }
+
+    /// The outbox, if it holds anything and may go now.
+    fn flush(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<SenderOutput> {
+        let may_go = self.out.count() > 0
+            && !self.corked
+            && !self.auth_pending
+            && !self.is_ended()
+            && self.flow.may_send();
+        may_go.then(|| self.flush_now(now, buf))
+    }
+
+    /// Sends the outbox (one message, or a batch); the caller checked its credit.
+    fn flush_now(&mut self, now: Instant, buf: &mut CtrlBuf) -> SenderOutput {
+        let n = self.out.finish(&mut self.outbox);
+        buf[..n].copy_from_slice(&self.outbox[..n]);
+        self.out_ordered = false;
+        for o in self.header_cursor..self.tail {
+            if let Some(f) = self.file_mut(o) {
+                if f.state == SState::Queued {
+                    f.state = SState::AwaitAnswer;
+                }
+            }
+        }
+        self.header_cursor = self.tail;
         self.control_write(now, n, buf)
-    }
-
-    /// The number of the file whose header is pending: the newest one.
-    fn answer_cursor_for_header(&self) -> u64 {
-        self.tail - 1
-    }
-
-    fn send_control(
-        &mut self,
-        now: Instant,
-        msg: Control<'_>,
-        buf: &mut CtrlBuf,
-    ) -> Option<SenderOutput> {
-        // Only messages of fixed size or validated names come here; they fit CTRL_MSG_MAX.
-        let n = msg.encode(0, buf).ok()?;
-        Some(self.control_write(now, n, buf))
     }
 
     /// Numbers the message in `buf[..n]`, writes its ack field, and describes the write.
@@ -650,7 +787,7 @@ impl<S: Storage> Sender<S> {
     }
 
     /// The data stream: the current file's next chunk, its end or its abort.
-    fn poll_data(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<SenderOutput> {
+    fn poll_data(&mut self, now: Instant, buf: &mut CtrlBuf) -> Option<Step> {
         while self.post_cursor < self.answer_cursor {
             let o = self.post_cursor;
             let f = self.file(o)?;
@@ -668,7 +805,7 @@ impl<S: Storage> Sender<S> {
                         file_id: id,
                         reason,
                     };
-                    return self.send_control(now, abort, buf);
+                    return Some(self.queue(now, abort, buf));
                 }
                 (SState::Accepted, None) => {
                     if self.posted == end {
@@ -685,18 +822,27 @@ impl<S: Storage> Sender<S> {
                             length: chunks.size,
                             digest,
                         });
-                        return self.send_control(now, msg, buf);
+                        return Some(self.queue(now, msg, buf));
                     }
                     let credit_limit = self.peer_consumed + u64::from(self.neg.window);
                     if self.posted >= self.ready || self.posted >= credit_limit {
                         return None;
+                    }
+                    // A queued end or abort goes before the next chunk.
+                    if self.out_ordered {
+                        return self
+                            .flow
+                            .may_send()
+                            .then(|| Step::Out(self.flush_now(now, buf)));
                     }
                     let seq = self.posted;
                     self.posted += 1;
                     self.committed = self.committed.max(self.posted);
                     self.last_posted = Some(seq);
                     self.live.sent(now);
-                    return Some(SenderOutput::Write(self.chunk_write(id, &chunks, seq)));
+                    return Some(Step::Out(SenderOutput::Write(
+                        self.chunk_write(id, &chunks, seq),
+                    )));
                 }
                 // Ended, aborted (its result may already be in), or rejected (no chunks):
                 // skip what was not posted; chunks still being read wait for their read.

@@ -4,7 +4,8 @@
 mod model;
 
 use model::{
-    bulk_chunks_per_rtt, parts_chunks_per_rtt, parts_round_trips, round_trips, worst_bulk, Setup,
+    bulk_chunks_per_rtt, messages_per_file, parts_chunks_per_rtt, parts_round_trips, round_trips,
+    worst_bulk, Setup,
 };
 use rdmaft_protocol::{MAX_OPEN_FILES, MIN_CHUNK_SIZE};
 
@@ -50,5 +51,26 @@ fn parts_keep_the_pipeline_full() {
     assert!(
         split <= whole,
         "8 parts: {split} round trips, one file: {whole}"
+    );
+}
+
+#[test]
+fn batches_cut_the_messages_per_small_file() {
+    // Without batches a small file costs a header, a chunk and an end one way and an answer
+    // and a result the other (and a share of credits and acks): five or more.
+    let setup = Setup::new(1 << 20, 64);
+    let files = vec![1000; 1000];
+    let (one_s, one_r) = messages_per_file(setup.unbatched(), files.clone());
+    assert!(one_s + one_r >= 5.0, "unbatched: {one_s} + {one_r}");
+    // With them: the chunk, and the end sharing a write with other ends or headers; the
+    // answers and results share SENDs.
+    let (s, r) = messages_per_file(setup, files.clone());
+    assert!(s <= 2.2 && r <= 0.5, "batched: {s} + {r} messages per file");
+    // And no round trip is lost for it.
+    let rtts = round_trips(setup, files.clone());
+    let unbatched = round_trips(setup.unbatched(), files);
+    assert!(
+        rtts <= unbatched,
+        "{rtts} round trips, {unbatched} unbatched"
     );
 }

@@ -9,6 +9,11 @@ use sim::{expected_status, file, transfer, Config, Policy, SimFile, CHUNK};
 /// Runs `files` under `seeds` schedules and checks every file got the result it should and
 /// every published byte is right.
 fn check(cfg: &Config, files: &[SimFile], seeds: u64) {
+    check_one(cfg, files, seeds);
+    check_one(&cfg.batched(), files, seeds);
+}
+
+fn check_one(cfg: &Config, files: &[SimFile], seeds: u64) {
     for seed in 0..seeds {
         let out =
             transfer(cfg, files.to_vec(), seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -244,6 +249,24 @@ fn many_small_files_pipeline_within_the_open_file_limit() {
         .map(|i| file(&format!("d{}/f{i}", i % 5), 100 + i, Policy::Accept))
         .collect();
     check(&Config::new(4), &files, 10);
+}
+
+#[test]
+fn batches_go_both_ways_and_only_when_agreed() {
+    let files: Vec<_> = (0..64)
+        .map(|i| file(&format!("f{i}"), 100 + i, Policy::Accept))
+        .collect();
+    let plain = transfer(&Config::new(4), files.clone(), 1).unwrap();
+    assert_eq!((plain.batches_to_receiver, plain.batches_to_sender), (0, 0));
+    let batched = transfer(&Config::new(4).batched(), files, 1).unwrap();
+    assert!(batched.sender_closed && batched.receiver_closed);
+    assert!(
+        batched.batches_to_receiver > 0 && batched.batches_to_sender > 0,
+        "{batched:?}"
+    );
+    let plain_msgs = plain.ctrl_to_receiver + plain.ctrl_to_sender;
+    let batched_msgs = batched.ctrl_to_receiver + batched.ctrl_to_sender;
+    assert!(batched_msgs < plain_msgs, "{batched_msgs} vs {plain_msgs}");
 }
 
 #[test]

@@ -71,8 +71,15 @@ fn end(id: u64, length: u64) -> Control<'static> {
 }
 
 /// Decodes a message the receiver sent into a `'static` form the tests can keep.
-fn keep(bytes: &[u8]) -> Control<'static> {
+fn keep(bytes: &[u8]) -> Vec<Control<'static>> {
     match Control::decode(bytes).unwrap().1 {
+        Control::Batch(b) => b.iter().map(keep_one).collect(),
+        one => vec![keep_one(one)],
+    }
+}
+
+fn keep_one(msg: Control<'_>) -> Control<'static> {
+    match msg {
         Control::Error { code, detail, .. } => Control::Error {
             code,
             detail,
@@ -143,7 +150,7 @@ impl Rx {
             match out {
                 ReceiverOutput::Transmit(n) => {
                     assert!(n <= RECEIVER_MSG_MAX);
-                    self.sent.push(keep(&buf[..n]));
+                    self.sent.extend(keep(&buf[..n]));
                     self.seen += 1;
                 }
                 ReceiverOutput::Event(e) => self.events.push(e),
@@ -1243,4 +1250,154 @@ fn parts_need_lanes_and_whole_chunks() {
     let mut r = Rx::new(big);
     let res = r.ctrl(part_header(1, 1 << 20, 15, 0));
     r.assert_failed(res, Violation::BadPart);
+}
+
+// ---- batches (`BATCH`) ----
+
+/// A batch of `msgs` with `ack`.
+fn batch_bytes(msgs: &[Control<'_>], ack: u32) -> Vec<u8> {
+    let mut buf = [0u8; CTRL_MSG_MAX + 8];
+    let mut b = wire::BatchBuilder::new(CTRL_MSG_MAX);
+    for m in msgs {
+        assert!(b.push(m, &mut buf));
+    }
+    let n = b.finish(&mut buf);
+    buf[4..8].copy_from_slice(&ack.to_be_bytes());
+    buf[..n].to_vec()
+}
+
+impl Rx {
+    /// Writes a batch into the ring and announces it; returns its bytes.
+    fn announce_batch(&mut self, msgs: &[Control<'_>]) -> Vec<u8> {
+        let bytes = batch_bytes(msgs, self.seen);
+        let n = self.ctrl;
+        self.ctrl += 1;
+        let i = self
+            .r
+            .handle_write(t(1), Imm::control(n).encode(), bytes.len() as u32)
+            .unwrap();
+        assert!(matches!(i, Incoming::Control { .. }));
+        bytes
+    }
+}
+
+#[test]
+fn a_batch_is_handled_one_message_per_call() {
+    let mut r = rx();
+    let bytes = r.announce_batch(&[header(1, 0, "a"), header(2, 0, "b"), Control::KeepAlive]);
+    let mut offers = vec![];
+    let mut calls = 0;
+    while r.r.control_pending() {
+        calls += 1;
+        if let Some(o) = r.r.handle_control(t(1), &bytes).unwrap() {
+            offers.push(o.header.file_id);
+        }
+        if r.r.control_pending() {
+            // Not processed yet: the slot's bytes are still being read.
+            assert_eq!(
+                r.r.handle_write(t(1), Imm::control(1).encode(), 8),
+                Err(Error::Usage(UsageError::ControlPending))
+            );
+        }
+    }
+    assert_eq!((calls, offers), (3, vec![1, 2]));
+    assert_eq!(
+        r.r.handle_control(t(1), &bytes),
+        Err(Error::Usage(UsageError::NoControlPending))
+    );
+    // The batch counts as one message: the next message's ack says 1.
+    for id in [1, 2] {
+        r.r.answer_file(t(1), id, FileAnswer::Accept { offset: 0 })
+            .unwrap();
+    }
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let Some(ReceiverOutput::Transmit(n)) = r.r.poll_output(t(1), &mut buf) else {
+        panic!("the answers go out")
+    };
+    let (ack, sent) = Control::decode(&buf[..n]).unwrap();
+    assert_eq!(ack, 1);
+    let Control::Batch(b) = sent else {
+        panic!("two answers go as one batch: {sent:?}")
+    };
+    assert_eq!(b.iter().count(), 2);
+}
+
+#[test]
+fn answers_results_and_credits_share_sends() {
+    let mut r = rx();
+    // Two one-chunk files: headers, answers, chunks, ends.
+    for id in [1, 2] {
+        r.ctrl(header(id, u64::from(CHUNK), &format!("f{id}")))
+            .unwrap();
+    }
+    r.r.set_corked(true);
+    for id in [1, 2] {
+        r.r.answer_file(t(1), id, FileAnswer::Accept { offset: 0 })
+            .unwrap();
+    }
+    r.drain();
+    assert!(r.sent.is_empty(), "held while corked: {:?}", r.sent);
+    r.r.set_corked(false);
+    let before = r.seen;
+    r.drain();
+    assert_eq!(r.seen - before, 1, "both answers in one SEND");
+    assert_eq!(
+        r.kinds(),
+        [wire::MsgKind::FileAnswer, wire::MsgKind::FileAnswer]
+    );
+    r.r.set_corked(true);
+    for (id, seq) in [(1, 0), (2, 1)] {
+        let a = r.chunk(seq, CHUNK).unwrap();
+        r.r.chunk_consumed(t(1), a.seq).unwrap();
+        r.ctrl(end(id, u64::from(CHUNK))).unwrap();
+    }
+    // The drain gives the files' completion events; verdicts follow.
+    r.drain();
+    for id in [1, 2] {
+        r.r.file_verified(t(1), id, FileStatus::OK).unwrap();
+    }
+    r.r.set_corked(false);
+    let before = r.seen;
+    let kinds = r.kinds();
+    assert_eq!(
+        r.seen - before,
+        1,
+        "results and credit in one SEND: {kinds:?}"
+    );
+    assert!(kinds.contains(&wire::MsgKind::Credit), "{kinds:?}");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == wire::MsgKind::FileResult)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_batch_may_not_take_the_last_slot_nor_come_unagreed() {
+    let mut r = rx();
+    let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
+    unreported_keepalives(&mut r, depth - 1);
+    let bytes = r.announce_batch(&[Control::KeepAlive, Control::KeepAlive]);
+    let res = r.r.handle_control(t(1), &bytes);
+    r.assert_failed(res, Violation::CtrlOverrun);
+
+    let mut plain = Rx::new(negotiated(
+        4,
+        Features::all() - Features::AUTH_PSK - Features::BATCH,
+    ));
+    let bytes = plain.announce_batch(&[Control::KeepAlive, Control::KeepAlive]);
+    let res = plain.r.handle_control(t(1), &bytes);
+    plain.assert_failed(res, Violation::UnexpectedMessage(wire::MsgKind::Batch));
+}
+
+#[test]
+fn a_bad_message_inside_a_batch_fails_the_session() {
+    let mut r = rx();
+    // A FileEnd for a file never offered, after a good header.
+    let bytes = r.announce_batch(&[header(1, 0, "a"), end(7, 0)]);
+    assert!(r.r.handle_control(t(1), &bytes).unwrap().is_some());
+    let res = r.r.handle_control(t(1), &bytes);
+    r.assert_failed(res, Violation::UnknownFile(7));
 }

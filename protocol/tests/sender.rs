@@ -108,12 +108,13 @@ impl Tx {
         got
     }
 
+    /// The control messages sent, those inside batches each in its place.
     fn kinds(&mut self) -> Vec<wire::MsgKind> {
         self.drain()
             .into_iter()
-            .filter_map(|o| match o {
-                Out::Ctrl(k, _) => Some(k),
-                _ => None,
+            .flat_map(|o| match o {
+                Out::Ctrl(_, b) => messages(&b),
+                _ => vec![],
             })
             .collect()
     }
@@ -165,8 +166,12 @@ impl Tx {
     }
 }
 
+/// A sender without batches: each control message is its own write.
 fn tx() -> Tx {
-    Tx::new(negotiated(4, Features::all() - Features::AUTH_PSK))
+    Tx::new(negotiated(
+        4,
+        Features::all() - Features::AUTH_PSK - Features::BATCH,
+    ))
 }
 
 fn reads(out: &[Out]) -> Vec<u64> {
@@ -1030,4 +1035,148 @@ fn results_pass_over_a_rejected_file_between_accepted_ones() {
         status: FileStatus::OK,
     });
     s.assert_failed(res, Violation::UnknownFile(3));
+}
+
+/// A sender with batches (`BATCH`).
+fn batching() -> Tx {
+    Tx::new(negotiated(4, Features::all() - Features::AUTH_PSK))
+}
+
+/// The messages of a control write: a batch's, or the one.
+fn messages(bytes: &[u8]) -> Vec<wire::MsgKind> {
+    match Control::decode(bytes).unwrap().1 {
+        Control::Batch(b) => b.iter().map(|m| m.kind()).collect(),
+        one => vec![one.kind()],
+    }
+}
+
+fn control_writes(out: &[Out]) -> Vec<Vec<wire::MsgKind>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Ctrl(_, b) => Some(messages(b)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn headers_gather_in_one_batch() {
+    let mut s = batching();
+    for id in 1..=3 {
+        assert!(s.s.can_start_file(), "room for header {id}");
+        s.s.start_file(t(1), &info(id, 0, &format!("f{id}")))
+            .unwrap();
+    }
+    let out = s.drain();
+    use wire::MsgKind::FileHeader as H;
+    assert_eq!(control_writes(&out), [vec![H, H, H]], "{out:?}");
+    // All three count as sent: their answers are taken.
+    for id in 1..=3 {
+        s.recv(Control::FileAnswer {
+            file_id: id,
+            answer: FileAnswer::Accept { offset: 0 },
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        s.drain()
+            .iter()
+            .filter(|o| matches!(o, Out::Event(SenderEvent::FileAccepted { .. })))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn an_end_goes_before_the_next_files_chunk() {
+    let mut s = batching();
+    s.accepted(1, 100, 0);
+    s.accepted(2, 100, 0);
+    let mut out = vec![];
+    for seq in 0..2 {
+        s.s.data_ready(t(1), seq).unwrap();
+        out.extend(s.drain());
+    }
+    let order: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Write(w) => Some(format!("chunk {}", w.seq)),
+            Out::Ctrl(_, b) => Some(format!("{:?}", messages(b))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["chunk 0", "[FileEnd]", "chunk 1", "[FileEnd]"],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_cork_holds_a_batch_until_the_round_ends() {
+    let mut s = batching();
+    s.s.set_corked(true);
+    s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    assert!(control_writes(&s.drain()).is_empty(), "held while corked");
+    s.s.start_file(t(1), &info(2, 0, "b")).unwrap();
+    s.s.set_corked(false);
+    use wire::MsgKind::FileHeader as H;
+    assert_eq!(control_writes(&s.drain()), [vec![H, H]]);
+    // Without batches a cork changes nothing.
+    let mut plain = tx();
+    plain.s.set_corked(true);
+    plain.s.start_file(t(1), &info(1, 0, "a")).unwrap();
+    assert_eq!(control_writes(&plain.drain()), [vec![H]]);
+}
+
+#[test]
+fn a_batch_of_answers_and_results_gives_every_event() {
+    let mut s = batching();
+    s.accepted(1, 0, 0);
+    s.accepted(2, 0, 0);
+    s.drain();
+    let mut buf = [0u8; CTRL_MSG_MAX + 8];
+    let mut b = wire::BatchBuilder::new(RECEIVER_MSG_MAX);
+    for id in [1, 2] {
+        let result = Control::FileResult {
+            file_id: id,
+            status: FileStatus::OK,
+        };
+        assert!(b.push(&result, &mut buf));
+    }
+    let n = b.finish(&mut buf);
+    buf[4..8].copy_from_slice(&s.seen.to_be_bytes());
+    s.s.handle_control(t(1), &buf[..n]).unwrap();
+    let done: Vec<_> = s
+        .drain()
+        .into_iter()
+        .filter(|o| matches!(o, Out::Event(SenderEvent::FileDone { .. })))
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    // The same batch to a sender that did not agree to batches is a violation.
+    let mut plain = tx();
+    plain.accepted(1, 0, 0);
+    plain.drain();
+    buf[4..8].copy_from_slice(&plain.seen.to_be_bytes());
+    let res = plain.s.handle_control(t(1), &buf[..n]);
+    plain.assert_failed(res, Violation::UnexpectedMessage(wire::MsgKind::Batch));
+}
+
+#[test]
+fn a_full_batch_goes_and_the_next_message_starts_another() {
+    let mut s = batching();
+    // Names long enough that two headers do not fit one 4096-byte slot.
+    let long_a = vec!["a".repeat(200); 11].join("/");
+    let long_b = vec!["b".repeat(200); 11].join("/");
+    s.s.start_file(t(1), &info(1, 0, &long_a)).unwrap();
+    assert!(s.s.can_start_file());
+    assert_eq!(
+        s.s.start_file(t(1), &info(2, 0, &long_b)),
+        Err(Error::Usage(UsageError::OutputsNotDrained)),
+        "it does not fit: drain first"
+    );
+    use wire::MsgKind::FileHeader as H;
+    assert_eq!(control_writes(&s.drain()), [vec![H]]);
+    s.s.start_file(t(1), &info(2, 0, &long_b)).unwrap();
+    assert_eq!(control_writes(&s.drain()), [vec![H]]);
 }

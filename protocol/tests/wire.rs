@@ -333,8 +333,8 @@ fn decode_error_unknown_type() {
         Err(DecodeError::UnknownType(0x99))
     );
     assert_eq!(
-        Control::decode(&[0x1c, 0, 0, 8, 0, 0, 0, 0]),
-        Err(DecodeError::UnknownType(0x1c))
+        Control::decode(&[0x1d, 0, 0, 8, 0, 0, 0, 0]),
+        Err(DecodeError::UnknownType(0x1d))
     );
 }
 
@@ -595,6 +595,8 @@ fn decode_errors_name_the_field() {
         (Field::Size, "size"),
         (Field::TextLen, "text_len"),
         (Field::EntryKind, "entry_kind"),
+        (Field::Part, "part"),
+        (Field::Batch, "batch"),
     ];
     for (field, name) in fields {
         assert_eq!(field.name(), name);
@@ -635,4 +637,117 @@ fn a_fixed_body_with_trailing_bytes_names_both_lengths() {
             actual: 12
         })
     );
+}
+
+/// A batch of `msgs` with `ack`, built the way the state machines build them.
+fn batch(msgs: &[Control<'_>], ack: u32) -> Vec<u8> {
+    let mut buf = [0u8; CTRL_MSG_MAX + 8];
+    let mut b = wire::BatchBuilder::new(CTRL_MSG_MAX);
+    for m in msgs {
+        assert!(b.push(m, &mut buf));
+    }
+    let n = b.finish(&mut buf);
+    buf[4..8].copy_from_slice(&ack.to_be_bytes());
+    buf[..n].to_vec()
+}
+
+#[test]
+fn batches_round_trip_and_a_lone_message_goes_as_itself() {
+    let credit = Control::Credit { consumed: 7 };
+    let result = Control::FileResult {
+        file_id: 3,
+        status: FileStatus::OK,
+    };
+    let bytes = batch(&[credit, result, Control::KeepAlive], 9);
+    assert_eq!(bytes.len(), 8 + 16 + 24 + 8);
+    assert_eq!(bytes[0], 0x1c, "the batch's type byte");
+    let (ack, msg) = Control::decode(&bytes).unwrap();
+    assert_eq!(ack, 9);
+    let Control::Batch(b) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(
+        b.iter().collect::<Vec<_>>(),
+        [credit, result, Control::KeepAlive]
+    );
+    assert_eq!(
+        enc(msg, 9),
+        bytes,
+        "a decoded batch encodes to the same bytes"
+    );
+    // One message is sent as itself, not wrapped.
+    assert_eq!(batch(&[credit], 4), enc(credit, 4));
+}
+
+#[test]
+fn a_builder_keeps_within_its_limit() {
+    let mut buf = [0u8; CTRL_MSG_MAX + 8];
+    let mut b = wire::BatchBuilder::new(8 + 16 + 16);
+    let credit = Control::Credit { consumed: 1 };
+    assert!(b.push(&credit, &mut buf) && b.push(&credit, &mut buf));
+    assert!(!b.fits(8), "the limit is reached");
+    assert!(!b.push(&Control::KeepAlive, &mut buf));
+    assert_eq!(b.count(), 2);
+    assert_eq!(b.finish(&mut buf), 40);
+    assert_eq!(b.count(), 0, "finishing empties it");
+    // Without room for a second message, any first one still goes alone.
+    let mut one = wire::BatchBuilder::new(0);
+    assert!(one.push(&credit, &mut buf));
+    assert!(!one.push(&credit, &mut buf));
+}
+
+#[test]
+fn malformed_batches_are_refused() {
+    let credit = enc(Control::Credit { consumed: 1 }, 0);
+    let wrap = |body: &[u8]| {
+        let mut v = vec![0x1c, 0, 0, 0, 0, 0, 0, 0];
+        v.extend_from_slice(body);
+        let n = v.len() as u16;
+        v[2..4].copy_from_slice(&n.to_be_bytes());
+        v
+    };
+    let bad = |bytes: &[u8]| Control::decode(bytes).unwrap_err();
+    assert_eq!(
+        bad(&wrap(&[])),
+        DecodeError::BadField(Field::Batch),
+        "empty"
+    );
+    let nested = wrap(&wrap(&credit));
+    assert_eq!(bad(&nested), DecodeError::BadField(Field::Batch), "nested");
+    for alone in [Control::Goodbye, Control::KeepAlive, Control::Ack] {
+        let inner = [credit.clone(), enc(alone, 0)].concat();
+        let bytes = wrap(&inner);
+        let res = Control::decode(&bytes);
+        match alone {
+            Control::Goodbye => assert_eq!(
+                res.unwrap_err(),
+                DecodeError::BadField(Field::Batch),
+                "a goodbye goes alone"
+            ),
+            _ => assert!(res.is_ok(), "{alone:?} may ride in a batch"),
+        }
+    }
+    let error = enc(
+        Control::Error {
+            code: ErrorCode::CANCELLED,
+            detail: 0,
+            text: "x",
+        },
+        0,
+    );
+    assert_eq!(bad(&wrap(&error)), DecodeError::BadField(Field::Batch));
+    // An inner ack is reserved: the batch's own ack speaks for all.
+    let acked = enc(Control::Credit { consumed: 1 }, 5);
+    assert_eq!(bad(&wrap(&acked)), DecodeError::NonZeroReserved);
+    // An inner length that runs past the batch, or below a header.
+    let mut long = credit.clone();
+    long[3] = 17;
+    assert!(matches!(bad(&wrap(&long)), DecodeError::BadLength { .. }));
+    let mut short = credit.clone();
+    short[3] = 4;
+    assert!(matches!(bad(&wrap(&short)), DecodeError::BadLength { .. }));
+    assert!(matches!(
+        bad(&wrap(&credit[..5])),
+        DecodeError::Truncated { .. }
+    ));
 }

@@ -459,7 +459,9 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
     let mut features = if u.ratio(7, 8)? {
         Features::RESUME | Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3
     } else {
-        Features::from_bits_truncate(u.arbitrary()?) - Features::AUTH_PSK
+        // Batches change what goes out, not what the machines accept; the pair target
+        // covers them end to end, so these models stay one message per write.
+        Features::from_bits_truncate(u.arbitrary()?) - Features::AUTH_PSK - Features::BATCH
     };
     // Transfer groups half the time: parts are then allowed, and the group is never 0.
     let group = if u.ratio(1, 2)? {

@@ -69,6 +69,23 @@ fn check_invariants(msg: &Control<'_>, len: usize) {
             assert_eq!(e.digest.value().len(), e.digest.kind.len());
         }
         Control::Error { text, .. } => assert!(text.len() <= MAX_ERROR_TEXT),
+        Control::Batch(b) => {
+            // Whole messages back to back, none of them final or a batch, each sound.
+            let mut total = wire::CTRL_HEADER_LEN;
+            let mut buf = [0u8; CTRL_MSG_MAX];
+            for m in b.iter() {
+                assert!(
+                    !matches!(m.kind(), MsgKind::Goodbye | MsgKind::Error | MsgKind::Batch),
+                    "{:?} inside a batch",
+                    m.kind()
+                );
+                let n = m.encode(0, &mut buf).expect("an inner message re-encodes");
+                check_invariants(&m, n);
+                total += n;
+            }
+            assert!(total > wire::CTRL_HEADER_LEN, "an empty batch");
+            assert_eq!(total, len, "a batch is its messages");
+        }
         _ => {}
     }
     let receiver_kind = matches!(

@@ -8,8 +8,10 @@
 //! eight files with names from a small set (so the sender waits on open names), sizes up to
 //! a few chunks, and every policy the simulator knows (accept, reject, resume, the sender
 //! aborting, the receiver cancelling, directories); half the time both sides offer `LANES`
-//! and files may then be parts of 4 or 8 KiB (one or two chunks, the last one short). The
-//! rest of the input is the schedule:
+//! and files may then be parts of 4 or 8 KiB (one or two chunks, the last one short); half
+//! the time both offer `BATCH`, and then two steps in three run corked (the simulator's
+//! drivers feed inputs without sending until the third). The rest of the input is the
+//! schedule:
 //! `enabled[byte % len]`, then a fixed PRNG once the bytes run out.
 //!
 //! Every run must end with both sides closed, no failure, no RNR, no stall, every file's
@@ -138,6 +140,9 @@ pub(crate) fn setup(
     if lanes {
         cfg.sender.features |= Features::LANES;
         cfg.receiver.features |= Features::LANES;
+    }
+    if u.ratio(1, 2)? {
+        cfg = cfg.batched();
     }
     let n: usize = u.int_in_range(0..=8)?;
     let mut files = Vec::with_capacity(n);

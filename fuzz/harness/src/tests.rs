@@ -844,6 +844,7 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
         receiver_window: 8,
         digest_required: false,
         lanes: false,
+        batch: false,
         files,
         schedule: schedule.clone(),
     };
@@ -881,6 +882,7 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
             "parts",
             PairSeed {
                 lanes: true,
+                batch: true,
                 ..seed(vec![
                     (0, 3 * chunk + 1, PolicySeed::Accept, Some((0, 3))),
                     (1, 3 * chunk, PolicySeed::Accept, Some((1, 0))),
@@ -986,6 +988,11 @@ fn seed_encoders_round_trip() {
         assert_eq!(cfg.sender.window, u32::from(seed.window));
         assert_eq!(cfg.receiver.window, u32::from(seed.receiver_window));
         assert_eq!(cfg.receiver.require_digest, seed.digest_required);
+        assert_eq!(
+            cfg.sender.features.contains(Features::BATCH),
+            seed.batch,
+            "pair/{name}"
+        );
         for (p, s) in [(&cfg.sender, seed.sender), (&cfg.receiver, seed.receiver)] {
             assert_eq!(p.max_open_files, u16::from(s.open), "pair/{name}");
             assert_eq!(
@@ -1178,6 +1185,51 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     for (name, msg) in controls {
         put("decode_control", name, control(msg, 3));
     }
+    // A batch each way: the sender's ends and headers, the receiver's answers and results.
+    let mut batch = |name, msgs: &[Control<'_>]| {
+        let mut buf = [0u8; CTRL_MSG_MAX + 8];
+        let mut b = rdmaft_protocol::wire::BatchBuilder::new(CTRL_MSG_MAX);
+        for m in msgs {
+            assert!(b.push(m, &mut buf));
+        }
+        let n = b.finish(&mut buf);
+        buf[7] = 3;
+        put("decode_control", name, buf[..n].to_vec());
+    };
+    batch(
+        "batch_sender",
+        &[
+            Control::FileEnd(wire::FileEnd {
+                file_id: 4,
+                length: 9,
+                digest: Digest::NONE,
+            }),
+            Control::FileHeader(wire::FileHeader {
+                file_id: 5,
+                kind: EntryKind::File,
+                part: None,
+                size: 10,
+                mtime_sec: 1,
+                mtime_nsec: 2,
+                mode: 0o644,
+                name: "d/e",
+            }),
+        ],
+    );
+    batch(
+        "batch_receiver",
+        &[
+            Control::FileAnswer {
+                file_id: 5,
+                answer: FileAnswer::Accept { offset: 0 },
+            },
+            Control::FileResult {
+                file_id: 4,
+                status: FileStatus::OK,
+            },
+            Control::Credit { consumed: 2 },
+        ],
+    );
 
     // decode_handshake: hellos, and the accepts the harness's receivers give them.
     use crate::decode_handshake::{accept_bytes, hello_bytes, receiver_params, sender_params};

@@ -6,6 +6,7 @@
 //! every fixed body must be exactly its size (plus the declared name / text for the two
 //! variable messages).
 
+use super::batch::Batch;
 use super::{
     read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features, Field, PROOF_LEN,
 };
@@ -36,7 +37,9 @@ pub struct CtrlHeader {
     length: U16,
     ack: U32,
 }
-const HDR: usize = 8;
+/// Bytes of the header that starts every control message (and every batch).
+pub const CTRL_HEADER_LEN: usize = 8;
+pub(crate) const HDR: usize = CTRL_HEADER_LEN;
 const _: () = assert!(core::mem::size_of::<CtrlHeader>() == HDR);
 
 /// Control message type byte.
@@ -67,6 +70,8 @@ pub enum MsgKind {
     Auth = 0x1a,
     /// Either way: nothing else to say, but alive.
     KeepAlive = 0x1b,
+    /// Either way, with `BATCH`: several messages in one (PROTOCOL.md §4.9).
+    Batch = 0x1c,
 }
 
 impl MsgKind {
@@ -84,6 +89,7 @@ impl MsgKind {
             0x19 => MsgKind::FileCancel,
             0x1a => MsgKind::Auth,
             0x1b => MsgKind::KeepAlive,
+            0x1c => MsgKind::Batch,
             other => return Err(DecodeError::UnknownType(other)),
         })
     }
@@ -484,6 +490,8 @@ pub enum Control<'a> {
     },
     /// Liveness only.
     KeepAlive,
+    /// Several messages in one (`BATCH`).
+    Batch(Batch<'a>),
 }
 
 impl<'a> Control<'a> {
@@ -502,6 +510,7 @@ impl<'a> Control<'a> {
             Control::FileCancel { .. } => MsgKind::FileCancel,
             Control::Auth { .. } => MsgKind::Auth,
             Control::KeepAlive => MsgKind::KeepAlive,
+            Control::Batch(_) => MsgKind::Batch,
         }
     }
 
@@ -610,6 +619,7 @@ impl<'a> Control<'a> {
             MsgKind::Ack => no_body(body, Control::Ack)?,
             MsgKind::Goodbye => no_body(body, Control::Goodbye)?,
             MsgKind::KeepAlive => no_body(body, Control::KeepAlive)?,
+            MsgKind::Batch => Control::Batch(Batch::check(body)?),
             MsgKind::Error => {
                 let (b, text) = read_prefix::<ErrorBody>(body)?;
                 let text_len = usize::from(b.text_len.get());
@@ -647,6 +657,7 @@ impl<'a> Control<'a> {
             Control::Auth { .. } => (PROOF_LEN, &[]),
             Control::Ack | Control::Goodbye | Control::KeepAlive => (0, &[]),
             Control::Error { text, .. } => (8, truncate_text(text, MAX_ERROR_TEXT).as_bytes()),
+            Control::Batch(b) => (0, b.body()),
         };
         let total = HDR + body_len + tail.len();
         let length = u16::try_from(total).map_err(|_| BufferTooSmall { need: total })?;
@@ -728,6 +739,9 @@ impl<'a> Control<'a> {
                 write_with_tail(&proof, &[], rest)?;
             }
             Control::Ack | Control::Goodbye | Control::KeepAlive => {}
+            Control::Batch(b) => {
+                write_with_tail(&[0u8; 0], b.body(), rest)?;
+            }
             Control::Error { code, detail, .. } => {
                 let b = ErrorBody {
                     code: code.0.into(),

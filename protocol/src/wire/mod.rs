@@ -5,14 +5,17 @@
 //! messages are plain validated values (`*Repr` / [`Control`]) so the state machines never
 //! look at raw fields.
 
+mod batch;
 mod control;
 mod handshake;
 pub(crate) mod imm;
 
+pub use batch::{Batch, BatchBuilder, BatchIter};
 pub(crate) use control::truncate_text;
 pub use control::{
     Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd, FileHeader,
-    MsgKind, Part, CTRL_MSG_MAX, MAX_ERROR_TEXT, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX,
+    MsgKind, Part, CTRL_HEADER_LEN, CTRL_MSG_MAX, MAX_ERROR_TEXT, MAX_PART_SHIFT, MIN_PART_SHIFT,
+    RECEIVER_MSG_MAX,
 };
 pub use handshake::{
     AcceptFlags, AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN,
@@ -43,6 +46,8 @@ bitflags::bitflags! {
         /// Transfer groups: one transfer over several connections (lanes) that share a
         /// group, and file parts (PROTOCOL.md §2.7, §4.1).
         const LANES = 1 << 4;
+        /// Several control messages per control write and per SEND (PROTOCOL.md §4.9).
+        const BATCH = 1 << 5;
     }
 }
 
@@ -75,6 +80,8 @@ pub enum Field {
     EntryKind,
     /// A part's size exponent out of range, or a part that starts at or past the file's end.
     Part,
+    /// An empty batch, or a batch holding a Goodbye, an Error or another batch.
+    Batch,
 }
 
 impl Field {
@@ -90,6 +97,7 @@ impl Field {
             Field::TextLen => "text_len",
             Field::EntryKind => "entry_kind",
             Field::Part => "part",
+            Field::Batch => "batch",
         }
     }
 }

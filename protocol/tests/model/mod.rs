@@ -19,6 +19,8 @@ pub struct Setup {
     pub open_files: u16,
     pub sender_ctrl_depth: u16,
     pub receiver_ctrl_depth: u16,
+    /// Offer `BATCH` (several control messages per write and per SEND).
+    pub batch: bool,
 }
 
 impl Setup {
@@ -30,8 +32,25 @@ impl Setup {
             open_files: DEFAULT_OPEN_FILES,
             sender_ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES),
             receiver_ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES),
+            batch: true,
         }
     }
+
+    /// The same without `BATCH`.
+    pub fn unbatched(self) -> Setup {
+        Setup {
+            batch: false,
+            ..self
+        }
+    }
+}
+
+/// Messages each way over a whole session: every write the sender posts (chunks, control
+/// writes, pure acks) and every SEND of the receiver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Messages {
+    pub to_receiver: u64,
+    pub to_sender: u64,
 }
 
 enum ToReceiver {
@@ -55,6 +74,7 @@ struct Model {
     completions: VecDeque<(u64, u64)>,
     round: u64,
     chunks_posted: u64,
+    messages: Messages,
 }
 
 impl Model {
@@ -78,6 +98,9 @@ impl Model {
         let mut features = Features::DIGEST_XXH3_128;
         if split.is_some() {
             features |= Features::LANES;
+        }
+        if s.batch {
+            features |= Features::BATCH;
         }
         let mut sp = Params::new(features, s.chunk, s.window);
         sp.max_open_files = s.open_files;
@@ -111,6 +134,7 @@ impl Model {
             completions: VecDeque::new(),
             round: 0,
             chunks_posted: 0,
+            messages: Messages::default(),
         }
     }
 
@@ -123,6 +147,10 @@ impl Model {
         let now = self.now();
         let to_r: Vec<_> = self.to_receiver.drain(..).collect();
         let to_s: Vec<_> = self.to_sender.drain(..).collect();
+        // What arrives in one round is fed in before anything goes out (cork), as a driver
+        // does with one poll of completions.
+        self.sender.set_corked(true);
+        self.receiver.set_corked(true);
         let mut ring_ctrl = Vec::new();
         for w in to_r {
             let (imm, len) = match &w {
@@ -140,11 +168,15 @@ impl Model {
             {
                 Incoming::Chunk(a) => self.receiver.chunk_consumed(now, a.seq).unwrap(),
                 Incoming::Control { .. } => {
-                    if let Some(offer) = self.receiver.handle_control(now, &ring_ctrl).unwrap() {
-                        let id = offer.header.file_id;
-                        self.receiver
-                            .answer_file(now, id, FileAnswer::Accept { offset: 0 })
-                            .unwrap();
+                    // A batch is handled one message at a time.
+                    while self.receiver.control_pending() {
+                        let offer = self.receiver.handle_control(now, &ring_ctrl).unwrap();
+                        if let Some(offer) = offer {
+                            let id = offer.header.file_id;
+                            self.receiver
+                                .answer_file(now, id, FileAnswer::Accept { offset: 0 })
+                                .unwrap();
+                        }
                     }
                 }
                 Incoming::Ack => {}
@@ -165,6 +197,8 @@ impl Model {
             self.drain_sender();
         }
         self.start_files();
+        self.sender.set_corked(false);
+        self.receiver.set_corked(false);
         self.drain_sender();
         self.drain_receiver();
         self.round += 1;
@@ -206,7 +240,10 @@ impl Model {
             };
             self.sender.start_file(now, &info).unwrap();
             self.next_file += 1;
-            self.drain_sender();
+            // Headers gather while the batch has room (without `BATCH`, one at a time).
+            if !self.sender.can_start_file() {
+                self.drain_sender();
+            }
         }
     }
 
@@ -214,6 +251,12 @@ impl Model {
         let now = self.now();
         let mut buf = [0u8; CTRL_MSG_MAX];
         while let Some(out) = self.sender.poll_output(now, &mut buf) {
+            if matches!(
+                out,
+                SenderOutput::Control(_) | SenderOutput::Ack(_) | SenderOutput::Write(_)
+            ) {
+                self.messages.to_receiver += 1;
+            }
             match out {
                 SenderOutput::Control(c) => self
                     .to_receiver
@@ -245,7 +288,10 @@ impl Model {
         let mut buf = [0u8; CTRL_MSG_MAX];
         while let Some(out) = self.receiver.poll_output(now, &mut buf) {
             match out {
-                ReceiverOutput::Transmit(n) => self.to_sender.push_back(buf[..n].to_vec()),
+                ReceiverOutput::Transmit(n) => {
+                    self.messages.to_sender += 1;
+                    self.to_sender.push_back(buf[..n].to_vec());
+                }
                 ReceiverOutput::Event(ReceiverEvent::FileComplete { file_id, .. }) => self
                     .receiver
                     .file_verified(now, file_id, FileStatus::OK)
@@ -269,6 +315,20 @@ pub fn round_trips(setup: Setup, files: Vec<u64>) -> f64 {
         assert!(m.round < 1_000_000, "no progress");
     }
     m.round as f64 / 2.0
+}
+
+/// Messages each way per file, amortised over a whole session moving `files`.
+pub fn messages_per_file(setup: Setup, files: Vec<u64>) -> (f64, f64) {
+    let n = files.len() as f64;
+    let mut m = Model::new(setup, files);
+    while !m.done() {
+        m.round();
+        assert!(m.round < 1_000_000, "no progress");
+    }
+    (
+        m.messages.to_receiver as f64 / n,
+        m.messages.to_sender as f64 / n,
+    )
 }
 
 /// Round trips to move one file of `parts × part_chunks` chunks as `parts` parts (each of
@@ -324,6 +384,7 @@ pub fn worst_bulk(window: u32, limits: &[u16]) -> f64 {
                 open_files: open,
                 sender_ctrl_depth: min_ctrl_depth(open),
                 receiver_ctrl_depth: min_ctrl_depth(open),
+                batch: true,
             };
             bulk_chunks_per_rtt(setup)
         })

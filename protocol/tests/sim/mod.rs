@@ -184,6 +184,9 @@ pub struct Outcome {
     pub ctrl_to_sender: u64,
     pub acks_to_receiver: u64,
     pub chunks: u64,
+    /// Batches among those control messages, each way.
+    pub batches_to_receiver: u64,
+    pub batches_to_sender: u64,
     /// Most receives the receiver ever had in use at once.
     pub receiver_peak_in_use: u32,
 }
@@ -224,6 +227,20 @@ pub struct Config {
     pub sender: Params,
     pub receiver: Params,
     pub idle_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    /// The same with `BATCH` offered by both sides.
+    pub fn batched(&self) -> Config {
+        let mut c = Config {
+            sender: self.sender,
+            receiver: self.receiver,
+            idle_timeout_ms: self.idle_timeout_ms,
+        };
+        c.sender.features |= Features::BATCH;
+        c.receiver.features |= Features::BATCH;
+        c
+    }
 }
 
 impl Config {
@@ -344,6 +361,11 @@ impl Pair {
     pub fn step(&mut self, step: Step) -> Result<(), String> {
         self.now += 1;
         let now = self.instant();
+        // With batches, two steps in three run corked (their outputs wait for the third, or
+        // for a full batch, or for an ordering need): the drivers' rounds of inputs.
+        let corked = matches!(self.now % 3, 1 | 2);
+        self.sender.set_corked(corked);
+        self.receiver.set_corked(corked);
         match step {
             Step::DeliverToReceiver => self.deliver_to_receiver()?,
             Step::DeliverToSender => {
@@ -550,6 +572,14 @@ impl Pair {
     }
 
     fn receiver_control(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
+        // A batch is handled one message at a time.
+        while self.receiver.control_pending() {
+            self.receiver_message(now, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn receiver_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
         let offer = self
             .receiver
             .handle_control(now, bytes)
@@ -589,8 +619,11 @@ impl Pair {
         while let Some(out) = self.sender.poll_output(now, &mut buf) {
             match out {
                 SenderOutput::Control(c) => {
-                    Control::decode(&buf[..c.len])
+                    let (_, msg) = Control::decode(&buf[..c.len])
                         .map_err(|e| format!("sender emitted garbage: {e}"))?;
+                    if matches!(msg, Control::Batch(_)) {
+                        self.outcome.batches_to_receiver += 1;
+                    }
                     let neg = self.sender.negotiated();
                     assert_eq!(c.remote_addr, neg.ring.addr + neg.ctrl_slot_offset(c.slot));
                     let at = c.slot as usize * CTRL_MSG_MAX;
@@ -628,8 +661,11 @@ impl Pair {
         while let Some(out) = self.receiver.poll_output(now, &mut buf) {
             match out {
                 ReceiverOutput::Transmit(n) => {
-                    Control::decode(&buf[..n])
+                    let (_, msg) = Control::decode(&buf[..n])
                         .map_err(|e| format!("receiver emitted garbage: {e}"))?;
+                    if matches!(msg, Control::Batch(_)) {
+                        self.outcome.batches_to_sender += 1;
+                    }
                     self.to_sender.push_back(buf[..n].to_vec());
                     self.outcome.ctrl_to_sender += 1;
                 }
@@ -699,6 +735,14 @@ impl Pair {
                 .filter(|s| self.enabled(*s))
                 .collect();
             if enabled.is_empty() {
+                // A corked side may hold what unblocks the other: uncork, as a driver's
+                // round ends.
+                self.sender.set_corked(false);
+                self.receiver.set_corked(false);
+                self.drain()?;
+                if ALL_STEPS.iter().any(|s| self.enabled(*s)) {
+                    continue;
+                }
                 return Err(format!(
                     "stalled: nothing enabled; sender ended={} receiver ended={}",
                     self.sender.is_ended(),

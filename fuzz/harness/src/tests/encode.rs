@@ -664,6 +664,8 @@ pub(super) struct PairSeed {
     pub(super) digest_required: bool,
     /// Both sides offer `LANES` (parts allowed).
     pub(super) lanes: bool,
+    /// Both sides offer `BATCH`.
+    pub(super) batch: bool,
     pub(super) files: Vec<FileSeed>,
     pub(super) schedule: Vec<u8>,
 }
@@ -682,6 +684,7 @@ impl Encode for PairSeed {
         e.in_range(u64::from(self.receiver_window - 1), 7);
         e.ratio_one_in(4, self.digest_required);
         e.ratio_one_in(2, self.lanes);
+        e.ratio_one_in(2, self.batch);
         e.in_range(self.files.len() as u64, 8);
         let chunk = crate::pair::sim::CHUNK as u64;
         for &(name, len, policy, part) in &self.files {
