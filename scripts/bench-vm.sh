@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Soft-RoCE part of `make bench`, run inside the VM (tests/softroce/run): in one boot,
 # ib_write_bw and rdmaft side by side, plain and with a 4 ms round trip, then a small sweep
-# of chunk size x window. Data lives in guest memory (/tmp), never in the shared directory.
+# of chunk size x window. The tree goes twice, with and without batches (`--no-batch`). Data lives in guest memory (/tmp), never in the shared directory.
 # Prints a table, then one line of ratios. Results also go to $RDMAFT_OUT/bench.txt.
 set -euo pipefail
 
@@ -73,15 +73,17 @@ run_set() {
     printf '%-34s %10s\n' "rdmaft bulk, no digest ($tag)" "$wire" | tee -a "$out"
     tree=$(rdmaft_bw "$work/tree")
     printf '%-34s %10s\n' "rdmaft tree, defaults ($tag)" "$tree" | tee -a "$out"
+    tree_nb=$(rdmaft_bw "$work/tree" --no-batch)
+    printf '%-34s %10s\n' "rdmaft tree, --no-batch ($tag)" "$tree_nb" | tee -a "$out"
 }
 
 run_set plain
-ib_plain=$ib bulk_plain=$bulk wire_plain=$wire tree_plain=$tree
+ib_plain=$ib bulk_plain=$bulk wire_plain=$wire tree_plain=$tree tree_nb_plain=$tree_nb
 
 modprobe sch_netem
 tc qdisc add dev lo root netem delay 2ms
 run_set "4 ms RTT"
-ib_rtt=$ib bulk_rtt=$bulk wire_rtt=$wire tree_rtt=$tree
+ib_rtt=$ib bulk_rtt=$bulk wire_rtt=$wire tree_rtt=$tree tree_nb_rtt=$tree_nb
 tc qdisc del dev lo root
 
 log ""
@@ -94,5 +96,5 @@ for chunk in 64K 256K 1M 4M; do
 done
 
 log ""
-log "ratio_vs_ib_write_bw=$(ratio "$bulk_plain" "$ib_plain") rtt_ratio=$(ratio "$bulk_rtt" "$ib_rtt") tree_ratio=$(ratio "$tree_plain" "$bulk_plain") tree_rtt_ratio=$(ratio "$tree_rtt" "$bulk_rtt") wire_ratio=$(ratio "$wire_plain" "$ib_plain") wire_rtt_ratio=$(ratio "$wire_rtt" "$ib_rtt")"
+log "ratio_vs_ib_write_bw=$(ratio "$bulk_plain" "$ib_plain") rtt_ratio=$(ratio "$bulk_rtt" "$ib_rtt") tree_ratio=$(ratio "$tree_plain" "$bulk_plain") tree_rtt_ratio=$(ratio "$tree_rtt" "$bulk_rtt") wire_ratio=$(ratio "$wire_plain" "$ib_plain") wire_rtt_ratio=$(ratio "$wire_rtt" "$ib_rtt") batch_tree_ratio=$(ratio "$tree_plain" "$tree_nb_plain") batch_tree_rtt_ratio=$(ratio "$tree_rtt" "$tree_nb_rtt")"
 rm -rf "$work"

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 #[path = "softroce/access.rs"]
 mod access;
+#[path = "softroce/batch.rs"]
+mod batch;
 #[path = "softroce/capi.rs"]
 mod capi;
 #[path = "softroce/faults.rs"]

@@ -168,7 +168,8 @@ impl ReceiverOptions {
 
     /// The protocol parameters these options offer.
     pub(crate) fn params(&self) -> Params {
-        let mut features = Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3;
+        // Batches cost the receiver nothing to agree to; the sender decides whether it wants them.
+        let mut features = Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3 | Features::BATCH;
         if self.resume {
             features |= Features::RESUME;
         }

@@ -893,6 +893,9 @@ impl<L: RecvLink> Engine<L> {
             completions.clear();
             self.link.poll(&mut completions)?;
             let had_completions = !completions.is_empty();
+            // What arrived together is answered together: answers, results and credits
+            // wait for the end of the round and share SENDs (with `BATCH`).
+            self.machine.set_corked(true);
             for c in completions.drain(..) {
                 if let RecvCompletion::Write { imm, len } = c {
                     self.write(&*ring, imm, len)?;
@@ -905,6 +908,8 @@ impl<L: RecvLink> Engine<L> {
                 self.writer_done(d)?;
                 self.drain()?;
             }
+            self.machine.set_corked(false);
+            self.drain()?;
             self.machine.handle_timeout(self.clock.now());
             if self.link.is_down() && !self.machine.is_ended() {
                 return Err(Error::ConnectionLost {
@@ -977,6 +982,19 @@ impl<L: RecvLink> Engine<L> {
         bytes: &mut [u8],
     ) -> Result<(), Error> {
         ring.copy_out(ring_offset, bytes)?;
+        // A batch is handled one message per call, all from this one copy.
+        while self.machine.control_pending() {
+            self.control_message(now, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// One message of a control write: an offer goes to the writer.
+    fn control_message(
+        &mut self,
+        now: rdmaft_protocol::Instant,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         match self.machine.handle_control(now, bytes) {
             Ok(Some(offer)) => {
                 let h = offer.header;

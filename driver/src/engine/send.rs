@@ -562,6 +562,9 @@ impl<L: SendLink> Engine<L> {
             completions.clear();
             self.link.poll(&mut completions)?;
             let had_completions = !completions.is_empty();
+            // What arrived together is answered together: ends and headers wait for the
+            // end of the round and share writes (with `BATCH`).
+            self.machine.set_corked(true);
             for c in completions.drain(..) {
                 self.completion(c)?;
                 self.drain()?;
@@ -572,6 +575,9 @@ impl<L: SendLink> Engine<L> {
                 self.read_done(d)?;
                 self.drain()?;
             }
+            self.offer_files()?;
+            self.machine.set_corked(false);
+            self.drain()?;
             let now = self.clock.now();
             self.machine.handle_timeout(now);
             if self.link.is_down() && !self.machine.is_ended() {
@@ -625,7 +631,20 @@ impl<L: SendLink> Engine<L> {
                 Ok(()) => {
                     self.next_id += 1;
                     self.offered.insert(id, Offered { item, offset: 0 });
+                    // Headers gather while the batch has room; a full one goes now.
+                    if !self.machine.can_start_file() {
+                        self.drain()?;
+                    }
+                }
+                // A long name that does not fit the batch being filled: send it, then retry.
+                Err(rdmaft_protocol::Error::Usage(UsageError::OutputsNotDrained)) => {
+                    self.held = Some(item);
+                    let corked = self.machine.set_corked(false);
                     self.drain()?;
+                    self.machine.set_corked(corked);
+                    if !self.machine.can_start_file() {
+                        return Ok(());
+                    }
                 }
                 // Still open under that name (or its directory's contents are): later.
                 Err(rdmaft_protocol::Error::Usage(

@@ -70,6 +70,10 @@ struct Args {
     /// this share only.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
+    /// One control message per write and per SEND, as before batches (to measure what
+    /// batching saves; the default batches when the receiver agrees).
+    #[arg(long)]
+    no_batch: bool,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
     /// Files and directories to send.
@@ -125,6 +129,7 @@ fn run(args: Args) -> Result<bool, String> {
         more_addrs,
         local_addrs: args.local_addrs.clone(),
         shard: args.shard,
+        batch: !args.no_batch,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
