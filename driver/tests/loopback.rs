@@ -495,3 +495,53 @@ fn three_shards_at_once_send_the_tree_once_between_them() {
     assert_eq!(skipped, 1, "the symlink, reported by one shard");
     fs::remove_dir_all(&base).unwrap();
 }
+
+/// Whether files in `dir` open with `O_DIRECT` (tmpfs, say, refuses it).
+fn takes_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("probe");
+    let ok = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = fs::remove_file(&probe);
+    ok
+}
+
+#[test]
+fn direct_io_moves_large_files_past_the_page_cache() {
+    // Under target/, on the build's disk: the temporary directory may be tmpfs.
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("rdmaft-direct-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let (src, dest) = (base.join("src/d"), base.join("dest"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    let chunk = 256 << 10;
+    // A short last chunk, an exact number of chunks, and a file below the threshold.
+    fs::write(src.join("big"), bytes((3 << 20) + 5, 1)).unwrap();
+    fs::write(src.join("exact"), bytes(2 << 20, 2)).unwrap();
+    fs::write(src.join("small"), bytes(10_000, 3)).unwrap();
+    let direct = takes_direct_io(&base);
+    for on in [true, false] {
+        let out = dest.join(format!("{on}"));
+        fs::create_dir_all(&out).unwrap();
+        let (mut send, mut recv) = options(&out, chunk, 4);
+        send.direct = on;
+        recv.direct = on;
+        let (report, received) = loopback_transfer(vec![src.clone()], &out, send, &recv).unwrap();
+        assert!(report.all_ok(), "{report:?}");
+        assert!(received.all_ok(), "{received:?}");
+        assert_eq!(tree(&out.join("d")), tree(&src), "direct {on}");
+        let expected = if on && direct { 2 } else { 0 };
+        assert_eq!(
+            (report.direct_files, received.direct_files),
+            (expected, expected),
+            "direct {on}, the file system takes O_DIRECT: {direct}"
+        );
+    }
+    fs::remove_dir_all(&base).unwrap();
+}

@@ -303,6 +303,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         handshake: Some(handshake),
                         open_files: Arc::clone(&shared.open_files),
                         group: group.clone(),
+                        direct: options.direct,
                     };
                     engine::serve(link, neg, setup)
                 }

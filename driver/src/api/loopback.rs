@@ -110,6 +110,7 @@ pub fn loopback_send(
                 handshake: None,
                 open_files: Arc::clone(open_files),
                 group: pair.group,
+                direct: recv.direct,
             };
             let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
             // Named like the programs' threads, so a profile tells the two sides apart.

@@ -70,6 +70,11 @@ pub struct ReceiverOptions {
     /// Put the rings on huge pages (from the reserved pool when it has room, else
     /// transparent huge pages): fewer page translations for large windows.
     pub huge_pages: bool,
+    /// Write files of at least [`DIRECT_MIN_SIZE`](crate::fs::direct::DIRECT_MIN_SIZE)
+    /// with `O_DIRECT`, past the page cache (large files on NVMe; where the file system
+    /// refuses it, through the cache as usual; parts of split files always through it).
+    /// [`ConnectionReport::direct_files`] counts them.
+    pub direct: bool,
     /// Called once per entry when its outcome is known.
     pub on_file: Option<ReceiveCallback>,
     /// Called when a connection ends.
@@ -113,6 +118,7 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("resume", &self.resume)
             .field("max_connections", &self.max_connections)
             .field("huge_pages", &self.huge_pages)
+            .field("direct", &self.direct)
             .field("open_files_limit", &self.open_files_limit)
             .finish()
     }
@@ -138,6 +144,7 @@ impl ReceiverOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: 64,
             huge_pages: false,
+            direct: false,
             on_file: None,
             on_connection: None,
             on_failure: None,

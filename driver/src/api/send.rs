@@ -67,6 +67,10 @@ pub struct SendOptions {
     /// file costs about two messages instead of five). On by default; off only to measure
     /// what they save.
     pub batch: bool,
+    /// Read files of at least [`DIRECT_MIN_SIZE`](crate::fs::direct::DIRECT_MIN_SIZE)
+    /// with `O_DIRECT`, past the page cache (large files on NVMe; where the file system
+    /// refuses it, through the cache as usual). [`SendReport::direct_files`] counts them.
+    pub direct: bool,
     /// Called once per file when its outcome is known (on one of the send's threads, one
     /// call at a time).
     pub on_file: Option<FileCallback>,
@@ -89,6 +93,7 @@ impl std::fmt::Debug for SendOptions {
             .field("local_addrs", &self.local_addrs)
             .field("shard", &self.shard)
             .field("batch", &self.batch)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -110,6 +115,7 @@ impl Default for SendOptions {
             local_addrs: Vec::new(),
             shard: None,
             batch: true,
+            direct: false,
             on_file: None,
         }
     }
@@ -186,6 +192,7 @@ impl SendOptions {
             work: Arc::clone(work),
             lane,
             digest: self.digest,
+            direct: self.direct,
             idle_timeout: self.idle_timeout,
             progress: Arc::clone(progress),
             stop: Arc::clone(stop),

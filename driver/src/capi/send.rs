@@ -426,6 +426,7 @@ mod tests {
             lanes: 1,
             devices: Vec::new(),
             warnings: Vec::new(),
+            direct_files: 0,
         };
         for o in outcomes {
             let n = match o {

@@ -77,6 +77,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
         work: Arc::clone(&work),
         lane: 0,
         digest: DigestKind::Xxh3_128,
+        direct: false,
         idle_timeout: Duration::from_secs(5),
         progress,
         stop: Arc::new(Stop::new()),

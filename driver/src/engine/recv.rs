@@ -6,6 +6,7 @@ use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::dest::{Destination, Incoming as TempFile};
+use crate::fs::direct::{self, AlignedBuf};
 use crate::fs::split::SplitFile;
 use crate::groups::Group;
 use crate::handoff::{Mailbox, Stop};
@@ -117,6 +118,9 @@ pub struct ConnectionReport {
     pub device: String,
     /// Why it ended badly, if it did.
     pub error: Option<String>,
+    /// Files written with `O_DIRECT` (with
+    /// [`ReceiverOptions::direct`](crate::ReceiverOptions::direct)).
+    pub direct_files: u64,
 }
 
 impl ConnectionReport {
@@ -140,6 +144,7 @@ impl ConnectionReport {
             list_failure(&mut self.failures, f);
         }
         self.transferred |= lane.transferred;
+        self.direct_files += lane.direct_files;
         if self.error.is_none() {
             self.error = lane.error;
         }
@@ -233,6 +238,8 @@ struct Target {
     mtime: (i64, u32),
     digest: Digester,
     failed: Option<(FileStatus, String)>,
+    /// Written with `O_DIRECT` (until its short last chunk, if any).
+    direct: bool,
 }
 
 struct Writer {
@@ -241,8 +248,13 @@ struct Writer {
     open_files: Arc<Permits>,
     ring: Arc<dyn Ring>,
     digest_kind: DigestKind,
-    buf: Vec<u8>,
+    /// A chunk copied out of the ring; aligned for direct writes.
+    buf: AlignedBuf,
     files: HashMap<u64, Target>,
+    /// Write large files with `O_DIRECT` where the file system allows (`--direct`).
+    direct: bool,
+    /// Files that were.
+    direct_files: u64,
     /// Resume was agreed: partial files are kept when a connection ends and taken over when
     /// the same file is offered again.
     resume: bool,
@@ -361,6 +373,11 @@ impl Writer {
             Some(t) if kept > 0 => resume_prefix(t, kept, self.buf.len() as u64, &mut digest),
             _ => 0,
         };
+        // After the kept prefix is hashed (through the page cache).
+        let direct = self.direct
+            && size - offset.min(size) >= direct::DIRECT_MIN_SIZE
+            && temp.as_ref().is_some_and(|t| direct::enable(&t.file));
+        self.direct_files += u64::from(direct);
         self.accepted(
             file_id,
             Target {
@@ -375,6 +392,7 @@ impl Writer {
                 mtime,
                 digest,
                 failed: None,
+                direct,
             },
         )
     }
@@ -447,6 +465,8 @@ impl Writer {
                 mtime,
                 digest,
                 failed: None,
+                // Parts share one file at their offsets: through the page cache.
+                direct: false,
             },
         )
     }
@@ -477,7 +497,7 @@ impl Writer {
         if t.failed.is_some() {
             return None;
         }
-        let buf = &mut self.buf[..len as usize];
+        let buf = &mut self.buf.as_mut_slice()[..len as usize];
         // One copy out of the ring (which the peer could write at any time) into a buffer
         // that stays in cache; the digest and the write both read that copy.
         let result = self
@@ -487,7 +507,15 @@ impl Writer {
             .and_then(|()| {
                 t.digest.update(buf);
                 match (&t.temp, &t.split) {
-                    (Some(temp), _) => temp.file.write_all_at(buf, file_offset),
+                    (Some(temp), _) => {
+                        // Direct writes need an aligned length: a short last chunk goes
+                        // through the page cache.
+                        if t.direct && buf.len() % direct::DIRECT_ALIGN != 0 {
+                            direct::disable(&temp.file)?;
+                            t.direct = false;
+                        }
+                        temp.file.write_all_at(buf, file_offset)
+                    }
                     (None, Some((split, part))) => split.write_at(buf, part.start(), file_offset),
                     (None, None) => Ok(()),
                 }
@@ -574,6 +602,10 @@ impl Writer {
                 Err(r) => (FileStatus::IO, Some(r.detail)),
             };
         };
+        // Whatever reads the file back from here reads through the page cache.
+        if t.direct {
+            let _ = direct::disable(&temp.file);
+        }
         let verdict = verify(&temp, length, &t.digest, digest);
         match verdict {
             Ok(()) => match self.dest.publish(temp, t.mode, t.mtime) {
@@ -719,7 +751,9 @@ fn rehash(temp: &TempFile, kind: DigestKind) -> io::Result<Digest> {
 /// unfinished files left behind.
 ///
 /// Results go back in batches as the reader's do ([`RESULT_BATCH`], [`BATCH_BYTES`]).
-fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) {
+/// The writer thread: serves jobs in order until the mailbox closes; returns how many files
+/// it wrote with `O_DIRECT`.
+fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) -> u64 {
     let mut out = Vec::with_capacity(RESULT_BATCH + 1);
     while let Some(first) = jobs.pop() {
         let mut job = Some(first);
@@ -740,6 +774,7 @@ fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDo
         }
     }
     w.discard_all();
+    w.direct_files
 }
 
 /// Settings of one connection.
@@ -755,6 +790,8 @@ pub(crate) struct RecvSetup {
     pub(crate) open_files: Arc<Permits>,
     /// The connection's transfer group (with `LANES` agreed).
     pub(crate) group: Option<Arc<Group>>,
+    /// Write large files with `O_DIRECT` (`--direct`).
+    pub(crate) direct: bool,
 }
 
 /// A connection between its request and its sender's key proof: it holds one of the
@@ -814,8 +851,10 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         open_files: Arc::clone(&setup.open_files),
         ring: link.ring(),
         digest_kind: expected_digest(&neg),
-        buf: vec![0; neg.chunk_size as usize],
+        buf: AlignedBuf::new(neg.chunk_size as usize),
         files: HashMap::new(),
+        direct: setup.direct,
+        direct_files: 0,
         resume: neg.features.contains(rdmaft_protocol::Features::RESUME),
     };
     let writer_thread = {
@@ -849,9 +888,11 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     };
     let outcome = engine.run();
     jobs.close();
-    let _ = writer_thread.join();
+    let direct_files = writer_thread.join().unwrap_or(0);
     done.close();
-    engine.finish(outcome)
+    let mut report = engine.finish(outcome);
+    report.direct_files = direct_files;
+    report
 }
 
 struct Engine<L: RecvLink> {
@@ -1232,8 +1273,10 @@ mod tests {
             open_files: crate::permits::Permits::new(16),
             ring: Arc::new(NoRing),
             digest_kind,
-            buf: vec![0; CHUNK],
+            buf: AlignedBuf::new(CHUNK),
             files: HashMap::new(),
+            direct: false,
+            direct_files: 0,
             resume: true,
         }
     }

@@ -4,6 +4,7 @@
 use super::work::{Next, Work, WorkItem};
 use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
+use crate::fs::direct;
 use crate::fs::tree::SourceEntry;
 use crate::handoff::{Mailbox, Stop};
 use crate::verbs::Slot;
@@ -163,6 +164,8 @@ pub struct SendReport {
     /// What went wrong without failing the transfer (a lane that could not join: the
     /// others carried its share).
     pub warnings: Vec<String>,
+    /// Files (or parts) read with `O_DIRECT` (with [`SendOptions::direct`](crate::SendOptions::direct)).
+    pub direct_files: u64,
 }
 
 impl SendReport {
@@ -180,6 +183,7 @@ impl SendReport {
             lanes: 0,
             devices: Vec::new(),
             warnings: Vec::new(),
+            direct_files: 0,
         }
     }
 
@@ -204,6 +208,7 @@ impl SendReport {
     pub(crate) fn add_lane(&mut self, lane: SendReport) {
         self.bytes += lane.bytes;
         self.bytes_resumed += lane.bytes_resumed;
+        self.direct_files += lane.direct_files;
         self.lanes += lane.lanes;
         self.devices.extend(lane.devices);
         self.elapsed = self.elapsed.max(lane.elapsed);
@@ -225,6 +230,8 @@ enum ReadJob {
         item: WorkItem,
         offset: u64,
         kind: DigestKind,
+        /// Read it with `O_DIRECT` if it is large enough and its file system allows.
+        direct: bool,
     },
     /// Fill `slot` with `len` bytes of `file_id` at `offset` (then digest them).
     Read {
@@ -242,6 +249,8 @@ enum ReadDone {
     Opened {
         file_id: u64,
         result: Result<Option<Digest>, (AbortReason, String)>,
+        /// It is read with `O_DIRECT`.
+        direct: bool,
     },
     /// A read finished; `digest` after the file's last chunk.
     Read {
@@ -255,6 +264,8 @@ enum ReadDone {
 /// An open source at the reader: a file, or the part of one that `start..end` covers.
 struct Source {
     file: File,
+    /// Read with `O_DIRECT` (reads rounded up to its alignment).
+    direct: bool,
     entry: SourceEntry,
     start: u64,
     end: u64,
@@ -304,8 +315,11 @@ fn read_job(sources: &mut HashMap<u64, Source>, job: ReadJob) -> ReadDone {
                 item,
                 offset,
                 kind,
+                direct,
             } => {
-                let result = open_source(&item, offset, kind).map(|src| {
+                let mut went_direct = false;
+                let result = open_source(&item, offset, kind, direct).map(|src| {
+                    went_direct = src.direct;
                     if offset >= item.data_len() {
                         Some(src.digest.finish())
                     } else {
@@ -313,7 +327,11 @@ fn read_job(sources: &mut HashMap<u64, Source>, job: ReadJob) -> ReadDone {
                         None
                     }
                 });
-                ReadDone::Opened { file_id, result }
+                ReadDone::Opened {
+                    file_id,
+                    result,
+                    direct: went_direct,
+                }
             }
             ReadJob::Read {
                 seq,
@@ -347,6 +365,7 @@ fn open_source(
     item: &WorkItem,
     offset: u64,
     kind: DigestKind,
+    direct: bool,
 ) -> Result<Source, (AbortReason, String)> {
     let entry = &item.entry;
     let read_err = |e: io::Error| (AbortReason::READ_ERROR, e.to_string());
@@ -373,8 +392,13 @@ fn open_source(
     digest
         .update_from_range(&file, start, offset)
         .map_err(read_err)?;
+    // Only once the prefix is hashed (through the page cache, into an unaligned buffer).
+    let direct = direct
+        && item.data_len() - offset.min(item.data_len()) >= direct::DIRECT_MIN_SIZE
+        && direct::enable(&file);
     Ok(Source {
         file,
+        direct,
         entry: entry.clone(),
         start,
         end: start + item.data_len(),
@@ -389,7 +413,8 @@ fn read_chunk(
     len: u32,
 ) -> Result<Option<Digest>, (AbortReason, String)> {
     let at = src.start + offset;
-    slot.fill_from(&src.file, at, len as usize)
+    let align = if src.direct { direct::DIRECT_ALIGN } else { 1 };
+    slot.fill_from(&src.file, at, len as usize, align)
         .map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => (
                 AbortReason::SOURCE_CHANGED,
@@ -432,6 +457,8 @@ pub(crate) struct SendSetup {
     /// This lane's number (0 for the first).
     pub(crate) lane: usize,
     pub(crate) digest: DigestKind,
+    /// Read large files with `O_DIRECT` (`--direct`).
+    pub(crate) direct: bool,
     pub(crate) idle_timeout: Duration,
     pub(crate) progress: Arc<Progress>,
     pub(crate) stop: Arc<Stop>,
@@ -694,7 +721,15 @@ impl<L: SendLink> Engine<L> {
     fn read_done(&mut self, d: ReadDone) -> Result<(), Error> {
         let now = self.clock.now();
         match d {
-            ReadDone::Opened { file_id, result } => match result {
+            ReadDone::Opened {
+                file_id,
+                result,
+                direct,
+            } => match result {
+                Ok(found) if direct => {
+                    self.report.direct_files += 1;
+                    found.map_or(Ok(()), |digest| self.finish_file(file_id, digest))
+                }
                 Ok(Some(digest)) => self.finish_file(file_id, digest),
                 Ok(None) => Ok(()),
                 Err((reason, _detail)) => self.abort_file(file_id, reason),
@@ -807,6 +842,7 @@ impl<L: SendLink> Engine<L> {
                         item: f.item.clone(),
                         offset,
                         kind: self.digest,
+                        direct: self.setup.direct,
                     };
                     self.staged.push(job);
                 }

@@ -5,6 +5,7 @@
 //! removal of stale temporary files in `stale`).
 
 pub mod dest;
+pub mod direct;
 mod perms;
 pub mod shard;
 pub(crate) mod split;

@@ -135,8 +135,19 @@ impl Slot {
 
     /// Fills the slot's first `len` bytes from `file` at `file_offset` (`pread`, repeated
     /// until done). The file ending early is `UnexpectedEof` (it shrank since it was sized).
-    pub fn fill_from(&mut self, file: &File, file_offset: u64, len: usize) -> io::Result<()> {
-        if len > self.len {
+    ///
+    /// Each read asks for a multiple of `align` bytes (1: exactly what is missing), as
+    /// direct I/O needs: a last chunk is asked for rounded up and the file ends first. The
+    /// slot's start and length are page multiples, so its memory is aligned too.
+    pub fn fill_from(
+        &mut self,
+        file: &File,
+        file_offset: u64,
+        len: usize,
+        align: usize,
+    ) -> io::Result<()> {
+        let want = len.div_ceil(align.max(1)) * align.max(1);
+        if want > self.len {
             return Err(io::Error::other("read longer than the slot"));
         }
         self.filled = 0;
@@ -154,7 +165,7 @@ impl Slot {
                 libc::pread(
                     file.as_raw_fd(),
                     self.mem.ptr_at(self.offset + done).cast(),
-                    len - done,
+                    want - done,
                     at,
                 )
             };

@@ -3,7 +3,7 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
-//!      [--preserve-perms] [--resume]
+//!      [--preserve-perms] [--resume] [--direct]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first transfer ends (refused or failed handshakes do not
@@ -75,6 +75,10 @@ struct Args {
     /// room; else transparent huge pages).
     #[arg(long)]
     huge_pages: bool,
+    /// Write files of 1 MiB or more with O_DIRECT, past the page cache (large files on
+    /// NVMe); a file system that refuses it is written through the cache as usual.
+    #[arg(long)]
+    direct: bool,
     /// Seconds without any sign of a sender before its connection is closed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
@@ -126,6 +130,7 @@ fn run(args: Args) -> Result<bool, String> {
     options.preserve_perms = args.preserve_perms;
     options.resume = args.resume;
     options.huge_pages = args.huge_pages;
+    options.direct = args.direct;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     options.on_file = Some(Arc::new(|f| match &f.outcome {
         ReceivedOutcome::Received => println!(
