@@ -606,7 +606,9 @@ impl Writer {
         if t.direct {
             let _ = direct::disable(&temp.file);
         }
-        let verdict = verify(&temp, length, &t.digest, digest);
+        // A fresh unnamed file holds exactly what was written: no `fstat` needed.
+        let known = (temp.is_private() && t.resumed == 0).then_some(t.written);
+        let verdict = verify(&temp, known, length, &t.digest, digest);
         match verdict {
             Ok(()) => match self.dest.publish(temp, t.mode, t.mtime) {
                 Ok(None) => (FileStatus::OK, None),
@@ -702,18 +704,23 @@ fn verify_part(t: &Target, length: u64, sent: Digest) -> Result<(), (FileStatus,
     Ok(())
 }
 
-/// Checks the written file against the sender's length and digest.
+/// Checks the written file against the sender's length and digest; `known` is its size
+/// when nothing but this writer can have changed it (else it is asked for).
 fn verify(
     temp: &TempFile,
+    known: Option<u64>,
     length: u64,
     computed: &Digester,
     sent: Digest,
 ) -> Result<(), (FileStatus, String)> {
-    let size = temp
-        .file
-        .metadata()
-        .map_err(|e| (FileStatus::IO, e.to_string()))?
-        .len();
+    let size = match known {
+        Some(size) => size,
+        None => temp
+            .file
+            .metadata()
+            .map_err(|e| (FileStatus::IO, e.to_string()))?
+            .len(),
+    };
     if size != length {
         return Err((
             FileStatus::LENGTH_MISMATCH,

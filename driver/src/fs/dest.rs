@@ -157,6 +157,19 @@ pub struct Incoming {
     pub file: File,
 }
 
+impl Incoming {
+    /// Whether no other process can reach the file: an unnamed (`O_TMPFILE`) file is known
+    /// only through this descriptor, so what was written to it is all it holds.
+    pub fn is_private(&self) -> bool {
+        matches!(self.temp, TempName::Unnamed)
+    }
+}
+
+/// Files below this size skip the free-space check before their offer is accepted: it costs
+/// a system call per file, and a small file that does not fit fails its write with
+/// `NO_SPACE` all the same. Large ones are refused before a byte moves.
+const FREE_SPACE_CHECK_MIN: u64 = 1 << 20;
+
 impl Destination {
     /// Opens `dir` (which must exist and be a directory; a symlink naming it is followed,
     /// since the user chose it). The umask applied to senders' modes is read now.
@@ -351,7 +364,10 @@ impl Destination {
             Ok(_) | Err(Errno::NOENT) => {}
             Err(e) => return Err(Refusal::from_errno(name, e)),
         }
-        if let Ok(vfs) = rfs::fstatvfs(&parent) {
+        let vfs = (size >= FREE_SPACE_CHECK_MIN)
+            .then(|| rfs::fstatvfs(&parent).ok())
+            .flatten();
+        if let Some(vfs) = vfs {
             let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
             if size > free {
                 return Err(Refusal::new(
