@@ -72,6 +72,7 @@ pub use api::defaults::{
     MAX_DEFAULT_LANES,
 };
 pub use api::loopback::{loopback_send, loopback_transfer, LoopbackReceiver};
+pub use api::ports;
 pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
 pub use api::send::{send, SendCanceller, SendHandle, SendOptions};
 pub use api::subnet::Subnet;

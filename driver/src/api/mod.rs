@@ -3,6 +3,7 @@
 pub mod defaults;
 mod listen;
 pub mod loopback;
+pub mod ports;
 pub mod recv;
 pub mod send;
 pub mod subnet;

@@ -17,7 +17,7 @@ use crate::Error;
 use rdmaft_protocol::{
     min_ctrl_depth, DigestKind, Features, Negotiated, Params, RejectReason, MAX_PART_SHIFT,
 };
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
@@ -59,6 +59,11 @@ pub struct SendOptions {
     /// Local addresses (each picks the RDMA port it belongs to) lane `n` connects from,
     /// round robin; empty: the route's choice.
     pub local_addrs: Vec<std::net::IpAddr>,
+    /// RDMA devices lane `n` leaves from, round robin (each by its port's RoCE v2 IPv4
+    /// address), when `local_addrs` is empty. With neither, and several lanes to one
+    /// address (no `more_addrs`), the lanes spread over every local port that reaches it
+    /// directly, when there are two or more (see [`crate::ports`]).
+    pub devices: Vec<String>,
     /// Send only this shard's share of the paths (see [`Shard`]): N senders, each with
     /// its own index of the same N and the same paths, send the whole once between them.
     /// The report, progress and callbacks cover only this share.
@@ -91,6 +96,7 @@ impl std::fmt::Debug for SendOptions {
             .field("part_size", &self.part_size)
             .field("more_addrs", &self.more_addrs)
             .field("local_addrs", &self.local_addrs)
+            .field("devices", &self.devices)
             .field("shard", &self.shard)
             .field("batch", &self.batch)
             .field("direct", &self.direct)
@@ -113,6 +119,7 @@ impl Default for SendOptions {
             part_size: DEFAULT_PART_SIZE,
             more_addrs: Vec::new(),
             local_addrs: Vec::new(),
+            devices: Vec::new(),
             shard: None,
             batch: true,
             direct: false,
@@ -142,6 +149,24 @@ impl SendOptions {
             p.features |= Features::BATCH;
         }
         p
+    }
+
+    /// The local addresses the lanes leave from, round robin (empty: the route's choice):
+    /// see [`SendOptions::devices`].
+    pub(crate) fn lane_sources(&self, target: IpAddr) -> Result<Vec<IpAddr>, Error> {
+        if !self.local_addrs.is_empty() {
+            return Ok(self.local_addrs.clone());
+        }
+        if !self.devices.is_empty() {
+            return crate::api::ports::device_addrs(&self.devices);
+        }
+        if self.lane_count() > 1 && self.more_addrs.is_empty() {
+            let found = crate::api::ports::local_ports_reaching(target);
+            if found.len() > 1 {
+                return Ok(found.into_iter().map(|p| IpAddr::V4(p.addr)).collect());
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// The lanes asked for (0 meaning the default: [`default_lanes`], or one for a shard,
@@ -278,11 +303,11 @@ fn run_send(
     let targets: Vec<SocketAddr> = std::iter::once(addr)
         .chain(options.more_addrs.iter().copied())
         .collect();
+    let sources = options.lane_sources(addr.ip())?;
     let connect = |n: usize, params: Params| {
         crate::session::connect_with(
             targets[n % targets.len()],
-            (!options.local_addrs.is_empty())
-                .then(|| options.local_addrs[n % options.local_addrs.len()]),
+            (!sources.is_empty()).then(|| sources[n % sources.len()]),
             params,
             options.key.as_ref(),
             options.connect_timeout,

@@ -14,7 +14,13 @@
 //! RDMA WRITE WITH IMM. At the receiver: the receive completion → `handle_write` says which
 //! file and offset → the writer copies the chunk once out of the ring (into a small buffer
 //! that stays in cache), digests it and `pwrite`s it → back to the engine → `chunk_consumed`
-//! → credit.
+//! → credit. With `--direct` the reader asks for a short last chunk rounded up and the
+//! writer's buffer is aligned ([`crate::fs::direct`]).
+//!
+//! One round of an engine: poll the completions, feed them all to the machine corked (its
+//! `set_corked`), then the I/O thread's results, then uncork and drain: with `BATCH` what
+//! the round produced leaves in as few control writes or SENDs as fit, and nothing waits
+//! longer than the round.
 
 #[cfg(test)]
 mod hostile_receiver;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! send [--buffer-size SIZE] [--window N] [--lanes N|auto] [--part-size SIZE]
+//!      [--rail HOST[:PORT]]... [--local-addr IP]... [--device NAME]...
 //!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] [--direct]
 //!      HOST[:PORT] PATH...
 //! ```
@@ -49,6 +50,11 @@ struct Args {
     /// the lanes take them in turn.
     #[arg(long = "local-addr", value_name = "IP")]
     local_addrs: Vec<std::net::IpAddr>,
+    /// An RDMA device a lane leaves from (by its port's RoCE v2 address); repeatable, lanes
+    /// take them in turn. Without it (and without --local-addr or --rail), several lanes
+    /// spread over every local port on the receiver's subnet.
+    #[arg(long = "device", value_name = "NAME")]
+    devices: Vec<String>,
     /// Pre-shared key file: the receiver must prove the same key.
     #[arg(long)]
     key_file: Option<PathBuf>,
@@ -134,6 +140,7 @@ fn run(args: Args) -> Result<bool, String> {
         part_size: args.part_size,
         more_addrs,
         local_addrs: args.local_addrs.clone(),
+        devices: args.devices.clone(),
         shard: args.shard,
         batch: !args.no_batch,
         on_file: Some(Arc::new(move |f| {

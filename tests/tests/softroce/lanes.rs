@@ -228,6 +228,70 @@ fn one_transfer_runs_over_two_devices() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// `send` reads the ports from `/sys`: each of the bed's devices with its address, and only
+/// the first on the first's subnet. Lanes named by device leave from each of them.
+#[test]
+fn lanes_leave_from_the_devices_named_and_found_in_sys() {
+    let env = env();
+    let (device2, addr2) = second_rail();
+    let named = [env.device.clone(), device2.clone()];
+    assert_eq!(
+        rdmaft::ports::device_addrs(&named).unwrap(),
+        [env.addr, addr2],
+        "{:?}",
+        rdmaft::ports::roce_ports(Path::new("/sys/class/infiniband"))
+    );
+    let reach: Vec<_> = rdmaft::ports::local_ports_reaching(env.addr)
+        .into_iter()
+        .map(|p| p.device)
+        .collect();
+    assert_eq!(reach, named[..1], "the second device is on another subnet");
+    assert!(matches!(
+        rdmaft::ports::device_addrs(&["nosuch0".to_owned()]),
+        Err(Error::DeviceNotFound { ref available, .. }) if available.contains(&device2)
+    ));
+    let base = scratch("lanes-devices");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let t = build(&src);
+    let r = receiver(&env, &dest, |o| o.listen = "0.0.0.0:0".parse().unwrap());
+    let port = r.receiver.local_addr().port();
+    let options = SendOptions {
+        chunk_size: 256 << 10,
+        lanes: 2,
+        part_size: 1 << 20,
+        more_addrs: vec![std::net::SocketAddr::new(addr2, port)],
+        devices: named.to_vec(),
+        ..SendOptions::default()
+    };
+    let report = send(std::net::SocketAddr::new(env.addr, port), vec![t], options)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.devices, named, "{report:?}");
+    assert_eq!(tree(&dest), tree(&src));
+    for _ in 0..2 {
+        let c = r
+            .connections
+            .recv_timeout(T)
+            .expect("a lane's connection ended");
+        assert!(c.transferred && c.all_ok(), "{c:?}");
+    }
+    // A device that is not there fails the send before anything moves.
+    let options = SendOptions {
+        devices: vec!["nosuch0".into()],
+        ..SendOptions::default()
+    };
+    let err = send(r.receiver.local_addr(), vec![src.clone()], options)
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, Error::DeviceNotFound { .. }), "{err}");
+    r.receiver.stop();
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
 /// A transfer over lanes cut short keeps the parts that verified; the next transfer of the
 /// file checks them against its own digests instead of sending them again.
 #[test]
