@@ -30,6 +30,7 @@ pub mod raw_peer;
 #[cfg(feature = "internals")]
 pub mod raw_receiver;
 pub(crate) mod recv;
+pub(crate) mod round;
 pub(crate) mod send;
 pub(crate) mod verbs_link;
 pub(crate) mod work;

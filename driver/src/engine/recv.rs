@@ -2,6 +2,7 @@
 //! state machine → answers, credits, results) and the writer thread beside it (the file
 //! layer: temporary file, write from the ring, digest, verify, publish).
 
+use super::round::{self, CtrlScratch, Round};
 use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
@@ -16,7 +17,7 @@ use crate::Error;
 use rdmaft_protocol::{
     Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
     FileRejectReason, FileStatus, Incoming, Negotiated, Part, Receiver, ReceiverEvent,
-    ReceiverOutput, VecStorage, CTRL_MSG_MAX,
+    ReceiverOutput, VecStorage,
 };
 use std::collections::HashMap;
 use std::io;
@@ -878,13 +879,15 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         }
     };
     let peer = link.peer();
+    let ring = link.ring();
     let mut engine = Engine {
+        ring,
         link,
         machine,
         clock,
         jobs: Arc::clone(&jobs),
         staged: Vec::new(),
-        ctrl: None,
+        ctrl: CtrlScratch::default(),
         done: Arc::clone(&done),
         sent: 0,
         offers: HashMap::new(),
@@ -904,6 +907,8 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
 
 struct Engine<L: RecvLink> {
     link: L,
+    /// The link's ring, where chunks and control messages land.
+    ring: Arc<dyn Ring>,
     machine: Receiver<VecStorage>,
     clock: Clock,
     jobs: Arc<Mailbox<WriteJob>>,
@@ -911,7 +916,7 @@ struct Engine<L: RecvLink> {
     staged: Vec<WriteJob>,
     /// The buffer control messages are encoded into and copied out of the ring into (see
     /// `drain`).
-    ctrl: Option<Box<CtrlBuf>>,
+    ctrl: CtrlScratch,
     done: Arc<Mailbox<WriteDone>>,
     /// Messages sent (the send buffer of message `n` is `n mod depth`).
     sent: u64,
@@ -923,57 +928,88 @@ struct Engine<L: RecvLink> {
     stopping: bool,
 }
 
+impl<L: RecvLink> Round for Engine<L> {
+    type Completion = RecvCompletion;
+
+    fn start_round(&mut self) -> Result<(), Error> {
+        if self.setup.stop.is_raised() && !self.stopping {
+            self.stopping = true;
+            self.machine
+                .abort(self.clock.now(), ErrorCode::SHUTTING_DOWN);
+        }
+        self.check_handshake();
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        let mut buf = self.ctrl.take();
+        let r = self.drain_into(&mut buf);
+        self.ctrl.put(buf);
+        r
+    }
+
+    fn is_ended(&self) -> bool {
+        self.machine.is_ended()
+    }
+
+    fn poll(&mut self, into: &mut Vec<RecvCompletion>) -> Result<(), Error> {
+        self.link.poll(into)
+    }
+
+    fn set_corked(&mut self, corked: bool) {
+        self.machine.set_corked(corked);
+    }
+
+    fn completion(&mut self, c: RecvCompletion) -> Result<(), Error> {
+        match c {
+            RecvCompletion::Write { imm, len } => {
+                let ring = Arc::clone(&self.ring);
+                self.write(&*ring, imm, len)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn io_result(&mut self) -> Result<bool, Error> {
+        match self.done.try_pop() {
+            Some(d) => self.writer_done(d).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn end_round(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        self.machine.handle_timeout(self.clock.now());
+    }
+
+    fn link_lost(&mut self) -> Option<Error> {
+        (self.link.is_down() && !self.machine.is_ended()).then(|| Error::ConnectionLost {
+            peer: self.peer.clone(),
+            detail: "the sender disconnected".into(),
+        })
+    }
+
+    fn hand_over(&mut self) -> Result<(), Error> {
+        self.jobs
+            .push_all(&mut self.staged)
+            .map_err(|()| Error::ThreadPanicked("writer"))
+    }
+
+    fn wait(&mut self) -> Result<(), Error> {
+        let wait = self
+            .machine
+            .poll_timeout()
+            .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
+        self.link.wait(wait)
+    }
+}
+
 impl<L: RecvLink> Engine<L> {
     fn run(&mut self) -> Result<(), Error> {
-        let mut completions = Vec::new();
-        let ring = self.link.ring();
-        loop {
-            if self.setup.stop.is_raised() && !self.stopping {
-                self.stopping = true;
-                self.machine
-                    .abort(self.clock.now(), ErrorCode::SHUTTING_DOWN);
-            }
-            self.check_handshake();
-            self.drain()?;
-            if self.machine.is_ended() {
-                return Ok(());
-            }
-            completions.clear();
-            self.link.poll(&mut completions)?;
-            let had_completions = !completions.is_empty();
-            // What arrived together is answered together: answers, results and credits
-            // wait for the end of the round and share SENDs (with `BATCH`).
-            self.machine.set_corked(true);
-            for c in completions.drain(..) {
-                if let RecvCompletion::Write { imm, len } = c {
-                    self.write(&*ring, imm, len)?;
-                    self.drain()?;
-                }
-            }
-            let mut had_done = false;
-            while let Some(d) = self.done.try_pop() {
-                had_done = true;
-                self.writer_done(d)?;
-                self.drain()?;
-            }
-            self.machine.set_corked(false);
-            self.drain()?;
-            self.machine.handle_timeout(self.clock.now());
-            if self.link.is_down() && !self.machine.is_ended() {
-                return Err(Error::ConnectionLost {
-                    peer: self.peer.clone(),
-                    detail: "the sender disconnected".into(),
-                });
-            }
-            self.hand_over()?;
-            if !had_completions && !had_done {
-                let wait = self
-                    .machine
-                    .poll_timeout()
-                    .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
-                self.link.wait(wait)?;
-            }
-        }
+        round::run(self)
     }
 
     /// Gives the handshake slot back once the sender proved the key; ends the session if
@@ -1008,12 +1044,9 @@ impl<L: RecvLink> Engine<L> {
                 len: a.len,
             }),
             Ok(Incoming::Control { ring_offset, len }) => {
-                let mut buf = self
-                    .ctrl
-                    .take()
-                    .unwrap_or_else(|| Box::new([0; CTRL_MSG_MAX]));
+                let mut buf = self.ctrl.take();
                 let r = self.control(ring, now, ring_offset, &mut buf[..len as usize]);
-                self.ctrl = Some(buf);
+                self.ctrl.put(buf);
                 r
             }
             Ok(Incoming::Ack) => Ok(()),
@@ -1081,12 +1114,6 @@ impl<L: RecvLink> Engine<L> {
         Ok(())
     }
 
-    fn hand_over(&mut self) -> Result<(), Error> {
-        self.jobs
-            .push_all(&mut self.staged)
-            .map_err(|()| Error::ThreadPanicked("writer"))
-    }
-
     fn writer_done(&mut self, d: WriteDone) -> Result<(), Error> {
         let now = self.clock.now();
         let r = match d {
@@ -1134,18 +1161,6 @@ impl<L: RecvLink> Engine<L> {
             Ok(()) => Ok(()),
             Err(e) => protocol_result(e),
         }
-    }
-
-    fn drain(&mut self) -> Result<(), Error> {
-        // The buffer outlives the call: zeroing 4 KiB per drain (one per completion) showed
-        // in the small-files profile. A nested drain gets a fresh one.
-        let mut buf = self
-            .ctrl
-            .take()
-            .unwrap_or_else(|| Box::new([0; CTRL_MSG_MAX]));
-        let r = self.drain_into(&mut buf);
-        self.ctrl = Some(buf);
-        r
     }
 
     fn drain_into(&mut self, buf: &mut CtrlBuf) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! The sender's engine: the connection thread's loop (walk → offer → read → post → results)
 //! and the reader thread beside it (open, `pread` into the slot, digest).
 
+use super::round::{self, CtrlScratch, Round};
 use super::work::{Next, Work, WorkItem};
 use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
@@ -12,7 +13,7 @@ use crate::Error;
 use rdmaft_protocol::{
     AbortReason, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileInfo,
     FileRejectReason, FileStatus, Negotiated, Sender, SenderEvent, SenderOutput, UsageError,
-    VecStorage, CTRL_MSG_MAX,
+    VecStorage,
 };
 use std::collections::HashMap;
 use std::fs::File;
@@ -519,7 +520,7 @@ pub(crate) fn run<L: SendLink>(
         slots: slots.into_iter().map(Some).collect(),
         jobs: Arc::clone(&jobs),
         staged: Vec::new(),
-        ctrl: None,
+        ctrl: CtrlScratch::default(),
         done: Arc::clone(&done),
         closing: false,
         held: None,
@@ -557,7 +558,7 @@ struct Engine<L: SendLink> {
     /// Jobs for the reader from this round, handed over together at its end.
     staged: Vec<ReadJob>,
     /// The buffer control messages are encoded into (see `drain`).
-    ctrl: Option<Box<CtrlBuf>>,
+    ctrl: CtrlScratch,
     done: Arc<Mailbox<ReadDone>>,
     /// The session's goodbye was started: the work has nothing more for this lane.
     closing: bool,
@@ -573,58 +574,81 @@ struct Engine<L: SendLink> {
     cancelled: bool,
 }
 
+impl<L: SendLink> Round for Engine<L> {
+    type Completion = SendCompletion;
+
+    fn start_round(&mut self) -> Result<(), Error> {
+        if self.setup.stop.is_raised() && !self.cancelled {
+            self.cancelled = true;
+            self.machine.abort(self.clock.now(), ErrorCode::CANCELLED);
+        }
+        self.offer_files()
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        let mut buf = self.ctrl.take();
+        let r = self.drain_into(&mut buf);
+        self.ctrl.put(buf);
+        r
+    }
+
+    fn is_ended(&self) -> bool {
+        self.machine.is_ended()
+    }
+
+    fn poll(&mut self, into: &mut Vec<SendCompletion>) -> Result<(), Error> {
+        self.link.poll(into)
+    }
+
+    fn set_corked(&mut self, corked: bool) {
+        self.machine.set_corked(corked);
+    }
+
+    fn completion(&mut self, c: SendCompletion) -> Result<(), Error> {
+        self.on_completion(c)
+    }
+
+    fn io_result(&mut self) -> Result<bool, Error> {
+        match self.done.try_pop() {
+            Some(d) => self.read_done(d).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Results made room in the open-file window: offer what fits, in this round's batch.
+    fn end_round(&mut self) -> Result<(), Error> {
+        self.offer_files()
+    }
+
+    fn tick(&mut self) {
+        self.machine.handle_timeout(self.clock.now());
+    }
+
+    fn link_lost(&mut self) -> Option<Error> {
+        (self.link.is_down() && !self.machine.is_ended()).then(|| Error::ConnectionLost {
+            peer: self.link.peer(),
+            detail: "the receiver disconnected".into(),
+        })
+    }
+
+    fn hand_over(&mut self) -> Result<(), Error> {
+        self.jobs
+            .push_all(&mut self.staged)
+            .map_err(|_| Error::ThreadPanicked("reader"))
+    }
+
+    fn wait(&mut self) -> Result<(), Error> {
+        let wait = self
+            .machine
+            .poll_timeout()
+            .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
+        self.link.wait(wait)
+    }
+}
+
 impl<L: SendLink> Engine<L> {
     fn run(&mut self) -> Result<(), Error> {
-        let mut completions = Vec::new();
-        loop {
-            if self.setup.stop.is_raised() && !self.cancelled {
-                self.cancelled = true;
-                self.machine.abort(self.clock.now(), ErrorCode::CANCELLED);
-            }
-            self.offer_files()?;
-            self.drain()?;
-            if self.machine.is_ended() {
-                return Ok(());
-            }
-            completions.clear();
-            self.link.poll(&mut completions)?;
-            let had_completions = !completions.is_empty();
-            // What arrived together is answered together: ends and headers wait for the
-            // end of the round and share writes (with `BATCH`).
-            self.machine.set_corked(true);
-            for c in completions.drain(..) {
-                self.completion(c)?;
-                self.drain()?;
-            }
-            let mut had_reads = false;
-            while let Some(d) = self.done.try_pop() {
-                had_reads = true;
-                self.read_done(d)?;
-                self.drain()?;
-            }
-            self.offer_files()?;
-            self.machine.set_corked(false);
-            self.drain()?;
-            let now = self.clock.now();
-            self.machine.handle_timeout(now);
-            if self.link.is_down() && !self.machine.is_ended() {
-                return Err(Error::ConnectionLost {
-                    peer: self.link.peer(),
-                    detail: "the receiver disconnected".into(),
-                });
-            }
-            // What this round asked of the reader goes as one batch (one wake-up).
-            if self.jobs.push_all(&mut self.staged).is_err() {
-                return Err(Error::ThreadPanicked("reader"));
-            }
-            if !had_completions && !had_reads {
-                let wait = self
-                    .machine
-                    .poll_timeout()
-                    .map_or(IDLE_WAIT, |t| self.clock.until(t).min(IDLE_WAIT));
-                self.link.wait(wait)?;
-            }
-        }
+        round::run(self)
     }
 
     /// Offers as many files as the machine takes now.
@@ -690,7 +714,7 @@ impl<L: SendLink> Engine<L> {
         Ok(())
     }
 
-    fn completion(&mut self, c: SendCompletion) -> Result<(), Error> {
+    fn on_completion(&mut self, c: SendCompletion) -> Result<(), Error> {
         let now = self.clock.now();
         match c {
             SendCompletion::Message(bytes, len) => {
@@ -775,18 +799,6 @@ impl<L: SendLink> Engine<L> {
 
     /// Drains the machine's outputs; stops early (keeping the output) when the send queue is
     /// full.
-    fn drain(&mut self) -> Result<(), Error> {
-        // The buffer outlives the call: zeroing 4 KiB per drain (one per completion) showed
-        // in the small-files profile. A nested drain gets a fresh one.
-        let mut buf = self
-            .ctrl
-            .take()
-            .unwrap_or_else(|| Box::new([0; CTRL_MSG_MAX]));
-        let r = self.drain_into(&mut buf);
-        self.ctrl = Some(buf);
-        r
-    }
-
     fn drain_into(&mut self, buf: &mut CtrlBuf) -> Result<(), Error> {
         let now = self.clock.now();
         loop {
