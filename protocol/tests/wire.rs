@@ -690,6 +690,11 @@ fn a_builder_keeps_within_its_limit() {
     assert_eq!(b.count(), 2);
     assert_eq!(b.finish(&mut buf), 40);
     assert_eq!(b.count(), 0, "finishing empties it");
+    assert_eq!(
+        b.finish(&mut buf),
+        0,
+        "an empty builder finishes into nothing"
+    );
     // Without room for a second message, any first one still goes alone.
     let mut one = wire::BatchBuilder::new(0);
     assert!(one.push(&credit, &mut buf));

@@ -156,17 +156,6 @@ impl BatchBuilder {
         true
     }
 
-    /// Appends `n` bytes a caller already wrote at [`BatchBuilder::next_offset`].
-    pub fn push_written(&mut self, n: usize) {
-        self.len += n;
-        self.count += 1;
-    }
-
-    /// Where the next message's bytes go in the buffer.
-    pub fn next_offset(&self) -> usize {
-        self.len
-    }
-
     /// Finishes into `buf[..n]` (the `ack` field left zero for the caller to write): a
     /// batch of two or more, or the lone message moved to the front. Returns `n`, 0 when
     /// empty, and leaves the builder empty.
