@@ -87,6 +87,7 @@ pub use engine::recv::{
 };
 pub use engine::send::{
     FileCallback, FileOutcome, FileReport, Progress, ProgressSnapshot, SendCounts, SendReport,
+    SyncOptions,
 };
 pub use error::Error;
 pub use fs::dest::Existing;

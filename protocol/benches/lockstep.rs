@@ -7,7 +7,9 @@
 //! `parts_chunks_per_rtt=<one file as parts of 16 chunks, window 64, default depths>
 //! parts_rtt=<8 parts of 16 chunks> whole_rtt=<the same 128 chunks as one file>`, then
 //! `small_file_messages=<to the receiver>+<to the sender> unbatched=<the same without
-//! BATCH>`: messages per file each way for the 1,000 small files, amortised.
+//! BATCH>`: messages per file each way for the 1,000 small files, amortised, then
+//! `noop_sync_rtt=<round trips for a sync of the same 1,000 files, all in sync already>
+//! small_files_rtt=<sending them, as above>`.
 //!
 //! Run: `cargo bench -p rdmaft-protocol --bench lockstep`.
 
@@ -35,4 +37,6 @@ fn main() {
     let (s, r) = messages_per_file(small_setup, vec![1000; 1000]);
     let (us, ur) = messages_per_file(small_setup.unbatched(), vec![1000; 1000]);
     println!("small_file_messages={s:.2}+{r:.2} unbatched={us:.2}+{ur:.2}");
+    let noop = round_trips(Setup::new(1 << 20, 64).noop_sync(), vec![1000; 1000]);
+    println!("noop_sync_rtt={noop} small_files_rtt={small}");
 }

@@ -115,6 +115,7 @@ impl SenderBench {
         let mut sender = Sender::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let mut buf = [0u8; CTRL_MSG_MAX];
         let info = FileInfo {
+            sync: None,
             part: None,
             file_id: FILE_ID,
             kind: EntryKind::File,
@@ -212,6 +213,7 @@ impl ReceiverBench {
             Receiver::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let header = encode(
             Control::FileHeader(rdmaft_protocol::wire::FileHeader {
+                sync: None,
                 part: None,
                 file_id: FILE_ID,
                 kind: EntryKind::File,

@@ -92,6 +92,9 @@ pub enum Violation {
     BadResult,
     /// A file part without `LANES` agreed, or whose part size is below the chunk size.
     BadPart,
+    /// A header asking to sync without `SYNC` agreed, or an answer that does not fit its
+    /// header's sync request (PROTOCOL.md §4.2).
+    BadSync,
 }
 
 impl Violation {
@@ -125,6 +128,7 @@ impl Violation {
             Violation::DirectoryDigest => 25,
             Violation::BadResult => 26,
             Violation::BadPart => 27,
+            Violation::BadSync => 28,
         }
     }
 
@@ -177,6 +181,9 @@ impl fmt::Display for Violation {
             Violation::BadPart => {
                 f.write_str("file part without LANES, or with a part size below the chunk size")
             }
+            Violation::BadSync => f.write_str(
+                "sync header without SYNC agreed, or an answer that does not fit its header",
+            ),
         }
     }
 }

@@ -107,9 +107,9 @@ pub use storage::VecStorage;
 pub use storage::{ArrayStorage, FileSlot, Storage, NAME_SLOTS_PER_FILE};
 pub use time::Instant;
 pub use wire::{
-    AcceptFlags, Control, CtrlBuf, DecodeError, Digest, DigestKind, EntryKind, Features, Field,
-    FileAnswer, HandshakeReply, HelloRepr, Imm, Part, RingInfo, CTRL_MSG_MAX, MAGIC,
-    MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX, VERSION,
+    AcceptFlags, Changes, Control, CtrlBuf, DecodeError, Digest, DigestKind, EntryKind, Features,
+    Field, FileAnswer, HandshakeReply, HelloRepr, Imm, Part, RingInfo, SyncCheck, CTRL_MSG_MAX,
+    MAGIC, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX, VERSION,
 };
 
 use core::time::Duration;

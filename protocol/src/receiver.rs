@@ -28,7 +28,7 @@ use crate::time::Instant;
 use crate::wire::{
     imm::{chunk_bits, low30, widen30},
     AcceptFlags, Batch, BatchBuilder, Control, CtrlBuf, Digest, DigestKind, EntryKind, Features,
-    FileAnswer, FileEnd, FileHeader, Imm, MsgKind, CTRL_HEADER_LEN as HDR, CTRL_MSG_MAX,
+    FileAnswer, FileEnd, FileHeader, Imm, MsgKind, SyncCheck, CTRL_HEADER_LEN as HDR, CTRL_MSG_MAX,
     RECEIVER_MSG_MAX,
 };
 use crate::Config;
@@ -158,6 +158,8 @@ pub(crate) struct ReceiverFile {
     cancel: Option<(FileStatus, bool)>,
     abort: Option<AbortReason>,
     refusal: Option<FileRejectReason>,
+    /// The header's sync request (its digest left out: only its shape matters here).
+    sync: Option<SyncCheck>,
     /// Open-name table key; 0 when the name is not in the table.
     name_key: u64,
 }
@@ -514,15 +516,15 @@ impl<S: Storage> Receiver<S> {
             .into());
         }
         let mut chunks = f.chunks;
-        if let FileAnswer::Accept { offset } = answer {
+        let refused = f.refusal.is_some() && !matches!(answer, FileAnswer::Reject(_));
+        if refused || !answer.fits(f.sync) {
+            return Err(UsageError::InvalidAnswer.into());
+        }
+        if let Some(offset) = answer.accepted_offset() {
             let chunk = u64::from(self.neg.chunk_size);
             let resumable =
                 f.kind == Some(EntryKind::File) && self.neg.features.contains(Features::RESUME);
-            if f.refusal.is_some()
-                || offset > f.chunks.size
-                || offset % chunk != 0
-                || (offset > 0 && !resumable)
-            {
+            if offset > f.chunks.size || offset % chunk != 0 || (offset > 0 && !resumable) {
                 return Err(UsageError::InvalidAnswer.into());
             }
             chunks = f
@@ -581,7 +583,10 @@ impl<S: Storage> Receiver<S> {
         let f = self.file_mut(o).ok_or(UsageError::UnknownFile)?;
         let streaming = matches!(
             f.state,
-            RState::Receiving | RState::AnswerQueued(FileAnswer::Accept { .. })
+            RState::Receiving
+                | RState::AnswerQueued(
+                    FileAnswer::Accept { .. } | FileAnswer::AcceptChanged { .. }
+                )
         );
         if !streaming || f.cancel.is_some() || status.is_ok() {
             return Err(UsageError::UnknownFile.into());
@@ -711,6 +716,13 @@ impl<S: Storage> Receiver<S> {
         {
             return Err(self.violation(Violation::BadPart));
         }
+        if h.sync.is_some() && !self.neg.features.contains(Features::SYNC) {
+            return Err(self.violation(Violation::BadSync));
+        }
+        let content = h.sync.and_then(|s| s.content);
+        if content.is_some_and(|d| !d.kind.is_agreed(self.neg.features)) {
+            return Err(self.violation(Violation::DigestNotNegotiated));
+        }
         let key = self.name_key;
         let (_, names) = self.storage.tables();
         let (refusal, name_key) = if is_reserved(h.name) {
@@ -733,6 +745,7 @@ impl<S: Storage> Receiver<S> {
             state: RState::Offered,
             chunks: FileChunks::unassigned(h.data_len()),
             refusal,
+            sync: h.sync.map(SyncCheck::shape),
             name_key,
             ..ReceiverFile::default()
         }));
@@ -812,16 +825,14 @@ impl<S: Storage> Receiver<S> {
             if let RState::AnswerQueued(answer) = f.state {
                 let o = self.answer_cursor;
                 self.answer_cursor += 1;
-                match answer {
-                    FileAnswer::Accept { .. } => {
-                        if let Some(file) = self.file_mut(o) {
-                            file.state = RState::Receiving;
-                        }
+                if answer.accepted_offset().is_some() {
+                    if let Some(file) = self.file_mut(o) {
+                        file.state = RState::Receiving;
                     }
-                    FileAnswer::Reject(_) => {
-                        self.close_file(o);
-                        self.settle();
-                    }
+                } else {
+                    // Rejected, or in sync (or a dry run): no data, no result.
+                    self.close_file(o);
+                    self.settle();
                 }
                 return Some(Control::FileAnswer {
                     file_id: f.id,

@@ -43,8 +43,8 @@ use crate::queue::Fifo;
 use crate::storage::{Entry, FileSlot, SlotIndex, Storage};
 use crate::time::Instant;
 use crate::wire::{
-    BatchBuilder, Control, CtrlBuf, Digest, EntryKind, Features, FileAnswer, FileEnd, FileHeader,
-    Imm, CTRL_HEADER_LEN, CTRL_MSG_MAX, RECEIVER_MSG_MAX,
+    BatchBuilder, Changes, Control, CtrlBuf, Digest, EntryKind, Features, FileAnswer, FileEnd,
+    FileHeader, Imm, SyncCheck, CTRL_HEADER_LEN, CTRL_MSG_MAX, RECEIVER_MSG_MAX,
 };
 use crate::Config;
 
@@ -113,6 +113,24 @@ pub enum SenderEvent {
         file_id: u64,
         /// First byte sent (non-zero when resuming).
         offset: u64,
+        /// For a `SYNC` header: how the receiver's copy differs (empty otherwise).
+        changes: Changes,
+    },
+    /// (`SYNC` header) The receiver's copy is the sender's: nothing is sent, and the file
+    /// is done. `changes`: the metadata the receiver updated (or would, in a dry run).
+    FileInSync {
+        /// The file.
+        file_id: u64,
+        /// Metadata updated (within [`Changes::METADATA`]).
+        changes: Changes,
+    },
+    /// (dry run) The receiver would have the entry sent, because of `changes`; the file is
+    /// done.
+    FileWouldSend {
+        /// The file.
+        file_id: u64,
+        /// How the receiver's copy differs.
+        changes: Changes,
     },
     /// The receiver refused the file.
     FileRejected {
@@ -163,7 +181,7 @@ const EVENTS_PER_MESSAGE: usize = (RECEIVER_MSG_MAX - CTRL_HEADER_LEN) / 24;
 const EVENT_ROOM: usize = 2 * EVENTS_PER_MESSAGE;
 /// With `BATCH`, [`Sender::can_start_file`] promises room for a header whose name is at most
 /// this long (a longer one may find the batch full: drain and retry).
-const HEADER_ROOM: usize = 48 + MAX_COMPONENT_LEN;
+const HEADER_ROOM: usize = 48 + MAX_COMPONENT_LEN + 40;
 
 /// The outbox's size limit: one control slot with `BATCH`; without it, room for one
 /// message only (a second never fits).
@@ -214,6 +232,8 @@ pub(crate) struct SenderFile {
     abort: Option<AbortReason>,
     /// The receiver cancelled it (it may do so once).
     cancelled: bool,
+    /// The header's sync request (its digest left out: only its shape matters here).
+    sync: Option<SyncCheck>,
     name_key: u64,
 }
 
@@ -393,8 +413,15 @@ impl<S: Storage> Sender<S> {
         if self.phase != Phase::Open {
             return Err(UsageError::NotOpen.into());
         }
-        // The header's encoded size: 48 bytes and the name.
-        if !self.out.fits(48 + info.name.len()) {
+        if info.sync.is_some() && !self.neg.features.contains(Features::SYNC) {
+            return Err(UsageError::InvalidMetadata(crate::Field::Flags).into());
+        }
+        // The header's encoded size: 48 bytes, the name, a content check's digest block.
+        let content = info.sync.is_some_and(|s| s.content.is_some());
+        if !self
+            .out
+            .fits(48 + info.name.len() + if content { 40 } else { 0 })
+        {
             return Err(UsageError::OutputsNotDrained.into());
         }
         if self.tail - self.head >= u64::from(self.neg.max_open_files) {
@@ -405,6 +432,13 @@ impl<S: Storage> Sender<S> {
         }
         validate_name(info.name.as_bytes()).map_err(UsageError::InvalidName)?;
         info.check_metadata().map_err(UsageError::InvalidMetadata)?;
+        if info
+            .sync
+            .and_then(|s| s.content)
+            .is_some_and(|d| !d.kind.is_agreed(self.neg.features))
+        {
+            return Err(UsageError::InvalidMetadata(crate::Field::Flags).into());
+        }
         if info.part.is_some_and(|p| !part_allowed(p, &self.neg)) {
             return Err(UsageError::InvalidMetadata(crate::Field::Part).into());
         }
@@ -440,6 +474,7 @@ impl<S: Storage> Sender<S> {
             digest: None,
             abort: None,
             cancelled: false,
+            sync: info.sync.map(SyncCheck::shape),
             name_key,
         }));
         Ok(())
@@ -945,8 +980,15 @@ impl<S: Storage> Sender<S> {
             };
             return Err(self.violation(v));
         }
+        if !answer.fits(f.sync) {
+            return Err(self.violation(Violation::BadSync));
+        }
         match answer {
-            FileAnswer::Accept { offset } => {
+            FileAnswer::Accept { offset } | FileAnswer::AcceptChanged { offset, .. } => {
+                let changes = match answer {
+                    FileAnswer::AcceptChanged { changes, .. } => changes,
+                    _ => Changes::empty(),
+                };
                 let chunk = u64::from(self.neg.chunk_size);
                 let resumable =
                     f.kind == Some(EntryKind::File) && self.neg.features.contains(Features::RESUME);
@@ -969,12 +1011,24 @@ impl<S: Storage> Sender<S> {
                     }
                 }
                 if f.abort.is_none() {
-                    self.event(SenderEvent::FileAccepted { file_id, offset });
+                    self.event(SenderEvent::FileAccepted {
+                        file_id,
+                        offset,
+                        changes,
+                    });
                 }
             }
             FileAnswer::Reject(reason) => {
                 self.close_file(o);
                 self.event(SenderEvent::FileRejected { file_id, reason });
+            }
+            FileAnswer::InSync(changes) => {
+                self.close_file(o);
+                self.event(SenderEvent::FileInSync { file_id, changes });
+            }
+            FileAnswer::WouldSend(changes) => {
+                self.close_file(o);
+                self.event(SenderEvent::FileWouldSend { file_id, changes });
             }
         }
         self.answer_cursor += 1;

@@ -74,3 +74,21 @@ fn batches_cut_the_messages_per_small_file() {
         "{rtts} round trips, {unbatched} unbatched"
     );
 }
+
+#[test]
+fn a_noop_sync_costs_no_more_round_trips_than_sending() {
+    // Each file in sync ends at its answer: no data, no end, no result.
+    let setup = Setup::new(1 << 20, 64);
+    let send = round_trips(setup, vec![1000; 1000]);
+    let noop = round_trips(setup.noop_sync(), vec![1000; 1000]);
+    assert!(
+        noop <= send,
+        "no-op sync {noop} round trips, sending {send}"
+    );
+    let (to_receiver, to_sender) = messages_per_file(setup.noop_sync(), vec![1000; 1000]);
+    let (send_r, send_s) = messages_per_file(setup, vec![1000; 1000]);
+    assert!(
+        to_receiver < send_r && to_sender <= send_s,
+        "no-op sync {to_receiver}+{to_sender} messages per file, sending {send_r}+{send_s}"
+    );
+}

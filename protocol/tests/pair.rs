@@ -3,7 +3,7 @@
 
 mod sim;
 
-use rdmaft_protocol::{FileRejectReason, FileStatus, Params};
+use rdmaft_protocol::{Changes, FileRejectReason, FileStatus, Params};
 use sim::{expected_status, file, transfer, Config, Policy, SimFile, CHUNK};
 
 /// Runs `files` under `seeds` schedules and checks every file got the result it should and
@@ -32,6 +32,16 @@ fn check_one(cfg: &Config, files: &[SimFile], seeds: u64) {
         for (i, f) in files.iter().enumerate() {
             let id = i as u64;
             let result = out.sender_results.get(&id).copied();
+            if f.policy.ends_at_answer() {
+                // No data, no result: the answer said it all.
+                let want = match f.policy {
+                    Policy::DryRun => (Changes::NEW, true),
+                    _ => (Changes::MODE, false),
+                };
+                assert_eq!(out.in_sync.get(&id), Some(&want), "seed {seed} {}", f.name);
+                assert_eq!(result, None, "seed {seed} {}", f.name);
+                continue;
+            }
             match expected_status(f, id, &out) {
                 None => {
                     assert_eq!(result, Some(Err(FileRejectReason::EXISTS)), "{}", f.name);
@@ -315,4 +325,21 @@ fn keepalives_keep_a_quiet_session_alive() {
         pair.outcome.sender_results.get(&0),
         Some(&Ok(FileStatus::OK))
     );
+}
+
+#[test]
+fn a_sync_mixes_entries_in_sync_changed_and_dry_run_with_plain_ones() {
+    let files = vec![
+        file("same", 3 * CHUNK, Policy::InSync),
+        file("changed", 2 * CHUNK + 5, Policy::SyncChanged),
+        file("plain", CHUNK, Policy::Accept),
+        file("would", CHUNK, Policy::DryRun),
+        file("dir/same", 7, Policy::InSync),
+        file("dir/gone", 0, Policy::Reject),
+        file("dir", 0, Policy::Directory),
+        file("last", 4 * CHUNK, Policy::SyncChanged),
+    ];
+    for window in [1, 3, 8] {
+        check(&Config::new(window), &files, 25);
+    }
 }

@@ -51,6 +51,7 @@ fn msg(m: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(id: u64, size: u64, name: &str) -> Control<'_> {
     Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: None,
         file_id: id,
         kind: EntryKind::File,
@@ -640,6 +641,7 @@ fn a_required_digest_missing_drops_the_file() {
     }));
     // A directory needs none.
     let dir = Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 2,
         kind: EntryKind::Directory,
@@ -666,6 +668,7 @@ fn a_required_digest_missing_drops_the_file() {
 fn a_directory_end_with_a_digest_is_refused() {
     let mut r = rx();
     let dir = Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 1,
         kind: EntryKind::Directory,
@@ -1183,6 +1186,7 @@ fn answers_name_their_file_among_many_open() {
 
 fn part_header(id: u64, size: u64, shift: u8, index: u32) -> Control<'static> {
     Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: Some(Part { shift, index }),
         ..match header(id, size, "big") {
             Control::FileHeader(h) => h,
@@ -1400,4 +1404,148 @@ fn a_bad_message_inside_a_batch_fails_the_session() {
     assert!(r.r.handle_control(t(1), &bytes).unwrap().is_some());
     let res = r.r.handle_control(t(1), &bytes);
     r.assert_failed(res, Violation::UnknownFile(7));
+}
+
+// ---- sync (`SYNC`) ----
+
+fn sync_header(id: u64, size: u64, name: &str, dry_run: bool) -> Control<'_> {
+    let Control::FileHeader(mut h) = header(id, size, name) else {
+        unreachable!()
+    };
+    h.sync = Some(SyncCheck {
+        content: None,
+        dry_run,
+    });
+    Control::FileHeader(h)
+}
+
+#[test]
+fn a_sync_header_without_sync_agreed_fails_the_session() {
+    let mut r = Rx::new(negotiated(
+        4,
+        Features::all() - Features::AUTH_PSK - Features::SYNC,
+    ));
+    let res = r.ctrl(sync_header(1, 10, "a", false));
+    r.assert_failed(res, Violation::BadSync);
+}
+
+#[test]
+fn an_entry_in_sync_closes_at_its_answer() {
+    let mut r = rx();
+    r.ctrl(sync_header(1, 10, "a", false)).unwrap();
+    r.ctrl(sync_header(2, 10, "b", true)).unwrap();
+    r.r.answer_file(t(1), 1, FileAnswer::InSync(Changes::MTIME))
+        .unwrap();
+    r.r.answer_file(t(1), 2, FileAnswer::WouldSend(Changes::NEW))
+        .unwrap();
+    r.drain();
+    assert_eq!(
+        r.sent,
+        [
+            Control::FileAnswer {
+                file_id: 1,
+                answer: FileAnswer::InSync(Changes::MTIME)
+            },
+            Control::FileAnswer {
+                file_id: 2,
+                answer: FileAnswer::WouldSend(Changes::NEW)
+            }
+        ]
+    );
+    // Nothing more is due for either: no data, no end, no result; the names are free.
+    assert_eq!(r.ctrl(sync_header(3, 10, "a", false)), Ok(None));
+    let res = r.chunk(0, 10);
+    r.assert_failed(res, Violation::UnexpectedChunk);
+}
+
+#[test]
+fn the_application_answers_only_what_fits_the_header() {
+    let bad = Err(Error::Usage(UsageError::InvalidAnswer));
+    let changed = FileAnswer::AcceptChanged {
+        offset: 0,
+        changes: Changes::SIZE,
+    };
+    // (header sync request, answer, fits)
+    for (sync, dry_run, answer, ok) in [
+        (false, false, FileAnswer::InSync(Changes::empty()), false),
+        (false, false, changed, false),
+        (true, false, changed, true),
+        (true, false, FileAnswer::InSync(Changes::SIZE), false),
+        (true, false, FileAnswer::WouldSend(Changes::SIZE), false),
+        (true, true, FileAnswer::Accept { offset: 0 }, false),
+        (true, true, changed, false),
+        (true, true, FileAnswer::WouldSend(Changes::SIZE), true),
+        (true, true, FileAnswer::InSync(Changes::MODE), true),
+    ] {
+        let mut r = rx();
+        let h = if sync {
+            sync_header(1, 10, "a", dry_run)
+        } else {
+            header(1, 10, "a")
+        };
+        r.ctrl(h).unwrap();
+        let res = r.r.answer_file(t(1), 1, answer);
+        if ok {
+            assert_eq!(res, Ok(()), "{sync} {dry_run} {answer:?}");
+        } else {
+            assert_eq!(res, bad, "{sync} {dry_run} {answer:?}");
+        }
+    }
+    // A refused name gets a reject, whatever it asked.
+    let mut r = rx();
+    assert_eq!(
+        r.ctrl(sync_header(1, 10, ".rdmaft-x", false)),
+        Ok(Some(FileRejectReason::INVALID_NAME))
+    );
+    assert_eq!(
+        r.r.answer_file(t(1), 1, FileAnswer::InSync(Changes::empty())),
+        bad
+    );
+}
+
+#[test]
+fn a_changed_file_is_received_like_any_other() {
+    let mut r = rx();
+    r.ctrl(sync_header(1, 10, "a", false)).unwrap();
+    r.r.answer_file(
+        t(1),
+        1,
+        FileAnswer::AcceptChanged {
+            offset: 0,
+            changes: Changes::NEW,
+        },
+    )
+    .unwrap();
+    r.drain();
+    let a = r.chunk(0, 10).unwrap();
+    assert_eq!((a.file_id, a.len), (1, 10));
+}
+
+#[test]
+fn a_content_check_needs_an_agreed_digest() {
+    let mut r = Rx::new(negotiated(
+        4,
+        Features::SYNC | Features::DIGEST_XXH3_128 | Features::RESUME,
+    ));
+    let Control::FileHeader(mut h) = header(1, 10, "a") else {
+        unreachable!()
+    };
+    h.sync = Some(SyncCheck {
+        content: Some(Digest::new(DigestKind::Blake3, &[3; 32]).unwrap()),
+        dry_run: false,
+    });
+    let res = r.ctrl(Control::FileHeader(h));
+    r.assert_failed(res, Violation::DigestNotNegotiated);
+    // The agreed kind is compared by the application: the header reaches it whole.
+    let mut r = Rx::new(negotiated(4, Features::SYNC | Features::DIGEST_XXH3_128));
+    let d = Digest::new(DigestKind::Xxh3_128, &[3; 16]).unwrap();
+    h.sync = Some(SyncCheck {
+        content: Some(d),
+        dry_run: false,
+    });
+    let bytes = msg(Control::FileHeader(h), 0);
+    r.r.handle_write(t(1), Imm::control(0).encode(), bytes.len() as u32)
+        .unwrap();
+    let offer = r.r.handle_control(t(1), &bytes).unwrap().unwrap();
+    assert_eq!(offer.header.sync.and_then(|s| s.content), Some(d));
 }

@@ -36,6 +36,7 @@ fn negotiated(window: u32, features: Features) -> Negotiated {
 
 fn info(id: u64, size: u64, name: &str) -> FileInfo<'_> {
     FileInfo {
+        sync: None,
         part: None,
         file_id: id,
         kind: EntryKind::File,
@@ -137,7 +138,8 @@ impl Tx {
         let got = self.drain();
         assert!(got.contains(&Out::Event(SenderEvent::FileAccepted {
             file_id: id,
-            offset
+            offset,
+            changes: Changes::empty(),
         })));
         self.out.extend(got);
         self.s.finish_file(t(1), id, Digest::NONE).unwrap();
@@ -1179,4 +1181,147 @@ fn a_full_batch_goes_and_the_next_message_starts_another() {
     assert_eq!(control_writes(&s.drain()), [vec![H]]);
     s.s.start_file(t(1), &info(2, 0, &long_b)).unwrap();
     assert_eq!(control_writes(&s.drain()), [vec![H]]);
+}
+
+// ---- sync (SYNC) ----
+
+fn sync_info(id: u64, name: &str, dry_run: bool) -> FileInfo<'_> {
+    FileInfo {
+        sync: Some(SyncCheck {
+            content: None,
+            dry_run,
+        }),
+        ..info(id, 3 * C, name)
+    }
+}
+
+#[test]
+fn a_file_in_sync_ends_at_its_answer_with_nothing_sent() {
+    let mut s = tx();
+    s.s.start_file(t(1), &sync_info(1, "a", false)).unwrap();
+    assert_eq!(s.kinds(), [wire::MsgKind::FileHeader]);
+    s.s.start_file(t(1), &sync_info(2, "b", false)).unwrap();
+    assert_eq!(s.kinds(), [wire::MsgKind::FileHeader]);
+    s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::InSync(Changes::MODE),
+    })
+    .unwrap();
+    s.recv(Control::FileAnswer {
+        file_id: 2,
+        answer: FileAnswer::AcceptChanged {
+            offset: 0,
+            changes: Changes::MTIME,
+        },
+    })
+    .unwrap();
+    let got = s.drain();
+    assert_eq!(
+        got[..2],
+        [
+            Out::Event(SenderEvent::FileInSync {
+                file_id: 1,
+                changes: Changes::MODE
+            }),
+            Out::Event(SenderEvent::FileAccepted {
+                file_id: 2,
+                offset: 0,
+                changes: Changes::MTIME
+            })
+        ]
+    );
+    // Only the second file's chunks are read: the first one's need none.
+    assert_eq!(reads(&got), [0, 1, 2]);
+    assert!(got
+        .iter()
+        .all(|o| !matches!(o, Out::Read(r) if r.file_id == 1)));
+    assert_eq!(s.s.open_files(), 1);
+}
+
+#[test]
+fn a_dry_run_ends_at_its_answer() {
+    let mut s = tx();
+    s.s.start_file(t(1), &sync_info(1, "a", true)).unwrap();
+    s.drain();
+    s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::WouldSend(Changes::SIZE),
+    })
+    .unwrap();
+    assert_eq!(
+        s.drain(),
+        [Out::Event(SenderEvent::FileWouldSend {
+            file_id: 1,
+            changes: Changes::SIZE
+        })]
+    );
+    assert_eq!(s.s.open_files(), 0);
+}
+
+#[test]
+fn an_answer_that_does_not_fit_the_header_fails_the_session() {
+    let plain = |id| info(id, C, "p");
+    let quick = |id| sync_info(id, "q", false);
+    let dry = |id| sync_info(id, "d", true);
+    type Make = fn(u64) -> FileInfo<'static>;
+    let cases: [(Make, FileAnswer); 6] = [
+        (plain, FileAnswer::InSync(Changes::empty())),
+        (
+            plain,
+            FileAnswer::AcceptChanged {
+                offset: 0,
+                changes: Changes::NEW,
+            },
+        ),
+        (plain, FileAnswer::WouldSend(Changes::NEW)),
+        (quick, FileAnswer::WouldSend(Changes::NEW)),
+        (dry, FileAnswer::Accept { offset: 0 }),
+        (
+            dry,
+            FileAnswer::AcceptChanged {
+                offset: 0,
+                changes: Changes::SIZE,
+            },
+        ),
+    ];
+    for (make, answer) in cases {
+        let mut s = tx();
+        s.s.start_file(t(1), &make(1)).unwrap();
+        s.drain();
+        let res = s.recv(Control::FileAnswer { file_id: 1, answer });
+        s.assert_failed(res, Violation::BadSync);
+    }
+}
+
+#[test]
+fn a_sync_header_needs_sync_agreed_and_a_content_check_an_agreed_digest() {
+    let mut s = Tx::new(negotiated(4, Features::RESUME | Features::DIGEST_XXH3_128));
+    assert_eq!(
+        s.s.start_file(t(1), &sync_info(1, "a", false)),
+        Err(UsageError::InvalidMetadata(Field::Flags).into())
+    );
+    let mut s = Tx::new(negotiated(4, Features::SYNC | Features::DIGEST_XXH3_128));
+    let mut content = sync_info(1, "a", false);
+    content.sync = Some(SyncCheck {
+        content: Some(Digest::new(DigestKind::Blake3, &[1; 32]).unwrap()),
+        dry_run: false,
+    });
+    assert_eq!(
+        s.s.start_file(t(1), &content),
+        Err(UsageError::InvalidMetadata(Field::Flags).into())
+    );
+    content.sync = Some(SyncCheck {
+        content: Some(Digest::new(DigestKind::Xxh3_128, &[1; 16]).unwrap()),
+        dry_run: false,
+    });
+    s.s.start_file(t(1), &content).unwrap();
+    let sent = s.drain();
+    let [Out::Ctrl(wire::MsgKind::FileHeader, b)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        Control::decode(b).unwrap().1,
+        Control::FileHeader(content),
+        "the digest goes with the header"
+    );
 }

@@ -12,6 +12,7 @@ fn enc(msg: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(name: &str) -> wire::FileHeader<'_> {
     wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 1,
         kind: EntryKind::File,
@@ -154,6 +155,7 @@ fn reject_golden_bytes_and_reserved_fields() {
 #[test]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 7,
         kind: EntryKind::Directory,
@@ -383,7 +385,7 @@ fn decode_error_bad_field() {
         },
         0,
     );
-    answer[24] = 3; // decision
+    answer[24] = 5; // decision
     assert_eq!(
         Control::decode(&answer),
         Err(DecodeError::BadField(Field::Decision))
@@ -410,6 +412,7 @@ fn decode_error_bad_field() {
     let bad_headers: [(wire::FileHeader<'_>, Field); 5] = [
         (
             wire::FileHeader {
+                sync: None,
                 mode: 0o4755, // setuid
                 ..header("x")
             },
@@ -417,6 +420,7 @@ fn decode_error_bad_field() {
         ),
         (
             wire::FileHeader {
+                sync: None,
                 mode: 0o1777, // sticky
                 ..header("x")
             },
@@ -424,6 +428,7 @@ fn decode_error_bad_field() {
         ),
         (
             wire::FileHeader {
+                sync: None,
                 size: i64::MAX as u64 + 1,
                 ..header("x")
             },
@@ -431,6 +436,7 @@ fn decode_error_bad_field() {
         ),
         (
             wire::FileHeader {
+                sync: None,
                 kind: EntryKind::Directory,
                 size: 1,
                 ..header("x")
@@ -439,6 +445,7 @@ fn decode_error_bad_field() {
         ),
         (
             wire::FileHeader {
+                sync: None,
                 mtime_nsec: 1_000_000_000,
                 ..header("x")
             },
@@ -451,6 +458,7 @@ fn decode_error_bad_field() {
         assert_eq!(Control::decode(&bytes), Err(DecodeError::BadField(field)));
     }
     let ok = wire::FileHeader {
+        sync: None,
         mode: 0o777,
         size: i64::MAX as u64,
         ..header("x")
@@ -487,6 +495,7 @@ fn decode_error_bad_field() {
 fn file_parts_round_trip_and_must_lie_inside_the_file() {
     let size = 5 << 20;
     let part = |shift, index| wire::FileHeader {
+        sync: None,
         size,
         part: Some(rdmaft_protocol::Part { shift, index }),
         ..header("big")
@@ -512,6 +521,7 @@ fn file_parts_round_trip_and_must_lie_inside_the_file() {
         );
     }
     let dir = wire::FileHeader {
+        sync: None,
         kind: EntryKind::Directory,
         size: 0,
         part: Some(rdmaft_protocol::Part {
@@ -755,4 +765,209 @@ fn malformed_batches_are_refused() {
         bad(&wrap(&credit[..5])),
         DecodeError::Truncated { .. }
     ));
+}
+
+/// A content digest for the sync tests.
+fn blake3_of(byte: u8) -> Digest {
+    Digest::new(DigestKind::Blake3, &[byte; 32]).unwrap()
+}
+
+#[test]
+fn sync_headers_golden_bytes_and_round_trip() {
+    // Quick check: flags bit 0, nothing else changes.
+    let mut h = header("f");
+    h.sync = Some(SyncCheck::default());
+    let bytes = enc(Control::FileHeader(h), 0);
+    assert_eq!(bytes[1], 1, "flags");
+    assert_eq!(bytes.len(), 49);
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(h))));
+    // Content check: bit 1, and a 40-byte digest block after the name.
+    h.sync = Some(SyncCheck {
+        content: Some(blake3_of(0xab)),
+        dry_run: false,
+    });
+    let bytes = enc(Control::FileHeader(h), 0);
+    assert_eq!(bytes[1], 1 | 2);
+    assert_eq!(bytes.len(), 49 + 40);
+    assert_eq!(&bytes[2..4], &89u16.to_be_bytes());
+    assert_eq!(&bytes[49..57], &[2, 32, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&bytes[57..], &[0xab; 32]);
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(h))));
+    // Dry run: bit 2.
+    h.sync = Some(SyncCheck {
+        content: None,
+        dry_run: true,
+    });
+    let bytes = enc(Control::FileHeader(h), 0);
+    assert_eq!(bytes[1], 1 | 4);
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(h))));
+    // The longest name still fits a slot with a digest block.
+    let long = "n/".repeat(1999) + "nn";
+    let mut h = header(&long);
+    h.sync = Some(SyncCheck {
+        content: Some(blake3_of(1)),
+        dry_run: true,
+    });
+    let bytes = enc(Control::FileHeader(h), 0);
+    assert!(bytes.len() <= CTRL_MSG_MAX);
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(h))));
+}
+
+#[test]
+fn sync_header_flags_that_mean_nothing_are_refused() {
+    let bad = Err(DecodeError::BadField(Field::Flags));
+    let plain = enc(Control::FileHeader(header("f")), 0);
+    for flags in [2u8, 4, 6, 8, 0x80, 1 | 8] {
+        let mut b = plain.clone();
+        b[1] = flags;
+        if flags & 2 != 0 {
+            // Room for the block, so that only the flags are wrong.
+            b.extend_from_slice(&[0; 40]);
+            let len = b.len() as u16;
+            b[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+        assert_eq!(Control::decode(&b), bad, "flags {flags:#x}");
+    }
+    // Flags on any other message are reserved.
+    let mut ka = enc(Control::KeepAlive, 0);
+    ka[1] = 1;
+    assert_eq!(Control::decode(&ka), Err(DecodeError::NonZeroReserved));
+    // A content check for a directory, a part, or without a digest.
+    let mut dir = header("d");
+    dir.kind = EntryKind::Directory;
+    dir.sync = Some(SyncCheck {
+        content: Some(blake3_of(1)),
+        dry_run: false,
+    });
+    let mut part = header("p");
+    part.size = 1 << 13;
+    part.part = Some(Part {
+        shift: 12,
+        index: 1,
+    });
+    part.sync = dir.sync;
+    let mut none = header("n");
+    none.sync = Some(SyncCheck {
+        content: Some(Digest::NONE),
+        dry_run: false,
+    });
+    for h in [dir, part, none] {
+        assert_eq!(h.check_metadata(), Err(Field::Flags), "{}", h.name);
+        let bytes = enc(Control::FileHeader(h), 0);
+        assert_eq!(Control::decode(&bytes), bad, "{}", h.name);
+    }
+    // A block whose digest is malformed.
+    let mut h = header("f");
+    h.sync = Some(SyncCheck {
+        content: Some(Digest::new(DigestKind::Xxh3_128, &[7; 16]).unwrap()),
+        dry_run: false,
+    });
+    let good = enc(Control::FileHeader(h), 0);
+    let mut b = good.clone();
+    b[50] = 32; // digest_len
+    assert_eq!(
+        Control::decode(&b),
+        Err(DecodeError::BadField(Field::Digest))
+    );
+    let mut b = good.clone();
+    b[52] = 1; // reserved
+    assert_eq!(Control::decode(&b), Err(DecodeError::NonZeroReserved));
+    let mut b = good;
+    b.truncate(b.len() - 1);
+    let len = b.len() as u16;
+    b[2..4].copy_from_slice(&len.to_be_bytes());
+    assert!(Control::decode(&b).is_err());
+}
+
+#[test]
+fn sync_answers_golden_bytes_and_limits() {
+    let answers = [
+        (
+            FileAnswer::AcceptChanged {
+                offset: 0,
+                changes: Changes::SIZE | Changes::MTIME,
+            },
+            1u8,
+            6u16,
+        ),
+        (FileAnswer::InSync(Changes::empty()), 3, 0),
+        (FileAnswer::InSync(Changes::MODE | Changes::MTIME), 3, 0x14),
+        (FileAnswer::WouldSend(Changes::NEW), 4, 1),
+        (
+            FileAnswer::WouldSend(Changes::KIND | Changes::CONTENT),
+            4,
+            0x28,
+        ),
+    ];
+    for (answer, decision, reason) in answers {
+        let msg = Control::FileAnswer { file_id: 9, answer };
+        let bytes = enc(msg, 0);
+        assert_eq!(bytes[24], decision, "{answer:?}");
+        assert_eq!(&bytes[26..28], &reason.to_be_bytes(), "{answer:?}");
+        assert_eq!(Control::decode(&bytes), Ok((0, msg)));
+    }
+    let bad = Err(DecodeError::BadField(Field::Decision));
+    let base = enc(
+        Control::FileAnswer {
+            file_id: 9,
+            answer: FileAnswer::InSync(Changes::empty()),
+        },
+        0,
+    );
+    // (decision, reason, offset): in sync with data changes, an empty would-send, unknown
+    // change bits, an offset on an answer that sends nothing.
+    for (decision, reason, offset) in [
+        (3u8, 2u16, 0u64),
+        (3, 1, 0),
+        (4, 0, 0),
+        (4, 0x40, 0),
+        (1, 0x8000, 0),
+        (3, 0, 4096),
+        (4, 1, 4096),
+    ] {
+        let mut b = base.clone();
+        b[24] = decision;
+        b[26..28].copy_from_slice(&reason.to_be_bytes());
+        b[16..24].copy_from_slice(&offset.to_be_bytes());
+        assert_eq!(Control::decode(&b), bad, "{decision} {reason:#x} {offset}");
+    }
+}
+
+#[test]
+fn answers_fit_only_the_sync_request_they_answer() {
+    let quick = Some(SyncCheck::default());
+    let dry = Some(SyncCheck {
+        content: None,
+        dry_run: true,
+    });
+    let accept = FileAnswer::Accept { offset: 0 };
+    let changed = FileAnswer::AcceptChanged {
+        offset: 0,
+        changes: Changes::NEW,
+    };
+    let unchanged = FileAnswer::AcceptChanged {
+        offset: 0,
+        changes: Changes::empty(),
+    };
+    let in_sync = FileAnswer::InSync(Changes::MODE);
+    let data_in_sync = FileAnswer::InSync(Changes::SIZE);
+    let would = FileAnswer::WouldSend(Changes::SIZE);
+    let reject = FileAnswer::Reject(FileRejectReason::EXISTS);
+    // (answer, fits a plain header, a sync header, a dry run)
+    for (a, plain, sync, dry_run) in [
+        (accept, true, true, false),
+        (changed, false, true, false),
+        (unchanged, false, false, false),
+        (in_sync, false, true, true),
+        (data_in_sync, false, false, false),
+        (would, false, false, true),
+        (reject, true, true, true),
+    ] {
+        assert_eq!(a.fits(None), plain, "{a:?} plain");
+        assert_eq!(a.fits(quick), sync, "{a:?} sync");
+        assert_eq!(a.fits(dry), dry_run, "{a:?} dry run");
+    }
+    assert_eq!(changed.accepted_offset(), Some(0));
+    assert_eq!(in_sync.accepted_offset(), None);
+    assert_eq!(would.accepted_offset(), None);
 }

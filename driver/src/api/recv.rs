@@ -175,8 +175,10 @@ impl ReceiverOptions {
 
     /// The protocol parameters these options offer.
     pub(crate) fn params(&self) -> Params {
-        // Batches cost the receiver nothing to agree to; the sender decides whether it wants them.
-        let mut features = Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3 | Features::BATCH;
+        // Batches and sync cost the receiver nothing to agree to; the sender decides whether
+        // it wants them.
+        let mut features =
+            Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3 | Features::BATCH | Features::SYNC;
         if self.resume {
             features |= Features::RESUME;
         }

@@ -5,7 +5,9 @@ use crate::api::defaults::{
     default_lanes, keepalive_for, DEFAULT_CHUNK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_PART_SIZE,
     DEFAULT_WINDOW,
 };
-use crate::engine::send::{self as engine, FileCallback, Progress, ProgressSnapshot, SendReport};
+use crate::engine::send::{
+    self as engine, FileCallback, Progress, ProgressSnapshot, SendReport, SyncOptions,
+};
 use crate::engine::verbs_link::VerbsSendLink;
 use crate::engine::work::{Splitting, Work};
 use crate::fs::shard::Shard;
@@ -76,6 +78,12 @@ pub struct SendOptions {
     /// with `O_DIRECT`, past the page cache (large files on NVMe; where the file system
     /// refuses it, through the cache as usual). [`SendReport::direct_files`] counts them.
     pub direct: bool,
+    /// Move only what changed (`send --sync`): each entry is offered for the receiver to
+    /// compare with its copy — same size and mtime (or, with
+    /// [`SyncOptions::checksum`], same content) is in sync and moves no data; a copy in sync
+    /// but for its mode (or, by content, its mtime) gets the sender's. With a content check
+    /// files are not split into parts. The receiver must offer `SYNC`.
+    pub sync: Option<SyncOptions>,
     /// Called once per file when its outcome is known (on one of the send's threads, one
     /// call at a time).
     pub on_file: Option<FileCallback>,
@@ -100,6 +108,7 @@ impl std::fmt::Debug for SendOptions {
             .field("shard", &self.shard)
             .field("batch", &self.batch)
             .field("direct", &self.direct)
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -123,6 +132,7 @@ impl Default for SendOptions {
             shard: None,
             batch: true,
             direct: false,
+            sync: None,
             on_file: None,
         }
     }
@@ -147,6 +157,9 @@ impl SendOptions {
         }
         if self.batch {
             p.features |= Features::BATCH;
+        }
+        if self.sync.is_some() {
+            p.features |= Features::SYNC;
         }
         p
     }
@@ -193,7 +206,9 @@ impl SendOptions {
         } else {
             1
         };
-        let splitting = (lanes > 1).then(|| Splitting {
+        // A content check is for whole files.
+        let checksum = self.sync.is_some_and(|s| s.checksum);
+        let splitting = (lanes > 1 && !checksum).then(|| Splitting {
             shift: self.part_shift(),
         });
         let work = Work::new(
@@ -221,6 +236,7 @@ impl SendOptions {
             idle_timeout: self.idle_timeout,
             progress: Arc::clone(progress),
             stop: Arc::clone(stop),
+            sync: self.sync,
         }
     }
 

@@ -59,7 +59,10 @@ type MakeCallback = Box<dyn FnOnce(Token, SharedGate) -> crate::ReceiveCallback>
 /// An entry's status for C.
 fn entry_status(outcome: &ReceivedOutcome) -> c_int {
     match outcome {
-        ReceivedOutcome::Received => RDMAFT_OK,
+        // Nothing went wrong: received, in sync already, or only listed by a dry run.
+        ReceivedOutcome::Received
+        | ReceivedOutcome::InSync(_)
+        | ReceivedOutcome::WouldReceive(_) => RDMAFT_OK,
         ReceivedOutcome::Rejected(_) => RDMAFT_EREJECTED,
         ReceivedOutcome::Failed(_) => RDMAFT_EFAILED,
         ReceivedOutcome::Unfinished => RDMAFT_EUNFINISHED,

@@ -58,7 +58,11 @@ impl Job for SendJob {
 /// A file's status for C.
 fn file_status(outcome: &FileOutcome) -> c_int {
     match outcome {
-        FileOutcome::Sent => RDMAFT_OK,
+        // Nothing went wrong: delivered, ignored by policy, in sync, or listed by a dry run.
+        FileOutcome::Sent
+        | FileOutcome::Ignored(_)
+        | FileOutcome::InSync(_)
+        | FileOutcome::WouldSend(_) => RDMAFT_OK,
         FileOutcome::Rejected(_) => RDMAFT_EREJECTED,
         FileOutcome::Failed(_) => RDMAFT_EFAILED,
         FileOutcome::Skipped(_) => RDMAFT_EFILE,
@@ -429,14 +433,7 @@ mod tests {
             direct_files: 0,
         };
         for o in outcomes {
-            let n = match o {
-                FileOutcome::Sent => &mut r.counts.sent,
-                FileOutcome::Rejected(_) => &mut r.counts.rejected,
-                FileOutcome::Failed(_) => &mut r.counts.failed,
-                FileOutcome::Skipped(_) => &mut r.counts.skipped,
-                FileOutcome::Unfinished => &mut r.counts.unfinished,
-            };
-            *n += 1;
+            r.counts.count(o);
             if !o.is_ok() {
                 r.failures.push(FileReport {
                     path: "f".into(),
@@ -444,6 +441,7 @@ mod tests {
                     kind: rdmaft_protocol::EntryKind::File,
                     size: 1,
                     outcome: o.clone(),
+                    changes: rdmaft_protocol::Changes::empty(),
                 });
             }
         }

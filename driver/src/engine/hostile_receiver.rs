@@ -81,6 +81,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
         idle_timeout: Duration::from_secs(5),
         progress,
         stop: Arc::new(Stop::new()),
+        sync: None,
     };
     let slots = p.slots.split();
     let report = work.report(vec![run(

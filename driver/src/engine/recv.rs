@@ -6,6 +6,7 @@ use super::round::{self, CtrlScratch, Round};
 use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
+use crate::fs::compare::{Compared, SyncEntry};
 use crate::fs::dest::{Destination, Incoming as TempFile};
 use crate::fs::direct::{self, AlignedBuf};
 use crate::fs::split::SplitFile;
@@ -15,9 +16,9 @@ use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
 use crate::Error;
 use rdmaft_protocol::{
-    Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
+    Changes, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
     FileRejectReason, FileStatus, Incoming, Negotiated, Part, Receiver, ReceiverEvent,
-    ReceiverOutput, VecStorage,
+    ReceiverOutput, SyncCheck, VecStorage,
 };
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +38,10 @@ pub enum ReceivedOutcome {
     Failed(FileStatus),
     /// The connection ended before the file did.
     Unfinished,
+    /// (sync) Its data was here already: nothing moved; `Changes` is the metadata updated.
+    InSync(Changes),
+    /// (dry run) It would have been received, because of `Changes`; nothing changed.
+    WouldReceive(Changes),
 }
 
 /// One entry a receiver dealt with (the receive callback's argument).
@@ -59,9 +64,15 @@ pub struct ReceivedFile {
 }
 
 impl ReceivedFile {
-    /// Whether it arrived verified.
+    /// Whether nothing went wrong: it arrived verified, was in sync already, or a dry run
+    /// only listed it.
     pub fn is_ok(&self) -> bool {
-        self.outcome == ReceivedOutcome::Received
+        matches!(
+            self.outcome,
+            ReceivedOutcome::Received
+                | ReceivedOutcome::InSync(_)
+                | ReceivedOutcome::WouldReceive(_)
+        )
     }
 }
 
@@ -79,12 +90,21 @@ pub struct ReceivedCounts {
     pub failed: u64,
     /// The connection ended before they did.
     pub unfinished: u64,
+    /// (sync) In sync already: no data moved (their metadata may have been updated).
+    pub up_to_date: u64,
+    /// (dry run) Would have been received.
+    pub would_receive: u64,
 }
 
 impl ReceivedCounts {
     /// Every entry counted.
     pub fn total(&self) -> u64 {
-        self.received + self.rejected + self.failed + self.unfinished
+        self.received + self.rejected + self.failed + self.unfinished + self.ok_without_data()
+    }
+
+    /// Entries that ended well with no data: in sync, or listed by a dry run.
+    pub fn ok_without_data(&self) -> u64 {
+        self.up_to_date + self.would_receive
     }
 
     fn count(&mut self, outcome: &ReceivedOutcome) {
@@ -93,6 +113,8 @@ impl ReceivedCounts {
             ReceivedOutcome::Rejected(_) => &mut self.rejected,
             ReceivedOutcome::Failed(_) => &mut self.failed,
             ReceivedOutcome::Unfinished => &mut self.unfinished,
+            ReceivedOutcome::InSync(_) => &mut self.up_to_date,
+            ReceivedOutcome::WouldReceive(_) => &mut self.would_receive,
         };
         *n += 1;
     }
@@ -125,9 +147,11 @@ pub struct ConnectionReport {
 }
 
 impl ConnectionReport {
-    /// Whether the session ended cleanly and every entry arrived verified.
+    /// Whether the session ended cleanly and every entry arrived verified (or was in sync,
+    /// or only listed by a dry run).
     pub fn all_ok(&self) -> bool {
-        self.error.is_none() && self.counts.received == self.counts.total()
+        self.error.is_none()
+            && self.counts.received + self.counts.ok_without_data() == self.counts.total()
     }
 
     /// Adds what another lane of the same transfer received (loopback tests: the lanes'
@@ -138,6 +162,8 @@ impl ConnectionReport {
             (&mut self.counts.rejected, lane.counts.rejected),
             (&mut self.counts.failed, lane.counts.failed),
             (&mut self.counts.unfinished, lane.counts.unfinished),
+            (&mut self.counts.up_to_date, lane.counts.up_to_date),
+            (&mut self.counts.would_receive, lane.counts.would_receive),
         ] {
             *n += m;
         }
@@ -180,6 +206,8 @@ enum WriteJob {
         mtime: (i64, u32),
         part: Option<Part>,
         refusal: Option<FileRejectReason>,
+        /// The header's sync request.
+        sync: Option<SyncCheck>,
     },
     Chunk {
         seq: u64,
@@ -196,6 +224,18 @@ enum WriteJob {
     Drop {
         file_id: u64,
     },
+}
+
+/// An entry offered to the writer.
+struct Offer {
+    file_id: u64,
+    name: String,
+    kind: EntryKind,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    part: Option<Part>,
+    refusal: Option<FileRejectReason>,
 }
 
 /// What the writer did.
@@ -275,7 +315,20 @@ impl Writer {
                 mtime,
                 part,
                 refusal,
-            } => vec![self.offer(file_id, name, kind, size, mode, mtime, part, refusal)],
+                sync,
+            } => {
+                let offer = Offer {
+                    file_id,
+                    name,
+                    kind,
+                    size,
+                    mode,
+                    mtime,
+                    part,
+                    refusal,
+                };
+                vec![self.offer_synced(offer, sync)]
+            }
             WriteJob::Chunk {
                 seq,
                 file_id,
@@ -312,18 +365,59 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn offer(
-        &mut self,
-        file_id: u64,
-        name: String,
-        kind: EntryKind,
-        size: u64,
-        mode: u32,
-        mtime: (i64, u32),
-        part: Option<Part>,
-        refusal: Option<FileRejectReason>,
-    ) -> WriteDone {
+    /// An offer with its sync request: compared with what is here first (unless refused),
+    /// and answered in sync, as a dry run's listing, or taken on with the changes said.
+    fn offer_synced(&mut self, offer: Offer, sync: Option<SyncCheck>) -> WriteDone {
+        let Some(sync) = sync.filter(|_| offer.refusal.is_none()) else {
+            return self.offer(offer);
+        };
+        let entry = SyncEntry {
+            name: &offer.name,
+            kind: offer.kind,
+            size: offer.size,
+            mode: offer.mode,
+            mtime: offer.mtime,
+            content: sync.content,
+            dry_run: sync.dry_run,
+        };
+        let answer = match self.dest.compare(&entry) {
+            Ok(Compared::InSync(changes)) => FileAnswer::InSync(changes),
+            Ok(Compared::Differs(changes)) if sync.dry_run => FileAnswer::WouldSend(changes),
+            Ok(Compared::Differs(changes)) => {
+                let file_id = offer.file_id;
+                return match self.offer(offer) {
+                    WriteDone::Answer {
+                        answer: FileAnswer::Accept { offset },
+                        detail,
+                        ..
+                    } => WriteDone::Answer {
+                        file_id,
+                        answer: FileAnswer::AcceptChanged { offset, changes },
+                        detail,
+                    },
+                    other => other,
+                };
+            }
+            Err(refusal) => return refused(offer.file_id, refusal),
+        };
+        WriteDone::Answer {
+            file_id: offer.file_id,
+            answer,
+            detail: None,
+        }
+    }
+
+    fn offer(&mut self, offer: Offer) -> WriteDone {
+        let Offer {
+            file_id,
+            name,
+            kind,
+            size,
+            mode,
+            mtime,
+            part,
+            refusal,
+        } = offer;
         if let Some(reason) = refusal {
             // A refused name says which rule it broke (a reserved prefix, a control
             // character, ...), not only "invalid name".
@@ -1101,6 +1195,7 @@ impl<L: RecvLink> Engine<L> {
                     mtime: (h.mtime_sec, h.mtime_nsec),
                     part: h.part,
                     refusal: offer.refusal,
+                    sync: h.sync,
                 })
             }
             Ok(None) => Ok(()),
@@ -1122,8 +1217,17 @@ impl<L: RecvLink> Engine<L> {
                 answer,
                 detail,
             } => {
-                if let FileAnswer::Reject(reason) = answer {
-                    self.resolve(file_id, ReceivedOutcome::Rejected(reason), detail);
+                match answer {
+                    FileAnswer::Reject(reason) => {
+                        self.resolve(file_id, ReceivedOutcome::Rejected(reason), detail);
+                    }
+                    FileAnswer::InSync(c) => {
+                        self.resolve(file_id, ReceivedOutcome::InSync(c), None)
+                    }
+                    FileAnswer::WouldSend(c) => {
+                        self.resolve(file_id, ReceivedOutcome::WouldReceive(c), None);
+                    }
+                    FileAnswer::Accept { .. } | FileAnswer::AcceptChanged { .. } => {}
                 }
                 self.machine.answer_file(now, file_id, answer)
             }
@@ -1312,6 +1416,7 @@ mod tests {
 
     fn offer(w: &mut Writer) -> FileAnswer {
         let done = w.job(WriteJob::Offer {
+            sync: None,
             part: None,
             file_id: 1,
             name: "f".into(),
@@ -1360,6 +1465,7 @@ mod tests {
         let d = scratch("refused-name");
         let mut w = writer(&d, DigestKind::None);
         let done = w.job(WriteJob::Offer {
+            sync: None,
             part: None,
             file_id: 1,
             name: ".rdmaft-77-1.part".into(),

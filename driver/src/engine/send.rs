@@ -11,11 +11,11 @@ use crate::handoff::{Mailbox, Stop};
 use crate::verbs::Slot;
 use crate::Error;
 use rdmaft_protocol::{
-    AbortReason, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileInfo,
-    FileRejectReason, FileStatus, Negotiated, Sender, SenderEvent, SenderOutput, UsageError,
-    VecStorage,
+    AbortReason, Changes, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure,
+    Features, FileInfo, FileRejectReason, FileStatus, Negotiated, Sender, SenderEvent,
+    SenderOutput, SyncCheck, UsageError, VecStorage,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -33,16 +33,31 @@ pub enum FileOutcome {
     Rejected(FileRejectReason),
     /// It was sent, but the receiver's verdict is a failure (digest mismatch, no space, ...).
     Failed(FileStatus),
-    /// Not sent: a symlink, a special file, an unreadable path or an impossible name.
+    /// Not sent, and that is a failure: an unreadable path or an impossible name.
     Skipped(String),
+    /// Not sent, as the documented policy says (a symbolic link or a special file inside a
+    /// tree): named and counted, not a failure.
+    Ignored(String),
     /// The session ended before the file's result.
     Unfinished,
+    /// (sync) The receiver had it already: nothing was sent; `Changes` is the metadata it
+    /// updated.
+    InSync(Changes),
+    /// (dry run) It would have been sent, because of `Changes`.
+    WouldSend(Changes),
 }
 
 impl FileOutcome {
-    /// Whether the file arrived verified.
+    /// Whether nothing went wrong: it arrived verified, was in sync already, was ignored by
+    /// policy, or a dry run only listed it.
     pub fn is_ok(&self) -> bool {
-        *self == FileOutcome::Sent
+        matches!(
+            self,
+            FileOutcome::Sent
+                | FileOutcome::Ignored(_)
+                | FileOutcome::InSync(_)
+                | FileOutcome::WouldSend(_)
+        )
     }
 }
 
@@ -59,6 +74,8 @@ pub struct FileReport {
     pub size: u64,
     /// How it ended.
     pub outcome: FileOutcome,
+    /// (sync) Why it was sent: how the receiver's copy differed (empty otherwise).
+    pub changes: Changes,
 }
 
 /// Progress of a send, readable from any thread while it runs.
@@ -104,21 +121,34 @@ pub struct SendCounts {
     pub rejected: u64,
     /// Sent, but the receiver's verdict is a failure.
     pub failed: u64,
-    /// Not sent (a symlink, a special file, an unreadable path, an impossible name).
+    /// Not sent, a failure (an unreadable path, an impossible name).
     pub skipped: u64,
     /// The session ended before their result.
     pub unfinished: u64,
+    /// Not sent by policy (symbolic links and special files inside a tree).
+    pub ignored: u64,
+    /// (sync) In sync at the receiver already: no data moved (metadata may have).
+    pub up_to_date: u64,
+    /// (dry run) Would have been sent.
+    pub would_send: u64,
 }
 
 impl SendCounts {
     /// Every entry counted.
     pub fn total(&self) -> u64 {
-        self.sent + self.rejected + self.failed + self.skipped + self.unfinished
+        self.sent + self.rejected + self.failed + self.skipped + self.unfinished + self.ok_unsent()
     }
 
-    /// Entries that did not arrive verified.
+    /// Entries that ended well without being sent: ignored by policy, in sync already, or
+    /// listed by a dry run.
+    pub fn ok_unsent(&self) -> u64 {
+        self.ignored + self.up_to_date + self.would_send
+    }
+
+    /// Entries that should have arrived and did not: rejected, failed, skipped or
+    /// unfinished.
     pub fn not_sent(&self) -> u64 {
-        self.total() - self.sent
+        self.total() - self.sent - self.ok_unsent()
     }
 
     pub(crate) fn count(&mut self, outcome: &FileOutcome) {
@@ -128,9 +158,21 @@ impl SendCounts {
             FileOutcome::Failed(_) => &mut self.failed,
             FileOutcome::Skipped(_) => &mut self.skipped,
             FileOutcome::Unfinished => &mut self.unfinished,
+            FileOutcome::Ignored(_) => &mut self.ignored,
+            FileOutcome::InSync(_) => &mut self.up_to_date,
+            FileOutcome::WouldSend(_) => &mut self.would_send,
         };
         *n += 1;
     }
+}
+
+/// What `--sync` asks of a send (PROTOCOL.md §4.1, `SYNC`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Compare content (a digest of each file on both sides) instead of size and mtime.
+    pub checksum: bool,
+    /// Change nothing at the receiver: report what would be sent or updated.
+    pub dry_run: bool,
 }
 
 /// What a send did.
@@ -188,8 +230,9 @@ impl SendReport {
         }
     }
 
-    /// Whether every entry was reached and arrived verified, and the session ended cleanly
-    /// (skipped entries count as failures).
+    /// Whether every entry was reached and arrived verified (or was in sync already, or
+    /// ignored by policy, or listed by a dry run), and the session ended cleanly
+    /// (unreadable or unsendable entries count as failures).
     pub fn all_ok(&self) -> bool {
         self.error.is_none() && self.walk_finished && self.counts.not_sent() == 0
     }
@@ -242,6 +285,13 @@ enum ReadJob {
         offset: u64,
         len: u32,
     },
+    /// (`--checksum`) Digest the whole file of `entry` before it is offered (the engine
+    /// keeps the item under `key`).
+    Digest {
+        key: u64,
+        entry: SourceEntry,
+        kind: DigestKind,
+    },
 }
 
 /// What the reader did.
@@ -259,6 +309,11 @@ enum ReadDone {
         slot: Slot,
         file_id: u64,
         result: Result<Option<Digest>, (AbortReason, String)>,
+    },
+    /// `Digest` finished.
+    Digested {
+        key: u64,
+        result: Result<Digest, String>,
     },
 }
 
@@ -291,8 +346,10 @@ fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
         let mut job = Some(first);
         let mut bytes = 0u64;
         while let Some(j) = job {
-            if let ReadJob::Read { len, .. } = &j {
-                bytes += u64::from(*len);
+            match &j {
+                ReadJob::Read { len, .. } => bytes += u64::from(*len),
+                ReadJob::Digest { entry, .. } => bytes += entry.size,
+                ReadJob::Open { .. } => {}
             }
             out.push(read_job(&mut sources, j));
             job = if out.len() < RESULT_BATCH && bytes < BATCH_BYTES {
@@ -358,8 +415,33 @@ fn read_job(sources: &mut HashMap<u64, Source>, job: ReadJob) -> ReadDone {
                     result,
                 }
             }
+            ReadJob::Digest { key, entry, kind } => {
+                let result = digest_whole(&entry, kind);
+                ReadDone::Digested { key, result }
+            }
         }
     }
+}
+
+/// The digest of `entry`'s whole file, which must still be what the walk found.
+fn digest_whole(entry: &SourceEntry, kind: DigestKind) -> Result<Digest, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&entry.path)
+        .map_err(|e| e.to_string())?;
+    let changed = |meta: &std::fs::Metadata| {
+        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        !meta.is_file() || meta.len() != entry.size || mtime != (entry.mtime_sec, entry.mtime_nsec)
+    };
+    if changed(&file.metadata().map_err(|e| e.to_string())?) {
+        return Err("it changed since it was found".into());
+    }
+    let mut digest = Digester::new(kind);
+    digest
+        .update_from_file(&file, entry.size)
+        .map_err(|e| e.to_string())?;
+    Ok(digest.finish())
 }
 
 fn open_source(
@@ -449,7 +531,18 @@ fn read_chunk(
 struct Offered {
     item: WorkItem,
     offset: u64,
+    /// (sync) How the receiver's copy differed.
+    changes: Changes,
 }
+
+/// An item ready to offer: its content digest computed when `--checksum` needs one.
+struct Ready {
+    item: WorkItem,
+    content: Option<Digest>,
+}
+
+/// Files being digested ahead of their offer (`--checksum`), at most.
+const DIGESTS_AHEAD: usize = 16;
 
 /// Settings of one lane of a send.
 pub(crate) struct SendSetup {
@@ -463,6 +556,8 @@ pub(crate) struct SendSetup {
     pub(crate) idle_timeout: Duration,
     pub(crate) progress: Arc<Progress>,
     pub(crate) stop: Arc<Stop>,
+    /// Offer entries to sync (`--sync`): the receiver answers for what it has.
+    pub(crate) sync: Option<SyncOptions>,
 }
 
 /// Runs one lane of a send over `link` (already connected, `neg` agreed, `slots` the data
@@ -497,6 +592,11 @@ pub(crate) fn run<L: SendLink>(
             return report;
         }
     };
+    if setup.sync.is_some() && !neg.features.contains(Features::SYNC) {
+        // Sending everything instead would not be what was asked (a dry run least of all).
+        report.error = Some("the receiver does not offer sync (SYNC)".into());
+        return report;
+    }
     let jobs = Arc::new(Mailbox::new(None));
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
@@ -524,6 +624,9 @@ pub(crate) fn run<L: SendLink>(
         done: Arc::clone(&done),
         closing: false,
         held: None,
+        ready: VecDeque::new(),
+        digesting: HashMap::new(),
+        next_digest_key: 0,
         offered: HashMap::new(),
         next_id: 1,
         digest: pick_digest(setup.digest, &neg),
@@ -563,7 +666,12 @@ struct Engine<L: SendLink> {
     /// The session's goodbye was started: the work has nothing more for this lane.
     closing: bool,
     /// An item taken but not offered yet (its name is still open, or no room).
-    held: Option<WorkItem>,
+    held: Option<Ready>,
+    /// Items digested (`--checksum`) and waiting for their offer, in order.
+    ready: VecDeque<Ready>,
+    /// Items at the reader being digested, by key.
+    digesting: HashMap<u64, WorkItem>,
+    next_digest_key: u64,
     offered: HashMap<u64, Offered>,
     next_id: u64,
     digest: DigestKind,
@@ -651,14 +759,29 @@ impl<L: SendLink> Engine<L> {
         round::run(self)
     }
 
-    /// Offers as many files as the machine takes now.
+    /// Offers as many files as the machine takes now (with `--checksum`, each regular file
+    /// once the reader has its digest).
     fn offer_files(&mut self) -> Result<(), Error> {
         while !self.closing && self.machine.can_start_file() {
-            let item = match self.held.take() {
-                Some(item) => item,
+            let next = match self.held.take().or_else(|| self.ready.pop_front()) {
+                Some(next) => next,
+                None if self.digesting.len() >= DIGESTS_AHEAD => return Ok(()),
                 None => match self.setup.work.next(self.setup.lane, &self.link.waker()) {
-                    Next::Item(item) => item,
+                    Next::Item(item) if self.needs_digest(&item) => {
+                        let key = self.next_digest_key;
+                        self.next_digest_key += 1;
+                        let (entry, kind) = (item.entry.clone(), self.digest);
+                        self.staged.push(ReadJob::Digest { key, entry, kind });
+                        self.digesting.insert(key, item);
+                        continue;
+                    }
+                    Next::Item(item) => Ready {
+                        item,
+                        content: None,
+                    },
                     Next::Wait => return Ok(()),
+                    // Digests still to come have files to offer.
+                    Next::Done if !self.digesting.is_empty() => return Ok(()),
                     Next::Done => {
                         self.closing = true;
                         let _ = self.machine.close(self.clock.now());
@@ -666,52 +789,79 @@ impl<L: SendLink> Engine<L> {
                     }
                 },
             };
-            let id = self.next_id;
-            let entry = &item.entry;
-            let info = FileInfo {
-                file_id: id,
-                kind: entry.kind,
-                size: entry.size,
-                mtime_sec: entry.mtime_sec,
-                mtime_nsec: entry.mtime_nsec,
-                mode: entry.mode,
-                part: item.part,
-                name: &entry.name,
-            };
-            match self.machine.start_file(self.clock.now(), &info) {
-                Ok(()) => {
-                    self.next_id += 1;
-                    self.offered.insert(id, Offered { item, offset: 0 });
-                    // Headers gather while the batch has room; a full one goes now.
-                    if !self.machine.can_start_file() {
-                        self.drain()?;
-                    }
-                }
-                // A long name that does not fit the batch being filled: send it, then retry.
-                Err(rdmaft_protocol::Error::Usage(UsageError::OutputsNotDrained)) => {
-                    self.held = Some(item);
-                    let corked = self.machine.set_corked(false);
-                    self.drain()?;
-                    self.machine.set_corked(corked);
-                    if !self.machine.can_start_file() {
-                        return Ok(());
-                    }
-                }
-                // Still open under that name (or its directory's contents are): later.
-                Err(rdmaft_protocol::Error::Usage(
-                    UsageError::NameConflict | UsageError::NameTableFull,
-                )) => {
-                    self.held = Some(item);
-                    return Ok(());
-                }
-                Err(e) => {
-                    // Taken from the work, so given back as ended: other lanes wait for it.
-                    self.setup.work.resolved(item, FileOutcome::Unfinished);
-                    return Err(Error::invalid("start_file", e.to_string()));
-                }
+            if !self.offer(next)? {
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Whether `item` is offered with its content digest (`--checksum`: a whole regular
+    /// file, with a digest agreed).
+    fn needs_digest(&self, item: &WorkItem) -> bool {
+        self.setup.sync.is_some_and(|s| s.checksum)
+            && item.entry.kind == EntryKind::File
+            && item.part.is_none()
+            && self.digest != DigestKind::None
+    }
+
+    /// Offers one item; `false` when no more can be offered now (it is held for later).
+    fn offer(&mut self, next: Ready) -> Result<bool, Error> {
+        let id = self.next_id;
+        let entry = &next.item.entry;
+        let sync = self.setup.sync.map(|s| SyncCheck {
+            content: next.content,
+            dry_run: s.dry_run,
+        });
+        let info = FileInfo {
+            file_id: id,
+            kind: entry.kind,
+            size: entry.size,
+            mtime_sec: entry.mtime_sec,
+            mtime_nsec: entry.mtime_nsec,
+            mode: entry.mode,
+            part: next.item.part,
+            sync,
+            name: &entry.name,
+        };
+        match self.machine.start_file(self.clock.now(), &info) {
+            Ok(()) => {
+                self.next_id += 1;
+                let offered = Offered {
+                    item: next.item,
+                    offset: 0,
+                    changes: Changes::empty(),
+                };
+                self.offered.insert(id, offered);
+                // Headers gather while the batch has room; a full one goes now.
+                if !self.machine.can_start_file() {
+                    self.drain()?;
+                }
+                Ok(true)
+            }
+            // A long name that does not fit the batch being filled: send it, then retry.
+            Err(rdmaft_protocol::Error::Usage(UsageError::OutputsNotDrained)) => {
+                self.held = Some(next);
+                let corked = self.machine.set_corked(false);
+                self.drain()?;
+                self.machine.set_corked(corked);
+                Ok(self.machine.can_start_file())
+            }
+            // Still open under that name (or its directory's contents are): later.
+            Err(rdmaft_protocol::Error::Usage(
+                UsageError::NameConflict | UsageError::NameTableFull,
+            )) => {
+                self.held = Some(next);
+                Ok(false)
+            }
+            Err(e) => {
+                // Taken from the work, so given back as ended: other lanes wait for it.
+                self.setup
+                    .work
+                    .resolved(next.item, FileOutcome::Unfinished, Changes::empty());
+                Err(Error::invalid("start_file", e.to_string()))
+            }
+        }
     }
 
     fn on_completion(&mut self, c: SendCompletion) -> Result<(), Error> {
@@ -776,6 +926,22 @@ impl<L: SendLink> Engine<L> {
                     Err((reason, _detail)) => self.abort_file(file_id, reason),
                 }
             }
+            ReadDone::Digested { key, result } => {
+                let Some(item) = self.digesting.remove(&key) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(digest) => self.ready.push_back(Ready {
+                        item,
+                        content: Some(digest),
+                    }),
+                    Err(e) => {
+                        let outcome = FileOutcome::Skipped(format!("unreadable: {e}"));
+                        self.setup.work.resolved(item, outcome, Changes::empty());
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -838,11 +1004,16 @@ impl<L: SendLink> Engine<L> {
 
     fn event(&mut self, e: SenderEvent) -> Result<(), Error> {
         match e {
-            SenderEvent::FileAccepted { file_id, offset } => {
+            SenderEvent::FileAccepted {
+                file_id,
+                offset,
+                changes,
+            } => {
                 let Some(f) = self.offered.get_mut(&file_id) else {
                     return Ok(());
                 };
                 f.offset = offset;
+                f.changes = changes;
                 self.report.bytes_resumed += offset;
                 self.setup
                     .progress
@@ -862,6 +1033,14 @@ impl<L: SendLink> Engine<L> {
             }
             SenderEvent::FileRejected { file_id, reason } => {
                 self.resolve(file_id, FileOutcome::Rejected(reason));
+                Ok(())
+            }
+            SenderEvent::FileInSync { file_id, changes } => {
+                self.resolve(file_id, FileOutcome::InSync(changes));
+                Ok(())
+            }
+            SenderEvent::FileWouldSend { file_id, changes } => {
+                self.resolve(file_id, FileOutcome::WouldSend(changes));
                 Ok(())
             }
             SenderEvent::FileCancelled { .. } => Ok(()),
@@ -890,7 +1069,7 @@ impl<L: SendLink> Engine<L> {
         let Some(f) = self.offered.remove(&file_id) else {
             return;
         };
-        self.setup.work.resolved(f.item, outcome);
+        self.setup.work.resolved(f.item, outcome, f.changes);
     }
 
     /// Closes the connection (after the goodbyes, or to end a failed session) and waits a
@@ -926,9 +1105,14 @@ impl<L: SendLink> Engine<L> {
         // Items taken but never resolved: they end unfinished, and are told so.
         let mut unfinished: Vec<_> = self.offered.drain().map(|(id, f)| (id, f.item)).collect();
         unfinished.sort_unstable_by_key(|(id, _)| *id);
-        unfinished.extend(self.held.take().map(|item| (u64::MAX, item)));
+        let waiting = self.held.take().into_iter().chain(self.ready.drain(..));
+        unfinished.extend(waiting.map(|r| (u64::MAX, r.item)));
+        // Items the reader was digesting when the session ended.
+        unfinished.extend(self.digesting.drain().map(|(_, item)| (u64::MAX, item)));
         for (_, item) in unfinished {
-            self.setup.work.resolved(item, FileOutcome::Unfinished);
+            self.setup
+                .work
+                .resolved(item, FileOutcome::Unfinished, Changes::empty());
         }
         self.report.elapsed = started.elapsed();
         self.report

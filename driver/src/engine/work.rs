@@ -13,11 +13,11 @@
 //!   its parts, or sent when every part was.
 
 use super::send::{FileCallback, FileOutcome, FileReport, Progress, SendCounts, SendReport};
-use crate::fs::tree::{SourceEntry, Walk, WalkItem};
+use crate::fs::tree::{SkipReason, SourceEntry, Walk, WalkItem};
 use crate::handoff::Waker;
 use crate::report::list_failure;
 use crate::sync::lock_std;
-use rdmaft_protocol::{EntryKind, Part};
+use rdmaft_protocol::{Changes, EntryKind, FileStatus, Part};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -90,8 +90,13 @@ pub(crate) struct Work {
 /// A split file whose parts are not all resolved.
 struct SplitOutcome {
     entry: SourceEntry,
+    parts: u64,
     parts_left: u64,
     first_failure: Option<FileOutcome>,
+    /// (sync) Parts in sync, parts a dry run would send, and what changed.
+    in_sync: u64,
+    would_send: u64,
+    changes: Changes,
 }
 
 #[derive(Default)]
@@ -220,7 +225,14 @@ impl Work {
                         name: String::new(),
                         kind: EntryKind::File,
                         size: 0,
-                        outcome: FileOutcome::Skipped(reason.to_string()),
+                        outcome: match reason {
+                            // The documented policy: named and counted, not a failure.
+                            SkipReason::Symlink | SkipReason::Special => {
+                                FileOutcome::Ignored(reason.to_string())
+                            }
+                            _ => FileOutcome::Skipped(reason.to_string()),
+                        },
+                        changes: Changes::empty(),
                     });
                 }
             }
@@ -254,8 +266,12 @@ impl Work {
             split,
             SplitOutcome {
                 entry: entry.clone(),
+                parts,
                 parts_left: parts,
                 first_failure: None,
+                in_sync: 0,
+                would_send: 0,
+                changes: Changes::empty(),
             },
         );
         let part = |index| Part {
@@ -278,15 +294,15 @@ impl Work {
 
     /// `item`, handed out earlier, ended with `outcome`: the file's report once known
     /// (for a part, when its file's last part ended).
-    pub(crate) fn resolved(&self, item: WorkItem, outcome: FileOutcome) {
+    pub(crate) fn resolved(&self, item: WorkItem, outcome: FileOutcome, changes: Changes) {
         let (report, waiting) = {
             let mut s = lock_std(&self.state);
             if item.entry.kind == EntryKind::File {
                 s.files_out = s.files_out.saturating_sub(1);
             }
             let report = match item.part {
-                None => Some(report_of(item.entry, outcome)),
-                Some(_) => Self::part_resolved(&mut s, item.split, outcome),
+                None => Some(report_of(item.entry, outcome, changes)),
+                Some(_) => Self::part_resolved(&mut s, item.split, outcome, changes),
             };
             (report, std::mem::take(&mut s.waiting))
         };
@@ -299,18 +315,47 @@ impl Work {
         }
     }
 
-    fn part_resolved(s: &mut State, id: u64, outcome: FileOutcome) -> Option<FileReport> {
+    fn part_resolved(
+        s: &mut State,
+        id: u64,
+        outcome: FileOutcome,
+        changes: Changes,
+    ) -> Option<FileReport> {
         let split = s.splits.get_mut(&id)?;
         split.parts_left -= 1;
-        if !outcome.is_ok() && split.first_failure.is_none() {
-            split.first_failure = Some(outcome);
+        split.changes |= changes;
+        match &outcome {
+            FileOutcome::InSync(c) => {
+                split.in_sync += 1;
+                split.changes |= *c;
+            }
+            FileOutcome::WouldSend(c) => {
+                split.would_send += 1;
+                split.changes |= *c;
+            }
+            o if !o.is_ok() && split.first_failure.is_none() => {
+                split.first_failure = Some(outcome);
+            }
+            _ => {}
         }
         if split.parts_left > 0 {
             return None;
         }
         let split = s.splits.remove(&id)?;
-        let outcome = split.first_failure.unwrap_or(FileOutcome::Sent);
-        Some(report_of(split.entry, outcome))
+        let changes = split.changes;
+        let unsent = split.in_sync + split.would_send;
+        let outcome = match split.first_failure {
+            Some(failure) => failure,
+            None if split.in_sync == split.parts => FileOutcome::InSync(changes),
+            None if split.would_send > 0 && unsent == split.parts => {
+                FileOutcome::WouldSend(changes)
+            }
+            // Some parts in sync and others sent: the receiver (whose file changed between
+            // its answers, or which lies) publishes no whole file from that.
+            None if unsent > 0 => FileOutcome::Failed(FileStatus::IO),
+            None => FileOutcome::Sent,
+        };
+        Some(report_of(split.entry, outcome, changes))
     }
 
     /// An entry's outcome is known: the callback, then the counts.
@@ -355,13 +400,14 @@ impl Work {
     }
 }
 
-fn report_of(entry: SourceEntry, outcome: FileOutcome) -> FileReport {
+fn report_of(entry: SourceEntry, outcome: FileOutcome, changes: Changes) -> FileReport {
     FileReport {
         path: entry.path,
         name: entry.name,
         kind: entry.kind,
         size: entry.size,
         outcome,
+        changes,
     }
 }
 
@@ -435,14 +481,14 @@ mod tests {
             3,
             "two files, one directory held"
         );
-        work.resolved(small, FileOutcome::Sent);
+        work.resolved(small, FileOutcome::Sent, Changes::empty());
         assert!(
             counter.0.load(Ordering::SeqCst) >= 1,
             "the waiting lane was woken"
         );
         let mut parts = parts.into_iter();
         for p in parts.by_ref().take(5) {
-            work.resolved(p, FileOutcome::Sent);
+            work.resolved(p, FileOutcome::Sent, Changes::empty());
         }
         assert!(matches!(work.next(1, &waker), Next::Wait));
         assert_eq!(
@@ -450,7 +496,11 @@ mod tests {
             1,
             "the big file has a part out"
         );
-        work.resolved(parts.next().unwrap(), FileOutcome::Unfinished);
+        work.resolved(
+            parts.next().unwrap(),
+            FileOutcome::Unfinished,
+            Changes::empty(),
+        );
         // Then the directories, deepest first, all on the lane that asked first.
         let sub = item(work.next(1, &waker));
         assert_eq!(sub.entry.name, "t/sub");
@@ -460,8 +510,8 @@ mod tests {
         );
         let top = item(work.next(1, &waker));
         assert_eq!(top.entry.name, "t");
-        work.resolved(sub, FileOutcome::Sent);
-        work.resolved(top, FileOutcome::Sent);
+        work.resolved(sub, FileOutcome::Sent, Changes::empty());
+        work.resolved(top, FileOutcome::Sent, Changes::empty());
         assert!(matches!(work.next(1, &waker), Next::Done));
         let got = reports.lock().unwrap().clone();
         assert_eq!(

@@ -48,7 +48,16 @@ impl Refusal {
         }
     }
 
-    fn from_errno(what: &str, e: Errno) -> Self {
+    /// A failed read or write of `name` while `doing` something.
+    pub(crate) fn io(name: &str, doing: &str, e: io::Error) -> Self {
+        Refusal {
+            reason: FileRejectReason::IO,
+            errno: e.raw_os_error().map(Errno::from_raw_os_error),
+            detail: format!("{name}: {doing}: {e}"),
+        }
+    }
+
+    pub(super) fn from_errno(what: &str, e: Errno) -> Self {
         let reason = match e {
             Errno::ACCESS | Errno::PERM | Errno::ROFS => FileRejectReason::PERMISSION_DENIED,
             Errno::NOSPC | Errno::DQUOT => FileRejectReason::NO_SPACE,
@@ -200,13 +209,18 @@ impl Destination {
         &self.root
     }
 
+    /// How it writes.
+    pub fn options(&self) -> DestOptions {
+        self.options
+    }
+
     /// The permission bits to apply for a sender's `mode`.
-    fn perms(&self, mode: u32) -> Mode {
+    pub(super) fn perms(&self, mode: u32) -> Mode {
         Mode::from_raw_mode(mode & 0o777 & !self.umask)
     }
 
     /// The refusal of a name in the receiver's reserved space.
-    fn check_name(name: &str) -> Result<(), Refusal> {
+    pub(super) fn check_name(name: &str) -> Result<(), Refusal> {
         match reserved_component(name) {
             Some(c) => Err(Refusal::new(
                 FileRejectReason::INVALID_NAME,
@@ -252,6 +266,22 @@ impl Destination {
         }
         dirs.insert(dir_path.to_owned(), Arc::clone(&dir));
         Ok((dir, last))
+    }
+
+    /// The directory holding `name`'s last component, looked up beneath the root without
+    /// following symlinks and without creating anything (`NOENT` when one is missing).
+    pub(super) fn find_parent<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Errno> {
+        let (dir_path, last) = name.rsplit_once('/').unwrap_or(("", name));
+        if let Some(dir) = crate::sync::lock_std(&self.dirs).get(dir_path) {
+            return Ok((Arc::clone(dir), last));
+        }
+        let mut dir = open_dir_beneath(&self.root, ".")?;
+        if !dir_path.is_empty() {
+            for component in dir_path.split('/') {
+                dir = open_dir_beneath(&dir, component)?;
+            }
+        }
+        Ok((Arc::new(dir), last))
     }
 
     /// Forgets the cached directories (one was removed or replaced under us).
@@ -526,7 +556,7 @@ fn refusal_at(dir: &OwnedFd, component: &str, shown: &str, e: Errno) -> Refusal 
 
 /// Opens directory `name` in `dir`, refusing to follow a symlink (`ELOOP`) or to open
 /// anything but a directory (`ENOTDIR`).
-fn open_dir_beneath(dir: &impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+pub(super) fn open_dir_beneath(dir: &impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
     rfs::openat(
         dir,
         name,
@@ -535,7 +565,7 @@ fn open_dir_beneath(dir: &impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
     )
 }
 
-fn times((sec, nsec): (i64, u32)) -> Timestamps {
+pub(super) fn times((sec, nsec): (i64, u32)) -> Timestamps {
     let t = Timespec {
         tv_sec: sec,
         tv_nsec: i64::from(nsec),

@@ -4,17 +4,22 @@
 //! send [--buffer-size SIZE] [--window N] [--lanes N|auto] [--part-size SIZE]
 //!      [--rail HOST[:PORT]]... [--local-addr IP]... [--device NAME]...
 //!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] [--direct]
+//!      [--sync] [-c|--checksum] [-n|--dry-run] [-i|--itemize]
 //!      HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
-//! the last line sums up files, bytes, seconds and MB/s (with `--shard`, of this sender's
-//! share, and it starts `send: shard I/N:`). Exit status 0 only if every file
-//! was verified by the receiver; 1 otherwise (each problem is named), 2 on bad usage.
+//! the summary line sums up files, bytes, seconds and MB/s (with `--shard`, of this sender's
+//! share, and it starts `send: shard I/N:`); with `--sync` another says how many were up
+//! to date. Exit status 0 only if every file was verified by the receiver (or up to date;
+//! symbolic links and special files inside trees are named and not sent, which is no
+//! failure); 1 otherwise (each problem is named), 2 on bad usage.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rdmaft::protocol::DigestKind;
-use rdmaft::{send, FileOutcome, Key, SendOptions, Shard, DEFAULT_PORT, DEFAULT_WINDOW};
+use rdmaft::protocol::{Changes, DigestKind};
+use rdmaft::{
+    send, FileOutcome, Key, SendOptions, Shard, SyncOptions, DEFAULT_PORT, DEFAULT_WINDOW,
+};
 use rdmaft_examples::{
     human_bytes, parse_buffer_size, parse_lanes, parse_part_size, parse_target, parse_window,
     Interrupts, OnInterrupt, EXIT_FAILURE, EXIT_INTERRUPTED,
@@ -85,6 +90,23 @@ struct Args {
     /// batching saves; the default batches when the receiver agrees).
     #[arg(long)]
     no_batch: bool,
+    /// Move only what changed: a file the receiver has with the same size and mtime (to
+    /// the nanosecond) is up to date and moves no data; one that differs only in its mode
+    /// gets the new mode.
+    #[arg(long)]
+    sync: bool,
+    /// With --sync (implied): compare content, a digest of each file on both sides,
+    /// instead of size and mtime; a file whose content matches gets only its metadata.
+    #[arg(short = 'c', long)]
+    checksum: bool,
+    /// Move nothing, change nothing: print what --sync would send or update (implies
+    /// --sync).
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print one line per entry on stdout: what happened and why (new, size, mtime,
+    /// content, mode, kind).
+    #[arg(short = 'i', long)]
+    itemize: bool,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
     /// Files and directories to send.
@@ -127,6 +149,11 @@ fn run(args: Args) -> Result<bool, String> {
     };
     let bar = progress_bar();
     let on_file_bar = bar.clone();
+    let sync = (args.sync || args.checksum || args.dry_run).then_some(SyncOptions {
+        checksum: args.checksum,
+        dry_run: args.dry_run,
+    });
+    let itemize = args.itemize;
     let options = SendOptions {
         chunk_size: args.buffer_size,
         window: args.window,
@@ -143,14 +170,19 @@ fn run(args: Args) -> Result<bool, String> {
         devices: args.devices.clone(),
         shard: args.shard,
         batch: !args.no_batch,
+        sync,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
             } else {
                 f.name.clone()
             };
+            if let Some(line) = itemized(f, &name, itemize) {
+                on_file_bar.suspend(|| println!("{line}"));
+            }
             let line = match &f.outcome {
-                FileOutcome::Sent => return,
+                FileOutcome::Sent | FileOutcome::InSync(_) | FileOutcome::WouldSend(_) => return,
+                FileOutcome::Ignored(why) => format!("send: not sent {name}: {why}"),
                 FileOutcome::Skipped(why) => format!("send: skipped {name}: {why}"),
                 FileOutcome::Rejected(r) => format!("send: {name}: refused by the receiver: {r}"),
                 FileOutcome::Failed(s) => format!("send: {name}: failed at the receiver: {s}"),
@@ -211,7 +243,9 @@ fn run(args: Args) -> Result<bool, String> {
         .take()
         .ok_or("internal error")?;
     let report = h.wait().map_err(|e| e.to_string())?;
-    let (sent, total) = (report.counts.sent, report.counts.total());
+    let c = report.counts;
+    // Entries that were to be sent: not those in sync, ignored by policy or only listed.
+    let (sent, total) = (c.sent, c.total() - c.ok_unsent());
     let share = args
         .shard
         .map(|s| format!("shard {s}: "))
@@ -229,6 +263,20 @@ fn run(args: Args) -> Result<bool, String> {
         },
         lanes_text(&report)
     );
+    if sync.is_some() {
+        let listed = if args.dry_run {
+            format!(", {} would be sent (dry run: nothing moved)", c.would_send)
+        } else {
+            String::new()
+        };
+        println!("send: {} up to date{listed}", c.up_to_date);
+    }
+    if c.ignored > 0 {
+        println!(
+            "send: {} not sent by policy (symbolic links, special files)",
+            c.ignored
+        );
+    }
     if args.direct {
         println!(
             "send: {} files read with O_DIRECT (1 MiB or more, on a file system that takes it)",
@@ -242,6 +290,48 @@ fn run(args: Args) -> Result<bool, String> {
         eprintln!("send: error: {e}");
     }
     Ok(report.all_ok())
+}
+
+/// The `--itemize` line for an entry (`None`: nothing to print): what happened and why. A
+/// dry run lists what it would send or update even without `--itemize`.
+fn itemized(f: &rdmaft::FileReport, name: &str, all: bool) -> Option<String> {
+    let dir = if f.kind == rdmaft::protocol::EntryKind::Directory {
+        "/"
+    } else {
+        ""
+    };
+    let (what, changes) = match &f.outcome {
+        FileOutcome::WouldSend(c) => ("would send", *c),
+        FileOutcome::InSync(c) if !c.is_empty() && !all => ("would update", *c),
+        _ if !all => return None,
+        FileOutcome::Sent => ("sent", f.changes),
+        FileOutcome::InSync(c) if c.is_empty() => ("up to date", *c),
+        FileOutcome::InSync(c) => ("updated", *c),
+        FileOutcome::Ignored(_) => ("not sent", Changes::empty()),
+        _ => ("failed", Changes::empty()),
+    };
+    Some(format!("{what:<12} {:<18} {name}{dir}", describe(changes)))
+}
+
+/// Change bits as words: "new", "size,mtime", ... ("-" for none).
+fn describe(c: Changes) -> String {
+    let words: Vec<&str> = [
+        (Changes::NEW, "new"),
+        (Changes::KIND, "kind"),
+        (Changes::SIZE, "size"),
+        (Changes::CONTENT, "content"),
+        (Changes::MTIME, "mtime"),
+        (Changes::MODE, "mode"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| c.contains(*bit))
+    .map(|(_, w)| w)
+    .collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(",")
+    }
 }
 
 /// ", 3 lanes" and, when they ran on several devices, " over rxe0, rxe1".

@@ -233,6 +233,7 @@ impl Meta {
 impl Entry {
     pub(crate) fn header(self, file_id: u64, name: &str) -> FileInfo<'_> {
         FileInfo {
+            sync: None,
             part: self.part,
             file_id,
             kind: self.kind,

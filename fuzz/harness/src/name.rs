@@ -74,6 +74,7 @@ pub fn name(data: &[u8]) {
         assert!(c.len() <= MAX_COMPONENT_LEN);
     }
     let header = wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 1,
         kind: EntryKind::File,
@@ -119,6 +120,7 @@ pub fn name(data: &[u8]) {
 fn reserved(data: &[u8]) {
     let name = std::str::from_utf8(data).expect("only a valid name is reserved");
     let header = wire::FileHeader {
+        sync: None,
         part: None,
         file_id: 1,
         kind: EntryKind::File,

@@ -144,6 +144,7 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                     EntryKind::File
                 };
                 let info = FileInfo {
+                    sync: None,
                     part: None,
                     file_id: next_id,
                     kind,
@@ -201,7 +202,7 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                 let f = x.file(id);
                 match answer {
                     FileAnswer::Accept { .. } => f.accepted = true,
-                    FileAnswer::Reject(_) => x.close(id),
+                    _ => x.close(id),
                 }
             }
             NamesOp::Result => {
@@ -368,6 +369,7 @@ fn receiver_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                 }
                 let name = name.render();
                 let header = wire::FileHeader {
+                    sync: None,
                     part: None,
                     file_id: next_id,
                     kind: if dir {

@@ -76,6 +76,15 @@ pub fn pair(data: &[u8]) {
     for (i, f) in files.iter().enumerate() {
         let id = i as u64;
         let result = out.sender_results.get(&id).copied();
+        if f.policy.ends_at_answer() {
+            assert!(
+                out.in_sync.contains_key(&id),
+                "{} (file {i}); {why}",
+                f.name
+            );
+            assert_eq!(result, None, "{} (file {i}); {why}", f.name);
+            continue;
+        }
         match sim::expected_status(f, id, out) {
             None => assert_eq!(
                 result,
@@ -150,7 +159,10 @@ pub(crate) fn setup(
         let name = NAMES[u.int_in_range(0..=NAMES.len() - 1)?];
         let len: usize = u.int_in_range(0..=3 * sim::CHUNK + 1)?;
         let chunks = len.div_ceil(sim::CHUNK) as u64;
-        let (len, policy) = match u.int_in_range(0..=9u8)? {
+        let (len, policy) = match u.int_in_range(0..=12u8)? {
+            10 => (len, sim::Policy::InSync),
+            11 => (len, sim::Policy::SyncChanged),
+            12 => (len, sim::Policy::DryRun),
             3 => (len, sim::Policy::Reject),
             4 => (len, sim::Policy::Resume(u.int_in_range(0..=len as u64)?)),
             5 => (len, sim::Policy::SenderAbortAt(u.int_in_range(0..=chunks)?)),

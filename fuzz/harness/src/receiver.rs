@@ -1035,6 +1035,10 @@ impl Rx {
                                 Ok(())
                             }
                         }
+                        // Headers here never ask to sync: no sync answer fits.
+                        FileAnswer::AcceptChanged { .. }
+                        | FileAnswer::InSync(_)
+                        | FileAnswer::WouldSend(_) => usage(UsageError::InvalidAnswer),
                         FileAnswer::Reject(_) => {
                             self.files[o].decided = Some(answer);
                             Ok(())

@@ -872,6 +872,10 @@ impl Tx {
         }
         let chunk = u64::from(self.neg.chunk_size);
         let f = self.files[o].clone();
+        // Headers here never ask to sync: only a plain accept or a reject fits.
+        if !answer.fits(None) {
+            return self.violation(Violation::BadSync);
+        }
         match answer {
             FileAnswer::Accept { offset } => {
                 let resumable =
@@ -889,7 +893,11 @@ impl Tx {
                     file.digest = Some(Digest::NONE);
                 }
                 if f.abort.is_none() {
-                    self.event(SenderEvent::FileAccepted { file_id, offset });
+                    self.event(SenderEvent::FileAccepted {
+                        file_id,
+                        offset,
+                        changes: Changes::empty(),
+                    });
                 }
             }
             FileAnswer::Reject(reason) => {
@@ -897,6 +905,10 @@ impl Tx {
                 file.answer = Some(answer);
                 file.closed = true;
                 self.event(SenderEvent::FileRejected { file_id, reason });
+            }
+            // Refused above: no sync answer fits a header that did not ask.
+            FileAnswer::AcceptChanged { .. } | FileAnswer::InSync(_) | FileAnswer::WouldSend(_) => {
+                return self.violation(Violation::BadSync);
             }
         }
         Ok(())

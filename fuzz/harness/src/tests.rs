@@ -250,6 +250,7 @@ fn in_flight_underflow() {
     let mut buf = [0u8; CTRL_MSG_MAX];
     let mut drain = |s: &mut Sender<Store>| while s.poll_output(t, &mut buf).is_some() {};
     let info = FileInfo {
+        sync: None,
         part: None,
         file_id: 0,
         kind: EntryKind::File,
@@ -313,6 +314,7 @@ fn sequence_numbers_overflow() {
     let (mut ctrl, mut sent) = (0u32, 0u32);
     for id in 0..10_000u64 {
         let header = Control::FileHeader(wire::FileHeader {
+            sync: None,
             part: None,
             file_id: id,
             kind: EntryKind::File,
@@ -920,6 +922,23 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
                 ])
             },
         ),
+        (
+            // Entries in sync, changed (by content), a dry run, a part in sync, among
+            // plain ones.
+            "sync",
+            PairSeed {
+                lanes: true,
+                batch: true,
+                ..seed(vec![
+                    (0, 2 * chunk, PolicySeed::InSync, None),
+                    (1, chunk + 3, PolicySeed::SyncChanged, None),
+                    (2, 10, PolicySeed::Accept, None),
+                    (3, chunk, PolicySeed::DryRun, None),
+                    (4, 3 * chunk, PolicySeed::InSync, Some((0, 2))),
+                    (5, 0, PolicySeed::Directory, None),
+                ])
+            },
+        ),
     ]
 }
 
@@ -1018,6 +1037,9 @@ fn seed_encoders_round_trip() {
                 PolicySeed::SenderAbortAt(k) => (len, sim::Policy::SenderAbortAt(k.into())),
                 PolicySeed::ReceiverCancelAt(k) => (len, sim::Policy::ReceiverCancelAt(k.into())),
                 PolicySeed::Directory => (0, sim::Policy::Directory),
+                PolicySeed::InSync => (len, sim::Policy::InSync),
+                PolicySeed::SyncChanged => (len, sim::Policy::SyncChanged),
+                PolicySeed::DryRun => (len, sim::Policy::DryRun),
             };
             assert_eq!(
                 (f.data.len(), f.policy),
@@ -1081,6 +1103,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     // decode_control: one valid encoding of each message.
     let header = |name, kind, size| {
         Control::FileHeader(wire::FileHeader {
+            sync: None,
             part: None,
             file_id: 7,
             kind,
@@ -1114,6 +1137,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             "file_part",
             match header("dir/sub/file.txt", EntryKind::File, 3 << 20) {
                 Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    sync: None,
                     part: Some(Part {
                         shift: 20,
                         index: 2,
@@ -1142,6 +1166,43 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             Control::FileAnswer {
                 file_id: 7,
                 answer: FileAnswer::Reject(FileRejectReason::NAME_CONFLICT),
+            },
+        ),
+        (
+            "header_sync_content",
+            match header("dir/sub/file.txt", EntryKind::File, 1000) {
+                Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    sync: Some(SyncCheck {
+                        content: Some(blake),
+                        dry_run: true,
+                    }),
+                    ..h
+                }),
+                _ => unreachable!("a header"),
+            },
+        ),
+        (
+            "answer_changed",
+            Control::FileAnswer {
+                file_id: 7,
+                answer: FileAnswer::AcceptChanged {
+                    offset: 0,
+                    changes: Changes::SIZE | Changes::MTIME,
+                },
+            },
+        ),
+        (
+            "answer_in_sync",
+            Control::FileAnswer {
+                file_id: 7,
+                answer: FileAnswer::InSync(Changes::MODE),
+            },
+        ),
+        (
+            "answer_would_send",
+            Control::FileAnswer {
+                file_id: 7,
+                answer: FileAnswer::WouldSend(Changes::NEW),
             },
         ),
         ("credit", Control::Credit { consumed: 12 }),
@@ -1205,6 +1266,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
                 digest: Digest::NONE,
             }),
             Control::FileHeader(wire::FileHeader {
+                sync: None,
                 file_id: 5,
                 kind: EntryKind::File,
                 part: None,

@@ -134,10 +134,7 @@ const _: () = assert!(core::mem::size_of::<CreditBody>() == 8);
 struct FileEndBody {
     file_id: U64,
     length: U64,
-    digest_kind: u8,
-    digest_len: u8,
-    reserved: [u8; 6],
-    digest: [u8; 32],
+    digest: DigestBlock,
 }
 const _: () = assert!(core::mem::size_of::<FileEndBody>() == 56);
 
@@ -161,11 +158,115 @@ struct ErrorBody {
 }
 const _: () = assert!(core::mem::size_of::<ErrorBody>() == 8);
 
-/// Size of a file header with an `n`-byte name.
-const fn header_len(n: usize) -> usize {
-    HDR + 40 + n
+/// Size of a file header with an `n`-byte name (and, for a content check, its digest block).
+const fn header_len(n: usize, content: bool) -> usize {
+    HDR + 40 + n + if content { DIGEST_BLOCK_LEN } else { 0 }
 }
-const _: () = assert!(header_len(MAX_NAME_LEN) <= CTRL_MSG_MAX);
+const _: () = assert!(header_len(MAX_NAME_LEN, true) <= CTRL_MSG_MAX);
+
+/// A digest as the wire carries it (a FileEnd's last 40 bytes, and a content check's block
+/// after a header's name): kind, length, reserved, 32 bytes zero-padded.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct DigestBlock {
+    digest_kind: u8,
+    digest_len: u8,
+    reserved: [u8; 6],
+    digest: [u8; 32],
+}
+/// Bytes of a [`DigestBlock`].
+const DIGEST_BLOCK_LEN: usize = 40;
+const _: () = assert!(core::mem::size_of::<DigestBlock>() == DIGEST_BLOCK_LEN);
+
+impl DigestBlock {
+    fn new(d: Digest) -> Self {
+        DigestBlock {
+            digest_kind: d.kind.to_u8(),
+            // Lengths are 0, 16 or 32: always fit a byte.
+            digest_len: d.kind.len() as u8,
+            reserved: [0; 6],
+            digest: d.canonical().bytes,
+        }
+    }
+
+    fn get(&self) -> Result<Digest, DecodeError> {
+        if self.reserved != [0; 6] {
+            return Err(DecodeError::NonZeroReserved);
+        }
+        let kind = DigestKind::from_u8(self.digest_kind)?;
+        if usize::from(self.digest_len) != kind.len()
+            || self.digest[kind.len()..].iter().any(|&x| x != 0)
+        {
+            return Err(DecodeError::BadField(Field::Digest));
+        }
+        Ok(Digest {
+            kind,
+            bytes: self.digest,
+        })
+    }
+}
+
+/// FileHeader flags (the control header's `flags` byte, PROTOCOL.md §4.1): compare with the
+/// receiver's copy (`SYNC`), by content (`CONTENT`, a digest block follows the name),
+/// changing nothing (`DRY_RUN`).
+const FLAG_SYNC: u8 = 1;
+const FLAG_CONTENT: u8 = 2;
+const FLAG_DRY_RUN: u8 = 4;
+
+/// How a `SYNC` header asks the receiver to compare the entry with its own copy
+/// (PROTOCOL.md §4.1, feature `SYNC`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct SyncCheck {
+    /// Compare content instead of size and mtime: the digest of the sender's whole file (a
+    /// regular file, not a part; a kind agreed, not none).
+    pub content: Option<Digest>,
+    /// Change nothing: the receiver answers what it would do
+    /// ([`FileAnswer::InSync`] or [`FileAnswer::WouldSend`]).
+    pub dry_run: bool,
+}
+
+bitflags::bitflags! {
+    /// How the receiver's copy of an entry differs from the sender's (PROTOCOL.md §4.2), in
+    /// the answer to a `SYNC` header.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Changes: u16 {
+        /// Nothing under the name.
+        const NEW = 1 << 0;
+        /// Another size.
+        const SIZE = 1 << 1;
+        /// Another modification time.
+        const MTIME = 1 << 2;
+        /// Other content (a content check's digests differ).
+        const CONTENT = 1 << 3;
+        /// Other permission bits.
+        const MODE = 1 << 4;
+        /// Something of another kind under the name (a directory where a file comes, ...).
+        const KIND = 1 << 5;
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Changes {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Changes::from_bits_retain(u.arbitrary()?))
+    }
+}
+
+impl SyncCheck {
+    /// The request without its digest: what decides which answers fit.
+    pub fn shape(self) -> SyncCheck {
+        SyncCheck {
+            content: None,
+            ..self
+        }
+    }
+}
+
+impl Changes {
+    /// What an in-sync entry may have had updated: its metadata, no data.
+    pub const METADATA: Changes = Changes::MTIME.union(Changes::MODE);
+}
 const _: () = assert!(HDR + 8 + MAX_ERROR_TEXT <= RECEIVER_MSG_MAX);
 
 /// What an entry is.
@@ -272,6 +373,9 @@ pub struct FileHeader<'a> {
     /// For a part of a regular file (with `LANES`): which part; `size` is then the whole
     /// file's. `None` for a whole file or a directory.
     pub part: Option<Part>,
+    /// With `SYNC`: compare with the receiver's copy, which may then answer that the entry
+    /// is in sync. `None`: send it.
+    pub sync: Option<SyncCheck>,
     /// Validated relative name.
     pub name: &'a str,
 }
@@ -303,6 +407,12 @@ impl FileHeader<'_> {
                 return Err(Field::Part);
             }
         }
+        // A content check is for a whole regular file, with a digest.
+        if let Some(d) = self.sync.and_then(|s| s.content) {
+            if self.kind != EntryKind::File || self.part.is_some() || d.kind == DigestKind::None {
+                return Err(Field::Flags);
+            }
+        }
         Ok(())
     }
 }
@@ -318,6 +428,47 @@ pub enum FileAnswer {
     },
     /// Do not send the file.
     Reject(FileRejectReason),
+    /// An accept of a `SYNC` header, saying how the receiver's copy differs (not empty).
+    AcceptChanged {
+        /// First byte the sender must send.
+        offset: u64,
+        /// How the receiver's copy differs.
+        changes: Changes,
+    },
+    /// (`SYNC` header) The receiver's copy is the sender's: nothing is sent. `changes`
+    /// (within [`Changes::METADATA`]) is the metadata the receiver updated, or with a dry
+    /// run would update.
+    InSync(Changes),
+    /// (dry-run header) The entry would be sent, because of `changes` (not empty).
+    WouldSend(Changes),
+}
+
+impl FileAnswer {
+    /// The offset to send from, if the answer asks for data.
+    pub fn accepted_offset(&self) -> Option<u64> {
+        match *self {
+            FileAnswer::Accept { offset } | FileAnswer::AcceptChanged { offset, .. } => {
+                Some(offset)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the answer fits a header with this sync request: a plain header gets a
+    /// plain accept or a reject; a `SYNC` one may get a change report or `InSync`
+    /// (metadata only); a dry run never an accept.
+    pub fn fits(&self, sync: Option<SyncCheck>) -> bool {
+        let dry_run = sync.is_some_and(|s| s.dry_run);
+        match *self {
+            FileAnswer::Reject(_) => true,
+            FileAnswer::Accept { .. } => !dry_run,
+            FileAnswer::AcceptChanged { changes, .. } => {
+                sync.is_some() && !dry_run && !changes.is_empty()
+            }
+            FileAnswer::InSync(c) => sync.is_some() && Changes::METADATA.contains(c),
+            FileAnswer::WouldSend(c) => dry_run && !c.is_empty(),
+        }
+    }
 }
 
 /// Digest algorithm of a file end.
@@ -524,13 +675,37 @@ impl<'a> Control<'a> {
                 actual: bytes.len(),
             });
         }
-        if hdr.flags != 0 {
+        let kind = MsgKind::from_u8(hdr.kind)?;
+        // Only a FileHeader has flags.
+        if hdr.flags != 0 && kind != MsgKind::FileHeader {
             return Err(DecodeError::NonZeroReserved);
         }
-        let msg = match MsgKind::from_u8(hdr.kind)? {
+        let msg = match kind {
             MsgKind::FileHeader => {
-                let (b, name) = read_prefix::<FileHeaderBody>(body)?;
-                exact(name.len(), usize::from(b.name_len.get()))?;
+                let (b, rest) = read_prefix::<FileHeaderBody>(body)?;
+                let flags = hdr.flags;
+                let sync_bits = FLAG_CONTENT | FLAG_DRY_RUN;
+                if flags & !(FLAG_SYNC | sync_bits) != 0
+                    || (flags & sync_bits != 0 && flags & FLAG_SYNC == 0)
+                {
+                    return Err(DecodeError::BadField(Field::Flags));
+                }
+                let name_len = usize::from(b.name_len.get());
+                let block = if flags & FLAG_CONTENT != 0 {
+                    DIGEST_BLOCK_LEN
+                } else {
+                    0
+                };
+                exact(rest.len(), name_len + block)?;
+                let (name, block) = rest.split_at(name_len);
+                let content = match block.is_empty() {
+                    true => None,
+                    false => Some(read_prefix::<DigestBlock>(block)?.0.get()?),
+                };
+                let sync = (flags & FLAG_SYNC != 0).then_some(SyncCheck {
+                    content,
+                    dry_run: flags & FLAG_DRY_RUN != 0,
+                });
                 let part = (b.entry_kind == KIND_PART).then_some(Part {
                     shift: b.part_shift,
                     index: b.part_index.get(),
@@ -547,6 +722,7 @@ impl<'a> Control<'a> {
                     mtime_sec: b.mtime_sec.get(),
                     mtime_nsec: b.mtime_nsec.get(),
                     mode: b.mode.get(),
+                    sync,
                     // A name in the receiver's reserved space decodes: the receiver rejects
                     // that file (`FileOffer::refusal`), not the whole session.
                     name: validate_syntax(name).map_err(DecodeError::InvalidName)?,
@@ -559,10 +735,20 @@ impl<'a> Control<'a> {
                 if b.reserved != 0 || b.reserved2.get() != 0 {
                     return Err(DecodeError::NonZeroReserved);
                 }
+                let bad = DecodeError::BadField(Field::Decision);
+                let changes = || Changes::from_bits(b.reason.get()).ok_or(bad);
                 let answer = match (b.decision, b.reason.get(), b.offset.get()) {
                     (1, 0, offset) => FileAnswer::Accept { offset },
+                    (1, _, offset) => FileAnswer::AcceptChanged {
+                        offset,
+                        changes: changes()?,
+                    },
                     (2, reason, 0) => FileAnswer::Reject(FileRejectReason(reason)),
-                    _ => return Err(DecodeError::BadField(Field::Decision)),
+                    (3, _, 0) if Changes::METADATA.contains(changes()?) => {
+                        FileAnswer::InSync(changes()?)
+                    }
+                    (4, c, 0) if c != 0 => FileAnswer::WouldSend(changes()?),
+                    _ => return Err(bad),
                 };
                 Control::FileAnswer {
                     file_id: b.file_id.get(),
@@ -574,22 +760,10 @@ impl<'a> Control<'a> {
             },
             MsgKind::FileEnd => {
                 let b = fixed::<FileEndBody>(body)?;
-                if b.reserved != [0; 6] {
-                    return Err(DecodeError::NonZeroReserved);
-                }
-                let kind = DigestKind::from_u8(b.digest_kind)?;
-                if usize::from(b.digest_len) != kind.len()
-                    || b.digest[kind.len()..].iter().any(|&x| x != 0)
-                {
-                    return Err(DecodeError::BadField(Field::Digest));
-                }
                 Control::FileEnd(FileEnd {
                     file_id: b.file_id.get(),
                     length: b.length.get(),
-                    digest: Digest {
-                        kind,
-                        bytes: b.digest,
-                    },
+                    digest: b.digest.get()?,
                 })
             }
             MsgKind::FileResult => {
@@ -646,6 +820,10 @@ impl<'a> Control<'a> {
     /// metadata are written as given: callers validate them first (the sender state machine
     /// does).
     pub fn encode(&self, ack: u32, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let content = match self {
+            Control::FileHeader(h) => h.sync.and_then(|s| s.content),
+            _ => None,
+        };
         let (body_len, tail): (usize, &[u8]) = match self {
             Control::FileHeader(h) => (40, h.name.as_bytes()),
             Control::FileAnswer { .. } => (24, &[]),
@@ -659,14 +837,27 @@ impl<'a> Control<'a> {
             Control::Error { text, .. } => (8, truncate_text(text, MAX_ERROR_TEXT).as_bytes()),
             Control::Batch(b) => (0, b.body()),
         };
-        let total = HDR + body_len + tail.len();
+        let block = if content.is_some() {
+            DIGEST_BLOCK_LEN
+        } else {
+            0
+        };
+        let total = HDR + body_len + tail.len() + block;
         let length = u16::try_from(total).map_err(|_| BufferTooSmall { need: total })?;
         if buf.len() < total {
             return Err(BufferTooSmall { need: total });
         }
+        let flags = match self {
+            Control::FileHeader(h) => h.sync.map_or(0, |s| {
+                FLAG_SYNC
+                    | if s.content.is_some() { FLAG_CONTENT } else { 0 }
+                    | if s.dry_run { FLAG_DRY_RUN } else { 0 }
+            }),
+            _ => 0,
+        };
         let hdr = CtrlHeader {
             kind: self.kind() as u8,
-            flags: 0,
+            flags,
             length: length.into(),
             ack: ack.into(),
         };
@@ -691,12 +882,18 @@ impl<'a> Control<'a> {
                     name_len: name_len.into(),
                     part_index: h.part.map_or(0, |p| p.index).into(),
                 };
-                write_with_tail(&b, tail, rest)?;
+                let n = write_with_tail(&b, tail, rest)?;
+                if let Some(d) = content {
+                    write_with_tail(&DigestBlock::new(d), &[], &mut rest[n..])?;
+                }
             }
             Control::FileAnswer { file_id, answer } => {
                 let (decision, offset, reason) = match answer {
                     FileAnswer::Accept { offset } => (1, offset, 0),
+                    FileAnswer::AcceptChanged { offset, changes } => (1, offset, changes.bits()),
                     FileAnswer::Reject(r) => (2, 0, r.0),
+                    FileAnswer::InSync(c) => (3, 0, c.bits()),
+                    FileAnswer::WouldSend(c) => (4, 0, c.bits()),
                 };
                 let b = FileAnswerBody {
                     file_id: file_id.into(),
@@ -718,11 +915,7 @@ impl<'a> Control<'a> {
                 let b = FileEndBody {
                     file_id: e.file_id.into(),
                     length: e.length.into(),
-                    digest_kind: e.digest.kind.to_u8(),
-                    // Lengths are 0, 16 or 32: always fit a byte.
-                    digest_len: e.digest.kind.len() as u8,
-                    reserved: [0; 6],
-                    digest: e.digest.canonical().bytes,
+                    digest: DigestBlock::new(e.digest),
                 };
                 write_with_tail(&b, &[], rest)?;
             }

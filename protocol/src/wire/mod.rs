@@ -13,9 +13,9 @@ pub(crate) mod imm;
 pub use batch::{Batch, BatchBuilder, BatchIter};
 pub(crate) use control::truncate_text;
 pub use control::{
-    Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd, FileHeader,
-    MsgKind, Part, CTRL_HEADER_LEN, CTRL_MSG_MAX, MAX_ERROR_TEXT, MAX_PART_SHIFT, MIN_PART_SHIFT,
-    RECEIVER_MSG_MAX,
+    Changes, Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd,
+    FileHeader, MsgKind, Part, SyncCheck, CTRL_HEADER_LEN, CTRL_MSG_MAX, MAX_ERROR_TEXT,
+    MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX,
 };
 pub use handshake::{
     AcceptFlags, AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN,
@@ -48,6 +48,9 @@ bitflags::bitflags! {
         const LANES = 1 << 4;
         /// Several control messages per control write and per SEND (PROTOCOL.md §4.9).
         const BATCH = 1 << 5;
+        /// Headers may ask the receiver to compare with its copy, which may answer that an
+        /// entry is in sync, or what it would do (PROTOCOL.md §4.1, §4.2).
+        const SYNC = 1 << 6;
     }
 }
 
@@ -82,6 +85,9 @@ pub enum Field {
     Part,
     /// An empty batch, or a batch holding a Goodbye, an Error or another batch.
     Batch,
+    /// FileHeader flags: an unknown bit, a sync option without `SYNC`, or a content check
+    /// for a directory, a part or without a digest.
+    Flags,
 }
 
 impl Field {
@@ -98,6 +104,7 @@ impl Field {
             Field::EntryKind => "entry_kind",
             Field::Part => "part",
             Field::Batch => "batch",
+            Field::Flags => "flags",
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Setup {
     pub receiver_ctrl_depth: u16,
     /// Offer `BATCH` (several control messages per write and per SEND).
     pub batch: bool,
+    /// A no-op sync: every header asks to sync (`SYNC`), and the receiver has every file.
+    pub noop_sync: bool,
 }
 
 impl Setup {
@@ -33,6 +35,15 @@ impl Setup {
             sender_ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES),
             receiver_ctrl_depth: min_ctrl_depth(DEFAULT_OPEN_FILES),
             batch: true,
+            noop_sync: false,
+        }
+    }
+
+    /// The same as a no-op sync: every file is in sync at the receiver.
+    pub fn noop_sync(self) -> Setup {
+        Setup {
+            noop_sync: true,
+            ..self
         }
     }
 
@@ -64,6 +75,8 @@ struct Model {
     receiver: Receiver<Store>,
     /// The entries' data lengths.
     files: Vec<u64>,
+    /// Every header asks to sync.
+    noop_sync: bool,
     /// The entries are the parts of one file: its size and part shift (with `LANES`).
     split: Option<(u64, u8)>,
     next_file: usize,
@@ -102,6 +115,9 @@ impl Model {
         if s.batch {
             features |= Features::BATCH;
         }
+        if s.noop_sync {
+            features |= Features::SYNC;
+        }
         let mut sp = Params::new(features, s.chunk, s.window);
         sp.max_open_files = s.open_files;
         sp.ctrl_depth = s.sender_ctrl_depth;
@@ -126,6 +142,7 @@ impl Model {
             sender: Sender::new(sneg, cfg, Store::new(s.open_files), Instant::ZERO).unwrap(),
             receiver: Receiver::new(rneg, cfg, Store::new(s.open_files), Instant::ZERO).unwrap(),
             files,
+            noop_sync: s.noop_sync,
             split,
             next_file: 0,
             closing: false,
@@ -173,9 +190,11 @@ impl Model {
                         let offer = self.receiver.handle_control(now, &ring_ctrl).unwrap();
                         if let Some(offer) = offer {
                             let id = offer.header.file_id;
-                            self.receiver
-                                .answer_file(now, id, FileAnswer::Accept { offset: 0 })
-                                .unwrap();
+                            let answer = match offer.header.sync {
+                                Some(_) => FileAnswer::InSync(Changes::empty()),
+                                None => FileAnswer::Accept { offset: 0 },
+                            };
+                            self.receiver.answer_file(now, id, answer).unwrap();
                         }
                     }
                 }
@@ -229,6 +248,7 @@ impl Model {
                 None => (self.files[self.next_file], None),
             };
             let info = FileInfo {
+                sync: self.noop_sync.then(SyncCheck::default),
                 part,
                 file_id: self.next_file as u64,
                 kind: EntryKind::File,
@@ -385,6 +405,7 @@ pub fn worst_bulk(window: u32, limits: &[u16]) -> f64 {
                 sender_ctrl_depth: min_ctrl_depth(open),
                 receiver_ctrl_depth: min_ctrl_depth(open),
                 batch: true,
+                noop_sync: false,
             };
             bulk_chunks_per_rtt(setup)
         })

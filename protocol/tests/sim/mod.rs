@@ -54,6 +54,19 @@ pub enum Policy {
     ReceiverCancelAt(u64),
     /// A directory entry.
     Directory,
+    /// Offered to sync (`SYNC`); the receiver has it: it answers in sync, its mode updated.
+    InSync,
+    /// Offered to sync by content; the receiver's copy differs: it accepts, saying so.
+    SyncChanged,
+    /// Offered as a dry run; the receiver answers that it would have it sent.
+    DryRun,
+}
+
+impl Policy {
+    /// Whether the entry ends at its answer with no data: in sync, or a dry run.
+    pub fn ends_at_answer(self) -> bool {
+        matches!(self, Policy::InSync | Policy::DryRun)
+    }
 }
 
 /// A file to send: the whole file's bytes, or with `part` one part of them (`LANES`).
@@ -94,7 +107,7 @@ pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
 pub fn expected_status(f: &SimFile, id: u64, out: &Outcome) -> Option<FileStatus> {
     let chunks = (f.payload().len() as u64).div_ceil(CHUNK as u64);
     match f.policy {
-        Policy::Reject => None,
+        Policy::Reject | Policy::InSync | Policy::DryRun => None,
         Policy::SenderAbortAt(k) if k < chunks => Some(FileStatus::ABORTED),
         Policy::ReceiverCancelAt(_) if out.receiver_cancelled.contains(&id) => {
             Some(FileStatus::NO_SPACE)
@@ -173,6 +186,9 @@ pub struct Outcome {
     pub cancelled: Vec<u64>,
     /// Files the receiving application cancelled (before their end arrived).
     pub receiver_cancelled: Vec<u64>,
+    /// Entries that ended at their answer (in sync, or a dry run), as the sender heard it:
+    /// what changed, and whether it would have been sent.
+    pub in_sync: BTreeMap<u64, (Changes, bool)>,
     /// Files the receiver dropped, with their status.
     pub dropped: BTreeMap<u64, FileStatus>,
     pub sender_closed: bool,
@@ -246,7 +262,7 @@ impl Config {
 impl Config {
     /// Chunk 4 KiB and `window`; open files and control depths small so the limits are hit.
     pub fn new(window: u32) -> Config {
-        let features = Features::RESUME | Features::DIGEST_BLAKE3;
+        let features = Features::RESUME | Features::DIGEST_BLAKE3 | Features::SYNC;
         let mut sender = Params::new(features, MIN_CHUNK_SIZE, window);
         sender.max_open_files = 4;
         sender.ctrl_depth = min_ctrl_depth(4);
@@ -446,7 +462,21 @@ impl Pair {
                     let id = self.next_file as u64;
                     let f = &self.files[self.next_file];
                     let dir = f.policy == Policy::Directory;
+                    let whole_file = !dir && f.part.is_none();
+                    let sync = match f.policy {
+                        Policy::InSync => Some(SyncCheck::default()),
+                        Policy::SyncChanged => Some(SyncCheck {
+                            content: whole_file.then(|| digest_of(&f.data)),
+                            dry_run: false,
+                        }),
+                        Policy::DryRun => Some(SyncCheck {
+                            content: None,
+                            dry_run: true,
+                        }),
+                        _ => None,
+                    };
                     let info = FileInfo {
+                        sync,
                         part: f.part,
                         file_id: id,
                         kind: if dir {
@@ -595,12 +625,18 @@ impl Pair {
         let answer = match (offer.refusal, policy) {
             (Some(reason), _) => FileAnswer::Reject(reason),
             (None, Policy::Reject) => FileAnswer::Reject(FileRejectReason::EXISTS),
+            (None, Policy::InSync) => FileAnswer::InSync(Changes::MODE),
+            (None, Policy::DryRun) => FileAnswer::WouldSend(Changes::NEW),
+            (None, Policy::SyncChanged) => FileAnswer::AcceptChanged {
+                offset: 0,
+                changes: Changes::SIZE | Changes::CONTENT,
+            },
             (None, Policy::Resume(n)) => FileAnswer::Accept {
                 offset: n.min(h.data_len()) / chunk * chunk,
             },
             (None, _) => FileAnswer::Accept { offset: 0 },
         };
-        if let FileAnswer::Accept { offset } = answer {
+        if let Some(offset) = answer.accepted_offset() {
             // A resumed file's prefix is already on disk: copy it from the source.
             let mut buf = vec![0u8; h.data_len() as usize];
             let src = self.files[h.file_id as usize].payload();
@@ -693,7 +729,9 @@ impl Pair {
 
     fn sender_event(&mut self, now: Instant, e: SenderEvent) -> Result<(), String> {
         match e {
-            SenderEvent::FileAccepted { file_id, offset } => {
+            SenderEvent::FileAccepted {
+                file_id, offset, ..
+            } => {
                 let data = self.files[file_id as usize].payload();
                 assert!(offset <= data.len() as u64);
                 let d = if self.files[file_id as usize].policy == Policy::Directory {
@@ -707,6 +745,12 @@ impl Pair {
             }
             SenderEvent::FileRejected { file_id, reason } => {
                 self.outcome.sender_results.insert(file_id, Err(reason));
+            }
+            SenderEvent::FileInSync { file_id, changes } => {
+                self.outcome.in_sync.insert(file_id, (changes, false));
+            }
+            SenderEvent::FileWouldSend { file_id, changes } => {
+                self.outcome.in_sync.insert(file_id, (changes, true));
             }
             SenderEvent::FileCancelled { file_id, .. } => self.outcome.cancelled.push(file_id),
             SenderEvent::FileDone { file_id, status } => {

@@ -32,6 +32,7 @@ fn encode(msg: Control<'_>) -> Vec<u8> {
 
 fn header(file_id: u64, name: &str, size: u64, mode: u32) -> Vec<u8> {
     encode(Control::FileHeader(wire::FileHeader {
+        sync: None,
         part: None,
         file_id,
         kind: EntryKind::File,

@@ -648,6 +648,9 @@ pub(super) enum PolicySeed {
     SenderAbortAt(u8),
     ReceiverCancelAt(u8),
     Directory,
+    InSync,
+    SyncChanged,
+    DryRun,
 }
 
 /// A file in a pair setup: name index, length, policy, and with `lanes` maybe a part (shift
@@ -693,21 +696,24 @@ impl Encode for PairSeed {
             e.in_range(len, 3 * chunk + 1);
             let chunks = len.div_ceil(chunk);
             match policy {
-                PolicySeed::Accept => e.in_range(0, 9),
-                PolicySeed::Reject => e.in_range(3, 9),
+                PolicySeed::Accept => e.in_range(0, 12),
+                PolicySeed::Reject => e.in_range(3, 12),
                 PolicySeed::Resume(n) => {
-                    e.in_range(4, 9);
+                    e.in_range(4, 12);
                     e.in_range(n.into(), len);
                 }
                 PolicySeed::SenderAbortAt(k) => {
-                    e.in_range(5, 9);
+                    e.in_range(5, 12);
                     e.in_range(k.into(), chunks);
                 }
                 PolicySeed::ReceiverCancelAt(k) => {
-                    e.in_range(6, 9);
+                    e.in_range(6, 12);
                     e.in_range(k.into(), chunks);
                 }
-                PolicySeed::Directory => e.in_range(7, 9),
+                PolicySeed::Directory => e.in_range(7, 12),
+                PolicySeed::InSync => e.in_range(10, 12),
+                PolicySeed::SyncChanged => e.in_range(11, 12),
+                PolicySeed::DryRun => e.in_range(12, 12),
             }
             let directory = matches!(policy, PolicySeed::Directory);
             if self.lanes && len > 0 && !directory {

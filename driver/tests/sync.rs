@@ -1,0 +1,264 @@
+//! Sync over the in-process loopback link: what is in sync moves no data, what changed
+//! moves, metadata-only changes move none, a dry run changes nothing.
+
+use rdmaft::protocol::Changes;
+use rdmaft::{
+    loopback_transfer, FileOutcome, FileReport, ReceiverOptions, SendOptions, SendReport,
+    SyncOptions,
+};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rdmaft-sync-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Every entry under `root`: relative name → (contents, or `None` for a directory; mode;
+/// mtime).
+type Listing = BTreeMap<String, (Option<Vec<u8>>, u32, SystemTime)>;
+
+fn listing(root: &Path) -> Listing {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            let data = if meta.is_dir() {
+                stack.push(p.clone());
+                None
+            } else {
+                Some(fs::read(&p).unwrap())
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            out.insert(rel, (data, mode, meta.modified().unwrap()));
+        }
+    }
+    out
+}
+
+/// A tree of small and chunk-sized files in two levels, with fixed mtimes.
+fn sample(src: &Path) -> PathBuf {
+    let t = src.join("t");
+    fs::create_dir_all(t.join("d/e")).unwrap();
+    for (name, len) in [
+        ("a", 10),
+        ("b", 5000),
+        ("d/c", 0),
+        ("d/e/f", 70_000),
+        ("g", 3),
+    ] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + name.len()) as u8).collect();
+        fs::write(t.join(name), data).unwrap();
+        set_mtime(&t.join(name), 1_600_000_000);
+        fs::set_permissions(t.join(name), fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    for dir in ["d/e", "d", ""] {
+        set_mtime(&t.join(dir), 1_600_000_100);
+    }
+    t
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let at = SystemTime::UNIX_EPOCH + Duration::new(secs, 123_456_789);
+    fs::File::open(path).unwrap().set_modified(at).unwrap();
+}
+
+/// Sends `tree` into `dest` with `sync`; the report and every entry's report by name.
+fn run(
+    tree: &Path,
+    dest: &Path,
+    sync: Option<SyncOptions>,
+    lanes: u16,
+) -> (SendReport, BTreeMap<String, FileReport>) {
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let on_file = {
+        let seen = Arc::clone(&seen);
+        Arc::new(move |f: &FileReport| {
+            seen.lock().unwrap().insert(f.name.clone(), f.clone());
+        })
+    };
+    let send = SendOptions {
+        chunk_size: 4096,
+        window: 8,
+        lanes,
+        part_size: 16 << 10,
+        sync,
+        on_file: Some(on_file),
+        ..SendOptions::default()
+    };
+    let mut recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
+    recv.chunk_size = 4096;
+    recv.preserve_perms = true;
+    let (report, received) = loopback_transfer(vec![tree.to_owned()], dest, send, &recv).unwrap();
+    assert_eq!(report.error, None, "{report:?}");
+    assert!(received.all_ok(), "{received:?}");
+    let seen = seen.lock().unwrap().clone();
+    (report, seen)
+}
+
+fn quick() -> Option<SyncOptions> {
+    Some(SyncOptions::default())
+}
+
+fn checksum() -> Option<SyncOptions> {
+    Some(SyncOptions {
+        checksum: true,
+        dry_run: false,
+    })
+}
+
+#[test]
+fn a_second_sync_moves_nothing_and_a_change_moves_only_itself() {
+    for lanes in [1, 2] {
+        let base = scratch(&format!("again-{lanes}"));
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        fs::create_dir_all(&dest).unwrap();
+        let t = sample(&src);
+        // The first sync sends everything: every file is new.
+        let (first, entries) = run(&t, &dest, quick(), lanes);
+        assert!(first.all_ok(), "{first:?}");
+        assert_eq!(first.counts.sent, 8, "{:?}", first.counts);
+        assert!(entries["t/a"].changes.contains(Changes::NEW));
+        assert_eq!(listing(&dest.join("t")), listing(&t));
+        // Again: nothing moves.
+        let (again, entries) = run(&t, &dest, quick(), lanes);
+        assert!(again.all_ok(), "{again:?}");
+        assert_eq!(again.bytes, 0, "{again:?}");
+        assert_eq!(again.counts.up_to_date, 8, "{:?}", again.counts);
+        assert_eq!(
+            entries["t/d/e/f"].outcome,
+            FileOutcome::InSync(Changes::empty()),
+            "a file split into parts is in sync as a whole"
+        );
+        // One file grows: only its bytes move.
+        fs::write(t.join("b"), vec![9u8; 6000]).unwrap();
+        set_mtime(&t.join("b"), 1_600_000_000);
+        set_mtime(&t, 1_600_000_100);
+        let (third, entries) = run(&t, &dest, quick(), lanes);
+        assert_eq!(third.bytes, 6000, "{third:?}");
+        assert_eq!(entries["t/b"].outcome, FileOutcome::Sent);
+        assert!(entries["t/b"].changes.contains(Changes::SIZE));
+        // Its directory's mtime changed at the receiver when b was replaced: set again.
+        assert_eq!(entries["t"].outcome, FileOutcome::Sent);
+        assert_eq!(entries["t"].changes, Changes::MTIME);
+        assert_eq!(third.counts.sent, 2, "{:?}", third.counts);
+        assert_eq!(listing(&dest.join("t")), listing(&t));
+        fs::remove_dir_all(&base).unwrap();
+    }
+}
+
+#[test]
+fn a_mode_change_moves_no_data() {
+    let base = scratch("mode");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    run(&t, &dest, None, 1);
+    fs::set_permissions(t.join("d/c"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (report, entries) = run(&t, &dest, quick(), 1);
+    assert_eq!(report.bytes, 0, "{report:?}");
+    assert_eq!(entries["t/d/c"].outcome, FileOutcome::InSync(Changes::MODE));
+    assert_eq!(
+        fs::metadata(dest.join("t/d/c"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(listing(&dest.join("t")), listing(&t));
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn quick_trusts_size_and_mtime_and_checksum_reads_the_content() {
+    let base = scratch("content");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    run(&t, &dest, None, 1);
+    // Same size, same mtime, other bytes: the quick check cannot see it (as rsync's).
+    fs::write(t.join("a"), b"0123456789").unwrap();
+    set_mtime(&t.join("a"), 1_600_000_000);
+    set_mtime(&t, 1_600_000_100);
+    let (report, entries) = run(&t, &dest, quick(), 1);
+    assert_eq!(report.bytes, 0);
+    assert_eq!(
+        entries["t/a"].outcome,
+        FileOutcome::InSync(Changes::empty())
+    );
+    // By content: only that file moves.
+    let (report, entries) = run(&t, &dest, checksum(), 2);
+    assert_eq!(report.bytes, 10, "{report:?}");
+    assert_eq!(entries["t/a"].outcome, FileOutcome::Sent);
+    assert!(entries["t/a"].changes.contains(Changes::CONTENT));
+    assert_eq!(report.counts.up_to_date, 6, "{:?}", report.counts);
+    assert_eq!(
+        entries["t"].changes,
+        Changes::MTIME,
+        "a's directory changed"
+    );
+    assert_eq!(fs::read(dest.join("t/a")).unwrap(), b"0123456789");
+    // A touched file whose content is the same: by content, only its mtime is updated.
+    set_mtime(&t.join("g"), 1_700_000_000);
+    set_mtime(&t, 1_600_000_100);
+    let (report, entries) = run(&t, &dest, checksum(), 1);
+    assert_eq!(report.bytes, 0, "{report:?}");
+    assert_eq!(entries["t/g"].outcome, FileOutcome::InSync(Changes::MTIME));
+    assert_eq!(listing(&dest.join("t")), listing(&t));
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
+    let base = scratch("dry");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    run(&t, &dest, None, 1);
+    fs::write(t.join("new"), b"fresh").unwrap();
+    fs::write(t.join("b"), vec![1u8; 10]).unwrap();
+    fs::set_permissions(t.join("g"), fs::Permissions::from_mode(0o600)).unwrap();
+    let before = listing(&dest);
+    let dry = Some(SyncOptions {
+        checksum: false,
+        dry_run: true,
+    });
+    let (report, entries) = run(&t, &dest, dry, 1);
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.bytes, 0);
+    assert_eq!(listing(&dest), before, "a dry run changes nothing");
+    assert_eq!(
+        entries["t/new"].outcome,
+        FileOutcome::WouldSend(Changes::NEW)
+    );
+    assert!(
+        matches!(entries["t/b"].outcome, FileOutcome::WouldSend(c) if c.contains(Changes::SIZE))
+    );
+    assert_eq!(
+        entries["t/g"].outcome,
+        FileOutcome::InSync(Changes::MODE),
+        "its mode would be updated"
+    );
+    assert_eq!(
+        report.counts.would_send, 2,
+        "new and b: {:?}",
+        report.counts
+    );
+    // A dry run into a directory that is not there creates nothing either.
+    let empty = base.join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let (report, _) = run(&t, &empty, dry, 1);
+    assert_eq!(report.counts.would_send, 9, "{:?}", report.counts);
+    assert!(listing(&empty).is_empty());
+    fs::remove_dir_all(&base).unwrap();
+}
