@@ -4,6 +4,7 @@
 //! with `UNKNOWN_GROUP`. What the lanes of one transfer share at the receiver lives here:
 //! the files split into parts (`fs/split.rs`).
 
+use crate::fs::prune::OfferedNames;
 use crate::fs::split::{KeptSplits, SplitFiles};
 use crate::sync::lock_std;
 use rdmaft_protocol::RejectReason;
@@ -24,6 +25,8 @@ pub(crate) struct Group {
     live: Arc<Mutex<HashMap<u32, Weak<Group>>>>,
     /// Files whose parts are arriving.
     pub(crate) splits: SplitFiles,
+    /// With DELETE: the names offered per directory, over all lanes.
+    pub(crate) offered: Arc<OfferedNames>,
 }
 
 impl Groups {
@@ -58,6 +61,7 @@ impl Groups {
             id,
             live: Arc::clone(&self.live),
             splits: SplitFiles::new(self.kept.clone()),
+            offered: Arc::default(),
         });
         live.insert(id, Arc::downgrade(&group));
         Ok(group)

@@ -35,6 +35,13 @@ fn listing(root: &Path) -> Listing {
             let data = if meta.is_dir() {
                 stack.push(p.clone());
                 None
+            } else if meta.is_symlink() {
+                Some(
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
             } else {
                 Some(fs::read(&p).unwrap())
             };
@@ -112,7 +119,7 @@ fn quick() -> Option<SyncOptions> {
 fn checksum() -> Option<SyncOptions> {
     Some(SyncOptions {
         checksum: true,
-        dry_run: false,
+        ..SyncOptions::default()
     })
 }
 
@@ -230,8 +237,8 @@ fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
     fs::set_permissions(t.join("g"), fs::Permissions::from_mode(0o600)).unwrap();
     let before = listing(&dest);
     let dry = Some(SyncOptions {
-        checksum: false,
         dry_run: true,
+        ..SyncOptions::default()
     });
     let (report, entries) = run(&t, &dest, dry, 1);
     assert!(report.all_ok(), "{report:?}");
@@ -260,5 +267,134 @@ fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
     let (report, _) = run(&t, &empty, dry, 1);
     assert_eq!(report.counts.would_send, 9, "{:?}", report.counts);
     assert!(listing(&empty).is_empty());
+    fs::remove_dir_all(&base).unwrap();
+}
+
+fn deleting(dry_run: bool) -> Option<SyncOptions> {
+    Some(SyncOptions {
+        delete: true,
+        dry_run,
+        ..SyncOptions::default()
+    })
+}
+
+#[test]
+fn delete_removes_what_the_source_no_longer_has_and_nothing_else() {
+    for lanes in [1, 2] {
+        let base = scratch(&format!("delete-{lanes}"));
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        fs::create_dir_all(&dest).unwrap();
+        let t = sample(&src);
+        run(&t, &dest, None, 1);
+        // The source loses a file and a directory and renames another.
+        fs::remove_file(t.join("g")).unwrap();
+        fs::rename(t.join("d/e"), t.join("d/renamed")).unwrap();
+        fs::create_dir_all(t.join("gone/deeper")).unwrap();
+        run(&t, &dest, None, 1);
+        fs::remove_dir_all(t.join("gone")).unwrap();
+        // The receiver has things of its own in the tree, and beside it.
+        fs::write(dest.join("t/d/extra"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", dest.join("t/link")).unwrap();
+        fs::write(dest.join("t/.rdmaft-partial-0123456789abcdef"), b"kept").unwrap();
+        fs::write(dest.join("outside"), b"not sent, not touched").unwrap();
+        let stale = listing(&dest);
+        // A dry run counts and changes nothing: g, d/e with f, gone with deeper, extra,
+        // link.
+        let (dry, _) = run(&t, &dest, deleting(true), lanes);
+        assert_eq!(dry.counts.deleted, 7, "{:?}", dry.counts);
+        assert_eq!(listing(&dest), stale, "a dry run deletes nothing");
+        let (report, entries) = run(&t, &dest, deleting(false), lanes);
+        assert!(report.all_ok(), "{report:?}");
+        assert_eq!(report.counts.deleted, 7, "{:?}", report.counts);
+        assert_eq!(entries["t"].deleted, 4, "g, gone, gone/deeper, link");
+        assert_eq!(entries["t/d"].deleted, 3, "e, e/f, extra");
+        let want = listing(&t);
+        let mut got = listing(&dest.join("t"));
+        assert_eq!(
+            got.remove(".rdmaft-partial-0123456789abcdef").map(|e| e.0),
+            Some(Some(b"kept".to_vec())),
+            "the receiver's own partial file stays"
+        );
+        // Directory mtimes too: set again after the deletes.
+        assert_eq!(got, want);
+        assert_eq!(
+            fs::read(dest.join("outside")).unwrap(),
+            b"not sent, not touched"
+        );
+        assert!(
+            fs::symlink_metadata("/etc").unwrap().is_dir(),
+            "the link's target stays"
+        );
+        fs::remove_dir_all(&base).unwrap();
+    }
+}
+
+#[test]
+fn a_directory_whose_walk_failed_keeps_what_the_receiver_has() {
+    use std::os::unix::ffi::OsStrExt;
+    let base = scratch("walk-error");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    run(&t, &dest, None, 1);
+    fs::write(dest.join("t/d/extra"), b"x").unwrap();
+    fs::write(dest.join("t/e-extra"), b"x").unwrap();
+    // A name that cannot be sent (not UTF-8): d's walk is not complete.
+    let bad = std::ffi::OsStr::from_bytes(b"bad-\xff");
+    fs::write(t.join("d").join(bad), b"?").unwrap();
+    let (report, _) = run(&t, &dest, deleting(false), 1);
+    assert_eq!(report.counts.skipped, 1, "{:?}", report.counts);
+    assert!(
+        dest.join("t/d/extra").exists(),
+        "not pruned after an error in d"
+    );
+    assert!(
+        !dest.join("t/e-extra").exists(),
+        "t itself was walked whole"
+    );
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_receiver_may_refuse_deletes_and_the_sender_says_so() {
+    let base = scratch("no-delete");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    run(&t, &dest, None, 1);
+    fs::write(dest.join("t/extra"), b"x").unwrap();
+    let send = SendOptions {
+        sync: deleting(false),
+        ..SendOptions::default()
+    };
+    let mut recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.clone());
+    recv.delete = false;
+    let (report, received) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+    assert!(received.all_ok(), "{received:?}");
+    assert_eq!(report.error, None);
+    assert_eq!(report.counts.deleted, 0);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("refuses deletes")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(dest.join("t/extra").exists());
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn delete_with_a_shard_is_refused() {
+    let base = scratch("shard");
+    let send = SendOptions {
+        sync: deleting(false),
+        shard: Some("0/2".parse().unwrap()),
+        ..SendOptions::default()
+    };
+    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), base.clone());
+    let err = loopback_transfer(vec![base.clone()], &base, send, &recv);
+    assert!(err.is_err(), "{err:?}");
     fs::remove_dir_all(&base).unwrap();
 }

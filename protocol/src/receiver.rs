@@ -716,7 +716,10 @@ impl<S: Storage> Receiver<S> {
         {
             return Err(self.violation(Violation::BadPart));
         }
-        if h.sync.is_some() && !self.neg.features.contains(Features::SYNC) {
+        let features = self.neg.features;
+        let unagreed = (h.sync.is_some() && !features.contains(Features::SYNC))
+            || (h.sync.is_some_and(|s| s.delete) && !features.contains(Features::DELETE));
+        if unagreed {
             return Err(self.violation(Violation::BadSync));
         }
         let content = h.sync.and_then(|s| s.content);

@@ -132,6 +132,16 @@ pub enum SenderEvent {
         /// How the receiver's copy differs.
         changes: Changes,
     },
+    /// (delete header) The directory is done at the receiver: `deleted` entries not
+    /// offered were removed (or would be, in a dry run); `changes` its metadata updated.
+    DirectoryPruned {
+        /// The directory's entry.
+        file_id: u64,
+        /// How the receiver's copy differed.
+        changes: Changes,
+        /// Entries removed.
+        deleted: u64,
+    },
     /// The receiver refused the file.
     FileRejected {
         /// The file.
@@ -413,7 +423,10 @@ impl<S: Storage> Sender<S> {
         if self.phase != Phase::Open {
             return Err(UsageError::NotOpen.into());
         }
-        if info.sync.is_some() && !self.neg.features.contains(Features::SYNC) {
+        let features = self.neg.features;
+        let unagreed = (info.sync.is_some() && !features.contains(Features::SYNC))
+            || (info.sync.is_some_and(|s| s.delete) && !features.contains(Features::DELETE));
+        if unagreed {
             return Err(UsageError::InvalidMetadata(crate::Field::Flags).into());
         }
         // The header's encoded size: 48 bytes, the name, a content check's digest block.
@@ -1029,6 +1042,14 @@ impl<S: Storage> Sender<S> {
             FileAnswer::WouldSend(changes) => {
                 self.close_file(o);
                 self.event(SenderEvent::FileWouldSend { file_id, changes });
+            }
+            FileAnswer::Pruned { changes, deleted } => {
+                self.close_file(o);
+                self.event(SenderEvent::DirectoryPruned {
+                    file_id,
+                    changes,
+                    deleted,
+                });
             }
         }
         self.answer_cursor += 1;

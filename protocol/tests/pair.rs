@@ -36,6 +36,7 @@ fn check_one(cfg: &Config, files: &[SimFile], seeds: u64) {
                 // No data, no result: the answer said it all.
                 let want = match f.policy {
                     Policy::DryRun => (Changes::NEW, true),
+                    Policy::PrunedDir => (Changes::MTIME, false),
                     _ => (Changes::MODE, false),
                 };
                 assert_eq!(out.in_sync.get(&id), Some(&want), "seed {seed} {}", f.name);
@@ -338,6 +339,7 @@ fn a_sync_mixes_entries_in_sync_changed_and_dry_run_with_plain_ones() {
         file("dir/gone", 0, Policy::Reject),
         file("dir", 0, Policy::Directory),
         file("last", 4 * CHUNK, Policy::SyncChanged),
+        file("pruned", 0, Policy::PrunedDir),
     ];
     for window in [1, 3, 8] {
         check(&Config::new(window), &files, 25);

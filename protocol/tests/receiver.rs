@@ -1415,6 +1415,7 @@ fn sync_header(id: u64, size: u64, name: &str, dry_run: bool) -> Control<'_> {
     h.sync = Some(SyncCheck {
         content: None,
         dry_run,
+        delete: false,
     });
     Control::FileHeader(h)
 }
@@ -1533,6 +1534,7 @@ fn a_content_check_needs_an_agreed_digest() {
     h.sync = Some(SyncCheck {
         content: Some(Digest::new(DigestKind::Blake3, &[3; 32]).unwrap()),
         dry_run: false,
+        delete: false,
     });
     let res = r.ctrl(Control::FileHeader(h));
     r.assert_failed(res, Violation::DigestNotNegotiated);
@@ -1542,10 +1544,55 @@ fn a_content_check_needs_an_agreed_digest() {
     h.sync = Some(SyncCheck {
         content: Some(d),
         dry_run: false,
+        delete: false,
     });
     let bytes = msg(Control::FileHeader(h), 0);
     r.r.handle_write(t(1), Imm::control(0).encode(), bytes.len() as u32)
         .unwrap();
     let offer = r.r.handle_control(t(1), &bytes).unwrap().unwrap();
     assert_eq!(offer.header.sync.and_then(|s| s.content), Some(d));
+}
+
+#[test]
+fn a_delete_needs_delete_agreed_and_is_answered_pruned() {
+    let dir = |id| {
+        Control::FileHeader(wire::FileHeader {
+            sync: Some(SyncCheck {
+                delete: true,
+                ..SyncCheck::default()
+            }),
+            part: None,
+            file_id: id,
+            kind: EntryKind::Directory,
+            size: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            mode: 0o700,
+            name: "d",
+        })
+    };
+    let mut r = Rx::new(negotiated(4, Features::SYNC | Features::RESUME));
+    let res = r.ctrl(dir(1));
+    r.assert_failed(res, Violation::BadSync);
+    let mut r = rx();
+    r.ctrl(dir(1)).unwrap();
+    assert_eq!(
+        r.r.answer_file(t(1), 1, FileAnswer::InSync(Changes::empty())),
+        Err(Error::Usage(UsageError::InvalidAnswer))
+    );
+    let pruned = FileAnswer::Pruned {
+        changes: Changes::NEW,
+        deleted: 0,
+    };
+    r.r.answer_file(t(1), 1, pruned).unwrap();
+    r.drain();
+    assert_eq!(
+        r.sent,
+        [Control::FileAnswer {
+            file_id: 1,
+            answer: pruned
+        }]
+    );
+    // Closed: the name is free again.
+    assert_eq!(r.ctrl(dir(2)), Ok(None));
 }

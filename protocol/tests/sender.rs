@@ -1190,6 +1190,7 @@ fn sync_info(id: u64, name: &str, dry_run: bool) -> FileInfo<'_> {
         sync: Some(SyncCheck {
             content: None,
             dry_run,
+            delete: false,
         }),
         ..info(id, 3 * C, name)
     }
@@ -1305,6 +1306,7 @@ fn a_sync_header_needs_sync_agreed_and_a_content_check_an_agreed_digest() {
     content.sync = Some(SyncCheck {
         content: Some(Digest::new(DigestKind::Blake3, &[1; 32]).unwrap()),
         dry_run: false,
+        delete: false,
     });
     assert_eq!(
         s.s.start_file(t(1), &content),
@@ -1313,6 +1315,7 @@ fn a_sync_header_needs_sync_agreed_and_a_content_check_an_agreed_digest() {
     content.sync = Some(SyncCheck {
         content: Some(Digest::new(DigestKind::Xxh3_128, &[1; 16]).unwrap()),
         dry_run: false,
+        delete: false,
     });
     s.s.start_file(t(1), &content).unwrap();
     let sent = s.drain();
@@ -1323,5 +1326,66 @@ fn a_sync_header_needs_sync_agreed_and_a_content_check_an_agreed_digest() {
         Control::decode(b).unwrap().1,
         Control::FileHeader(content),
         "the digest goes with the header"
+    );
+}
+
+fn delete_info(id: u64) -> FileInfo<'static> {
+    FileInfo {
+        kind: EntryKind::Directory,
+        sync: Some(SyncCheck {
+            delete: true,
+            ..SyncCheck::default()
+        }),
+        ..info(id, 0, "d")
+    }
+}
+
+#[test]
+fn a_pruned_directory_ends_at_its_answer() {
+    let mut s = tx();
+    s.s.start_file(t(1), &delete_info(1)).unwrap();
+    s.drain();
+    s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::Pruned {
+            changes: Changes::MTIME,
+            deleted: 12,
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        s.drain(),
+        [Out::Event(SenderEvent::DirectoryPruned {
+            file_id: 1,
+            changes: Changes::MTIME,
+            deleted: 12
+        })]
+    );
+    assert_eq!(s.s.open_files(), 0);
+    // A delete gets no other answer; no other header gets this one.
+    let mut s = tx();
+    s.s.start_file(t(1), &delete_info(1)).unwrap();
+    s.drain();
+    let res = s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::InSync(Changes::empty()),
+    });
+    s.assert_failed(res, Violation::BadSync);
+    let mut s = tx();
+    s.s.start_file(t(1), &sync_info(1, "a", false)).unwrap();
+    s.drain();
+    let res = s.recv(Control::FileAnswer {
+        file_id: 1,
+        answer: FileAnswer::Pruned {
+            changes: Changes::empty(),
+            deleted: 0,
+        },
+    });
+    s.assert_failed(res, Violation::BadSync);
+    // Without DELETE agreed it is not offered.
+    let mut s = Tx::new(negotiated(4, Features::SYNC));
+    assert_eq!(
+        s.s.start_file(t(1), &delete_info(1)),
+        Err(UsageError::InvalidMetadata(Field::Flags).into())
     );
 }

@@ -385,7 +385,7 @@ fn decode_error_bad_field() {
         },
         0,
     );
-    answer[24] = 5; // decision
+    answer[24] = 6; // decision
     assert_eq!(
         Control::decode(&answer),
         Err(DecodeError::BadField(Field::Decision))
@@ -785,6 +785,7 @@ fn sync_headers_golden_bytes_and_round_trip() {
     h.sync = Some(SyncCheck {
         content: Some(blake3_of(0xab)),
         dry_run: false,
+        delete: false,
     });
     let bytes = enc(Control::FileHeader(h), 0);
     assert_eq!(bytes[1], 1 | 2);
@@ -797,6 +798,7 @@ fn sync_headers_golden_bytes_and_round_trip() {
     h.sync = Some(SyncCheck {
         content: None,
         dry_run: true,
+        delete: false,
     });
     let bytes = enc(Control::FileHeader(h), 0);
     assert_eq!(bytes[1], 1 | 4);
@@ -807,6 +809,7 @@ fn sync_headers_golden_bytes_and_round_trip() {
     h.sync = Some(SyncCheck {
         content: Some(blake3_of(1)),
         dry_run: true,
+        delete: false,
     });
     let bytes = enc(Control::FileHeader(h), 0);
     assert!(bytes.len() <= CTRL_MSG_MAX);
@@ -838,6 +841,7 @@ fn sync_header_flags_that_mean_nothing_are_refused() {
     dir.sync = Some(SyncCheck {
         content: Some(blake3_of(1)),
         dry_run: false,
+        delete: false,
     });
     let mut part = header("p");
     part.size = 1 << 13;
@@ -850,6 +854,7 @@ fn sync_header_flags_that_mean_nothing_are_refused() {
     none.sync = Some(SyncCheck {
         content: Some(Digest::NONE),
         dry_run: false,
+        delete: false,
     });
     for h in [dir, part, none] {
         assert_eq!(h.check_metadata(), Err(Field::Flags), "{}", h.name);
@@ -861,6 +866,7 @@ fn sync_header_flags_that_mean_nothing_are_refused() {
     h.sync = Some(SyncCheck {
         content: Some(Digest::new(DigestKind::Xxh3_128, &[7; 16]).unwrap()),
         dry_run: false,
+        delete: false,
     });
     let good = enc(Control::FileHeader(h), 0);
     let mut b = good.clone();
@@ -939,6 +945,7 @@ fn answers_fit_only_the_sync_request_they_answer() {
     let dry = Some(SyncCheck {
         content: None,
         dry_run: true,
+        delete: false,
     });
     let accept = FileAnswer::Accept { offset: 0 };
     let changed = FileAnswer::AcceptChanged {
@@ -970,4 +977,51 @@ fn answers_fit_only_the_sync_request_they_answer() {
     assert_eq!(changed.accepted_offset(), Some(0));
     assert_eq!(in_sync.accepted_offset(), None);
     assert_eq!(would.accepted_offset(), None);
+}
+
+#[test]
+fn a_delete_is_for_a_directory_and_answered_pruned() {
+    let mut dir = header("d");
+    dir.kind = EntryKind::Directory;
+    dir.sync = Some(SyncCheck {
+        delete: true,
+        ..SyncCheck::default()
+    });
+    let bytes = enc(Control::FileHeader(dir), 0);
+    assert_eq!(bytes[1], 1 | 8, "flags SYNC | DELETE");
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(dir))));
+    // On a file it means nothing.
+    let mut file = dir;
+    file.kind = EntryKind::File;
+    assert_eq!(file.check_metadata(), Err(Field::Flags));
+    let bytes = enc(Control::FileHeader(file), 0);
+    assert_eq!(
+        Control::decode(&bytes),
+        Err(DecodeError::BadField(Field::Flags))
+    );
+    // The answer: decision 5, the count in the offset field, the changes in the reason.
+    let pruned = Control::FileAnswer {
+        file_id: 3,
+        answer: FileAnswer::Pruned {
+            changes: Changes::MTIME,
+            deleted: 1 << 40,
+        },
+    };
+    let bytes = enc(pruned, 0);
+    assert_eq!(bytes[24], 5);
+    assert_eq!(&bytes[16..24], &(1u64 << 40).to_be_bytes());
+    assert_eq!(&bytes[26..28], &4u16.to_be_bytes());
+    assert_eq!(Control::decode(&bytes), Ok((0, pruned)));
+    // Only a delete gets it, and a delete gets nothing else but a reject.
+    let delete = dir.sync;
+    let p = FileAnswer::Pruned {
+        changes: Changes::empty(),
+        deleted: 0,
+    };
+    assert!(p.fits(delete));
+    assert!(!p.fits(Some(SyncCheck::default())));
+    assert!(!p.fits(None));
+    assert!(!FileAnswer::InSync(Changes::empty()).fits(delete));
+    assert!(!FileAnswer::Accept { offset: 0 }.fits(delete));
+    assert!(FileAnswer::Reject(FileRejectReason::EXISTS).fits(delete));
 }

@@ -66,6 +66,7 @@ pub fn loopback_send(
     receiver: &LoopbackReceiver,
 ) -> Result<(SendReport, ConnectionReport), Error> {
     let started = Instant::now();
+    send.check()?;
     let LoopbackReceiver {
         options: recv,
         dest,

@@ -75,6 +75,11 @@ pub struct ReceiverOptions {
     /// refuses it, through the cache as usual; parts of split files always through it).
     /// [`ConnectionReport::direct_files`] counts them.
     pub direct: bool,
+    /// Let senders that sync (`send --delete`) remove, in the directories they send, the
+    /// entries they no longer have (on by default; never with no-clobber, never outside
+    /// those directories, never the receiver's own temporary or partial files). Off
+    /// (`recv --no-delete`): such a sender is told, and deletes nothing.
+    pub delete: bool,
     /// Called once per entry when its outcome is known.
     pub on_file: Option<ReceiveCallback>,
     /// Called when a connection ends.
@@ -119,6 +124,7 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("max_connections", &self.max_connections)
             .field("huge_pages", &self.huge_pages)
             .field("direct", &self.direct)
+            .field("delete", &self.delete)
             .field("open_files_limit", &self.open_files_limit)
             .finish()
     }
@@ -145,6 +151,7 @@ impl ReceiverOptions {
             max_connections: 64,
             huge_pages: false,
             direct: false,
+            delete: true,
             on_file: None,
             on_connection: None,
             on_failure: None,
@@ -181,6 +188,9 @@ impl ReceiverOptions {
             Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3 | Features::BATCH | Features::SYNC;
         if self.resume {
             features |= Features::RESUME;
+        }
+        if self.delete && self.existing != Existing::Keep {
+            features |= Features::DELETE;
         }
         let mut p = Params::new(features, self.chunk_size, self.window);
         p.max_open_files = self.max_open_files;

@@ -139,6 +139,18 @@ impl Default for SendOptions {
 }
 
 impl SendOptions {
+    /// Refuses options that cannot go together.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.sync.is_some_and(|s| s.delete) && self.shard.is_some() {
+            return Err(Error::invalid(
+                "send",
+                "--delete with --shard: a shard sends only its share of each directory, so \
+                 the other shards' entries would look gone",
+            ));
+        }
+        Ok(())
+    }
+
     /// The protocol parameters these options propose.
     pub(crate) fn params(&self) -> Params {
         // Resume is offered always: the receiver decides whether to keep partial files.
@@ -158,8 +170,11 @@ impl SendOptions {
         if self.batch {
             p.features |= Features::BATCH;
         }
-        if self.sync.is_some() {
+        if let Some(sync) = self.sync {
             p.features |= Features::SYNC;
+            if sync.delete {
+                p.features |= Features::DELETE;
+            }
         }
         p
     }
@@ -314,6 +329,7 @@ fn run_send(
     stop: Arc<Stop>,
 ) -> Result<SendReport, Error> {
     let started = Instant::now();
+    options.check()?;
     let params = options.params();
     // Lane n's receiver address and local address (the rails, round robin).
     let targets: Vec<SocketAddr> = std::iter::once(addr)

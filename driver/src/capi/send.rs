@@ -442,6 +442,7 @@ mod tests {
                     size: 1,
                     outcome: o.clone(),
                     changes: rdmaft_protocol::Changes::empty(),
+                    deleted: 0,
                 });
             }
         }

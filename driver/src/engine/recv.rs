@@ -7,8 +7,9 @@ use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::compare::{Compared, SyncEntry};
-use crate::fs::dest::{Destination, Incoming as TempFile};
+use crate::fs::dest::{Destination, Incoming as TempFile, Refusal};
 use crate::fs::direct::{self, AlignedBuf};
+use crate::fs::prune::OfferedNames;
 use crate::fs::split::SplitFile;
 use crate::groups::Group;
 use crate::handoff::{Mailbox, Stop};
@@ -16,8 +17,8 @@ use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
 use crate::Error;
 use rdmaft_protocol::{
-    Changes, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, FileAnswer,
-    FileRejectReason, FileStatus, Incoming, Negotiated, Part, Receiver, ReceiverEvent,
+    Changes, Config, CtrlBuf, Digest, DigestKind, EntryKind, ErrorCode, Failure, Features,
+    FileAnswer, FileRejectReason, FileStatus, Incoming, Negotiated, Part, Receiver, ReceiverEvent,
     ReceiverOutput, SyncCheck, VecStorage,
 };
 use std::collections::HashMap;
@@ -61,6 +62,9 @@ pub struct ReceivedFile {
     pub outcome: ReceivedOutcome,
     /// More about a failure, for humans.
     pub detail: Option<String>,
+    /// (delete, a directory) Entries removed from it because the sender no longer has them
+    /// (or, in a dry run, that would be), contents of directories included.
+    pub deleted: u64,
 }
 
 impl ReceivedFile {
@@ -94,6 +98,9 @@ pub struct ReceivedCounts {
     pub up_to_date: u64,
     /// (dry run) Would have been received.
     pub would_receive: u64,
+    /// (delete) Entries removed because the sender no longer has them (or, in a dry run,
+    /// that would be), contents of directories included; not among the entries counted.
+    pub deleted: u64,
 }
 
 impl ReceivedCounts {
@@ -164,6 +171,7 @@ impl ConnectionReport {
             (&mut self.counts.unfinished, lane.counts.unfinished),
             (&mut self.counts.up_to_date, lane.counts.up_to_date),
             (&mut self.counts.would_receive, lane.counts.would_receive),
+            (&mut self.counts.deleted, lane.counts.deleted),
         ] {
             *n += m;
         }
@@ -301,6 +309,8 @@ struct Writer {
     resume: bool,
     /// The connection's transfer group (with `LANES`): where split files live.
     group: Option<Arc<Group>>,
+    /// With DELETE: the names offered per directory.
+    names: Option<Arc<OfferedNames>>,
 }
 
 impl Writer {
@@ -371,6 +381,9 @@ impl Writer {
         let Some(sync) = sync.filter(|_| offer.refusal.is_none()) else {
             return self.offer(offer);
         };
+        if sync.delete {
+            return self.offer_pruned(offer, sync);
+        }
         let entry = SyncEntry {
             name: &offer.name,
             kind: offer.kind,
@@ -404,6 +417,51 @@ impl Writer {
             file_id: offer.file_id,
             answer,
             detail: None,
+        }
+    }
+
+    /// A directory's entry with `DELETE` (after its contents): what its copy holds beyond
+    /// the names offered in it is removed (a dry run only counts it), then it gets its
+    /// metadata (made if missing).
+    fn offer_pruned(&mut self, offer: Offer, sync: SyncCheck) -> WriteDone {
+        let file_id = offer.file_id;
+        let pruned = (|| {
+            let names = self.names.as_ref().ok_or_else(|| {
+                Refusal::new(FileRejectReason::UNSUPPORTED, "deletes were not agreed")
+            })?;
+            let keep = names.take(&offer.name)?;
+            let entry = SyncEntry {
+                name: &offer.name,
+                kind: offer.kind,
+                size: offer.size,
+                mode: offer.mode,
+                mtime: offer.mtime,
+                content: None,
+                dry_run: sync.dry_run,
+            };
+            let changes = match self.dest.compare(&entry)? {
+                Compared::Differs(c) if c.contains(Changes::KIND) => {
+                    return Err(Refusal::new(
+                        FileRejectReason::EXISTS,
+                        format!("{}: not a directory here", offer.name),
+                    ));
+                }
+                Compared::InSync(c) | Compared::Differs(c) => c,
+            };
+            let deleted = self.dest.prune(&offer.name, &keep, sync.dry_run)?;
+            // Removing entries changed its mtime: set again, as any directory entry's.
+            if !sync.dry_run && (!changes.is_empty() || deleted > 0) {
+                self.dest.make_dir(&offer.name, offer.mode, offer.mtime)?;
+            }
+            Ok(FileAnswer::Pruned { changes, deleted })
+        })();
+        match pruned {
+            Ok(answer) => WriteDone::Answer {
+                file_id,
+                answer,
+                detail: None,
+            },
+            Err(refusal) => refused(file_id, refusal),
         }
     }
 
@@ -947,7 +1005,15 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
     let jobs = Arc::new(Mailbox::new(None));
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
+    // With DELETE, the names offered per directory: a group's lanes share them.
+    let names = neg.features.contains(Features::DELETE).then(|| {
+        setup
+            .group
+            .as_ref()
+            .map_or_else(Default::default, |g| Arc::clone(&g.offered))
+    });
     let writer_state = Writer {
+        names: names.clone(),
         group: setup.group.clone(),
         dest: Arc::clone(&setup.dest),
         open_files: Arc::clone(&setup.open_files),
@@ -989,6 +1055,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         report,
         peer,
         stopping: false,
+        names,
     };
     let outcome = engine.run();
     jobs.close();
@@ -1020,6 +1087,8 @@ struct Engine<L: RecvLink> {
     report: ConnectionReport,
     peer: String,
     stopping: bool,
+    /// With DELETE: where offered names are noted (see `fs/prune.rs`).
+    names: Option<Arc<OfferedNames>>,
 }
 
 impl<L: RecvLink> Round for Engine<L> {
@@ -1174,6 +1243,9 @@ impl<L: RecvLink> Engine<L> {
             Ok(Some(offer)) => {
                 let h = offer.header;
                 self.report.transferred = true;
+                if let Some(names) = &self.names {
+                    names.record(h.name);
+                }
                 self.offers.insert(
                     h.file_id,
                     ReceivedFile {
@@ -1184,6 +1256,7 @@ impl<L: RecvLink> Engine<L> {
                         size: h.size,
                         outcome: ReceivedOutcome::Unfinished,
                         detail: None,
+                        deleted: 0,
                     },
                 );
                 self.push(WriteJob::Offer {
@@ -1223,6 +1296,13 @@ impl<L: RecvLink> Engine<L> {
                     }
                     FileAnswer::InSync(c) => {
                         self.resolve(file_id, ReceivedOutcome::InSync(c), None)
+                    }
+                    FileAnswer::Pruned { changes, deleted } => {
+                        self.report.counts.deleted += deleted;
+                        if let Some(f) = self.offers.get_mut(&file_id) {
+                            f.deleted = deleted;
+                        }
+                        self.resolve(file_id, ReceivedOutcome::InSync(changes), None);
                     }
                     FileAnswer::WouldSend(c) => {
                         self.resolve(file_id, ReceivedOutcome::WouldReceive(c), None);
@@ -1394,6 +1474,7 @@ mod tests {
 
     fn writer(dir: &Path, digest_kind: DigestKind) -> Writer {
         Writer {
+            names: None,
             group: None,
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             open_files: crate::permits::Permits::new(16),

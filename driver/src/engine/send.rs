@@ -2,7 +2,7 @@
 //! and the reader thread beside it (open, `pread` into the slot, digest).
 
 use super::round::{self, CtrlScratch, Round};
-use super::work::{Next, Work, WorkItem};
+use super::work::{Ended, Next, Work, WorkItem};
 use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::direct;
@@ -76,6 +76,9 @@ pub struct FileReport {
     pub outcome: FileOutcome,
     /// (sync) Why it was sent: how the receiver's copy differed (empty otherwise).
     pub changes: Changes,
+    /// (delete, a directory) Entries the receiver removed from it (or, in a dry run, would
+    /// remove), contents of directories included.
+    pub deleted: u64,
 }
 
 /// Progress of a send, readable from any thread while it runs.
@@ -131,6 +134,10 @@ pub struct SendCounts {
     pub up_to_date: u64,
     /// (dry run) Would have been sent.
     pub would_send: u64,
+    /// (delete) Entries the receiver removed because this side no longer has them (or, in
+    /// a dry run, would remove), contents of directories included; not among the entries
+    /// counted above.
+    pub deleted: u64,
 }
 
 impl SendCounts {
@@ -171,8 +178,12 @@ impl SendCounts {
 pub struct SyncOptions {
     /// Compare content (a digest of each file on both sides) instead of size and mtime.
     pub checksum: bool,
-    /// Change nothing at the receiver: report what would be sent or updated.
+    /// Change nothing at the receiver: report what would be sent, updated or deleted.
     pub dry_run: bool,
+    /// Have the receiver remove, in each directory sent, the entries this side no longer
+    /// has — only for a directory whose walk found no error (as rsync refuses to delete
+    /// after I/O errors). Not with a shard (the others' entries would look gone).
+    pub delete: bool,
 }
 
 /// What a send did.
@@ -597,6 +608,14 @@ pub(crate) fn run<L: SendLink>(
         report.error = Some("the receiver does not offer sync (SYNC)".into());
         return report;
     }
+    let deletes = setup.sync.is_some_and(|s| s.delete);
+    if deletes && !neg.features.contains(Features::DELETE) && setup.lane == 0 {
+        report.warnings.push(
+            "the receiver refuses deletes (recv --no-delete, or no-clobber): nothing was \
+             deleted there"
+                .into(),
+        );
+    }
     let jobs = Arc::new(Mailbox::new(None));
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
@@ -624,6 +643,7 @@ pub(crate) fn run<L: SendLink>(
         done: Arc::clone(&done),
         closing: false,
         held: None,
+        deletes: deletes && neg.features.contains(Features::DELETE),
         ready: VecDeque::new(),
         digesting: HashMap::new(),
         next_digest_key: 0,
@@ -667,6 +687,8 @@ struct Engine<L: SendLink> {
     closing: bool,
     /// An item taken but not offered yet (its name is still open, or no room).
     held: Option<Ready>,
+    /// Directories are offered with `DELETE` (asked for and agreed).
+    deletes: bool,
     /// Items digested (`--checksum`) and waiting for their offer, in order.
     ready: VecDeque<Ready>,
     /// Items at the reader being digested, by key.
@@ -796,6 +818,11 @@ impl<L: SendLink> Engine<L> {
         Ok(())
     }
 
+    /// Whether this is a dry run.
+    fn dry_run(&self) -> bool {
+        self.setup.sync.is_some_and(|s| s.dry_run)
+    }
+
     /// Whether `item` is offered with its content digest (`--checksum`: a whole regular
     /// file, with a digest agreed).
     fn needs_digest(&self, item: &WorkItem) -> bool {
@@ -809,9 +836,11 @@ impl<L: SendLink> Engine<L> {
     fn offer(&mut self, next: Ready) -> Result<bool, Error> {
         let id = self.next_id;
         let entry = &next.item.entry;
+        let delete = self.deletes && entry.kind == EntryKind::Directory && next.item.prune;
         let sync = self.setup.sync.map(|s| SyncCheck {
             content: next.content,
             dry_run: s.dry_run,
+            delete,
         });
         let info = FileInfo {
             file_id: id,
@@ -858,7 +887,7 @@ impl<L: SendLink> Engine<L> {
                 // Taken from the work, so given back as ended: other lanes wait for it.
                 self.setup
                     .work
-                    .resolved(next.item, FileOutcome::Unfinished, Changes::empty());
+                    .resolved(next.item, FileOutcome::Unfinished.into());
                 Err(Error::invalid("start_file", e.to_string()))
             }
         }
@@ -937,7 +966,7 @@ impl<L: SendLink> Engine<L> {
                     }),
                     Err(e) => {
                         let outcome = FileOutcome::Skipped(format!("unreadable: {e}"));
-                        self.setup.work.resolved(item, outcome, Changes::empty());
+                        self.setup.work.resolved(item, outcome.into());
                     }
                 }
                 Ok(())
@@ -1043,6 +1072,28 @@ impl<L: SendLink> Engine<L> {
                 self.resolve(file_id, FileOutcome::WouldSend(changes));
                 Ok(())
             }
+            SenderEvent::DirectoryPruned {
+                file_id,
+                changes,
+                deleted,
+            } => {
+                let Some(f) = self.offered.remove(&file_id) else {
+                    return Ok(());
+                };
+                // Made there, or given its metadata; else it was in sync.
+                let outcome = match changes {
+                    c if c.contains(Changes::NEW) && !self.dry_run() => FileOutcome::Sent,
+                    c if c.contains(Changes::NEW) => FileOutcome::WouldSend(c),
+                    c => FileOutcome::InSync(c),
+                };
+                let end = Ended {
+                    outcome,
+                    changes,
+                    deleted,
+                };
+                self.setup.work.resolved(f.item, end);
+                Ok(())
+            }
             SenderEvent::FileCancelled { .. } => Ok(()),
             SenderEvent::FileDone { file_id, status } => {
                 let outcome = if status.is_ok() {
@@ -1069,7 +1120,12 @@ impl<L: SendLink> Engine<L> {
         let Some(f) = self.offered.remove(&file_id) else {
             return;
         };
-        self.setup.work.resolved(f.item, outcome, f.changes);
+        let end = Ended {
+            outcome,
+            changes: f.changes,
+            deleted: 0,
+        };
+        self.setup.work.resolved(f.item, end);
     }
 
     /// Closes the connection (after the goodbyes, or to end a failed session) and waits a
@@ -1112,7 +1168,7 @@ impl<L: SendLink> Engine<L> {
         for (_, item) in unfinished {
             self.setup
                 .work
-                .resolved(item, FileOutcome::Unfinished, Changes::empty());
+                .resolved(item, FileOutcome::Unfinished.into());
         }
         self.report.elapsed = started.elapsed();
         self.report

@@ -18,7 +18,8 @@ use crate::handoff::Waker;
 use crate::report::list_failure;
 use crate::sync::lock_std;
 use rdmaft_protocol::{Changes, EntryKind, FileStatus, Part};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +42,9 @@ pub(crate) struct WorkItem {
     /// For a part: its file's number among the transfer's split files (two roots may
     /// hold files of one name).
     split: u64,
+    /// For a directory: its walk found no error, so a sync may remove at the receiver what
+    /// it no longer holds (`--delete`).
+    pub(crate) prune: bool,
 }
 
 impl WorkItem {
@@ -118,6 +122,9 @@ struct State {
     waiting: HashMap<usize, Waker>,
     /// Items each lane took, by lane.
     taken: HashMap<usize, u64>,
+    /// Directories whose walk met an error (an unreadable or unsendable entry), until
+    /// their own entry is handed out.
+    errored_dirs: HashSet<PathBuf>,
     counts: SendCounts,
     failures: Vec<FileReport>,
 }
@@ -193,10 +200,12 @@ impl Work {
             }
             _ => {
                 s.dir_lane = Some(lane);
+                let prune = !s.errored_dirs.remove(&dir.path);
                 Next::Item(WorkItem {
                     entry: dir,
                     part: None,
                     split: 0,
+                    prune,
                 })
             }
         }
@@ -220,6 +229,13 @@ impl Work {
                 }
                 WalkItem::Skipped { path, reason } => {
                     p.files_done.fetch_add(1, Ordering::Relaxed);
+                    // A directory whose walk failed somewhere keeps what the receiver has
+                    // (as rsync deletes nothing after an I/O error).
+                    if matches!(reason, SkipReason::Unreadable(_) | SkipReason::BadName(_)) {
+                        if let Some(parent) = path.parent() {
+                            s.errored_dirs.insert(parent.to_owned());
+                        }
+                    }
                     skipped.push(FileReport {
                         path,
                         name: String::new(),
@@ -233,6 +249,7 @@ impl Work {
                             _ => FileOutcome::Skipped(reason.to_string()),
                         },
                         changes: Changes::empty(),
+                        deleted: 0,
                     });
                 }
             }
@@ -251,6 +268,7 @@ impl Work {
                 entry,
                 part: None,
                 split: 0,
+                prune: false,
             };
         };
         let Ok(count) = u32::try_from(parts) else {
@@ -258,6 +276,7 @@ impl Work {
                 entry,
                 part: None,
                 split: 0,
+                prune: false,
             };
         };
         s.next_split += 1;
@@ -283,25 +302,32 @@ impl Work {
                 entry: entry.clone(),
                 part: Some(part(index)),
                 split,
+                prune: false,
             });
         }
         WorkItem {
             entry,
             part: Some(part(0)),
             split,
+            prune: false,
         }
     }
 
     /// `item`, handed out earlier, ended with `outcome`: the file's report once known
     /// (for a part, when its file's last part ended).
-    pub(crate) fn resolved(&self, item: WorkItem, outcome: FileOutcome, changes: Changes) {
+    pub(crate) fn resolved(&self, item: WorkItem, end: Ended) {
+        let Ended {
+            outcome,
+            changes,
+            deleted,
+        } = end;
         let (report, waiting) = {
             let mut s = lock_std(&self.state);
             if item.entry.kind == EntryKind::File {
                 s.files_out = s.files_out.saturating_sub(1);
             }
             let report = match item.part {
-                None => Some(report_of(item.entry, outcome, changes)),
+                None => Some(report_of(item.entry, outcome, changes, deleted)),
                 Some(_) => Self::part_resolved(&mut s, item.split, outcome, changes),
             };
             (report, std::mem::take(&mut s.waiting))
@@ -355,7 +381,7 @@ impl Work {
             None if unsent > 0 => FileOutcome::Failed(FileStatus::IO),
             None => FileOutcome::Sent,
         };
-        Some(report_of(split.entry, outcome, changes))
+        Some(report_of(split.entry, outcome, changes, 0))
     }
 
     /// An entry's outcome is known: the callback, then the counts.
@@ -368,6 +394,7 @@ impl Work {
         }
         let mut s = lock_std(&self.state);
         s.counts.count(&file.outcome);
+        s.counts.deleted += file.deleted;
         if !file.outcome.is_ok() {
             list_failure(&mut s.failures, file);
         }
@@ -400,7 +427,12 @@ impl Work {
     }
 }
 
-fn report_of(entry: SourceEntry, outcome: FileOutcome, changes: Changes) -> FileReport {
+fn report_of(
+    entry: SourceEntry,
+    outcome: FileOutcome,
+    changes: Changes,
+    deleted: u64,
+) -> FileReport {
     FileReport {
         path: entry.path,
         name: entry.name,
@@ -408,6 +440,26 @@ fn report_of(entry: SourceEntry, outcome: FileOutcome, changes: Changes) -> File
         size: entry.size,
         outcome,
         changes,
+        deleted,
+    }
+}
+
+/// How an item ended, as a lane tells the work.
+pub(crate) struct Ended {
+    pub(crate) outcome: FileOutcome,
+    /// (sync) How the receiver's copy differed.
+    pub(crate) changes: Changes,
+    /// (delete) Entries the receiver removed from this directory.
+    pub(crate) deleted: u64,
+}
+
+impl From<FileOutcome> for Ended {
+    fn from(outcome: FileOutcome) -> Self {
+        Ended {
+            outcome,
+            changes: Changes::empty(),
+            deleted: 0,
+        }
     }
 }
 
@@ -481,14 +533,14 @@ mod tests {
             3,
             "two files, one directory held"
         );
-        work.resolved(small, FileOutcome::Sent, Changes::empty());
+        work.resolved(small, FileOutcome::Sent.into());
         assert!(
             counter.0.load(Ordering::SeqCst) >= 1,
             "the waiting lane was woken"
         );
         let mut parts = parts.into_iter();
         for p in parts.by_ref().take(5) {
-            work.resolved(p, FileOutcome::Sent, Changes::empty());
+            work.resolved(p, FileOutcome::Sent.into());
         }
         assert!(matches!(work.next(1, &waker), Next::Wait));
         assert_eq!(
@@ -496,11 +548,7 @@ mod tests {
             1,
             "the big file has a part out"
         );
-        work.resolved(
-            parts.next().unwrap(),
-            FileOutcome::Unfinished,
-            Changes::empty(),
-        );
+        work.resolved(parts.next().unwrap(), FileOutcome::Unfinished.into());
         // Then the directories, deepest first, all on the lane that asked first.
         let sub = item(work.next(1, &waker));
         assert_eq!(sub.entry.name, "t/sub");
@@ -510,8 +558,8 @@ mod tests {
         );
         let top = item(work.next(1, &waker));
         assert_eq!(top.entry.name, "t");
-        work.resolved(sub, FileOutcome::Sent, Changes::empty());
-        work.resolved(top, FileOutcome::Sent, Changes::empty());
+        work.resolved(sub, FileOutcome::Sent.into());
+        work.resolved(top, FileOutcome::Sent.into());
         assert!(matches!(work.next(1, &waker), Next::Done));
         let got = reports.lock().unwrap().clone();
         assert_eq!(

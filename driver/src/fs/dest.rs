@@ -285,7 +285,7 @@ impl Destination {
     }
 
     /// Forgets the cached directories (one was removed or replaced under us).
-    fn forget_dirs(&self) {
+    pub(super) fn forget_dirs(&self) {
         crate::sync::lock_std(&self.dirs).clear();
     }
 

@@ -2,12 +2,14 @@
 //! paths to send; [`shard`]: one sender's share of it when several send one tree) and where
 //! the receiver writes ([`dest`]: names resolved beneath the destination without following
 //! symlinks, temporary files, publishing; the temporary-file strategy in `temp`, the
-//! removal of stale temporary files in `stale`; [`compare`]: whether an entry is in sync).
+//! removal of stale temporary files in `stale`; [`compare`]: whether an entry is in sync;
+//! [`prune`]: removing what a sync's source no longer has).
 
 pub mod compare;
 pub mod dest;
 pub mod direct;
 mod perms;
+pub mod prune;
 pub mod shard;
 pub(crate) mod split;
 pub(crate) mod stale;

@@ -3,7 +3,7 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
-//!      [--preserve-perms] [--resume] [--direct]
+//!      [--preserve-perms] [--resume] [--direct] [--no-delete]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first transfer ends (refused or failed handshakes do not
@@ -71,6 +71,10 @@ struct Args {
     /// when the same file is sent again.
     #[arg(long)]
     resume: bool,
+    /// Refuse senders' --delete (their sync goes on; they are told nothing was deleted).
+    /// --no-clobber refuses it too.
+    #[arg(long)]
+    no_delete: bool,
     /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
     /// room; else transparent huge pages).
     #[arg(long)]
@@ -132,6 +136,7 @@ fn run(args: Args) -> Result<bool, String> {
     options.huge_pages = args.huge_pages;
     options.direct = args.direct;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+    options.delete = !args.no_delete;
     options.on_file = Some(Arc::new(|f| match &f.outcome {
         ReceivedOutcome::Received => println!(
             "recv: received {} ({}) from {}",
@@ -139,6 +144,22 @@ fn run(args: Args) -> Result<bool, String> {
             human_bytes(f.size),
             f.peer
         ),
+        // In sync: nothing to say, unless the sender's --delete removed something.
+        ReceivedOutcome::InSync(_) | ReceivedOutcome::WouldReceive(_) => {
+            if f.deleted > 0 {
+                println!(
+                    "recv: {} {} entries in {}/ that {} no longer has",
+                    if matches!(f.outcome, ReceivedOutcome::WouldReceive(_)) {
+                        "would delete"
+                    } else {
+                        "deleted"
+                    },
+                    f.deleted,
+                    f.name,
+                    f.peer
+                );
+            }
+        }
         other => {
             let why = match other {
                 ReceivedOutcome::Rejected(r) => format!("refused: {r}"),

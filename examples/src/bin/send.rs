@@ -4,7 +4,7 @@
 //! send [--buffer-size SIZE] [--window N] [--lanes N|auto] [--part-size SIZE]
 //!      [--rail HOST[:PORT]]... [--local-addr IP]... [--device NAME]...
 //!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] [--direct]
-//!      [--sync] [-c|--checksum] [-n|--dry-run] [-i|--itemize]
+//!      [--sync] [-c|--checksum] [-n|--dry-run] [--delete] [-i|--itemize]
 //!      HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
@@ -99,10 +99,15 @@ struct Args {
     /// instead of size and mtime; a file whose content matches gets only its metadata.
     #[arg(short = 'c', long)]
     checksum: bool,
-    /// Move nothing, change nothing: print what --sync would send or update (implies
-    /// --sync).
+    /// Move nothing, change nothing: print what --sync would send, update or delete
+    /// (implies --sync).
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// With --sync (implied): remove at the receiver, in each directory sent, what this
+    /// side no longer has; not in a directory whose walk met an error, never outside the
+    /// directories sent. The receiver may refuse (recv --no-delete): then this says so.
+    #[arg(long)]
+    delete: bool,
     /// Print one line per entry on stdout: what happened and why (new, size, mtime,
     /// content, mode, kind).
     #[arg(short = 'i', long)]
@@ -149,11 +154,12 @@ fn run(args: Args) -> Result<bool, String> {
     };
     let bar = progress_bar();
     let on_file_bar = bar.clone();
-    let sync = (args.sync || args.checksum || args.dry_run).then_some(SyncOptions {
+    let sync = (args.sync || args.checksum || args.dry_run || args.delete).then_some(SyncOptions {
         checksum: args.checksum,
         dry_run: args.dry_run,
+        delete: args.delete,
     });
-    let itemize = args.itemize;
+    let (itemize, dry_run) = (args.itemize, args.dry_run);
     let options = SendOptions {
         chunk_size: args.buffer_size,
         window: args.window,
@@ -178,6 +184,14 @@ fn run(args: Args) -> Result<bool, String> {
                 f.name.clone()
             };
             if let Some(line) = itemized(f, &name, itemize) {
+                on_file_bar.suspend(|| println!("{line}"));
+            }
+            if f.deleted > 0 {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                let line = format!(
+                    "{verb:<12} {:<18} {name}/",
+                    format!("{} entries", f.deleted)
+                );
                 on_file_bar.suspend(|| println!("{line}"));
             }
             let line = match &f.outcome {
@@ -264,12 +278,16 @@ fn run(args: Args) -> Result<bool, String> {
         lanes_text(&report)
     );
     if sync.is_some() {
-        let listed = if args.dry_run {
-            format!(", {} would be sent (dry run: nothing moved)", c.would_send)
+        let (deleted, listed) = if args.dry_run {
+            (
+                format!(", {} would be deleted", c.deleted),
+                format!(", {} would be sent (dry run: nothing moved)", c.would_send),
+            )
         } else {
-            String::new()
+            (format!(", {} deleted", c.deleted), String::new())
         };
-        println!("send: {} up to date{listed}", c.up_to_date);
+        let deleted = if args.delete { deleted } else { String::new() };
+        println!("send: {} up to date{deleted}{listed}", c.up_to_date);
     }
     if c.ignored > 0 {
         println!(

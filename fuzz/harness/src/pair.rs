@@ -159,7 +159,8 @@ pub(crate) fn setup(
         let name = NAMES[u.int_in_range(0..=NAMES.len() - 1)?];
         let len: usize = u.int_in_range(0..=3 * sim::CHUNK + 1)?;
         let chunks = len.div_ceil(sim::CHUNK) as u64;
-        let (len, policy) = match u.int_in_range(0..=12u8)? {
+        let (len, policy) = match u.int_in_range(0..=13u8)? {
+            13 => (0, sim::Policy::PrunedDir),
             10 => (len, sim::Policy::InSync),
             11 => (len, sim::Policy::SyncChanged),
             12 => (len, sim::Policy::DryRun),

@@ -1038,7 +1038,8 @@ impl Rx {
                         // Headers here never ask to sync: no sync answer fits.
                         FileAnswer::AcceptChanged { .. }
                         | FileAnswer::InSync(_)
-                        | FileAnswer::WouldSend(_) => usage(UsageError::InvalidAnswer),
+                        | FileAnswer::WouldSend(_)
+                        | FileAnswer::Pruned { .. } => usage(UsageError::InvalidAnswer),
                         FileAnswer::Reject(_) => {
                             self.files[o].decided = Some(answer);
                             Ok(())

@@ -907,7 +907,10 @@ impl Tx {
                 self.event(SenderEvent::FileRejected { file_id, reason });
             }
             // Refused above: no sync answer fits a header that did not ask.
-            FileAnswer::AcceptChanged { .. } | FileAnswer::InSync(_) | FileAnswer::WouldSend(_) => {
+            FileAnswer::AcceptChanged { .. }
+            | FileAnswer::InSync(_)
+            | FileAnswer::WouldSend(_)
+            | FileAnswer::Pruned { .. } => {
                 return self.violation(Violation::BadSync);
             }
         }

@@ -936,6 +936,7 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
                     (3, chunk, PolicySeed::DryRun, None),
                     (4, 3 * chunk, PolicySeed::InSync, Some((0, 2))),
                     (5, 0, PolicySeed::Directory, None),
+                    (6, 0, PolicySeed::PrunedDir, None),
                 ])
             },
         ),
@@ -1040,6 +1041,7 @@ fn seed_encoders_round_trip() {
                 PolicySeed::InSync => (len, sim::Policy::InSync),
                 PolicySeed::SyncChanged => (len, sim::Policy::SyncChanged),
                 PolicySeed::DryRun => (len, sim::Policy::DryRun),
+                PolicySeed::PrunedDir => (0, sim::Policy::PrunedDir),
             };
             assert_eq!(
                 (f.data.len(), f.policy),
@@ -1175,6 +1177,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
                     sync: Some(SyncCheck {
                         content: Some(blake),
                         dry_run: true,
+                        delete: false,
                     }),
                     ..h
                 }),
@@ -1196,6 +1199,29 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             Control::FileAnswer {
                 file_id: 7,
                 answer: FileAnswer::InSync(Changes::MODE),
+            },
+        ),
+        (
+            "header_delete",
+            match header("dir/sub", EntryKind::Directory, 0) {
+                Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    sync: Some(SyncCheck {
+                        delete: true,
+                        ..SyncCheck::default()
+                    }),
+                    ..h
+                }),
+                _ => unreachable!("a header"),
+            },
+        ),
+        (
+            "answer_pruned",
+            Control::FileAnswer {
+                file_id: 7,
+                answer: FileAnswer::Pruned {
+                    changes: Changes::MTIME,
+                    deleted: 42,
+                },
             },
         ),
         (

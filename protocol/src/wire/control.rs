@@ -208,10 +208,11 @@ impl DigestBlock {
 
 /// FileHeader flags (the control header's `flags` byte, PROTOCOL.md §4.1): compare with the
 /// receiver's copy (`SYNC`), by content (`CONTENT`, a digest block follows the name),
-/// changing nothing (`DRY_RUN`).
+/// changing nothing (`DRY_RUN`), removing what was not offered (`DELETE`, a directory).
 const FLAG_SYNC: u8 = 1;
 const FLAG_CONTENT: u8 = 2;
 const FLAG_DRY_RUN: u8 = 4;
+const FLAG_DELETE: u8 = 8;
 
 /// How a `SYNC` header asks the receiver to compare the entry with its own copy
 /// (PROTOCOL.md §4.1, feature `SYNC`).
@@ -224,6 +225,9 @@ pub struct SyncCheck {
     /// Change nothing: the receiver answers what it would do
     /// ([`FileAnswer::InSync`] or [`FileAnswer::WouldSend`]).
     pub dry_run: bool,
+    /// (a directory, with `DELETE` agreed) Remove the entries of the receiver's copy of
+    /// this directory that were not offered; answered [`FileAnswer::Pruned`].
+    pub delete: bool,
 }
 
 bitflags::bitflags! {
@@ -407,11 +411,15 @@ impl FileHeader<'_> {
                 return Err(Field::Part);
             }
         }
-        // A content check is for a whole regular file, with a digest.
+        // A content check is for a whole regular file, with a digest; a delete for a
+        // directory.
         if let Some(d) = self.sync.and_then(|s| s.content) {
             if self.kind != EntryKind::File || self.part.is_some() || d.kind == DigestKind::None {
                 return Err(Field::Flags);
             }
+        }
+        if self.sync.is_some_and(|s| s.delete) && self.kind != EntryKind::Directory {
+            return Err(Field::Flags);
         }
         Ok(())
     }
@@ -441,6 +449,15 @@ pub enum FileAnswer {
     InSync(Changes),
     /// (dry-run header) The entry would be sent, because of `changes` (not empty).
     WouldSend(Changes),
+    /// (delete header) The directory is done: the entries of the receiver's copy that were
+    /// not offered were removed (or, in a dry run, would be), and it has the sender's
+    /// metadata (`changes`: what was updated, or would be; `NEW` when it was made).
+    Pruned {
+        /// How the copy differed.
+        changes: Changes,
+        /// Entries removed (or that would be), directories counting their contents.
+        deleted: u64,
+    },
 }
 
 impl FileAnswer {
@@ -456,11 +473,14 @@ impl FileAnswer {
 
     /// Whether the answer fits a header with this sync request: a plain header gets a
     /// plain accept or a reject; a `SYNC` one may get a change report or `InSync`
-    /// (metadata only); a dry run never an accept.
+    /// (metadata only); a dry run never an accept; a delete only `Pruned` or a reject.
     pub fn fits(&self, sync: Option<SyncCheck>) -> bool {
         let dry_run = sync.is_some_and(|s| s.dry_run);
+        let delete = sync.is_some_and(|s| s.delete);
         match *self {
             FileAnswer::Reject(_) => true,
+            FileAnswer::Pruned { .. } => delete,
+            _ if delete => false,
             FileAnswer::Accept { .. } => !dry_run,
             FileAnswer::AcceptChanged { changes, .. } => {
                 sync.is_some() && !dry_run && !changes.is_empty()
@@ -684,7 +704,7 @@ impl<'a> Control<'a> {
             MsgKind::FileHeader => {
                 let (b, rest) = read_prefix::<FileHeaderBody>(body)?;
                 let flags = hdr.flags;
-                let sync_bits = FLAG_CONTENT | FLAG_DRY_RUN;
+                let sync_bits = FLAG_CONTENT | FLAG_DRY_RUN | FLAG_DELETE;
                 if flags & !(FLAG_SYNC | sync_bits) != 0
                     || (flags & sync_bits != 0 && flags & FLAG_SYNC == 0)
                 {
@@ -705,6 +725,7 @@ impl<'a> Control<'a> {
                 let sync = (flags & FLAG_SYNC != 0).then_some(SyncCheck {
                     content,
                     dry_run: flags & FLAG_DRY_RUN != 0,
+                    delete: flags & FLAG_DELETE != 0,
                 });
                 let part = (b.entry_kind == KIND_PART).then_some(Part {
                     shift: b.part_shift,
@@ -748,6 +769,10 @@ impl<'a> Control<'a> {
                         FileAnswer::InSync(changes()?)
                     }
                     (4, c, 0) if c != 0 => FileAnswer::WouldSend(changes()?),
+                    (5, _, deleted) => FileAnswer::Pruned {
+                        changes: changes()?,
+                        deleted,
+                    },
                     _ => return Err(bad),
                 };
                 Control::FileAnswer {
@@ -852,6 +877,7 @@ impl<'a> Control<'a> {
                 FLAG_SYNC
                     | if s.content.is_some() { FLAG_CONTENT } else { 0 }
                     | if s.dry_run { FLAG_DRY_RUN } else { 0 }
+                    | if s.delete { FLAG_DELETE } else { 0 }
             }),
             _ => 0,
         };
@@ -894,6 +920,7 @@ impl<'a> Control<'a> {
                     FileAnswer::Reject(r) => (2, 0, r.0),
                     FileAnswer::InSync(c) => (3, 0, c.bits()),
                     FileAnswer::WouldSend(c) => (4, 0, c.bits()),
+                    FileAnswer::Pruned { changes, deleted } => (5, deleted, changes.bits()),
                 };
                 let b = FileAnswerBody {
                     file_id: file_id.into(),

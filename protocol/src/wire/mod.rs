@@ -51,6 +51,9 @@ bitflags::bitflags! {
         /// Headers may ask the receiver to compare with its copy, which may answer that an
         /// entry is in sync, or what it would do (PROTOCOL.md §4.1, §4.2).
         const SYNC = 1 << 6;
+        /// With `SYNC`: a directory's header may ask the receiver to remove the entries of
+        /// its copy that were not offered (PROTOCOL.md §4.1, §4.2).
+        const DELETE = 1 << 7;
     }
 }
 
@@ -85,8 +88,8 @@ pub enum Field {
     Part,
     /// An empty batch, or a batch holding a Goodbye, an Error or another batch.
     Batch,
-    /// FileHeader flags: an unknown bit, a sync option without `SYNC`, or a content check
-    /// for a directory, a part or without a digest.
+    /// FileHeader flags: an unknown bit, a sync option without `SYNC`, a content check for
+    /// a directory, a part or without a digest, or a delete for a file.
     Flags,
 }
 

@@ -60,12 +60,14 @@ pub enum Policy {
     SyncChanged,
     /// Offered as a dry run; the receiver answers that it would have it sent.
     DryRun,
+    /// A directory offered with `DELETE`: the receiver answers that it removed two entries.
+    PrunedDir,
 }
 
 impl Policy {
     /// Whether the entry ends at its answer with no data: in sync, or a dry run.
     pub fn ends_at_answer(self) -> bool {
-        matches!(self, Policy::InSync | Policy::DryRun)
+        matches!(self, Policy::InSync | Policy::DryRun | Policy::PrunedDir)
     }
 }
 
@@ -107,7 +109,7 @@ pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
 pub fn expected_status(f: &SimFile, id: u64, out: &Outcome) -> Option<FileStatus> {
     let chunks = (f.payload().len() as u64).div_ceil(CHUNK as u64);
     match f.policy {
-        Policy::Reject | Policy::InSync | Policy::DryRun => None,
+        Policy::Reject | Policy::InSync | Policy::DryRun | Policy::PrunedDir => None,
         Policy::SenderAbortAt(k) if k < chunks => Some(FileStatus::ABORTED),
         Policy::ReceiverCancelAt(_) if out.receiver_cancelled.contains(&id) => {
             Some(FileStatus::NO_SPACE)
@@ -189,6 +191,8 @@ pub struct Outcome {
     /// Entries that ended at their answer (in sync, or a dry run), as the sender heard it:
     /// what changed, and whether it would have been sent.
     pub in_sync: BTreeMap<u64, (Changes, bool)>,
+    /// Entries the receiver said it deleted, over all pruned directories.
+    pub deleted: u64,
     /// Files the receiver dropped, with their status.
     pub dropped: BTreeMap<u64, FileStatus>,
     pub sender_closed: bool,
@@ -262,7 +266,8 @@ impl Config {
 impl Config {
     /// Chunk 4 KiB and `window`; open files and control depths small so the limits are hit.
     pub fn new(window: u32) -> Config {
-        let features = Features::RESUME | Features::DIGEST_BLAKE3 | Features::SYNC;
+        let features =
+            Features::RESUME | Features::DIGEST_BLAKE3 | Features::SYNC | Features::DELETE;
         let mut sender = Params::new(features, MIN_CHUNK_SIZE, window);
         sender.max_open_files = 4;
         sender.ctrl_depth = min_ctrl_depth(4);
@@ -461,17 +466,24 @@ impl Pair {
                 } else if self.sender.can_start_file() {
                     let id = self.next_file as u64;
                     let f = &self.files[self.next_file];
-                    let dir = f.policy == Policy::Directory;
+                    let dir = matches!(f.policy, Policy::Directory | Policy::PrunedDir);
                     let whole_file = !dir && f.part.is_none();
                     let sync = match f.policy {
                         Policy::InSync => Some(SyncCheck::default()),
                         Policy::SyncChanged => Some(SyncCheck {
                             content: whole_file.then(|| digest_of(&f.data)),
                             dry_run: false,
+                            delete: false,
                         }),
                         Policy::DryRun => Some(SyncCheck {
                             content: None,
                             dry_run: true,
+                            delete: false,
+                        }),
+                        Policy::PrunedDir => Some(SyncCheck {
+                            content: None,
+                            dry_run: false,
+                            delete: true,
                         }),
                         _ => None,
                     };
@@ -627,6 +639,10 @@ impl Pair {
             (None, Policy::Reject) => FileAnswer::Reject(FileRejectReason::EXISTS),
             (None, Policy::InSync) => FileAnswer::InSync(Changes::MODE),
             (None, Policy::DryRun) => FileAnswer::WouldSend(Changes::NEW),
+            (None, Policy::PrunedDir) => FileAnswer::Pruned {
+                changes: Changes::MTIME,
+                deleted: 2,
+            },
             (None, Policy::SyncChanged) => FileAnswer::AcceptChanged {
                 offset: 0,
                 changes: Changes::SIZE | Changes::CONTENT,
@@ -751,6 +767,14 @@ impl Pair {
             }
             SenderEvent::FileWouldSend { file_id, changes } => {
                 self.outcome.in_sync.insert(file_id, (changes, true));
+            }
+            SenderEvent::DirectoryPruned {
+                file_id,
+                changes,
+                deleted,
+            } => {
+                self.outcome.in_sync.insert(file_id, (changes, false));
+                self.outcome.deleted += deleted;
             }
             SenderEvent::FileCancelled { file_id, .. } => self.outcome.cancelled.push(file_id),
             SenderEvent::FileDone { file_id, status } => {

@@ -651,6 +651,7 @@ pub(super) enum PolicySeed {
     InSync,
     SyncChanged,
     DryRun,
+    PrunedDir,
 }
 
 /// A file in a pair setup: name index, length, policy, and with `lanes` maybe a part (shift
@@ -696,26 +697,27 @@ impl Encode for PairSeed {
             e.in_range(len, 3 * chunk + 1);
             let chunks = len.div_ceil(chunk);
             match policy {
-                PolicySeed::Accept => e.in_range(0, 12),
-                PolicySeed::Reject => e.in_range(3, 12),
+                PolicySeed::Accept => e.in_range(0, 13),
+                PolicySeed::Reject => e.in_range(3, 13),
                 PolicySeed::Resume(n) => {
-                    e.in_range(4, 12);
+                    e.in_range(4, 13);
                     e.in_range(n.into(), len);
                 }
                 PolicySeed::SenderAbortAt(k) => {
-                    e.in_range(5, 12);
+                    e.in_range(5, 13);
                     e.in_range(k.into(), chunks);
                 }
                 PolicySeed::ReceiverCancelAt(k) => {
-                    e.in_range(6, 12);
+                    e.in_range(6, 13);
                     e.in_range(k.into(), chunks);
                 }
-                PolicySeed::Directory => e.in_range(7, 12),
-                PolicySeed::InSync => e.in_range(10, 12),
-                PolicySeed::SyncChanged => e.in_range(11, 12),
-                PolicySeed::DryRun => e.in_range(12, 12),
+                PolicySeed::Directory => e.in_range(7, 13),
+                PolicySeed::InSync => e.in_range(10, 13),
+                PolicySeed::SyncChanged => e.in_range(11, 13),
+                PolicySeed::DryRun => e.in_range(12, 13),
+                PolicySeed::PrunedDir => e.in_range(13, 13),
             }
-            let directory = matches!(policy, PolicySeed::Directory);
+            let directory = matches!(policy, PolicySeed::Directory | PolicySeed::PrunedDir);
             if self.lanes && len > 0 && !directory {
                 e.ratio_one_in(2, part.is_some());
                 if let Some((extra, index)) = part {
