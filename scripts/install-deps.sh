@@ -15,11 +15,12 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # the C examples of the C API; its sanitizer runtimes (AddressSanitizer with LeakSanitizer,
 # UndefinedBehaviorSanitizer, ThreadSanitizer: Debian 12's gcc-12 pulls them in through
 # libgcc-12-dev) run the leak check and the lifecycle tests. They are named here so that a
-# trimmed install that lacks one gets it back.
+# trimmed install that lacks one gets it back. rsync is the oracle of the sync tests (what
+# it would still change after `send --sync` must be nothing) and the baseline of the bench.
 pkgs=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers ibverbs-utils
       rdmacm-utils perftest libibverbs-dev librdmacm-dev clang libclang-dev
       iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev
-      libasan8 libubsan1 libtsan2)
+      libasan8 libubsan1 libtsan2 rsync)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

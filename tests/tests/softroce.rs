@@ -40,6 +40,8 @@ mod hostile_receiver;
 mod lanes;
 #[path = "softroce/shards.rs"]
 mod shards;
+#[path = "softroce/sync.rs"]
+mod sync;
 
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);

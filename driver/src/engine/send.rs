@@ -1080,9 +1080,11 @@ impl<L: SendLink> Engine<L> {
                 let Some(f) = self.offered.remove(&file_id) else {
                     return Ok(());
                 };
-                // Made there, or given its metadata; else it was in sync.
+                // As a directory entry without DELETE: made there or given its metadata
+                // (sent), else in sync; a dry run would make a missing one.
                 let outcome = match changes {
-                    c if c.contains(Changes::NEW) && !self.dry_run() => FileOutcome::Sent,
+                    c if c.is_empty() => FileOutcome::InSync(c),
+                    _ if !self.dry_run() => FileOutcome::Sent,
                     c if c.contains(Changes::NEW) => FileOutcome::WouldSend(c),
                     c => FileOutcome::InSync(c),
                 };
