@@ -141,7 +141,7 @@ bench: deps
 	cargo build --release -p rdmaft-examples
 	$(SOFTROCE_RUN) scripts/bench-vm.sh | tee $(BENCH_LOGS)/vm.log
 	@# The last line: every ratio the benches printed (host and VM), in one run.
-	@grep -hoE '\b([a-z_]*ratio[a-z_]*|small_file_messages)=[0-9.a-z+]*' $(BENCH_LOGS)/*.log | tr '\n' ' ' | sed 's/ $$/\n/'
+	@grep -hoE '\b([a-z_]*ratio[a-z_]*|small_file_messages|noop_sync_rtt)=[0-9.a-z+]*' $(BENCH_LOGS)/*.log | tr '\n' ' ' | sed 's/ $$/\n/'
 
 # A real transfer of a sample file and a small tree with the send and recv programs, and a
 # byte-for-byte comparison: on this host's RDMA device if there is one, else in the VM.

@@ -55,6 +55,31 @@ rdmaft_bw() {
     sed -n 's/.* in \([0-9.]*\) s, \([0-9.]*\) MB\/s.*/\2/p' "$work/send.txt" | tail -n1
 }
 
+# `send $@` into $1 (kept between calls) through a fresh `recv --once`; prints the send's
+# wall time in seconds, the whole command (connecting included). Its summary stays in
+# $work/send.txt.
+rdmaft_into() {
+    local dest=$1; shift
+    mkdir -p "$dest"
+    "$bin/recv" --once --listen "$addr:0" --dir "$dest" --preserve-perms \
+        > /dev/null 2> "$work/recv.err" &
+    local rpid=$! port=
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/recv.err" | head -n1)
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    local t0 t1
+    t0=$(date +%s%N)
+    "$bin/send" "$@" "$addr:$port" > "$work/send.txt" 2>&1 || { cat "$work/send.txt" >&2; }
+    t1=$(date +%s%N)
+    wait "$rpid" || true
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
+}
+
+# The bytes the last send moved (its summary's "(N bytes)").
+sent_bytes() { sed -n 's/.*(\([0-9]*\) bytes).*/\1/p' "$work/send.txt" | tail -n1; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 
 : > "$out"
@@ -80,6 +105,28 @@ run_set() {
 run_set plain
 ib_plain=$ib bulk_plain=$bulk wire_plain=$wire tree_plain=$tree tree_nb_plain=$tree_nb
 
+# Sync: the tree is copied once, then a no-op `send --sync` of it against what rsync, which
+# must stat both trees too, takes to find nothing to do (`rsync -a --dry-run`, local, in
+# the guest); then 10 of its files are rewritten and synced again: only their bytes move.
+log ""
+sync_dest=$work/sync-dest
+rdmaft_into "$sync_dest" "$work/tree" > /dev/null
+noop_s=$(rdmaft_into "$sync_dest" --sync "$work/tree")
+t0=$(date +%s%N)
+rsync -a --dry-run "$work/tree/" "$sync_dest/tree/"
+t1=$(date +%s%N)
+rsync_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+printf '%-34s %10s\n' "send --sync, nothing to do (s)" "$noop_s" | tee -a "$out"
+printf '%-34s %10s\n' "rsync -a --dry-run, local (s)" "$rsync_s" | tee -a "$out"
+changed=0
+for f in $(find "$work/tree" -type f | sort | head -n 10); do
+    head -c $((TREE_KIB << 10)) /dev/urandom > "$f"
+    changed=$((changed + (TREE_KIB << 10)))
+done
+rdmaft_into "$sync_dest" --sync "$work/tree" > /dev/null
+resync_bytes=$(sent_bytes)
+log "send --sync after 10 files changed: ${resync_bytes} bytes moved, ${changed} bytes changed"
+
 modprobe sch_netem
 tc qdisc add dev lo root netem delay 2ms
 run_set "4 ms RTT"
@@ -96,5 +143,5 @@ for chunk in 64K 256K 1M 4M; do
 done
 
 log ""
-log "ratio_vs_ib_write_bw=$(ratio "$bulk_plain" "$ib_plain") rtt_ratio=$(ratio "$bulk_rtt" "$ib_rtt") tree_ratio=$(ratio "$tree_plain" "$bulk_plain") tree_rtt_ratio=$(ratio "$tree_rtt" "$bulk_rtt") wire_ratio=$(ratio "$wire_plain" "$ib_plain") wire_rtt_ratio=$(ratio "$wire_rtt" "$ib_rtt") batch_tree_ratio=$(ratio "$tree_plain" "$tree_nb_plain") batch_tree_rtt_ratio=$(ratio "$tree_rtt" "$tree_nb_rtt")"
+log "ratio_vs_ib_write_bw=$(ratio "$bulk_plain" "$ib_plain") rtt_ratio=$(ratio "$bulk_rtt" "$ib_rtt") tree_ratio=$(ratio "$tree_plain" "$bulk_plain") tree_rtt_ratio=$(ratio "$tree_rtt" "$bulk_rtt") wire_ratio=$(ratio "$wire_plain" "$ib_plain") wire_rtt_ratio=$(ratio "$wire_rtt" "$ib_rtt") batch_tree_ratio=$(ratio "$tree_plain" "$tree_nb_plain") batch_tree_rtt_ratio=$(ratio "$tree_rtt" "$tree_nb_rtt") resync_ratio=$(ratio "$rsync_s" "$noop_s") resync_bytes_ratio=$(ratio "$resync_bytes" "$changed")"
 rm -rf "$work"

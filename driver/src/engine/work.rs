@@ -4,10 +4,11 @@
 //! callback are per transfer, whatever lane carried what.
 //!
 //! Two orderings survive the spreading:
-//! - A directory's entry (its mode and mtime) is handed out only once every file handed out
-//!   before has its result, and all directory entries go to one lane, whose protocol
-//!   machine already orders `a/b` before `a` (PROTOCOL.md §4.1, the conflict rule). So no
-//!   file lands in a directory after its mtime was set.
+//! - A directory's entry (its mode and mtime; the walk gives it right after its contents)
+//!   is handed out only once every file handed out before it has its result — later files
+//!   go on meanwhile — and all directory entries go to one lane, whose protocol machine
+//!   already orders `a/b` before `a` (PROTOCOL.md §4.1, the conflict rule). So no file
+//!   lands in a directory after its mtime was set.
 //! - A split file's parts are written into one temporary file at the receiver, which
 //!   publishes it when its last part verified; here its outcome is the first failure among
 //!   its parts, or sent when every part was.
@@ -18,7 +19,7 @@ use crate::handoff::Waker;
 use crate::report::list_failure;
 use crate::sync::lock_std;
 use rdmaft_protocol::{Changes, EntryKind, FileStatus, Part};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,9 @@ pub(crate) struct WorkItem {
     /// For a part: its file's number among the transfer's split files (two roots may
     /// hold files of one name).
     split: u64,
+    /// For a file or part: its number in the order handed out (directories wait for the
+    /// ones before them).
+    seq: Option<u64>,
     /// For a directory: its walk found no error, so a sync may remove at the receiver what
     /// it no longer holds (`--delete`).
     pub(crate) prune: bool,
@@ -91,6 +95,25 @@ pub(crate) struct Work {
     splitting: Option<Splitting>,
 }
 
+/// Directory entries that may wait for their contents at once; past this the walk waits
+/// too (a tree of empty directories behind a slow file holds no more than this).
+const MAX_WAITING_DIRS: usize = 4096;
+
+impl State {
+    /// `item`, numbered and counted as out.
+    fn hand_out(&mut self, mut item: WorkItem) -> WorkItem {
+        item.seq = Some(self.next_seq);
+        self.out.insert(self.next_seq);
+        self.next_seq += 1;
+        item
+    }
+
+    /// Whether every file and part numbered below `before` has ended.
+    fn ended_before(&self, before: u64) -> bool {
+        self.out.first().map_or(true, |&first| first >= before)
+    }
+}
+
 /// A split file whose parts are not all resolved.
 struct SplitOutcome {
     entry: SourceEntry,
@@ -108,12 +131,15 @@ struct State {
     walk: Option<Walk>,
     /// Parts of the file being split, not handed out yet.
     parts: VecDeque<WorkItem>,
-    /// A directory entry waiting for the files before it.
-    dir: Option<SourceEntry>,
+    /// Directory entries waiting for the files handed out before them (the number the
+    /// next file was to get then), in walk order: each comes after its contents.
+    dirs: VecDeque<(SourceEntry, u64)>,
     /// The lane that carries the directory entries, once chosen.
     dir_lane: Option<usize>,
-    /// Files and parts handed out and not resolved.
-    files_out: u64,
+    /// Files and parts handed out and not resolved, by number.
+    out: BTreeSet<u64>,
+    /// The number of the next file or part handed out.
+    next_seq: u64,
     /// Split files with parts not resolved, by number.
     splits: HashMap<u64, SplitOutcome>,
     /// The number of the next split file.
@@ -151,7 +177,7 @@ impl Work {
     /// The next item for `lane`; `waker` is woken when a `Wait` may have become an item.
     pub(crate) fn next(&self, lane: usize, waker: &Waker) -> Next {
         let mut skipped = Vec::new();
-        let next = {
+        let (next, wake) = {
             let mut s = lock_std(&self.state);
             let next = self.next_locked(&mut s, lane, &mut skipped);
             match next {
@@ -161,8 +187,21 @@ impl Work {
                 Next::Item(_) => *s.taken.entry(lane).or_default() += 1,
                 Next::Done => {}
             }
-            next
+            // A directory this lane's walk found ready is another lane's to send: wake it.
+            let ready = s
+                .dirs
+                .front()
+                .is_some_and(|(_, before)| s.ended_before(*before));
+            let wake = if ready {
+                std::mem::take(&mut s.waiting)
+            } else {
+                HashMap::new()
+            };
+            (next, wake)
         };
+        for w in wake.into_values() {
+            w.wake();
+        }
         for report in skipped {
             self.ended(report);
         }
@@ -170,44 +209,45 @@ impl Work {
     }
 
     fn next_locked(&self, s: &mut State, lane: usize, skipped: &mut Vec<FileReport>) -> Next {
-        if let Some(item) = s.parts.pop_front() {
-            s.files_out += 1;
-            return Next::Item(item);
-        }
-        if s.dir.is_none() {
-            match self.walk_next(s, skipped) {
-                Some(item) if item.entry.kind == EntryKind::Directory => {
-                    s.dir = Some(item.entry);
-                }
-                Some(item) => {
-                    s.files_out += 1;
-                    return Next::Item(item);
-                }
-                None => {}
-            }
-        }
-        let Some(dir) = s.dir.take() else {
-            return Next::Done;
-        };
-        match s.dir_lane {
-            Some(l) if l != lane => {
-                s.dir = Some(dir);
-                Next::Done
-            }
-            _ if s.files_out > 0 => {
-                s.dir = Some(dir);
-                Next::Wait
-            }
-            _ => {
+        loop {
+            // A directory whose contents (every file handed out before it) all ended.
+            let ready = s
+                .dirs
+                .front()
+                .is_some_and(|(_, before)| s.ended_before(*before));
+            if ready && s.dir_lane.map_or(true, |l| l == lane) {
                 s.dir_lane = Some(lane);
+                let (dir, _) = s.dirs.pop_front().expect("a ready directory");
                 let prune = !s.errored_dirs.remove(&dir.path);
-                Next::Item(WorkItem {
+                return Next::Item(WorkItem {
                     entry: dir,
                     part: None,
                     split: 0,
+                    seq: None,
                     prune,
-                })
+                });
             }
+            if let Some(item) = s.parts.pop_front() {
+                return Next::Item(s.hand_out(item));
+            }
+            // The walk waits while too many directories wait for their contents.
+            if s.dirs.len() >= MAX_WAITING_DIRS {
+                return Next::Wait;
+            }
+            match self.walk_next(s, skipped) {
+                Some(item) if item.entry.kind == EntryKind::Directory => {
+                    let before = s.next_seq;
+                    s.dirs.push_back((item.entry, before));
+                }
+                Some(item) => return Next::Item(s.hand_out(item)),
+                None => break,
+            }
+        }
+        match s.dir_lane {
+            _ if s.dirs.is_empty() => Next::Done,
+            // Another lane carries the directories.
+            Some(l) if l != lane => Next::Done,
+            _ => Next::Wait,
         }
     }
 
@@ -268,6 +308,7 @@ impl Work {
                 entry,
                 part: None,
                 split: 0,
+                seq: None,
                 prune: false,
             };
         };
@@ -276,6 +317,7 @@ impl Work {
                 entry,
                 part: None,
                 split: 0,
+                seq: None,
                 prune: false,
             };
         };
@@ -302,6 +344,7 @@ impl Work {
                 entry: entry.clone(),
                 part: Some(part(index)),
                 split,
+                seq: None,
                 prune: false,
             });
         }
@@ -309,6 +352,7 @@ impl Work {
             entry,
             part: Some(part(0)),
             split,
+            seq: None,
             prune: false,
         }
     }
@@ -323,8 +367,8 @@ impl Work {
         } = end;
         let (report, waiting) = {
             let mut s = lock_std(&self.state);
-            if item.entry.kind == EntryKind::File {
-                s.files_out = s.files_out.saturating_sub(1);
+            if let Some(seq) = item.seq {
+                s.out.remove(&seq);
             }
             let report = match item.part {
                 None => Some(report_of(item.entry, outcome, changes, deleted)),
@@ -403,7 +447,7 @@ impl Work {
     /// Whether every entry of the walk was handed out.
     pub(crate) fn walk_finished(&self) -> bool {
         let s = lock_std(&self.state);
-        s.walk.is_none() && s.parts.is_empty() && s.dir.is_none()
+        s.walk.is_none() && s.parts.is_empty() && s.dirs.is_empty()
     }
 
     /// How many items `lane` took.
@@ -422,7 +466,7 @@ impl Work {
         let s = lock_std(&self.state);
         report.counts = s.counts;
         report.failures = s.failures.clone();
-        report.walk_finished = s.walk.is_none() && s.parts.is_empty() && s.dir.is_none();
+        report.walk_finished = s.walk.is_none() && s.parts.is_empty() && s.dirs.is_empty();
         report
     }
 }
@@ -526,12 +570,12 @@ mod tests {
             (small.entry.name.as_str(), small.part),
             ("t/sub/small", None)
         );
-        // Directories wait for every file out, on any lane.
+        // Directories wait for every file out before them, on any lane.
         assert!(matches!(work.next(0, &waker), Next::Wait));
         assert_eq!(
             progress.snapshot().files_total,
-            3,
-            "two files, one directory held"
+            4,
+            "two files, two directories waiting"
         );
         work.resolved(small, FileOutcome::Sent.into());
         assert!(
@@ -549,7 +593,7 @@ mod tests {
             "the big file has a part out"
         );
         work.resolved(parts.next().unwrap(), FileOutcome::Unfinished.into());
-        // Then the directories, deepest first, all on the lane that asked first.
+        // Then the directories, each after its contents, all on the lane that asked first.
         let sub = item(work.next(1, &waker));
         assert_eq!(sub.entry.name, "t/sub");
         assert!(
@@ -576,6 +620,48 @@ mod tests {
         assert!(report.walk_finished);
         assert_eq!((report.counts.sent, report.counts.unfinished), (3, 1));
         assert_eq!(progress.snapshot().files_done, 4);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn files_after_a_directory_flow_while_it_waits_for_its_own() {
+        let d = scratch("flow");
+        for (name, len) in [("t/a/one", 10), ("t/b/two", 20), ("t/b/three", 30)] {
+            let p = d.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, vec![1u8; len]).unwrap();
+        }
+        std::fs::remove_dir_all(d.join("t/sub")).unwrap();
+        let work = Work::new(
+            Walk::new(vec![d.join("t")]),
+            None,
+            Arc::new(Progress::default()),
+            None,
+        );
+        let waker: Waker = Arc::new(Counter::default());
+        let one = item(work.next(0, &waker));
+        assert_eq!(one.entry.name, "t/a/one");
+        // t/a waits for `one`; the files of t/b are handed out meanwhile.
+        let three = item(work.next(0, &waker));
+        let two = item(work.next(0, &waker));
+        assert_eq!(
+            (three.entry.name.as_str(), two.entry.name.as_str()),
+            ("t/b/three", "t/b/two")
+        );
+        assert!(matches!(work.next(0, &waker), Next::Wait));
+        work.resolved(one, FileOutcome::Sent.into());
+        // t/a is ready (nothing before it is out); t/b is not.
+        let a = item(work.next(0, &waker));
+        assert_eq!(a.entry.name, "t/a");
+        assert!(matches!(work.next(0, &waker), Next::Wait));
+        work.resolved(two, FileOutcome::Sent.into());
+        work.resolved(three, FileOutcome::Sent.into());
+        let b = item(work.next(0, &waker));
+        assert_eq!(b.entry.name, "t/b");
+        // t waits for nothing but its directories' entries, which are not files.
+        let t = item(work.next(0, &waker));
+        assert_eq!(t.entry.name, "t");
+        assert!(matches!(work.next(0, &waker), Next::Done));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

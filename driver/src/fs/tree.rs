@@ -1,9 +1,11 @@
 //! The sender's view of what to send: files and directory trees, as `scp -r` sends them
 //! (each under its base name), walked in a fixed order.
 //!
-//! Regular files come first, in depth-first order with each directory's entries sorted by
-//! name; the directories follow at the end, deepest first, so that each directory's entry
-//! (its mode and mtime) arrives after everything in it. Symbolic links and special files
+//! Entries come in depth-first order, each directory's sorted by name, and each
+//! directory's own entry (its mode and mtime) right after everything in it (post-order):
+//! so it arrives after its contents, and a receiver that keeps a directory's names until
+//! that entry (a sync's `--delete`) holds only the listings of the directories the walk is
+//! inside. Symbolic links and special files
 //! inside a tree are neither followed nor sent: each is reported as skipped. (A path given
 //! on the command line is followed if it is a link: that is what the user named.)
 //!
@@ -81,10 +83,12 @@ pub enum WalkItem {
     },
 }
 
-/// A directory being listed: its wire name and its remaining children, sorted.
+/// A directory being listed: its wire name, its remaining children (sorted), and its own
+/// entry, handed out after them (when it is this walk's to send).
 struct Listing {
     name: String,
     children: std::vec::IntoIter<Child>,
+    entry: Option<SourceEntry>,
 }
 
 /// A path found in a directory listing, with its type when the listing gave it and the walk
@@ -99,10 +103,6 @@ struct Child {
 pub struct Walk {
     roots: std::vec::IntoIter<PathBuf>,
     stack: Vec<Listing>,
-    /// Directories found so far, in discovery order (parents before children).
-    dirs: Vec<SourceEntry>,
-    /// Directories being handed out at the end, deepest first.
-    dirs_out: Option<std::vec::IntoIter<SourceEntry>>,
     /// Only this shard's share, if set.
     shard: Option<Shard>,
 }
@@ -119,8 +119,6 @@ impl Walk {
         Walk {
             roots: roots.into_iter(),
             stack: Vec::new(),
-            dirs: Vec::new(),
-            dirs_out: None,
             shard,
         }
     }
@@ -177,12 +175,10 @@ impl Walk {
         }
         match sorted_children(&path, self.shard.is_some()) {
             Ok(children) => {
-                if ours {
-                    self.dirs.push(entry);
-                }
                 self.stack.push(Listing {
                     name,
                     children: children.into_iter(),
+                    entry: ours.then_some(entry),
                 });
                 None
             }
@@ -301,24 +297,21 @@ impl Iterator for Walk {
 
     fn next(&mut self) -> Option<WalkItem> {
         loop {
-            if let Some(out) = &mut self.dirs_out {
-                return out.next().map(WalkItem::Entry);
-            }
             let item = if let Some(top) = self.stack.last_mut() {
                 let Some(child) = top.children.next() else {
-                    self.stack.pop();
-                    continue;
+                    // Everything in it is out: now its own entry.
+                    let done = self.stack.pop().and_then(|l| l.entry);
+                    match done {
+                        Some(entry) => return Some(WalkItem::Entry(entry)),
+                        None => continue,
+                    }
                 };
                 let parent = top.name.clone();
                 self.child(&parent, child)
             } else if let Some(root) = self.roots.next() {
                 self.root(root)
             } else {
-                // Everything listed: the directories, deepest first.
-                let mut dirs = std::mem::take(&mut self.dirs);
-                dirs.reverse();
-                self.dirs_out = Some(dirs.into_iter());
-                continue;
+                return None;
             };
             if item.is_some() {
                 return item;
@@ -358,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn files_first_then_directories_deepest_first() {
+    fn each_directory_comes_right_after_its_contents() {
         let d = scratch("order");
         let t = d.join("tree");
         fs::create_dir_all(t.join("b/c")).unwrap();
@@ -375,12 +368,12 @@ mod tests {
             [
                 "tree/a.txt",
                 "tree/b/c/d",
-                "tree/b/z",
-                "single",
-                "tree/empty",
                 "tree/b/c",
+                "tree/b/z",
                 "tree/b",
-                "tree"
+                "tree/empty",
+                "tree",
+                "single"
             ]
         );
         fs::remove_dir_all(&d).unwrap();

@@ -92,7 +92,7 @@ fn after_a_sync_rsync_finds_nothing_left_to_do() {
     // Changes of every kind rsync tells apart.
     let size_of = |p: &PathBuf| fs::metadata(p).unwrap().len();
     write(&src.join("new-file"), 4321, 99); // new
-    // (File i is in directory ["", "a", "a/b", "c", "c/d/e"][i % 5].)
+                                            // (File i is in directory ["", "a", "a/b", "c", "c/d/e"][i % 5].)
     let grown = &files[5];
     write(grown, 7777, 98); // another size
     let touched = &files[10];
@@ -101,7 +101,7 @@ fn after_a_sync_rsync_finds_nothing_left_to_do() {
     fs::remove_file(&files[6]).unwrap(); // removed
     fs::remove_dir_all(src.join("c/d")).unwrap(); // a directory removed
     fs::rename(src.join("a/b"), src.join("a/renamed")).unwrap(); // a directory renamed
-    // Same size, same mtime, other bytes: only a content check sees it.
+                                                                 // Same size, same mtime, other bytes: only a content check sees it.
     let sneaky = &files[8];
     let mtime = fs::metadata(sneaky).unwrap().modified().unwrap();
     write(sneaky, size_of(sneaky) as usize, 97);
@@ -116,11 +116,7 @@ fn after_a_sync_rsync_finds_nothing_left_to_do() {
         .unwrap_or(0);
 
     let second = sync(to, &src, false);
-    assert_eq!(
-        rsync_left(&src, &copy, false),
-        "",
-        "after --sync --delete"
-    );
+    assert_eq!(rsync_left(&src, &copy, false), "", "after --sync --delete");
     assert_eq!(second.bytes, expected_bytes, "{second:?}");
     // f6, c/d with what it held (e and its files), a/b and its 12 files.
     assert_eq!(
