@@ -10,20 +10,28 @@
 //! `tests/tests/softroce/hostile_receiver.rs`.)
 
 use super::loopback::pair;
-use super::send::{run, FileOutcome, Progress, SendReport, SendSetup};
+use super::send::{run, FileOutcome, Progress, SendReport, SendSetup, SyncOptions};
 use super::work::Work;
 use super::{RecvCompletion, RecvLink};
 use crate::fs::tree::Walk;
 use crate::handoff::Stop;
 use crate::SendOptions;
 use rdmaft_protocol::wire::{Control, FileAnswer};
-use rdmaft_protocol::{DigestKind, CTRL_MSG_MAX};
+use rdmaft_protocol::{Changes, DigestKind, CTRL_MSG_MAX};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runs a send of one 20,000-byte file against a receiver that answers each write with
 /// `reply(n_writes_seen)` (message bytes to SEND, if any).
-fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> SendReport {
+fn against(reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> SendReport {
+    against_with(None, reply)
+}
+
+/// As [`against`], the send with `sync`.
+fn against_with(
+    sync: Option<SyncOptions>,
+    mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static,
+) -> SendReport {
     let dir = std::env::temp_dir().join(format!(
         "rdmaft-hostile-receiver-{}-{:?}",
         std::process::id(),
@@ -37,6 +45,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
         chunk_size: 4096,
         window: 4,
         idle_timeout: Duration::from_secs(5),
+        sync,
         ..SendOptions::default()
     };
     let mut params = options.params();
@@ -81,7 +90,7 @@ fn against(mut reply: impl FnMut(u32) -> Option<Vec<u8>> + Send + 'static) -> Se
         idle_timeout: Duration::from_secs(5),
         progress,
         stop: Arc::new(Stop::new()),
-        sync: None,
+        sync,
     };
     let slots = p.slots.split();
     let report = work.report(vec![run(
@@ -174,4 +183,34 @@ fn a_receiver_that_goes_silent_is_timed_out() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn an_in_sync_answer_to_an_offer_that_did_not_ask_fails_the_send() {
+    let report = against(|n| {
+        (n == 1).then(|| {
+            encode(Control::FileAnswer {
+                file_id: 1,
+                answer: FileAnswer::InSync(Changes::empty()),
+            })
+        })
+    });
+    assert_failed_with(&report, "does not fit");
+}
+
+/// A receiver that lies that it has the file only keeps the sender's own file from it:
+/// the report says up to date, never sent.
+#[test]
+fn a_lying_in_sync_answer_only_skips_the_file() {
+    let report = against_with(Some(SyncOptions::default()), |n| match n {
+        1 => Some(encode(Control::FileAnswer {
+            file_id: 1,
+            answer: FileAnswer::InSync(Changes::empty()),
+        })),
+        2 => Some(encode(Control::Goodbye)),
+        _ => None,
+    });
+    assert_eq!(report.error, None, "{report:?}");
+    assert_eq!((report.counts.sent, report.counts.up_to_date), (0, 1));
+    assert_eq!(report.bytes, 0);
 }

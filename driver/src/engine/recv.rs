@@ -1611,4 +1611,82 @@ mod tests {
         assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    /// A directory's DELETE offer, as a hostile sender may make it.
+    fn prune(w: &mut Writer, name: &str) -> FileAnswer {
+        let done = w.job(WriteJob::Offer {
+            sync: Some(SyncCheck {
+                delete: true,
+                ..SyncCheck::default()
+            }),
+            part: None,
+            file_id: 1,
+            name: name.into(),
+            kind: EntryKind::Directory,
+            size: 0,
+            mode: 0o755,
+            mtime: MTIME,
+            refusal: None,
+        });
+        match done.as_slice() {
+            [WriteDone::Answer { answer, .. }] => *answer,
+            _ => panic!("one answer expected"),
+        }
+    }
+
+    /// Whatever a sender names, a prune stays beneath the destination, follows no link
+    /// and leaves the receiver's own files.
+    #[test]
+    fn a_prune_never_leaves_the_destination_nor_takes_the_receivers_files() {
+        let base = scratch("prune-hostile");
+        let (dest, outside) = (base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(dest.join("d")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("precious"), b"p").unwrap();
+        std::fs::write(outside.join("sub/also"), b"a").unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
+        std::fs::write(dest.join("d/.rdmaft-partial-0123456789abcdef"), b"kept").unwrap();
+        std::fs::write(dest.join("d/gone"), b"g").unwrap();
+        let mut w = writer(&dest, DigestKind::Xxh3_128);
+        w.names = Some(Arc::default());
+        // Through the link, or the link as a directory: refused, nothing removed.
+        for name in ["link", "link/sub"] {
+            let answer = prune(&mut w, name);
+            assert!(
+                matches!(answer, FileAnswer::Reject(_)),
+                "{name}: {answer:?}"
+            );
+        }
+        assert!(outside.join("precious").exists() && outside.join("sub/also").exists());
+        // A reserved name, as a directory to prune: refused.
+        assert_eq!(
+            prune(&mut w, "d/.rdmaft-partial-0123456789abcdef"),
+            FileAnswer::Reject(FileRejectReason::INVALID_NAME)
+        );
+        // The destination's own directory: what was not offered goes, the partial stays.
+        let answer = prune(&mut w, "d");
+        assert!(
+            matches!(answer, FileAnswer::Pruned { deleted: 1, .. }),
+            "{answer:?}"
+        );
+        assert!(!dest.join("d/gone").exists());
+        assert!(dest.join("d/.rdmaft-partial-0123456789abcdef").exists());
+        // A directory that is not there is made; nothing else happens.
+        let made = prune(&mut w, "d2");
+        assert!(
+            matches!(made, FileAnswer::Pruned { deleted: 0, changes } if changes.contains(Changes::NEW)),
+            "{made:?}"
+        );
+        assert!(dest.join("d2").is_dir() && dest.join("link").is_symlink());
+        w.names = None;
+        assert!(
+            matches!(
+                prune(&mut w, "d"),
+                FileAnswer::Reject(FileRejectReason::UNSUPPORTED)
+            ),
+            "no DELETE agreed, no prune"
+        );
+        assert!(outside.join("precious").exists() && outside.join("sub/also").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
