@@ -398,3 +398,72 @@ fn delete_with_a_shard_is_refused() {
     assert!(err.is_err(), "{err:?}");
     fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
+    let base = scratch("exclude");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    fs::write(t.join("d/scratch.tmp"), b"tmp").unwrap();
+    fs::create_dir_all(t.join("build/obj")).unwrap();
+    fs::write(t.join("build/obj/x.o"), b"o").unwrap();
+    // The receiver has an excluded name already, and something the source lost.
+    fs::create_dir_all(dest.join("t/d")).unwrap();
+    fs::write(dest.join("t/d/old.tmp"), b"keep me").unwrap();
+    fs::create_dir_all(dest.join("t/d/e")).unwrap();
+    fs::write(dest.join("t/d/e/gone"), b"delete me").unwrap();
+    let send = SendOptions {
+        exclude: vec!["*.tmp".into(), "build/".into()],
+        sync: deleting(false),
+        ..SendOptions::default()
+    };
+    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.clone());
+    let (report, _) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(
+        report.counts.sent, 8,
+        "the sample and nothing excluded: {report:?}"
+    );
+    assert!(!dest.join("t/d/scratch.tmp").exists() && !dest.join("t/build").exists());
+    assert_eq!(fs::read(dest.join("t/d/old.tmp")).unwrap(), b"keep me");
+    assert!(
+        !dest.join("t/d/e/gone").exists(),
+        "e had nothing left out: pruned"
+    );
+    // A pattern that cannot parse is refused before anything moves.
+    let bad = SendOptions {
+        exclude: vec!["a[".into()],
+        ..SendOptions::default()
+    };
+    assert!(loopback_transfer(vec![t], &dest, bad, &recv).is_err());
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn files_from_sends_the_names_listed_under_their_own_names() {
+    let base = scratch("files-from");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    // As `find . -newer X` might print them: a directory, files in it and elsewhere.
+    let names = ["./d", "./d/e/f", "a", "d/c", "nothere"];
+    let send = SendOptions {
+        files_from: Some(names.iter().map(|s| s.to_string()).collect()),
+        ..SendOptions::default()
+    };
+    let recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.clone());
+    let (report, _) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+    assert_eq!(report.counts.sent, 4, "{report:?}");
+    assert_eq!(
+        report.counts.skipped, 1,
+        "the name that is not there: {report:?}"
+    );
+    let got = listing(&dest);
+    let names: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a", "d", "d/c", "d/e", "d/e/f"]);
+    assert_eq!(got["d/e/f"].0, listing(&t)["d/e/f"].0);
+    // The listed directory got its mode and mtime after what was listed inside it.
+    assert_eq!(got["d"].2, listing(&t)["d"].2);
+    fs::remove_dir_all(&base).unwrap();
+}

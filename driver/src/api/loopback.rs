@@ -66,7 +66,7 @@ pub fn loopback_send(
     receiver: &LoopbackReceiver,
 ) -> Result<(SendReport, ConnectionReport), Error> {
     let started = Instant::now();
-    send.check()?;
+    send.check(&paths)?;
     let LoopbackReceiver {
         options: recv,
         dest,

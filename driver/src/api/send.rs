@@ -10,6 +10,7 @@ use crate::engine::send::{
 };
 use crate::engine::verbs_link::VerbsSendLink;
 use crate::engine::work::{Splitting, Work};
+use crate::fs::exclude::Excludes;
 use crate::fs::shard::Shard;
 use crate::fs::tree::Walk;
 use crate::handoff::{Once, Stop};
@@ -84,6 +85,14 @@ pub struct SendOptions {
     /// but for its mode (or, by content, its mtime) gets the sender's. With a content check
     /// files are not split into parts. The receiver must offer `SYNC`.
     pub sync: Option<SyncOptions>,
+    /// Leave out entries that match any of these patterns (`send --exclude`; see
+    /// [`Excludes`] for how they match). What a receiver has under an excluded name is
+    /// kept: a sync's `delete` does not prune a directory in which something was left out.
+    pub exclude: Vec<String>,
+    /// Send these names (relative to the one path given, a directory), each under its own
+    /// name, instead of the paths' trees (`send --files-from`): a directory listed is sent
+    /// as itself, not its contents, and the directories' entries come last.
+    pub files_from: Option<Vec<String>>,
     /// Called once per file when its outcome is known (on one of the send's threads, one
     /// call at a time).
     pub on_file: Option<FileCallback>,
@@ -109,6 +118,8 @@ impl std::fmt::Debug for SendOptions {
             .field("batch", &self.batch)
             .field("direct", &self.direct)
             .field("sync", &self.sync)
+            .field("exclude", &self.exclude)
+            .field("files_from", &self.files_from.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -133,14 +144,23 @@ impl Default for SendOptions {
             batch: true,
             direct: false,
             sync: None,
+            exclude: Vec::new(),
+            files_from: None,
             on_file: None,
         }
     }
 }
 
 impl SendOptions {
-    /// Refuses options that cannot go together.
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    /// Refuses options that cannot go together, and patterns that do not parse.
+    pub(crate) fn check(&self, paths: &[PathBuf]) -> Result<(), Error> {
+        Excludes::new(&self.exclude).map_err(|e| Error::invalid("exclude", e.to_string()))?;
+        if self.files_from.is_some() && paths.len() != 1 {
+            return Err(Error::invalid(
+                "files_from",
+                "the names listed are relative to one directory: give exactly one path",
+            ));
+        }
         if self.sync.is_some_and(|s| s.delete) && self.shard.is_some() {
             return Err(Error::invalid(
                 "send",
@@ -226,8 +246,14 @@ impl SendOptions {
         let splitting = (lanes > 1 && !checksum).then(|| Splitting {
             shift: self.part_shift(),
         });
+        // Checked by `check`.
+        let excludes = Excludes::new(&self.exclude).unwrap_or_default();
+        let walk = match (&self.files_from, paths.first()) {
+            (Some(names), Some(base)) => Walk::listed(base.clone(), names.clone(), self.shard),
+            _ => Walk::with_shard(paths, self.shard),
+        };
         let work = Work::new(
-            Walk::with_shard(paths, self.shard),
+            walk.excluding(excludes),
             splitting,
             Arc::clone(progress),
             self.on_file.clone(),
@@ -329,7 +355,7 @@ fn run_send(
     stop: Arc<Stop>,
 ) -> Result<SendReport, Error> {
     let started = Instant::now();
-    options.check()?;
+    options.check(&paths)?;
     let params = options.params();
     // Lane n's receiver address and local address (the rails, round robin).
     let targets: Vec<SocketAddr> = std::iter::once(addr)

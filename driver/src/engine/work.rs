@@ -148,8 +148,8 @@ struct State {
     waiting: HashMap<usize, Waker>,
     /// Items each lane took, by lane.
     taken: HashMap<usize, u64>,
-    /// Directories whose walk met an error (an unreadable or unsendable entry), until
-    /// their own entry is handed out.
+    /// Directories whose walk met an error (an unreadable or unsendable entry) or left an
+    /// entry out (`--exclude`), until their own entry is handed out: not pruned.
     errored_dirs: HashSet<PathBuf>,
     counts: SendCounts,
     failures: Vec<FileReport>,
@@ -261,8 +261,17 @@ impl Work {
                 return None;
             };
             let p = &self.progress;
+            if let WalkItem::Excluded { path } = item {
+                // What the receiver has under an excluded name stays (as rsync protects
+                // excluded names from --delete): its directory is not pruned.
+                if let Some(parent) = path.parent() {
+                    s.errored_dirs.insert(parent.to_owned());
+                }
+                continue;
+            }
             p.files_found.fetch_add(1, Ordering::Relaxed);
             match item {
+                WalkItem::Excluded { .. } => {}
                 WalkItem::Entry(entry) => {
                     p.bytes_found.fetch_add(entry.size, Ordering::Relaxed);
                     return Some(self.split(s, entry));

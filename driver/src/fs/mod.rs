@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod dest;
 pub mod direct;
+pub mod exclude;
 mod perms;
 pub mod prune;
 pub mod shard;

@@ -17,6 +17,7 @@
 //! when it is not UTF-8), and by shard 0 when it has none (a root such as `/`), so that N
 //! shards report it once, as one sender would.
 
+use super::exclude::Excludes;
 use super::shard::Shard;
 use rdmaft_protocol::{validate_name, EntryKind};
 use std::ffi::OsStr;
@@ -81,6 +82,12 @@ pub enum WalkItem {
         /// Why.
         reason: SkipReason,
     },
+    /// This matched an exclude pattern: not sent, not reported (and, a directory, not
+    /// descended into).
+    Excluded {
+        /// The path.
+        path: PathBuf,
+    },
 }
 
 /// A directory being listed: its wire name, its remaining children (sorted), and its own
@@ -105,6 +112,20 @@ pub struct Walk {
     stack: Vec<Listing>,
     /// Only this shard's share, if set.
     shard: Option<Shard>,
+    /// What is left out (`--exclude`).
+    excludes: Excludes,
+    /// With `--files-from`: the names listed, sent without descending.
+    listed: Option<ListedNames>,
+}
+
+/// `--files-from`: names relative to a base directory, each sent under its own name; a
+/// directory listed is sent as itself, not its contents, and the directories come last,
+/// deepest first, so that their entries follow whatever was listed inside them.
+struct ListedNames {
+    base: PathBuf,
+    names: std::vec::IntoIter<String>,
+    dirs: Vec<SourceEntry>,
+    dirs_out: Option<std::vec::IntoIter<SourceEntry>>,
 }
 
 impl Walk {
@@ -120,7 +141,28 @@ impl Walk {
             roots: roots.into_iter(),
             stack: Vec::new(),
             shard,
+            excludes: Excludes::default(),
+            listed: None,
         }
+    }
+
+    /// A walk over `names` (relative to `base`, as `--files-from` lists them), each sent
+    /// under its own name without descending into directories.
+    pub fn listed(base: PathBuf, names: Vec<String>, shard: Option<Shard>) -> Walk {
+        Walk {
+            listed: Some(ListedNames {
+                base,
+                names: names.into_iter(),
+                dirs: Vec::new(),
+                dirs_out: None,
+            }),
+            ..Walk::with_shard(Vec::new(), shard)
+        }
+    }
+
+    /// The same walk, leaving out what `excludes` matches.
+    pub fn excluding(self, excludes: Excludes) -> Walk {
+        Walk { excludes, ..self }
     }
 
     /// Whether the entry of wire name `name` (or the path that would have it) is this
@@ -145,10 +187,13 @@ impl Walk {
 
     fn visit(&mut self, path: PathBuf, name: String, meta: Metadata) -> Option<WalkItem> {
         let ours = self.ours(Some(name.as_bytes()));
+        let ft = meta.file_type();
+        if !self.excludes.is_empty() && self.excludes.excludes(&name, ft.is_dir()) {
+            return ours.then_some(WalkItem::Excluded { path });
+        }
         if let Err(e) = validate_name(name.as_bytes()) {
             return ours.then(|| skipped(path, SkipReason::BadName(e.to_string())));
         }
-        let ft = meta.file_type();
         if ft.is_symlink() {
             return ours.then(|| skipped(path, SkipReason::Symlink));
         }
@@ -172,6 +217,13 @@ impl Walk {
         };
         if !ft.is_dir() {
             return ours.then_some(WalkItem::Entry(entry));
+        }
+        if let Some(listed) = &mut self.listed {
+            // Listed: the directory itself, after everything else.
+            if ours {
+                listed.dirs.push(entry);
+            }
+            return None;
         }
         match sorted_children(&path, self.shard.is_some()) {
             Ok(children) => {
@@ -292,6 +344,38 @@ impl Walk {
     }
 }
 
+impl Walk {
+    /// The step for the next listed name (`--files-from`): `None` when the list and its
+    /// directories are done, `Some(None)` to go on.
+    fn next_listed(&mut self) -> Option<Option<WalkItem>> {
+        let listed = self.listed.as_mut()?;
+        if let Some(out) = &mut listed.dirs_out {
+            return out.next().map(|e| Some(WalkItem::Entry(e)));
+        }
+        let Some(raw) = listed.names.next() else {
+            // Deepest first: a directory's entry after the directories listed inside it.
+            let mut dirs = std::mem::take(&mut listed.dirs);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.name.matches('/').count()));
+            listed.dirs_out = Some(dirs.into_iter());
+            return Some(None);
+        };
+        let path = listed.base.join(&raw);
+        // As find prints them: "./a/b" is "a/b".
+        let name = raw
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_owned();
+        if let Err(e) = validate_name(name.as_bytes()) {
+            let ours = self.ours(Some(name.as_bytes()));
+            return Some(ours.then(|| skipped(path, SkipReason::BadName(e.to_string()))));
+        }
+        Some(match fs::symlink_metadata(&path) {
+            Ok(meta) => self.visit(path, name, meta),
+            Err(e) => self.skipped_if_ours(Some(name.as_bytes()), path, SkipReason::Unreadable(e)),
+        })
+    }
+}
+
 impl Iterator for Walk {
     type Item = WalkItem;
 
@@ -310,6 +394,11 @@ impl Iterator for Walk {
                 self.child(&parent, child)
             } else if let Some(root) = self.roots.next() {
                 self.root(root)
+            } else if self.listed.is_some() {
+                match self.next_listed()? {
+                    Some(item) => return Some(item),
+                    None => continue,
+                }
             } else {
                 return None;
             };
@@ -345,9 +434,62 @@ mod tests {
                     let n = n.to_string_lossy().into_owned();
                     skipped.push((n, reason.to_string()));
                 }
+                WalkItem::Excluded { path } => {
+                    let n = path.file_name().unwrap_or(path.as_os_str());
+                    skipped.push((n.to_string_lossy().into_owned(), "excluded".into()));
+                }
             }
         }
         (sent, skipped)
+    }
+
+    #[test]
+    fn excluded_entries_and_directories_are_left_out() {
+        let d = scratch("exclude");
+        let t = d.join("t");
+        fs::create_dir_all(t.join("keep")).unwrap();
+        fs::create_dir_all(t.join("skip/deep")).unwrap();
+        fs::write(t.join("keep/a.txt"), b"a").unwrap();
+        fs::write(t.join("keep/b.tmp"), b"b").unwrap();
+        fs::write(t.join("skip/deep/c"), b"c").unwrap();
+        let excludes = Excludes::new(&["*.tmp", "skip/"]).unwrap();
+        let walk = Walk::new(vec![t.clone()]).excluding(excludes);
+        let (sent, skipped) = names(walk.collect());
+        assert_eq!(sent, ["t/keep/a.txt", "t/keep", "t"]);
+        assert_eq!(
+            skipped,
+            [
+                ("b.tmp".to_owned(), "excluded".to_owned()),
+                ("skip".to_owned(), "excluded".to_owned())
+            ],
+            "not descended into"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn listed_names_go_under_their_own_names_directories_last() {
+        let d = scratch("listed");
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        fs::write(d.join("a/b/f"), b"f").unwrap();
+        fs::write(d.join("top"), b"t").unwrap();
+        let names = ["a", "./a/b", "a/b/f", "top", "../escape", "/abs"];
+        let walk = Walk::listed(d.clone(), names.map(String::from).to_vec(), None);
+        let (sent, skipped) = names_of(walk);
+        assert_eq!(
+            sent,
+            ["a/b/f", "top", "a/b", "a"],
+            "deepest directories first"
+        );
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped
+            .iter()
+            .all(|(_, why)| why.contains("cannot be sent")));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn names_of(walk: Walk) -> Names {
+        names(walk.collect())
     }
 
     #[test]

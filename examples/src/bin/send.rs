@@ -5,6 +5,7 @@
 //!      [--rail HOST[:PORT]]... [--local-addr IP]... [--device NAME]...
 //!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] [--direct]
 //!      [--sync] [-c|--checksum] [-n|--dry-run] [--delete] [-i|--itemize]
+//!      [--exclude GLOB]... [--files-from FILE]
 //!      HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
@@ -112,10 +113,21 @@ struct Args {
     /// content, mode, kind).
     #[arg(short = 'i', long)]
     itemize: bool,
+    /// Leave out entries matching GLOB (repeatable), matched against the name as sent
+    /// (`tree/a/b.tmp`) as rsync matches simple patterns: `*.tmp` any last component,
+    /// `cache/*.bin` the end of the name, `/tree/scratch` from the root, `build/`
+    /// directories only, `**` across directories.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Send the names listed in FILE (one per line, `-` for stdin; relative to the one
+    /// PATH given, a directory, else the current directory), each under its own name; a
+    /// directory listed is sent as itself, not its contents (as find prints a tree).
+    #[arg(long, value_name = "FILE")]
+    files_from: Option<PathBuf>,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
-    /// Files and directories to send.
-    #[arg(required = true)]
+    /// Files and directories to send (with --files-from: the directory the names are in).
+    #[arg(required_unless_present = "files_from")]
     paths: Vec<PathBuf>,
 }
 
@@ -160,6 +172,14 @@ fn run(args: Args) -> Result<bool, String> {
         delete: args.delete,
     });
     let (itemize, dry_run) = (args.itemize, args.dry_run);
+    let files_from = match &args.files_from {
+        Some(list) => Some(read_list(list)?),
+        None => None,
+    };
+    let paths = match (&files_from, args.paths.is_empty()) {
+        (Some(_), true) => vec![PathBuf::from(".")],
+        _ => args.paths.clone(),
+    };
     let options = SendOptions {
         chunk_size: args.buffer_size,
         window: args.window,
@@ -177,6 +197,8 @@ fn run(args: Args) -> Result<bool, String> {
         shard: args.shard,
         batch: !args.no_batch,
         sync,
+        exclude: args.exclude.clone(),
+        files_from,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
@@ -224,7 +246,7 @@ fn run(args: Args) -> Result<bool, String> {
             OnInterrupt::ExitNow => std::process::exit(EXIT_INTERRUPTED),
         });
     }
-    let started = send(target, args.paths, options).map_err(|e| e.to_string())?;
+    let started = send(target, paths, options).map_err(|e| e.to_string())?;
     {
         // Stored and checked under the handler's lock: a Ctrl-C either finds the handle or
         // is counted before this check (it came before the send existed).
@@ -308,6 +330,20 @@ fn run(args: Args) -> Result<bool, String> {
         eprintln!("send: error: {e}");
     }
     Ok(report.all_ok())
+}
+
+/// The names of a `--files-from` list (`-`: stdin), one per line, empty lines skipped.
+fn read_list(list: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = if list.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(list).map_err(|e| format!("{}: {e}", list.display()))?
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// The `--itemize` line for an entry (`None`: nothing to print): what happened and why. A
