@@ -83,7 +83,18 @@ struct rdmaft_send_options {
                            * else at least 4096 */
     unsigned shard_index; /* with shard_count > 0: send only shard shard_index (from 0) of */
     unsigned shard_count; /* shard_count, as `send --shard I/N`; 0: everything */
+    unsigned sync;        /* RDMAFT_SYNC* flags, as `send --sync` and its options; 0: send all */
+    unsigned reserved2;   /* 0 */
 };
+
+/* rdmaft_send_options.sync: move only what changed (a file the receiver has with the same
+ * size and mtime is up to date, RDMAFT_OK with nothing sent); with CHECKSUM compare
+ * content; DRY_RUN changes nothing; DELETE removes, in each directory sent, what the
+ * sender no longer has (not with shards). Any of them implies RDMAFT_SYNC. */
+#define RDMAFT_SYNC          0x1u
+#define RDMAFT_SYNC_CHECKSUM 0x2u
+#define RDMAFT_SYNC_DRY_RUN  0x4u
+#define RDMAFT_SYNC_DELETE   0x8u
 
 /* As rdmaft_start_send_ex, with options (NULL: all defaults). With several lanes the status
  * callback runs on the lanes' threads, one call at a time. NULL, with RDMAFT_EINVAL, for

@@ -28,6 +28,7 @@
 #include "rdmaft_recv.h"
 #include <dirent.h>
 #include <errno.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -641,6 +642,37 @@ static void lanes_and_parts(const char *src, const char *dest)
     say("6: options: 3 lanes, a file in 5 parts arrived whole, bad options refused");
 }
 
+/* ---- scenario 7: sync (after 6): nothing moves, what the source lost is deleted ---- */
+
+static void sync_again(const char *src, const char *dest)
+{
+    char tree[PATH_LEN], extra[PATH_LEN];
+    path(tree, sizeof tree, src, "t6");
+    path(extra, sizeof extra, dest, "t6/extra");
+    make_file(extra, 10);
+    struct rdmaft_send_options bad = {.struct_size = sizeof bad, .sync = 0x10};
+    if (rdmaft_start_send_opts(addr, ports[0], tree, &bad, NULL, NULL) != NULL)
+        fail("7: unknown sync flags were taken");
+    s6_calls = s6_ok = 0;
+    struct rdmaft_send_options o = {
+        .struct_size = sizeof o, .sync = RDMAFT_SYNC | RDMAFT_SYNC_DELETE};
+    struct rdmaft_send_client_context *ctx =
+        rdmaft_start_send_opts(addr, ports[0], tree, &o, s6_callback, NULL);
+    if (ctx == NULL) {
+        fail("7: start_send_opts: %s", rdmaft_last_error());
+        return;
+    }
+    int status = rdmaft_send_wait(ctx);
+    rdmaft_stop_send(ctx);
+    if (status != RDMAFT_OK)
+        fail("7: sync: %d: %s", status, rdmaft_last_error());
+    if (get(&s6_calls) != 3 || get(&s6_ok) != 3)
+        fail("7: %d callbacks (%d OK), 3 expected", get(&s6_calls), get(&s6_ok));
+    if (access(extra, F_OK) == 0)
+        fail("7: t6/extra, which the sender does not have, is still there");
+    say("7: sync with delete: up to date, the extra file removed, bad flags refused");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -665,7 +697,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "lifecycle: receiver: %s\n", rdmaft_last_error());
         return 1;
     }
-    const char *run = argc > 4 ? argv[4] : "123456"; /* which scenarios, for debugging */
+    const char *run = argc > 4 ? argv[4] : "1234567"; /* which scenarios, for debugging */
     if (strchr(run, '1'))
         stop_during_wait(src, dest);
     if (strchr(run, '2'))
@@ -678,6 +710,8 @@ int main(int argc, char **argv)
         stop_recv_during_transfer(src, work);
     if (strchr(run, '6'))
         lanes_and_parts(src, dest);
+    if (strchr(run, '6') && strchr(run, '7'))
+        sync_again(src, dest);
     rdmaft_stop_recv(r);
     rdmaft_stop_recv(r);
     if (strchr(run, '3') && get(&s3_calls) != 1)

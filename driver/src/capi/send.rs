@@ -270,7 +270,17 @@ pub struct SendOptionsC {
     pub shard_index: std::ffi::c_uint,
     /// The number of shards (0: no sharding).
     pub shard_count: std::ffi::c_uint,
+    /// `RDMAFT_SYNC*` flags (0: send everything).
+    pub sync: std::ffi::c_uint,
+    /// Zero.
+    pub reserved2: std::ffi::c_uint,
 }
+
+/// `rdmaft_send_options.sync` bits (the header's `RDMAFT_SYNC*`).
+const SYNC: u32 = 0x1;
+const SYNC_CHECKSUM: u32 = 0x2;
+const SYNC_DRY_RUN: u32 = 0x4;
+const SYNC_DELETE: u32 = 0x8;
 
 /// Most lanes a C caller may ask for.
 const MAX_C_LANES: u32 = 64;
@@ -309,9 +319,19 @@ unsafe fn read_options(options: *const SendOptionsC) -> Result<SendOptions, Stri
         0 => None,
         n => Some(crate::Shard::new(c.shard_index, n).map_err(|e| e.to_string())?),
     };
+    let known = SYNC | SYNC_CHECKSUM | SYNC_DRY_RUN | SYNC_DELETE;
+    if c.sync & !known != 0 {
+        return Err(format!("unknown sync flags {:#x}", c.sync & !known));
+    }
+    let sync = (c.sync != 0).then_some(crate::SyncOptions {
+        checksum: c.sync & SYNC_CHECKSUM != 0,
+        dry_run: c.sync & SYNC_DRY_RUN != 0,
+        delete: c.sync & SYNC_DELETE != 0,
+    });
     let defaults = SendOptions::default();
     Ok(SendOptions {
         shard,
+        sync,
         chunk_size: chunk_size(c.buffer_size),
         lanes: c.lanes as u16,
         part_size: if c.part_size == 0 {
@@ -586,11 +606,21 @@ mod options_tests {
             part_size: 1 << 20,
             shard_index: 2,
             shard_count: 3,
+            sync: SYNC_CHECKSUM | SYNC_DELETE,
+            reserved2: 0,
         };
         // SAFETY: a whole struct.
         let o = unsafe { read_options(&full) }.unwrap();
         assert_eq!((o.chunk_size, o.lanes, o.part_size), (65536, 3, 1 << 20));
         assert_eq!(o.shard, Some(crate::Shard::new(2, 3).unwrap()));
+        assert_eq!(
+            o.sync,
+            Some(crate::SyncOptions {
+                checksum: true,
+                dry_run: false,
+                delete: true
+            })
+        );
         // An older caller's struct ends after buffer_size: the rest reads as zero (the
         // defaults), whatever lies beyond it.
         let old = SendOptionsC {
@@ -603,8 +633,12 @@ mod options_tests {
             (o.chunk_size, o.lanes, o.part_size),
             (65536, 0, crate::DEFAULT_PART_SIZE)
         );
-        assert_eq!(o.shard, None);
+        assert_eq!((o.shard, o.sync), (None, None));
         for bad in [
+            SendOptionsC {
+                sync: 0x10,
+                ..full
+            },
             SendOptionsC { lanes: 65, ..full },
             SendOptionsC {
                 part_size: 4095,
