@@ -436,7 +436,14 @@ fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
         exclude: vec!["a[".into()],
         ..SendOptions::default()
     };
-    assert!(loopback_transfer(vec![t], &dest, bad, &recv).is_err());
+    assert!(loopback_transfer(vec![t.clone()], &dest, bad, &recv).is_err());
+    // A content check without a digest to compare is refused too.
+    let no_digest = SendOptions {
+        sync: checksum(),
+        digest: rdmaft::protocol::DigestKind::None,
+        ..SendOptions::default()
+    };
+    assert!(loopback_transfer(vec![t], &dest, no_digest, &recv).is_err());
     fs::remove_dir_all(&base).unwrap();
 }
 

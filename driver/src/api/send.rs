@@ -155,6 +155,12 @@ impl SendOptions {
     /// Refuses options that cannot go together, and patterns that do not parse.
     pub(crate) fn check(&self, paths: &[PathBuf]) -> Result<(), Error> {
         Excludes::new(&self.exclude).map_err(|e| Error::invalid("exclude", e.to_string()))?;
+        if self.sync.is_some_and(|s| s.checksum) && self.digest == DigestKind::None {
+            return Err(Error::invalid(
+                "sync",
+                "--checksum compares digests: it needs one (not --digest none)",
+            ));
+        }
         if self.files_from.is_some() && paths.len() != 1 {
             return Err(Error::invalid(
                 "files_from",

@@ -635,10 +635,7 @@ mod options_tests {
         );
         assert_eq!((o.shard, o.sync), (None, None));
         for bad in [
-            SendOptionsC {
-                sync: 0x10,
-                ..full
-            },
+            SendOptionsC { sync: 0x10, ..full },
             SendOptionsC { lanes: 65, ..full },
             SendOptionsC {
                 part_size: 4095,

@@ -528,7 +528,7 @@ impl Writer {
         };
         // After the kept prefix is hashed (through the page cache).
         let direct = self.direct
-            && size - offset.min(size) >= direct::DIRECT_MIN_SIZE
+            && size.saturating_sub(offset) >= direct::DIRECT_MIN_SIZE
             && temp.as_ref().is_some_and(|t| direct::enable(&t.file));
         self.direct_files += u64::from(direct);
         self.accepted(

@@ -488,7 +488,7 @@ fn open_source(
         .map_err(read_err)?;
     // Only once the prefix is hashed (through the page cache, into an unaligned buffer).
     let direct = direct
-        && item.data_len() - offset.min(item.data_len()) >= direct::DIRECT_MIN_SIZE
+        && item.data_len().saturating_sub(offset) >= direct::DIRECT_MIN_SIZE
         && direct::enable(&file);
     Ok(Source {
         file,
@@ -928,15 +928,14 @@ impl<L: SendLink> Engine<L> {
                 file_id,
                 result,
                 direct,
-            } => match result {
-                Ok(found) if direct => {
-                    self.report.direct_files += 1;
-                    found.map_or(Ok(()), |digest| self.finish_file(file_id, digest))
+            } => {
+                self.report.direct_files += u64::from(direct);
+                match result {
+                    Ok(Some(digest)) => self.finish_file(file_id, digest),
+                    Ok(None) => Ok(()),
+                    Err((reason, _detail)) => self.abort_file(file_id, reason),
                 }
-                Ok(Some(digest)) => self.finish_file(file_id, digest),
-                Ok(None) => Ok(()),
-                Err((reason, _detail)) => self.abort_file(file_id, reason),
-            },
+            }
             ReadDone::Read {
                 seq,
                 slot,
