@@ -50,16 +50,17 @@ rdmaft_bw() {
         [ -n "$port" ] && break
         sleep 0.1
     done
-    "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 || { cat "$work/send.txt" >&2; }
+    "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 \
+        || { cat "$work/send.txt" >&2; kill "$rpid" 2>/dev/null || true; }
     wait "$rpid" || true
     sed -n 's/.* in \([0-9.]*\) s, \([0-9.]*\) MB\/s.*/\2/p' "$work/send.txt" | tail -n1
 }
 
-# `send $@` into $1 (kept between calls) through a fresh `recv --once`; prints the send's
-# wall time in seconds, the whole command (connecting included). Its summary stays in
-# $work/send.txt.
+# `send OPTIONS... PATH` ($2 on) into $1 (kept between calls) through a fresh
+# `recv --once`; prints the send's wall time in seconds, the whole command (connecting
+# included). Its summary stays in $work/send.txt.
 rdmaft_into() {
-    local dest=$1; shift
+    local dest=$1 path=$2; shift 2
     mkdir -p "$dest"
     "$bin/recv" --once --listen "$addr:0" --dir "$dest" --preserve-perms \
         > /dev/null 2> "$work/recv.err" &
@@ -71,7 +72,9 @@ rdmaft_into() {
     done
     local t0 t1
     t0=$(date +%s%N)
-    "$bin/send" "$@" "$addr:$port" > "$work/send.txt" 2>&1 || { cat "$work/send.txt" >&2; }
+    # A failed send leaves the receiver waiting for its transfer: stop it.
+    "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 \
+        || { cat "$work/send.txt" >&2; kill "$rpid" 2>/dev/null || true; }
     t1=$(date +%s%N)
     wait "$rpid" || true
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
@@ -111,7 +114,7 @@ ib_plain=$ib bulk_plain=$bulk wire_plain=$wire tree_plain=$tree tree_nb_plain=$t
 log ""
 sync_dest=$work/sync-dest
 rdmaft_into "$sync_dest" "$work/tree" > /dev/null
-noop_s=$(rdmaft_into "$sync_dest" --sync "$work/tree")
+noop_s=$(rdmaft_into "$sync_dest" "$work/tree" --sync)
 t0=$(date +%s%N)
 rsync -a --dry-run "$work/tree/" "$sync_dest/tree/"
 t1=$(date +%s%N)
@@ -123,7 +126,7 @@ for f in $(find "$work/tree" -type f | sort | head -n 10); do
     head -c $((TREE_KIB << 10)) /dev/urandom > "$f"
     changed=$((changed + (TREE_KIB << 10)))
 done
-rdmaft_into "$sync_dest" --sync "$work/tree" > /dev/null
+rdmaft_into "$sync_dest" "$work/tree" --sync > /dev/null
 resync_bytes=$(sent_bytes)
 log "send --sync after 10 files changed: ${resync_bytes} bytes moved, ${changed} bytes changed"
 
