@@ -259,13 +259,7 @@ impl Destination {
             return Ok((Arc::clone(dir), last));
         }
         let (dir, last) = self.open_parent(name)?;
-        let dir = Arc::new(dir);
-        let mut dirs = crate::sync::lock_std(&self.dirs);
-        if dirs.len() >= DIR_CACHE_MAX {
-            dirs.clear();
-        }
-        dirs.insert(dir_path.to_owned(), Arc::clone(&dir));
-        Ok((dir, last))
+        Ok((self.cache_dir(dir_path, dir), last))
     }
 
     /// The directory holding `name`'s last component, looked up beneath the root without
@@ -281,7 +275,19 @@ impl Destination {
                 dir = open_dir_beneath(&dir, component)?;
             }
         }
-        Ok((Arc::new(dir), last))
+        Ok((self.cache_dir(dir_path, dir), last))
+    }
+
+    /// Keeps `dir`, opened as `dir_path`, for the next names in it (a sync compares every
+    /// file of a directory, as a transfer writes them).
+    fn cache_dir(&self, dir_path: &str, dir: OwnedFd) -> Arc<OwnedFd> {
+        let dir = Arc::new(dir);
+        let mut dirs = crate::sync::lock_std(&self.dirs);
+        if dirs.len() >= DIR_CACHE_MAX {
+            dirs.clear();
+        }
+        dirs.insert(dir_path.to_owned(), Arc::clone(&dir));
+        dir
     }
 
     /// Forgets the cached directories (one was removed or replaced under us).
