@@ -37,21 +37,36 @@ ib_bw() {
     awk '/^ *1048576/ { printf "%.1f\n", $4 * 1.048576; exit }' "$work/ibc.txt"
 }
 
-# One rdmaft transfer of $1 (a path) with extra send options; prints MB/s (10^6 bytes).
-rdmaft_bw() {
-    local path=$1; shift
-    local dest=$work/dest
-    rm -rf "$dest"; mkdir -p "$dest"
-    "$bin/recv" --once --listen "$addr:0" --dir "$dest" --buffer-size 4M --window 64 \
-        > /dev/null 2> "$work/recv.err" &
-    local rpid=$! port=
+# Starts `recv --once` into $1 with more recv options; sets rpid and port.
+start_recv() {
+    local dest=$1; shift
+    "$bin/recv" --once --listen "$addr:0" --dir "$dest" "$@" > /dev/null 2> "$work/recv.err" &
+    rpid=$! port=
     for _ in $(seq 1 100); do
         port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/recv.err" | head -n1)
         [ -n "$port" ] && break
         sleep 0.1
     done
+}
+
+# `send OPTIONS... $1` to the receiver start_recv started, its output in $work/send.txt.
+# A failed send leaves that receiver waiting for its transfer: it is stopped.
+send_to_recv() {
+    local path=$1; shift
     "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 \
         || { cat "$work/send.txt" >&2; kill "$rpid" 2>/dev/null || true; }
+}
+
+# Seconds from $1 to $2 (nanosecond stamps of `date +%s%N`).
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'; }
+
+# One rdmaft transfer of $1 (a path) with extra send options; prints MB/s (10^6 bytes).
+rdmaft_bw() {
+    local path=$1; shift
+    local dest=$work/dest
+    rm -rf "$dest"; mkdir -p "$dest"
+    start_recv "$dest" --buffer-size 4M --window 64
+    send_to_recv "$path" "$@"
     wait "$rpid" || true
     sed -n 's/.* in \([0-9.]*\) s, \([0-9.]*\) MB\/s.*/\2/p' "$work/send.txt" | tail -n1
 }
@@ -62,22 +77,13 @@ rdmaft_bw() {
 rdmaft_into() {
     local dest=$1 path=$2; shift 2
     mkdir -p "$dest"
-    "$bin/recv" --once --listen "$addr:0" --dir "$dest" --preserve-perms \
-        > /dev/null 2> "$work/recv.err" &
-    local rpid=$! port=
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/recv.err" | head -n1)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
+    start_recv "$dest" --preserve-perms
     local t0 t1
     t0=$(date +%s%N)
-    # A failed send leaves the receiver waiting for its transfer: stop it.
-    "$bin/send" "$@" "$addr:$port" "$path" > "$work/send.txt" 2>&1 \
-        || { cat "$work/send.txt" >&2; kill "$rpid" 2>/dev/null || true; }
+    send_to_recv "$path" "$@"
     t1=$(date +%s%N)
     wait "$rpid" || true
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
+    seconds "$t0" "$t1"
 }
 
 # The bytes the last send moved (its summary's "(N bytes)").
@@ -118,7 +124,7 @@ noop_s=$(rdmaft_into "$sync_dest" "$work/tree" --sync)
 t0=$(date +%s%N)
 rsync -a --dry-run "$work/tree/" "$sync_dest/tree/"
 t1=$(date +%s%N)
-rsync_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+rsync_s=$(seconds "$t0" "$t1")
 printf '%-34s %10s\n' "send --sync, nothing to do (s)" "$noop_s" | tee -a "$out"
 printf '%-34s %10s\n' "rsync -a --dry-run, local (s)" "$rsync_s" | tee -a "$out"
 changed=0

@@ -205,18 +205,7 @@ impl ConnectionReport {
 
 /// Work for the writer thread.
 enum WriteJob {
-    Offer {
-        file_id: u64,
-        name: String,
-        kind: EntryKind,
-        size: u64,
-        mode: u32,
-        mtime: (i64, u32),
-        part: Option<Part>,
-        refusal: Option<FileRejectReason>,
-        /// The header's sync request.
-        sync: Option<SyncCheck>,
-    },
+    Offer(Offer),
     Chunk {
         seq: u64,
         file_id: u64,
@@ -244,6 +233,8 @@ struct Offer {
     mtime: (i64, u32),
     part: Option<Part>,
     refusal: Option<FileRejectReason>,
+    /// The header's sync request.
+    sync: Option<SyncCheck>,
 }
 
 /// What the writer did.
@@ -316,29 +307,7 @@ struct Writer {
 impl Writer {
     fn job(&mut self, job: WriteJob) -> Vec<WriteDone> {
         match job {
-            WriteJob::Offer {
-                file_id,
-                name,
-                kind,
-                size,
-                mode,
-                mtime,
-                part,
-                refusal,
-                sync,
-            } => {
-                let offer = Offer {
-                    file_id,
-                    name,
-                    kind,
-                    size,
-                    mode,
-                    mtime,
-                    part,
-                    refusal,
-                };
-                vec![self.offer_synced(offer, sync)]
-            }
+            WriteJob::Offer(offer) => vec![self.offer_synced(offer)],
             WriteJob::Chunk {
                 seq,
                 file_id,
@@ -377,8 +346,8 @@ impl Writer {
 
     /// An offer with its sync request: compared with what is here first (unless refused),
     /// and answered in sync, as a dry run's listing, or taken on with the changes said.
-    fn offer_synced(&mut self, offer: Offer, sync: Option<SyncCheck>) -> WriteDone {
-        let Some(sync) = sync.filter(|_| offer.refusal.is_none()) else {
+    fn offer_synced(&mut self, offer: Offer) -> WriteDone {
+        let Some(sync) = offer.sync.filter(|_| offer.refusal.is_none()) else {
             return self.offer(offer);
         };
         if sync.delete {
@@ -475,6 +444,7 @@ impl Writer {
             mtime,
             part,
             refusal,
+            sync: _,
         } = offer;
         if let Some(reason) = refusal {
             // A refused name says which rule it broke (a reserved prefix, a control
@@ -1259,7 +1229,7 @@ impl<L: RecvLink> Engine<L> {
                         deleted: 0,
                     },
                 );
-                self.push(WriteJob::Offer {
+                self.push(WriteJob::Offer(Offer {
                     file_id: h.file_id,
                     name: h.name.to_owned(),
                     kind: h.kind,
@@ -1269,7 +1239,7 @@ impl<L: RecvLink> Engine<L> {
                     part: h.part,
                     refusal: offer.refusal,
                     sync: h.sync,
-                })
+                }))
             }
             Ok(None) => Ok(()),
             Err(e) => protocol_result(e),
@@ -1496,7 +1466,7 @@ mod tests {
     }
 
     fn offer(w: &mut Writer) -> FileAnswer {
-        let done = w.job(WriteJob::Offer {
+        let done = w.job(WriteJob::Offer(Offer {
             sync: None,
             part: None,
             file_id: 1,
@@ -1506,7 +1476,7 @@ mod tests {
             mode: 0o644,
             mtime: MTIME,
             refusal: None,
-        });
+        }));
         match done.as_slice() {
             [WriteDone::Answer { answer, .. }] => *answer,
             _ => panic!("one answer expected"),
@@ -1545,7 +1515,7 @@ mod tests {
     fn a_refused_name_says_which_rule_it_broke() {
         let d = scratch("refused-name");
         let mut w = writer(&d, DigestKind::None);
-        let done = w.job(WriteJob::Offer {
+        let done = w.job(WriteJob::Offer(Offer {
             sync: None,
             part: None,
             file_id: 1,
@@ -1555,7 +1525,7 @@ mod tests {
             mode: 0o644,
             mtime: MTIME,
             refusal: Some(FileRejectReason::INVALID_NAME),
-        });
+        }));
         match done.as_slice() {
             [WriteDone::Answer {
                 answer: FileAnswer::Reject(FileRejectReason::INVALID_NAME),
@@ -1614,7 +1584,7 @@ mod tests {
 
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
-        let done = w.job(WriteJob::Offer {
+        let done = w.job(WriteJob::Offer(Offer {
             sync: Some(SyncCheck {
                 delete: true,
                 ..SyncCheck::default()
@@ -1627,7 +1597,7 @@ mod tests {
             mode: 0o755,
             mtime: MTIME,
             refusal: None,
-        });
+        }));
         match done.as_slice() {
             [WriteDone::Answer { answer, .. }] => *answer,
             _ => panic!("one answer expected"),

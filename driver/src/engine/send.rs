@@ -18,7 +18,7 @@ use rdmaft_protocol::{
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -436,16 +436,8 @@ fn read_job(sources: &mut HashMap<u64, Source>, job: ReadJob) -> ReadDone {
 
 /// The digest of `entry`'s whole file, which must still be what the walk found.
 fn digest_whole(entry: &SourceEntry, kind: DigestKind) -> Result<Digest, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&entry.path)
-        .map_err(|e| e.to_string())?;
-    let changed = |meta: &std::fs::Metadata| {
-        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
-        !meta.is_file() || meta.len() != entry.size || mtime != (entry.mtime_sec, entry.mtime_nsec)
-    };
-    if changed(&file.metadata().map_err(|e| e.to_string())?) {
+    let file = open_entry(entry).map_err(|e| e.to_string())?;
+    if !entry.is_as_found(&file.metadata().map_err(|e| e.to_string())?) {
         return Err("it changed since it was found".into());
     }
     let mut digest = Digester::new(kind);
@@ -453,6 +445,14 @@ fn digest_whole(entry: &SourceEntry, kind: DigestKind) -> Result<Digest, String>
         .update_from_file(&file, entry.size)
         .map_err(|e| e.to_string())?;
     Ok(digest.finish())
+}
+
+/// Opens `entry`'s file for reading, never through a link put there since the walk.
+fn open_entry(entry: &SourceEntry) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&entry.path)
 }
 
 fn open_source(
@@ -463,11 +463,7 @@ fn open_source(
 ) -> Result<Source, (AbortReason, String)> {
     let entry = &item.entry;
     let read_err = |e: io::Error| (AbortReason::READ_ERROR, e.to_string());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&entry.path)
-        .map_err(read_err)?;
+    let file = open_entry(entry).map_err(read_err)?;
     // A file sent whole and with data is checked once, after its last read (kind, size,
     // mtime): one `fstat` per small file instead of two. A resumed or empty one is checked
     // now, before its prefix is hashed or its digest given.
@@ -525,11 +521,7 @@ fn read_chunk(
         .file
         .metadata()
         .map_err(|e| (AbortReason::READ_ERROR, e.to_string()))?;
-    let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
-    if !meta.is_file()
-        || meta.len() != src.entry.size
-        || mtime != (src.entry.mtime_sec, src.entry.mtime_nsec)
-    {
+    if !src.entry.is_as_found(&meta) {
         return Err((
             AbortReason::SOURCE_CHANGED,
             "the file changed while being sent".into(),

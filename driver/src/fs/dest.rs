@@ -306,7 +306,7 @@ impl Destination {
             open_dir_beneath(&self.root, ".").map_err(|e| Refusal::from_errno("destination", e))?;
         for (i, component) in parts.iter().enumerate() {
             let shown = parts[..=i].join("/");
-            dir = match open_dir_beneath(&dir, component) {
+            dir = match open_dir_beneath(&dir, *component) {
                 Ok(d) => d,
                 Err(Errno::NOENT) => {
                     let errno = |e| Refusal::from_errno(&shown, e);
@@ -316,7 +316,7 @@ impl Destination {
                         Err(Errno::EXIST) => false,
                         Err(e) => return Err(errno(e)),
                     };
-                    let d = open_dir_beneath(&dir, component).map_err(errno)?;
+                    let d = open_dir_beneath(&dir, *component).map_err(errno)?;
                     if made {
                         // With no-clobber, remembered as ours; with fsync, its name synced.
                         if let Some(created) = created.as_mut() {
@@ -562,7 +562,10 @@ fn refusal_at(dir: &OwnedFd, component: &str, shown: &str, e: Errno) -> Refusal 
 
 /// Opens directory `name` in `dir`, refusing to follow a symlink (`ELOOP`) or to open
 /// anything but a directory (`ENOTDIR`).
-pub(super) fn open_dir_beneath(dir: &impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+pub(super) fn open_dir_beneath(
+    dir: &impl AsFd,
+    name: impl rustix::path::Arg,
+) -> Result<OwnedFd, Errno> {
     rfs::openat(
         dir,
         name,

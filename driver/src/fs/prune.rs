@@ -15,7 +15,7 @@ use super::dest::{open_dir_beneath, Destination, Refusal};
 use super::temp::reserved_component;
 use crate::sync::lock_std;
 use rdmaft_protocol::FileRejectReason;
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType};
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -140,12 +140,7 @@ fn remove(dir: &impl AsFd, name: &[u8], dry_run: bool) -> Result<u64, Errno> {
         }
         return Ok(1);
     }
-    let sub = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let sub = open_dir_beneath(dir, name)?;
     let mut removed = 1;
     for child in names_in(&sub)? {
         removed += remove(&sub, &child, dry_run)?;

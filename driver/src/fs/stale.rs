@@ -6,8 +6,9 @@
 //! `.rdmaft-<host>-<pid>-<n>.part`.
 //! A receiver removes those when it starts ([`Sweep`]), on a thread of its own.
 
+use super::dest::open_dir_beneath;
 use super::temp::own_temp_name_pid;
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -38,7 +39,7 @@ pub(crate) fn remove_stale(root: &OwnedFd, stop: &AtomicBool) -> u64 {
     let mut removed = 0;
     let mut alive = HashMap::new();
     let me = rustix::process::geteuid().as_raw();
-    let Ok(top) = open_dir(root, c".") else {
+    let Ok(top) = open_dir_beneath(root, c".") else {
         return 0;
     };
     // Directories to read: each named in its parent (held open while any child waits), so
@@ -49,7 +50,7 @@ pub(crate) fn remove_stale(root: &OwnedFd, stop: &AtomicBool) -> u64 {
             None => parent,
             Some(name) => match CStr::from_bytes_until_nul(&name)
                 .ok()
-                .and_then(|n| open_dir(&parent, n).ok())
+                .and_then(|n| open_dir_beneath(&parent, n).ok())
             {
                 Some(d) => Arc::new(d),
                 None => continue,
@@ -94,15 +95,6 @@ pub(crate) fn remove_stale(root: &OwnedFd, stop: &AtomicBool) -> u64 {
         }
     }
     removed
-}
-
-fn open_dir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd, Errno> {
-    rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
 }
 
 fn stat_type(dir: &OwnedFd, name: &CStr) -> FileType {
@@ -177,6 +169,7 @@ impl Drop for Sweep {
 mod tests {
     use super::super::temp::temp_name_of;
     use super::*;
+    use rustix::fs::{Mode, OFlags};
     use std::path::Path;
 
     /// A pid no process has: above the kernel's largest `pid_max` (2^22).

@@ -46,6 +46,15 @@ pub struct SourceEntry {
     pub mtime_nsec: u32,
 }
 
+impl SourceEntry {
+    /// Whether `meta` (of the file opened for this entry) is still what the walk found:
+    /// a regular file of the same size and mtime.
+    pub fn is_as_found(&self, meta: &Metadata) -> bool {
+        let mtime = (meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+        meta.is_file() && meta.len() == self.size && mtime == (self.mtime_sec, self.mtime_nsec)
+    }
+}
+
 /// Why an entry is not sent.
 #[derive(Debug)]
 pub enum SkipReason {
@@ -441,6 +450,25 @@ mod tests {
             }
         }
         (sent, skipped)
+    }
+
+    #[test]
+    fn an_entry_is_as_found_until_its_size_kind_or_mtime_changes() {
+        let d = scratch("as-found");
+        let f = d.join("f");
+        fs::write(&f, b"12345").unwrap();
+        let Some(WalkItem::Entry(e)) = Walk::new(vec![f.clone()]).next() else {
+            panic!()
+        };
+        assert!(e.is_as_found(&fs::metadata(&f).unwrap()));
+        fs::write(&f, b"123456").unwrap();
+        assert!(!e.is_as_found(&fs::metadata(&f).unwrap()), "another size");
+        fs::write(&f, b"12345").unwrap();
+        let earlier = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(9);
+        fs::File::open(&f).unwrap().set_modified(earlier).unwrap();
+        assert!(!e.is_as_found(&fs::metadata(&f).unwrap()), "another mtime");
+        assert!(!e.is_as_found(&fs::metadata(&d).unwrap()), "a directory");
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
