@@ -84,8 +84,13 @@ struct rdmaft_send_options {
     unsigned shard_index; /* with shard_count > 0: send only shard shard_index (from 0) of */
     unsigned shard_count; /* shard_count, as `send --shard I/N`; 0: everything */
     unsigned sync;        /* RDMAFT_SYNC* flags, as `send --sync` and its options; 0: send all */
-    unsigned reserved2;   /* 0 */
+    unsigned flags;       /* RDMAFT_SEND_* flags; 0: none */
 };
+
+/* rdmaft_send_options.flags: LINKS sends symbolic links inside trees as links (`send
+ * --links`) instead of skipping them; the receiver refuses unsafe ones (absolute, or
+ * climbing out of its directory) unless it allows them. */
+#define RDMAFT_SEND_LINKS    0x1u
 
 /* rdmaft_send_options.sync: move only what changed (a file the receiver has with the same
  * size and mtime is up to date, RDMAFT_OK with nothing sent); with CHECKSUM compare

@@ -86,6 +86,25 @@ fn run(
     sync: Option<SyncOptions>,
     lanes: u16,
 ) -> (SendReport, BTreeMap<String, FileReport>) {
+    let send = SendOptions {
+        lanes,
+        sync,
+        ..SendOptions::default()
+    };
+    let (report, entries, all_received) = transfer(tree, dest, send, |_| {});
+    assert!(all_received);
+    (report, entries)
+}
+
+/// Sends `tree` into `dest` with `send` (small chunks and parts) and a receiver as `recv`
+/// leaves it; the report, every entry's report by name, and whether the receiver got every
+/// entry verified.
+fn transfer(
+    tree: &Path,
+    dest: &Path,
+    send: SendOptions,
+    recv: impl FnOnce(&mut ReceiverOptions),
+) -> (SendReport, BTreeMap<String, FileReport>, bool) {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let on_file = {
         let seen = Arc::clone(&seen);
@@ -96,20 +115,19 @@ fn run(
     let send = SendOptions {
         chunk_size: 4096,
         window: 8,
-        lanes,
         part_size: 16 << 10,
-        sync,
         on_file: Some(on_file),
-        ..SendOptions::default()
+        ..send
     };
-    let mut recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
-    recv.chunk_size = 4096;
-    recv.preserve_perms = true;
-    let (report, received) = loopback_transfer(vec![tree.to_owned()], dest, send, &recv).unwrap();
+    let mut options = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.to_owned());
+    options.chunk_size = 4096;
+    options.preserve_perms = true;
+    recv(&mut options);
+    let (report, received) =
+        loopback_transfer(vec![tree.to_owned()], dest, send, &options).unwrap();
     assert_eq!(report.error, None, "{report:?}");
-    assert!(received.all_ok(), "{received:?}");
     let seen = seen.lock().unwrap().clone();
-    (report, seen)
+    (report, seen, received.all_ok())
 }
 
 fn quick() -> Option<SyncOptions> {
@@ -472,5 +490,127 @@ fn files_from_sends_the_names_listed_under_their_own_names() {
     assert_eq!(got["d/e/f"].0, listing(&t)["d/e/f"].0);
     // The listed directory got its mode and mtime after what was listed inside it.
     assert_eq!(got["d"].2, listing(&t)["d"].2);
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// A symbolic link at `path` to `target`, with mtime `secs` (its own, not its target's,
+/// which `touch -h` sets).
+fn link(target: &str, path: &Path, secs: i64) {
+    let _ = fs::remove_file(path);
+    std::os::unix::fs::symlink(target, path).unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{secs}.000000005")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn with_links(sync: Option<SyncOptions>) -> SendOptions {
+    SendOptions {
+        links: true,
+        sync,
+        ..SendOptions::default()
+    }
+}
+
+#[test]
+fn links_go_as_links_and_stay_in_sync() {
+    let base = scratch("links");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    link("a", &t.join("rel"), 1_600_000_050);
+    link("../g", &t.join("d/up"), 1_600_000_051);
+    link("nowhere", &t.join("dangling"), 1_600_000_052);
+    link("d", &t.join("dirlink"), 1_600_000_053);
+    for dir in ["d", ""] {
+        set_mtime(&t.join(dir), 1_600_000_100);
+    }
+    // Without --links they are named, not sent, and no failure.
+    let (report, _, _) = transfer(&t, &dest, SendOptions::default(), |_| {});
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.counts.ignored, 4, "{:?}", report.counts);
+    assert!(fs::symlink_metadata(dest.join("t/rel")).is_err());
+    // With --links: each arrives as a link to the same target, with its own mtime.
+    let (report, entries, all) = transfer(&t, &dest, with_links(quick()), |_| {});
+    assert!(report.all_ok() && all, "{report:?}");
+    assert_eq!(entries["t/d/up"].outcome, FileOutcome::Sent);
+    assert_eq!(entries["t/d/up"].changes, Changes::NEW);
+    assert_eq!(listing(&dest.join("t")), listing(&t));
+    // Again: in sync, nothing moves.
+    let (again, entries, _) = transfer(&t, &dest, with_links(quick()), |_| {});
+    assert_eq!(again.bytes, 0, "{again:?}");
+    assert_eq!(
+        entries["t/rel"].outcome,
+        FileOutcome::InSync(Changes::empty())
+    );
+    assert_eq!(again.counts.up_to_date, 12, "{:?}", again.counts);
+    // A link retargeted is replaced, one touched only gets its mtime, one removed is
+    // deleted.
+    link("b", &t.join("rel"), 1_600_000_050);
+    link("nowhere", &t.join("dangling"), 1_600_000_099);
+    fs::remove_file(t.join("dirlink")).unwrap();
+    set_mtime(&t, 1_600_000_100);
+    let sync = deleting(false);
+    let (third, entries, all) = transfer(&t, &dest, with_links(sync), |_| {});
+    assert!(third.all_ok() && all, "{third:?}");
+    assert_eq!(entries["t/rel"].outcome, FileOutcome::Sent);
+    assert_eq!(entries["t/rel"].changes, Changes::CONTENT);
+    assert_eq!(
+        entries["t/dangling"].outcome,
+        FileOutcome::InSync(Changes::MTIME)
+    );
+    assert_eq!(entries["t"].deleted, 1);
+    assert_eq!(listing(&dest.join("t")), listing(&t));
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn unsafe_links_are_refused_unless_the_receiver_allows_them() {
+    let base = scratch("unsafe-links");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = src.join("t");
+    fs::create_dir_all(t.join("d")).unwrap();
+    link("/etc/passwd", &t.join("abs"), 1_600_000_000);
+    // t/d/out: two levels down, three up.
+    link("../../../outside", &t.join("d/out"), 1_600_000_000);
+    // Two up from t/d is the destination itself: safe.
+    link("../../t/abs", &t.join("d/in"), 1_600_000_000);
+    let (report, entries, all) = transfer(&t, &dest, with_links(None), |_| {});
+    assert!(!report.all_ok() && !all, "{report:?}");
+    let unsafe_link = FileOutcome::Rejected(rdmaft::protocol::FileRejectReason::UNSAFE_LINK);
+    assert_eq!(entries["t/abs"].outcome, unsafe_link);
+    assert_eq!(entries["t/d/out"].outcome, unsafe_link);
+    assert_eq!(entries["t/d/in"].outcome, FileOutcome::Sent);
+    assert!(fs::symlink_metadata(dest.join("t/abs")).is_err());
+    assert!(fs::symlink_metadata(dest.join("t/d/out")).is_err());
+    // A receiver that takes no links: they are skipped, with a warning, and no failure.
+    let (report, entries, all) = transfer(&t, &dest, with_links(None), |r| r.links = false);
+    assert!(report.all_ok() && all, "{report:?}");
+    assert_eq!(report.counts.ignored, 3, "{:?}", report.counts);
+    assert!(
+        matches!(&entries["t/abs"].outcome, FileOutcome::Ignored(why) if why.contains("links")),
+        "{:?}",
+        entries["t/abs"]
+    );
+    assert!(
+        report.warnings.iter().any(|w| w.contains("symbolic links")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(fs::symlink_metadata(dest.join("t/abs")).is_err());
+    // Allowed: made as sent, and still never followed by the receiver.
+    let (report, _, all) = transfer(&t, &dest, with_links(None), |r| r.allow_unsafe_links = true);
+    assert!(report.all_ok() && all, "{report:?}");
+    assert_eq!(
+        fs::read_link(dest.join("t/abs")).unwrap().as_os_str(),
+        "/etc/passwd"
+    );
+    assert_eq!(
+        fs::read_link(dest.join("t/d/out")).unwrap().as_os_str(),
+        "../../../outside"
+    );
     fs::remove_dir_all(&base).unwrap();
 }

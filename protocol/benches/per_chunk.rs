@@ -115,6 +115,7 @@ impl SenderBench {
         let mut sender = Sender::new(negotiated(), Config::default(), Store::new(), NOW).unwrap();
         let mut buf = [0u8; CTRL_MSG_MAX];
         let info = FileInfo {
+            target: &[],
             sync: None,
             part: None,
             file_id: FILE_ID,
@@ -222,6 +223,7 @@ impl ReceiverBench {
                 mtime_nsec: 0,
                 mode: 0o644,
                 name: "big",
+                target: &[],
             }),
             0,
         );

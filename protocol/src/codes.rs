@@ -105,6 +105,9 @@ code_family! {
         NAME_CONFLICT = 8, "name conflicts with a file open in this session";
         /// The receiver has no room to track the name now (too deep a path for its table).
         BUSY = 9, "receiver busy; try again later";
+        /// A symbolic link whose target is absolute or climbs out of the receiver's
+        /// destination, which this receiver does not create (PROTOCOL.md §4.1).
+        UNSAFE_LINK = 10, "unsafe symbolic link";
     }
 }
 

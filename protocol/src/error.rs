@@ -95,6 +95,8 @@ pub enum Violation {
     /// A header asking to sync without `SYNC` agreed, or an answer that does not fit its
     /// header's sync request (PROTOCOL.md §4.2).
     BadSync,
+    /// A symbolic link offered without `LINKS` agreed (PROTOCOL.md §4.1).
+    BadLink,
 }
 
 impl Violation {
@@ -129,6 +131,7 @@ impl Violation {
             Violation::BadResult => 26,
             Violation::BadPart => 27,
             Violation::BadSync => 28,
+            Violation::BadLink => 29,
         }
     }
 
@@ -184,6 +187,7 @@ impl fmt::Display for Violation {
             Violation::BadSync => f.write_str(
                 "sync header without SYNC agreed, or an answer that does not fit its header",
             ),
+            Violation::BadLink => f.write_str("symbolic link without LINKS agreed"),
         }
     }
 }

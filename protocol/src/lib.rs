@@ -109,7 +109,7 @@ pub use time::Instant;
 pub use wire::{
     AcceptFlags, Changes, Control, CtrlBuf, DecodeError, Digest, DigestKind, EntryKind, Features,
     Field, FileAnswer, HandshakeReply, HelloRepr, Imm, Part, RingInfo, SyncCheck, CTRL_MSG_MAX,
-    MAGIC, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX, VERSION,
+    MAGIC, MAX_LINK_TARGET, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX, VERSION,
 };
 
 use core::time::Duration;

@@ -722,6 +722,9 @@ impl<S: Storage> Receiver<S> {
         if unagreed {
             return Err(self.violation(Violation::BadSync));
         }
+        if h.kind == EntryKind::Symlink && !features.contains(Features::LINKS) {
+            return Err(self.violation(Violation::BadLink));
+        }
         let content = h.sync.and_then(|s| s.content);
         if content.is_some_and(|d| !d.kind.is_agreed(self.neg.features)) {
             return Err(self.violation(Violation::DigestNotNegotiated));
@@ -776,7 +779,8 @@ impl<S: Storage> Receiver<S> {
         if !end.digest.kind.is_agreed(self.neg.features) {
             return Err(self.violation(Violation::DigestNotNegotiated));
         }
-        if f.kind == Some(EntryKind::Directory) && end.digest.kind != DigestKind::None {
+        // Only a regular file (or part) has data to digest.
+        if f.kind != Some(EntryKind::File) && end.digest.kind != DigestKind::None {
             return Err(self.violation(Violation::DirectoryDigest));
         }
         let missing_digest = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)

@@ -413,7 +413,7 @@ impl<S: Storage> Sender<S> {
         core::mem::replace(&mut self.corked, corked)
     }
 
-    /// Offers a file or directory. Its header goes out through [`Sender::poll_output`].
+    /// Offers a file, directory or link. Its header goes out through [`Sender::poll_output`].
     ///
     /// File ids must increase from one call to the next. A name that is open already, or
     /// that shares a path with an open name (`a` and `a/b`), is refused until that file is
@@ -429,11 +429,14 @@ impl<S: Storage> Sender<S> {
         if unagreed {
             return Err(UsageError::InvalidMetadata(crate::Field::Flags).into());
         }
+        if info.kind == EntryKind::Symlink && !features.contains(Features::LINKS) {
+            return Err(UsageError::InvalidMetadata(crate::Field::EntryKind).into());
+        }
         // The header's encoded size: 48 bytes, the name, a content check's digest block.
         let content = info.sync.is_some_and(|s| s.content.is_some());
         if !self
             .out
-            .fits(48 + info.name.len() + if content { 40 } else { 0 })
+            .fits(48 + info.name.len() + info.target.len() + if content { 40 } else { 0 })
         {
             return Err(UsageError::OutputsNotDrained.into());
         }
@@ -1015,11 +1018,12 @@ impl<S: Storage> Sender<S> {
                     return Err(self.violation(Violation::SeqSpaceExhausted));
                 };
                 self.next_assign_seq = chunks.end_seq();
-                let is_dir = f.kind == Some(EntryKind::Directory);
+                // A directory or a link has no data and no digest: its end goes as is.
+                let no_data = f.kind != Some(EntryKind::File);
                 if let Some(file) = self.file_mut(o) {
                     file.chunks = chunks;
                     file.state = SState::Accepted;
-                    if is_dir {
+                    if no_data {
                         file.digest = Some(Digest::NONE);
                     }
                 }

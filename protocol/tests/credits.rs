@@ -27,6 +27,7 @@ fn receiving(window: u32) -> Receiver<ArrayStorage<4, 64>> {
     let mut r = Receiver::new(neg, Config::default(), ArrayStorage::new(), Instant::ZERO).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     let header = Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: 1,

@@ -194,6 +194,23 @@ fn directories_arrive_and_wait_for_their_contents() {
     check(&Config::new(2), &files, 40);
 }
 
+/// PROTOCOL.md §4.1 (`LINKS`): links go through a file's life with no data, among files
+/// that carry data, and each arrives with its target.
+#[test]
+fn links_arrive_with_their_targets_between_files() {
+    let files = vec![
+        file("t/a", CHUNK + 3, Policy::Accept),
+        file("t/l", 9, Policy::Link),
+        file("t/b", 10, Policy::Accept),
+        // Name and target fill one control message.
+        file("long", rdmaft_protocol::MAX_LINK_TARGET - 3, Policy::Link),
+        file("t", 0, Policy::Directory),
+    ];
+    for window in [1, 3] {
+        check(&Config::new(window), &files, 25);
+    }
+}
+
 #[test]
 fn same_name_waits_for_the_first_to_finish() {
     let files = vec![

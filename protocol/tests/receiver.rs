@@ -51,6 +51,7 @@ fn msg(m: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(id: u64, size: u64, name: &str) -> Control<'_> {
     Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: id,
@@ -641,6 +642,7 @@ fn a_required_digest_missing_drops_the_file() {
     }));
     // A directory needs none.
     let dir = Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: 2,
@@ -662,12 +664,63 @@ fn a_required_digest_missing_drops_the_file() {
     ));
 }
 
-/// PROTOCOL.md §4.1, §4.4: a directory's end carries no digest; one with a digest (even an
-/// agreed kind) is refused, not passed on for "verification".
+fn link(id: u64, name: &str) -> Control<'_> {
+    Control::FileHeader(wire::FileHeader {
+        target: b"t",
+        sync: None,
+        part: None,
+        file_id: id,
+        kind: EntryKind::Symlink,
+        size: 1,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        mode: 0o777,
+        name,
+    })
+}
+
+/// PROTOCOL.md §4.1: a link goes through a file's life with no data (answer, end of length
+/// 0 without a digest, result), and its target reaches the application with the offer.
 #[test]
-fn a_directory_end_with_a_digest_is_refused() {
+fn a_link_is_offered_with_its_target_and_ends_with_no_data() {
     let mut r = rx();
+    let bytes = msg(link(1, "l"), 0);
+    r.r.handle_write(t(1), Imm::control(0).encode(), bytes.len() as u32)
+        .unwrap();
+    r.ctrl = 1;
+    let offer = r.r.handle_control(t(1), &bytes).unwrap().expect("an offer");
+    assert_eq!(
+        (offer.header.kind, offer.header.target, offer.refusal),
+        (EntryKind::Symlink, &b"t"[..], None)
+    );
+    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+        .unwrap();
+    r.drain();
+    assert_eq!(r.ctrl(end(1, 0)), Ok(None));
+    r.drain();
+    assert!(r
+        .events
+        .iter()
+        .any(|e| matches!(e, ReceiverEvent::FileComplete { file_id: 1, .. })));
+}
+
+/// PROTOCOL.md §4.1, §7: a link without `LINKS` agreed fails the session.
+#[test]
+fn a_link_needs_links_agreed() {
+    let mut r = Rx::new(negotiated(
+        4,
+        Features::all() - Features::AUTH_PSK - Features::LINKS,
+    ));
+    let res = r.ctrl(link(1, "l"));
+    r.assert_failed(res, Violation::BadLink);
+}
+
+/// PROTOCOL.md §4.1, §4.4: a directory's or a link's end carries no digest; one with a
+/// digest (even an agreed kind) is refused, not passed on for "verification".
+#[test]
+fn a_directory_or_link_end_with_a_digest_is_refused() {
     let dir = Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: 1,
@@ -678,23 +731,26 @@ fn a_directory_end_with_a_digest_is_refused() {
         mode: 0o755,
         name: "d",
     });
-    assert_eq!(r.ctrl(dir), Ok(None));
-    r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
-        .unwrap();
-    r.drain();
-    let res = r.ctrl(Control::FileEnd(wire::FileEnd {
-        file_id: 1,
-        length: 0,
-        digest: Digest::new(DigestKind::Blake3, &[1; 32]).unwrap(),
-    }));
-    r.assert_failed(res, Violation::DirectoryDigest);
-    assert!(
-        !r.events
-            .iter()
-            .any(|e| matches!(e, ReceiverEvent::FileComplete { .. })),
-        "{:?}",
-        r.events
-    );
+    for header in [dir, link(1, "l")] {
+        let mut r = rx();
+        assert_eq!(r.ctrl(header), Ok(None));
+        r.r.answer_file(t(1), 1, FileAnswer::Accept { offset: 0 })
+            .unwrap();
+        r.drain();
+        let res = r.ctrl(Control::FileEnd(wire::FileEnd {
+            file_id: 1,
+            length: 0,
+            digest: Digest::new(DigestKind::Blake3, &[1; 32]).unwrap(),
+        }));
+        r.assert_failed(res, Violation::DirectoryDigest);
+        assert!(
+            !r.events
+                .iter()
+                .any(|e| matches!(e, ReceiverEvent::FileComplete { .. })),
+            "{:?}",
+            r.events
+        );
+    }
 }
 
 #[test]
@@ -1557,6 +1613,7 @@ fn a_content_check_needs_an_agreed_digest() {
 fn a_delete_needs_delete_agreed_and_is_answered_pruned() {
     let dir = |id| {
         Control::FileHeader(wire::FileHeader {
+            target: &[],
             sync: Some(SyncCheck {
                 delete: true,
                 ..SyncCheck::default()

@@ -36,6 +36,7 @@ fn negotiated(window: u32, features: Features) -> Negotiated {
 
 fn info(id: u64, size: u64, name: &str) -> FileInfo<'_> {
     FileInfo {
+        target: &[],
         sync: None,
         part: None,
         file_id: id,
@@ -819,6 +820,21 @@ fn sender_usage_errors() {
     };
     assert_eq!(
         s.s.start_file(t(1), &dir),
+        usage(UsageError::InvalidMetadata(Field::Size))
+    );
+    // A link needs LINKS agreed, and its size is its target's length.
+    let link = FileInfo {
+        kind: EntryKind::Symlink,
+        target: b"t",
+        ..info(6, 1, "l")
+    };
+    let mut plain = Tx::new(negotiated(4, Features::SYNC));
+    assert_eq!(
+        plain.s.start_file(t(1), &link),
+        usage(UsageError::InvalidMetadata(Field::EntryKind))
+    );
+    assert_eq!(
+        s.s.start_file(t(1), &FileInfo { size: 2, ..link }),
         usage(UsageError::InvalidMetadata(Field::Size))
     );
     assert_eq!(s.s.data_ready(t(1), 0), usage(UsageError::OutOfOrder));

@@ -12,6 +12,7 @@ fn enc(msg: Control<'_>, ack: u32) -> Vec<u8> {
 
 fn header(name: &str) -> wire::FileHeader<'_> {
     wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: 1,
@@ -155,6 +156,7 @@ fn reject_golden_bytes_and_reserved_fields() {
 #[test]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id: 7,
@@ -465,7 +467,7 @@ fn decode_error_bad_field() {
     };
     assert!(Control::decode(&enc(Control::FileHeader(ok), 0)).is_ok());
     let mut kind = enc(Control::FileHeader(header("x")), 0);
-    kind[40] = 4;
+    kind[40] = 5;
     assert_eq!(
         Control::decode(&kind),
         Err(DecodeError::BadField(Field::EntryKind))
@@ -814,6 +816,146 @@ fn sync_headers_golden_bytes_and_round_trip() {
     let bytes = enc(Control::FileHeader(h), 0);
     assert!(bytes.len() <= CTRL_MSG_MAX);
     assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(h))));
+}
+
+#[test]
+fn link_headers_golden_bytes_and_round_trip() {
+    // Kind 4, size = the target's length, the target right after the name.
+    let link = wire::FileHeader {
+        kind: EntryKind::Symlink,
+        size: 5,
+        mode: 0o777,
+        target: b"../up",
+        ..header("l")
+    };
+    assert_eq!(link.data_len(), 0, "a link carries no data");
+    let bytes = enc(Control::FileHeader(link), 0);
+    assert_eq!(bytes.len(), 48 + 1 + 5);
+    assert_eq!(bytes[40], 4, "kind");
+    assert_eq!(&bytes[16..24], &5u64.to_be_bytes());
+    assert_eq!(&bytes[48..], b"l../up");
+    assert_eq!(Control::decode(&bytes), Ok((0, Control::FileHeader(link))));
+    // With sync: the flags change, nothing else.
+    let synced = wire::FileHeader {
+        sync: Some(SyncCheck::default()),
+        ..link
+    };
+    let b = enc(Control::FileHeader(synced), 0);
+    assert_eq!((b[1], &b[48..]), (1, &b"l../up"[..]));
+    assert_eq!(Control::decode(&b), Ok((0, Control::FileHeader(synced))));
+    // The longest target beside a one-byte name fills a control message exactly.
+    let long = vec![b'x'; MAX_LINK_TARGET];
+    let longest = wire::FileHeader {
+        size: long.len() as u64,
+        target: &long,
+        ..link
+    };
+    let b = enc(Control::FileHeader(longest), 0);
+    assert_eq!(b.len(), CTRL_MSG_MAX);
+    assert_eq!(Control::decode(&b), Ok((0, Control::FileHeader(longest))));
+}
+
+#[test]
+fn link_headers_that_do_not_fit_are_refused() {
+    let link = wire::FileHeader {
+        kind: EntryKind::Symlink,
+        size: 1,
+        target: b"t",
+        ..header("l")
+    };
+    let long = vec![b'x'; MAX_LINK_TARGET];
+    let nul = *b"a\0b";
+    let bad = [
+        // An empty target, a NUL in it, a size that is not its length.
+        (
+            wire::FileHeader {
+                size: 0,
+                target: &[],
+                ..link
+            },
+            Field::Target,
+        ),
+        (
+            wire::FileHeader {
+                size: 3,
+                target: &nul,
+                ..link
+            },
+            Field::Target,
+        ),
+        (wire::FileHeader { size: 2, ..link }, Field::Size),
+        // A target on a file.
+        (
+            wire::FileHeader {
+                kind: EntryKind::File,
+                ..link
+            },
+            Field::Size,
+        ),
+        // Name and target together beyond one message.
+        (
+            wire::FileHeader {
+                size: long.len() as u64,
+                target: &long,
+                ..header("ll")
+            },
+            Field::Size,
+        ),
+        (
+            wire::FileHeader {
+                kind: EntryKind::Symlink,
+                size: long.len() as u64,
+                target: &long,
+                ..header("ll")
+            },
+            Field::Target,
+        ),
+        // A content check or a delete on a link.
+        (
+            wire::FileHeader {
+                sync: Some(SyncCheck {
+                    content: Some(blake3_of(1)),
+                    dry_run: false,
+                    delete: false,
+                }),
+                ..link
+            },
+            Field::Flags,
+        ),
+        (
+            wire::FileHeader {
+                sync: Some(SyncCheck {
+                    content: None,
+                    dry_run: false,
+                    delete: true,
+                }),
+                ..link
+            },
+            Field::Flags,
+        ),
+    ];
+    for (h, field) in bad {
+        assert_eq!(h.check_metadata(), Err(field), "{h:?}");
+    }
+    // On the wire: a NUL, and a size beyond any target.
+    let mut b = enc(Control::FileHeader(link), 0);
+    b[49] = 0;
+    assert_eq!(
+        Control::decode(&b),
+        Err(DecodeError::BadField(Field::Target))
+    );
+    let mut b = enc(Control::FileHeader(link), 0);
+    b[16..24].copy_from_slice(&(MAX_LINK_TARGET as u64 + 1).to_be_bytes());
+    assert_eq!(
+        Control::decode(&b),
+        Err(DecodeError::BadField(Field::Target))
+    );
+    // A size that claims more (or fewer) bytes than the message has.
+    for size in [0u64, 2] {
+        let mut b = enc(Control::FileHeader(link), 0);
+        b[16..24].copy_from_slice(&size.to_be_bytes());
+        assert!(Control::decode(&b).is_err(), "size {size}");
+    }
 }
 
 #[test]

@@ -377,6 +377,28 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus, St
     }
 }
 
+/// Makes `path` a symbolic link to `target` (replacing what is there) with its own mtime
+/// `secs` (and 123 ms), not its target's.
+pub fn symlink_with_mtime(target: &str, path: &Path, secs: i64) {
+    let _ = std::fs::remove_file(path);
+    std::os::unix::fs::symlink(target, path).unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 123_000_000,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,3 +450,4 @@ mod tests {
         assert!(parse_rdma_env(Some("rx e0"), None).is_err());
     }
 }
+

@@ -80,6 +80,14 @@ pub struct ReceiverOptions {
     /// those directories, never the receiver's own temporary or partial files). Off
     /// (`recv --no-delete`): such a sender is told, and deletes nothing.
     pub delete: bool,
+    /// Make symbolic links whose target is absolute or climbs out of the destination (`recv
+    /// --allow-unsafe-links`). Off by default: such a link is refused (`UNSAFE_LINK`). The
+    /// receiver itself never follows a link either way.
+    pub allow_unsafe_links: bool,
+    /// Take symbolic links from senders that send them (`send --links`; on by default).
+    /// Off (`recv --no-links`): `LINKS` is not agreed, and such a sender skips its links,
+    /// saying so.
+    pub links: bool,
     /// Called once per entry when its outcome is known.
     pub on_file: Option<ReceiveCallback>,
     /// Called when a connection ends.
@@ -125,6 +133,8 @@ impl std::fmt::Debug for ReceiverOptions {
             .field("huge_pages", &self.huge_pages)
             .field("direct", &self.direct)
             .field("delete", &self.delete)
+            .field("allow_unsafe_links", &self.allow_unsafe_links)
+            .field("links", &self.links)
             .field("open_files_limit", &self.open_files_limit)
             .finish()
     }
@@ -152,6 +162,8 @@ impl ReceiverOptions {
             huge_pages: false,
             direct: false,
             delete: true,
+            allow_unsafe_links: false,
+            links: true,
             on_file: None,
             on_connection: None,
             on_failure: None,
@@ -176,6 +188,7 @@ impl ReceiverOptions {
             existing: self.existing,
             fsync: self.fsync,
             preserve_perms: self.preserve_perms,
+            unsafe_links: self.allow_unsafe_links,
             ..DestOptions::default()
         }
     }
@@ -186,6 +199,10 @@ impl ReceiverOptions {
         // it wants them.
         let mut features =
             Features::DIGEST_XXH3_128 | Features::DIGEST_BLAKE3 | Features::BATCH | Features::SYNC;
+        // Unsafe links are refused one by one (`allow_unsafe_links`).
+        if self.links {
+            features |= Features::LINKS;
+        }
         if self.resume {
             features |= Features::RESUME;
         }

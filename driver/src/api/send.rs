@@ -93,6 +93,11 @@ pub struct SendOptions {
     /// name, instead of the paths' trees (`send --files-from`): a directory listed is sent
     /// as itself, not its contents, and the directories' entries come last.
     pub files_from: Option<Vec<String>>,
+    /// Send symbolic links inside trees as links, their targets as they read (`send
+    /// --links`), instead of skipping them. The receiver must offer `LINKS` (else they are
+    /// skipped, with a warning); it refuses a link whose target is absolute or climbs out
+    /// of its destination unless it allows unsafe links.
+    pub links: bool,
     /// Called once per file when its outcome is known (on one of the send's threads, one
     /// call at a time).
     pub on_file: Option<FileCallback>,
@@ -120,6 +125,7 @@ impl std::fmt::Debug for SendOptions {
             .field("sync", &self.sync)
             .field("exclude", &self.exclude)
             .field("files_from", &self.files_from.as_ref().map(Vec::len))
+            .field("links", &self.links)
             .finish()
     }
 }
@@ -146,6 +152,7 @@ impl Default for SendOptions {
             sync: None,
             exclude: Vec::new(),
             files_from: None,
+            links: false,
             on_file: None,
         }
     }
@@ -195,6 +202,9 @@ impl SendOptions {
         }
         if self.batch {
             p.features |= Features::BATCH;
+        }
+        if self.links {
+            p.features |= Features::LINKS;
         }
         if let Some(sync) = self.sync {
             p.features |= Features::SYNC;
@@ -259,7 +269,7 @@ impl SendOptions {
             _ => Walk::with_shard(paths, self.shard),
         };
         let work = Work::new(
-            walk.excluding(excludes),
+            walk.excluding(excludes).with_links(self.links),
             splitting,
             Arc::clone(progress),
             self.on_file.clone(),
@@ -284,6 +294,7 @@ impl SendOptions {
             progress: Arc::clone(progress),
             stop: Arc::clone(stop),
             sync: self.sync,
+            links: self.links,
         }
     }
 

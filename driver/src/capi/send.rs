@@ -272,8 +272,8 @@ pub struct SendOptionsC {
     pub shard_count: std::ffi::c_uint,
     /// `RDMAFT_SYNC*` flags (0: send everything).
     pub sync: std::ffi::c_uint,
-    /// Zero.
-    pub reserved2: std::ffi::c_uint,
+    /// `RDMAFT_SEND_*` flags (0: none).
+    pub flags: std::ffi::c_uint,
 }
 
 /// `rdmaft_send_options.sync` bits (the header's `RDMAFT_SYNC*`).
@@ -281,6 +281,9 @@ const SYNC: u32 = 0x1;
 const SYNC_CHECKSUM: u32 = 0x2;
 const SYNC_DRY_RUN: u32 = 0x4;
 const SYNC_DELETE: u32 = 0x8;
+
+/// `rdmaft_send_options.flags` bits (the header's `RDMAFT_SEND_*`): links as links.
+const SEND_LINKS: u32 = 0x1;
 
 /// Most lanes a C caller may ask for.
 const MAX_C_LANES: u32 = 64;
@@ -328,10 +331,14 @@ unsafe fn read_options(options: *const SendOptionsC) -> Result<SendOptions, Stri
         dry_run: c.sync & SYNC_DRY_RUN != 0,
         delete: c.sync & SYNC_DELETE != 0,
     });
+    if c.flags & !SEND_LINKS != 0 {
+        return Err(format!("unknown flags {:#x}", c.flags & !SEND_LINKS));
+    }
     let defaults = SendOptions::default();
     Ok(SendOptions {
         shard,
         sync,
+        links: c.flags & SEND_LINKS != 0,
         chunk_size: chunk_size(c.buffer_size),
         lanes: c.lanes as u16,
         part_size: if c.part_size == 0 {
@@ -607,11 +614,12 @@ mod options_tests {
             shard_index: 2,
             shard_count: 3,
             sync: SYNC_CHECKSUM | SYNC_DELETE,
-            reserved2: 0,
+            flags: SEND_LINKS,
         };
         // SAFETY: a whole struct.
         let o = unsafe { read_options(&full) }.unwrap();
         assert_eq!((o.chunk_size, o.lanes, o.part_size), (65536, 3, 1 << 20));
+        assert!(o.links);
         assert_eq!(o.shard, Some(crate::Shard::new(2, 3).unwrap()));
         assert_eq!(
             o.sync,
@@ -633,9 +641,10 @@ mod options_tests {
             (o.chunk_size, o.lanes, o.part_size),
             (65536, 0, crate::DEFAULT_PART_SIZE)
         );
-        assert_eq!((o.shard, o.sync), (None, None));
+        assert_eq!((o.shard, o.sync, o.links), (None, None, false));
         for bad in [
             SendOptionsC { sync: 0x10, ..full },
+            SendOptionsC { flags: 0x2, ..full },
             SendOptionsC { lanes: 65, ..full },
             SendOptionsC {
                 part_size: 4095,

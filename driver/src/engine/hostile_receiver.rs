@@ -91,6 +91,7 @@ fn against_with(
         progress,
         stop: Arc::new(Stop::new()),
         sync,
+        links: false,
     };
     let slots = p.slots.split();
     let report = work.report(vec![run(

@@ -235,6 +235,8 @@ struct Offer {
     refusal: Option<FileRejectReason>,
     /// The header's sync request.
     sync: Option<SyncCheck>,
+    /// A link's target (empty for other kinds).
+    target: Vec<u8>,
 }
 
 /// What the writer did.
@@ -280,6 +282,8 @@ struct Target {
     failed: Option<(FileStatus, String)>,
     /// Written with `O_DIRECT` (until its short last chunk, if any).
     direct: bool,
+    /// A link's target: the link is made when its entry ends.
+    link: Option<Vec<u8>>,
 }
 
 struct Writer {
@@ -361,6 +365,7 @@ impl Writer {
             mtime: offer.mtime,
             content: sync.content,
             dry_run: sync.dry_run,
+            target: &offer.target,
         };
         let answer = match self.dest.compare(&entry) {
             Ok(Compared::InSync(changes)) => FileAnswer::InSync(changes),
@@ -407,6 +412,7 @@ impl Writer {
                 mtime: offer.mtime,
                 content: None,
                 dry_run: sync.dry_run,
+                target: &[],
             };
             let changes = match self.dest.compare(&entry)? {
                 Compared::Differs(c) if c.contains(Changes::KIND) => {
@@ -445,6 +451,7 @@ impl Writer {
             part,
             refusal,
             sync: _,
+            target,
         } = offer;
         if let Some(reason) = refusal {
             // A refused name says which rule it broke (a reserved prefix, a control
@@ -475,12 +482,28 @@ impl Writer {
                 }
             },
             EntryKind::Directory => None,
+            EntryKind::Symlink => {
+                let unsafe_link = !self.dest.options().unsafe_links
+                    && !crate::fs::link::is_safe_link(&name, &target);
+                if unsafe_link {
+                    let shown = String::from_utf8_lossy(&target);
+                    return WriteDone::Answer {
+                        file_id,
+                        answer: FileAnswer::Reject(FileRejectReason::UNSAFE_LINK),
+                        detail: Some(format!(
+                            "{name} -> {shown}: the target is absolute or climbs out of the \
+                             destination (recv --allow-unsafe-links takes it)"
+                        )),
+                    };
+                }
+                None
+            }
         };
         if let Some(part) = part {
             return self.offer_part(file_id, name, size, mode, mtime, part, open);
         }
         let begun = match kind {
-            EntryKind::Directory => Ok((None, 0)),
+            EntryKind::Directory | EntryKind::Symlink => Ok((None, 0)),
             EntryKind::File if self.resume => self
                 .dest
                 .resume_file(&name, size, mtime)
@@ -516,6 +539,7 @@ impl Writer {
                 digest,
                 failed: None,
                 direct,
+                link: (kind == EntryKind::Symlink).then_some(target),
             },
         )
     }
@@ -590,6 +614,7 @@ impl Writer {
                 failed: None,
                 // Parts share one file at their offsets: through the page cache.
                 direct: false,
+                link: None,
             },
         )
     }
@@ -719,6 +744,12 @@ impl Writer {
             );
         }
         let Some(temp) = t.temp else {
+            if let Some(target) = &t.link {
+                return match self.dest.make_link(&t.name, target, t.mtime) {
+                    Ok(()) => (FileStatus::OK, None),
+                    Err(r) => (FileStatus::IO, Some(r.detail)),
+                };
+            }
             // A directory.
             return match self.dest.make_dir(&t.name, t.mode, t.mtime) {
                 Ok(()) => (FileStatus::OK, None),
@@ -1239,6 +1270,7 @@ impl<L: RecvLink> Engine<L> {
                     part: h.part,
                     refusal: offer.refusal,
                     sync: h.sync,
+                    target: h.target.to_vec(),
                 }))
             }
             Ok(None) => Ok(()),
@@ -1476,6 +1508,7 @@ mod tests {
             mode: 0o644,
             mtime: MTIME,
             refusal: None,
+            target: Vec::new(),
         }));
         match done.as_slice() {
             [WriteDone::Answer { answer, .. }] => *answer,
@@ -1525,6 +1558,7 @@ mod tests {
             mode: 0o644,
             mtime: MTIME,
             refusal: Some(FileRejectReason::INVALID_NAME),
+            target: Vec::new(),
         }));
         match done.as_slice() {
             [WriteDone::Answer {
@@ -1597,6 +1631,7 @@ mod tests {
             mode: 0o755,
             mtime: MTIME,
             refusal: None,
+            target: Vec::new(),
         }));
         match done.as_slice() {
             [WriteDone::Answer { answer, .. }] => *answer,

@@ -561,6 +561,8 @@ pub(crate) struct SendSetup {
     pub(crate) stop: Arc<Stop>,
     /// Offer entries to sync (`--sync`): the receiver answers for what it has.
     pub(crate) sync: Option<SyncOptions>,
+    /// Links were asked for (`--links`): say so if the receiver does not take them.
+    pub(crate) links: bool,
 }
 
 /// Runs one lane of a send over `link` (already connected, `neg` agreed, `slots` the data
@@ -608,6 +610,11 @@ pub(crate) fn run<L: SendLink>(
                 .into(),
         );
     }
+    if setup.links && !neg.features.contains(Features::LINKS) && setup.lane == 0 {
+        report
+            .warnings
+            .push("the receiver does not take symbolic links (LINKS): links were skipped".into());
+    }
     let jobs = Arc::new(Mailbox::new(None));
     let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
@@ -636,6 +643,7 @@ pub(crate) fn run<L: SendLink>(
         closing: false,
         held: None,
         deletes: deletes && neg.features.contains(Features::DELETE),
+        links: neg.features.contains(Features::LINKS),
         ready: VecDeque::new(),
         digesting: HashMap::new(),
         next_digest_key: 0,
@@ -681,6 +689,8 @@ struct Engine<L: SendLink> {
     held: Option<Ready>,
     /// Directories are offered with `DELETE` (asked for and agreed).
     deletes: bool,
+    /// Links are offered as links (`LINKS` agreed).
+    links: bool,
     /// Items digested (`--checksum`) and waiting for their offer, in order.
     ready: VecDeque<Ready>,
     /// Items at the reader being digested, by key.
@@ -828,6 +838,15 @@ impl<L: SendLink> Engine<L> {
     fn offer(&mut self, next: Ready) -> Result<bool, Error> {
         let id = self.next_id;
         let entry = &next.item.entry;
+        if entry.kind == EntryKind::Symlink && !self.links {
+            // Sent as a link only where the receiver takes links; else skipped, as without
+            // `--links` (the warning at the start says why).
+            let why = "symbolic link (the receiver does not take links)".to_owned();
+            self.setup
+                .work
+                .resolved(next.item, FileOutcome::Ignored(why).into());
+            return Ok(true);
+        }
         let delete = self.deletes && entry.kind == EntryKind::Directory && next.item.prune;
         let sync = self.setup.sync.map(|s| SyncCheck {
             content: next.content,
@@ -837,13 +856,18 @@ impl<L: SendLink> Engine<L> {
         let info = FileInfo {
             file_id: id,
             kind: entry.kind,
-            size: entry.size,
+            // A link's size is its target's length (its data is in the header).
+            size: match entry.kind {
+                EntryKind::Symlink => entry.target.len() as u64,
+                _ => entry.size,
+            },
             mtime_sec: entry.mtime_sec,
             mtime_nsec: entry.mtime_nsec,
             mode: entry.mode,
             part: next.item.part,
             sync,
             name: &entry.name,
+            target: &entry.target,
         };
         match self.machine.start_file(self.clock.now(), &info) {
             Ok(()) => {

@@ -280,7 +280,13 @@ impl Work {
                     p.files_done.fetch_add(1, Ordering::Relaxed);
                     // A directory whose walk failed somewhere keeps what the receiver has
                     // (as rsync deletes nothing after an I/O error).
-                    if matches!(reason, SkipReason::Unreadable(_) | SkipReason::BadName(_)) {
+                    let unsent = matches!(
+                        reason,
+                        SkipReason::Unreadable(_)
+                            | SkipReason::BadName(_)
+                            | SkipReason::LongTarget(_)
+                    );
+                    if unsent {
                         if let Some(parent) = path.parent() {
                             s.errored_dirs.insert(parent.to_owned());
                         }

@@ -19,7 +19,7 @@ use std::os::fd::AsFd;
 pub struct SyncEntry<'a> {
     /// Its name below the destination.
     pub name: &'a str,
-    /// File (or part of one: the whole file is compared) or directory.
+    /// File (or part of one: the whole file is compared), directory or link.
     pub kind: EntryKind,
     /// The whole file's size.
     pub size: u64,
@@ -29,6 +29,8 @@ pub struct SyncEntry<'a> {
     pub mtime: (i64, u32),
     /// Compare content with this digest of the sender's file instead of the mtime.
     pub content: Option<Digest>,
+    /// A link's target (empty for other kinds).
+    pub target: &'a [u8],
     /// Change nothing.
     pub dry_run: bool,
 }
@@ -66,11 +68,15 @@ impl Destination {
         let want = match entry.kind {
             EntryKind::File => FileType::RegularFile,
             EntryKind::Directory => FileType::Directory,
+            EntryKind::Symlink => FileType::Symlink,
         };
         if FileType::from_raw_mode(st.st_mode) != want {
             return Ok(Compared::Differs(Changes::KIND));
         }
         let meta = self.metadata_changes(&st, entry);
+        if entry.kind == EntryKind::Symlink {
+            return self.compare_link(&parent, last, entry, meta);
+        }
         if entry.kind == EntryKind::Directory {
             // No-clobber leaves a directory that exists as it is. Otherwise one whose mode
             // or mtime differs is taken as any directory entry is (they are set then); a
@@ -115,6 +121,32 @@ impl Destination {
                 None => open_file_beneath(&parent, last).map_err(errno)?,
             };
             self.apply(&file, entry).map_err(errno)?;
+        }
+        Ok(Compared::InSync(meta))
+    }
+
+    /// A link of the same target is in sync, its mtime set if it differs (a link's mode
+    /// means nothing on Linux); one of another target is replaced.
+    fn compare_link(
+        &self,
+        dir: &impl AsFd,
+        last: &str,
+        entry: &SyncEntry<'_>,
+        meta: Changes,
+    ) -> Result<Compared, Refusal> {
+        let errno = |e| Refusal::from_errno(entry.name, e);
+        let meta = meta & Changes::MTIME;
+        if Self::link_target(dir, last).map_err(errno)? != entry.target {
+            return Ok(Compared::Differs(Changes::CONTENT | meta));
+        }
+        if meta.is_empty() {
+            return Ok(Compared::InSync(meta));
+        }
+        if self.options().existing == Existing::Keep {
+            return Ok(Compared::Differs(meta));
+        }
+        if !entry.dry_run {
+            Self::touch_link(dir, last, entry.mtime).map_err(errno)?;
         }
         Ok(Compared::InSync(meta))
     }

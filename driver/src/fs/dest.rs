@@ -111,6 +111,9 @@ pub struct DestOptions {
     /// Receive into unnamed (`O_TMPFILE`) files where the file system allows it (the
     /// default); `false`: always into named temporary files (`.rdmaft-<host>-<pid>-<n>.part`).
     pub unnamed_temp_files: bool,
+    /// Make symbolic links whose target is absolute or climbs out of the destination
+    /// (`recv --allow-unsafe-links`); by default they are refused (`UNSAFE_LINK`).
+    pub unsafe_links: bool,
 }
 
 impl Default for DestOptions {
@@ -120,6 +123,7 @@ impl Default for DestOptions {
             fsync: false,
             preserve_perms: false,
             unnamed_temp_files: true,
+            unsafe_links: false,
         }
     }
 }
@@ -234,7 +238,7 @@ impl Destination {
     }
 
     /// `fsync`s directory `dir`.
-    fn sync_dir(&self, dir: &OwnedFd) -> Result<(), Errno> {
+    pub(super) fn sync_dir(&self, dir: &OwnedFd) -> Result<(), Errno> {
         rfs::fsync(dir)?;
         #[cfg(test)]
         crate::sync::lock_std(&self.synced).push(dev_ino(dir)?);
@@ -252,7 +256,7 @@ impl Destination {
 
     /// The directory holding `name`'s last component, opened beneath the root without
     /// following symlinks; missing directories are created (mode 0o755, then the umask).
-    fn parent_of<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Refusal> {
+    pub(super) fn parent_of<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Refusal> {
         let dir_path = name.rsplit_once('/').map_or("", |(d, _)| d);
         if let Some(dir) = crate::sync::lock_std(&self.dirs).get(dir_path) {
             let last = name.rsplit('/').next().unwrap_or(name);

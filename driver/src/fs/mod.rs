@@ -9,6 +9,7 @@ pub mod compare;
 pub mod dest;
 pub mod direct;
 pub mod exclude;
+pub mod link;
 mod perms;
 pub mod prune;
 pub mod shard;
@@ -18,3 +19,12 @@ mod temp;
 pub mod tree;
 
 pub use temp::temp_name_of;
+
+/// A fresh, empty directory for a unit test, unique to this process, `tag` and `name`.
+#[cfg(test)]
+pub(crate) fn scratch_dir(tag: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("rdmaft-{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -5,9 +5,10 @@
 //! directory's own entry (its mode and mtime) right after everything in it (post-order):
 //! so it arrives after its contents, and a receiver that keeps a directory's names until
 //! that entry (a sync's `--delete`) holds only the listings of the directories the walk is
-//! inside. Symbolic links and special files
-//! inside a tree are neither followed nor sent: each is reported as skipped. (A path given
-//! on the command line is followed if it is a link: that is what the user named.)
+//! inside. Symbolic links inside a tree are never followed: with
+//! [`Walk::with_links`] each is sent as a link (its target as it reads), otherwise it is
+//! reported as skipped, as special files always are. (A path given on the command line is
+//! followed if it is a link: that is what the user named.)
 //!
 //! With a [`Shard`], the walk yields only that shard's share: the files, and the
 //! directories' own entries, whose wire names the shard takes. Every shard still descends
@@ -23,7 +24,7 @@ use rdmaft_protocol::{validate_name, EntryKind};
 use std::ffi::OsStr;
 use std::fs::{self, FileType, Metadata};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -34,9 +35,9 @@ pub struct SourceEntry {
     pub path: PathBuf,
     /// Its name on the wire (relative, `/`-separated).
     pub name: String,
-    /// File or directory.
+    /// File, directory or link.
     pub kind: EntryKind,
-    /// Size in bytes (0 for a directory).
+    /// Size in bytes of the data to send (0 for a directory or a link).
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
@@ -44,6 +45,8 @@ pub struct SourceEntry {
     pub mtime_sec: i64,
     /// Nanoseconds of the modification time.
     pub mtime_nsec: u32,
+    /// A link's target, as it reads (empty for other kinds).
+    pub target: Vec<u8>,
 }
 
 impl SourceEntry {
@@ -66,6 +69,8 @@ pub enum SkipReason {
     Unreadable(io::Error),
     /// Its name cannot go on the wire (not UTF-8, a control character, too long, ...).
     BadName(String),
+    /// A link whose target, beside its name, does not fit a header (PROTOCOL.md §4.1).
+    LongTarget(usize),
 }
 
 impl std::fmt::Display for SkipReason {
@@ -75,6 +80,9 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Special => f.write_str("special file (device, FIFO or socket)"),
             SkipReason::Unreadable(e) => write!(f, "unreadable: {e}"),
             SkipReason::BadName(why) => write!(f, "name cannot be sent: {why}"),
+            SkipReason::LongTarget(n) => {
+                write!(f, "symbolic link target of {n} bytes too long to send")
+            }
         }
     }
 }
@@ -125,6 +133,8 @@ pub struct Walk {
     excludes: Excludes,
     /// With `--files-from`: the names listed, sent without descending.
     listed: Option<ListedNames>,
+    /// Send links inside the tree as links (`--links`) instead of skipping them.
+    links: bool,
 }
 
 /// `--files-from`: names relative to a base directory, each sent under its own name; a
@@ -152,6 +162,7 @@ impl Walk {
             shard,
             excludes: Excludes::default(),
             listed: None,
+            links: false,
         }
     }
 
@@ -172,6 +183,12 @@ impl Walk {
     /// The same walk, leaving out what `excludes` matches.
     pub fn excluding(self, excludes: Excludes) -> Walk {
         Walk { excludes, ..self }
+    }
+
+    /// The same walk, sending symbolic links inside trees as links (`links`) or skipping
+    /// them (the default).
+    pub fn with_links(self, links: bool) -> Walk {
+        Walk { links, ..self }
     }
 
     /// Whether the entry of wire name `name` (or the path that would have it) is this
@@ -204,7 +221,7 @@ impl Walk {
             return ours.then(|| skipped(path, SkipReason::BadName(e.to_string())));
         }
         if ft.is_symlink() {
-            return ours.then(|| skipped(path, SkipReason::Symlink));
+            return ours.then(|| self.link(path, name, &meta));
         }
         if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
             return ours.then(|| skipped(path, SkipReason::Special));
@@ -220,9 +237,8 @@ impl Walk {
             size: if ft.is_dir() { 0 } else { meta.len() },
             mode: meta.mode() & 0o777,
             mtime_sec: meta.mtime(),
-            mtime_nsec: u32::try_from(meta.mtime_nsec())
-                .unwrap_or(0)
-                .min(999_999_999),
+            mtime_nsec: mtime_nsec(&meta),
+            target: Vec::new(),
         };
         if !ft.is_dir() {
             return ours.then_some(WalkItem::Entry(entry));
@@ -246,6 +262,50 @@ impl Walk {
             Err(e) => ours.then(|| skipped(path, SkipReason::Unreadable(e))),
         }
     }
+}
+
+impl Walk {
+    /// The item for the link at `path`: sent as a link with `--links`, else skipped.
+    fn link(&self, path: PathBuf, name: String, meta: &Metadata) -> WalkItem {
+        if !self.links {
+            return skipped(path, SkipReason::Symlink);
+        }
+        let target = match fs::read_link(&path) {
+            Ok(t) => t.into_os_string().into_vec(),
+            Err(e) => return skipped(path, SkipReason::Unreadable(e)),
+        };
+        let entry = SourceEntry {
+            path,
+            kind: EntryKind::Symlink,
+            size: 0,
+            mode: meta.mode() & 0o777,
+            mtime_sec: meta.mtime(),
+            mtime_nsec: mtime_nsec(meta),
+            target,
+            name,
+        };
+        if !entry.header_fits() {
+            let n = entry.target.len();
+            return skipped(entry.path, SkipReason::LongTarget(n));
+        }
+        WalkItem::Entry(entry)
+    }
+}
+
+impl SourceEntry {
+    /// Whether a link's target and name fit one header (always, for other kinds).
+    fn header_fits(&self) -> bool {
+        self.kind != EntryKind::Symlink
+            || (rdmaft_protocol::wire::is_link_target(&self.target)
+                && self.name.len() + self.target.len() <= rdmaft_protocol::MAX_LINK_TARGET + 1)
+    }
+}
+
+/// The nanoseconds of a file's mtime, as the wire carries them.
+fn mtime_nsec(meta: &Metadata) -> u32 {
+    u32::try_from(meta.mtime_nsec())
+        .unwrap_or(0)
+        .min(999_999_999)
 }
 
 fn skipped(path: PathBuf, reason: SkipReason) -> WalkItem {

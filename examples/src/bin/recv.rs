@@ -3,7 +3,8 @@
 //! ```text
 //! recv [--listen ADDR[:PORT]] [--dir DIR] [--buffer-size SIZE] [--window N] [--once]
 //!      [--key-file FILE] [--allow ADDR[/PREFIX]]... [--require-digest] [--no-clobber] [--fsync]
-//!      [--preserve-perms] [--resume] [--direct] [--no-delete]
+//!      [--preserve-perms] [--resume] [--direct] [--no-delete] [--no-links]
+//!      [--allow-unsafe-links]
 //! ```
 //! Serves any number of senders at once and prints one line per received entry. With
 //! `--once` it exits after the first transfer ends (refused or failed handshakes do not
@@ -75,6 +76,14 @@ struct Args {
     /// --no-clobber refuses it too.
     #[arg(long)]
     no_delete: bool,
+    /// Make symbolic links (send --links) whose target is absolute or climbs out of
+    /// --dir; without it they are refused. rdmaft never follows a link it receives, but
+    /// other programs reading the directory would.
+    #[arg(long)]
+    allow_unsafe_links: bool,
+    /// Take no symbolic links at all: senders' --links skip them (and say so).
+    #[arg(long, conflicts_with = "allow_unsafe_links")]
+    no_links: bool,
     /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
     /// room; else transparent huge pages).
     #[arg(long)]
@@ -137,11 +146,16 @@ fn run(args: Args) -> Result<bool, String> {
     options.direct = args.direct;
     options.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     options.delete = !args.no_delete;
+    options.allow_unsafe_links = args.allow_unsafe_links;
+    options.links = !args.no_links;
     options.on_file = Some(Arc::new(|f| match &f.outcome {
         ReceivedOutcome::Received => println!(
             "recv: received {} ({}) from {}",
             f.name,
-            human_bytes(f.size),
+            match f.kind {
+                rdmaft::protocol::EntryKind::Symlink => "symbolic link".into(),
+                _ => human_bytes(f.size),
+            },
             f.peer
         ),
         // In sync: nothing to say, unless the sender's --delete removed something.

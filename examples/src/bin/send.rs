@@ -5,15 +5,15 @@
 //!      [--rail HOST[:PORT]]... [--local-addr IP]... [--device NAME]...
 //!      [--key-file FILE] [--digest xxh3|blake3|none] [--shard I/N] [--direct]
 //!      [--sync] [-c|--checksum] [-n|--dry-run] [--delete] [-i|--itemize]
-//!      [--exclude GLOB]... [--files-from FILE]
+//!      [--exclude GLOB]... [--files-from FILE] [-l|--links]
 //!      HOST[:PORT] PATH...
 //! ```
 //! Trees go under their base names (as `scp -r`). A progress bar is drawn on a terminal;
 //! the summary line sums up files, bytes, seconds and MB/s (with `--shard`, of this sender's
 //! share, and it starts `send: shard I/N:`); with `--sync` another says how many were up
 //! to date. Exit status 0 only if every file was verified by the receiver (or up to date;
-//! symbolic links and special files inside trees are named and not sent, which is no
-//! failure); 1 otherwise (each problem is named), 2 on bad usage.
+//! special files inside trees, and symbolic links without `--links`, are named and not
+//! sent, which is no failure); 1 otherwise (each problem is named), 2 on bad usage.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -124,6 +124,11 @@ struct Args {
     /// directory listed is sent as itself, not its contents (as find prints a tree).
     #[arg(long, value_name = "FILE")]
     files_from: Option<PathBuf>,
+    /// Send symbolic links inside trees as links (their targets as they read) instead of
+    /// skipping them. The receiver refuses a link whose target is absolute or climbs out
+    /// of its directory unless it runs with --allow-unsafe-links.
+    #[arg(short = 'l', long)]
+    links: bool,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
     /// Files and directories to send (with --files-from: the directory the names are in).
@@ -199,6 +204,7 @@ fn run(args: Args) -> Result<bool, String> {
         sync,
         exclude: args.exclude.clone(),
         files_from,
+        links: args.links,
         on_file: Some(Arc::new(move |f| {
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
@@ -349,10 +355,11 @@ fn read_list(list: &std::path::Path) -> Result<Vec<String>, String> {
 /// The `--itemize` line for an entry (`None`: nothing to print): what happened and why. A
 /// dry run lists what it would send or update even without `--itemize`.
 fn itemized(f: &rdmaft::FileReport, name: &str, all: bool) -> Option<String> {
-    let dir = if f.kind == rdmaft::protocol::EntryKind::Directory {
-        "/"
-    } else {
-        ""
+    // As `ls -F` marks them: a directory's name ends in `/`, a link's in `@`.
+    let dir = match f.kind {
+        rdmaft::protocol::EntryKind::Directory => "/",
+        rdmaft::protocol::EntryKind::Symlink => "@",
+        _ => "",
     };
     let (what, changes) = match &f.outcome {
         FileOutcome::WouldSend(c) => ("would send", *c),

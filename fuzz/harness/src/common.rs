@@ -119,7 +119,16 @@ pub enum Kind {
     Directory,
     /// A part of a regular file (kind 3 on the wire, PROTOCOL.md §4.1).
     Part(PartChoice),
+    /// A symbolic link (kind 4, `LINKS`) whose target is `len % 65` bytes of
+    /// [`LINK_TARGET`] (0: empty, invalid).
+    Link {
+        /// Target length.
+        len: u8,
+    },
 }
+
+/// The bytes link targets are cut from.
+const LINK_TARGET: &[u8; 64] = b"../a/b/../c/./d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/0/1/";
 
 /// Which part an entry of [`Kind::Part`] carries: mostly one the agreement allows, sometimes
 /// anything (below the chunk, out of range, past the end, of a directory).
@@ -195,11 +204,14 @@ pub(crate) struct Entry {
     pub(crate) mtime_sec: i64,
     pub(crate) mtime_nsec: u32,
     pub(crate) mode: u32,
+    /// A link's target (empty for other kinds).
+    pub(crate) target: &'static [u8],
 }
 
 impl Meta {
     pub(crate) fn entry(self, kind: Kind, size: Size, chunk: u32) -> Entry {
         let mut size = size.get(chunk);
+        let mut target: &'static [u8] = &[];
         let (kind, part) = match kind {
             Kind::File => (EntryKind::File, None),
             Kind::Directory => (EntryKind::Directory, None),
@@ -207,9 +219,16 @@ impl Meta {
                 let (kind, part) = p.get(size, chunk);
                 (kind, Some(part))
             }
+            Kind::Link { len } => {
+                target = &LINK_TARGET[..usize::from(len) % (LINK_TARGET.len() + 1)];
+                (EntryKind::Symlink, None)
+            }
         };
         if !self.raw && kind == EntryKind::Directory {
             size = 0;
+        }
+        if !self.raw && kind == EntryKind::Symlink {
+            size = target.len() as u64;
         }
         Entry {
             kind,
@@ -226,6 +245,7 @@ impl Meta {
             } else {
                 self.mode & 0o777
             },
+            target,
         }
     }
 }
@@ -242,6 +262,7 @@ impl Entry {
             mtime_nsec: self.mtime_nsec,
             mode: self.mode,
             name,
+            target: self.target,
         }
     }
 }
@@ -464,6 +485,10 @@ pub(crate) fn setup(u: &mut Unstructured<'_>) -> arbitrary::Result<(Negotiated, 
         // covers them end to end, so these models stay one message per write.
         Features::from_bits_truncate(u.arbitrary()?) - Features::AUTH_PSK - Features::BATCH
     };
+    // Links half the time (without, a link is a violation or a usage error).
+    if u.ratio(1, 2)? {
+        features |= Features::LINKS;
+    }
     // Transfer groups half the time: parts are then allowed, and the group is never 0.
     let group = if u.ratio(1, 2)? {
         features |= Features::LANES;
@@ -604,6 +629,17 @@ pub(crate) fn metadata_error(h: &FileInfo<'_>) -> Option<Field> {
         Some(Field::Mode)
     } else if h.size > i64::MAX as u64 || (h.kind == EntryKind::Directory && h.size != 0) {
         Some(Field::Size)
+    } else if (h.kind != EntryKind::Symlink && !h.target.is_empty())
+        || (h.kind == EntryKind::Symlink && h.size != h.target.len() as u64)
+    {
+        // Only a link has a target, and its size is the target's length.
+        Some(Field::Size)
+    } else if h.kind == EntryKind::Symlink
+        && (h.target.is_empty()
+            || h.target.len() + h.name.len() > 4096 - 48
+            || h.target.contains(&0))
+    {
+        Some(Field::Target)
     } else if h.part.is_some_and(|p| {
         // A non-empty piece of a regular file, its shift in 12 ..= 62 (§4.1).
         !(12..=62).contains(&p.shift)
@@ -627,8 +663,11 @@ pub(crate) fn part_allowed(neg: &Negotiated, part: Option<Part>) -> bool {
 }
 
 /// Bytes an entry with valid metadata carries: a part's own (the last part may be short),
-/// else its size.
+/// none for a link, else its size.
 pub(crate) fn data_len(h: &FileInfo<'_>) -> u64 {
+    if h.kind == EntryKind::Symlink && h.part.is_none() {
+        return 0;
+    }
     match h.part {
         Some(p) => {
             let start = u128::from(p.index) << p.shift;

@@ -83,6 +83,7 @@ pub fn name(data: &[u8]) {
         mtime_nsec: 4,
         mode: 0o644,
         name,
+        target: &[],
     };
     let mut buf = [0u8; CTRL_MSG_MAX];
     let n = Control::FileHeader(header)
@@ -129,6 +130,7 @@ fn reserved(data: &[u8]) {
         mtime_nsec: 4,
         mode: 0o644,
         name,
+        target: &[],
     };
     let neg = one_file_agreement();
     let mut sender =

@@ -153,6 +153,7 @@ fn sender_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                     mtime_nsec: 0,
                     mode: 0o755,
                     name: &name,
+                    target: &[],
                 };
                 let conflict = conflicts(&x.open, &name);
                 let room = x.s.can_start_file();
@@ -382,6 +383,7 @@ fn receiver_side<S: Storage>(ops: &[NamesOp], storage: fn() -> S) {
                     mtime_nsec: 0,
                     mode: 0o755,
                     name: &name,
+                    target: &[],
                 };
                 let conflict = conflicts(&x.open, &name);
                 let bytes = encode(Control::FileHeader(header), x.sent);

@@ -159,7 +159,8 @@ pub(crate) fn setup(
         let name = NAMES[u.int_in_range(0..=NAMES.len() - 1)?];
         let len: usize = u.int_in_range(0..=3 * sim::CHUNK + 1)?;
         let chunks = len.div_ceil(sim::CHUNK) as u64;
-        let (len, policy) = match u.int_in_range(0..=13u8)? {
+        let (len, policy) = match u.int_in_range(0..=14u8)? {
+            14 => (len.clamp(1, 64), sim::Policy::Link),
             13 => (0, sim::Policy::PrunedDir),
             10 => (len, sim::Policy::InSync),
             11 => (len, sim::Policy::SyncChanged),
@@ -175,7 +176,7 @@ pub(crate) fn setup(
             _ => (len, sim::Policy::Accept),
         };
         let mut file = sim::file(name, len, policy);
-        if lanes && len > 0 && u.ratio(1, 2)? {
+        if lanes && len > 0 && policy != sim::Policy::Link && u.ratio(1, 2)? {
             let shift = MIN_PART_SHIFT + u.int_in_range(0..=1)?;
             let parts = (len as u64).div_ceil(1 << shift);
             file.part = Some(Part {

@@ -889,6 +889,10 @@ impl Rx {
                     self.violation(Violation::DuplicateFileId(h.file_id))
                 } else if !part_allowed(&self.neg, h.part) {
                     self.violation(Violation::BadPart)
+                } else if h.kind == EntryKind::Symlink
+                    && !self.neg.features.contains(Features::LINKS)
+                {
+                    self.violation(Violation::BadLink)
                 } else {
                     let conflict = self.files.iter().any(|f| {
                         !f.closed && f.refusal.is_none() && names_conflict(f.name(), h.name)
@@ -927,7 +931,7 @@ impl Rx {
                         self.violation(Violation::EndLengthMismatch)
                     } else if !e.digest.kind.is_agreed(self.neg.features) {
                         self.violation(Violation::DigestNotNegotiated)
-                    } else if f.kind == EntryKind::Directory && e.digest.kind != DigestKind::None {
+                    } else if f.kind != EntryKind::File && e.digest.kind != DigestKind::None {
                         self.violation(Violation::DirectoryDigest)
                     } else {
                         let missing = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)

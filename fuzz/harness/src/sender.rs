@@ -611,6 +611,8 @@ impl Tx {
             vec![Err(Error::Closed)]
         } else if self.closing {
             vec![usage(UsageError::NotOpen)]
+        } else if info.kind == EntryKind::Symlink && !self.neg.features.contains(Features::LINKS) {
+            vec![usage(UsageError::InvalidMetadata(Field::EntryKind))]
         } else if self.files.iter().any(|f| !f.header_sent) {
             vec![usage(UsageError::OutputsNotDrained)]
         } else if !can_start {
@@ -889,7 +891,8 @@ impl Tx {
                 let file = &mut self.files[o];
                 file.answer = Some(answer);
                 (file.first, file.count, file.offset) = (first, count, offset);
-                if file.kind == EntryKind::Directory {
+                // A directory or a link: no data, no digest.
+                if file.kind != EntryKind::File {
                     file.digest = Some(Digest::NONE);
                 }
                 if f.abort.is_none() {

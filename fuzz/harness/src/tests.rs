@@ -259,6 +259,7 @@ fn in_flight_underflow() {
         mtime_nsec: 0,
         mode: 0o644,
         name: "f",
+        target: &[],
     };
     s.start_file(t, &info).unwrap();
     drain(&mut s); // the header
@@ -323,6 +324,7 @@ fn sequence_numbers_overflow() {
             mtime_nsec: 0,
             mode: 0o644,
             name: "f",
+            target: &[],
         });
         let abort = Control::FileAbort {
             file_id: id,
@@ -533,6 +535,28 @@ fn sender_scenarios() -> Vec<(&'static str, SetupSeed, Vec<SenderOp>)> {
             ],
         ),
         (
+            // Links (LINKS agreed) between files; one with an empty target (refused).
+            "links",
+            SetupSeed {
+                links: true,
+                ..plain
+            },
+            vec![
+                start_kind(Kind::Link { len: 9 }, Size::Empty, 1),
+                start(chunks(1, 5), 2),
+                start_kind(Kind::Link { len: 0 }, Size::Empty, 3),
+                start_kind(Kind::Link { len: 64 }, Size::Empty, 4),
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Pump,
+                Close,
+                Pump,
+                to_sender(PeerMsg::Goodbye),
+            ],
+        ),
+        (
             "credit_pressure",
             SetupSeed {
                 window: 1,
@@ -674,6 +698,41 @@ fn receiver_scenarios() -> Vec<(&'static str, SetupSeed, Vec<ReceiverOp>)> {
                 Pump,
                 Pump,
                 Pump,
+                Pump,
+                Pump,
+                Pump,
+                to_receiver(PeerMsg::Goodbye),
+            ],
+        ),
+        (
+            // A link, a file, a link: the links end with no data and no digest.
+            "links",
+            SetupSeed {
+                links: true,
+                ..plain
+            },
+            vec![
+                to_receiver(PeerMsg::FileHeader {
+                    file: NewId::Next,
+                    kind: Kind::Link { len: 12 },
+                    size: Size::Empty,
+                    meta: meta(),
+                    name: Name::Simple(1),
+                }),
+                offer(chunks(1, 3), Name::Simple(2)),
+                AnswerAuto,
+                AnswerAuto,
+                to_receiver(PeerMsg::FileEnd {
+                    file: FileRef::Next,
+                    length: Count::Auto,
+                    digest: ArbDigest {
+                        kind: 0,
+                        bytes: [0; 32],
+                    },
+                }),
+                Stream,
+                ConsumeAll,
+                end(1),
                 Pump,
                 Pump,
                 Pump,
@@ -940,6 +999,19 @@ fn pair_scenarios() -> Vec<(&'static str, PairSeed)> {
                 ])
             },
         ),
+        (
+            // Links among files: no data, their targets in the headers.
+            "links",
+            PairSeed {
+                batch: true,
+                ..seed(vec![
+                    (0, 9, PolicySeed::Link, None),
+                    (1, chunk + 3, PolicySeed::Accept, None),
+                    (2, 64, PolicySeed::Link, None),
+                    (3, 0, PolicySeed::Directory, None),
+                ])
+            },
+        ),
     ]
 }
 
@@ -1042,6 +1114,7 @@ fn seed_encoders_round_trip() {
                 PolicySeed::SyncChanged => (len, sim::Policy::SyncChanged),
                 PolicySeed::DryRun => (len, sim::Policy::DryRun),
                 PolicySeed::PrunedDir => (0, sim::Policy::PrunedDir),
+                PolicySeed::Link => (len.clamp(1, 64), sim::Policy::Link),
             };
             assert_eq!(
                 (f.data.len(), f.policy),
@@ -1054,6 +1127,7 @@ fn seed_encoders_round_trip() {
 
 fn check_setup(name: &str, s: &SetupSeed, neg: &Negotiated, config: &Config) {
     assert!(valid_setup(neg, config), "{name}: {neg:?}");
+    assert_eq!(neg.features.contains(Features::LINKS), s.links, "{name}");
     let chunk = if s.big_chunk { 8192 } else { 4096 };
     assert_eq!(neg.chunk_size, chunk, "{name}");
     assert_eq!(neg.window, u32::from(s.window), "{name}");
@@ -1114,6 +1188,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             mtime_nsec: 123,
             mode: 0o644,
             name,
+            target: &[],
         })
     };
     let blake = Digest::new(DigestKind::Blake3, &[0xab; 32]).unwrap();
@@ -1182,6 +1257,26 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
                     ..h
                 }),
                 _ => unreachable!("a header"),
+            },
+        ),
+        (
+            "header_link",
+            match header("dir/sub/link", EntryKind::File, 0) {
+                Control::FileHeader(h) => Control::FileHeader(wire::FileHeader {
+                    kind: EntryKind::Symlink,
+                    size: 9,
+                    target: b"../target",
+                    sync: Some(SyncCheck::default()),
+                    ..h
+                }),
+                _ => unreachable!("a header"),
+            },
+        ),
+        (
+            "answer_unsafe_link",
+            Control::FileAnswer {
+                file_id: 7,
+                answer: FileAnswer::Reject(FileRejectReason::UNSAFE_LINK),
             },
         ),
         (
@@ -1301,6 +1396,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
                 mtime_nsec: 2,
                 mode: 0o644,
                 name: "d/e",
+                target: &[],
             }),
         ],
     );

@@ -281,16 +281,27 @@ pub enum EntryKind {
     File,
     /// A directory: created (with its mode and mtime), never any data; size is 0.
     Directory,
+    /// A symbolic link (with `LINKS`): its target follows the name in the header, `size`
+    /// is the target's length; never any data.
+    Symlink,
 }
 
 /// The `entry_kind` byte of a file part (PROTOCOL.md §4.1).
 const KIND_PART: u8 = 3;
+/// The `entry_kind` byte of a symbolic link (PROTOCOL.md §4.1, `LINKS`).
+const KIND_SYMLINK: u8 = 4;
+
+/// Longest symbolic link target a header carries: what fits one control message beside a
+/// one-byte name. Name and target together fit one message (`name + target ≤ 4,048`
+/// bytes); Linux allows targets of up to 4,095 bytes, a sender reports longer ones unsent.
+pub const MAX_LINK_TARGET: usize = CTRL_MSG_MAX - header_len(1, false);
 
 impl EntryKind {
     fn to_u8(self) -> u8 {
         match self {
             EntryKind::File => 1,
             EntryKind::Directory => 2,
+            EntryKind::Symlink => KIND_SYMLINK,
         }
     }
 
@@ -298,6 +309,7 @@ impl EntryKind {
         match v {
             1 | KIND_PART => Ok(EntryKind::File),
             2 => Ok(EntryKind::Directory),
+            KIND_SYMLINK => Ok(EntryKind::Symlink),
             _ => Err(DecodeError::BadField(Field::EntryKind)),
         }
     }
@@ -382,13 +394,18 @@ pub struct FileHeader<'a> {
     pub sync: Option<SyncCheck>,
     /// Validated relative name.
     pub name: &'a str,
+    /// A symbolic link's target, as the link holds it (1 ..= [`MAX_LINK_TARGET`] bytes, no
+    /// NUL); empty for every other kind.
+    pub target: &'a [u8],
 }
 
 impl FileHeader<'_> {
-    /// Bytes this entry carries: the part's length for a part, else the size.
+    /// Bytes this entry carries: the part's length for a part, none for a link (its
+    /// target is in the header), else the size.
     pub fn data_len(&self) -> u64 {
         match self.part {
             Some(p) => p.len_in(self.size),
+            None if self.kind == EntryKind::Symlink => 0,
             None => self.size,
         }
     }
@@ -403,6 +420,17 @@ impl FileHeader<'_> {
         }
         if self.size > MAX_FILE_SIZE || (self.kind == EntryKind::Directory && self.size != 0) {
             return Err(Field::Size);
+        }
+        // A link's size is its target's length; only a link has a target.
+        let is_link = self.kind == EntryKind::Symlink;
+        if (is_link && self.size != self.target.len() as u64)
+            || (!is_link && !self.target.is_empty())
+        {
+            return Err(Field::Size);
+        }
+        let fits = header_len(self.name.len(), false) + self.target.len() <= CTRL_MSG_MAX;
+        if is_link && !(is_link_target(self.target) && fits) {
+            return Err(Field::Target);
         }
         if let Some(p) = self.part {
             let shift_ok = (MIN_PART_SHIFT..=MAX_PART_SHIFT).contains(&p.shift);
@@ -423,6 +451,12 @@ impl FileHeader<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `target` is one a link header may carry: 1 ..= [`MAX_LINK_TARGET`] bytes, no
+/// NUL (it becomes a C string at the receiver).
+pub fn is_link_target(target: &[u8]) -> bool {
+    (1..=MAX_LINK_TARGET).contains(&target.len()) && !target.contains(&0)
 }
 
 /// The receiver's decision on a file.
@@ -716,8 +750,17 @@ impl<'a> Control<'a> {
                 } else {
                     0
                 };
-                exact(rest.len(), name_len + block)?;
-                let (name, block) = rest.split_at(name_len);
+                // A link's target follows its name; its length is the header's size.
+                let target_len = match b.entry_kind {
+                    KIND_SYMLINK => usize::try_from(b.size.get())
+                        .ok()
+                        .filter(|&n| n <= MAX_LINK_TARGET)
+                        .ok_or(DecodeError::BadField(Field::Target))?,
+                    _ => 0,
+                };
+                exact(rest.len(), name_len + target_len + block)?;
+                let (name, rest) = rest.split_at(name_len);
+                let (target, block) = rest.split_at(target_len);
                 let content = match block.is_empty() {
                     true => None,
                     false => Some(read_prefix::<DigestBlock>(block)?.0.get()?),
@@ -747,6 +790,7 @@ impl<'a> Control<'a> {
                     // A name in the receiver's reserved space decodes: the receiver rejects
                     // that file (`FileOffer::refusal`), not the whole session.
                     name: validate_syntax(name).map_err(DecodeError::InvalidName)?,
+                    target,
                 };
                 header.check_metadata().map_err(DecodeError::BadField)?;
                 Control::FileHeader(header)
@@ -862,12 +906,13 @@ impl<'a> Control<'a> {
             Control::Error { text, .. } => (8, truncate_text(text, MAX_ERROR_TEXT).as_bytes()),
             Control::Batch(b) => (0, b.body()),
         };
-        let block = if content.is_some() {
-            DIGEST_BLOCK_LEN
-        } else {
-            0
+        // After a header's name: a link's target, or a content check's digest block.
+        let after_name = match self {
+            Control::FileHeader(h) if content.is_some() => DIGEST_BLOCK_LEN + h.target.len(),
+            Control::FileHeader(h) => h.target.len(),
+            _ => 0,
         };
-        let total = HDR + body_len + tail.len() + block;
+        let total = HDR + body_len + tail.len() + after_name;
         let length = u16::try_from(total).map_err(|_| BufferTooSmall { need: total })?;
         if buf.len() < total {
             return Err(BufferTooSmall { need: total });
@@ -908,7 +953,9 @@ impl<'a> Control<'a> {
                     name_len: name_len.into(),
                     part_index: h.part.map_or(0, |p| p.index).into(),
                 };
-                let n = write_with_tail(&b, tail, rest)?;
+                let mut n = write_with_tail(&b, tail, rest)?;
+                rest[n..n + h.target.len()].copy_from_slice(h.target);
+                n += h.target.len();
                 if let Some(d) = content {
                     write_with_tail(&DigestBlock::new(d), &[], &mut rest[n..])?;
                 }

@@ -13,9 +13,9 @@ pub(crate) mod imm;
 pub use batch::{Batch, BatchBuilder, BatchIter};
 pub(crate) use control::truncate_text;
 pub use control::{
-    Changes, Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind, FileAnswer, FileEnd,
-    FileHeader, MsgKind, Part, SyncCheck, CTRL_HEADER_LEN, CTRL_MSG_MAX, MAX_ERROR_TEXT,
-    MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX,
+    is_link_target, Changes, Control, CtrlBuf, CtrlHeader, Digest, DigestKind, EntryKind,
+    FileAnswer, FileEnd, FileHeader, MsgKind, Part, SyncCheck, CTRL_HEADER_LEN, CTRL_MSG_MAX,
+    MAX_ERROR_TEXT, MAX_LINK_TARGET, MAX_PART_SHIFT, MIN_PART_SHIFT, RECEIVER_MSG_MAX,
 };
 pub use handshake::{
     AcceptFlags, AcceptRepr, HandshakeReply, HelloRepr, RejectRepr, RingInfo, ACCEPT_LEN,
@@ -54,6 +54,9 @@ bitflags::bitflags! {
         /// With `SYNC`: a directory's header may ask the receiver to remove the entries of
         /// its copy that were not offered (PROTOCOL.md §4.1, §4.2).
         const DELETE = 1 << 7;
+        /// Headers may offer symbolic links (entry kind 4), the target after the name
+        /// (PROTOCOL.md §4.1).
+        const LINKS = 1 << 8;
     }
 }
 
@@ -78,14 +81,17 @@ pub enum Field {
     MtimeNsec,
     /// Mode bits beyond `0o777`.
     Mode,
-    /// A size above `i64::MAX`, or a directory with a non-zero size.
+    /// A size above `i64::MAX`, a directory with a non-zero size, a link whose size is not
+    /// its target's length, or a target on anything but a link.
     Size,
     /// An error text longer than [`MAX_ERROR_TEXT`].
     TextLen,
-    /// An entry kind that is neither file, directory nor file part.
+    /// An entry kind that is neither file, directory, file part nor link.
     EntryKind,
     /// A part's size exponent out of range, or a part that starts at or past the file's end.
     Part,
+    /// A link target that is empty, holds a NUL, or with the name does not fit a message.
+    Target,
     /// An empty batch, or a batch holding a Goodbye, an Error or another batch.
     Batch,
     /// FileHeader flags: an unknown bit, a sync option without `SYNC`, a content check for
@@ -106,6 +112,7 @@ impl Field {
             Field::TextLen => "text_len",
             Field::EntryKind => "entry_kind",
             Field::Part => "part",
+            Field::Target => "target",
             Field::Batch => "batch",
             Field::Flags => "flags",
         }

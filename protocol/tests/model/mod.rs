@@ -248,6 +248,7 @@ impl Model {
                 None => (self.files[self.next_file], None),
             };
             let info = FileInfo {
+                target: &[],
                 sync: self.noop_sync.then(SyncCheck::default),
                 part,
                 file_id: self.next_file as u64,

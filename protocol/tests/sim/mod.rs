@@ -54,6 +54,8 @@ pub enum Policy {
     ReceiverCancelAt(u64),
     /// A directory entry.
     Directory,
+    /// A symbolic link (`LINKS`): the file's bytes are its target; no data moves.
+    Link,
     /// Offered to sync (`SYNC`); the receiver has it: it answers in sync, its mode updated.
     InSync,
     /// Offered to sync by content; the receiver's copy differs: it accepts, saying so.
@@ -95,7 +97,11 @@ impl SimFile {
 }
 
 pub fn file(name: &str, len: usize, policy: Policy) -> SimFile {
-    let data = (0..len).map(|i| (i * 7 + len + name.len()) as u8).collect();
+    let data = match policy {
+        // A link's target: no NUL.
+        Policy::Link => (0..len).map(|i| b'a' + (i % 26) as u8).collect(),
+        _ => (0..len).map(|i| (i * 7 + len + name.len()) as u8).collect(),
+    };
     SimFile {
         name: name.into(),
         data,
@@ -237,6 +243,8 @@ pub struct Pair {
     pending_verify: VecDeque<(u64, u64, Digest)>,
     /// Receiver side: file id → (name, buffer being assembled, chunks consumed).
     incoming: BTreeMap<u64, (String, Vec<u8>, u64)>,
+    /// Receiver side: the targets of the links accepted, until their result.
+    link_targets: BTreeMap<u64, Vec<u8>>,
     /// Sender side: files the application aborted.
     aborted: Vec<u64>,
     pub outcome: Outcome,
@@ -266,8 +274,11 @@ impl Config {
 impl Config {
     /// Chunk 4 KiB and `window`; open files and control depths small so the limits are hit.
     pub fn new(window: u32) -> Config {
-        let features =
-            Features::RESUME | Features::DIGEST_BLAKE3 | Features::SYNC | Features::DELETE;
+        let features = Features::RESUME
+            | Features::DIGEST_BLAKE3
+            | Features::SYNC
+            | Features::DELETE
+            | Features::LINKS;
         let mut sender = Params::new(features, MIN_CHUNK_SIZE, window);
         sender.max_open_files = 4;
         sender.ctrl_depth = min_ctrl_depth(4);
@@ -343,6 +354,7 @@ impl Pair {
             pending_consume: VecDeque::new(),
             pending_verify: VecDeque::new(),
             incoming: BTreeMap::new(),
+            link_targets: BTreeMap::new(),
             aborted: Vec::new(),
             outcome: Outcome::default(),
             rnr: None,
@@ -440,9 +452,14 @@ impl Pair {
                 if let Some((id, length, digest)) = self.pending_verify.pop_front() {
                     let (name, buf, _) =
                         self.incoming.remove(&id).ok_or("verify of unknown file")?;
-                    let dir = self.files[id as usize].policy == Policy::Directory;
+                    let policy = self.files[id as usize].policy;
+                    let dir = matches!(policy, Policy::Directory | Policy::Link);
                     let status = if buf.len() as u64 != length {
                         FileStatus::LENGTH_MISMATCH
+                    } else if let Some(target) = self.link_targets.remove(&id) {
+                        // A link is "published" with its target as its content.
+                        self.outcome.published.insert(name, target);
+                        FileStatus::OK
                     } else if dir {
                         self.outcome.directories.push(name);
                         FileStatus::OK
@@ -467,7 +484,8 @@ impl Pair {
                     let id = self.next_file as u64;
                     let f = &self.files[self.next_file];
                     let dir = matches!(f.policy, Policy::Directory | Policy::PrunedDir);
-                    let whole_file = !dir && f.part.is_none();
+                    let link = f.policy == Policy::Link;
+                    let whole_file = !dir && !link && f.part.is_none();
                     let sync = match f.policy {
                         Policy::InSync => Some(SyncCheck::default()),
                         Policy::SyncChanged => Some(SyncCheck {
@@ -493,6 +511,8 @@ impl Pair {
                         file_id: id,
                         kind: if dir {
                             EntryKind::Directory
+                        } else if link {
+                            EntryKind::Symlink
                         } else {
                             EntryKind::File
                         },
@@ -501,6 +521,7 @@ impl Pair {
                         mtime_nsec: 5,
                         mode: 0o644,
                         name: &f.name,
+                        target: if link { &f.data } else { &[] },
                     };
                     match self.sender.start_file(now, &info) {
                         Ok(()) => self.next_file += 1,
@@ -658,6 +679,9 @@ impl Pair {
             let src = self.files[h.file_id as usize].payload();
             buf[..offset as usize].copy_from_slice(&src[..offset as usize]);
             self.incoming.insert(h.file_id, (h.name.into(), buf, 0));
+            if h.kind == EntryKind::Symlink {
+                self.link_targets.insert(h.file_id, h.target.to_vec());
+            }
         }
         self.receiver
             .answer_file(now, h.file_id, answer)
@@ -750,7 +774,8 @@ impl Pair {
             } => {
                 let data = self.files[file_id as usize].payload();
                 assert!(offset <= data.len() as u64);
-                let d = if self.files[file_id as usize].policy == Policy::Directory {
+                let policy = self.files[file_id as usize].policy;
+                let d = if matches!(policy, Policy::Directory | Policy::Link) {
                     return Ok(());
                 } else {
                     digest_of(data)

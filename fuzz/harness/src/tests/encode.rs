@@ -138,11 +138,15 @@ impl Encode for Size {
 impl Encode for Kind {
     fn encode(&self, e: &mut Enc) {
         match *self {
-            Kind::File => e.variant(0, 3),
-            Kind::Directory => e.variant(1, 3),
+            Kind::File => e.variant(0, 4),
+            Kind::Directory => e.variant(1, 4),
             Kind::Part(p) => {
-                e.variant(2, 3);
+                e.variant(2, 4);
                 p.encode(e);
+            }
+            Kind::Link { len } => {
+                e.variant(3, 4);
+                e.u8(len);
             }
         }
     }
@@ -578,6 +582,8 @@ pub(super) struct SetupSeed {
     pub(super) high_ring: bool,
     /// Idle timeout in keepalive intervals (2 ..= 10).
     pub(super) idle: Option<u8>,
+    /// `LINKS` agreed.
+    pub(super) links: bool,
 }
 
 impl SetupSeed {
@@ -592,6 +598,7 @@ impl SetupSeed {
         group: None,
         high_ring: false,
         idle: None,
+        links: false,
     };
 }
 
@@ -604,6 +611,7 @@ impl Encode for SetupSeed {
         e.in_range(self.extra_depth.0.into(), 3);
         e.in_range(self.extra_depth.1.into(), 3);
         e.ratio_one_in(8, false); // not the "some features" branch: the usual digests
+        e.ratio_one_in(2, self.links);
         e.ratio_one_in(2, self.group.is_some());
         if let Some(g) = self.group {
             e.u32(g);
@@ -652,6 +660,7 @@ pub(super) enum PolicySeed {
     SyncChanged,
     DryRun,
     PrunedDir,
+    Link,
 }
 
 /// A file in a pair setup: name index, length, policy, and with `lanes` maybe a part (shift
@@ -697,27 +706,32 @@ impl Encode for PairSeed {
             e.in_range(len, 3 * chunk + 1);
             let chunks = len.div_ceil(chunk);
             match policy {
-                PolicySeed::Accept => e.in_range(0, 13),
-                PolicySeed::Reject => e.in_range(3, 13),
+                PolicySeed::Accept => e.in_range(0, 14),
+                PolicySeed::Reject => e.in_range(3, 14),
                 PolicySeed::Resume(n) => {
-                    e.in_range(4, 13);
+                    e.in_range(4, 14);
                     e.in_range(n.into(), len);
                 }
                 PolicySeed::SenderAbortAt(k) => {
-                    e.in_range(5, 13);
+                    e.in_range(5, 14);
                     e.in_range(k.into(), chunks);
                 }
                 PolicySeed::ReceiverCancelAt(k) => {
-                    e.in_range(6, 13);
+                    e.in_range(6, 14);
                     e.in_range(k.into(), chunks);
                 }
-                PolicySeed::Directory => e.in_range(7, 13),
-                PolicySeed::InSync => e.in_range(10, 13),
-                PolicySeed::SyncChanged => e.in_range(11, 13),
-                PolicySeed::DryRun => e.in_range(12, 13),
-                PolicySeed::PrunedDir => e.in_range(13, 13),
+                PolicySeed::Directory => e.in_range(7, 14),
+                PolicySeed::InSync => e.in_range(10, 14),
+                PolicySeed::SyncChanged => e.in_range(11, 14),
+                PolicySeed::DryRun => e.in_range(12, 14),
+                PolicySeed::PrunedDir => e.in_range(13, 14),
+                PolicySeed::Link => e.in_range(14, 14),
             }
-            let directory = matches!(policy, PolicySeed::Directory | PolicySeed::PrunedDir);
+            // No parts of directories and links.
+            let directory = matches!(
+                policy,
+                PolicySeed::Directory | PolicySeed::PrunedDir | PolicySeed::Link
+            );
             if self.lanes && len > 0 && !directory {
                 e.ratio_one_in(2, part.is_some());
                 if let Some((extra, index)) = part {
