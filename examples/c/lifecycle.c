@@ -642,20 +642,30 @@ static void lanes_and_parts(const char *src, const char *dest)
     say("6: options: 3 lanes, a file in 5 parts arrived whole, bad options refused");
 }
 
-/* ---- scenario 7: sync (after 6): nothing moves, what the source lost is deleted ---- */
+/* ---- scenario 7: sync (after 6): nothing moves, what the source lost is deleted, a new
+ * link arrives as a link ---- */
 
 static void sync_again(const char *src, const char *dest)
 {
-    char tree[PATH_LEN], extra[PATH_LEN];
+    char tree[PATH_LEN], extra[PATH_LEN], link[PATH_LEN], got[PATH_LEN];
     path(tree, sizeof tree, src, "t6");
     path(extra, sizeof extra, dest, "t6/extra");
+    path(link, sizeof link, tree, "link");
+    path(got, sizeof got, dest, "t6/link");
     make_file(extra, 10);
+    if (symlink("small.bin", link) != 0)
+        fail("7: symlink: %s", strerror(errno));
     struct rdmaft_send_options bad = {.struct_size = sizeof bad, .sync = 0x10};
     if (rdmaft_start_send_opts(addr, ports[0], tree, &bad, NULL, NULL) != NULL)
         fail("7: unknown sync flags were taken");
+    bad.sync = 0;
+    bad.flags = 0x2;
+    if (rdmaft_start_send_opts(addr, ports[0], tree, &bad, NULL, NULL) != NULL)
+        fail("7: unknown flags were taken");
     s6_calls = s6_ok = 0;
-    struct rdmaft_send_options o = {
-        .struct_size = sizeof o, .sync = RDMAFT_SYNC | RDMAFT_SYNC_DELETE};
+    struct rdmaft_send_options o = {.struct_size = sizeof o,
+                                    .sync = RDMAFT_SYNC | RDMAFT_SYNC_DELETE,
+                                    .flags = RDMAFT_SEND_LINKS};
     struct rdmaft_send_client_context *ctx =
         rdmaft_start_send_opts(addr, ports[0], tree, &o, s6_callback, NULL);
     if (ctx == NULL) {
@@ -666,11 +676,15 @@ static void sync_again(const char *src, const char *dest)
     rdmaft_stop_send(ctx);
     if (status != RDMAFT_OK)
         fail("7: sync: %d: %s", status, rdmaft_last_error());
-    if (get(&s6_calls) != 3 || get(&s6_ok) != 3)
-        fail("7: %d callbacks (%d OK), 3 expected", get(&s6_calls), get(&s6_ok));
+    if (get(&s6_calls) != 4 || get(&s6_ok) != 4)
+        fail("7: %d callbacks (%d OK), 4 expected", get(&s6_calls), get(&s6_ok));
     if (access(extra, F_OK) == 0)
         fail("7: t6/extra, which the sender does not have, is still there");
-    say("7: sync with delete: up to date, the extra file removed, bad flags refused");
+    char target[PATH_LEN] = {0};
+    if (readlink(got, target, sizeof target - 1) < 0 || strcmp(target, "small.bin") != 0)
+        fail("7: t6/link is not a link to small.bin: '%s'", target);
+    say("7: sync with delete and links: up to date, the extra file removed, the link made, "
+        "bad flags refused");
 }
 
 int main(int argc, char **argv)

@@ -32,6 +32,7 @@ fn encode(msg: Control<'_>) -> Vec<u8> {
 
 fn header(file_id: u64, name: &str, size: u64, mode: u32) -> Vec<u8> {
     encode(Control::FileHeader(wire::FileHeader {
+        target: &[],
         sync: None,
         part: None,
         file_id,
@@ -40,6 +41,22 @@ fn header(file_id: u64, name: &str, size: u64, mode: u32) -> Vec<u8> {
         mtime_sec: 1_700_000_000,
         mtime_nsec: 0,
         mode,
+        name,
+    }))
+}
+
+/// A link's header (`LINKS`): the target after the name, its length as the size.
+fn link_header(file_id: u64, name: &str, target: &str) -> Vec<u8> {
+    encode(Control::FileHeader(wire::FileHeader {
+        target: target.as_bytes(),
+        sync: None,
+        part: None,
+        file_id,
+        kind: EntryKind::Symlink,
+        size: target.len() as u64,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 0,
+        mode: 0o777,
         name,
     }))
 }
@@ -72,9 +89,36 @@ fn expect_accept(raw: &mut RawSender) {
     panic!("no answer to the offer");
 }
 
+/// Waits until `count` receiver messages that `want` picks have arrived; panics after `T`.
+fn await_messages(raw: &mut RawSender, count: usize, want: impl Fn(&Control<'_>) -> bool) {
+    let deadline = std::time::Instant::now() + T;
+    let mut seen = 0;
+    while seen < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{seen} of {count} messages"
+        );
+        let (msgs, link) = raw.messages(Duration::from_millis(200));
+        link.unwrap();
+        seen += msgs
+            .iter()
+            .filter(|m| Control::decode(m).is_ok_and(|(_, c)| want(&c)))
+            .count();
+    }
+}
+
 /// Runs `script` as a fresh connection and returns the receiver's report of it.
 fn attack(r: &TestReceiver, script: impl FnOnce(&mut RawSender)) -> rdmaft::ConnectionReport {
-    let mut raw = RawSender::connect(r.receiver.local_addr(), params(), T).unwrap();
+    attack_with(r, params(), script)
+}
+
+/// As [`attack`], offering `params` in the handshake.
+fn attack_with(
+    r: &TestReceiver,
+    params: Params,
+    script: impl FnOnce(&mut RawSender),
+) -> rdmaft::ConnectionReport {
+    let mut raw = RawSender::connect(r.receiver.local_addr(), params, T).unwrap();
     script(&mut raw);
     // The receiver closes the connection after a violation (its error message first).
     let (_msgs, _) = raw.messages(Duration::from_secs(5));
@@ -141,6 +185,11 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
             "invalid file name",
         ),
         ("setuid", vec![header(0, "suid", 5, 0o4755)], "field mode"),
+        (
+            "link without LINKS",
+            vec![link_header(0, "l", "t")],
+            "symbolic link without LINKS agreed",
+        ),
         ("sticky", vec![header(0, "sticky", 5, 0o1777)], "field mode"),
         ("end first", vec![end(0, 5, b"hello")], "unknown file"),
         (
@@ -196,6 +245,52 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
         }
         assert_clean(&dest, &outside, &[]);
     }
+
+    // Links (LINKS agreed): one that would lead outside the directory is refused, the
+    // session goes on; a safe one is made, and a file offered through it is refused (the
+    // receiver never follows a link, even its own).
+    let mut with_links = params();
+    with_links.features |= Features::LINKS;
+    let outside_target = outside.display().to_string();
+    let report = attack_with(&r, with_links, |raw| {
+        raw.control(0, &link_header(0, "abs", &outside_target))
+            .unwrap();
+        raw.control(1, &link_header(1, "d/up", "../../outside"))
+            .unwrap();
+        raw.control(2, &link_header(2, "here", ".")).unwrap();
+        await_messages(raw, 3, |m| matches!(m, Control::FileAnswer { .. }));
+        raw.control(
+            3,
+            &encode(Control::FileEnd(FileEnd {
+                file_id: 2,
+                length: 0,
+                digest: Digest::NONE,
+            })),
+        )
+        .unwrap();
+        // Once the link is there (its result), a file through it.
+        await_messages(raw, 1, |m| matches!(m, Control::FileResult { .. }));
+        raw.control(4, &header(3, "here/x", 5, 0o644)).unwrap();
+    });
+    for name in ["abs", "d/up"] {
+        let refused = report.failures.iter().any(|f| {
+            f.name == name && f.outcome == ReceivedOutcome::Rejected(FileRejectReason::UNSAFE_LINK)
+        });
+        assert!(refused, "{name}: {report:?}");
+    }
+    let through = report.failures.iter().find(|f| f.name == "here/x");
+    assert!(
+        through.is_some_and(|f| f.outcome != ReceivedOutcome::Received),
+        "a file through a link is refused: {report:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("here")).unwrap().as_os_str(),
+        "."
+    );
+    std::fs::remove_file(dest.join("here")).unwrap();
+    // `d` was made for `d/up` before the link was refused: empty, inside.
+    let _ = std::fs::remove_dir(dest.join("d"));
+    assert_clean(&dest, &outside, &[]);
 
     // Data cases: the file is accepted, then the sender misbehaves.
     let data = random_bytes(4096, 52);

@@ -1,10 +1,11 @@
 //! Sync over a real device, with rsync as the oracle: after `--sync --delete` (and, for
 //! edits that keep size and mtime, `--checksum`), `rsync -rtp --delete --dry-run
-//! --itemize-changes` between the two trees must find nothing left to do.
+//! --itemize-changes` between the two trees must find nothing left to do; with `--links`,
+//! `rsync -rtpl` (links as links, their own mtimes included).
 
 use super::{env, receiver, T};
 use rdmaft::{send, SendOptions, SendReport, SyncOptions};
-use rdmaft_tests::{random_bytes, scratch};
+use rdmaft_tests::{random_bytes, scratch, symlink_with_mtime as link};
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -15,11 +16,14 @@ use std::time::{Duration, SystemTime};
 /// What rsync would still change to make `dest` a copy of `src` (its itemized lines; empty
 /// when nothing), comparing content too with `checksum`.
 fn rsync_left(src: &Path, dest: &Path, checksum: bool) -> String {
+    rsync_left_as(src, dest, if checksum { &["--checksum"] } else { &[] })
+}
+
+/// As [`rsync_left`], with more rsync options.
+fn rsync_left_as(src: &Path, dest: &Path, more: &[&str]) -> String {
     let mut cmd = Command::new("rsync");
     cmd.args(["-rtp", "--delete", "--dry-run", "--itemize-changes"]);
-    if checksum {
-        cmd.arg("--checksum");
-    }
+    cmd.args(more);
     let out = cmd
         .arg(format!("{}/", src.display()))
         .arg(format!("{}/", dest.display()))
@@ -30,16 +34,27 @@ fn rsync_left(src: &Path, dest: &Path, checksum: bool) -> String {
         "rsync failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // Without -l rsync names each link it skips: a notice, not a change.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("skipping non-regular file"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn sync(to: SocketAddr, src: &Path, checksum: bool) -> SendReport {
+    sync_with(to, src, checksum, false)
+}
+
+/// `send --sync --delete [--checksum] [--links]`.
+fn sync_with(to: SocketAddr, src: &Path, checksum: bool, links: bool) -> SendReport {
     let options = SendOptions {
         sync: Some(SyncOptions {
             checksum,
             delete: true,
             dry_run: false,
         }),
+        links,
         ..SendOptions::default()
     };
     let report = send(to, vec![src.to_owned()], options)
@@ -130,6 +145,65 @@ fn after_a_sync_rsync_finds_nothing_left_to_do() {
     let third = sync(to, &src, true);
     assert_eq!(third.bytes, size_of(sneaky), "{third:?}");
     assert_eq!(rsync_left(&src, &copy, true), "", "after --checksum");
+    r.receiver.stop();
+    let conn = r.connections.recv_timeout(T).expect("a connection ended");
+    assert!(conn.all_ok(), "{conn:?}");
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn links_sync_as_rsync_l_carries_them() {
+    let env = env();
+    let base = scratch("sync-links");
+    let src = base.join("src/tree");
+    let dest = base.join("dest");
+    fs::create_dir_all(&dest).unwrap();
+    for i in 0..6u64 {
+        write(
+            &src.join(["", "a", "a/b"][i as usize % 3])
+                .join(format!("f{i}")),
+            1000,
+            i,
+        );
+    }
+    link("f0", &src.join("to-file"), 1_600_000_001);
+    link("../f0", &src.join("a/up"), 1_600_000_002);
+    link("b", &src.join("a/to-dir"), 1_600_000_003);
+    link("nowhere", &src.join("a/b/dangling"), 1_600_000_004);
+    let r = receiver(&env, &dest, |o| o.preserve_perms = true);
+    let to = r.receiver.local_addr();
+    let copy = dest.join("tree");
+
+    let first = sync_with(to, &src, false, true);
+    assert_eq!(
+        first.counts.sent,
+        6 + 4 + 3,
+        "6 files, 4 links, 3 directories"
+    );
+    assert_eq!(rsync_left_as(&src, &copy, &["-l"]), "", "the first sync");
+    let again = sync_with(to, &src, false, true);
+    assert_eq!((again.bytes, again.counts.up_to_date), (0, 13), "{again:?}");
+
+    // A link retargeted, one touched, one removed, one new.
+    link("f1", &src.join("to-file"), 1_600_000_001);
+    link("b", &src.join("a/to-dir"), 1_700_000_000);
+    fs::remove_file(src.join("a/b/dangling")).unwrap();
+    link("../../f0", &src.join("a/b/new"), 1_600_000_005);
+    assert_ne!(rsync_left_as(&src, &copy, &["-l"]), "");
+    let second = sync_with(to, &src, false, true);
+    assert_eq!(second.bytes, 0, "links move no data: {second:?}");
+    assert_eq!(second.counts.deleted, 1, "{:?}", second.counts);
+    assert_eq!(rsync_left_as(&src, &copy, &["-l"]), "", "after the changes");
+    // Without --links a sync skips them, and its --delete removes the copies (as rsync -r
+    // without -l does).
+    let plain = sync_with(to, &src, false, false);
+    assert_eq!(plain.counts.ignored, 4, "{:?}", plain.counts);
+    assert_eq!(
+        rsync_left(&src, &copy, false),
+        "",
+        "rsync -r skips links too"
+    );
+    assert!(fs::symlink_metadata(copy.join("to-file")).is_err());
     r.receiver.stop();
     let conn = r.connections.recv_timeout(T).expect("a connection ended");
     assert!(conn.all_ok(), "{conn:?}");
