@@ -86,10 +86,22 @@ capi:
 	cc $(CAPI_CFLAGS) -fsanitize=thread examples/c/lifecycle.c -L$(CAPI)/lib -lrdmaft \
 	    -Wl,-rpath,'$$ORIGIN/../lib' -o $(CAPI)/bin/lifecycle-tsan
 
-# Installs the C library, its headers and a pkg-config file (rdmaft.pc) under PREFIX.
+# Installs the rdmaft command (bin/rdmaft, its manual pages rdmaft(1), rdmaft-send(1),
+# rdmaft-recv(1), and bash/zsh/fish completions, generated from its option definitions),
+# the C library, its headers and a pkg-config file (rdmaft.pc) under PREFIX.
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 install: capi
+	cargo build --release -p rdmaft-cli
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	    $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 target/release/rdmaft $(DESTDIR)$(PREFIX)/bin/
+	rm -rf target/docs && target/release/rdmaft docs --man target/docs/man --completions target/docs/completions >/dev/null
+	install -m 0644 target/docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 target/docs/completions/rdmaft.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/rdmaft
+	install -m 0644 target/docs/completions/_rdmaft $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
+	install -m 0644 target/docs/completions/rdmaft.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(CAPI)/lib/librdmaft.so $(DESTDIR)$(LIBDIR)/
 	install -m 0644 $(CAPI)/lib/librdmaft.a $(DESTDIR)$(LIBDIR)/
@@ -114,7 +126,7 @@ mutants:
 SOFTROCE_JQ := select(.reason == "compiler-artifact" and .target.name == "softroce" and (.target.kind | index("test")) and .executable != null) | .executable
 
 softroce-test: capi
-	cargo build -p rdmaft-examples
+	cargo build -p rdmaft-examples -p rdmaft-cli
 	cargo test -p rdmaft-tests --features softroce --no-run
 	@bin=$$(cargo test -p rdmaft-tests --features softroce --no-run --message-format=json \
 	    | jq -r '$(SOFTROCE_JQ)' | tail -n1); \
@@ -138,7 +150,7 @@ bench: deps
 	cargo bench -p rdmaft-protocol --bench lockstep | tee $(BENCH_LOGS)/lockstep.log
 	cargo bench -p rdmaft --bench loopback | tee $(BENCH_LOGS)/loopback.log
 	cargo bench -p rdmaft --bench small_files | tee $(BENCH_LOGS)/small_files.log
-	cargo build --release -p rdmaft-examples
+	cargo build --release -p rdmaft-examples -p rdmaft-cli
 	$(SOFTROCE_RUN) scripts/bench-vm.sh | tee $(BENCH_LOGS)/vm.log
 	@# The last line: every ratio the benches printed (host and VM), in one run.
 	@grep -hoE '\b([a-z_]*ratio[a-z_]*|small_file_messages|noop_sync_rtt)=[0-9.a-z+]*' $(BENCH_LOGS)/*.log | tr '\n' ' ' | sed 's/ $$/\n/'
@@ -146,7 +158,7 @@ bench: deps
 # A real transfer of a sample file and a small tree with the send and recv programs, and a
 # byte-for-byte comparison: on this host's RDMA device if there is one, else in the VM.
 demo: deps
-	cargo build --release -p rdmaft-examples
+	cargo build --release -p rdmaft-examples -p rdmaft-cli
 	@if env=$$(scripts/host-rdma-env.sh 2>/dev/null); then \
 	    echo "demo: using this host's RDMA device ($$env)"; \
 	    env $$env scripts/demo.sh; \

@@ -1,5 +1,12 @@
-//! Shared code of the `send` and `recv` programs: size parsing, address handling, and the
-//! lines both print.
+//! The `rdmaft` command: its subcommands [`send`] and [`recv`] (which the `send` and `recv`
+//! example programs run too), the command line as a whole ([`cli`]), its manual pages and
+//! shell completions ([`docs`]), and what the subcommands share: size parsing, address
+//! handling, exit statuses.
+
+pub mod cli;
+pub mod docs;
+pub mod recv;
+pub mod send;
 
 use rdmaft::protocol::{MAX_CHUNK_SIZE, MAX_WINDOW, MIN_CHUNK_SIZE};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
