@@ -450,4 +450,3 @@ mod tests {
         assert!(parse_rdma_env(Some("rx e0"), None).is_err());
     }
 }
-

@@ -4,8 +4,11 @@
 //! are resolved beneath the destination without following links, so a link cannot lead a
 //! later file outside. What it refuses, unless told otherwise (`recv
 //! --allow-unsafe-links`), is a link that would lead *others* outside: an absolute target,
-//! or one that, read from the link's own directory, climbs above the destination (as
-//! rsync's `--safe-links` reads a target against the transfer's top).
+//! one that climbs above the destination from the link's own directory, or one with a `..`
+//! after a name (`x/..`). That last rule is stricter than rsync's `--safe-links`, which
+//! reads targets lexically and so can be escaped by chaining links (a link `up -> ..` at
+//! the top, then `l -> up/..`): with `..` only as a leading run, every link the receiver
+//! made resolves, through any other such links, to a place inside the destination.
 //!
 //! A link is made under a fresh reserved name, given its mtime, then renamed onto its name:
 //! what was there is replaced at once (with no-clobber only a free name is taken), and a
@@ -18,22 +21,25 @@ use rustix::fs::{self as rfs, AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 
 /// Whether a link named `name` (below the destination) with `target` stays inside the
-/// destination: the target is relative and, component by component from the link's
-/// directory, never climbs above the destination's top.
+/// destination whatever other links it passes through: the target is relative, its `..`
+/// components come first (none after a name, which could be a link), and there are no
+/// more of them than directories between the destination and the link.
 pub fn is_safe_link(name: &str, target: &[u8]) -> bool {
     if target.first() == Some(&b'/') || target.is_empty() {
         return false;
     }
     // How deep the link's directory is below the destination.
     let mut depth = name.split('/').count() - 1;
+    let mut past_names = false;
     for component in target.split(|&b| b == b'/') {
         match component {
             b"" | b"." => {}
+            b".." if past_names => return false,
             b".." => match depth.checked_sub(1) {
                 Some(d) => depth = d,
                 None => return false,
             },
-            _ => depth += 1,
+            _ => past_names = true,
         }
     }
     true
@@ -116,10 +122,10 @@ mod tests {
     fn safe_links_stay_below_the_destination() {
         for (name, target) in [
             ("l", "x"),
-            ("l", "./x/../y"),
+            ("l", "./x/y"),
             ("d/l", "../x"),
             ("d/e/l", "../../x"),
-            ("d/l", "e/../../x"),
+            ("d/e/l", "./.././../x"),
             ("d/l", "x//y/"),
         ] {
             assert!(is_safe_link(name, target.as_bytes()), "{name} -> {target}");
@@ -132,6 +138,11 @@ mod tests {
             ("d/l", "x/../../../y"),
             ("d/e/l", "../../../x"),
             ("l", ""),
+            // `..` after a name: `up` may be a link (`up -> ..` at the top, then this
+            // climbs out), so it is refused even where it reads as inside.
+            ("l", "up/.."),
+            ("d/l", "x/../y"),
+            ("d/l", "e/../../x"),
         ] {
             assert!(!is_safe_link(name, target.as_bytes()), "{name} -> {target}");
         }
