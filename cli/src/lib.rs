@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod docs;
+pub mod json;
 pub mod recv;
 pub mod send;
 

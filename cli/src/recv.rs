@@ -83,6 +83,10 @@ pub struct RecvArgs {
     /// Take no symbolic links at all: senders' --links skip them (and say so).
     #[arg(long, conflicts_with = "allow_unsafe_links")]
     no_links: bool,
+    /// Print one JSON object per line on stdout instead of text: when listening, each
+    /// entry's outcome, each connection's end, the stop (the schema: cli/JSON.md).
+    #[arg(long)]
+    json: bool,
     /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
     /// room; else transparent huge pages).
     #[arg(long)]
@@ -99,10 +103,14 @@ pub struct RecvArgs {
 /// Runs `recv` with `args`: prints as it goes, and returns the exit status (see the module
 /// documentation).
 pub fn main(args: RecvArgs) -> ExitCode {
+    let json = args.json;
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_FAILURE),
         Err(e) => {
+            if json {
+                crate::json::emit("error", serde_json::json!({ "message": e }));
+            }
             eprintln!("recv: error: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
@@ -148,7 +156,9 @@ fn run(args: RecvArgs) -> Result<bool, String> {
     options.delete = !args.no_delete;
     options.allow_unsafe_links = args.allow_unsafe_links;
     options.links = !args.no_links;
-    options.on_file = Some(Arc::new(|f| match &f.outcome {
+    let json = args.json;
+    options.on_file = Some(Arc::new(move |f| match &f.outcome {
+        _ if json => crate::json::recv_file(f),
         ReceivedOutcome::Received => println!(
             "recv: received {} ({}) from {}",
             f.name,
@@ -192,6 +202,15 @@ fn run(args: RecvArgs) -> Result<bool, String> {
         let _ = ended.send(r.clone());
     }));
     let receiver = Receiver::start(options).map_err(|e| e.to_string())?;
+    if json {
+        crate::json::emit(
+            "listening",
+            serde_json::json!({
+                "addr": receiver.local_addr().to_string(),
+                "dir": args.dir.to_string_lossy(),
+            }),
+        );
+    }
     eprintln!(
         "recv: listening on {} (port {}), writing into {}",
         receiver.local_addr().ip(),
@@ -231,6 +250,9 @@ fn run(args: RecvArgs) -> Result<bool, String> {
         // `--once`: a transfer came, and every connection (each lane of it) has ended.
         let done = transferred && receiver.active_connections() == 0;
         let mut end = |report: ConnectionReport| {
+            if json {
+                crate::json::connection(&report);
+            }
             if let Some(e) = &report.error {
                 eprintln!("recv: connection ended: {e}");
             }
@@ -255,5 +277,8 @@ fn run(args: RecvArgs) -> Result<bool, String> {
         }
     }
     receiver.stop();
+    if json {
+        crate::json::emit("stopped", serde_json::json!({ "ok": ok }));
+    }
     Ok(ok)
 }

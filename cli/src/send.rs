@@ -128,6 +128,11 @@ pub struct SendArgs {
     /// of its directory unless it runs with --allow-unsafe-links.
     #[arg(short = 'l', long)]
     links: bool,
+    /// Print one JSON object per line on stdout instead of text and a progress bar: each
+    /// entry's outcome, progress at most once a second, a summary (the schema: JSON OUTPUT
+    /// in the README, cli/JSON.md).
+    #[arg(long)]
+    json: bool,
     /// The receiver: HOST or HOST:PORT (port 15000 by default).
     target: String,
     /// Files and directories to send (with --files-from: the directory the names are in).
@@ -147,10 +152,14 @@ fn parse_digest(text: &str) -> Result<DigestKind, String> {
 /// Runs `send` with `args`: prints as it goes, and returns the exit status (see the module
 /// documentation).
 pub fn main(args: SendArgs) -> ExitCode {
+    let json = args.json;
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_FAILURE),
         Err(e) => {
+            if json {
+                crate::json::emit("error", serde_json::json!({ "message": e }));
+            }
             eprintln!("send: error: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
@@ -169,7 +178,12 @@ fn run(args: SendArgs) -> Result<bool, String> {
         Some(p) => Some(Key::from_file(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let bar = progress_bar();
+    let json = args.json;
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        progress_bar()
+    };
     let on_file_bar = bar.clone();
     let sync = (args.sync || args.checksum || args.dry_run || args.delete).then_some(SyncOptions {
         checksum: args.checksum,
@@ -206,6 +220,9 @@ fn run(args: SendArgs) -> Result<bool, String> {
         files_from,
         links: args.links,
         on_file: Some(Arc::new(move |f| {
+            if json {
+                return crate::json::send_file(f);
+            }
             let name = if f.name.is_empty() {
                 f.path.display().to_string()
             } else {
@@ -263,6 +280,8 @@ fn run(args: SendArgs) -> Result<bool, String> {
         *slot = Some(started);
     }
     eprintln!("send: connecting to {target}");
+    let clock = std::time::Instant::now();
+    let mut last_progress = clock;
     loop {
         let done = {
             let guard = handle.lock().map_err(|_| "internal error".to_string())?;
@@ -271,6 +290,10 @@ fn run(args: SendArgs) -> Result<bool, String> {
             bar.set_length(p.bytes_total.max(1));
             bar.set_position(p.bytes_done);
             bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
+            if json && last_progress.elapsed() >= Duration::from_secs(1) {
+                last_progress = std::time::Instant::now();
+                crate::json::progress(&p, clock.elapsed());
+            }
             h.is_finished()
         };
         if done {
@@ -285,6 +308,10 @@ fn run(args: SendArgs) -> Result<bool, String> {
         .take()
         .ok_or("internal error")?;
     let report = h.wait().map_err(|e| e.to_string())?;
+    if json {
+        crate::json::send_summary(&report);
+        return Ok(report.all_ok());
+    }
     let c = report.counts;
     // Entries that were to be sent: not those in sync, ignored by policy or only listed.
     let (sent, total) = (c.sent, c.total() - c.ok_unsent());

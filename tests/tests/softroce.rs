@@ -36,6 +36,8 @@ mod faults;
 mod hostile;
 #[path = "softroce/hostile_receiver.rs"]
 mod hostile_receiver;
+#[path = "softroce/json.rs"]
+mod json;
 #[path = "softroce/lanes.rs"]
 mod lanes;
 #[path = "softroce/shards.rs"]
