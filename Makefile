@@ -8,7 +8,7 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test loom fuzz mutants capi install bench softroce-test demo
+.PHONY: deps test publishable loom fuzz mutants capi install bench softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
@@ -22,9 +22,18 @@ test: deps
 	@# The protocol crate must build without std/alloc (no_std).
 	cargo build -p rdmaft-protocol --no-default-features
 	cargo test --workspace --features rdmaft/capi
+	$(MAKE) publishable
 	$(MAKE) loom
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
+
+# The two library crates as crates.io would take them: documentation without warnings,
+# `cargo package` (which builds the packaged sources alone), and the declared rust-version.
+publishable:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rdmaft-protocol -p rdmaft -p rdmaft-cli \
+	    --features rdmaft/capi
+	cargo package -p rdmaft-protocol -p rdmaft --allow-dirty
+	scripts/check-msrv.sh
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
 # engine's hand-off core, the loopback link's waits with the engines' loop, the permits,

@@ -3,7 +3,7 @@
 //! keeps cached nor pays for copying every byte into it (NVMe at full speed wants this).
 //!
 //! `O_DIRECT` wants the memory, the file offset and the length aligned to the device's
-//! logical block; [`DIRECT_ALIGN`] (4096) covers every common one. Chunks are powers of two
+//! logical block; `DIRECT_ALIGN` (4096) covers every common one. Chunks are powers of two
 //! of at least 4096 bytes and start at multiples of the chunk size, so only a file's last
 //! chunk can be short: a reader asks for it rounded up (the file ends first), a writer
 //! turns direct I/O off for that one write. Each side decides for itself; nothing of it is

@@ -378,7 +378,8 @@ pub struct FileHeader<'a> {
     pub file_id: u64,
     /// File or directory.
     pub kind: EntryKind,
-    /// Size in bytes (≤ [`MAX_FILE_SIZE`]; 0 for a directory).
+    /// Size in bytes (≤ 2⁶³ − 1, the largest `off_t`; 0 for a directory; for a symbolic
+    /// link, the length of its target).
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime_sec: i64,
