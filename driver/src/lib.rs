@@ -73,7 +73,9 @@ pub use api::defaults::{
 };
 pub use api::loopback::{loopback_send, loopback_transfer, LoopbackReceiver};
 pub use api::ports;
-pub use api::recv::{ConnectionCallback, FailureCallback, Receiver, ReceiverOptions};
+pub use api::recv::{
+    ConnectionCallback, FailureCallback, Receiver, ReceiverLimits, ReceiverOptions, ReceiverStats,
+};
 pub use api::send::{send, SendCanceller, SendHandle, SendOptions};
 pub use api::subnet::Subnet;
 /// A sender that writes anything (for the hostile-peer tests; not a stable API).
@@ -97,3 +99,4 @@ pub use key::Key;
 pub use rdmaft_protocol as protocol;
 pub use report::MAX_LISTED_FAILURES;
 pub use session::DEFAULT_PORT;
+pub use verbs::registered_bytes;

@@ -15,6 +15,15 @@ macro_rules! code_family {
         impl $name {
             $($(#[$cmeta])* pub const $konst: $name = $name($val);)*
 
+            /// The constant's name (`"NOT_ALLOWED"`), for logs and metric labels, or `None`
+            /// for a code this version does not know.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($val => Some(stringify!($konst)),)*
+                    _ => None,
+                }
+            }
+
             /// A short English description, or `None` for a code this version does not know.
             pub fn description(self) -> Option<&'static str> {
                 match self.0 {
@@ -169,5 +178,18 @@ impl FileStatus {
     /// Whether the file arrived intact and was published.
     pub fn is_ok(self) -> bool {
         self == FileStatus::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_constants() {
+        assert_eq!(RejectReason::NOT_ALLOWED.name(), Some("NOT_ALLOWED"));
+        assert_eq!(FileStatus::DIGEST_MISMATCH.name(), Some("DIGEST_MISMATCH"));
+        assert_eq!(FileRejectReason::EXISTS.name(), Some("EXISTS"));
+        assert_eq!(RejectReason(999).name(), None);
     }
 }

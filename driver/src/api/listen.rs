@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) failure: Mutex<Option<String>>,
     /// Live transfer groups (senders with several lanes).
     pub(crate) groups: crate::groups::Groups,
+    /// File data written by every connection so far.
+    pub(crate) written: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections admitted (given a thread) so far.
+    pub(crate) admitted: std::sync::atomic::AtomicU64,
 }
 
 /// Where the listener thread takes requests from: the CM listener (or a fake in tests).
@@ -131,7 +135,7 @@ fn serve(mut requests: impl Requests, shared: &Arc<Shared>) {
             Err(e) => {
                 report(
                     shared,
-                    ConnectionReport::refused(String::new(), e.to_string()),
+                    ConnectionReport::refused(String::new(), "REQUEST_FAILED", e.to_string()),
                 );
                 continue;
             }
@@ -170,7 +174,11 @@ fn refuse(request: Request, reason: RejectReason, why: &str, shared: &Shared) {
     let _ = request.reject(reason);
     report(
         shared,
-        ConnectionReport::refused(peer.clone(), format!("{peer}: refused: {why}")),
+        ConnectionReport::refused(
+            peer.clone(),
+            reason.name().unwrap_or("UNKNOWN"),
+            format!("{peer}: refused: {why}"),
+        ),
     );
 }
 
@@ -241,11 +249,20 @@ fn admit(request: Request, shared: &Arc<Shared>) {
         .name("rdmaft-connection".into())
         .spawn(move || connection(request, handshake, s));
     match spawned {
-        Ok(t) => lock(&shared.connections).push(t),
+        Ok(t) => {
+            lock(&shared.connections).push(t);
+            shared
+                .admitted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // The request went down with the closure: the sender sees a refusal.
         Err(e) => report(
             shared,
-            ConnectionReport::refused(String::new(), format!("no thread for a connection: {e}")),
+            ConnectionReport::refused(
+                String::new(),
+                "NO_RESOURCES",
+                format!("no thread for a connection: {e}"),
+            ),
         ),
     }
 }
@@ -284,7 +301,13 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
         Pages::huge_if(options.huge_pages),
         Some(&shared.groups),
     ) {
-        Err(e) => ConnectionReport::refused(peer.clone(), format!("{peer}: {e}")),
+        Err(e) => {
+            let refusal = match &e {
+                Error::RequestRejected { reason, .. } => reason.name().unwrap_or("UNKNOWN"),
+                _ => "HANDSHAKE_FAILED",
+            };
+            ConnectionReport::refused(peer.clone(), refusal, format!("{peer}: {e}"))
+        }
         Ok(mut conn) => {
             let neg = *conn.negotiated();
             group = conn.group.take();
@@ -292,7 +315,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
             // This thread and the writer it starts run near the device, when /sys says.
             crate::numa::pin_near(&device);
             match VerbsRecvLink::new(conn) {
-                Err(e) => ConnectionReport::refused(peer.clone(), e.to_string()),
+                Err(e) => ConnectionReport::refused(peer.clone(), "SETUP_FAILED", e.to_string()),
                 Ok(link) => {
                     let setup = engine::RecvSetup {
                         dest: Arc::clone(&shared.dest),
@@ -304,6 +327,7 @@ fn connection(request: Request, handshake: Handshake, shared: Arc<Shared>) {
                         open_files: Arc::clone(&shared.open_files),
                         group: group.clone(),
                         direct: options.direct,
+                        written: Arc::clone(&shared.written),
                     };
                     engine::serve(link, neg, setup)
                 }
@@ -376,6 +400,8 @@ mod tests {
             handshakes: Permits::new(MAX_HANDSHAKES),
             open_files: Permits::new(16),
             failure: Mutex::new(None),
+            written: Arc::default(),
+            admitted: Default::default(),
         });
         (shared, heard)
     }

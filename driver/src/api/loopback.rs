@@ -112,6 +112,7 @@ pub fn loopback_send(
                 open_files: Arc::clone(open_files),
                 group: pair.group,
                 direct: recv.direct,
+                written: Arc::default(),
             };
             let (receiver_link, receiver_neg) = (pair.receiver, pair.receiver_neg);
             // Named like the programs' threads, so a profile tells the two sides apart.

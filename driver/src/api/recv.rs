@@ -218,6 +218,66 @@ impl ReceiverOptions {
     }
 }
 
+/// What a running receiver can change without a restart ([`Receiver::reload`]): who may
+/// connect and the limits each new connection gets. The rest of [`ReceiverOptions`] (the
+/// address, the directory and how it is written) is fixed at start.
+#[derive(Clone, Debug)]
+pub struct ReceiverLimits {
+    /// [`ReceiverOptions::allow`].
+    pub allow: Vec<Subnet>,
+    /// [`ReceiverOptions::key`].
+    pub key: Option<Key>,
+    /// [`ReceiverOptions::require_digest`].
+    pub require_digest: bool,
+    /// [`ReceiverOptions::chunk_size`].
+    pub chunk_size: u32,
+    /// [`ReceiverOptions::window`].
+    pub window: u32,
+    /// [`ReceiverOptions::max_connections`]: lowering it refuses new connections until
+    /// enough running ones end.
+    pub max_connections: usize,
+    /// [`ReceiverOptions::idle_timeout`].
+    pub idle_timeout: Duration,
+}
+
+impl ReceiverLimits {
+    /// The limits `options` set.
+    pub fn of(options: &ReceiverOptions) -> Self {
+        ReceiverLimits {
+            allow: options.allow.clone(),
+            key: options.key.clone(),
+            require_digest: options.require_digest,
+            chunk_size: options.chunk_size,
+            window: options.window,
+            max_connections: options.max_connections,
+            idle_timeout: options.idle_timeout,
+        }
+    }
+
+    fn apply(self, options: &mut ReceiverOptions) {
+        options.allow = self.allow;
+        options.key = self.key;
+        options.require_digest = self.require_digest;
+        options.chunk_size = self.chunk_size;
+        options.window = self.window;
+        options.max_connections = self.max_connections;
+        options.idle_timeout = self.idle_timeout;
+    }
+}
+
+/// A receiver's counters since it started ([`Receiver::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Connections admitted past the allow-list and the limits (each lane counts).
+    pub admitted: u64,
+    /// Connections being served now.
+    pub active: usize,
+    /// File data written so far (as it arrives, before verification).
+    pub bytes_written: u64,
+    /// Memory this process has registered with RDMA devices now ([`crate::registered_bytes`]).
+    pub registered_bytes: u64,
+}
+
 /// A running receiver.
 ///
 /// Threads: one listener thread, and per connection a connection thread (which runs the
@@ -270,6 +330,8 @@ impl Receiver {
             connections: Mutex::new(Vec::new()),
             handshakes: Permits::new(MAX_HANDSHAKES),
             failure: Mutex::new(None),
+            written: Arc::default(),
+            admitted: Default::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -346,6 +408,35 @@ impl Receiver {
         crate::session::check_params("Receiver::set_window", &next.params())?;
         *o = next;
         Ok(())
+    }
+
+    /// The limits new connections are admitted under now (see [`reload`](Self::reload)).
+    pub fn limits(&self) -> ReceiverLimits {
+        ReceiverLimits::of(&lock(&self.shared.options))
+    }
+
+    /// Changes the allow-list, the key and the limits for connections admitted from now on
+    /// (an operator's reload, SIGHUP for `rdmaft recv`): connections under way keep what
+    /// they were admitted with and are not dropped. Invalid sizes are refused and nothing
+    /// changes.
+    pub fn reload(&self, limits: ReceiverLimits) -> Result<(), Error> {
+        let mut o = lock(&self.shared.options);
+        let mut next = o.clone();
+        limits.apply(&mut next);
+        crate::session::check_params("Receiver::reload", &next.params())?;
+        *o = next;
+        Ok(())
+    }
+
+    /// What the receiver has done so far, for metrics.
+    pub fn stats(&self) -> ReceiverStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReceiverStats {
+            admitted: self.shared.admitted.load(Relaxed),
+            active: self.active_connections(),
+            bytes_written: self.shared.written.load(Relaxed),
+            registered_bytes: crate::verbs::registered_bytes(),
+        }
     }
 
     /// Stops: no new connections; running ones end (their senders are told the receiver is

@@ -151,6 +151,13 @@ pub struct ConnectionReport {
     /// Files written with `O_DIRECT` (with
     /// [`ReceiverOptions::direct`](crate::ReceiverOptions::direct)).
     pub direct_files: u64,
+    /// Why the connection was refused before its session began, as a short label for logs
+    /// and metrics: the handshake reject's name (`NOT_ALLOWED`, `NO_RESOURCES`, ... as
+    /// [`RejectReason::name`](rdmaft_protocol::RejectReason::name)), or `HANDSHAKE_FAILED`
+    /// (the handshake broke off: timeout, bad hello), `REQUEST_FAILED` (the request could
+    /// not be taken), `SETUP_FAILED` (accepted, but the connection could not be set up).
+    /// `None` once the session began.
+    pub refusal: Option<&'static str>,
 }
 
 impl ConnectionReport {
@@ -185,10 +192,11 @@ impl ConnectionReport {
         }
     }
 
-    /// A connection that ended before its session started.
-    pub(crate) fn refused(peer: String, error: String) -> Self {
+    /// A connection that ended before its session started, refused for `refusal`.
+    pub(crate) fn refused(peer: String, refusal: &'static str, error: String) -> Self {
         ConnectionReport {
             peer,
+            refusal: Some(refusal),
             error: Some(error),
             ..ConnectionReport::default()
         }
@@ -306,6 +314,8 @@ struct Writer {
     group: Option<Arc<Group>>,
     /// With DELETE: the names offered per directory.
     names: Option<Arc<OfferedNames>>,
+    /// File data written, across the receiver's connections.
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -671,6 +681,8 @@ impl Writer {
         match result {
             Ok(()) => {
                 t.written = file_offset + u64::from(len);
+                self.written
+                    .fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed);
                 None
             }
             Err(e) => {
@@ -953,6 +965,8 @@ pub(crate) struct RecvSetup {
     pub(crate) group: Option<Arc<Group>>,
     /// Write large files with `O_DIRECT` (`--direct`).
     pub(crate) direct: bool,
+    /// File data written, across the receiver's connections (its metrics).
+    pub(crate) written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A connection between its request and its sender's key proof: it holds one of the
@@ -1025,6 +1039,7 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         direct: setup.direct,
         direct_files: 0,
         resume: neg.features.contains(rdmaft_protocol::Features::RESUME),
+        written: Arc::clone(&setup.written),
     };
     let writer_thread = {
         let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
@@ -1487,6 +1502,7 @@ mod tests {
             direct: false,
             direct_files: 0,
             resume: true,
+            written: Arc::default(),
         }
     }
 

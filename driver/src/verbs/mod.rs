@@ -40,7 +40,7 @@ pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkComplet
 pub use device::{select_device, Context, Device, DeviceLimits, DeviceList};
 #[allow(unused_imports)]
 pub use mapped::{MappedBuf, Pages};
-pub use mr::{Access, MemoryRegion, RemoteBuffer};
+pub use mr::{registered_bytes, Access, MemoryRegion, RemoteBuffer};
 #[allow(unused_imports)]
 pub use pd::ProtectionDomain;
 #[allow(unused_imports)]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::Range;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 bitflags::bitflags! {
@@ -32,6 +33,17 @@ pub struct RemoteBuffer {
     pub rkey: u32,
     /// Its length in bytes.
     pub len: u64,
+}
+
+/// Bytes registered with RDMA devices by this process now: every live [`MemoryRegion`]
+/// (and any whose deregistration failed, which stay registered).
+static REGISTERED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of memory this process has registered with RDMA devices now (rings, slots,
+/// control buffers of every connection, both roles): the pinned memory an operator sizes
+/// `LimitMEMLOCK` for.
+pub fn registered_bytes() -> u64 {
+    REGISTERED.load(Ordering::Relaxed)
 }
 
 /// A registered memory region (`ibv_mr`) that owns its buffer.
@@ -78,6 +90,7 @@ impl MemoryRegion {
         // value) until after ibv_dereg_mr in Drop.
         let raw = unsafe { ibv_reg_mr(pd.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), flags) };
         let mr = NonNull::new(raw).ok_or_else(|| registration_error(len))?;
+        REGISTERED.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(MemoryRegion {
             mr,
             buf: ManuallyDrop::new(buf),
@@ -279,6 +292,7 @@ impl Drop for MemoryRegion {
         // alive (we hold an Arc).
         let rc = unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
         if rc == 0 {
+            REGISTERED.fetch_sub(self.buf.len() as u64, Ordering::Relaxed);
             // SAFETY: dropped once, here; `self` is never used again.
             unsafe { ManuallyDrop::drop(&mut self.buf) };
         }
