@@ -118,6 +118,12 @@ install: capi
 	    driver/include/rdmaft_recv.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@VERSION@|$(shell cargo pkgid -p rdmaft | sed 's/.*[#@]//')|' \
 	    driver/rdmaft.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/rdmaft.pc
+	@# The receiver as a service: the unit (ExecStart at the installed binary) and an
+	@# example config for /etc/rdmaft/recv.toml.
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/rdmaft
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|' cli/service/rdmaft-recv.service \
+	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/rdmaft-recv.service
+	install -m 0644 cli/service/recv.toml $(DESTDIR)$(PREFIX)/share/doc/rdmaft/recv.toml
 
 # Mutation testing of the whole protocol crate (not part of `make test`: it rebuilds once per
 # mutant). The fuzz harnesses' tests count too (--test-package). Results in mutants.out/;

@@ -17,11 +17,12 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # libgcc-12-dev) run the leak check and the lifecycle tests. They are named here so that a
 # trimmed install that lacks one gets it back. rsync is the oracle of the sync tests (what
 # it would still change after `send --sync` must be nothing) and the baseline of the bench.
-# man-db (with groff-base) renders the generated manual pages in a test.
+# man-db (with groff-base) renders the generated manual pages in a test; systemd's
+# systemd-analyze verifies the receiver's unit file.
 pkgs=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers ibverbs-utils
       rdmacm-utils perftest libibverbs-dev librdmacm-dev clang libclang-dev
       iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev
-      libasan8 libubsan1 libtsan2 rsync man-db groff-base)
+      libasan8 libubsan1 libtsan2 rsync man-db groff-base systemd)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

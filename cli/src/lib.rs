@@ -4,10 +4,13 @@
 //! handling, exit statuses.
 
 pub mod cli;
+pub mod config;
 pub mod docs;
 pub mod json;
+pub mod metrics;
 pub mod recv;
 pub mod send;
+pub mod service;
 
 use rdmaft::protocol::{MAX_CHUNK_SIZE, MAX_WINDOW, MIN_CHUNK_SIZE};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -40,6 +40,8 @@ mod hostile_receiver;
 mod json;
 #[path = "softroce/lanes.rs"]
 mod lanes;
+#[path = "softroce/service.rs"]
+mod service;
 #[path = "softroce/shards.rs"]
 mod shards;
 #[path = "softroce/sync.rs"]

@@ -207,7 +207,7 @@ fn a_killed_receiver_fails_the_send_cleanly() {
     } = start_recv(env.addr, &dest, NO_ARGS, false, T).unwrap();
     let line = err.wait_for("stale temporary files", T).unwrap();
     assert!(
-        line.contains(&format!("recv: removed {stale} stale temporary files")),
+        line.contains(&format!("removed {stale} stale temporary files")),
         "{line}"
     );
     assert_eq!(
@@ -624,7 +624,7 @@ fn ctrl_c_on_either_program_ends_cleanly_and_tells_the_peer() {
         "recv stops cleanly by itself, not by the signal: {:?}",
         err.drain(T)
     );
-    err.wait_for("recv: stopping", T).unwrap();
+    err.wait_for("stopping", T).unwrap();
     let report = handle.wait().unwrap();
     let why = report.error.clone().unwrap_or_default();
     assert!(why.contains("shutting down"), "{report:?}");
