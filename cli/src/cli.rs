@@ -17,7 +17,7 @@ Exit status:
   1    an entry failed (unreadable, refused, failed its digest, not finished) or the
        transfer could not run (each problem is named on stderr)
   2    bad usage (an unknown option, a bad value)
-  130  a second Ctrl-C cut a clean stop short";
+  130  a second Ctrl-C (for recv also SIGTERM) cut a clean stop short";
 
 /// Move files and directory trees between hosts over RDMA (RoCE v2, InfiniBand, iWARP).
 #[derive(Parser, Debug)]

@@ -179,6 +179,7 @@ pub fn connection(r: &ConnectionReport) {
                 "unfinished": c.unfinished,
             },
             "error": r.error,
+            "refusal": r.refusal,
         }),
     );
 }

@@ -33,6 +33,8 @@ fn manual_pages_render_with_man() {
             "rdmaft-recv",
             "--allow-unsafe-links",
             "--no-delete",
+            "--config",
+            "--metrics",
             "Exit status",
         ][..],
     ]) {
