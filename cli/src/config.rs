@@ -32,7 +32,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9464;
 pub enum SizeValue {
     /// Bytes.
     Bytes(u64),
-    /// Text for [`parse_size`].
+    /// Text for [`parse_size`](crate::parse_size).
     Text(String),
 }
 
