@@ -1,4 +1,5 @@
-//! Fuzz harnesses for `rdmaft-protocol`, one plain function per cargo-fuzz target.
+//! Fuzz harnesses for `rdmaft-protocol` and the driver's file layer, one plain function per
+//! cargo-fuzz target.
 //!
 //! Each `fuzz_targets/<name>.rs` only forwards libFuzzer's bytes to the function of the same
 //! name here, so `cargo test -p rdmaft-fuzz-harness` (stable) replays the seed
@@ -13,6 +14,9 @@
 //!   well-formed peer messages resolved against a model of the machine, application
 //!   commands, completions, time), drained after each, every output and every input's result
 //!   checked against the model.
+//! - [`dest`]: the receiver's file layer (`rdmaft::fs::dest`) driven by operation sequences
+//!   in a scratch directory against a model: nothing outside it touched, no temporary file
+//!   left, the directory and the model agree.
 //! - [`pair`]: the simulator of `protocol/tests/sim` under a schedule taken from the input;
 //!   every run must end cleanly with every file as expected.
 //!
@@ -22,6 +26,7 @@
 mod common;
 mod decode_control;
 mod decode_handshake;
+mod dest;
 mod msg;
 mod name;
 mod names;
@@ -32,6 +37,7 @@ mod sender;
 pub use common::set_trace;
 pub use decode_control::decode_control;
 pub use decode_handshake::decode_handshake;
+pub use dest::dest;
 pub use name::name;
 pub use names::names;
 pub use pair::pair;
@@ -42,7 +48,7 @@ pub use sender::sender;
 pub type Harness = fn(&[u8]);
 
 /// Each target with its harness.
-pub const TARGETS: [(&str, Harness); 7] = [
+pub const TARGETS: [(&str, Harness); 8] = [
     ("decode_control", decode_control),
     ("decode_handshake", decode_handshake),
     ("name", name),
@@ -50,6 +56,7 @@ pub const TARGETS: [(&str, Harness); 7] = [
     ("sender", sender),
     ("receiver", receiver),
     ("pair", pair),
+    ("dest", dest),
 ];
 
 /// How far one input of a state-machine target gets: `(files resolved, closed cleanly,

@@ -157,6 +157,7 @@ fn random_state_machine_inputs() {
         ("sender", sender, 3000, 1024),
         ("receiver", receiver, 3000, 1024),
         ("pair", pair, 600, 256),
+        ("dest", dest, 1500, 512),
     ] {
         let seeds = seeds(target);
         for i in 0..count {
@@ -1485,7 +1486,7 @@ fn generated_seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         put("pair", name, e.0);
     }
     let mut rng = XorShift(0x5eed_0004);
-    for target in ["names", "sender", "receiver"] {
+    for target in ["names", "sender", "receiver", "dest"] {
         for i in 0..2 {
             let bytes: Vec<u8> = (0..256).map(|_| rng.next() as u8).collect();
             put(target, &format!("random{i}"), bytes);
