@@ -8,7 +8,7 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test publishable loom fuzz mutants capi install bench softroce-test demo
+.PHONY: deps test publishable miri verify loom fuzz mutants capi install bench softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
@@ -23,6 +23,7 @@ test: deps
 	cargo build -p rdmaft-protocol --no-default-features
 	cargo test --workspace --features rdmaft/capi
 	$(MAKE) publishable
+	$(MAKE) miri
 	$(MAKE) loom
 	$(MAKE) fuzz
 	$(MAKE) softroce-test
@@ -34,6 +35,18 @@ publishable:
 	    --features rdmaft/capi
 	cargo package -p rdmaft-protocol -p rdmaft --allow-dirty
 	scripts/check-msrv.sh
+
+# The protocol crate's tests under Miri (undefined behaviour, leaks, out-of-bounds in the
+# crate and its zerocopy wire structs): the quick ones here, in `make test` (about a minute);
+# `make verify` runs all of them, the lockstep model and the simulated pair too (their long
+# loops trimmed under cfg(miri)), which takes far longer.
+MIRI_QUICK := --lib --test wire --test sender --test receiver --test credits --test handshake
+
+miri:
+	cargo +nightly miri test -p rdmaft-protocol $(MIRI_QUICK)
+
+verify:
+	cargo +nightly miri test -p rdmaft-protocol
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
 # engine's hand-off core, the loopback link's waits with the engines' loop, the permits,

@@ -62,6 +62,11 @@ if ! rustup toolchain list | grep -q nightly; then
     say "installing the nightly toolchain"
     rustup toolchain install nightly --profile minimal || die "could not install the nightly toolchain"
 fi
+# Miri (and the standard library's sources it interprets) for the protocol's tests under it.
+if ! rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; then
+    say "adding rustup components miri and rust-src (nightly)"
+    rustup +nightly component add miri rust-src || die "could not add miri"
+fi
 
 # cargo-fuzz (fuzz stage only).
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -13,8 +13,18 @@ fn check(cfg: &Config, files: &[SimFile], seeds: u64) {
     check_one(&cfg.batched(), files, seeds);
 }
 
+/// Schedules to run out of `seeds`: all of them, or two under Miri (which interprets the
+/// same code a thousand times slower, looking for undefined behaviour, not for schedules).
+fn trimmed(seeds: u64) -> u64 {
+    if cfg!(miri) {
+        seeds.min(2)
+    } else {
+        seeds
+    }
+}
+
 fn check_one(cfg: &Config, files: &[SimFile], seeds: u64) {
-    for seed in 0..seeds {
+    for seed in 0..trimmed(seeds) {
         let out =
             transfer(cfg, files.to_vec(), seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(
@@ -157,14 +167,18 @@ fn receiver_cancels_files_in_mid_stream() {
     ];
     let mut cancelled = 0;
     for window in [1, 2, 4] {
-        for seed in 0..40 {
+        for seed in 0..trimmed(40) {
             let out = transfer(&Config::new(window), files.clone(), seed)
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             cancelled += out.receiver_cancelled.len();
         }
         check(&Config::new(window), &files, 40);
     }
-    assert!(cancelled > 100, "cancels were mostly too late: {cancelled}");
+    // 40 schedules × 3 windows cancel more than 100 files (none is checked under Miri).
+    assert!(
+        cfg!(miri) || cancelled > 100,
+        "cancels were mostly too late: {cancelled}"
+    );
 }
 
 #[test]

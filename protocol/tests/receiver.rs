@@ -72,6 +72,9 @@ fn end(id: u64, length: u64) -> Control<'static> {
     })
 }
 
+/// The bytes of the messages [`keep_one`] decoded into `'static` form.
+static KEPT: std::sync::Mutex<Vec<&'static [u8]>> = std::sync::Mutex::new(Vec::new());
+
 /// Decodes a message the receiver sent into a `'static` form the tests can keep.
 fn keep(bytes: &[u8]) -> Vec<Control<'static>> {
     match Control::decode(bytes).unwrap().1 {
@@ -93,6 +96,9 @@ fn keep_one(msg: Control<'_>) -> Control<'static> {
             let mut buf = [0u8; CTRL_MSG_MAX];
             let n = other.encode(0, &mut buf).unwrap();
             let leaked: &'static [u8] = Box::leak(buf[..n].to_vec().into_boxed_slice());
+            // Kept on purpose for the whole run; listed in a static so that Miri's leak
+            // check sees it is meant.
+            KEPT.lock().unwrap().push(leaked);
             Control::decode(leaked).unwrap().1
         }
     }
