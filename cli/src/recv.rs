@@ -192,6 +192,10 @@ fn run(args: RecvArgs) -> Result<bool, String> {
             settings.dir.display()
         );
     }
+    // Signals are taken from here on: a SIGHUP during start-up is a reload once listening,
+    // not the end of the process (its default action).
+    let (signal_tx, signals) = mpsc::channel::<Signal>();
+    crate::service::watch_signals(signal_tx)?;
     let metrics = Metrics::default();
     let exporter = match settings.metrics {
         Some(addr) => {
@@ -259,8 +263,6 @@ fn run(args: RecvArgs) -> Result<bool, String> {
         receiver.local_addr().port(),
         settings.dir.display()
     );
-    let (signal_tx, signals) = mpsc::channel::<Signal>();
-    crate::service::watch_signals(signal_tx)?;
     let mut ok = true;
     let mut transferred = false;
     let mut stale_told = false;
