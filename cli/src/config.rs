@@ -1,7 +1,7 @@
 //! `rdmaft recv --config FILE`: the receiver's settings in a TOML file, for running it as a
 //! service. Keys are the long options' names (`key-file`, `max-connections`, ...); an
-//! option given on the command line wins over the file, a flag (`fsync`, ...) is on when
-//! either turns it on. Relative paths in the file are taken from the file's directory. An
+//! option given on the command line wins over the file (`RDMAFT_ADDR` in the environment
+//! counts as `--listen`), a flag (`fsync`, ...) is on when either turns it on. Relative paths in the file are taken from the file's directory. An
 //! unknown key is an error, so a typo never passes for a setting.
 //!
 //! On SIGHUP the file is read again and what a running receiver can change is applied to

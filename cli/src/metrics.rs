@@ -4,7 +4,7 @@
 //! | metric | kind | what |
 //! |---|---|---|
 //! | `rdmaft_recv_connections_active` | gauge | connections being served |
-//! | `rdmaft_recv_connections_total` | counter | connections admitted (each lane counts) |
+//! | `rdmaft_recv_connections_total` | counter | connections admitted past the allow-list and limits into their handshake (each lane counts; one that then fails its handshake is a refusal too) |
 //! | `rdmaft_recv_bytes_total` | counter | file data written (as it arrives) |
 //! | `rdmaft_recv_files_total{outcome}` | counter | entries ended: `received`, `up_to_date`, `failed`, `refused`, `unfinished`, `dry_run` |
 //! | `rdmaft_recv_file_failures_total{reason}` | counter | entries that failed or were refused, by status (`DIGEST_MISMATCH`, `EXISTS`, ...) |

@@ -201,6 +201,11 @@ fn run(args: RecvArgs) -> Result<bool, String> {
         Some(addr) => {
             let e = Exporter::start(addr, &metrics)?;
             info!("serving metrics on http://{}/metrics", e.local_addr());
+            if !addr.ip().is_loopback() {
+                warn!(
+                    "the metrics endpoint {addr} has no authentication and takes any client:                      bind it to a loopback or management address"
+                );
+            }
             Some(e)
         }
         None => None,

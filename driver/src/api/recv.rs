@@ -234,7 +234,7 @@ pub struct ReceiverLimits {
     /// [`ReceiverOptions::window`].
     pub window: u32,
     /// [`ReceiverOptions::max_connections`]: lowering it refuses new connections until
-    /// enough running ones end.
+    /// enough running ones end; it cannot rise above its value at start.
     pub max_connections: usize,
     /// [`ReceiverOptions::idle_timeout`].
     pub idle_timeout: Duration,
@@ -268,7 +268,9 @@ impl ReceiverLimits {
 /// A receiver's counters since it started ([`Receiver::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReceiverStats {
-    /// Connections admitted past the allow-list and the limits (each lane counts).
+    /// Connections admitted past the allow-list and the limits into their handshake (each
+    /// lane counts); one that then fails its handshake or key proof is also reported as
+    /// refused ([`ConnectionReport::refusal`](crate::ConnectionReport::refusal)).
     pub admitted: u64,
     /// Connections being served now.
     pub active: usize,
@@ -289,6 +291,8 @@ pub struct Receiver {
     addr: SocketAddr,
     listener: Option<JoinHandle<()>>,
     sweep: Sweep,
+    /// `max_connections` at start: the file descriptors were budgeted for that many.
+    started_max_connections: usize,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -311,6 +315,7 @@ impl Receiver {
         let dest = Destination::open(&options.dir, options.dest_options())
             .map_err(|e| Error::file("receive directory", &options.dir, e))?;
         let fd_limit = crate::fd_limit::raise();
+        let max_connections = options.max_connections;
         let listener = Listener::bind(options.listen)?;
         let sweep = dest
             .root()
@@ -348,6 +353,7 @@ impl Receiver {
             addr,
             listener: Some(thread),
             sweep,
+            started_max_connections: max_connections,
         })
     }
 
@@ -418,8 +424,18 @@ impl Receiver {
     /// Changes the allow-list, the key and the limits for connections admitted from now on
     /// (an operator's reload, SIGHUP for `rdmaft recv`): connections under way keep what
     /// they were admitted with and are not dropped. Invalid sizes are refused and nothing
-    /// changes.
+    /// changes; so is a `max_connections` above the one the receiver started with (the
+    /// open-file budget was set aside for that many connections' descriptors).
     pub fn reload(&self, limits: ReceiverLimits) -> Result<(), Error> {
+        if limits.max_connections > self.started_max_connections {
+            return Err(Error::invalid(
+                "Receiver::reload",
+                format!(
+                    "max_connections {} is above the {} the receiver started with (its file                      descriptors were budgeted for those); a restart can raise it",
+                    limits.max_connections, self.started_max_connections
+                ),
+            ));
+        }
         let mut o = lock(&self.shared.options);
         let mut next = o.clone();
         limits.apply(&mut next);

@@ -681,8 +681,11 @@ impl Writer {
         match result {
             Ok(()) => {
                 t.written = file_offset + u64::from(len);
-                self.written
-                    .fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed);
+                // Only what went into a file counts (not a chunk nothing is written for).
+                if t.temp.is_some() || t.split.is_some() {
+                    self.written
+                        .fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed);
+                }
                 None
             }
             Err(e) => {

@@ -45,11 +45,11 @@ fn a_service_reloads_its_allow_list_mid_transfer_and_serves_metrics() {
     let data = random_bytes(64 << 20, 91);
     std::fs::write(src.join("big"), &data).unwrap();
     let config = base.join("recv.toml");
-    let write_config = |allow: &str| {
-        let text = format!("allow = [\"{allow}\"]\nmetrics = \"127.0.0.1:0\"\nwindow = 16\n");
+    let write_config = |allow: &str, more: &str| {
+        let text = format!("allow = [\"{allow}\"]\nmetrics = \"127.0.0.1:0\"\nwindow = 16\n{more}");
         std::fs::write(&config, text).unwrap();
     };
-    write_config(&format!("{}/32", env.addr));
+    write_config(&format!("{}/32", env.addr), "");
     let mut recv = start_recv(
         env.addr,
         &dest,
@@ -98,7 +98,7 @@ fn a_service_reloads_its_allow_list_mid_transfer_and_serves_metrics() {
     assert!(sample(&during, "rdmaft_recv_registered_memory_bytes").unwrap() > 0);
 
     // The sender's address leaves the allow-list; SIGHUP; the held transfer goes on.
-    write_config("10.77.0.99/32");
+    write_config("10.77.0.99/32", "");
     signal(&recv.child, "-HUP");
     recv.err.wait_for("reloaded", T).unwrap();
     signal(&send, "-CONT");
@@ -135,6 +135,16 @@ fn a_service_reloads_its_allow_list_mid_transfer_and_serves_metrics() {
     ] {
         assert_eq!(sample(&after, name), Some(value), "{name} in\n{after}");
     }
+
+    // A reload cannot raise the connection limit past the one it started with (64): it is
+    // refused, and says so.
+    write_config("10.77.0.99/32", "max-connections = 1000\n");
+    signal(&recv.child, "-HUP");
+    let line = recv
+        .err
+        .wait_for("failed, the running settings stay", T)
+        .unwrap();
+    assert!(line.contains("above the 64"), "{line}");
 
     // SIGTERM stops it cleanly.
     signal(&recv.child, "-TERM");
