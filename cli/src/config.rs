@@ -8,7 +8,7 @@
 //! the connections that come next ([`rdmaft::ReceiverLimits`]: allow-list, key, limits);
 //! a change to anything else is named and waits for a restart.
 
-use crate::{parse_buffer_size, parse_target, parse_window};
+use crate::{parse_buffer_size, parse_target, parse_window, ADDR_ENV};
 use rdmaft::{
     Existing, Key, ReceiverLimits, ReceiverOptions, Subnet, DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT,
     DEFAULT_WINDOW,
@@ -97,28 +97,79 @@ impl ConfigFile {
     }
 }
 
-/// What the command line gave (each `None` or `false` when not given): the side that wins.
-#[derive(Debug, Default, Clone)]
+/// The settings the command line gave (each `None` or `false` when not given): the side
+/// that wins over the file. Every one is also a key of the file.
+#[derive(clap::Args, Debug, Default, Clone)]
 pub struct CommandLine {
+    /// Where to listen: ADDR or ADDR:PORT, an IP address of an RDMA device (0.0.0.0 = all
+    /// devices); port 15000 by default. [default: 0.0.0.0]
+    #[arg(short, long, env = ADDR_ENV)]
     pub listen: Option<String>,
+    /// Directory to receive into (must exist). [default: .]
+    #[arg(short, long)]
     pub dir: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub allow: Vec<Subnet>,
+    /// Largest buffer (chunk) size, e.g. 64K, 1M; both sides use the smaller. [default: 1M]
+    #[arg(short, long, value_parser = parse_buffer_size)]
     pub buffer_size: Option<u32>,
+    /// Most chunks in flight; both sides use the smaller. [default: 16]
+    #[arg(short, long, value_parser = parse_window)]
     pub window: Option<u32>,
-    pub idle_timeout: Option<u64>,
+    /// Connections served at once (each lane of a sender counts); more are refused.
+    /// [default: 64]
+    #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    pub metrics: Option<String>,
+    /// Pre-shared key file: senders must prove the same key.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Take senders only from this address or range (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    pub allow: Vec<Subnet>,
+    /// Refuse senders that cannot send digests, and files without one.
+    #[arg(long)]
     pub require_digest: bool,
+    /// Refuse files whose name exists already (default: replace them), and leave existing
+    /// directories as they are.
+    #[arg(long)]
     pub no_clobber: bool,
+    /// fsync each file before publishing it, and its directory after.
+    #[arg(long)]
     pub fsync: bool,
+    /// Take senders' permission bits as sent (never setuid, setgid or sticky); by default
+    /// this program's umask is cleared from them.
+    #[arg(long)]
     pub preserve_perms: bool,
+    /// Keep what an interrupted transfer wrote (hidden, beside the file) and continue it
+    /// when the same file is sent again.
+    #[arg(long)]
     pub resume: bool,
+    /// Refuse senders' --delete (their sync goes on; they are told nothing was deleted).
+    /// --no-clobber refuses it too.
+    #[arg(long)]
     pub no_delete: bool,
-    pub no_links: bool,
+    /// Make symbolic links (send --links) whose target is absolute or climbs out of
+    /// --dir; without it they are refused. rdmaft never follows a link it receives, but
+    /// other programs reading the directory would.
+    #[arg(long)]
     pub allow_unsafe_links: bool,
-    pub direct: bool,
+    /// Take no symbolic links at all: senders' --links skip them (and say so).
+    #[arg(long, conflicts_with = "allow_unsafe_links")]
+    pub no_links: bool,
+    /// Serve Prometheus metrics (OpenMetrics text) over HTTP on ADDR[:PORT] (port 9464 by
+    /// default): connections, bytes, files, failures and refusals by reason, registered
+    /// memory.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub metrics: Option<String>,
+    /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
+    /// room; else transparent huge pages).
+    #[arg(long)]
     pub huge_pages: bool,
+    /// Write files of 1 MiB or more with O_DIRECT, past the page cache (large files on
+    /// NVMe); a file system that refuses it is written through the cache as usual.
+    #[arg(long)]
+    pub direct: bool,
+    /// Seconds without any sign of a sender before its connection is closed. [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
 }
 
 /// The receiver's settings in effect: the command line over the file over the defaults.
@@ -240,14 +291,7 @@ impl Settings {
         o.delete = !self.no_delete;
         o.allow_unsafe_links = self.allow_unsafe_links;
         o.links = !self.no_links;
-        let limits = self.limits()?;
-        o.allow = limits.allow;
-        o.key = limits.key;
-        o.require_digest = limits.require_digest;
-        o.chunk_size = limits.chunk_size;
-        o.window = limits.window;
-        o.max_connections = limits.max_connections;
-        o.idle_timeout = limits.idle_timeout;
+        self.limits()?.apply(&mut o);
         Ok(o)
     }
 

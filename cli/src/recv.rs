@@ -20,8 +20,8 @@
 use crate::config::{CommandLine, ConfigFile, Settings};
 use crate::metrics::{Exporter, Metrics};
 use crate::service::Signal;
-use crate::{human_bytes, parse_buffer_size, parse_window, ADDR_ENV, EXIT_FAILURE};
-use rdmaft::{ConnectionReport, ReceivedOutcome, Receiver, Subnet};
+use crate::{human_bytes, EXIT_FAILURE};
+use rdmaft::{ConnectionReport, ReceivedOutcome, Receiver};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -40,118 +40,27 @@ pub struct RecvArgs {
     /// Check the settings (the config file with the options given), print them and exit.
     #[arg(long)]
     check_config: bool,
-    /// Where to listen: ADDR or ADDR:PORT, an IP address of an RDMA device (0.0.0.0 = all
-    /// devices); port 15000 by default. [default: 0.0.0.0]
-    #[arg(short, long, env = ADDR_ENV)]
-    listen: Option<String>,
-    /// Directory to receive into (must exist). [default: .]
-    #[arg(short, long)]
-    dir: Option<PathBuf>,
-    /// Largest buffer (chunk) size, e.g. 64K, 1M; both sides use the smaller. [default: 1M]
-    #[arg(short, long, value_parser = parse_buffer_size)]
-    buffer_size: Option<u32>,
-    /// Most chunks in flight; both sides use the smaller. [default: 16]
-    #[arg(short, long, value_parser = parse_window)]
-    window: Option<u32>,
-    /// Connections served at once (each lane of a sender counts); more are refused.
-    /// [default: 64]
-    #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
+    /// The settings given on the command line (the config file's keys too).
+    #[command(flatten)]
+    given: CommandLine,
     /// Exit after the first transfer ends (status 0 only if all its files arrived);
     /// refused or failed handshakes do not count.
     #[arg(long)]
     once: bool,
-    /// Pre-shared key file: senders must prove the same key.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// Take senders only from this address or range (repeatable), e.g. 10.0.0.0/8.
-    #[arg(long, value_name = "ADDR[/PREFIX]")]
-    allow: Vec<Subnet>,
-    /// Refuse senders that cannot send digests, and files without one.
-    #[arg(long)]
-    require_digest: bool,
-    /// Refuse files whose name exists already (default: replace them), and leave existing
-    /// directories as they are.
-    #[arg(long)]
-    no_clobber: bool,
-    /// fsync each file before publishing it, and its directory after.
-    #[arg(long)]
-    fsync: bool,
-    /// Take senders' permission bits as sent (never setuid, setgid or sticky); by default
-    /// this program's umask is cleared from them.
-    #[arg(long)]
-    preserve_perms: bool,
-    /// Keep what an interrupted transfer wrote (hidden, beside the file) and continue it
-    /// when the same file is sent again.
-    #[arg(long)]
-    resume: bool,
-    /// Refuse senders' --delete (their sync goes on; they are told nothing was deleted).
-    /// --no-clobber refuses it too.
-    #[arg(long)]
-    no_delete: bool,
-    /// Make symbolic links (send --links) whose target is absolute or climbs out of
-    /// --dir; without it they are refused. rdmaft never follows a link it receives, but
-    /// other programs reading the directory would.
-    #[arg(long)]
-    allow_unsafe_links: bool,
-    /// Take no symbolic links at all: senders' --links skip them (and say so).
-    #[arg(long, conflicts_with = "allow_unsafe_links")]
-    no_links: bool,
     /// Print one JSON object per line on stdout instead of text: when listening, each
     /// entry's outcome, each connection's end, the stop (the schema: cli/JSON.md).
     #[arg(long)]
     json: bool,
-    /// Serve Prometheus metrics (OpenMetrics text) over HTTP on ADDR[:PORT] (port 9464 by
-    /// default): connections, bytes, files, failures and refusals by reason, registered
-    /// memory.
-    #[arg(long, value_name = "ADDR[:PORT]")]
-    metrics: Option<String>,
-    /// Put the RDMA rings on huge pages (the reserved pool, vm.nr_hugepages, when it has
-    /// room; else transparent huge pages).
-    #[arg(long)]
-    huge_pages: bool,
-    /// Write files of 1 MiB or more with O_DIRECT, past the page cache (large files on
-    /// NVMe); a file system that refuses it is written through the cache as usual.
-    #[arg(long)]
-    direct: bool,
-    /// Seconds without any sign of a sender before its connection is closed. [default: 30]
-    #[arg(long, value_name = "SECONDS")]
-    idle_timeout: Option<u64>,
 }
 
 impl RecvArgs {
-    /// What the command line itself set.
-    fn command_line(&self) -> CommandLine {
-        CommandLine {
-            listen: self.listen.clone(),
-            dir: self.dir.clone(),
-            key_file: self.key_file.clone(),
-            allow: self.allow.clone(),
-            buffer_size: self.buffer_size,
-            window: self.window,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-            metrics: self.metrics.clone(),
-            require_digest: self.require_digest,
-            no_clobber: self.no_clobber,
-            fsync: self.fsync,
-            preserve_perms: self.preserve_perms,
-            resume: self.resume,
-            no_delete: self.no_delete,
-            no_links: self.no_links,
-            allow_unsafe_links: self.allow_unsafe_links,
-            direct: self.direct,
-            huge_pages: self.huge_pages,
-        }
-    }
-
     /// The settings in effect: the config file (read now) under the command line.
     fn settings(&self) -> Result<Settings, String> {
         let file = match &self.config {
             Some(path) => Some(ConfigFile::load(path)?),
             None => None,
         };
-        Settings::merge(&self.command_line(), file.as_ref())
+        Settings::merge(&self.given, file.as_ref())
     }
 }
 
@@ -174,7 +83,7 @@ pub fn main(args: RecvArgs) -> ExitCode {
 }
 
 fn run(args: RecvArgs) -> Result<bool, String> {
-    let mut settings = args.settings()?;
+    let settings = args.settings()?;
     if args.check_config {
         settings.limits()?;
         println!("{}", settings.summary());
@@ -278,7 +187,7 @@ fn run(args: RecvArgs) -> Result<bool, String> {
                 info!("stopping (a second SIGINT or SIGTERM exits at once)");
                 break;
             }
-            Ok(Signal::Reload) => reload(&args, &mut settings, &receiver),
+            Ok(Signal::Reload) => reload(&args, &settings, &receiver),
             Err(_) => {}
         }
         // Listening failed for good: serving what is connected is not what was asked.
@@ -333,7 +242,7 @@ fn run(args: RecvArgs) -> Result<bool, String> {
 
 /// SIGHUP: reads the config file again and applies what can change while running; on any
 /// error the running settings stay.
-fn reload(args: &RecvArgs, running: &mut Settings, receiver: &Receiver) {
+fn reload(args: &RecvArgs, started: &Settings, receiver: &Receiver) {
     let Some(path) = &args.config else {
         warn!("SIGHUP: no --config file to read again; nothing changed");
         return;
@@ -356,7 +265,8 @@ fn reload(args: &RecvArgs, running: &mut Settings, receiver: &Receiver) {
         );
         return;
     }
-    let fixed = settings.fixed_changes(running);
+    // Compared with the start: what a reload cannot change is still as it started.
+    let fixed = settings.fixed_changes(started);
     if !fixed.is_empty() {
         warn!(
             "changed in {}, applied at the next start: {}",
@@ -365,16 +275,6 @@ fn reload(args: &RecvArgs, running: &mut Settings, receiver: &Receiver) {
         );
     }
     info!("reloaded {}: {}", path.display(), settings.summary());
-    // What did not apply stays as it runs, so that it is named again at the next reload.
-    let mut applied = running.clone();
-    applied.allow = settings.allow;
-    applied.key_file = settings.key_file;
-    applied.require_digest = settings.require_digest;
-    applied.buffer_size = settings.buffer_size;
-    applied.window = settings.window;
-    applied.max_connections = settings.max_connections;
-    applied.idle_timeout = settings.idle_timeout;
-    *running = applied;
 }
 
 /// How an entry that did not arrive ended, for humans.

@@ -254,7 +254,8 @@ impl ReceiverLimits {
         }
     }
 
-    fn apply(self, options: &mut ReceiverOptions) {
+    /// Sets these limits in `options`.
+    pub fn apply(self, options: &mut ReceiverOptions) {
         options.allow = self.allow;
         options.key = self.key;
         options.require_digest = self.require_digest;
