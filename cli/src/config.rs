@@ -100,6 +100,8 @@ impl ConfigFile {
 /// The settings the command line gave (each `None` or `false` when not given): the side
 /// that wins over the file. Every one is also a key of the file.
 #[derive(clap::Args, Debug, Default, Clone)]
+// The fields' docs are the command's help text (`ADDR[:PORT]`, `[default: 1M]`), not links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct CommandLine {
     /// Where to listen: ADDR or ADDR:PORT, an IP address of an RDMA device (0.0.0.0 = all
     /// devices); port 15000 by default. [default: 0.0.0.0]
