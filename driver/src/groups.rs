@@ -6,10 +6,10 @@
 
 use crate::fs::prune::OfferedNames;
 use crate::fs::split::{KeptSplits, SplitFiles};
-use crate::sync::lock_std;
+use crate::sync::{lock, Mutex};
 use rdmaft_protocol::RejectReason;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 /// Every live group of one receiver, by number.
 #[derive(Default)]
@@ -42,7 +42,7 @@ impl Groups {
     /// The group for a hello that asks to join `join` (0: a new group). Group numbers are
     /// random, so a number seen once does not name another transfer's group later.
     pub(crate) fn enter(&self, join: u32) -> Result<Arc<Group>, RejectReason> {
-        let mut live = lock_std(&self.live);
+        let mut live = lock(&self.live);
         if join != 0 {
             return live
                 .get(&join)
@@ -93,14 +93,14 @@ impl Group {
 impl Drop for Group {
     /// The group's last connection ended: later joins are refused.
     fn drop(&mut self) {
-        let mut live = lock_std(&self.live);
+        let mut live = lock(&self.live);
         if live.get(&self.id).is_some_and(|g| g.strong_count() == 0) {
             live.remove(&self.id);
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rdmaft_loom)))]
 mod tests {
     use super::*;
 
@@ -128,6 +128,50 @@ mod tests {
             "never opened"
         );
         drop(other);
-        assert!(lock_std(&groups.live).is_empty());
+        assert!(lock(&groups.live).is_empty());
+    }
+}
+
+/// Model checks of the real `Groups` (`make loom`), with the `Weak` registry of `std`: a join
+/// racing the end of a group's last lane.
+#[cfg(all(test, rdmaft_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::thread;
+
+    /// A join that races the last lane's end either gets that very group (which then
+    /// stays live while the joiner holds it) or is refused with `UNKNOWN_GROUP`, never
+    /// another group; and once every lane ended the registry holds nothing (no group is
+    /// kept alive, or kept listed, by a join that lost the race).
+    #[test]
+    fn a_join_racing_the_last_lane_gets_the_group_or_a_refusal() {
+        loom::model(|| {
+            let groups = crate::sync::Arc::new(Groups::new(false));
+            let first = groups.enter(0).unwrap();
+            let id = first.id();
+            let join = {
+                let groups = crate::sync::Arc::clone(&groups);
+                thread::spawn(move || match groups.enter(id) {
+                    Ok(g) => {
+                        assert_eq!(g.id(), id, "a join got another group");
+                        // Held: a third lane joins it too.
+                        assert_eq!(groups.enter(id).map(|g| g.id()), Ok(id));
+                        true
+                    }
+                    Err(reason) => {
+                        assert_eq!(reason, RejectReason::UNKNOWN_GROUP);
+                        false
+                    }
+                })
+            };
+            drop(first);
+            join.join().unwrap();
+            assert_eq!(
+                groups.enter(id).err(),
+                Some(RejectReason::UNKNOWN_GROUP),
+                "every lane ended: the group is over"
+            );
+            assert!(lock(&groups.live).is_empty(), "an ended group stays listed");
+        });
     }
 }

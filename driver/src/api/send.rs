@@ -15,6 +15,7 @@ use crate::fs::shard::Shard;
 use crate::fs::tree::Walk;
 use crate::handoff::{Once, Stop};
 use crate::key::Key;
+use crate::sync::thread;
 use crate::verbs::Pages;
 use crate::Error;
 use rdmaft_protocol::{
@@ -23,7 +24,6 @@ use rdmaft_protocol::{
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 /// How to send.
@@ -324,8 +324,8 @@ pub struct SendHandle {
     progress: Arc<Progress>,
     stop: Arc<Stop>,
     result: Arc<Once<Result<SendReport, Error>>>,
-    thread: Option<JoinHandle<()>>,
-    thread_id: ThreadId,
+    thread: Option<thread::JoinHandle<()>>,
+    thread_id: thread::ThreadId,
 }
 
 /// Starts sending `paths` (files and directory trees, each under its base name, as
@@ -336,30 +336,7 @@ pub fn send(
     paths: Vec<PathBuf>,
     options: SendOptions,
 ) -> Result<SendHandle, Error> {
-    let progress = Arc::new(Progress::default());
-    let stop = Arc::new(Stop::new());
-    let result = Arc::new(Once::new());
-    let thread = {
-        let (progress, stop, result) = (progress.clone(), stop.clone(), result.clone());
-        std::thread::Builder::new()
-            .name("rdmaft-send".into())
-            .spawn(move || {
-                let r = run_send(addr, paths, options, progress, stop);
-                result.set(r);
-            })
-            .map_err(|e| Error::Thread {
-                what: "send",
-                source: e,
-            })?
-    };
-    let thread_id = thread.thread().id();
-    Ok(SendHandle {
-        progress,
-        stop,
-        result,
-        thread: Some(thread),
-        thread_id,
-    })
+    SendHandle::spawn(move |progress, stop| run_send(addr, paths, options, progress, stop))
 }
 
 /// One send: the first lane connects (its handshake opens the transfer group), the others
@@ -434,7 +411,6 @@ fn run_send(
             }
             Ok(Ok(r)) => reports.push(r),
             // The group ended before this lane joined: the others carried everything.
-            // The group ended before this lane joined: the others carried everything.
             Ok(Err(Error::HandshakeRejected { reason, .. }))
                 if reason == RejectReason::UNKNOWN_GROUP && work.walk_finished() => {}
             Ok(Err(Error::Cancelled)) => {}
@@ -449,6 +425,36 @@ fn run_send(
 }
 
 impl SendHandle {
+    /// Runs `job` (the whole send) on a thread of its own; the handle waits for its
+    /// result, cancels it through the stop it is given, and reads the progress it keeps.
+    fn spawn(
+        job: impl FnOnce(Arc<Progress>, Arc<Stop>) -> Result<SendReport, Error> + Send + 'static,
+    ) -> Result<SendHandle, Error> {
+        let progress = Arc::new(Progress::default());
+        let stop = Arc::new(Stop::new());
+        let result = Arc::new(Once::new());
+        let thread = {
+            let (progress, stop, result) = (progress.clone(), stop.clone(), result.clone());
+            thread::Builder::new()
+                .name("rdmaft-send".into())
+                .spawn(move || {
+                    result.set(job(progress, stop));
+                })
+                .map_err(|e| Error::Thread {
+                    what: "send",
+                    source: e,
+                })?
+        };
+        let thread_id = thread.thread().id();
+        Ok(SendHandle {
+            progress,
+            stop,
+            result,
+            thread: Some(thread),
+            thread_id,
+        })
+    }
+
     /// Bytes and files done so far.
     pub fn progress(&self) -> ProgressSnapshot {
         self.progress.snapshot()
@@ -473,7 +479,7 @@ impl SendHandle {
     /// Whether the caller is one of the send's own threads (a callback, on whichever lane
     /// it runs): it must not wait then.
     pub fn is_own_thread(&self) -> bool {
-        std::thread::current().id() == self.thread_id
+        thread::current().id() == self.thread_id
             || crate::engine::work::in_callback_of(&self.progress)
     }
 
@@ -524,5 +530,78 @@ impl Drop for SendHandle {
                 let _ = t.join();
             }
         }
+    }
+}
+
+/// Model checks of the real `SendHandle` (`make loom`) around a stand-in for the send: a
+/// job that, like a lane, registers a waker with the stop and runs until it is raised.
+#[cfg(all(test, rdmaft_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::handoff::{CondWake, Waker};
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    /// The stand-in: waits for the stop (a lane polls it between rounds and sleeps in its
+    /// wait, which the stop's waker ends), then ends cancelled; `ended` records its end.
+    fn until_stopped(
+        ended: crate::sync::Arc<AtomicBool>,
+    ) -> impl FnOnce(Arc<Progress>, Arc<Stop>) -> Result<SendReport, Error> + Send + 'static {
+        move |_progress, stop| {
+            let wake = Arc::new(CondWake::new());
+            stop.register(wake.clone() as Waker);
+            loop {
+                let before = wake.count();
+                if stop.is_raised() {
+                    break;
+                }
+                wake.wait_past(before);
+            }
+            ended.store(true, Ordering::SeqCst);
+            Err(Error::Cancelled)
+        }
+    }
+
+    /// A cancel from another thread (through a canceller) ends a wait in progress: the
+    /// cancel is never lost, whenever it lands against the job's start and the wait.
+    #[test]
+    fn a_cancel_from_another_thread_ends_a_wait() {
+        loom::model(|| {
+            let ended = crate::sync::Arc::new(AtomicBool::new(false));
+            let handle = SendHandle::spawn(until_stopped(ended.clone())).unwrap();
+            let canceller = handle.canceller();
+            let other = thread::spawn(move || canceller.cancel());
+            assert!(matches!(handle.wait(), Err(Error::Cancelled)));
+            assert!(ended.load(Ordering::SeqCst));
+            other.join().unwrap();
+        });
+    }
+
+    /// Dropping the handle of a running send cancels it and returns only once the send's
+    /// thread ended (nothing of the send outlives its handle).
+    #[test]
+    fn dropping_a_running_send_cancels_it_and_waits_for_its_end() {
+        loom::model(|| {
+            let ended = crate::sync::Arc::new(AtomicBool::new(false));
+            let handle = SendHandle::spawn(until_stopped(ended.clone())).unwrap();
+            drop(handle);
+            assert!(
+                ended.load(Ordering::SeqCst),
+                "the send ran on after its handle was dropped"
+            );
+        });
+    }
+
+    /// A send that ended by itself gives its report to `wait`, also when a cancel races
+    /// its end, and a wait on another thread than the send's own is never refused.
+    #[test]
+    fn a_send_that_ends_by_itself_reports_whatever_a_racing_cancel_does() {
+        loom::model(|| {
+            let handle = SendHandle::spawn(|_, _| Ok(SendReport::empty())).unwrap();
+            let canceller = handle.canceller();
+            let other = thread::spawn(move || canceller.cancel());
+            assert!(!handle.is_own_thread());
+            assert!(handle.wait().is_ok());
+            other.join().unwrap();
+        });
     }
 }

@@ -17,12 +17,12 @@ use super::send::{FileCallback, FileOutcome, FileReport, Progress, SendCounts, S
 use crate::fs::tree::{SkipReason, SourceEntry, Walk, WalkItem};
 use crate::handoff::Waker;
 use crate::report::list_failure;
-use crate::sync::lock_std;
+use crate::sync::{lock, Mutex};
 use rdmaft_protocol::{Changes, EntryKind, FileStatus, Part};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 thread_local! {
     /// The transfer (its progress's address) whose callback this thread is running; 0 for
@@ -178,7 +178,7 @@ impl Work {
     pub(crate) fn next(&self, lane: usize, waker: &Waker) -> Next {
         let mut skipped = Vec::new();
         let (next, wake) = {
-            let mut s = lock_std(&self.state);
+            let mut s = lock(&self.state);
             let next = self.next_locked(&mut s, lane, &mut skipped);
             match next {
                 Next::Wait => {
@@ -381,7 +381,7 @@ impl Work {
             deleted,
         } = end;
         let (report, waiting) = {
-            let mut s = lock_std(&self.state);
+            let mut s = lock(&self.state);
             if let Some(seq) = item.seq {
                 s.out.remove(&seq);
             }
@@ -446,12 +446,12 @@ impl Work {
     /// An entry's outcome is known: the callback, then the counts.
     fn ended(&self, file: FileReport) {
         if let Some(cb) = &self.on_file {
-            let _one_at_a_time = lock_std(&self.callback);
+            let _one_at_a_time = lock(&self.callback);
             let outer = IN_CALLBACK.with(|c| c.replace(Arc::as_ptr(&self.progress) as usize));
             cb(&file);
             IN_CALLBACK.with(|c| c.set(outer));
         }
-        let mut s = lock_std(&self.state);
+        let mut s = lock(&self.state);
         s.counts.count(&file.outcome);
         s.counts.deleted += file.deleted;
         if !file.outcome.is_ok() {
@@ -461,13 +461,13 @@ impl Work {
 
     /// Whether every entry of the walk was handed out.
     pub(crate) fn walk_finished(&self) -> bool {
-        let s = lock_std(&self.state);
+        let s = lock(&self.state);
         s.walk.is_none() && s.parts.is_empty() && s.dirs.is_empty()
     }
 
     /// How many items `lane` took.
     pub(crate) fn taken_by(&self, lane: usize) -> u64 {
-        lock_std(&self.state).taken.get(&lane).copied().unwrap_or(0)
+        lock(&self.state).taken.get(&lane).copied().unwrap_or(0)
     }
 
     /// The transfer's report from its lanes' (the first lane's first): their bytes and
@@ -478,7 +478,7 @@ impl Work {
         for lane in lanes {
             report.add_lane(lane);
         }
-        let s = lock_std(&self.state);
+        let s = lock(&self.state);
         report.counts = s.counts;
         report.failures = s.failures.clone();
         report.walk_finished = s.walk.is_none() && s.parts.is_empty() && s.dirs.is_empty();
@@ -522,7 +522,7 @@ impl From<FileOutcome> for Ended {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rdmaft_loom)))]
 mod tests {
     use super::*;
     use crate::handoff::Wake;
@@ -678,5 +678,108 @@ mod tests {
         assert_eq!(t.entry.name, "t");
         assert!(matches!(work.next(0, &waker), Next::Done));
         let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// Model checks of the real `Work` (`make loom`): two lanes take a tree's entries from one
+/// queue, each in its own thread, as `engine::send` does (ask, offer what it got, resolve
+/// it; on `Wait`, sleep until woken). Every interleaving within the preemption bound.
+#[cfg(all(test, rdmaft_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::handoff::CondWake;
+    use crate::sync::thread;
+    // A modelled atomic: taking an item and counting it resolved are apart, as in a lane.
+    use loom::sync::atomic::AtomicUsize;
+
+    /// The tree `t/{big,small}`: `big` splits into two parts (4 KiB each, the second of one
+    /// byte), so three file items, then the directory `t`.
+    fn tree() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rdmaft-loom-work-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("t")).unwrap();
+        std::fs::write(d.join("t/big"), vec![1u8; 4097]).unwrap();
+        std::fs::write(d.join("t/small"), b"x").unwrap();
+        d
+    }
+
+    /// A lane's loop: returns what it took, as `name` or `name#part`.
+    fn lane(work: &Work, lane: usize, files_resolved: &AtomicUsize) -> Vec<String> {
+        let wake = std::sync::Arc::new(CondWake::new());
+        let waker: Waker = wake.clone();
+        let mut took = Vec::new();
+        loop {
+            let before = wake.count();
+            match work.next(lane, &waker) {
+                Next::Item(item) => {
+                    let name = match item.part {
+                        Some(p) => format!("{}#{}", item.entry.name, p.index),
+                        None => item.entry.name.clone(),
+                    };
+                    if item.entry.kind == EntryKind::Directory {
+                        // The property: a directory goes only after every file before it
+                        // ended, on either lane.
+                        assert_eq!(
+                            files_resolved.load(Ordering::SeqCst),
+                            3,
+                            "directory {name} handed out before its contents ended"
+                        );
+                    }
+                    took.push(name);
+                    // The item is on the wire; it ends (counted first, then told).
+                    if item.entry.kind != EntryKind::Directory {
+                        files_resolved.fetch_add(1, Ordering::SeqCst);
+                    }
+                    work.resolved(item, FileOutcome::Sent.into());
+                }
+                // The property: a lane told to wait is woken when it may go on (a lost
+                // wake-up leaves it asleep: loom reports a deadlock).
+                Next::Wait => {
+                    wake.wait_past(before);
+                }
+                Next::Done => return took,
+            }
+        }
+    }
+
+    /// Every item is handed out exactly once, the directory after its contents ended, no
+    /// lane sleeps through the wake that lets it go on, and each entry's outcome reaches
+    /// the callback once: the split file once, after both its parts.
+    #[test]
+    fn two_lanes_share_the_work_each_item_once_directories_last() {
+        let root = tree();
+        loom::model(move || {
+            let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let on_file: FileCallback = {
+                let reports = std::sync::Arc::clone(&reports);
+                Arc::new(move |f: &FileReport| {
+                    reports
+                        .lock()
+                        .unwrap()
+                        .push((f.name.clone(), f.outcome.clone()));
+                })
+            };
+            let work = crate::sync::Arc::new(Work::new(
+                Walk::new(vec![root.join("t")]),
+                Some(Splitting { shift: 12 }),
+                Arc::new(Progress::default()),
+                Some(on_file),
+            ));
+            let files_resolved = crate::sync::Arc::new(AtomicUsize::new(0));
+            let other = {
+                let (work, files_resolved) = (work.clone(), files_resolved.clone());
+                thread::spawn(move || lane(&work, 1, &files_resolved))
+            };
+            let mut took = lane(&work, 0, &files_resolved);
+            took.extend(other.join().unwrap());
+            took.sort();
+            assert_eq!(took, ["t", "t/big#0", "t/big#1", "t/small"]);
+            let mut reports = reports.lock().unwrap().clone();
+            reports.sort_by(|a, b| a.0.cmp(&b.0));
+            let names: Vec<_> = reports.iter().map(|r| r.0.as_str()).collect();
+            assert_eq!(names, ["t", "t/big", "t/small"]);
+            assert!(reports.iter().all(|r| r.1 == FileOutcome::Sent));
+            assert!(work.walk_finished());
+        });
     }
 }
