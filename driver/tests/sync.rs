@@ -297,6 +297,7 @@ fn deleting(dry_run: bool) -> Option<SyncOptions> {
 }
 
 #[test]
+// spec-test: [sync.delete-scope]
 fn delete_removes_what_the_source_no_longer_has_and_nothing_else() {
     for lanes in [1, 2] {
         let base = scratch(&format!("delete-{lanes}"));
@@ -348,6 +349,7 @@ fn delete_removes_what_the_source_no_longer_has_and_nothing_else() {
 }
 
 #[test]
+// spec-test: [sync.delete-whole]
 fn a_directory_whose_walk_failed_keeps_what_the_receiver_has() {
     use std::os::unix::ffi::OsStrExt;
     let base = scratch("walk-error");
@@ -404,6 +406,7 @@ fn a_receiver_may_refuse_deletes_and_the_sender_says_so() {
 }
 
 #[test]
+// spec-test: [sync.delete-whole]
 fn delete_with_a_shard_is_refused() {
     let base = scratch("shard");
     let send = SendOptions {
@@ -418,6 +421,7 @@ fn delete_with_a_shard_is_refused() {
 }
 
 #[test]
+// spec-test: [sync.delete-whole]
 fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
     let base = scratch("exclude");
     let (src, dest) = (base.join("src"), base.join("dest"));
@@ -431,6 +435,11 @@ fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
     fs::write(dest.join("t/d/old.tmp"), b"keep me").unwrap();
     fs::create_dir_all(dest.join("t/d/e")).unwrap();
     fs::write(dest.join("t/d/e/gone"), b"delete me").unwrap();
+    // Made within the same clock tick as the source's, the receiver's directories could have
+    // their mtimes to the nanosecond and count as in sync: make them older.
+    for dir in ["t", "t/d"] {
+        set_mtime(&dest.join(dir), 1_000_000_000);
+    }
     let send = SendOptions {
         exclude: vec!["*.tmp".into(), "build/".into()],
         sync: deleting(false),
@@ -567,6 +576,7 @@ fn links_go_as_links_and_stay_in_sync() {
 }
 
 #[test]
+// spec-test: [link.unsafe]
 fn unsafe_links_are_refused_unless_the_receiver_allows_them() {
     let base = scratch("unsafe-links");
     let (src, dest) = (base.join("src"), base.join("dest"));

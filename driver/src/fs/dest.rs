@@ -570,6 +570,7 @@ pub(super) fn open_dir_beneath(
     dir: &impl AsFd,
     name: impl rustix::path::Arg,
 ) -> Result<OwnedFd, Errno> {
+    // spec: [link.unsafe]
     rfs::openat(
         dir,
         name,
@@ -727,7 +728,7 @@ mod tests {
     fn reserved_names_are_refused() {
         let d = scratch("reserved");
         let dest = open(&d, Existing::Replace, true);
-        let temp = format!(".rdmaft-{}-0.part", std::process::id());
+        let temp = super::super::temp::temp_name_of(std::process::id(), 0);
         for name in [
             temp.as_str(),
             ".rdmaft-partial-0123456789abcdef",
@@ -765,7 +766,7 @@ mod tests {
             victim.file.write_all(b"good").unwrap();
             let target = match &victim.temp {
                 TempName::Named(t) => t.clone(),
-                TempName::Unnamed => format!(".rdmaft-{}-0.part", std::process::id()),
+                TempName::Unnamed => super::super::temp::temp_name_of(std::process::id(), 0),
             };
             match dest.begin_file(&target, 4) {
                 Err(r) => assert_eq!(r.reason, FileRejectReason::INVALID_NAME),
@@ -795,8 +796,9 @@ mod tests {
                     .trim_end_matches(".part")
                     .parse()
                     .unwrap();
-                let planted: Vec<_> = (n + 1..n + 300)
-                    .map(|i| format!(".rdmaft-{}-{i}.part", std::process::id()))
+                // Fewer than the names a create tries (NAME_TRIES), so it gets past them.
+                let planted: Vec<_> = (n + 1..n + 200)
+                    .map(|i| super::super::temp::temp_name_of(std::process::id(), i))
                     .collect();
                 for p in &planted {
                     std::fs::write(d.join(p), p.as_bytes()).unwrap();
@@ -818,6 +820,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [name.exclusive]
     fn concurrent_files_publish_correctly() {
         for unnamed in BOTH {
             let d = scratch(&format!("concurrent-{unnamed}"));
@@ -971,6 +974,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [link.unsafe]
     fn symlinks_are_never_followed() {
         for unnamed in BOTH {
             let d = scratch(&format!("links-{unnamed}"));
@@ -999,6 +1003,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [name.exclusive]
     fn existing_names() {
         for unnamed in BOTH {
             let d = scratch(&format!("existing-{unnamed}"));

@@ -13,7 +13,8 @@ pub(super) fn process_umask() -> u32 {
         .unwrap_or_else(|| {
             let old = rustix::process::umask(Mode::from_raw_mode(0o077));
             rustix::process::umask(old);
-            old.as_raw_mode() & 0o777
+            // The kernel keeps only the permission bits of a umask (`mask & 0o777`).
+            old.as_raw_mode()
         })
 }
 
