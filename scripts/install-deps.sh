@@ -18,11 +18,12 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # trimmed install that lacks one gets it back. rsync is the oracle of the sync tests (what
 # it would still change after `send --sync` must be nothing) and the baseline of the bench.
 # man-db (with groff-base) renders the generated manual pages in a test; systemd's
-# systemd-analyze verifies the receiver's unit file.
+# systemd-analyze verifies the receiver's unit file. python3 runs the specification's
+# checker (scripts/spec-check.py).
 pkgs=(qemu-system-x86 linux-image-amd64 rdma-core ibverbs-providers ibverbs-utils
       rdmacm-utils perftest libibverbs-dev librdmacm-dev clang libclang-dev
       iproute2 kmod iputils-ping jq busybox-static gcc libc6-dev
-      libasan8 libubsan1 libtsan2 rsync man-db groff-base systemd)
+      libasan8 libubsan1 libtsan2 rsync man-db groff-base systemd python3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

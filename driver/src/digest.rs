@@ -16,6 +16,7 @@ impl Digester {
         match kind {
             DigestKind::None => Digester::None,
             DigestKind::Xxh3_128 => Digester::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3::new())),
+            // spec: [digest.exact]
             DigestKind::Blake3 => Digester::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
@@ -72,6 +73,7 @@ impl Digester {
     pub(crate) fn finish(&self) -> Digest {
         let digest = match self {
             Digester::None => return Digest::NONE,
+            // spec: [digest.exact]
             Digester::Xxh3(h) => Digest::new(DigestKind::Xxh3_128, &h.digest128().to_be_bytes()),
             Digester::Blake3(h) => Digest::new(DigestKind::Blake3, h.finalize().as_bytes()),
         };
@@ -108,6 +110,7 @@ mod tests {
 
     /// The test vectors of PROTOCOL.md §4.4.
     #[test]
+    // spec-test: [digest.exact]
     fn protocol_test_vectors() {
         let x = DigestKind::Xxh3_128;
         assert_eq!(hex(&digest(x, &[])), "99aa06d3014798d86001c324468d497f");
@@ -128,6 +131,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [digest.exact]
     fn streaming_equals_one_shot() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31) as u8).collect();
         for kind in [DigestKind::Xxh3_128, DigestKind::Blake3] {

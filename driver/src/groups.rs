@@ -44,6 +44,7 @@ impl Groups {
     pub(crate) fn enter(&self, join: u32) -> Result<Arc<Group>, RejectReason> {
         let mut live = lock(&self.live);
         if join != 0 {
+            // spec: [lanes.unknown-group]
             return live
                 .get(&join)
                 .and_then(Weak::upgrade)
@@ -53,6 +54,7 @@ impl Groups {
         let id = loop {
             let random = crate::key::nonce().map_err(|_| RejectReason::NO_RESOURCES)?;
             let id = u32::from_ne_bytes([random[0], random[1], random[2], random[3]]);
+            // spec: [lanes.open]
             if id != 0 && !live.contains_key(&id) {
                 break id;
             }
@@ -105,6 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
+    // spec-test: [lanes.open] [lanes.unknown-group]
     fn a_group_lives_while_a_connection_holds_it() {
         let groups = Groups::default();
         let first = groups.enter(0).unwrap();

@@ -241,6 +241,7 @@ fn plant_partial(dest: &Path, src: &Path, bytes: &[u8]) {
 }
 
 #[test]
+// spec-test: [resume.digest]
 fn resume_takes_a_kept_prefix_only_under_a_digest() {
     use rdmaft::protocol::DigestKind;
     let chunk = 4096;

@@ -40,6 +40,7 @@ pub(crate) fn sender_proof(mac: &dyn Mac, hello: &[u8], accept: &[u8]) -> [u8; P
 
 /// Compares two proofs in time independent of where they differ.
 pub(crate) fn proofs_equal(a: &[u8; PROOF_LEN], b: &[u8; PROOF_LEN]) -> bool {
+    // spec: [psk.sender-proof]
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -104,6 +105,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [psk.sender-proof]
     fn comparison_is_exact() {
         let a = [7u8; PROOF_LEN];
         let mut b = a;

@@ -51,6 +51,7 @@ impl Ending {
     }
 
     /// The peer broke the protocol: tell it why, and return the error for the caller.
+    // spec: [violation.error]
     pub(crate) fn violation(&mut self, v: Violation) -> Error {
         self.fail(
             Failure::Violation(v),

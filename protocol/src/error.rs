@@ -138,6 +138,7 @@ impl Violation {
     /// The error code sent for it: authentication failures have their own.
     pub fn error_code(&self) -> ErrorCode {
         match self {
+            // spec: [violation.error]
             Violation::AuthMissing | Violation::AuthFailed => ErrorCode::AUTH_FAILED,
             _ => ErrorCode::PROTOCOL_VIOLATION,
         }
@@ -453,6 +454,8 @@ mod tests {
     ];
 
     #[test]
+    // spec-test: [violation.error]
+    // spec-test: [psk.sender-proof]
     fn violations_carry_their_spec_numbers_and_codes() {
         for (v, code) in SPEC_CODES {
             assert_eq!(v.code(), code, "{v:?}");

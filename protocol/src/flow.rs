@@ -44,11 +44,13 @@ impl CtrlFlow {
 
     /// Whether an ordinary message may go now (one slot stays for the final message).
     pub(crate) fn may_send(&self) -> bool {
+        // spec: [ctrl.credit]
         self.outstanding() + 1 < self.peer_depth
     }
 
     /// Whether the final Goodbye or Error may go now.
     pub(crate) fn may_send_final(&self) -> bool {
+        // spec: [ctrl.credit]
         self.outstanding() < self.peer_depth
     }
 
@@ -71,6 +73,7 @@ impl CtrlFlow {
     /// or less than it reported before.
     #[must_use]
     pub(crate) fn on_peer_ack(&mut self, ack: u32) -> bool {
+        // spec: [ctrl.ack]
         if ack.wrapping_sub(self.peer_acked) > self.outstanding() {
             return false;
         }
@@ -95,6 +98,7 @@ impl CtrlFlow {
 
     /// Whether a pure ack is due.
     pub(crate) fn ack_due(&self) -> bool {
+        // spec: [ctrl.pure-ack]
         self.processed.wrapping_sub(self.advertised) >= self.ack_threshold
     }
 
@@ -155,6 +159,7 @@ mod tests {
     use super::{CtrlFlow, SlotCursor};
 
     #[test]
+    // spec-test: [ctrl.slot]
     fn the_slot_cursor_goes_round_the_ring() {
         let mut c = SlotCursor::new(3);
         let slots: [u32; 7] = core::array::from_fn(|_| c.advance());
@@ -167,6 +172,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [ctrl.credit]
     fn ordinary_messages_leave_the_last_slot_free() {
         let mut f = CtrlFlow::new(3, 8);
         assert!(f.may_send());
@@ -183,6 +189,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [ctrl.ack]
     fn acks_may_not_exceed_what_was_sent_or_go_back() {
         let mut f = CtrlFlow::new(8, 8);
         f.on_send();
@@ -207,6 +214,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [ctrl.pure-ack]
     fn a_pure_ack_is_due_at_half_our_depth() {
         let mut f = CtrlFlow::new(8, 5);
         for _ in 0..2 {

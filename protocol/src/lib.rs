@@ -130,6 +130,7 @@ impl Config {
     pub fn check(&self, neg: &Negotiated) -> Result<(), ParamError> {
         let keepalive = Duration::from_millis(u64::from(neg.keepalive_ms));
         match self.idle_timeout {
+            // spec: [live.timeout-min]
             Some(idle) if idle < keepalive * 2 => Err(ParamError::IdleTimeout),
             _ => Ok(()),
         }

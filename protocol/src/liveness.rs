@@ -28,6 +28,7 @@ impl Liveness {
     }
 
     pub(crate) fn arrived(&mut self, now: Instant) {
+        // spec: [live.idle]
         self.last_arrival = self.last_arrival.max(now);
     }
 
@@ -51,6 +52,7 @@ impl Liveness {
     }
 
     pub(crate) fn timed_out(&self, now: Instant) -> bool {
+        // spec: [live.idle]
         self.idle_deadline().is_some_and(|d| now >= d)
     }
 }
@@ -64,6 +66,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [live.idle]
     fn only_arrivals_reset_the_idle_timer() {
         let mut l = Liveness::new(Some(Duration::from_millis(100)), 30, ms(0));
         assert_eq!(l.idle_deadline(), Some(ms(100)));

@@ -88,6 +88,7 @@ pub(crate) fn is_reserved(name: &str) -> bool {
 
 /// Every check of [`validate_name`] but the reserved name space: what a header must pass to
 /// decode (a reserved name then fails the file, not the session).
+// spec: [name.valid]
 pub(crate) fn validate_syntax(raw: &[u8]) -> Result<&str, NameError> {
     if raw.is_empty() {
         return Err(NameError::Empty);
@@ -131,6 +132,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [name.valid]
     fn refuses_escapes_and_garbage() {
         assert_eq!(validate_name(b""), Err(NameError::Empty));
         assert_eq!(validate_name(b"/etc/passwd"), Err(NameError::Absolute));
@@ -171,6 +173,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [name.reserved]
     fn refuses_the_receivers_own_name_space() {
         for name in [
             ".rdmaft-1234-5.part",

@@ -46,6 +46,7 @@ pub fn effective_chunk_size(proposed: u32) -> Option<u32> {
     if proposed < MIN_CHUNK_SIZE {
         return None;
     }
+    // spec: [hs.chunk.round]
     let clamped = proposed.min(MAX_CHUNK_SIZE);
     // clamped ≥ 4096, so ilog2 is defined.
     Some(1 << clamped.ilog2())
@@ -151,6 +152,7 @@ impl Params {
             self.max_open_files,
             self.keepalive_ms,
         )?;
+        // spec: [hs.ring-limit]
         if u64::from(chunk) * u64::from(self.window) > self.max_ring_bytes.min(MAX_RING_BYTES) {
             return Err(ParamError::RingTooLarge);
         }
@@ -178,6 +180,7 @@ impl Params {
     }
 }
 
+// spec: [hs.limits]
 fn check_common(window: u32, ctrl: u16, open: u16, keepalive: u32) -> Result<(), ParamError> {
     if !(1..=MAX_WINDOW).contains(&window) {
         return Err(ParamError::Window);
@@ -185,6 +188,7 @@ fn check_common(window: u32, ctrl: u16, open: u16, keepalive: u32) -> Result<(),
     if !(1..=MAX_OPEN_FILES).contains(&open) {
         return Err(ParamError::OpenFiles);
     }
+    // spec: [hs.ctrl-depth]
     if !(min_ctrl_depth(open)..=MAX_CTRL_DEPTH).contains(&ctrl) {
         return Err(ParamError::CtrlDepth);
     }
@@ -268,6 +272,7 @@ impl Negotiated {
         if self.features.contains(Features::AUTH_PSK) != self.sender_proof.is_some() {
             return Err(ParamError::KeyMismatch);
         }
+        // spec: [lanes.open]
         if self.features.contains(Features::LANES) != (self.group != 0) {
             return Err(ParamError::Group);
         }
@@ -325,6 +330,7 @@ impl Agreed {
         group: u32,
     ) -> Result<(Negotiated, HandshakeReply), ParamError> {
         let auth = self.features.contains(Features::AUTH_PSK);
+        // spec: [psk.required]
         if auth != key.is_some() {
             return Err(ParamError::KeyMismatch);
         }
@@ -389,33 +395,43 @@ pub fn reject(reason: RejectReason) -> HandshakeReply {
 /// [`Agreed::accept`]; on failure it sends [`reject`] of the reason. Invalid local parameters
 /// give [`RejectReason::MISCONFIGURED`] whatever the hello says.
 pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
+    // spec: [hs.own-params]
     if local.check().is_err() {
         return Err(RejectReason::MISCONFIGURED);
     }
     let h = HelloRepr::decode(hello).map_err(|e| match e {
+        // spec: [hs.magic]
         DecodeError::BadMagic(_) => RejectReason::BAD_MAGIC,
+        // spec: [hs.version]
         DecodeError::UnknownVersion(_) => RejectReason::UNSUPPORTED_VERSION,
         _ => RejectReason::MALFORMED,
     })?;
+    // spec: [hs.chunk.round]
     let their_chunk = effective_chunk_size(h.chunk_size).ok_or(RejectReason::BAD_CHUNK_SIZE)?;
+    // spec: [hs.limits]
     check_common(h.window, h.ctrl_depth, h.max_open_files, h.keepalive_ms).map_err(
         |e| match e {
             ParamError::Window => RejectReason::BAD_WINDOW,
             ParamError::OpenFiles => RejectReason::BAD_OPEN_FILES,
+            // spec: [hs.ctrl-depth]
             ParamError::CtrlDepth => RejectReason::BAD_CTRL_DEPTH,
             _ => RejectReason::BAD_KEEPALIVE,
         },
     )?;
+    // spec: [hs.unknown-bits]
     let features = h.features & local.features;
+    // spec: [psk.required]
     if local.features.contains(Features::AUTH_PSK) && !features.contains(Features::AUTH_PSK) {
         return Err(RejectReason::AUTH_REQUIRED);
     }
     // A receiver without groups has none to join.
+    // spec: [lanes.unknown-group]
     if h.group != 0 && !features.contains(Features::LANES) {
         return Err(RejectReason::UNKNOWN_GROUP);
     }
     let mut flags = AcceptFlags::empty();
     if local.require_digest {
+        // spec: [hs.digest-required]
         if features.digests().is_empty() {
             return Err(RejectReason::DIGEST_REQUIRED);
         }
@@ -425,6 +441,7 @@ pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
     let our_chunk = effective_chunk_size(local.chunk_size).ok_or(RejectReason::MISCONFIGURED)?;
     let mut raw = [0u8; HELLO_LEN];
     raw.copy_from_slice(&hello[..HELLO_LEN]);
+    // spec: [hs.minimum]
     let agreed = Agreed {
         features,
         flags,
@@ -442,6 +459,7 @@ pub fn negotiate(hello: &[u8], local: &Params) -> Result<Agreed, RejectReason> {
         hello: raw,
     };
     let data = u64::from(agreed.chunk_size) * u64::from(agreed.window);
+    // spec: [hs.ring-limit]
     if data > local.max_ring_bytes.min(MAX_RING_BYTES) {
         return Err(RejectReason::RING_TOO_LARGE);
     }
@@ -543,44 +561,53 @@ pub fn check_reply(
         HandshakeReply::Accept(a) => a,
     };
     let max_chunk = effective_chunk_size(local.chunk_size).unwrap_or(MIN_CHUNK_SIZE);
+    // spec: [hs.accept.params]
     if !a.chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=max_chunk).contains(&a.chunk_size) {
         return invalid(ReplyError::ChunkSize);
     }
     if !(1..=local.window).contains(&a.window) {
         return invalid(ReplyError::Window);
     }
+    // spec: [hs.accept.params]
     if !(1..=local.max_open_files).contains(&a.max_open_files) {
         return invalid(ReplyError::OpenFiles);
     }
     if !(1..=local.keepalive_ms).contains(&a.keepalive_ms) {
         return invalid(ReplyError::Keepalive);
     }
+    // spec: [hs.accept.features]
     if !local.features.contains(a.features) {
         return invalid(ReplyError::Features);
     }
+    // spec: [hs.accept.ring]
     if !(min_ctrl_depth(a.max_open_files)..=MAX_CTRL_DEPTH).contains(&a.ctrl_depth) {
         return invalid(ReplyError::CtrlDepth);
     }
     // chunk ≤ ours and window ≤ ours: the ring is within our own (checked) ring limit.
+    // spec: [hs.accept.ring]
     if a.ring.len != ring_len(a.chunk_size, a.window, a.ctrl_depth)
         || a.ring.addr.checked_add(a.ring.len).is_none()
     {
         return invalid(ReplyError::RingLayout);
     }
+    // spec: [hs.accept.digest]
     if a.flags.contains(AcceptFlags::DIGEST_REQUIRED) && a.features.digests().is_empty() {
         return invalid(ReplyError::DigestRequired);
     }
+    // spec: [lanes.accept-group]
     let group_ok = if a.features.contains(Features::LANES) {
         a.group != 0 && (local.group == 0 || a.group == local.group)
     } else {
         // A join needs the group: a receiver without `LANES` cannot have taken it.
         a.group == 0 && local.group == 0
     };
+    // spec: [lanes.accept-group]
     if !group_ok {
         return invalid(ReplyError::Group);
     }
     let mut proof = None;
     if let Some(key) = key {
+        // spec: [psk.receiver-proof]
         if !a.features.contains(Features::AUTH_PSK) {
             return invalid(ReplyError::AuthNotAgreed);
         }
@@ -594,6 +621,7 @@ pub fn check_reply(
                 }))?;
         let hello = &hello[..HELLO_LEN];
         let expected = receiver_proof(key, hello, &received[..ACCEPT_PROOF_OFFSET]);
+        // spec: [psk.receiver-proof]
         if !proofs_equal(&expected, &a.proof) {
             return invalid(ReplyError::BadProof);
         }

@@ -227,6 +227,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [name.conflict]
     fn same_name_and_prefixes_conflict_both_ways() {
         let mut slots = [NameSlot::EMPTY; 64];
         let mut used = 0;

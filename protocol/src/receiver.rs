@@ -313,6 +313,7 @@ impl<S: Storage> Receiver<S> {
             Imm::Chunk(got) => self.on_chunk(got, byte_len).map(Incoming::Chunk),
             Imm::Control(got) => {
                 let expected = low30(self.ctrl_expected);
+                // spec: [ctrl.seq]
                 if got != expected {
                     return Err(self.violation(Violation::WrongCtrlSeq { expected, got }));
                 }
@@ -321,15 +322,18 @@ impl<S: Storage> Receiver<S> {
                 // the count we reported: D − 1 unreported is the final message's slot.
                 let unreported = self.ctrl_expected.wrapping_sub(self.flow.advertised());
                 let depth = u32::from(self.neg.receiver_ctrl_depth);
+                // spec: [ctrl.overrun]
                 if unreported >= depth {
                     return Err(self.violation(Violation::CtrlOverrun));
                 }
+                // spec: [data.length] [msg.length]
                 if !(8..=CTRL_MSG_MAX as u32).contains(&byte_len) {
                     return Err(self.violation(Violation::BadWriteLength {
                         expected: CTRL_MSG_MAX as u32,
                         got: byte_len,
                     }));
                 }
+                // spec: [ctrl.slot]
                 let slot = self.ctrl_slot.advance();
                 self.ctrl_expected = self.ctrl_expected.wrapping_add(1);
                 self.control_pending = true;
@@ -394,6 +398,7 @@ impl<S: Storage> Receiver<S> {
 
     /// Decodes an announced control write: a lone message, or the first of a batch.
     fn open_control<'a>(&mut self, bytes: &'a [u8]) -> Result<Control<'a>, Error> {
+        // spec: [batch.agreed]
         let batch = self.neg.features.contains(Features::BATCH)
             && bytes.first() == Some(&(MsgKind::Batch as u8));
         if !batch {
@@ -407,7 +412,9 @@ impl<S: Storage> Receiver<S> {
         if !self.flow.on_peer_ack(ack) {
             return Err(self.violation(Violation::BadAck));
         }
+        // spec: [batch.last-slot]
         let is_final = matches!(msg, Control::Goodbye | Control::Error { .. });
+        // spec: [ctrl.overrun]
         if self.pending_in_last_slot && !is_final {
             return Err(self.violation(Violation::CtrlOverrun));
         }
@@ -426,6 +433,7 @@ impl<S: Storage> Receiver<S> {
     /// A batch's message was taken; `next` is where the one after it starts. After the last
     /// the write is done: its slot counts as processed.
     fn batch_moved(&mut self, next: usize, body_len: usize) {
+        // spec: [batch.one]
         if next >= body_len {
             self.batch_next = None;
             self.control_pending = false;
@@ -443,7 +451,9 @@ impl<S: Storage> Receiver<S> {
                     self.auth = None;
                     Ok(None)
                 }
+                // spec: [psk.sender-proof]
                 Control::Auth { .. } => Err(self.violation(Violation::AuthFailed)),
+                // spec: [psk.first]
                 _ => Err(self.violation(Violation::AuthMissing)),
             };
         }
@@ -455,6 +465,7 @@ impl<S: Storage> Receiver<S> {
             }
             Control::KeepAlive => Ok(None),
             Control::Goodbye if self.phase == Phase::Open => {
+                // spec: [session.goodbye]
                 if self.open != 0 {
                     return Err(self.violation(Violation::GoodbyeWithOpenFiles));
                 }
@@ -465,6 +476,7 @@ impl<S: Storage> Receiver<S> {
                 self.ending.peer_aborted(code, detail, text);
                 Ok(None)
             }
+            // spec: [msg.unexpected]
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
         }
     }
@@ -517,6 +529,7 @@ impl<S: Storage> Receiver<S> {
         }
         let mut chunks = f.chunks;
         let refused = f.refusal.is_some() && !matches!(answer, FileAnswer::Reject(_));
+        // spec: [answer.sync]
         if refused || !answer.fits(f.sync) {
             return Err(UsageError::InvalidAnswer.into());
         }
@@ -527,6 +540,7 @@ impl<S: Storage> Receiver<S> {
             if offset > f.chunks.size || offset % chunk != 0 || (offset > 0 && !resumable) {
                 return Err(UsageError::InvalidAnswer.into());
             }
+            // spec: [data.seq-space]
             chunks = f
                 .chunks
                 .assign(self.next_assign_seq, offset, self.neg.chunk_size)
@@ -641,6 +655,7 @@ impl<S: Storage> Receiver<S> {
             self.ending.close();
             return self.transmit(now, Control::Goodbye, buf);
         }
+        // spec: [live.keepalive]
         if self.phase == Phase::Open && self.live.keepalive_due(now) && self.flow.may_send() {
             return self.transmit(now, Control::KeepAlive, buf);
         }
@@ -666,17 +681,21 @@ impl<S: Storage> Receiver<S> {
     fn on_chunk(&mut self, got: u32, byte_len: u32) -> Result<ChunkArrival, Error> {
         let seq = self.arrived;
         let expected = chunk_bits(seq);
+        // spec: [data.seq]
         if got != expected {
             return Err(self.violation(Violation::WrongSeq { expected, got }));
         }
+        // spec: [psk.first]
         if self.auth.is_some() {
             return Err(self.violation(Violation::AuthMissing));
         }
+        // spec: [credit.window]
         if seq >= self.advertised + u64::from(self.neg.window) {
             return Err(self.violation(Violation::CreditOverrun));
         }
         self.skip_closed_at_data_cursor();
         let o = self.data_cursor;
+        // spec: [data.owner]
         let file = self
             .file(o)
             .copied()
@@ -685,6 +704,7 @@ impl<S: Storage> Receiver<S> {
             return Err(self.violation(Violation::UnexpectedChunk));
         };
         let (file_offset, len) = file.chunks.span(seq, self.neg.chunk_size);
+        // spec: [data.length]
         if byte_len != len {
             return Err(self.violation(Violation::BadWriteLength {
                 expected: len,
@@ -705,23 +725,28 @@ impl<S: Storage> Receiver<S> {
 
     fn on_header<'a>(&mut self, h: FileHeader<'a>) -> Result<FileOffer<'a>, Error> {
         self.settle();
+        // spec: [open.window]
         if self.tail - self.head >= u64::from(self.neg.max_open_files) {
             return Err(self.violation(Violation::TooManyOpenFiles));
         }
+        // spec: [hdr.id]
         if self.last_id.is_some_and(|last| h.file_id <= last) {
             return Err(self.violation(Violation::DuplicateFileId(h.file_id)));
         }
+        // spec: [part.agreed]
         if h.part
             .is_some_and(|p| !crate::sender::part_allowed(p, &self.neg))
         {
             return Err(self.violation(Violation::BadPart));
         }
         let features = self.neg.features;
+        // spec: [sync.agreed]
         let unagreed = (h.sync.is_some() && !features.contains(Features::SYNC))
             || (h.sync.is_some_and(|s| s.delete) && !features.contains(Features::DELETE));
         if unagreed {
             return Err(self.violation(Violation::BadSync));
         }
+        // spec: [link.agreed]
         if h.kind == EntryKind::Symlink && !features.contains(Features::LINKS) {
             return Err(self.violation(Violation::BadLink));
         }
@@ -731,12 +756,14 @@ impl<S: Storage> Receiver<S> {
         }
         let key = self.name_key;
         let (_, names) = self.storage.tables();
+        // spec: [name.reserved]
         let (refusal, name_key) = if is_reserved(h.name) {
             // It could name one of our own temporary files: never touch it.
             (Some(FileRejectReason::INVALID_NAME), 0)
         } else {
             match OpenNames::new(names, &mut self.names_used, key).insert(h.name) {
                 Ok(k) => (None, k),
+                // spec: [name.conflict]
                 Err(NameClash::Conflict) => (Some(FileRejectReason::NAME_CONFLICT), 0),
                 Err(NameClash::Full) => (Some(FileRejectReason::BUSY), 0),
             }
@@ -770,19 +797,24 @@ impl<S: Storage> Receiver<S> {
 
     fn on_end(&mut self, end: FileEnd) -> Result<(), Error> {
         let (o, f) = self.current_stream(end.file_id)?;
+        // spec: [end.before-data]
         if self.arrived != f.chunks.end_seq() {
             return Err(self.violation(Violation::EndBeforeData));
         }
+        // spec: [end.length]
         if end.length != f.chunks.size {
             return Err(self.violation(Violation::EndLengthMismatch));
         }
+        // spec: [end.digest-agreed]
         if !end.digest.kind.is_agreed(self.neg.features) {
             return Err(self.violation(Violation::DigestNotNegotiated));
         }
         // Only a regular file (or part) has data to digest.
+        // spec: [end.dir-digest]
         if f.kind != Some(EntryKind::File) && end.digest.kind != DigestKind::None {
             return Err(self.violation(Violation::DirectoryDigest));
         }
+        // spec: [end.digest-required]
         let missing_digest = self.neg.flags.contains(AcceptFlags::DIGEST_REQUIRED)
             && f.kind == Some(EntryKind::File)
             && end.digest.kind == DigestKind::None;
@@ -800,6 +832,7 @@ impl<S: Storage> Receiver<S> {
         let status = f.cancel.map_or(FileStatus::ABORTED, |(s, _)| s);
         let stream_end = self.arrived;
         // The rest of the file's chunks will not come: the next chunk is the next file's.
+        // spec: [data.abort-skip]
         self.arrived = f.chunks.end_seq();
         if let Some(file) = self.file_mut(o) {
             file.abort = Some(reason);
@@ -853,6 +886,7 @@ impl<S: Storage> Receiver<S> {
         if let Some(msg) = self.poll_cancel() {
             return Some(msg);
         }
+        // spec: [credit.send]
         if self.consumed - self.advertised >= (u64::from(self.neg.window) / 4).max(1) {
             self.advertised = self.consumed;
             return Some(Control::Credit {

@@ -440,12 +440,15 @@ impl<S: Storage> Sender<S> {
         {
             return Err(UsageError::OutputsNotDrained.into());
         }
+        // spec: [open.window]
         if self.tail - self.head >= u64::from(self.neg.max_open_files) {
             return Err(UsageError::TooManyOpenFiles.into());
         }
+        // spec: [hdr.id]
         if self.last_id.is_some_and(|last| info.file_id <= last) {
             return Err(UsageError::DuplicateFileId.into());
         }
+        // spec: [name.reserved]
         validate_name(info.name.as_bytes()).map_err(UsageError::InvalidName)?;
         info.check_metadata().map_err(UsageError::InvalidMetadata)?;
         if info
@@ -464,6 +467,7 @@ impl<S: Storage> Sender<S> {
         let (_, names) = self.storage.tables();
         let table = OpenNames::new(names, &mut self.names_used, key);
         match table.check(info.name) {
+            // spec: [name.conflict]
             Err(NameClash::Conflict) => return Err(UsageError::NameConflict.into()),
             Err(NameClash::Full) => return Err(UsageError::NameTableFull.into()),
             Ok(()) => {}
@@ -590,8 +594,10 @@ impl<S: Storage> Sender<S> {
         if !self.flow.on_peer_ack(ack) {
             return Err(self.violation(Violation::BadAck));
         }
+        // spec: [batch.one]
         self.flow.on_processed();
         match msg {
+            // spec: [batch.agreed]
             Control::Batch(batch) if self.batching() => {
                 for msg in batch.iter() {
                     self.on_message(msg)?;
@@ -607,6 +613,7 @@ impl<S: Storage> Sender<S> {
         match msg {
             Control::FileAnswer { file_id, answer } => self.on_answer(file_id, answer),
             Control::Credit { consumed } => {
+                // spec: [credit.check]
                 if consumed < self.peer_consumed || consumed > self.committed.max(self.posted) {
                     return Err(self.violation(Violation::BadCredit));
                 }
@@ -624,6 +631,7 @@ impl<S: Storage> Sender<S> {
                 self.ending.peer_aborted(code, detail, text);
                 Ok(())
             }
+            // spec: [msg.unexpected]
             other => Err(self.violation(Violation::UnexpectedMessage(other.kind()))),
         }
     }
@@ -702,6 +710,7 @@ impl<S: Storage> Sender<S> {
             return self.send_alone(now, Control::Auth { proof }, buf);
         }
         // After our goodbye the receiver sends only its goodbye, which needs no ack.
+        // spec: [ctrl.pure-ack]
         if self.phase != Phase::GoodbyeSent && self.flow.ack_due() {
             // A queued batch carries the same count in its own ack field.
             if self.batching() && self.out.count() > 0 && self.flow.may_send() {
@@ -736,6 +745,7 @@ impl<S: Storage> Sender<S> {
             self.phase = Phase::GoodbyeSent;
             return self.send_alone(now, Control::Goodbye, buf);
         }
+        // spec: [live.keepalive]
         if self.phase != Phase::GoodbyeSent
             && self.out.count() == 0
             && self.live.keepalive_due(now)
@@ -827,6 +837,7 @@ impl<S: Storage> Sender<S> {
         let (number, ack) = self.flow.on_send();
         buf[4..8].copy_from_slice(&ack.to_be_bytes());
         self.live.sent(now);
+        // spec: [ctrl.slot]
         let slot = self.ctrl_slot.advance();
         SenderOutput::Control(ControlWrite {
             len: n,
@@ -875,6 +886,7 @@ impl<S: Storage> Sender<S> {
                         });
                         return Some(self.queue(now, msg, buf));
                     }
+                    // spec: [credit.window]
                     let credit_limit = self.peer_consumed + u64::from(self.neg.window);
                     if self.posted >= self.ready || self.posted >= credit_limit {
                         return None;
@@ -898,6 +910,7 @@ impl<S: Storage> Sender<S> {
                 // Ended, aborted (its result may already be in), or rejected (no chunks):
                 // skip what was not posted; chunks still being read wait for their read.
                 _ => {
+                    // spec: [data.abort-skip]
                     self.posted = self.posted.max(self.ready.min(end));
                     if self.posted < end {
                         return None;
@@ -978,6 +991,7 @@ impl<S: Storage> Sender<S> {
 
     fn on_answer(&mut self, file_id: u64, answer: FileAnswer) -> Result<(), Error> {
         let o = self.answer_cursor;
+        // spec: [answer.order]
         let Some(f) = self
             .file(o)
             .copied()
@@ -985,6 +999,7 @@ impl<S: Storage> Sender<S> {
         else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
+        // spec: [answer.order]
         if f.id != file_id {
             let later = self
                 .find(file_id)
@@ -996,6 +1011,7 @@ impl<S: Storage> Sender<S> {
             };
             return Err(self.violation(v));
         }
+        // spec: [answer.sync]
         if !answer.fits(f.sync) {
             return Err(self.violation(Violation::BadSync));
         }
@@ -1008,9 +1024,11 @@ impl<S: Storage> Sender<S> {
                 let chunk = u64::from(self.neg.chunk_size);
                 let resumable =
                     f.kind == Some(EntryKind::File) && self.neg.features.contains(Features::RESUME);
+                // spec: [answer.resume]
                 if offset > f.chunks.size || offset % chunk != 0 || (offset > 0 && !resumable) {
                     return Err(self.violation(Violation::BadResumeOffset));
                 }
+                // spec: [data.seq-space]
                 let Some(chunks) =
                     f.chunks
                         .assign(self.next_assign_seq, offset, self.neg.chunk_size)
@@ -1069,11 +1087,13 @@ impl<S: Storage> Sender<S> {
             .file(o)
             .copied()
             .filter(|f| f.id == file_id && matches!(f.state, SState::EndSent | SState::AbortSent));
+        // spec: [result.order]
         let Some(f) = ended.filter(|_| o < self.answer_cursor) else {
             return Err(self.violation(Violation::UnknownFile(file_id)));
         };
         // A file whose stream was cut short was not delivered, whatever the receiver says:
         // its result is ABORTED or the cancel's status (§4.5), never OK.
+        // spec: [result.not-ok]
         if status.is_ok() && (f.state == SState::AbortSent || f.cancelled) {
             return Err(self.violation(Violation::BadResult));
         }
@@ -1097,6 +1117,7 @@ impl<S: Storage> Sender<S> {
             SState::Accepted | SState::EndSent | SState::AbortSent
         );
         // Its status is the file's result (§4.5): a file cut short is never OK.
+        // spec: [cancel.check]
         if f.cancelled || !streamed || status.is_ok() {
             return Err(self.violation(Violation::BadCancel));
         }
@@ -1105,6 +1126,7 @@ impl<S: Storage> Sender<S> {
         };
         file.cancelled = true;
         // Crossed with our own end or abort: the result follows anyway.
+        // spec: [cancel.answer]
         if f.state == SState::Accepted {
             file.abort = Some(AbortReason::PEER_CANCELLED);
             self.event(SenderEvent::FileCancelled { file_id, status });
@@ -1210,5 +1232,6 @@ impl<S: Storage> Sender<S> {
 /// than a chunk (so every part but the last is whole chunks, and resume offsets stay
 /// chunk-aligned in the file).
 pub(crate) fn part_allowed(part: crate::Part, neg: &Negotiated) -> bool {
+    // spec: [part.agreed]
     neg.features.contains(Features::LANES) && u32::from(part.shift) >= neg.chunk_size.ilog2()
 }

@@ -36,6 +36,7 @@ fn negotiated() -> Negotiated {
 /// 2³² − 2·depth − 3 to 2³² + 3·depth: each message goes to slot `n mod depth` at both, as
 /// PROTOCOL.md §3.3 says, and not to `(n mod 2³²) mod depth`.
 #[test]
+// spec-test: [ctrl.slot]
 fn control_slots_stay_n_mod_depth_past_two_to_the_32_messages() {
     let depth = u64::from(DEPTH);
     assert_ne!(

@@ -70,6 +70,7 @@ fn arrive(r: &mut Receiver<ArrayStorage<4, 64>>, seq: u64) {
 }
 
 #[test]
+// spec-test: [credit.send]
 fn credits_wait_for_a_quarter_window() {
     let mut r = receiving(8);
     for seq in 0..4 {
@@ -82,6 +83,7 @@ fn credits_wait_for_a_quarter_window() {
 }
 
 #[test]
+// spec-test: [credit.send]
 fn a_slow_application_still_gets_batched_credits() {
     let mut r = receiving(8);
     for seq in 0..8 {
@@ -97,6 +99,7 @@ fn a_slow_application_still_gets_batched_credits() {
 }
 
 #[test]
+// spec-test: [credit.send]
 fn small_windows_credit_every_chunk() {
     for window in [1, 2, 3, 7] {
         let mut r = receiving(window);
@@ -118,6 +121,7 @@ fn small_windows_credit_every_chunk() {
 /// ordinary messages until its credit leaves only the last slot, then its final Error takes
 /// that slot; the receiver refuses none of them.
 #[test]
+// spec-test: [ctrl.credit]
 fn a_correct_sender_fills_the_control_credit_and_is_never_refused() {
     let ctrl = min_ctrl_depth(4);
     let neg = Negotiated {

@@ -28,6 +28,7 @@ impl Mac for Key {
 }
 
 #[test]
+// spec-test: [hs.chunk.round] [hs.minimum]
 fn negotiation_takes_the_minimum_and_rounds_chunks_down() {
     let mut sender = params(64 * 1024 + 5, 8);
     sender.max_open_files = 10;
@@ -52,6 +53,7 @@ fn negotiation_takes_the_minimum_and_rounds_chunks_down() {
 }
 
 #[test]
+// spec-test: [hs.magic] [hs.version] [hs.chunk.round] [hs.limits] [hs.ctrl-depth] [hs.ring-limit] [hs.own-params]
 fn negotiation_rejects_with_reasons() {
     let local = params(4096, 8);
     let check = |p: Params, want: RejectReason| {
@@ -138,6 +140,7 @@ fn negotiation_rejects_with_reasons() {
 }
 
 #[test]
+// spec-test: [hs.own-params]
 fn a_receiver_with_invalid_parameters_agrees_to_nothing() {
     let hello = hello_of(&params(4096, 8));
     for bad in [params(0, 8), params(4096, 0)] {
@@ -149,6 +152,7 @@ fn a_receiver_with_invalid_parameters_agrees_to_nothing() {
 }
 
 #[test]
+// spec-test: [hs.ring-limit]
 fn ring_above_the_limit_is_refused_by_both_sides() {
     let mut receiver = params(MAX_CHUNK_SIZE, 64);
     receiver.max_ring_bytes = u64::from(MAX_CHUNK_SIZE) * 64;
@@ -166,6 +170,7 @@ fn ring_above_the_limit_is_refused_by_both_sides() {
 }
 
 #[test]
+// spec-test: [hs.digest-required]
 fn digests_can_be_required() {
     let mut receiver = params(4096, 8);
     receiver.require_digest = true;
@@ -215,6 +220,7 @@ fn good_accept(local: &Params) -> AcceptRepr {
 }
 
 #[test]
+// spec-test: [hs.accept.params] [hs.accept.features] [hs.accept.ring] [hs.accept.digest]
 fn sender_checks_the_accept() {
     let local = params(8192, 8);
     let hello = hello_of(&local);
@@ -415,6 +421,7 @@ fn keyed(
 }
 
 #[test]
+// spec-test: [hs.minimum]
 fn both_sides_prove_the_key() {
     let (sender, receiver) = keyed(Some(1), Some(1));
     let sender = sender.unwrap();
@@ -429,6 +436,7 @@ fn both_sides_prove_the_key() {
 }
 
 #[test]
+// spec-test: [psk.required] [psk.receiver-proof]
 fn a_wrong_or_missing_key_is_refused_before_any_file() {
     assert_eq!(
         keyed(Some(1), Some(2)).0,
@@ -452,6 +460,7 @@ fn a_wrong_or_missing_key_is_refused_before_any_file() {
 /// not know, makes the sender abandon the connection; with a key, the proofs cover the accept
 /// as received, so no bit of it can be changed on the way.
 #[test]
+// spec-test: [hs.accept.features] [psk.receiver-proof]
 fn an_accept_agreeing_unknown_feature_bits_is_refused() {
     let unknown = 1u32 << 31;
     assert!(
@@ -508,6 +517,7 @@ fn an_accept_agreeing_unknown_feature_bits_is_refused() {
 }
 
 #[test]
+// spec-test: [psk.required]
 fn accept_needs_the_key_exactly_when_agreed() {
     let mut rp = params(4096, 8);
     rp.features |= Features::AUTH_PSK;
@@ -678,6 +688,7 @@ fn hand_built_agreements_are_checked() {
 }
 
 #[test]
+// spec-test: [live.timeout-min]
 fn machines_check_their_storage_and_idle_timeout() {
     let n = base_negotiated();
     let cfg = Config::default();
@@ -708,6 +719,7 @@ fn machines_check_their_storage_and_idle_timeout() {
 }
 
 #[test]
+// spec-test: [hs.ctrl-depth]
 fn local_parameters_are_checked_whole() {
     assert_eq!(params(4096, 8).check(), Ok(()));
     let p = params(4096, 8);
@@ -852,6 +864,7 @@ fn group_of(agreed: &rdmaft_protocol::Agreed) -> u32 {
 }
 
 #[test]
+// spec-test: [lanes.open] [lanes.unknown-group] [lanes.accept-group]
 fn lanes_open_a_group_and_join_it_by_number() {
     let ring = |agreed: &rdmaft_protocol::Agreed| RingInfo {
         addr: 0x10_0000,

@@ -73,6 +73,7 @@ fn parts_keep_the_pipeline_full() {
 }
 
 #[test]
+// spec-test: [batch.one]
 fn batches_cut_the_messages_per_small_file() {
     // Without batches a small file costs a header, a chunk and an end one way and an answer
     // and a result the other (and a share of credits and acks): five or more.

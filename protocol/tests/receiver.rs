@@ -209,6 +209,7 @@ fn rx() -> Rx {
 // ---- chunks ----
 
 #[test]
+// spec-test: [data.seq]
 fn wrong_seq() {
     let mut r = rx();
     r.receiving(1, 10_000);
@@ -223,6 +224,7 @@ fn wrong_seq() {
 }
 
 #[test]
+// spec-test: [credit.window]
 fn credit_overrun_write_beyond_window() {
     let mut r = Rx::new(negotiated(2, Features::empty()));
     r.receiving(1, 100_000);
@@ -234,6 +236,7 @@ fn credit_overrun_write_beyond_window() {
 }
 
 #[test]
+// spec-test: [credit.window]
 fn consumed_but_unadvertised_credit_is_still_an_overrun() {
     let mut r = rx();
     r.receiving(1, 100_000);
@@ -249,6 +252,7 @@ fn consumed_but_unadvertised_credit_is_still_an_overrun() {
 }
 
 #[test]
+// spec-test: [data.length]
 fn bad_chunk_length() {
     let mut r = rx();
     r.receiving(1, u64::from(CHUNK) + 100);
@@ -269,6 +273,7 @@ fn bad_chunk_length() {
 }
 
 #[test]
+// spec-test: [data.owner]
 fn chunk_before_the_answer_was_sent() {
     let mut r = rx();
     let bytes = msg(header(1, 10, "f"), 0);
@@ -283,6 +288,7 @@ fn chunk_before_the_answer_was_sent() {
 }
 
 #[test]
+// spec-test: [data.owner]
 fn chunk_past_the_files_end() {
     let mut r = rx();
     r.receiving(1, 10);
@@ -292,6 +298,7 @@ fn chunk_past_the_files_end() {
 }
 
 #[test]
+// spec-test: [data.owner]
 fn chunk_with_no_file_at_all() {
     let mut r = rx();
     let res = r.chunk(0, 10);
@@ -301,6 +308,7 @@ fn chunk_with_no_file_at_all() {
 // ---- control messages in the ring ----
 
 #[test]
+// spec-test: [ctrl.seq]
 fn control_messages_are_numbered() {
     let mut r = rx();
     let bytes = msg(Control::KeepAlive, 0);
@@ -316,6 +324,7 @@ fn control_messages_are_numbered() {
 }
 
 #[test]
+// spec-test: [data.length] [msg.length]
 fn control_writes_fit_one_slot() {
     for len in [0, 7, CTRL_MSG_MAX as u32 + 1] {
         let mut r = rx();
@@ -348,6 +357,7 @@ fn unreported_keepalives(r: &mut Rx, count: u32) {
 /// fewer than D − 1 of its messages are unacknowledged, and its final Goodbye or Error while
 /// fewer than D are. D − 1 keepalives pass; the D-th message may only be a final one.
 #[test]
+// spec-test: [ctrl.overrun]
 fn an_ordinary_message_may_not_take_the_last_slot_of_the_credit() {
     let mut r = rx();
     let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
@@ -357,6 +367,7 @@ fn an_ordinary_message_may_not_take_the_last_slot_of_the_credit() {
 }
 
 #[test]
+// spec-test: [ctrl.overrun]
 fn the_final_message_takes_the_last_slot_and_nothing_goes_beyond() {
     let mut r = rx();
     let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
@@ -442,6 +453,7 @@ fn undecodable_control_message() {
 }
 
 #[test]
+// spec-test: [msg.unexpected]
 fn receiver_gets_sender_bound_messages() {
     let bound_for_the_sender = [
         Control::FileAnswer {
@@ -470,6 +482,7 @@ fn receiver_gets_sender_bound_messages() {
 // ---- files ----
 
 #[test]
+// spec-test: [hdr.id]
 fn file_ids_must_increase() {
     let mut r = rx();
     assert_eq!(r.ctrl(header(5, 0, "a")), Ok(None));
@@ -482,6 +495,7 @@ fn file_ids_must_increase() {
 }
 
 #[test]
+// spec-test: [open.window]
 fn too_many_open_files() {
     let mut r = rx();
     for id in 0..4 {
@@ -493,6 +507,7 @@ fn too_many_open_files() {
 }
 
 #[test]
+// spec-test: [open.window]
 fn the_open_file_window_slides_as_files_resolve() {
     let mut r = rx();
     for id in 0..4 {
@@ -509,6 +524,7 @@ fn the_open_file_window_slides_as_files_resolve() {
 }
 
 #[test]
+// spec-test: [name.conflict]
 fn conflicting_names_must_be_rejected() {
     let mut r = rx();
     assert_eq!(r.ctrl(header(1, 0, "a/b")), Ok(None));
@@ -537,6 +553,7 @@ fn conflicting_names_must_be_rejected() {
 /// (`INVALID_NAME`, PROTOCOL.md §4.1); the session goes on, and such a name holds no place in
 /// the open-name table.
 #[test]
+// spec-test: [name.reserved]
 fn names_in_the_receivers_own_space_must_be_rejected() {
     let mut r = rx();
     for (id, name) in [
@@ -585,6 +602,7 @@ fn a_full_name_table_asks_to_try_later() {
 }
 
 #[test]
+// spec-test: [end.before-data]
 fn end_before_data() {
     let mut r = rx();
     r.receiving(1, u64::from(CHUNK) + 1);
@@ -594,6 +612,7 @@ fn end_before_data() {
 }
 
 #[test]
+// spec-test: [end.length]
 fn end_with_wrong_length() {
     let mut r = rx();
     r.receiving(1, 10);
@@ -612,6 +631,7 @@ fn end_for_another_file() {
 }
 
 #[test]
+// spec-test: [end.digest-agreed]
 fn end_with_unnegotiated_digest() {
     let mut r = Rx::new(negotiated(4, Features::DIGEST_XXH3_128));
     r.receiving(1, 0);
@@ -624,6 +644,7 @@ fn end_with_unnegotiated_digest() {
 }
 
 #[test]
+// spec-test: [end.digest-required]
 fn a_required_digest_missing_drops_the_file() {
     let mut neg = negotiated(4, Features::DIGEST_XXH3_128);
     neg.flags = AcceptFlags::DIGEST_REQUIRED;
@@ -712,6 +733,7 @@ fn a_link_is_offered_with_its_target_and_ends_with_no_data() {
 
 /// PROTOCOL.md §4.1, §7: a link without `LINKS` agreed fails the session.
 #[test]
+// spec-test: [link.agreed]
 fn a_link_needs_links_agreed() {
     let mut r = Rx::new(negotiated(
         4,
@@ -724,6 +746,7 @@ fn a_link_needs_links_agreed() {
 /// PROTOCOL.md §4.1, §4.4: a directory's or a link's end carries no digest; one with a
 /// digest (even an agreed kind) is refused, not passed on for "verification".
 #[test]
+// spec-test: [end.dir-digest]
 fn a_directory_or_link_end_with_a_digest_is_refused() {
     let dir = Control::FileHeader(wire::FileHeader {
         target: &[],
@@ -798,6 +821,7 @@ fn a_complete_file_is_verified_then_resolved() {
 }
 
 #[test]
+// spec-test: [data.seq] [data.abort-skip]
 fn the_sender_aborts_a_file_in_mid_stream() {
     let mut r = rx();
     r.receiving(1, 10 * u64::from(CHUNK));
@@ -931,6 +955,7 @@ fn cancel_needs_an_accepted_streaming_file_and_a_failure_status() {
 }
 
 #[test]
+// spec-test: [session.goodbye]
 fn goodbye_with_open_files() {
     let mut r = rx();
     r.ctrl(header(1, 0, "a")).unwrap();
@@ -948,6 +973,7 @@ fn goodbye_is_answered_and_closes() {
 }
 
 #[test]
+// spec-test: [msg.unexpected]
 fn a_second_goodbye_or_a_header_after_goodbye() {
     let abort = Control::FileAbort {
         file_id: 1,
@@ -977,6 +1003,7 @@ fn ack_beyond_messages_sent() {
 }
 
 #[test]
+// spec-test: [data.length] [ctrl.ack]
 fn pure_acks_are_checked_and_empty() {
     let mut r = rx();
     r.receiving(1, 0); // one message (the answer) sent
@@ -998,6 +1025,7 @@ fn pure_acks_are_checked_and_empty() {
 }
 
 #[test]
+// spec-test: [ctrl.pure-ack]
 fn a_pure_ack_goes_out_at_half_the_ring() {
     let mut r = rx();
     let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
@@ -1041,6 +1069,7 @@ fn messages_wait_for_the_senders_credit() {
 // ---- liveness ----
 
 #[test]
+// spec-test: [live.idle]
 fn only_arrivals_keep_the_receiver_from_timing_out() {
     let cfg = Config {
         idle_timeout: Some(Duration::from_millis(5000)),
@@ -1065,6 +1094,7 @@ fn only_arrivals_keep_the_receiver_from_timing_out() {
 }
 
 #[test]
+// spec-test: [live.keepalive]
 fn keepalives_go_out_when_nothing_else_did() {
     let mut r = rx();
     let mut buf = [0u8; CTRL_MSG_MAX];
@@ -1198,6 +1228,8 @@ fn without_a_key_a_session_is_authenticated_from_the_start() {
 }
 
 #[test]
+// spec-test: [violation.error]
+// spec-test: [psk.first] [psk.sender-proof]
 fn with_a_key_the_proof_comes_first() {
     let mut neg = negotiated(4, Features::AUTH_PSK);
     neg.sender_proof = Some([4; 32]);
@@ -1258,6 +1290,7 @@ fn part_header(id: u64, size: u64, shift: u8, index: u32) -> Control<'static> {
 }
 
 #[test]
+// spec-test: [end.length]
 fn a_part_carries_only_its_own_bytes() {
     // 3 chunks and a byte in all; part 1 of 2-chunk parts is chunks 2 and 3 (one byte).
     let size = 2 * u64::from(CHUNK) + 1;
@@ -1299,6 +1332,7 @@ fn a_part_carries_only_its_own_bytes() {
 }
 
 #[test]
+// spec-test: [part.agreed]
 fn parts_need_lanes_and_whole_chunks() {
     let mut r = Rx::new(negotiated(
         4,
@@ -1348,6 +1382,7 @@ impl Rx {
 }
 
 #[test]
+// spec-test: [batch.one]
 fn a_batch_is_handled_one_message_per_call() {
     let mut r = rx();
     let bytes = r.announce_batch(&[header(1, 0, "a"), header(2, 0, "b"), Control::KeepAlive]);
@@ -1441,6 +1476,7 @@ fn answers_results_and_credits_share_sends() {
 }
 
 #[test]
+// spec-test: [batch.agreed] [batch.last-slot]
 fn a_batch_may_not_take_the_last_slot_nor_come_unagreed() {
     let mut r = rx();
     let depth = u32::from(r.r.negotiated().receiver_ctrl_depth);
@@ -1483,6 +1519,7 @@ fn sync_header(id: u64, size: u64, name: &str, dry_run: bool) -> Control<'_> {
 }
 
 #[test]
+// spec-test: [sync.agreed]
 fn a_sync_header_without_sync_agreed_fails_the_session() {
     let mut r = Rx::new(negotiated(
         4,
@@ -1522,6 +1559,7 @@ fn an_entry_in_sync_closes_at_its_answer() {
 }
 
 #[test]
+// spec-test: [answer.sync]
 fn the_application_answers_only_what_fits_the_header() {
     let bad = Err(Error::Usage(UsageError::InvalidAnswer));
     let changed = FileAnswer::AcceptChanged {
@@ -1616,6 +1654,7 @@ fn a_content_check_needs_an_agreed_digest() {
 }
 
 #[test]
+// spec-test: [sync.agreed]
 fn a_delete_needs_delete_agreed_and_is_answered_pruned() {
     let dir = |id| {
         Control::FileHeader(wire::FileHeader {

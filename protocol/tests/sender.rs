@@ -238,6 +238,7 @@ fn a_file_from_header_to_result() {
 }
 
 #[test]
+// spec-test: [ctrl.slot]
 fn control_writes_go_to_numbered_slots() {
     let mut s = tx();
     let neg = *s.s.negotiated();
@@ -261,6 +262,7 @@ fn control_writes_go_to_numbered_slots() {
 // ---- violations ----
 
 #[test]
+// spec-test: [violation.error] [answer.order]
 fn answer_for_unknown_file() {
     let mut s = tx();
     let res = s.recv(Control::FileAnswer {
@@ -271,6 +273,7 @@ fn answer_for_unknown_file() {
 }
 
 #[test]
+// spec-test: [answer.order]
 fn answer_out_of_order() {
     let mut s = tx();
     s.s.start_file(t(1), &info(1, 0, "a")).unwrap();
@@ -285,6 +288,7 @@ fn answer_out_of_order() {
 }
 
 #[test]
+// spec-test: [answer.resume]
 fn bad_resume_offsets() {
     for (features, size, offset) in [
         (Features::RESUME, 3 * C, 4 * C), // beyond the end
@@ -332,6 +336,7 @@ fn a_resumed_file_sends_only_the_rest() {
 }
 
 #[test]
+// spec-test: [credit.check]
 fn credit_beyond_data_sent_or_backwards() {
     let mut s = tx();
     let res = s.recv(Control::Credit { consumed: 1 });
@@ -348,6 +353,7 @@ fn credit_beyond_data_sent_or_backwards() {
 }
 
 #[test]
+// spec-test: [result.order]
 fn result_for_a_file_not_ended() {
     let mut s = tx();
     s.accepted(1, C, 0);
@@ -359,6 +365,7 @@ fn result_for_a_file_not_ended() {
 }
 
 #[test]
+// spec-test: [result.order]
 fn result_for_another_file_than_the_oldest() {
     let mut s = tx();
     s.accepted(1, 0, 0);
@@ -372,6 +379,7 @@ fn result_for_another_file_than_the_oldest() {
 }
 
 #[test]
+// spec-test: [msg.unexpected]
 fn messages_the_sender_never_receives() {
     let h = Control::FileHeader(info(1, 0, "a"));
     for m in [
@@ -395,6 +403,7 @@ fn messages_the_sender_never_receives() {
 }
 
 #[test]
+// spec-test: [ctrl.ack]
 fn ack_beyond_messages_sent() {
     let mut s = tx();
     s.seen = 1;
@@ -415,6 +424,7 @@ fn undecodable_message() {
 // ---- credits ----
 
 #[test]
+// spec-test: [credit.window]
 fn sender_never_exceeds_its_chunk_credit() {
     let mut s = Tx::new(negotiated(2, Features::empty()));
     s.accepted(1, 10 * C, 0);
@@ -454,6 +464,8 @@ fn completions_are_cumulative_and_in_order() {
 }
 
 #[test]
+// spec-test: [ctrl.credit]
+// spec-test: [live.keepalive]
 fn control_messages_wait_for_the_receivers_credit() {
     let mut s = tx();
     let depth = u32::from(s.s.negotiated().receiver_ctrl_depth);
@@ -478,6 +490,7 @@ fn control_messages_wait_for_the_receivers_credit() {
 }
 
 #[test]
+// spec-test: [ctrl.pure-ack]
 fn a_pure_ack_goes_out_at_half_its_buffers() {
     let mut s = tx();
     let depth = u32::from(s.s.negotiated().sender_ctrl_depth);
@@ -501,6 +514,7 @@ fn a_pure_ack_goes_out_at_half_its_buffers() {
 // ---- aborts and cancels ----
 
 #[test]
+// spec-test: [data.abort-skip] [credit.check]
 fn an_aborted_file_ends_with_an_abort_and_its_numbers_are_skipped() {
     let mut s = Tx::new(negotiated(2, Features::empty()));
     s.accepted(1, 10 * C, 0);
@@ -569,6 +583,7 @@ fn a_file_aborted_before_its_answer_never_sends_data() {
 }
 
 #[test]
+// spec-test: [cancel.answer]
 fn the_receiver_cancels_a_file() {
     let mut s = tx();
     s.accepted(1, 10 * C, 0);
@@ -615,6 +630,7 @@ fn the_receiver_cancels_a_file() {
 }
 
 #[test]
+// spec-test: [cancel.check]
 fn cancel_twice_or_before_the_answer() {
     let mut s = tx();
     s.accepted(1, 10 * C, 0);
@@ -637,6 +653,7 @@ fn cancel_twice_or_before_the_answer() {
 }
 
 #[test]
+// spec-test: [cancel.answer]
 fn a_cancel_crossing_the_end_is_ignored() {
     let mut s = tx();
     s.accepted(1, 0, 0);
@@ -652,6 +669,7 @@ fn a_cancel_crossing_the_end_is_ignored() {
 /// A cancel that crossed our own end or abort is ignored, but it was the receiver's one
 /// cancel for the file: a second is refused (PROTOCOL.md §4.5, §7 #23).
 #[test]
+// spec-test: [cancel.check]
 fn a_second_cancel_after_one_that_crossed_our_end_or_abort_is_refused() {
     let cancel = Control::FileCancel {
         file_id: 1,
@@ -678,6 +696,7 @@ fn a_second_cancel_after_one_that_crossed_our_end_or_abort_is_refused() {
 /// PROTOCOL.md §4.5: a file the sender aborted, or the receiver cancelled, was not delivered;
 /// an OK result for it is refused, never passed to the application as delivered.
 #[test]
+// spec-test: [result.not-ok]
 fn an_ok_result_for_a_file_cut_short_is_refused() {
     let ok = Control::FileResult {
         file_id: 1,
@@ -720,6 +739,7 @@ fn an_ok_result_for_a_file_cut_short_is_refused() {
 /// A cancel's status is the result the file will get (§4.5): OK would report a file cut
 /// short as delivered.
 #[test]
+// spec-test: [cancel.check]
 fn a_cancel_with_status_ok_is_refused() {
     let mut s = tx();
     s.accepted(1, 10 * C, 0);
@@ -733,6 +753,7 @@ fn a_cancel_with_status_ok_is_refused() {
 // ---- files and names ----
 
 #[test]
+// spec-test: [open.window]
 fn the_open_file_window() {
     let mut s = tx();
     for id in 0..4 {
@@ -776,6 +797,7 @@ fn one_header_at_a_time() {
 }
 
 #[test]
+// spec-test: [hdr.id] [name.reserved] [name.conflict]
 fn sender_usage_errors() {
     let mut s = tx();
     let usage = |e| Err(Error::Usage(e));
@@ -922,6 +944,7 @@ fn closing_waits_for_open_files() {
 // ---- liveness and errors ----
 
 #[test]
+// spec-test: [live.idle]
 fn only_arrivals_keep_the_sender_from_timing_out() {
     let cfg = Config {
         idle_timeout: Some(Duration::from_millis(5000)),
@@ -997,6 +1020,7 @@ fn peer_error_and_local_abort() {
 }
 
 #[test]
+// spec-test: [psk.first]
 fn with_a_key_the_proof_is_the_first_message() {
     let mut neg = negotiated(4, Features::AUTH_PSK);
     neg.sender_proof = Some([6; 32]);
@@ -1148,6 +1172,7 @@ fn a_cork_holds_a_batch_until_the_round_ends() {
 }
 
 #[test]
+// spec-test: [batch.agreed]
 fn a_batch_of_answers_and_results_gives_every_event() {
     let mut s = batching();
     s.accepted(1, 0, 0);
@@ -1276,6 +1301,7 @@ fn a_dry_run_ends_at_its_answer() {
 }
 
 #[test]
+// spec-test: [answer.sync]
 fn an_answer_that_does_not_fit_the_header_fails_the_session() {
     let plain = |id| info(id, C, "p");
     let quick = |id| sync_info(id, "q", false);

@@ -26,6 +26,7 @@ fn header(name: &str) -> wire::FileHeader<'_> {
 }
 
 #[test]
+// spec-test: [hs.padding]
 fn encoded_handshake_fits_cm_private_data() {
     let mut buf = [0u8; 256];
     let p = Params::new(Features::all() - Features::AUTH_PSK, 1 << 20, 64);
@@ -52,6 +53,7 @@ fn encoded_handshake_fits_cm_private_data() {
 }
 
 #[test]
+// spec-test: [model.big-endian] [hs.padding]
 fn hello_golden_bytes() {
     let hello = HelloRepr {
         group: 0,
@@ -82,6 +84,7 @@ fn hello_golden_bytes() {
 }
 
 #[test]
+// spec-test: [model.big-endian]
 fn accept_golden_bytes() {
     let accept = AcceptRepr {
         group: 0,
@@ -125,6 +128,7 @@ fn accept_golden_bytes() {
 }
 
 #[test]
+// spec-test: [model.reserved] [hs.reject.any-version]
 fn reject_golden_bytes_and_reserved_fields() {
     let mut buf = [0u8; REJECT_LEN];
     reject(RejectReason::BAD_WINDOW).encode(&mut buf).unwrap();
@@ -154,6 +158,7 @@ fn reject_golden_bytes_and_reserved_fields() {
 }
 
 #[test]
+// spec-test: [model.big-endian]
 fn file_header_golden_bytes() {
     let h = Control::FileHeader(wire::FileHeader {
         target: &[],
@@ -307,6 +312,7 @@ fn decode_error_truncated() {
 }
 
 #[test]
+// spec-test: [model.reserved] [hs.magic] [hs.version]
 fn decode_error_bad_magic_and_version() {
     let mut hello = [0u8; HELLO_LEN];
     Params::new(Features::empty(), 4096, 4)
@@ -343,6 +349,7 @@ fn decode_error_unknown_type() {
 }
 
 #[test]
+// spec-test: [msg.length]
 fn decode_error_bad_length() {
     let mut ack = enc(Control::Ack, 0);
     ack.push(0); // one byte more than declared
@@ -363,6 +370,7 @@ fn decode_error_bad_length() {
 }
 
 #[test]
+// spec-test: [model.reserved]
 fn decode_error_nonzero_reserved() {
     let mut ack = enc(Control::Ack, 0);
     ack[1] = 1; // flags
@@ -379,6 +387,8 @@ fn decode_error_nonzero_reserved() {
 }
 
 #[test]
+// spec-test: [hdr.fields] [part.decode]
+// spec-test: [error.codes]
 fn decode_error_bad_field() {
     let mut answer = enc(
         Control::FileAnswer {
@@ -494,6 +504,7 @@ fn decode_error_bad_field() {
 }
 
 #[test]
+// spec-test: [part.decode]
 fn file_parts_round_trip_and_must_lie_inside_the_file() {
     let size = 5 << 20;
     let part = |shift, index| wire::FileHeader {
@@ -549,6 +560,7 @@ fn file_parts_round_trip_and_must_lie_inside_the_file() {
 }
 
 #[test]
+// spec-test: [name.valid]
 fn decode_error_invalid_name() {
     for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "a\nb", "a\u{7f}"] {
         let h = Control::FileHeader(header(bad));
@@ -563,6 +575,7 @@ fn decode_error_invalid_name() {
 }
 
 #[test]
+// spec-test: [error.codes]
 fn decode_error_invalid_text() {
     let mut e = enc(
         Control::Error {
@@ -714,6 +727,7 @@ fn a_builder_keeps_within_its_limit() {
 }
 
 #[test]
+// spec-test: [batch.inner]
 fn malformed_batches_are_refused() {
     let credit = enc(Control::Credit { consumed: 1 }, 0);
     let wrap = |body: &[u8]| {
@@ -819,6 +833,7 @@ fn sync_headers_golden_bytes_and_round_trip() {
 }
 
 #[test]
+// spec-test: [link.target]
 fn link_headers_golden_bytes_and_round_trip() {
     // Kind 4, size = the target's length, the target right after the name.
     let link = wire::FileHeader {
@@ -856,6 +871,7 @@ fn link_headers_golden_bytes_and_round_trip() {
 }
 
 #[test]
+// spec-test: [link.target]
 fn link_headers_that_do_not_fit_are_refused() {
     let link = wire::FileHeader {
         kind: EntryKind::Symlink,
@@ -959,6 +975,7 @@ fn link_headers_that_do_not_fit_are_refused() {
 }
 
 #[test]
+// spec-test: [sync.flags]
 fn sync_header_flags_that_mean_nothing_are_refused() {
     let bad = Err(DecodeError::BadField(Field::Flags));
     let plain = enc(Control::FileHeader(header("f")), 0);
@@ -1082,6 +1099,7 @@ fn sync_answers_golden_bytes_and_limits() {
 }
 
 #[test]
+// spec-test: [answer.sync]
 fn answers_fit_only_the_sync_request_they_answer() {
     let quick = Some(SyncCheck::default());
     let dry = Some(SyncCheck {
@@ -1122,6 +1140,7 @@ fn answers_fit_only_the_sync_request_they_answer() {
 }
 
 #[test]
+// spec-test: [sync.flags]
 fn a_delete_is_for_a_directory_and_answered_pruned() {
     let mut dir = header("d");
     dir.kind = EntryKind::Directory;

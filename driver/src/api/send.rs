@@ -174,6 +174,7 @@ impl SendOptions {
                 "the names listed are relative to one directory: give exactly one path",
             ));
         }
+        // spec: [sync.delete-whole]
         if self.sync.is_some_and(|s| s.delete) && self.shard.is_some() {
             return Err(Error::invalid(
                 "send",

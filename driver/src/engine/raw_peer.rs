@@ -6,9 +6,10 @@
 use super::verbs_link::VerbsSendLink;
 use super::{SendCompletion, SendLink};
 use crate::session::SenderConn;
+use crate::verbs::RemoteBuffer;
 use crate::Error;
 use rdmaft_protocol::wire::Imm;
-use rdmaft_protocol::{ControlWrite, Negotiated, Params, CTRL_MSG_MAX};
+use rdmaft_protocol::{ControlWrite, Negotiated, Params, RingInfo, CTRL_MSG_MAX};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,18 @@ impl RawSender {
 
     /// RDMA WRITE WITH IMMEDIATE of `bytes` (at most 4096) to `offset` in the ring, with `imm`.
     pub fn write(&mut self, imm: u32, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.write_to(self.neg.ring, imm, offset, bytes)
+    }
+
+    /// As [`write`](Self::write), into `ring` (another connection's address and key, which
+    /// a sender may have learnt): what the receiver's protection domains must refuse.
+    pub fn write_to(
+        &mut self,
+        ring: RingInfo,
+        imm: u32,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         if bytes.len() > CTRL_MSG_MAX {
             return Err(Error::invalid("RawSender::write", "at most 4096 bytes"));
         }
@@ -72,11 +85,18 @@ impl RawSender {
         let c = ControlWrite {
             len: bytes.len(),
             slot,
-            remote_addr: self.neg.ring.addr + offset,
-            rkey: self.neg.ring.rkey,
+            remote_addr: ring.addr + offset,
+            rkey: ring.rkey,
             imm,
         };
-        self.link.post_control(&c, bytes)
+        let own = self.link.aim_at(RemoteBuffer {
+            addr: ring.addr,
+            rkey: ring.rkey,
+            len: ring.len,
+        });
+        let posted = self.link.post_control(&c, bytes);
+        self.link.aim_at(own);
+        posted
     }
 
     /// Control message number `n` (its immediate and its slot), with any bytes.

@@ -493,6 +493,7 @@ impl Writer {
             },
             EntryKind::Directory => None,
             EntryKind::Symlink => {
+                // spec: [link.unsafe]
                 let unsafe_link = !self.dest.options().unsafe_links
                     && !crate::fs::link::is_safe_link(&name, &target);
                 if unsafe_link {
@@ -526,6 +527,7 @@ impl Writer {
         };
         let mut digest = Digester::new(self.digest_kind);
         let offset = match &temp {
+            // spec: [resume.digest]
             Some(t) if kept > 0 => resume_prefix(t, kept, self.buf.len() as u64, &mut digest),
             _ => 0,
         };
@@ -777,6 +779,7 @@ impl Writer {
         }
         // A fresh unnamed file holds exactly what was written: no `fstat` needed.
         let known = (temp.is_private() && t.resumed == 0).then_some(t.written);
+        // spec: [resume.digest]
         let verdict = verify(&temp, known, length, &t.digest, digest);
         match verdict {
             Ok(()) => match self.dest.publish(temp, t.mode, t.mtime) {
@@ -1591,6 +1594,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [resume.digest]
     fn a_kept_prefix_is_resumed_only_where_a_digest_covers_it() {
         let d = scratch("resume");
         let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
@@ -1661,6 +1665,7 @@ mod tests {
     /// Whatever a sender names, a prune stays beneath the destination, follows no link
     /// and leaves the receiver's own files.
     #[test]
+    // spec-test: [sync.delete-scope]
     fn a_prune_never_leaves_the_destination_nor_takes_the_receivers_files() {
         let base = scratch("prune-hostile");
         let (dest, outside) = (base.join("dest"), base.join("outside"));

@@ -145,6 +145,13 @@ impl VerbsSendLink {
         })
     }
 
+    /// Points later writes at `remote` instead; returns the ring they went to. Only the
+    /// hostile-peer tests' sender does this (to aim at another connection's ring).
+    #[cfg(feature = "internals")]
+    pub(crate) fn aim_at(&mut self, remote: RemoteBuffer) -> RemoteBuffer {
+        std::mem::replace(&mut self.remote, remote)
+    }
+
     /// The slots, for the engine (taken once).
     pub(crate) fn take_slots(&mut self) -> Option<crate::verbs::SlotArea> {
         self.conn.slots.take()

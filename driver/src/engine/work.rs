@@ -211,6 +211,7 @@ impl Work {
     fn next_locked(&self, s: &mut State, lane: usize, skipped: &mut Vec<FileReport>) -> Next {
         loop {
             // A directory whose contents (every file handed out before it) all ended.
+            // spec: [lanes.dir-order]
             let ready = s
                 .dirs
                 .front()
@@ -218,6 +219,7 @@ impl Work {
             if ready && s.dir_lane.map_or(true, |l| l == lane) {
                 s.dir_lane = Some(lane);
                 let (dir, _) = s.dirs.pop_front().expect("a ready directory");
+                // spec: [sync.delete-whole]
                 let prune = !s.errored_dirs.remove(&dir.path);
                 return Next::Item(WorkItem {
                     entry: dir,
@@ -236,6 +238,7 @@ impl Work {
             }
             match self.walk_next(s, skipped) {
                 Some(item) if item.entry.kind == EntryKind::Directory => {
+                    // spec: [lanes.dir-order]
                     let before = s.next_seq;
                     s.dirs.push_back((item.entry, before));
                 }
@@ -551,6 +554,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [lanes.dir-order]
     fn parts_spread_directories_wait_and_outcomes_gather_per_file() {
         let d = scratch("parts");
         std::fs::write(d.join("t/big"), vec![7u8; 5 * 4096 + 1]).unwrap();
@@ -639,6 +643,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [lanes.dir-order]
     fn files_after_a_directory_flow_while_it_waits_for_its_own() {
         let d = scratch("flow");
         for (name, len) in [("t/a/one", 10), ("t/b/two", 20), ("t/b/three", 30)] {

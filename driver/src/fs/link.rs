@@ -119,6 +119,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
+    // spec-test: [link.unsafe]
     fn safe_links_stay_below_the_destination() {
         for (name, target) in [
             ("l", "x"),

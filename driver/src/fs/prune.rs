@@ -97,6 +97,7 @@ impl Destination {
             .map_err(errno)?
             .into_iter()
             .filter(|n| match std::str::from_utf8(n) {
+                // spec: [sync.delete-scope]
                 Ok(n) => !keep.contains(n) && reserved_component(n).is_none(),
                 Err(_) => true,
             })
@@ -133,6 +134,7 @@ fn names_in(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
 /// returns how many entries went (or would go).
 fn remove(dir: &impl AsFd, name: &[u8], dry_run: bool) -> Result<u64, Errno> {
     let name = OsStr::from_bytes(name);
+    // spec: [sync.delete-scope]
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         if !dry_run {

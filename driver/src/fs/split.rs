@@ -208,6 +208,7 @@ impl SplitFiles {
                 };
             }
         };
+        // spec: [part.publish]
         if state.verified < Part::count(file.key.size, file.key.shift) {
             return PartEnd {
                 status,
@@ -407,6 +408,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [part.publish]
     fn a_file_is_published_when_its_last_part_verified() {
         let (dir, dest) = dest("publish");
         let splits = SplitFiles::new(None);
@@ -439,6 +441,7 @@ mod tests {
     }
 
     #[test]
+    // spec-test: [part.publish]
     fn kept_parts_count_only_once_this_transfer_verified_them() {
         let (dir, dest) = dest("kept");
         let kept = Arc::new(KeptSplits::default());

@@ -159,6 +159,7 @@ impl TempFiles {
         // A name taken by someone else is skipped; a few hundred in a row is not chance.
         for _ in 0..NAME_TRIES {
             let name = temp_name();
+            // spec: [name.exclusive]
             match rfs::openat(
                 dir,
                 name.as_str(),
@@ -194,6 +195,7 @@ impl TempFiles {
         match temp {
             TempName::Named(temp) => match existing {
                 Existing::Replace => rfs::renameat(dir, temp.as_str(), dir, name),
+                // spec: [name.exclusive]
                 Existing::Keep => {
                     rfs::renameat_with(dir, temp.as_str(), dir, name, RenameFlags::NOREPLACE)
                 }

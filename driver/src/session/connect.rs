@@ -109,6 +109,7 @@ pub(crate) fn connect_with(
         )?;
     }
     let mut hello = [0u8; HELLO_LEN];
+    // spec: [psk.fresh-nonce]
     let n = local
         .hello(if key.is_some() { nonce()? } else { [0; 16] })
         .encode(&mut hello)

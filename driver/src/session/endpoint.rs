@@ -54,6 +54,7 @@ impl Endpoint {
     ) -> Result<Self, Error> {
         let ctx = id.context()?;
         let device = ctx.device_name();
+        // spec: [pd.own]
         let pd = ProtectionDomain::new(&ctx)?;
         let comp = CompletionChannel::new(&ctx)?;
         let cq_entries = send_wr
@@ -92,6 +93,7 @@ impl Endpoint {
         let len = usize::try_from(len).map_err(|_| {
             Error::invalid("register data memory", format!("{len} bytes do not fit"))
         })?;
+        // spec: [pd.own]
         MemoryRegion::with_pages(&self.pd, len, access, pages)
     }
 

@@ -216,6 +216,7 @@ impl Request {
         };
         let mac = key.map(|k| k as &dyn Mac);
         let group_id = group.as_ref().map_or(0, |g| g.id());
+        // spec: [psk.fresh-nonce]
         let (negotiated, reply) = match agreed.accept(ring, nonce()?, mac, group_id) {
             Ok(done) => done,
             Err(e) => {

@@ -176,6 +176,7 @@ fn random_state_machine_inputs() {
 /// sender refuses them as `InvalidMetadata(Part)` and stays open, the receiver fails with
 /// `BadPart` (the harnesses' models check which); a whole part of the same file is fine.
 #[test]
+// spec-test: [part.agreed]
 fn parts_the_agreement_does_not_allow() {
     let big = SetupSeed {
         big_chunk: true,
@@ -290,6 +291,7 @@ fn in_flight_underflow() {
 /// numbers stop at `MAX_SESSION_CHUNKS`: the accept that would pass it is refused (the
 /// application rejects the file instead) and nothing panics.
 #[test]
+// spec-test: [data.seq-space]
 fn sequence_numbers_overflow() {
     let depth = min_ctrl_depth(1);
     let neg = Negotiated {

@@ -20,6 +20,7 @@ impl<'a> Batch<'a> {
     /// Checks a batch body: one or more whole messages, each decodable, with a zero `ack`,
     /// none of them a Goodbye, an Error or a batch.
     pub(crate) fn check(body: &'a [u8]) -> Result<Self, DecodeError> {
+        // spec: [batch.inner]
         if body.is_empty() {
             return Err(DecodeError::BadField(Field::Batch));
         }
@@ -77,6 +78,7 @@ impl<'a> Iterator for BatchIter<'a> {
 
 /// The first message of `bytes` (its own length field says where it ends) and the bytes
 /// after it; refuses a non-zero `ack` and the kinds that never go inside a batch.
+// spec: [batch.inner]
 fn split_first(bytes: &[u8]) -> Result<(Control<'_>, &[u8]), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::BadField(Field::Batch));

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::codes::{AbortReason, ErrorCode, FileRejectReason, FileStatus};
 use crate::name::{validate_syntax, MAX_NAME_LEN};
+// spec: [model.big-endian]
 use zerocopy::byteorder::network_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -310,6 +311,7 @@ impl EntryKind {
             1 | KIND_PART => Ok(EntryKind::File),
             2 => Ok(EntryKind::Directory),
             KIND_SYMLINK => Ok(EntryKind::Symlink),
+            // spec: [hdr.fields]
             _ => Err(DecodeError::BadField(Field::EntryKind)),
         }
     }
@@ -413,6 +415,7 @@ impl FileHeader<'_> {
 
     /// Checks the metadata the wire constrains (not the name).
     pub fn check_metadata(&self) -> Result<(), Field> {
+        // spec: [hdr.fields]
         if self.mtime_nsec >= 1_000_000_000 {
             return Err(Field::MtimeNsec);
         }
@@ -430,18 +433,21 @@ impl FileHeader<'_> {
             return Err(Field::Size);
         }
         let fits = header_len(self.name.len(), false) + self.target.len() <= CTRL_MSG_MAX;
+        // spec: [link.target]
         if is_link && !(is_link_target(self.target) && fits) {
             return Err(Field::Target);
         }
         if let Some(p) = self.part {
             let shift_ok = (MIN_PART_SHIFT..=MAX_PART_SHIFT).contains(&p.shift);
             // A part is a non-empty piece of a regular file.
+            // spec: [part.decode]
             if self.kind != EntryKind::File || !shift_ok || p.len_in(self.size) == 0 {
                 return Err(Field::Part);
             }
         }
         // A content check is for a whole regular file, with a digest; a delete for a
         // directory.
+        // spec: [sync.flags]
         if let Some(d) = self.sync.and_then(|s| s.content) {
             if self.kind != EntryKind::File || self.part.is_some() || d.kind == DigestKind::None {
                 return Err(Field::Flags);
@@ -724,6 +730,7 @@ impl<'a> Control<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<(u32, Control<'a>), DecodeError> {
         let (hdr, body) = read_prefix::<CtrlHeader>(bytes)?;
         let declared = usize::from(hdr.length.get());
+        // spec: [msg.length]
         if declared != bytes.len() {
             return Err(DecodeError::BadLength {
                 declared,
@@ -732,6 +739,7 @@ impl<'a> Control<'a> {
         }
         let kind = MsgKind::from_u8(hdr.kind)?;
         // Only a FileHeader has flags.
+        // spec: [model.reserved]
         if hdr.flags != 0 && kind != MsgKind::FileHeader {
             return Err(DecodeError::NonZeroReserved);
         }
@@ -740,6 +748,7 @@ impl<'a> Control<'a> {
                 let (b, rest) = read_prefix::<FileHeaderBody>(body)?;
                 let flags = hdr.flags;
                 let sync_bits = FLAG_CONTENT | FLAG_DRY_RUN | FLAG_DELETE;
+                // spec: [sync.flags]
                 if flags & !(FLAG_SYNC | sync_bits) != 0
                     || (flags & sync_bits != 0 && flags & FLAG_SYNC == 0)
                 {
@@ -753,6 +762,7 @@ impl<'a> Control<'a> {
                 };
                 // A link's target follows its name; its length is the header's size.
                 let target_len = match b.entry_kind {
+                    // spec: [link.target]
                     KIND_SYMLINK => usize::try_from(b.size.get())
                         .ok()
                         .filter(|&n| n <= MAX_LINK_TARGET)
@@ -790,6 +800,7 @@ impl<'a> Control<'a> {
                     sync,
                     // A name in the receiver's reserved space decodes: the receiver rejects
                     // that file (`FileOffer::refusal`), not the whole session.
+                    // spec: [name.valid]
                     name: validate_syntax(name).map_err(DecodeError::InvalidName)?,
                     target,
                 };
@@ -867,6 +878,7 @@ impl<'a> Control<'a> {
             MsgKind::Error => {
                 let (b, text) = read_prefix::<ErrorBody>(body)?;
                 let text_len = usize::from(b.text_len.get());
+                // spec: [error.codes]
                 if text_len > MAX_ERROR_TEXT {
                     return Err(DecodeError::BadField(Field::TextLen));
                 }
@@ -874,6 +886,7 @@ impl<'a> Control<'a> {
                 if b.reserved.get() != 0 {
                     return Err(DecodeError::NonZeroReserved);
                 }
+                // spec: [error.codes]
                 Control::Error {
                     code: ErrorCode(b.code.get()),
                     detail: b.detail.get(),

@@ -5,6 +5,7 @@
 
 use super::{read_prefix, write_with_tail, BufferTooSmall, DecodeError, Features, MAGIC, VERSION};
 use crate::codes::RejectReason;
+// spec: [model.big-endian]
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -99,12 +100,15 @@ fn preamble(kind: u8) -> Preamble {
 /// Checks magic and version; returns the kind byte.
 fn check_preamble(bytes: &[u8]) -> Result<u8, DecodeError> {
     let (pre, _) = read_prefix::<Preamble>(bytes)?;
+    // spec: [hs.magic]
     if pre.magic.get() != MAGIC {
         return Err(DecodeError::BadMagic(pre.magic.get()));
     }
+    // spec: [hs.version]
     if pre.version.get() != VERSION {
         return Err(DecodeError::UnknownVersion(pre.version.get()));
     }
+    // spec: [model.reserved]
     if pre.reserved != 0 {
         return Err(DecodeError::NonZeroReserved);
     }
@@ -140,7 +144,9 @@ impl HelloRepr {
         if kind != KIND_HELLO {
             return Err(DecodeError::UnknownType(kind));
         }
+        // spec: [hs.padding]
         let (h, _) = read_prefix::<Hello>(bytes)?;
+        // spec: [hs.unknown-bits]
         let features = Features::from_bits_truncate(h.features.get());
         // The group field is reserved unless groups are offered.
         if h.group.get() != 0 && !features.contains(Features::LANES) {
@@ -277,10 +283,12 @@ impl HandshakeReply {
         if pre.magic.get() != MAGIC {
             return Err(DecodeError::BadMagic(pre.magic.get()));
         }
+        // spec: [hs.reject.any-version]
         if pre.kind == KIND_REJECT {
             let (r, _) = read_prefix::<Reject>(bytes)?;
             // Our version's reserved fields must be zero (§1); another version's reject is
             // read for its reason and version only, whatever it keeps in the rest.
+            // spec: [hs.reject.any-version]
             if pre.version.get() == VERSION && (pre.reserved != 0 || r.reserved.get() != 0) {
                 return Err(DecodeError::NonZeroReserved);
             }
@@ -293,6 +301,7 @@ impl HandshakeReply {
         if kind != KIND_ACCEPT {
             return Err(DecodeError::UnknownType(kind));
         }
+        // spec: [hs.padding]
         let (a, _) = read_prefix::<Accept>(bytes)?;
         let flags = AcceptFlags::from_bits(a.flags.get()).ok_or(DecodeError::NonZeroReserved)?;
         Ok(HandshakeReply::Accept(AcceptRepr {

@@ -424,3 +424,42 @@ fn hostile_senders_are_refused_and_the_receiver_keeps_serving() {
     r.receiver.stop();
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// PROTOCOL.md §6.6: every connection has a protection domain of its own, so a sender that
+/// learnt another connection's ring address and key still cannot write into that ring: the
+/// receiver's device refuses the write (a remote access error at the writer), and the other
+/// connection goes on unharmed. With one domain shared by both, the write would succeed.
+#[test]
+// spec-test: [pd.own]
+fn a_sender_cannot_write_into_another_connections_ring() {
+    let env = env();
+    let base = scratch("hostile-pd");
+    let dest = base.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let r = receiver(&env, &dest, |_| {});
+    let mut victim = RawSender::connect(r.receiver.local_addr(), params(), T).unwrap();
+    let mut thief = RawSender::connect(r.receiver.local_addr(), params(), T).unwrap();
+    let ring = victim.negotiated().ring;
+    assert_ne!(ring.rkey, thief.negotiated().ring.rkey, "two rings");
+    let bytes = header(0, "stolen", 5, 0o644);
+    thief
+        .write_to(
+            ring,
+            wire::Imm::control(0).encode(),
+            victim.control_offset(0),
+            &bytes,
+        )
+        .unwrap();
+    let (_, link) = thief.messages(Duration::from_secs(10));
+    let err = link.expect_err("a write into another connection's ring completed");
+    assert!(
+        err.to_string().contains("does not let us write"),
+        "not refused for its key: {err}"
+    );
+    // The victim's connection still works: its own offer is answered.
+    victim.control(0, &header(0, "mine", 5, 0o644)).unwrap();
+    expect_accept(&mut victim);
+    drop(thief);
+    drop(victim);
+    std::fs::remove_dir_all(&base).unwrap();
+}
