@@ -8,7 +8,7 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test spec publishable miri verify loom fuzz mutants capi install bench softroce-test demo
+.PHONY: deps test spec publishable miri verify tsan capi-rasan loom fuzz mutants mutants-driver capi install bench softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
@@ -47,7 +47,8 @@ publishable:
 # The protocol crate's tests under Miri (undefined behaviour, leaks, out-of-bounds in the
 # crate and its zerocopy wire structs): the quick ones here, in `make test` (about a minute);
 # `make verify` runs all of them, the lockstep model and the simulated pair too (their long
-# loops trimmed under cfg(miri)), which takes far longer.
+# loops trimmed under cfg(miri)), which takes far longer, then the sanitizer runs below
+# (ThreadSanitizer on the engine, the C programs against an ASan-built library).
 MIRI_QUICK := --lib --test wire --test sender --test receiver --test credits --test handshake
 
 miri:
@@ -55,6 +56,34 @@ miri:
 
 verify:
 	cargo +nightly miri test -p rdmaft-protocol
+	$(MAKE) tsan
+	$(MAKE) capi-rasan
+
+# The driver's unit tests and the engine over the loopback link (driver/tests: loopback,
+# sync) under ThreadSanitizer, std rebuilt instrumented (-Zbuild-std) in a target directory
+# of its own. The build takes minutes (std and every dependency instrumented), hence in
+# `make verify`; a data race reported fails the run (halt_on_error).
+SAN_TARGET := x86_64-unknown-linux-gnu
+tsan:
+	RUSTFLAGS="-Zsanitizer=thread" CARGO_TARGET_DIR=target/tsan TSAN_OPTIONS=halt_on_error=1 \
+	    cargo +nightly test -Zbuild-std --target $(SAN_TARGET) -p rdmaft --lib --test loopback --test sync
+
+# The C API's lifecycle and leak programs against a librdmaft built with Rust's
+# AddressSanitizer (the C programs with gcc's ASan + UBSan, whose runtime serves both): an
+# uninstrumented library hides its own use-after-free and leaks from the program's ASan.
+# They run in the Soft-RoCE VM (scripts/capi-rasan.sh). Output in target/capi-rasan.
+RASAN := target/capi-rasan
+capi-rasan:
+	RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan cargo +nightly rustc -Zbuild-std \
+	    --target $(SAN_TARGET) --release -p rdmaft --features capi --lib --crate-type cdylib
+	mkdir -p $(RASAN)/lib $(RASAN)/bin
+	cp target/asan/$(SAN_TARGET)/release/librdmaft.so $(RASAN)/lib/
+	for p in lifecycle leakcheck; do \
+	    cc $(CAPI_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	        -fno-omit-frame-pointer examples/c/$$p.c -L$(RASAN)/lib -lrdmaft \
+	        -Wl,-rpath,'$$ORIGIN/../lib' -o $(RASAN)/bin/$$p; \
+	done
+	$(SOFTROCE_RUN) scripts/capi-rasan.sh
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
 # engine's hand-off core, the loopback link's waits with the engines' loop, the permits,
@@ -154,6 +183,18 @@ mutants:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
 	cargo mutants --package rdmaft-protocol \
 	    --test-package rdmaft-protocol --test-package rdmaft-fuzz-harness $(MUTANTS_ARGS)
+
+# Mutation testing of the driver code that runs without RDMA (not part of `make test`): the
+# file layer (driver/src/fs) and the parsing of addresses and port ranges (api/subnet.rs,
+# api/ports.rs), against the driver's unit tests and its loopback and sync tests (the
+# engine over the loopback link). Results in target/mutants-driver/mutants.out; the survivors, each
+# explained, in driver/MUTANTS.md. MUTANTS_DRIVER_ARGS adds options (say `--file ...`).
+MUTANTS_DRIVER_FILES := $(foreach f,compare exclude shard link perms prune split stale temp tree dest,\
+    --file driver/src/fs/$(f).rs) --file driver/src/api/subnet.rs --file driver/src/api/ports.rs
+mutants-driver:
+	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	cargo mutants --package rdmaft --features capi $(MUTANTS_DRIVER_FILES) -o target/mutants-driver \
+	    $(MUTANTS_DRIVER_ARGS) -- --lib --test loopback --test sync --test spec_entries
 
 # Build the Soft-RoCE test binary on the host, run it inside the VM (the whole suite gets
 # 25 minutes: about 10 on an idle 2-core host, more when it is shared)
