@@ -168,7 +168,12 @@ pub fn local_ports_reaching(target: IpAddr) -> Vec<LocalPort> {
 /// The RoCE v2 IPv4 address of each named device (its first active port's), in order; a
 /// device without one is not found (the error lists those that have one).
 pub fn device_addrs(names: &[String]) -> Result<Vec<IpAddr>, crate::Error> {
-    let ports = roce_ports(Path::new("/sys/class/infiniband"));
+    device_addrs_in(Path::new("/sys/class/infiniband"), names)
+}
+
+/// [`device_addrs`] from the device tree at `sys`.
+fn device_addrs_in(sys: &Path, names: &[String]) -> Result<Vec<IpAddr>, crate::Error> {
+    let ports = roce_ports(sys);
     names
         .iter()
         .map(|name| {
@@ -280,6 +285,17 @@ d1\t00014D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             ["mlx5_1"]
         );
         assert!(reaching(&ports, &routes, "::1".parse().unwrap()).is_empty());
+        // Devices named (`--device`): each one's address, in the order named.
+        let named = |n: &[&str]| {
+            let n: Vec<String> = n.iter().map(|s| (*s).to_owned()).collect();
+            device_addrs_in(&dir, &n)
+        };
+        assert_eq!(
+            named(&["mlx5_1", "mlx5_0"]).unwrap(),
+            [peer([10, 77, 1, 1]), peer([10, 77, 0, 1])]
+        );
+        let err = named(&["mlx5_0", "mlx5_3"]).unwrap_err().to_string();
+        assert!(err.contains("mlx5_3") && err.contains("mlx5_2"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

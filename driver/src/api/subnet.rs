@@ -91,6 +91,9 @@ mod tests {
         assert!(one.contains(ip("10.77.0.1")) && !one.contains(ip("10.77.0.2")));
         let all: Subnet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(ip("192.0.2.1")));
+        let one_v6: Subnet = "2001:db8::1".parse().unwrap();
+        assert_eq!(one_v6.to_string(), "2001:db8::1/128");
+        assert!(!one_v6.contains(ip("2001:db8::2")));
         let v6: Subnet = "fd00::/8".parse().unwrap();
         assert!(v6.contains(ip("fd12::3")) && !v6.contains(ip("fe80::1")));
     }

@@ -724,6 +724,79 @@ mod tests {
         }
     }
 
+    /// Only an unnamed file is private (nobody else can have written to it); a directory is
+    /// the only thing a destination opens, and its root is not inherited by children.
+    #[test]
+    fn only_unnamed_files_are_private_and_the_root_must_be_a_directory() {
+        for unnamed in BOTH {
+            let d = scratch(&format!("private-{unnamed}"));
+            let dest = open(&d, Existing::Replace, unnamed);
+            let inc = dest.begin_file("f", 1).unwrap();
+            assert_eq!(inc.is_private(), matches!(inc.temp, TempName::Unnamed));
+            let flags = rustix::io::fcntl_getfd(&inc.file).unwrap();
+            assert!(
+                flags.contains(rustix::io::FdFlags::CLOEXEC),
+                "children inherit it"
+            );
+            if !unnamed {
+                assert!(!inc.is_private(), "a named temporary file is reachable");
+            }
+            dest.discard(inc);
+            let flags = rustix::io::fcntl_getfd(&dest.root).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+            std::fs::write(d.join("file"), b"x").unwrap();
+            let err = Destination::open(&d.join("file"), DestOptions::default()).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(Errno::NOTDIR.raw_os_error()));
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    /// A file is never offered over a directory, whatever the policy: refused at once, the
+    /// directory untouched.
+    #[test]
+    fn a_file_over_a_directory_is_refused_before_any_data() {
+        for existing in [Existing::Replace, Existing::Keep] {
+            let d = scratch(&format!("over-dir-{existing:?}"));
+            std::fs::create_dir(d.join("sub")).unwrap();
+            let dest = open(&d, existing, true);
+            let err = dest.begin_file("sub", 1).unwrap_err();
+            assert_eq!(err.reason, FileRejectReason::EXISTS);
+            assert!(err.detail.contains("is a directory"), "{err}");
+            assert!(d.join("sub").is_dir());
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    /// What the sender hears for each failure of the file system (the reject's reason),
+    /// and that the text says what happened.
+    #[test]
+    fn errnos_map_to_the_reject_reasons_the_sender_hears() {
+        let cases = [
+            (Errno::ACCESS, FileRejectReason::PERMISSION_DENIED),
+            (Errno::PERM, FileRejectReason::PERMISSION_DENIED),
+            (Errno::ROFS, FileRejectReason::PERMISSION_DENIED),
+            (Errno::LOOP, FileRejectReason::PERMISSION_DENIED),
+            (Errno::NOSPC, FileRejectReason::NO_SPACE),
+            (Errno::DQUOT, FileRejectReason::NO_SPACE),
+            (Errno::NOTDIR, FileRejectReason::EXISTS),
+            (Errno::EXIST, FileRejectReason::EXISTS),
+            (Errno::ISDIR, FileRejectReason::EXISTS),
+            (Errno::NAMETOOLONG, FileRejectReason::INVALID_NAME),
+            (Errno::FBIG, FileRejectReason::TOO_LARGE),
+            (Errno::IO, FileRejectReason::IO),
+            (Errno::NOMEM, FileRejectReason::IO),
+        ];
+        for (e, reason) in cases {
+            let r = Refusal::from_errno("a/b", e);
+            assert_eq!((r.reason, r.errno), (reason, Some(e)), "{e:?}");
+            assert!(r.detail.starts_with("a/b: "), "{}", r.detail);
+        }
+        let r = Refusal::from_errno("l", Errno::LOOP);
+        assert!(r.detail.contains("symbolic link"), "{}", r.detail);
+        let r = Refusal::from_errno("f", Errno::NOSPC);
+        assert!(!r.detail.contains("symbolic link"), "{}", r.detail);
+    }
+
     #[test]
     fn reserved_names_are_refused() {
         let d = scratch("reserved");

@@ -384,10 +384,20 @@ mod tests {
     use crate::fs::dest::DestOptions;
 
     fn dest(name: &str) -> (std::path::PathBuf, Arc<Destination>) {
+        dest_with(name, true)
+    }
+
+    /// With named temporary files (`unnamed: false`) a file left behind shows in the
+    /// directory; an unnamed one goes with its descriptor whatever the code does.
+    fn dest_with(name: &str, unnamed: bool) -> (std::path::PathBuf, Arc<Destination>) {
         let d = std::env::temp_dir().join(format!("rdmaft-split-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        let dest = Arc::new(Destination::open(&d, DestOptions::default()).unwrap());
+        let options = DestOptions {
+            unnamed_temp_files: unnamed,
+            ..DestOptions::default()
+        };
+        let dest = Arc::new(Destination::open(&d, options).unwrap());
         (d, dest)
     }
 
@@ -496,7 +506,7 @@ mod tests {
 
     #[test]
     fn kept_files_are_bounded() {
-        let (dir, dest) = dest("bounded");
+        let (dir, dest) = dest_with("bounded", false);
         let kept = Arc::new(KeptSplits::default());
         for i in 0..(MAX_KEPT + 5) {
             let splits = SplitFiles::new(Some(Arc::clone(&kept)));
@@ -506,8 +516,30 @@ mod tests {
             splits.ended(&b.file, 0, Ok(()));
         }
         assert_eq!(kept.len(), MAX_KEPT);
+        assert_eq!(names(&dir).len(), MAX_KEPT, "the oldest were removed");
         drop(kept);
         assert!(names(&dir).is_empty(), "kept files go with the receiver");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A kept file lasts [`KEEP_IDLE`] and not a moment longer.
+    #[test]
+    fn kept_files_expire_after_their_time() {
+        let (dir, dest) = dest_with("expire", false);
+        let kept = Arc::new(KeptSplits::default());
+        let splits = SplitFiles::new(Some(Arc::clone(&kept)));
+        let b = splits
+            .begin(&dest, "f", SIZE, part(0), 0o644, MTIME)
+            .unwrap();
+        splits.ended(&b.file, 0, Ok(()));
+        drop(splits);
+        let since = lock_std(&kept.files)[0].1.since;
+        KeptSplits::expire(&mut lock_std(&kept.files), since + KEEP_IDLE);
+        assert_eq!(kept.len(), 1, "kept for exactly its time");
+        assert_eq!(names(&dir).len(), 1);
+        KeptSplits::expire(&mut lock_std(&kept.files), since + KEEP_IDLE * 2);
+        assert_eq!(kept.len(), 0, "expired");
+        assert!(names(&dir).is_empty(), "its temporary file removed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -249,6 +249,7 @@ mod tests {
     fn the_sweep_thread_reports_and_stops() {
         let d = scratch("thread");
         std::fs::write(d.join(temp_name_of(DEAD, 1)), b"").unwrap();
+        std::fs::write(d.join(temp_name_of(DEAD, 2)), b"").unwrap();
         let root = rfs::open(&d, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let mut sweep = Sweep::start(root).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -256,7 +257,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(sweep.removed(), Some(1));
+        assert_eq!(sweep.removed(), Some(2));
         sweep.stop();
         sweep.stop();
         std::fs::remove_dir_all(&d).unwrap();
