@@ -294,6 +294,8 @@ d1\t00014D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             named(&["mlx5_1", "mlx5_0"]).unwrap(),
             [peer([10, 77, 1, 1]), peer([10, 77, 0, 1])]
         );
+        // This machine's devices: none is called that.
+        assert!(device_addrs(&["rdmaft-no-such-device".to_owned()]).is_err());
         let err = named(&["mlx5_0", "mlx5_3"]).unwrap_err().to_string();
         assert!(err.contains("mlx5_3") && err.contains("mlx5_2"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

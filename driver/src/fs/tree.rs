@@ -658,6 +658,30 @@ mod tests {
         fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A link goes only if its name and target fit one header (4048 bytes together) and
+    /// the target is one a header may carry (not empty); every other kind always fits.
+    #[test]
+    fn a_link_fits_a_header_only_with_its_name() {
+        let max = rdmaft_protocol::MAX_LINK_TARGET;
+        let entry = |kind, name: &str, target: Vec<u8>| SourceEntry {
+            path: PathBuf::from(name),
+            name: name.to_owned(),
+            kind,
+            size: target.len() as u64,
+            mode: 0o777,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            target,
+        };
+        let link = |name: &str, len: usize| entry(EntryKind::Symlink, name, vec![b'x'; len]);
+        assert!(link("l", max).header_fits());
+        assert!(!link("l", max + 1).header_fits());
+        assert!(link("ll", max - 1).header_fits());
+        assert!(!link("ll", max).header_fits());
+        assert!(!link("l", 0).header_fits(), "an empty target");
+        assert!(entry(EntryKind::File, "f", Vec::new()).header_fits());
+    }
+
     #[test]
     fn names_in_the_receivers_temporary_space_are_skipped_with_the_reason() {
         let d = scratch("reserved");
