@@ -17,6 +17,28 @@ fn hello_of(p: &Params, nonce: [u8; 16]) -> [u8; HELLO_LEN] {
     b
 }
 
+/// An agreement of 4 KiB chunks, a window of 4, 4 open files and a 1 s keepalive.
+fn negotiated() -> Negotiated {
+    let ctrl = min_ctrl_depth(4);
+    Negotiated {
+        features: Features::empty(),
+        flags: AcceptFlags::empty(),
+        chunk_size: 4096,
+        window: 4,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        max_open_files: 4,
+        keepalive_ms: 1000,
+        ring: RingInfo {
+            addr: 0x10000,
+            len: 4 * 4096 + u64::from(ctrl) * 4096,
+            rkey: 1,
+        },
+        sender_proof: None,
+        group: 0,
+    }
+}
+
 /// A toy keyed MAC: enough to tell proofs over different bytes apart.
 struct Key(u8);
 
@@ -154,24 +176,7 @@ fn the_nonces_given_go_into_the_handshake_and_its_proofs() {
 // spec-test: [live.keepalive]
 fn a_sender_sends_no_keepalive_after_its_goodbye() {
     let t = |ms: u64| Instant::from_nanos(ms * 1_000_000);
-    let ctrl = min_ctrl_depth(4);
-    let neg = Negotiated {
-        features: Features::empty(),
-        flags: AcceptFlags::empty(),
-        chunk_size: 4096,
-        window: 4,
-        sender_ctrl_depth: ctrl,
-        receiver_ctrl_depth: ctrl,
-        max_open_files: 4,
-        keepalive_ms: 1000,
-        ring: RingInfo {
-            addr: 0x10000,
-            len: 4 * 4096 + u64::from(ctrl) * 4096,
-            rkey: 1,
-        },
-        sender_proof: None,
-        group: 0,
-    };
+    let neg = negotiated();
     let mut s = Sender::new(neg, Config::default(), ArrayStorage::<4, 64>::new(), t(0)).unwrap();
     let mut buf = [0u8; CTRL_MSG_MAX];
     let mut written = |s: &mut Sender<ArrayStorage<4, 64>>, now| {
@@ -208,24 +213,7 @@ fn an_error_of_an_unknown_code_is_carried() {
     };
     let n = msg.encode(0, &mut buf).unwrap();
     assert_eq!(Control::decode(&buf[..n]), Ok((0, msg)));
-    let ctrl = min_ctrl_depth(4);
-    let neg = Negotiated {
-        features: Features::empty(),
-        flags: AcceptFlags::empty(),
-        chunk_size: 4096,
-        window: 4,
-        sender_ctrl_depth: ctrl,
-        receiver_ctrl_depth: ctrl,
-        max_open_files: 4,
-        keepalive_ms: 1000,
-        ring: RingInfo {
-            addr: 0x10000,
-            len: 4 * 4096 + u64::from(ctrl) * 4096,
-            rkey: 1,
-        },
-        sender_proof: None,
-        group: 0,
-    };
+    let neg = negotiated();
     let now = Instant::from_nanos(1_000_000);
     let mut r = Receiver::new(neg, Config::default(), ArrayStorage::<4, 64>::new(), now).unwrap();
     let i = r
