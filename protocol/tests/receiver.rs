@@ -1698,3 +1698,88 @@ fn a_delete_needs_delete_agreed_and_is_answered_pruned() {
     // Closed: the name is free again.
     assert_eq!(r.ctrl(dir(2)), Ok(None));
 }
+
+/// The bytes of a plain empty file's header named `name`.
+fn header_bytes_named(name: &str) -> Vec<u8> {
+    msg(header(1, 0, name), 0)
+}
+
+/// Writes `bytes` into a fresh receiver as its first control message; returns why the
+/// name was refused, after checking that the session failed (error sent, `Failed`, ended).
+fn refused_name(bytes: &[u8]) -> NameError {
+    let mut r = Receiver::new(
+        negotiated(4, Features::all() - Features::AUTH_PSK),
+        Config::default(),
+        Store::new(),
+        t(0),
+    )
+    .unwrap();
+    r.handle_write(t(1), Imm::control(0).encode(), bytes.len() as u32)
+        .unwrap();
+    let res = r.handle_control(t(1), bytes);
+    let Err(Error::Violation(v @ Violation::Decode(DecodeError::InvalidName(why)))) = res else {
+        panic!("{res:?}");
+    };
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let (mut error_sent, mut failed) = (false, false);
+    while let Some(out) = r.poll_output(t(1), &mut buf) {
+        match out {
+            ReceiverOutput::Transmit(n) => {
+                error_sent |= matches!(
+                    Control::decode(&buf[..n]),
+                    Ok((_, Control::Error { code, detail, .. }))
+                        if code == v.error_code() && detail == v.code()
+                );
+            }
+            ReceiverOutput::Event(e) => {
+                failed |= e == ReceiverEvent::Failed(Failure::Violation(v));
+            }
+        }
+    }
+    assert!(error_sent && failed && r.is_ended(), "{why:?}");
+    why
+}
+
+/// [name.valid]: every kind of bad name in a header fails the receiver's session
+/// (`InvalidName`), not only the file.
+#[test]
+// spec-test: [name.valid]
+fn a_header_with_a_bad_name_fails_the_receivers_session() {
+    let long = "a".repeat(MAX_NAME_LEN + 1);
+    let long_component = format!("d/{}", "a".repeat(MAX_COMPONENT_LEN + 1));
+    for (name, why) in [
+        ("", NameError::Empty),
+        (long.as_str(), NameError::TooLong),
+        (long_component.as_str(), NameError::TooLong),
+        ("a\u{1}b", NameError::Control),
+        ("a\u{7f}", NameError::Control),
+        ("/etc/passwd", NameError::Absolute),
+        ("a//b", NameError::EmptyComponent),
+        ("a/./b", NameError::EmptyComponent),
+        ("a/../b", NameError::ParentDir),
+    ] {
+        assert_eq!(refused_name(&header_bytes_named(name)), why, "{name:?}");
+    }
+    // Not UTF-8: a header's name bytes patched after encoding.
+    let mut bytes = header_bytes_named("ab");
+    let at = bytes.len() - 2;
+    bytes[at] = 0xff;
+    assert_eq!(refused_name(&bytes), NameError::NotUtf8);
+    // The longest name and component are fine.
+    let mut longest = vec![b'a'; MAX_NAME_LEN];
+    for i in (MAX_COMPONENT_LEN..MAX_NAME_LEN).step_by(MAX_COMPONENT_LEN + 1) {
+        longest[i] = b'/';
+    }
+    let longest = String::from_utf8(longest).unwrap();
+    let mut r = Receiver::new(
+        negotiated(4, Features::all() - Features::AUTH_PSK),
+        Config::default(),
+        Store::new(),
+        t(0),
+    )
+    .unwrap();
+    let bytes = header_bytes_named(&longest);
+    r.handle_write(t(1), Imm::control(0).encode(), bytes.len() as u32)
+        .unwrap();
+    assert!(r.handle_control(t(1), &bytes).unwrap().is_some());
+}
