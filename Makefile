@@ -87,7 +87,8 @@ capi-rasan:
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
 # engine's hand-off core, the loopback link's waits with the engines' loop, the permits,
-# the lanes' shared work queue, the receiver's transfer groups, the send handle's wait,
+# the lanes' shared work queue, the receiver's transfer groups and connection registry,
+# the send handle's wait,
 # cancel and drop, the C API contexts' lifecycle, hence the capi feature): every interleaving within two
 # preemptions, release mode, its own target directory (the cfg changes every dependency's
 # build).

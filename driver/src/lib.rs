@@ -41,6 +41,7 @@ mod api;
 #[cfg(feature = "capi")]
 #[allow(unsafe_code)]
 pub mod capi;
+mod connections;
 mod deadline;
 mod digest;
 mod engine;

@@ -9,6 +9,7 @@
 //! [`Receiver::failure`](super::recv::Receiver::failure) says why.
 
 use super::recv::{ConnectionCallback, ReceiverOptions};
+use crate::connections::{Connections, NotStarted};
 use crate::engine::recv::{self as engine, ConnectionReport, Handshake};
 use crate::engine::verbs_link::VerbsRecvLink;
 use crate::error::Error;
@@ -21,7 +22,6 @@ use crate::verbs::Pages;
 use rdmaft_protocol::RejectReason;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Connections that may be in their handshake at once: each holds a registered ring before
@@ -45,7 +45,8 @@ pub(crate) struct Shared {
     pub(crate) options: Mutex<ReceiverOptions>,
     pub(crate) dest: Arc<Destination>,
     pub(crate) stop: Arc<Stop>,
-    pub(crate) connections: Mutex<Vec<JoinHandle<()>>>,
+    /// The connections' threads.
+    pub(crate) connections: Connections,
     /// Connections between their request and their sender's key proof.
     pub(crate) handshakes: Arc<Permits>,
     /// Open files across all connections (file descriptors).
@@ -200,7 +201,7 @@ fn admit(request: Request, shared: &Arc<Shared>) {
         let _ = request.reject(RejectReason::SHUTTING_DOWN);
         return;
     }
-    let running = lock(&shared.connections).len();
+    let running = shared.connections.running();
     let max = lock(&shared.options).max_connections;
     if running >= max {
         let why = format!("{max} connections are being served already");
@@ -245,18 +246,21 @@ fn admit(request: Request, shared: &Arc<Shared>) {
         limit: wait,
     };
     let s = Arc::clone(shared);
-    let spawned = std::thread::Builder::new()
-        .name("rdmaft-connection".into())
-        .spawn(move || connection(request, handshake, s));
-    match spawned {
-        Ok(t) => {
-            lock(&shared.connections).push(t);
+    match shared
+        .connections
+        .start((request, handshake), move |(r, h)| connection(r, h, s))
+    {
+        Ok(()) => {
             shared
                 .admitted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // The request went down with the closure: the sender sees a refusal.
-        Err(e) => report(
+        // A stop came while the handshake slot was awaited.
+        Err(NotStarted::Stopping((request, _))) => {
+            let _ = request.reject(RejectReason::SHUTTING_DOWN);
+        }
+        // The request went down with the job: the sender sees a refusal.
+        Err(NotStarted::NoThread(e)) => report(
             shared,
             ConnectionReport::refused(
                 String::new(),
@@ -278,13 +282,7 @@ fn is_allowed(shared: &Shared, peer: Option<SocketAddr>) -> bool {
 /// split files kept for a resume past their time.
 fn reap(shared: &Shared) {
     shared.groups.expire_kept();
-    let mut threads = lock(&shared.connections);
-    let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
-    *threads = running;
-    drop(threads);
-    for t in done {
-        let _ = t.join();
-    }
+    shared.connections.reap();
 }
 
 /// One connection, on its own thread: handshake, then the engine (which gives the
@@ -396,7 +394,7 @@ mod tests {
             options: Mutex::new(options),
             dest: Arc::new(Destination::open(dir, DestOptions::default()).unwrap()),
             stop: Arc::new(Stop::new()),
-            connections: Mutex::new(Vec::new()),
+            connections: Connections::new(),
             handshakes: Permits::new(MAX_HANDSHAKES),
             open_files: Permits::new(16),
             failure: Mutex::new(None),

@@ -333,7 +333,7 @@ impl Receiver {
             options: Mutex::new(options),
             dest: Arc::new(dest),
             stop: Arc::new(Stop::new()),
-            connections: Mutex::new(Vec::new()),
+            connections: crate::connections::Connections::new(),
             handshakes: Permits::new(MAX_HANDSHAKES),
             failure: Mutex::new(None),
             written: Arc::default(),
@@ -381,10 +381,7 @@ impl Receiver {
 
     /// Connections being served now (their handshake or their session under way).
     pub fn active_connections(&self) -> usize {
-        lock(&self.shared.connections)
-            .iter()
-            .filter(|t| !t.is_finished())
-            .count()
+        self.shared.connections.running()
     }
 
     /// Files that may be open at once across all connections.
@@ -472,12 +469,7 @@ impl Receiver {
                 let _ = t.join();
             }
         }
-        let threads: Vec<_> = lock(&self.shared.connections).drain(..).collect();
-        for t in threads {
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
-        }
+        self.shared.connections.stop();
     }
 }
 
