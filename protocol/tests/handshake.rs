@@ -9,9 +9,21 @@ fn params(chunk: u32, window: u32) -> Params {
 }
 
 fn hello_of(p: &Params) -> [u8; HELLO_LEN] {
+    hello_with(p, [5; 16])
+}
+
+fn hello_with(p: &Params, nonce: [u8; 16]) -> [u8; HELLO_LEN] {
     let mut b = [0u8; HELLO_LEN];
-    p.hello([5; 16]).encode(&mut b).unwrap();
+    p.hello(nonce).encode(&mut b).unwrap();
     b
+}
+
+/// 4 KiB chunks, a window of 8, and `features`.
+fn featured(features: Features) -> Params {
+    Params {
+        features,
+        ..params(4096, 8)
+    }
 }
 
 /// Keyed BLAKE3-like stand-in: a toy keyed mixer (the driver uses real BLAKE3).
@@ -948,4 +960,125 @@ fn lanes_open_a_group_and_join_it_by_number() {
         Some(RejectReason::MALFORMED)
     );
     assert_eq!(Params { group: 1, ..plain }.check(), Err(ParamError::Group));
+}
+
+/// A feature bit this crate does not know.
+const UNKNOWN: u32 = 1 << 31;
+
+/// [hs.unknown-bits] A hello's feature bit the receiver does not know is dropped: the decoded
+/// hello does not carry it, and the agreement has none even with a receiver whose own
+/// features were built with that bit in them.
+#[test]
+// spec-test: [hs.unknown-bits]
+fn a_hellos_unknown_feature_bits_are_dropped_from_the_agreement() {
+    assert!(
+        Features::from_bits(UNKNOWN).is_none(),
+        "bit 31 must be unknown"
+    );
+    let known = Features::all() - Features::AUTH_PSK;
+    let mut hello = hello_with(&featured(known), [0; 16]);
+    hello[8] |= 0x80;
+    assert_eq!(HelloRepr::decode(&hello).unwrap().features, known);
+    let receiver = featured(Features::from_bits_retain(known.bits() | UNKNOWN));
+    let agreed = negotiate(&hello, &receiver).unwrap();
+    assert_eq!(agreed.features.bits() & UNKNOWN, 0);
+    assert_eq!(agreed.features, known);
+}
+
+/// [hs.ring-limit] A ring limit above 64 GiB counts as 64 GiB: a receiver whose own
+/// `chunk × window` is 128 GiB agrees to nothing even with no limit of its own, and one of
+/// exactly 64 GiB agrees.
+#[test]
+// spec-test: [hs.ring-limit]
+fn a_ring_limit_above_64_gib_counts_as_64_gib() {
+    let unlimited = Params {
+        max_ring_bytes: u64::MAX,
+        ..Params::new(Features::RESUME, 2 << 20, MAX_WINDOW)
+    };
+    assert_eq!(unlimited.check(), Err(ParamError::RingTooLarge));
+    let hello = hello_with(&unlimited, [0; 16]);
+    assert_eq!(
+        negotiate(&hello, &unlimited).map(|_| ()),
+        Err(RejectReason::MISCONFIGURED)
+    );
+    let at_limit = Params {
+        chunk_size: 1 << 20,
+        ..unlimited
+    };
+    let agreed = negotiate(&hello, &at_limit).unwrap();
+    assert_eq!(
+        u64::from(agreed.chunk_size) * u64::from(agreed.window),
+        MAX_RING_BYTES
+    );
+}
+
+/// [hs.ctrl-depth] A receiver offers no control depth of its own outside
+/// `max_open_files + 8 ..= 4128`: with one it agrees to nothing (`MISCONFIGURED`), and with a
+/// valid one the depth stays in range for the agreed (smaller) open-file limit.
+#[test]
+// spec-test: [hs.ctrl-depth]
+fn a_receiver_offers_no_control_depth_outside_the_range() {
+    let hello = hello_with(&featured(Features::RESUME), [0; 16]);
+    let ok = featured(Features::RESUME);
+    for ctrl_depth in [min_ctrl_depth(ok.max_open_files) - 1, MAX_CTRL_DEPTH + 1] {
+        let receiver = Params { ctrl_depth, ..ok };
+        assert_eq!(
+            negotiate(&hello, &receiver).map(|_| ()),
+            Err(RejectReason::MISCONFIGURED),
+            "depth {ctrl_depth}"
+        );
+    }
+    let sender = Params {
+        max_open_files: 2,
+        ctrl_depth: min_ctrl_depth(2),
+        ..ok
+    };
+    let agreed = negotiate(&hello_with(&sender, [0; 16]), &ok).unwrap();
+    assert_eq!(agreed.max_open_files, 2);
+    assert!((min_ctrl_depth(2)..=MAX_CTRL_DEPTH).contains(&agreed.receiver_ctrl_depth));
+}
+
+/// [psk.fresh-nonce] The nonces given go on the wire with `AUTH_PSK`: the hello carries the
+/// sender's, the accept the receiver's (zero when `AUTH_PSK` is not agreed), and the proofs
+/// cover them, so another nonce gives other proofs.
+#[test]
+// spec-test: [psk.fresh-nonce]
+fn the_nonces_given_go_into_the_handshake_and_its_proofs() {
+    let keyed = featured(Features::RESUME | Features::AUTH_PSK);
+    let hello = hello_with(&keyed, [1; 16]);
+    assert_eq!(HelloRepr::decode(&hello).unwrap().nonce, [1; 16]);
+    let agreed = negotiate(&hello, &keyed).unwrap();
+    let ring = RingInfo {
+        addr: 0x10_0000,
+        len: agreed.ring_len(),
+        rkey: 3,
+    };
+    let accept = |nonce: [u8; 16], key: Option<&dyn Mac>, agreed: &Agreed| {
+        let (neg, reply) = agreed.accept(ring, nonce, key, 0).unwrap();
+        let mut b = [0u8; ACCEPT_LEN];
+        reply.encode(&mut b).unwrap();
+        let HandshakeReply::Accept(a) = reply else {
+            panic!("an accept")
+        };
+        (neg, a, b)
+    };
+    let (neg_a, a, bytes_a) = accept([2; 16], Some(&Key(1)), &agreed);
+    assert_eq!(a.nonce, [2; 16]);
+    let (neg_b, b, _) = accept([3; 16], Some(&Key(1)), &agreed);
+    assert_eq!(b.nonce, [3; 16]);
+    assert_ne!(a.proof, b.proof, "the receiver's proof covers its nonce");
+    assert_ne!(neg_a.sender_proof, neg_b.sender_proof);
+    let sender = check_reply(&bytes_a, &keyed, &hello, Some(&Key(1))).unwrap();
+    assert_eq!(sender.sender_proof, neg_a.sender_proof);
+    let mut other_hello = hello;
+    other_hello[32..48].copy_from_slice(&[4; 16]);
+    assert_eq!(
+        check_reply(&bytes_a, &keyed, &other_hello, Some(&Key(1))),
+        Err(HandshakeError::Invalid(ReplyError::BadProof)),
+        "the proofs cover the sender's nonce"
+    );
+    let plain = featured(Features::RESUME);
+    let agreed = negotiate(&hello_with(&plain, [0; 16]), &plain).unwrap();
+    let (_, a, _) = accept([2; 16], None, &agreed);
+    assert_eq!(a.nonce, [0; 16], "no nonce without AUTH_PSK");
 }

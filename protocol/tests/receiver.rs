@@ -1783,3 +1783,52 @@ fn a_header_with_a_bad_name_fails_the_receivers_session() {
         .unwrap();
     assert!(r.handle_control(t(1), &bytes).unwrap().is_some());
 }
+
+/// [batch.one] A batch is one message for the receiver's acks, and its slot counts as
+/// processed only after its last inner message: an answer sent between the batch's two
+/// headers reports nothing processed yet, the one after them reports one message.
+#[test]
+// spec-test: [batch.one]
+fn a_batch_is_reported_processed_once_after_its_last_message() {
+    let mut r = Rx::new(negotiated(4, Features::BATCH));
+    let bytes = r.announce_batch(&[header(1, 0, "a"), header(2, 0, "b")]);
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    // The ack field of the next message the receiver sends.
+    let mut next_ack = |r: &mut Receiver<Store>| match r.poll_output(t(1), &mut buf) {
+        Some(ReceiverOutput::Transmit(len)) => Control::decode(&buf[..len]).unwrap().0,
+        other => panic!("expected a message, got {other:?}"),
+    };
+    for (id, ack) in [(1, 0), (2, 1)] {
+        let offer = r.r.handle_control(t(1), &bytes).unwrap().unwrap();
+        assert_eq!(offer.header.file_id, id);
+        r.r.answer_file(t(1), id, FileAnswer::Reject(FileRejectReason::EXISTS))
+            .unwrap();
+        assert_eq!(next_ack(&mut r.r), ack, "the answer to file {id}");
+    }
+    assert!(!r.r.control_pending());
+}
+
+// ---- errors ----
+
+/// [error.codes] An Error of a code this crate does not know decodes with that code and its
+/// detail, and goes to the receiver's failure as sent.
+#[test]
+// spec-test: [error.codes]
+fn an_error_of_an_unknown_code_is_carried() {
+    let code = ErrorCode(0xbeef);
+    assert_eq!(code.name(), None, "0xbeef must be unknown");
+    let error = Control::Error {
+        code,
+        detail: 0x1234,
+        text: "from the future",
+    };
+    assert_eq!(Control::decode(&msg(error, 0)), Ok((0, error)));
+    let mut r = Rx::new(negotiated(4, Features::empty()));
+    assert_eq!(r.ctrl(error), Ok(None));
+    assert!(
+        matches!(r.events.last(), Some(ReceiverEvent::Failed(Failure::PeerAborted(c, 0x1234, text)))
+            if *c == code && text.as_str() == "from the future"),
+        "{:?}",
+        r.events
+    );
+}

@@ -1431,3 +1431,69 @@ fn a_pruned_directory_ends_at_its_answer() {
         Err(UsageError::InvalidMetadata(Field::Flags).into())
     );
 }
+
+// ---- the sequence space and liveness ----
+
+/// [data.seq-space] Every accepted file of `i64::MAX` bytes takes 2⁵¹ sequence numbers: the
+/// session's 2⁶² are used up by 2,048 of them (each aborted, so that the next can be offered),
+/// and the sender fails on the accept of one more (`SeqSpaceExhausted`).
+#[test]
+// spec-test: [data.seq-space]
+fn a_sender_fails_on_an_accept_past_the_sequence_space() {
+    let mut tx = Tx::new(negotiated(4, Features::empty()));
+    let size = i64::MAX as u64;
+    let limit = MAX_SESSION_CHUNKS / size.div_ceil(C);
+    assert_eq!(limit, 2048);
+    for id in 0..=limit {
+        tx.s.start_file(t(1), &info(id, size, "f")).unwrap();
+        tx.drain();
+        tx.s.abort_file(t(1), id, AbortReason::READ_ERROR).unwrap();
+        let res = tx.recv(Control::FileAnswer {
+            file_id: id,
+            answer: FileAnswer::Accept { offset: 0 },
+        });
+        if id == limit {
+            return tx.assert_failed(res, Violation::SeqSpaceExhausted);
+        }
+        res.unwrap();
+        let got = tx.drain();
+        assert!(
+            got.iter()
+                .any(|o| matches!(o, Out::Ctrl(wire::MsgKind::FileAbort, _))),
+            "file {id}: {got:?}"
+        );
+        tx.recv(Control::FileResult {
+            file_id: id,
+            status: FileStatus::ABORTED,
+        })
+        .unwrap();
+        tx.drain();
+        assert_eq!(tx.s.open_files(), 0, "file {id}");
+    }
+    unreachable!("the loop returns at the limit");
+}
+
+/// [live.keepalive] A sender sends no keepalive after its Goodbye, however long the
+/// receiver's Goodbye takes (no idle timeout set), and asks for no timer.
+#[test]
+// spec-test: [live.keepalive]
+fn a_sender_sends_no_keepalive_after_its_goodbye() {
+    let mut tx = Tx::new(negotiated(4, Features::empty()));
+    let written = |tx: &mut Tx, ms| -> Vec<wire::MsgKind> {
+        tx.drain_at(t(ms))
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Ctrl(kind, _) => Some(kind),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(written(&mut tx, 1000), [wire::MsgKind::KeepAlive]);
+    tx.s.close(t(1500)).unwrap();
+    assert_eq!(written(&mut tx, 1500), [wire::MsgKind::Goodbye]);
+    assert_eq!(tx.s.poll_timeout(), None, "no keepalive is due");
+    for ms in [2500, 10_000, 100_000] {
+        assert_eq!(written(&mut tx, ms), [], "at {ms} ms");
+    }
+    assert!(!tx.s.is_ended(), "still waiting for the receiver's Goodbye");
+}
