@@ -762,6 +762,34 @@ mod tests {
         fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A name that is not UTF-8 is reported by the shard its wire name would go to, as a
+    /// sendable entry of that name would be: the skips spread over the shards like the
+    /// entries do.
+    #[test]
+    fn a_name_that_is_not_utf8_is_reported_by_the_shard_of_its_would_be_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = scratch("raw-names");
+        let t = d.join("tree");
+        fs::create_dir_all(&t).unwrap();
+        let raws: Vec<Vec<u8>> = (0..6)
+            .map(|i| [format!("raw{i}").as_bytes(), &[0xff]].concat())
+            .collect();
+        for raw in &raws {
+            fs::write(t.join(OsStr::from_bytes(raw)), b"x").unwrap();
+        }
+        let shares = shares(&[t], 3);
+        for raw in &raws {
+            let wire = [b"tree/".as_slice(), raw].concat();
+            let shown = String::from_utf8_lossy(raw).into_owned();
+            for (i, (_, skipped)) in (0u32..).zip(&shares) {
+                let reported = skipped.iter().any(|(n, _)| *n == shown);
+                let owner = Shard::new(i, 3).unwrap().takes_bytes(&wire, None);
+                assert_eq!(reported, owner, "{shown:?} in shard {i}");
+            }
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_root_without_a_name_is_reported_by_shard_0() {
         let shares = shares(&[PathBuf::from("/")], 3);
