@@ -2,7 +2,8 @@
 //! machine (it polls completions, feeds them in order, drains `poll_output`, posts), and an
 //! I/O thread beside it moves file data between the page cache and the slots ([`send`]: the
 //! reader; [`recv`]: the writer). The two hand slots to each other through the mailboxes of
-//! [`crate::handoff`].
+//! [`crate::handoff`], in [`io_thread`], which also lets the engine run a small file's jobs
+//! itself while its I/O thread is idle.
 //!
 //! The engine is written against a small interface of what a connection does on the wire
 //! ([`SendLink`], [`RecvLink`]), implemented over verbs ([`verbs_link`]) and, for tests and
@@ -24,6 +25,7 @@
 
 #[cfg(test)]
 mod hostile_receiver;
+mod io_thread;
 pub(crate) mod loopback;
 #[cfg(feature = "internals")]
 pub mod raw_peer;

@@ -2,8 +2,8 @@
 //! state machine → answers, credits, results) and the writer thread beside it (the file
 //! layer: temporary file, write from the ring, digest, verify, publish).
 
+use super::io_thread::{self, IoThread, INLINE_MAX};
 use super::round::{self, CtrlScratch, Round};
-use super::send::{BATCH_BYTES, RESULT_BATCH};
 use super::{Clock, RecvCompletion, RecvLink, Ring, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::compare::{Compared, SyncEntry};
@@ -12,7 +12,7 @@ use crate::fs::direct::{self, AlignedBuf};
 use crate::fs::prune::OfferedNames;
 use crate::fs::split::SplitFile;
 use crate::groups::Group;
-use crate::handoff::{Mailbox, Stop};
+use crate::handoff::Stop;
 use crate::permits::{Permit, Permits};
 use crate::report::list_failure;
 use crate::Error;
@@ -926,32 +926,24 @@ fn rehash(temp: &TempFile, kind: DigestKind) -> io::Result<Digest> {
     }
 }
 
-/// The writer thread: serves jobs in order until its mailbox closes, then removes what
-/// unfinished files left behind.
-///
-/// Results go back in batches as the reader's do ([`RESULT_BATCH`], [`BATCH_BYTES`]).
-/// The writer thread: serves jobs in order until the mailbox closes; returns how many files
-/// it wrote with `O_DIRECT`.
-fn writer(mut w: Writer, jobs: Arc<Mailbox<WriteJob>>, done: Arc<Mailbox<WriteDone>>) -> u64 {
-    let mut out = Vec::with_capacity(RESULT_BATCH + 1);
-    while let Some(first) = jobs.pop() {
-        let mut job = Some(first);
-        let mut bytes = 0u64;
-        while let Some(j) = job {
-            if let WriteJob::Chunk { len, .. } = &j {
-                bytes += u64::from(*len);
-            }
-            out.extend(w.job(j));
-            job = if out.len() < RESULT_BATCH && bytes < BATCH_BYTES {
-                jobs.try_pop()
-            } else {
-                None
-            };
-        }
-        if done.push_all(&mut out).is_err() {
-            break;
-        }
+/// The writer's hand-off: jobs in, results back (small ones run by the engine itself).
+type WriterIo = IoThread<Writer, WriteJob, WriteDone>;
+
+fn run_write(w: &mut Writer, job: WriteJob, out: &mut Vec<WriteDone>) {
+    out.extend(w.job(job));
+}
+
+/// File bytes a job of the writer moves (for its batches).
+fn write_bytes(job: &WriteJob) -> u64 {
+    match job {
+        WriteJob::Chunk { len, .. } => u64::from(*len),
+        _ => 0,
     }
+}
+
+/// The writer thread's end: what unfinished files left behind is removed (or kept for a
+/// resume); how many files it wrote with `O_DIRECT`.
+fn writer_finish(w: &mut Writer) -> u64 {
     w.discard_all();
     w.direct_files
 }
@@ -1023,8 +1015,6 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
             return report;
         }
     };
-    let jobs = Arc::new(Mailbox::new(None));
-    let done = Arc::new(Mailbox::new(Some(link.waker())));
     setup.stop.register(link.waker());
     // With DELETE, the names offered per directory: a group's lanes share them.
     let names = neg.features.contains(Features::DELETE).then(|| {
@@ -1047,11 +1037,12 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         resume: neg.features.contains(rdmaft_protocol::Features::RESUME),
         written: Arc::clone(&setup.written),
     };
+    let io: WriterIo = IoThread::new(writer_state, Some(link.waker()));
     let writer_thread = {
-        let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
+        let shared = io.shared();
         std::thread::Builder::new()
             .name("rdmaft-writer".into())
-            .spawn(move || writer(writer_state, jobs, done))
+            .spawn(move || io_thread::serve(&shared, run_write, write_bytes, writer_finish))
     };
     let writer_thread = match writer_thread {
         Ok(t) => t,
@@ -1067,10 +1058,10 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         link,
         machine,
         clock,
-        jobs: Arc::clone(&jobs),
-        staged: Vec::new(),
+        io,
+        inline_complete: !setup.dest.options().fsync,
+        resume: neg.features.contains(Features::RESUME),
         ctrl: CtrlScratch::default(),
-        done: Arc::clone(&done),
         sent: 0,
         offers: HashMap::new(),
         setup,
@@ -1080,9 +1071,9 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         names,
     };
     let outcome = engine.run();
-    jobs.close();
+    engine.io.close();
     let direct_files = writer_thread.join().unwrap_or(0);
-    done.close();
+    engine.io.close_results();
     let mut report = engine.finish(outcome);
     report.direct_files = direct_files;
     report
@@ -1094,13 +1085,16 @@ struct Engine<L: RecvLink> {
     ring: Arc<dyn Ring>,
     machine: Receiver<VecStorage>,
     clock: Clock,
-    jobs: Arc<Mailbox<WriteJob>>,
-    /// Jobs for the writer from this round, handed over together at its end.
-    staged: Vec<WriteJob>,
+    /// The hand-off to the writer thread.
+    io: WriterIo,
+    /// Small files may be published by the engine itself (not with `--fsync`, whose syncs
+    /// would hold the wire up).
+    inline_complete: bool,
+    /// `RESUME` agreed: an offer may take over (and hash) a kept partial file.
+    resume: bool,
     /// The buffer control messages are encoded into and copied out of the ring into (see
     /// `drain`).
     ctrl: CtrlScratch,
-    done: Arc<Mailbox<WriteDone>>,
     /// Messages sent (the send buffer of message `n` is `n mod depth`).
     sent: u64,
     /// Entries offered whose outcome is not known yet.
@@ -1156,7 +1150,7 @@ impl<L: RecvLink> Round for Engine<L> {
     }
 
     fn io_result(&mut self) -> Result<bool, Error> {
-        match self.done.try_pop() {
+        match self.io.next_result() {
             Some(d) => self.writer_done(d).map(|()| true),
             None => Ok(false),
         }
@@ -1177,10 +1171,23 @@ impl<L: RecvLink> Round for Engine<L> {
         })
     }
 
-    fn hand_over(&mut self) -> Result<(), Error> {
-        self.jobs
-            .push_all(&mut self.staged)
-            .map_err(|()| Error::ThreadPanicked("writer"))
+    fn hand_over(&mut self) -> Result<bool, Error> {
+        let (offers, inline_complete, resume) = (&self.offers, self.inline_complete, self.resume);
+        let small = |job: &WriteJob| match job {
+            // Without a sync comparison (it reads the file here) and not a part (it may
+            // hash what an earlier session kept); a file that may be resumed only if small.
+            WriteJob::Offer(o) => {
+                o.sync.is_none() && o.part.is_none() && (o.size <= INLINE_MAX || !resume)
+            }
+            WriteJob::Chunk { len, .. } => u64::from(*len) <= INLINE_MAX,
+            WriteJob::Complete { file_id, .. } => {
+                inline_complete && offers.get(file_id).is_some_and(|f| f.size <= INLINE_MAX)
+            }
+            WriteJob::Drop { .. } => true,
+        };
+        self.io
+            .hand_over(small, run_write)
+            .map_err(|_| Error::ThreadPanicked("writer"))
     }
 
     fn wait(&mut self) -> Result<(), Error> {
@@ -1301,7 +1308,7 @@ impl<L: RecvLink> Engine<L> {
 
     /// Stages `job` for the writer; the round's jobs go together at its end (one wake-up).
     fn push(&mut self, job: WriteJob) -> Result<(), Error> {
-        self.staged.push(job);
+        self.io.stage(job);
         Ok(())
     }
 

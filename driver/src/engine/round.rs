@@ -6,8 +6,9 @@
 //! (each followed by a drain for its events); then the role's end of round (the sender
 //! offers the files the results made room for), uncork and drain, so that with `BATCH`
 //! what the round produced leaves together; then time, a link that went down, the jobs
-//! staged for the I/O thread (one hand-over, one wake-up), and a wait only when the round
-//! brought nothing.
+//! staged for the I/O thread (one hand-over, one wake-up; or run by the engine itself when
+//! they are small and the thread idle, see `io_thread`), and a wait only when the round
+//! brought nothing and no result is ready.
 
 use crate::Error;
 use rdmaft_protocol::{CtrlBuf, CTRL_MSG_MAX};
@@ -36,8 +37,9 @@ pub(crate) trait Round {
     fn tick(&mut self);
     /// The error that ends the loop when the link went down under a live session.
     fn link_lost(&mut self) -> Option<Error>;
-    /// Hands the round's staged jobs to the I/O thread.
-    fn hand_over(&mut self) -> Result<(), Error>;
+    /// Hands the round's staged jobs to the I/O thread (or runs small ones itself);
+    /// `true` when results are ready without waiting.
+    fn hand_over(&mut self) -> Result<bool, Error>;
     /// Sleeps until the link or the I/O thread wakes it, or the machine's next deadline.
     fn wait(&mut self) -> Result<(), Error>;
 }
@@ -70,8 +72,8 @@ pub(crate) fn run<R: Round>(r: &mut R) -> Result<(), Error> {
         if let Some(e) = r.link_lost() {
             return Err(e);
         }
-        r.hand_over()?;
-        if !busy {
+        let ready = r.hand_over()?;
+        if !busy && !ready {
             r.wait()?;
         }
     }

@@ -1,13 +1,14 @@
 //! The sender's engine: the connection thread's loop (walk → offer → read → post → results)
 //! and the reader thread beside it (open, `pread` into the slot, digest).
 
+use super::io_thread::{self, IoThread, INLINE_MAX};
 use super::round::{self, CtrlScratch, Round};
 use super::work::{Ended, Next, Work, WorkItem};
 use super::{Clock, SendCompletion, SendLink, CLOSE_GRACE, IDLE_WAIT};
 use crate::digest::Digester;
 use crate::fs::direct;
 use crate::fs::tree::SourceEntry;
-use crate::handoff::{Mailbox, Stop};
+use crate::handoff::Stop;
 use crate::verbs::Slot;
 use crate::Error;
 use rdmaft_protocol::{
@@ -339,40 +340,36 @@ struct Source {
     digest: Digester,
 }
 
-/// Results an I/O thread hands back at most at once: it keeps its results while more work
-/// is queued (one wake-up of the engine per batch, not per file) and hands them over when
-/// its queue runs dry or the batch is this long, so the engine never waits on a busy one.
-pub(crate) const RESULT_BATCH: usize = 32;
-/// File bytes an I/O thread moves before it hands its results back whatever else is
-/// queued: batching pays for small files, but holding a finished chunk back while the
-/// next ones are read (or written) would stop the wire and the disk overlapping for
-/// large ones.
-pub(crate) const BATCH_BYTES: u64 = 128 << 10;
+/// The reader's state: the sources it has open.
+#[derive(Default)]
+struct Reader {
+    sources: HashMap<u64, Source>,
+}
 
-/// The reader thread: serves jobs in order until the mailbox closes.
-fn reader(jobs: Arc<Mailbox<ReadJob>>, done: Arc<Mailbox<ReadDone>>) {
-    let mut sources: HashMap<u64, Source> = HashMap::new();
-    let mut out = Vec::with_capacity(RESULT_BATCH);
-    while let Some(first) = jobs.pop() {
-        let mut job = Some(first);
-        let mut bytes = 0u64;
-        while let Some(j) = job {
-            match &j {
-                ReadJob::Read { len, .. } => bytes += u64::from(*len),
-                ReadJob::Digest { entry, .. } => bytes += entry.size,
-                ReadJob::Open { .. } => {}
-            }
-            out.push(read_job(&mut sources, j));
-            job = if out.len() < RESULT_BATCH && bytes < BATCH_BYTES {
-                jobs.try_pop()
-            } else {
-                None
-            };
-        }
-        if done.push_all(&mut out).is_err() {
-            return;
-        }
+/// The reader's hand-off: jobs in, results back (small ones run by the engine itself).
+type ReaderIo = IoThread<Reader, ReadJob, ReadDone>;
+
+/// File bytes a job of the reader moves (for its batches).
+fn read_bytes(job: &ReadJob) -> u64 {
+    match job {
+        ReadJob::Read { len, .. } => u64::from(*len),
+        ReadJob::Digest { entry, .. } => entry.size,
+        ReadJob::Open { .. } => 0,
     }
+}
+
+/// Whether the engine may run `job` itself (see `io_thread`): a small file's open and its
+/// reads; never a whole-file digest.
+fn is_small_read(job: &ReadJob) -> bool {
+    match job {
+        ReadJob::Open { item, .. } => item.data_len() <= INLINE_MAX,
+        ReadJob::Read { len, .. } => u64::from(*len) <= INLINE_MAX,
+        ReadJob::Digest { .. } => false,
+    }
+}
+
+fn run_read(reader: &mut Reader, job: ReadJob, out: &mut Vec<ReadDone>) {
+    out.push(read_job(&mut reader.sources, job));
 }
 
 /// Serves one job of the reader.
@@ -615,14 +612,13 @@ pub(crate) fn run<L: SendLink>(
             .warnings
             .push("the receiver does not take symbolic links (LINKS): links were skipped".into());
     }
-    let jobs = Arc::new(Mailbox::new(None));
-    let done = Arc::new(Mailbox::new(Some(link.waker())));
+    let io: ReaderIo = IoThread::new(Reader::default(), Some(link.waker()));
     setup.stop.register(link.waker());
     let reader_thread = {
-        let (jobs, done) = (Arc::clone(&jobs), Arc::clone(&done));
+        let shared = io.shared();
         std::thread::Builder::new()
             .name("rdmaft-reader".into())
-            .spawn(move || reader(jobs, done))
+            .spawn(move || io_thread::serve(&shared, run_read, read_bytes, |_| ()))
     };
     let reader_thread = match reader_thread {
         Ok(t) => t,
@@ -636,10 +632,8 @@ pub(crate) fn run<L: SendLink>(
         machine,
         clock,
         slots: slots.into_iter().map(Some).collect(),
-        jobs: Arc::clone(&jobs),
-        staged: Vec::new(),
+        io,
         ctrl: CtrlScratch::default(),
-        done: Arc::clone(&done),
         closing: false,
         held: None,
         deletes: deletes && neg.features.contains(Features::DELETE),
@@ -656,8 +650,8 @@ pub(crate) fn run<L: SendLink>(
         cancelled: false,
     };
     let outcome = engine.run();
-    jobs.close();
-    done.close();
+    engine.io.close();
+    engine.io.close_results();
     let _ = reader_thread.join();
     engine.finish(outcome, started)
 }
@@ -677,12 +671,10 @@ struct Engine<L: SendLink> {
     clock: Clock,
     /// Slot `i`, when the engine holds it (the reader has the others).
     slots: Vec<Option<Slot>>,
-    jobs: Arc<Mailbox<ReadJob>>,
-    /// Jobs for the reader from this round, handed over together at its end.
-    staged: Vec<ReadJob>,
+    /// The hand-off to the reader thread.
+    io: ReaderIo,
     /// The buffer control messages are encoded into (see `drain`).
     ctrl: CtrlScratch,
-    done: Arc<Mailbox<ReadDone>>,
     /// The session's goodbye was started: the work has nothing more for this lane.
     closing: bool,
     /// An item taken but not offered yet (its name is still open, or no room).
@@ -741,7 +733,7 @@ impl<L: SendLink> Round for Engine<L> {
     }
 
     fn io_result(&mut self) -> Result<bool, Error> {
-        match self.done.try_pop() {
+        match self.io.next_result() {
             Some(d) => self.read_done(d).map(|()| true),
             None => Ok(false),
         }
@@ -763,9 +755,9 @@ impl<L: SendLink> Round for Engine<L> {
         })
     }
 
-    fn hand_over(&mut self) -> Result<(), Error> {
-        self.jobs
-            .push_all(&mut self.staged)
+    fn hand_over(&mut self) -> Result<bool, Error> {
+        self.io
+            .hand_over(is_small_read, run_read)
             .map_err(|_| Error::ThreadPanicked("reader"))
     }
 
@@ -795,7 +787,7 @@ impl<L: SendLink> Engine<L> {
                         let key = self.next_digest_key;
                         self.next_digest_key += 1;
                         let (entry, kind) = (item.entry.clone(), self.digest);
-                        self.staged.push(ReadJob::Digest { key, entry, kind });
+                        self.io.stage(ReadJob::Digest { key, entry, kind });
                         self.digesting.insert(key, item);
                         continue;
                     }
@@ -1032,7 +1024,7 @@ impl<L: SendLink> Engine<L> {
                         offset: r.file_offset,
                         len: r.len,
                     };
-                    self.staged.push(job);
+                    self.io.stage(job);
                 }
                 SenderOutput::Write(w) => {
                     let slot = self.slots[w.slot as usize].as_ref().ok_or_else(|| {
@@ -1071,7 +1063,7 @@ impl<L: SendLink> Engine<L> {
                         kind: self.digest,
                         direct: self.setup.direct,
                     };
-                    self.staged.push(job);
+                    self.io.stage(job);
                 }
                 Ok(())
             }
