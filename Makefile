@@ -8,7 +8,7 @@ SHELL := bash
 FUZZ_SECONDS ?= 30
 SOFTROCE_RUN := tests/softroce/run
 
-.PHONY: deps test spec publishable miri verify tsan capi-rasan loom fuzz mutants mutants-driver capi install bench softroce-test demo
+.PHONY: deps test spec publishable miri verify tsan capi-rasan loom fuzz mutants mutants-driver mutants-capi capi install bench softroce-test demo
 
 deps:
 	@scripts/install-deps.sh
@@ -196,6 +196,17 @@ mutants-driver:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
 	cargo mutants --package rdmaft --features capi $(MUTANTS_DRIVER_FILES) -o target/mutants-driver \
 	    $(MUTANTS_DRIVER_ARGS) -- --lib --test loopback --test sync --test spec_entries
+
+# Mutation testing of the C API's argument handling, statuses and contexts (driver/src/capi)
+# and the defaults both sides share (api/defaults.rs), against the driver's unit tests (the
+# C API's run with a stand-in job; the C programs themselves run in the VM). Results in
+# target/mutants-capi/mutants.out; the survivors in driver/MUTANTS.md.
+MUTANTS_CAPI_FILES := $(foreach f,callback handle mod recv send,--file driver/src/capi/$(f).rs) \
+    --file driver/src/api/defaults.rs
+mutants-capi:
+	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	cargo mutants --package rdmaft --features capi $(MUTANTS_CAPI_FILES) -o target/mutants-capi \
+	    $(MUTANTS_DRIVER_ARGS) -- --lib
 
 # Build the Soft-RoCE test binary on the host, run it inside the VM (the whole suite gets
 # 25 minutes: about 10 on an idle 2-core host, more when it is shared)

@@ -461,6 +461,15 @@ static void two_stops_from_two_callbacks(const char *src, const char *work_dir)
         fail("4: start_recv: %s", rdmaft_last_error());
         return;
     }
+    /* A running receiver's buffer size: the default for 0, then what a reset gives every
+     * running receiver (and back to the default). */
+    if (rdmaft_recv_buffer_size(ctx) != (size_t)1 << 20)
+        fail("4: a receiver started with buffer size 0 offers %zu, not 1 MiB",
+             rdmaft_recv_buffer_size(ctx));
+    rdmaft_reset_recv_buffer_size(65536);
+    if (rdmaft_recv_buffer_size(ctx) != 65536)
+        fail("4: after a reset to 64 KiB the receiver offers %zu", rdmaft_recv_buffer_size(ctx));
+    rdmaft_reset_recv_buffer_size(0);
     /* Small chunks, so small rings: under ThreadSanitizer in the emulated VM, registering
      * two default 16 MiB rings at once can outlast the senders' 10 s handshake limit. */
     struct rdmaft_send_client_context *s1 = rdmaft_start_send(addr, ports[1], x1, CHUNK, NULL);

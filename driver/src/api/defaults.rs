@@ -22,7 +22,11 @@ pub const MAX_DEFAULT_LANES: u16 = 8;
 /// are left to the application and the kernel), at least one, at most
 /// [`MAX_DEFAULT_LANES`].
 pub fn default_lanes() -> u16 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    lanes_for_cores(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// [`default_lanes`] on a machine of `cores` cores.
+fn lanes_for_cores(cores: usize) -> u16 {
     u16::try_from(cores / 4)
         .unwrap_or(MAX_DEFAULT_LANES)
         .clamp(1, MAX_DEFAULT_LANES)
@@ -33,4 +37,44 @@ pub(crate) fn keepalive_for(idle: Duration) -> u32 {
     u32::try_from((idle / 8).as_millis())
         .unwrap_or(u32::MAX)
         .clamp(1, 2000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdmaft_protocol::{Features, Params};
+
+    #[test]
+    fn the_default_sizes_make_a_proposal_the_protocol_accepts() {
+        let p = Params::new(Features::empty(), DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW);
+        assert_eq!(p.check(), Ok(()));
+        // A part is whole chunks, at least one.
+        let chunk = u64::from(DEFAULT_CHUNK_SIZE);
+        assert!(DEFAULT_PART_SIZE >= chunk && DEFAULT_PART_SIZE % chunk == 0);
+    }
+
+    #[test]
+    fn one_lane_per_four_cores_from_one_to_the_most() {
+        for (cores, lanes) in [
+            (0, 1),
+            (1, 1),
+            (4, 1),
+            (8, 2),
+            (13, 3),
+            (32, 8),
+            (usize::MAX, 8),
+        ] {
+            assert_eq!(lanes_for_cores(cores), lanes, "{cores} cores");
+        }
+        let here = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(default_lanes(), lanes_for_cores(here));
+    }
+
+    #[test]
+    fn the_keepalive_is_an_eighth_of_the_idle_timeout_within_bounds() {
+        assert_eq!(keepalive_for(Duration::from_secs(8)), 1000);
+        assert_eq!(keepalive_for(Duration::from_secs(30)), 2000, "at most 2 s");
+        assert_eq!(keepalive_for(Duration::from_millis(4)), 1, "at least 1 ms");
+        assert_eq!(keepalive_for(Duration::MAX), 2000);
+    }
 }

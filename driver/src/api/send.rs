@@ -428,7 +428,7 @@ fn run_send(
 impl SendHandle {
     /// Runs `job` (the whole send) on a thread of its own; the handle waits for its
     /// result, cancels it through the stop it is given, and reads the progress it keeps.
-    fn spawn(
+    pub(crate) fn spawn(
         job: impl FnOnce(Arc<Progress>, Arc<Stop>) -> Result<SendReport, Error> + Send + 'static,
     ) -> Result<SendHandle, Error> {
         let progress = Arc::new(Progress::default());

@@ -178,6 +178,42 @@ mod tests {
         .unwrap();
     }
 
+    /// Each kind of library error reaches C as the status its documentation promises.
+    #[test]
+    fn library_errors_map_to_their_statuses() {
+        use crate::Error as E;
+        let timeout = E::Timeout {
+            what: "the accept".into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        let lost = E::ConnectionLost {
+            peer: "10.0.0.1".into(),
+            detail: "gone".into(),
+        };
+        let file = E::file(
+            "source file",
+            std::path::Path::new("/x"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        for (e, status) in [
+            (E::invalid("rdmaft_start_send", "bad"), RDMAFT_EINVAL),
+            (E::Check("window".into()), RDMAFT_EINVAL),
+            (timeout, RDMAFT_ECONNECT),
+            (file, RDMAFT_EFILE),
+            (lost, RDMAFT_EUNFINISHED),
+            (E::Cancelled, RDMAFT_EUNFINISHED),
+            (E::NoDevices, RDMAFT_ESYSTEM),
+        ] {
+            assert_eq!(status_of(&e), status, "{e}");
+        }
+    }
+
+    #[test]
+    fn names_reach_c_whole_with_interior_nuls_replaced() {
+        assert_eq!(c_name("dir/file").to_bytes(), b"dir/file");
+        assert_eq!(c_name("a\0b").to_bytes(), b"a?b");
+    }
+
     #[test]
     fn every_status_has_a_text() {
         for s in RDMAFT_OK..=RDMAFT_ESYSTEM {

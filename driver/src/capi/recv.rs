@@ -271,4 +271,22 @@ mod tests {
         assert!(ctx.is_null());
         rdmaft_stop_recv(std::ptr::null_mut());
     }
+
+    #[test]
+    fn each_entry_outcome_has_its_status() {
+        use rdmaft_protocol::{Changes, FileRejectReason, FileStatus};
+        for (outcome, status) in [
+            (ReceivedOutcome::Received, RDMAFT_OK),
+            (ReceivedOutcome::InSync(Changes::empty()), RDMAFT_OK),
+            (ReceivedOutcome::WouldReceive(Changes::NEW), RDMAFT_OK),
+            (
+                ReceivedOutcome::Rejected(FileRejectReason::EXISTS),
+                RDMAFT_EREJECTED,
+            ),
+            (ReceivedOutcome::Failed(FileStatus::IO), RDMAFT_EFAILED),
+            (ReceivedOutcome::Unfinished, RDMAFT_EUNFINISHED),
+        ] {
+            assert_eq!(entry_status(&outcome), status, "{outcome:?}");
+        }
+    }
 }

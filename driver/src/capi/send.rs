@@ -507,6 +507,58 @@ mod tests {
         assert_eq!(report_status(&refused).0, RDMAFT_EREJECTED);
     }
 
+    /// A send with no entries to send succeeds unless its session failed.
+    #[test]
+    fn an_empty_send_succeeds_only_without_an_error() {
+        assert_eq!(report_status(&report(&[], None, true)).0, RDMAFT_OK);
+        let failed = report(&[], Some("peer aborted: shutting down"), true);
+        assert_eq!(report_status(&failed).0, RDMAFT_EUNFINISHED);
+    }
+
+    /// A wait joins the send and gives its status; one from the send's own callback does
+    /// not wait (the send could not end while its callback waits for it).
+    #[test]
+    fn a_send_job_is_waited_for_except_from_its_own_callback() {
+        let job = |error: Option<&'static str>| {
+            SendJob(
+                SendHandle::spawn(move |_, _| Ok(report(&[FileOutcome::Sent], error, true)))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(job(None).join(false), Some((RDMAFT_OK, String::new())));
+        let cut = report(&[FileOutcome::Sent], Some("connection lost"), false);
+        let failed = SendJob(SendHandle::spawn(move |_, _| Ok(cut)).unwrap());
+        assert_eq!(failed.join(false).map(|(s, _)| s), Some(RDMAFT_EUNFINISHED));
+        assert_eq!(job(None).join(true), None, "from a callback");
+    }
+
+    /// The `_ex` callback hears each file's name, its status and the caller's pointer.
+    #[test]
+    fn the_status_callback_hears_each_file_with_its_status_and_pointer() {
+        static HEARD: std::sync::Mutex<Vec<(String, c_int, usize)>> =
+            std::sync::Mutex::new(Vec::new());
+        extern "C" fn cb(name: *const c_char, status: c_int, user: *mut c_void) {
+            // SAFETY: the callback gets a valid NUL-terminated name for the call.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) };
+            let name = name.to_string_lossy().into_owned();
+            HEARD.lock().unwrap().push((name, status, user as usize));
+        }
+        assert!(status_callback(None, std::ptr::null_mut()).is_none());
+        let make = status_callback(Some(cb), 42usize as *mut c_void).expect("a callback");
+        let token = Registry::<SendJob>::new(SEND_TOKENS).mint().unwrap();
+        let on_file = make(token, crate::capi::handle::Gate::new());
+        let mut failed = report(
+            &[FileOutcome::Failed(rdmaft_protocol::FileStatus::IO)],
+            None,
+            true,
+        );
+        let mut file = failed.failures.remove(0);
+        file.path = "dir/f".into();
+        on_file(&file);
+        let heard = HEARD.lock().unwrap().clone();
+        assert_eq!(heard, [("dir/f".to_owned(), RDMAFT_EFAILED, 42)]);
+    }
+
     #[test]
     fn a_send_that_ended_before_the_walk_did_is_not_a_success() {
         // Every file reached arrived, then the session broke: the rest were never reached.

@@ -147,3 +147,22 @@ fn a_stop_from_the_jobs_own_thread_lets_it_go() {
     assert_eq!(registry.wait(token, false), Waited::Unknown);
     assert_eq!((work.cancels(), work.joins()), (1, 1));
 }
+
+/// A running job is reached by `with_running` and `for_each_running`; a stopped one is not.
+#[test]
+fn only_running_jobs_are_reached() {
+    let f = one(|w| {
+        w.wait_cancelled();
+        "cancelled"
+    });
+    assert_eq!(f.registry.with_running(f.token, |_| 7), Some(7));
+    let mut reached = 0;
+    f.registry.for_each_running(|_| reached += 1);
+    assert_eq!(reached, 1);
+    assert!(format!("{:?}", f.registry).contains("live: 1"));
+    assert_eq!(f.registry.stop(f.token, false), Stopped::Now);
+    assert_eq!(f.registry.with_running(f.token, |_| 7), None);
+    f.registry.for_each_running(|_| reached += 1);
+    assert_eq!(reached, 1, "a stopped job is not reached");
+    assert!(format!("{:?}", f.registry).contains("live: 0"));
+}
