@@ -430,6 +430,11 @@ fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
     fs::write(t.join("d/scratch.tmp"), b"tmp").unwrap();
     fs::create_dir_all(t.join("build/obj")).unwrap();
     fs::write(t.join("build/obj/x.o"), b"o").unwrap();
+    // Those writes made `t` and `t/d` "now", which the receiver's copies also are while
+    // files are published into them: give the source its sample times back.
+    for dir in ["d", ""] {
+        set_mtime(&t.join(dir), 1_600_000_100);
+    }
     // The receiver has an excluded name already, and something the source lost.
     fs::create_dir_all(dest.join("t/d")).unwrap();
     fs::write(dest.join("t/d/old.tmp"), b"keep me").unwrap();
@@ -437,7 +442,7 @@ fn excluded_entries_are_not_sent_and_their_copies_are_not_deleted() {
     fs::write(dest.join("t/d/e/gone"), b"delete me").unwrap();
     // Made within the same clock tick as the source's, the receiver's directories could have
     // their mtimes to the nanosecond and count as in sync: make them older.
-    for dir in ["t", "t/d"] {
+    for dir in ["t", "t/d", "t/d/e"] {
         set_mtime(&dest.join(dir), 1_000_000_000);
     }
     let send = SendOptions {
