@@ -189,6 +189,10 @@ mod tests {
     #[test]
     fn small_jobs_run_here_while_the_thread_is_idle_and_results_keep_order() {
         let mut io = io();
+        assert!(
+            !io.hand_over(small, run).unwrap(),
+            "nothing staged, nothing ready"
+        );
         io.stage(2);
         io.stage(4);
         assert!(io.hand_over(small, run).unwrap(), "results ready at once");
@@ -213,6 +217,10 @@ mod tests {
         assert_eq!(io.next_result(), Some(5));
         assert_eq!(io.next_result(), Some(6));
         assert_eq!(io.next_result(), None);
+        // The thread handed every result back: small jobs run here again.
+        io.stage(8);
+        assert!(io.hand_over(small, run).unwrap());
+        assert_eq!(io.next_result(), Some(8));
     }
 }
 

@@ -642,6 +642,152 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// A file of three parts (4 KiB each), handed to lanes 0, 1, 1 and resolved part by
+    /// part with `outcomes` (and their changes): the file's one report's outcome and changes.
+    fn split_file(outcomes: [(FileOutcome, Changes); 3]) -> (FileOutcome, Changes) {
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        let d = scratch(&format!("split-{}", RUN.fetch_add(1, Ordering::SeqCst)));
+        std::fs::write(d.join("t/sub/big"), vec![1u8; 3 * 4096]).unwrap();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&reports);
+        let on_file: FileCallback = Arc::new(move |f: &FileReport| {
+            r.lock().unwrap().push((f.outcome.clone(), f.changes));
+        });
+        let work = Work::new(
+            Walk::new(vec![d.join("t/sub/big")]),
+            Some(Splitting { shift: 12 }),
+            Arc::new(Progress::default()),
+            Some(on_file),
+        );
+        let waker: Waker = Arc::new(Counter::default());
+        assert!(!work.walk_finished());
+        let first = item(work.next(0, &waker));
+        assert!(
+            !work.report(Vec::new()).walk_finished,
+            "two parts still queued"
+        );
+        let parts: Vec<_> = [
+            first,
+            item(work.next(1, &waker)),
+            item(work.next(1, &waker)),
+        ]
+        .into();
+        assert_eq!(
+            (work.taken_by(0), work.taken_by(1), work.taken_by(2)),
+            (1, 2, 0)
+        );
+        assert!(matches!(work.next(0, &waker), Next::Done));
+        assert!(work.walk_finished(), "every part handed out");
+        for (part, (outcome, changes)) in parts.into_iter().zip(outcomes) {
+            assert!(
+                reports.lock().unwrap().is_empty(),
+                "one report, after the last part"
+            );
+            let deleted = 0;
+            work.resolved(
+                part,
+                Ended {
+                    outcome,
+                    changes,
+                    deleted,
+                },
+            );
+        }
+        let report = work.report(vec![SendReport::empty()]);
+        assert!(report.walk_finished);
+        assert_eq!(report.counts.total(), 1, "one file, however many parts");
+        assert!(lock(&work.state).splits.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+        let got = reports.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        got[0].clone()
+    }
+
+    /// A split file's outcome from its parts': sent when all were; in sync (or listed by a
+    /// dry run) when none was sent, with every part's changes; a failure when some were in
+    /// sync and others sent (the receiver's file changed between its answers), or the first
+    /// failing part's.
+    #[test]
+    fn a_split_files_outcome_gathers_its_parts() {
+        use FileOutcome::*;
+        let none = Changes::empty();
+        let sent = |c| (Sent, c);
+        assert_eq!(split_file([sent(none), sent(none), sent(none)]).0, Sent);
+        let in_sync = (InSync(none), none);
+        let r = split_file([in_sync.clone(), in_sync.clone(), in_sync.clone()]);
+        assert_eq!(r, (InSync(none), none));
+        let r = split_file([
+            in_sync.clone(),
+            (InSync(Changes::MODE), none),
+            in_sync.clone(),
+        ]);
+        assert_eq!(
+            r,
+            (InSync(Changes::MODE), Changes::MODE),
+            "a part's changes count"
+        );
+        let would = (WouldSend(Changes::CONTENT), Changes::SIZE);
+        let r = split_file([in_sync.clone(), would.clone(), would.clone()]);
+        let both = Changes::CONTENT | Changes::SIZE;
+        assert_eq!(r, (WouldSend(both), both), "a dry run lists the file");
+        let r = split_file([in_sync.clone(), sent(none), sent(Changes::MTIME)]);
+        assert_eq!(
+            r,
+            (Failed(FileStatus::IO), Changes::MTIME),
+            "part in sync, part sent: no whole file"
+        );
+        let r = split_file([
+            sent(none),
+            (Failed(FileStatus::DIGEST_MISMATCH), none),
+            (Failed(FileStatus::IO), none),
+        ]);
+        assert_eq!(
+            r.0,
+            Failed(FileStatus::DIGEST_MISMATCH),
+            "the first failure"
+        );
+        let r = split_file([would.clone(), sent(none), sent(none)]);
+        assert_eq!(
+            r.0,
+            Failed(FileStatus::IO),
+            "listed and sent: no whole file"
+        );
+    }
+
+    /// A file's callback runs marked as this transfer's (a wait from there must not join
+    /// the lanes), and only while it runs.
+    #[test]
+    fn a_callback_knows_it_is_the_transfers_own() {
+        let d = scratch("callback");
+        std::fs::write(d.join("t/sub/f"), b"x").unwrap();
+        let progress = Arc::new(Progress::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (p, s) = (Arc::clone(&progress), Arc::clone(&seen));
+        let other = Arc::new(Progress::default());
+        let on_file: FileCallback = Arc::new(move |_: &FileReport| {
+            s.lock()
+                .unwrap()
+                .push((in_callback_of(&p), in_callback_of(&other)));
+        });
+        let work = Work::new(
+            Walk::new(vec![d.join("t/sub/f")]),
+            None,
+            Arc::clone(&progress),
+            Some(on_file),
+        );
+        let waker: Waker = Arc::new(Counter::default());
+        let f = item(work.next(0, &waker));
+        assert!(!in_callback_of(&progress), "not before");
+        work.resolved(f, FileOutcome::Sent.into());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(true, false)],
+            "this transfer's, not another's"
+        );
+        assert!(!in_callback_of(&progress), "not after");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     // spec-test: [lanes.dir-order]
     fn files_after_a_directory_flow_while_it_waits_for_its_own() {
