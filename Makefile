@@ -86,12 +86,11 @@ capi-rasan:
 	$(SOFTROCE_RUN) scripts/capi-rasan.sh
 
 # Model-check the driver's concurrent structures with loom (every `loom_tests` module: the
-# engine's hand-off core, the loopback link's waits with the engines' loop, the permits,
-# the lanes' shared work queue, the receiver's transfer groups and connection registry,
-# the send handle's wait,
-# cancel and drop, the C API contexts' lifecycle, hence the capi feature): every interleaving within two
-# preemptions, release mode, its own target directory (the cfg changes every dependency's
-# build).
+# engine's hand-off core and its I/O-thread hand-off, the loopback link's waits with the
+# engines' loop, the permits, the lanes' shared work queue, the receiver's transfer groups
+# and connection registry, the send handle's wait, cancel and drop, the C API contexts'
+# lifecycle, hence the capi feature): every interleaving within two preemptions, release
+# mode, its own target directory (the cfg changes every dependency's build).
 loom:
 	RUSTFLAGS="--cfg rdmaft_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 	    cargo test --release -p rdmaft --features capi --lib loom_tests

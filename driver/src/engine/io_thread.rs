@@ -21,12 +21,12 @@ use std::collections::VecDeque;
 /// Results an I/O thread hands back at most at once: it keeps its results while more work
 /// is queued (one wake-up of the engine per batch, not per file) and hands them over when
 /// its queue runs dry or the batch is this long, so the engine never waits on a busy one.
-pub(crate) const RESULT_BATCH: usize = 32;
+const RESULT_BATCH: usize = 32;
 /// File bytes an I/O thread moves before it hands its results back whatever else is
 /// queued: batching pays for small files, but holding a finished chunk back while the
 /// next ones are read (or written) would stop the wire and the disk overlapping for
 /// large ones.
-pub(crate) const BATCH_BYTES: u64 = 128 << 10;
+const BATCH_BYTES: u64 = 128 << 10;
 /// The most file bytes a job the engine runs itself may move (a file's open or publish
 /// counts its size): small enough that the wire never waits on it.
 pub(crate) const INLINE_MAX: u64 = 64 << 10;

@@ -1059,8 +1059,6 @@ pub(crate) fn serve<L: RecvLink>(link: L, neg: Negotiated, setup: RecvSetup) -> 
         machine,
         clock,
         io,
-        inline_complete: !setup.dest.options().fsync,
-        resume: neg.features.contains(Features::RESUME),
         ctrl: CtrlScratch::default(),
         sent: 0,
         offers: HashMap::new(),
@@ -1087,11 +1085,6 @@ struct Engine<L: RecvLink> {
     clock: Clock,
     /// The hand-off to the writer thread.
     io: WriterIo,
-    /// Small files may be published by the engine itself (not with `--fsync`, whose syncs
-    /// would hold the wire up).
-    inline_complete: bool,
-    /// `RESUME` agreed: an offer may take over (and hash) a kept partial file.
-    resume: bool,
     /// The buffer control messages are encoded into and copied out of the ring into (see
     /// `drain`).
     ctrl: CtrlScratch,
@@ -1172,7 +1165,15 @@ impl<L: RecvLink> Round for Engine<L> {
     }
 
     fn hand_over(&mut self) -> Result<bool, Error> {
-        let (offers, inline_complete, resume) = (&self.offers, self.inline_complete, self.resume);
+        let offers = &self.offers;
+        // Not with `--fsync`: its syncs would hold the wire up.
+        let inline_complete = !self.setup.dest.options().fsync;
+        // With `RESUME` an offer may take over (and hash) a kept partial file.
+        let resume = self
+            .machine
+            .negotiated()
+            .features
+            .contains(Features::RESUME);
         let small = |job: &WriteJob| match job {
             // Without a sync comparison (it reads the file here) and not a part (it may
             // hash what an earlier session kept); a file that may be resumed only if small.
