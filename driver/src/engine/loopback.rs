@@ -10,7 +10,7 @@ use super::{RecvCompletion, RecvLink, Ring, SendCompletion, SendLink};
 use crate::handoff::{Wake, Waker};
 use crate::key::Key;
 use crate::session::ACK_RECEIVES;
-use crate::sync::{lock, Condvar, Mutex};
+use crate::sync::{lock, AtomicBool, Condvar, Mutex, Ordering};
 use crate::verbs::{Slot, SlotArea};
 use crate::Error;
 use rdmaft_protocol::wire::{ACCEPT_LEN, HELLO_LEN};
@@ -41,6 +41,9 @@ const RING_ADDR: u64 = 0x1000_0000;
 pub(crate) struct LoopWake {
     state: Mutex<WakeState>,
     cv: Condvar,
+    /// `state.pending` as last written under the lock, read without it by the spin that
+    /// comes before a sleep.
+    posted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -57,11 +60,14 @@ impl LoopWake {
                 sleeping: false,
             }),
             cv: Condvar::new(),
+            posted: AtomicBool::new(false),
         }
     }
 
     /// Sleeps until a wake is pending (taking it) or `timeout` passes.
     fn sleep(&self, timeout: Duration) {
+        #[cfg(not(rdmaft_loom))]
+        self.spin(timeout);
         let deadline = std::time::Instant::now() + timeout;
         let mut state = lock(&self.state);
         while !state.pending {
@@ -77,14 +83,34 @@ impl LoopWake {
             state.sleeping = false;
         }
         state.pending = false;
+        self.posted.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits up to [`SPIN`] (within `timeout`) for a wake without sleeping: a peer that
+    /// answers within microseconds then finds this thread awake and posts no futex wake,
+    /// and this thread is not switched out and back in. Only shortens the sleep after it,
+    /// which still decides under the lock.
+    #[cfg(not(rdmaft_loom))]
+    fn spin(&self, timeout: Duration) {
+        let until = std::time::Instant::now() + SPIN.min(timeout);
+        while !self.posted.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
     }
 }
+
+/// How long a sleep first spins: longer than the peer takes to answer a round of small
+/// files (the small-files bench, 20,000 × 4 KiB, went from 0.216–0.224 to 0.195–0.209 s,
+/// medians of 10 runs, three alternated pairs of builds).
+#[cfg(not(rdmaft_loom))]
+const SPIN: Duration = Duration::from_micros(50);
 
 impl Wake for LoopWake {
     fn wake(&self) {
         let mut state = lock(&self.state);
         let sleeping = state.sleeping && !state.pending;
         state.pending = true;
+        self.posted.store(true, Ordering::Relaxed);
         drop(state);
         if sleeping {
             self.cv.notify_all();
