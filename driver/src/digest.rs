@@ -5,28 +5,40 @@
 use rdmaft_protocol::{Digest, DigestKind};
 
 /// A digest being computed over a file's bytes, in order.
+///
+/// The streaming state is made only when a file's bytes come in more than one piece: a small
+/// file's single chunk is hashed in one call ([`update_last`](Self::update_last)), without
+/// allocating and setting up a state for it (which showed in the small-files profile).
 pub(crate) enum Digester {
     None,
-    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
-    Blake3(Box<blake3::Hasher>),
+    /// XXH3-128 over the bytes so far (`None`: none yet).
+    Xxh3(Option<Box<xxhash_rust::xxh3::Xxh3>>),
+    /// BLAKE3 over the bytes so far (`None`: none yet).
+    Blake3(Option<Box<blake3::Hasher>>),
+    /// The digest of all the bytes, which came in one piece.
+    Whole(Digest),
+    /// Bytes came after all of them had: a caller's mistake, which must not pass for a
+    /// digest (it finishes as [`Digest::NONE`], which matches no agreed kind).
+    Spoiled,
 }
 
 impl Digester {
     pub(crate) fn new(kind: DigestKind) -> Self {
         match kind {
             DigestKind::None => Digester::None,
-            DigestKind::Xxh3_128 => Digester::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3::new())),
+            DigestKind::Xxh3_128 => Digester::Xxh3(None),
             // spec: [digest.exact]
-            DigestKind::Blake3 => Digester::Blake3(Box::new(blake3::Hasher::new())),
+            DigestKind::Blake3 => Digester::Blake3(None),
         }
     }
 
     /// The kind being computed.
     pub(crate) fn kind(&self) -> DigestKind {
         match self {
-            Digester::None => DigestKind::None,
+            Digester::None | Digester::Spoiled => DigestKind::None,
             Digester::Xxh3(_) => DigestKind::Xxh3_128,
             Digester::Blake3(_) => DigestKind::Blake3,
+            Digester::Whole(d) => d.kind,
         }
     }
 
@@ -61,21 +73,50 @@ impl Digester {
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
-            Digester::None => {}
-            Digester::Xxh3(h) => h.update(bytes),
+            Digester::None | Digester::Spoiled => {}
+            Digester::Xxh3(h) => h
+                .get_or_insert_with(|| Box::new(xxhash_rust::xxh3::Xxh3::new()))
+                .update(bytes),
             Digester::Blake3(h) => {
-                h.update(bytes);
+                h.get_or_insert_with(|| Box::new(blake3::Hasher::new()))
+                    .update(bytes);
             }
+            Digester::Whole(_) => *self = Digester::Spoiled,
         }
+    }
+
+    /// Adds the last of the bytes: when they are all of them (none came before), hashed in
+    /// one call.
+    pub(crate) fn update_last(&mut self, bytes: &[u8]) {
+        let whole = match self {
+            Digester::Xxh3(None) => Digest::new(
+                DigestKind::Xxh3_128,
+                &xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes(),
+            ),
+            Digester::Blake3(None) => {
+                Digest::new(DigestKind::Blake3, blake3::hash(bytes).as_bytes())
+            }
+            _ => return self.update(bytes),
+        };
+        // The lengths match the kinds by construction.
+        *self = whole.map_or(Digester::Spoiled, Digester::Whole);
     }
 
     /// The digest of everything given so far.
     pub(crate) fn finish(&self) -> Digest {
         let digest = match self {
-            Digester::None => return Digest::NONE,
+            Digester::None | Digester::Spoiled => return Digest::NONE,
+            Digester::Whole(d) => return *d,
             // spec: [digest.exact]
-            Digester::Xxh3(h) => Digest::new(DigestKind::Xxh3_128, &h.digest128().to_be_bytes()),
-            Digester::Blake3(h) => Digest::new(DigestKind::Blake3, h.finalize().as_bytes()),
+            Digester::Xxh3(None) => Digest::new(
+                DigestKind::Xxh3_128,
+                &xxhash_rust::xxh3::xxh3_128(&[]).to_be_bytes(),
+            ),
+            Digester::Xxh3(Some(h)) => {
+                Digest::new(DigestKind::Xxh3_128, &h.digest128().to_be_bytes())
+            }
+            Digester::Blake3(None) => Digest::new(DigestKind::Blake3, blake3::hash(&[]).as_bytes()),
+            Digester::Blake3(Some(h)) => Digest::new(DigestKind::Blake3, h.finalize().as_bytes()),
         };
         // The lengths match the kinds by construction.
         digest.unwrap_or(Digest::NONE)
@@ -88,6 +129,8 @@ impl std::fmt::Debug for Digester {
             Digester::None => "Digester::None",
             Digester::Xxh3(_) => "Digester::Xxh3",
             Digester::Blake3(_) => "Digester::Blake3",
+            Digester::Whole(_) => "Digester::Whole",
+            Digester::Spoiled => "Digester::Spoiled",
         })
     }
 }
@@ -138,6 +181,33 @@ mod tests {
             let whole = digest(kind, &[&data]);
             let parts = digest(kind, &[&data[..1], &data[1..4096], &data[4096..]]);
             assert_eq!(whole, parts, "{kind:?}");
+            // The last piece: in one call when it is all of it, streamed after others.
+            let mut last = Digester::new(kind);
+            last.update_last(&data);
+            assert!(matches!(last, Digester::Whole(_)), "{kind:?}");
+            assert_eq!(last.finish(), whole, "{kind:?}");
+            assert_eq!(last.kind(), kind);
+            let mut after = Digester::new(kind);
+            after.update(&data[..4096]);
+            after.update_last(&data[4096..]);
+            assert_eq!(after.finish(), whole, "{kind:?}");
+            // Nothing given: the digest of no bytes.
+            assert_eq!(
+                Digester::new(kind).finish(),
+                digest(kind, &[b""]),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_last_spoil_the_digest() {
+        for kind in [DigestKind::Xxh3_128, DigestKind::Blake3] {
+            let mut d = Digester::new(kind);
+            d.update_last(b"all of it");
+            d.update(b"and more");
+            assert_eq!(d.kind(), DigestKind::None);
+            assert_eq!(d.finish(), Digest::NONE);
         }
     }
 }

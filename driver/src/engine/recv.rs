@@ -665,7 +665,11 @@ impl Writer {
             .copy_out(ring_offset, buf)
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|()| {
-                t.digest.update(buf);
+                if file_offset + u64::from(len) == t.size {
+                    t.digest.update_last(buf);
+                } else {
+                    t.digest.update(buf);
+                }
                 match (&t.temp, &t.split) {
                     (Some(temp), _) => {
                         // Direct writes need an aligned length: a short last chunk goes

@@ -509,10 +509,11 @@ fn read_chunk(
             ),
             _ => (AbortReason::READ_ERROR, e.to_string()),
         })?;
-    src.digest.update(slot.bytes());
     if at + u64::from(len) < src.end {
+        src.digest.update(slot.bytes());
         return Ok(None);
     }
+    src.digest.update_last(slot.bytes());
     // The last chunk: the file must still be what the header said.
     let meta = src
         .file
