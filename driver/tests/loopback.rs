@@ -234,7 +234,7 @@ fn plant_partial(dest: &Path, src: &Path, bytes: &[u8]) {
     let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
     let name = src.file_name().unwrap().to_str().unwrap();
     let dest = Destination::open(dest, DestOptions::default()).unwrap();
-    let (mut inc, kept) = dest.resume_file(name, meta.len(), mtime).unwrap();
+    let (mut inc, kept) = dest.resume_file(name, meta.len(), 0o644, mtime).unwrap();
     assert_eq!(kept, 0);
     std::io::Write::write_all(&mut inc.file, bytes).unwrap();
     dest.keep_partial(inc, meta.len(), mtime, bytes.len() as u64);

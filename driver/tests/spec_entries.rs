@@ -30,8 +30,8 @@ fn files_are_created_exclusively() {
         ..DestOptions::default()
     };
     let dest = Destination::open(&d, options).unwrap();
-    let mut first = dest.begin_file("f", 5).unwrap();
-    let mut second = dest.begin_file("f", 6).unwrap();
+    let mut first = dest.begin_file("f", 5, 0o644).unwrap();
+    let mut second = dest.begin_file("f", 6, 0o644).unwrap();
     first.file.write_all(b"first").unwrap();
     second.file.write_all(b"second").unwrap();
     dest.publish(first, 0o644, (0, 0)).unwrap();

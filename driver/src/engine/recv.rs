@@ -517,9 +517,12 @@ impl Writer {
             EntryKind::Directory | EntryKind::Symlink => Ok((None, 0)),
             EntryKind::File if self.resume => self
                 .dest
-                .resume_file(&name, size, mtime)
+                .resume_file(&name, size, mode, mtime)
                 .map(|(t, kept)| (Some(t), kept)),
-            EntryKind::File => self.dest.begin_file(&name, size).map(|t| (Some(t), 0)),
+            EntryKind::File => self
+                .dest
+                .begin_file(&name, size, mode)
+                .map(|t| (Some(t), 0)),
         };
         let (temp, kept) = match begun {
             Ok(b) => b,
@@ -1526,7 +1529,7 @@ mod tests {
 
     /// Leaves a partial file of `f` with its first two chunks, as an interrupted transfer.
     fn keep_two_chunks(w: &Writer, data: &[u8]) {
-        let (mut inc, _) = w.dest.resume_file("f", SIZE, MTIME).unwrap();
+        let (mut inc, _) = w.dest.resume_file("f", SIZE, 0o644, MTIME).unwrap();
         inc.file.write_all(&data[..2 * CHUNK]).unwrap();
         w.dest.keep_partial(inc, SIZE, MTIME, 2 * CHUNK as u64);
     }

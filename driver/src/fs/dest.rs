@@ -4,9 +4,10 @@
 //!
 //! A file's data goes to a temporary file in the file's final directory (unnamed where the
 //! file system allows it, else created exclusively under a reserved name: `fs/temp.rs`);
-//! only after its digest matched does it get its mode and mtime and its final name. A file
-//! therefore never appears under its final name unverified, and a failed one leaves nothing
-//! behind. Names in the receiver's reserved space ([`RESERVED_PREFIX`], its temporary and
+//! only after its digest matched does it get its mtime and its final name, and its mode
+//! unless it was created with it (an unnamed file, which nobody can open, where the kernel
+//! gives it exactly those bits). A file therefore never appears under its final name
+//! unverified, and a failed one leaves nothing behind. Names in the receiver's reserved space ([`RESERVED_PREFIX`], its temporary and
 //! partial files) are refused.
 //!
 //! Modes: the sender's permission bits less the receiver's umask (read once, when the
@@ -22,9 +23,10 @@ use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::ops::Deref;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 pub use super::temp::RESERVED_PREFIX;
 
@@ -136,12 +138,15 @@ pub struct Destination {
     /// The permission bits to clear from the sender's (the process's umask when the
     /// destination was opened; 0 with `preserve_perms`).
     umask: u32,
+    /// The process's umask when the destination was opened: what the kernel clears from the
+    /// mode a file is created with (where no default ACL takes its place).
+    process_umask: u32,
     temp: TempFiles,
     /// Directories already opened beneath the root, by relative path: the files of a tree
     /// mostly share parents, and opening one component by component costs two system calls
     /// per level per file. A cached descriptor keeps naming the directory it was opened as
     /// (never a symlink put there later).
-    dirs: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    dirs: Mutex<HashMap<String, Arc<Dir>>>,
     /// With [`Existing::Keep`]: directories this destination created (device and inode)
     /// whose own entry has not come yet. A sender sends a directory's entry after its
     /// contents, so the directory is usually made for its first file; its entry must still
@@ -163,7 +168,7 @@ const CREATED_MAX: usize = 1 << 20;
 /// A file being received: its temporary file, open for writing.
 #[derive(Debug)]
 pub struct Incoming {
-    parent: Arc<OwnedFd>,
+    parent: Arc<Dir>,
     final_name: String,
     temp: TempName,
     /// The temporary file (open for reading and writing).
@@ -174,14 +179,52 @@ impl Incoming {
     /// Whether no other process can reach the file: an unnamed (`O_TMPFILE`) file is known
     /// only through this descriptor, so what was written to it is all it holds.
     pub fn is_private(&self) -> bool {
-        matches!(self.temp, TempName::Unnamed)
+        matches!(self.temp, TempName::Unnamed(_))
     }
 }
 
-/// Files below this size skip the free-space check before their offer is accepted: it costs
-/// a system call per file, and a small file that does not fit fails its write with
-/// `NO_SPACE` all the same. Large ones are refused before a byte moves.
-const FREE_SPACE_CHECK_MIN: u64 = 1 << 20;
+/// A directory beneath the root as the cache keeps it (it reads as its descriptor).
+#[derive(Debug)]
+pub(super) struct Dir {
+    fd: OwnedFd,
+    /// Whether it has no default ACL, found when first asked.
+    plain: OnceLock<bool>,
+}
+
+impl Deref for Dir {
+    type Target = OwnedFd;
+
+    fn deref(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Dir {
+    /// Whether a file created here gets the mode it is created with less the umask: the
+    /// directory has no default ACL, which would take the umask's place (a file system
+    /// without extended attributes has none).
+    fn is_plain(&self) -> bool {
+        *self.plain.get_or_init(|| {
+            matches!(
+                rfs::fgetxattr(&self.fd, "system.posix_acl_default", &mut []),
+                Err(Errno::NODATA | Errno::OPNOTSUPP)
+            )
+        })
+    }
+}
+
+/// Files below this size skip the checks that only spare a doomed file's data the trip, each
+/// a system call per file: the free-space check (a small file that does not fit fails its
+/// write with `NO_SPACE` all the same) and, when existing files are replaced, the look at
+/// what has the name now (a directory there fails the publish all the same, nothing left
+/// behind). Large ones are refused before a byte moves.
+pub const EARLY_CHECK_MIN: u64 = 1 << 20;
 
 impl Destination {
     /// Opens `dir` (which must exist and be a directory; a symlink naming it is followed,
@@ -192,14 +235,16 @@ impl Destination {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let process_umask = super::perms::process_umask();
         Ok(Destination {
             root,
             options,
             umask: if options.preserve_perms {
                 0
             } else {
-                super::perms::process_umask()
+                process_umask
             },
+            process_umask,
             temp: TempFiles::new(options.unnamed_temp_files),
             dirs: Mutex::new(HashMap::new()),
             created: Mutex::new(HashSet::new()),
@@ -256,7 +301,7 @@ impl Destination {
 
     /// The directory holding `name`'s last component, opened beneath the root without
     /// following symlinks; missing directories are created (mode 0o755, then the umask).
-    pub(super) fn parent_of<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Refusal> {
+    pub(super) fn parent_of<'n>(&self, name: &'n str) -> Result<(Arc<Dir>, &'n str), Refusal> {
         let dir_path = name.rsplit_once('/').map_or("", |(d, _)| d);
         if let Some(dir) = crate::sync::lock_std(&self.dirs).get(dir_path) {
             let last = name.rsplit('/').next().unwrap_or(name);
@@ -268,7 +313,7 @@ impl Destination {
 
     /// The directory holding `name`'s last component, looked up beneath the root without
     /// following symlinks and without creating anything (`NOENT` when one is missing).
-    pub(super) fn find_parent<'n>(&self, name: &'n str) -> Result<(Arc<OwnedFd>, &'n str), Errno> {
+    pub(super) fn find_parent<'n>(&self, name: &'n str) -> Result<(Arc<Dir>, &'n str), Errno> {
         let (dir_path, last) = name.rsplit_once('/').unwrap_or(("", name));
         if let Some(dir) = crate::sync::lock_std(&self.dirs).get(dir_path) {
             return Ok((Arc::clone(dir), last));
@@ -284,8 +329,11 @@ impl Destination {
 
     /// Keeps `dir`, opened as `dir_path`, for the next names in it (a sync compares every
     /// file of a directory, as a transfer writes them).
-    fn cache_dir(&self, dir_path: &str, dir: OwnedFd) -> Arc<OwnedFd> {
-        let dir = Arc::new(dir);
+    fn cache_dir(&self, dir_path: &str, dir: OwnedFd) -> Arc<Dir> {
+        let dir = Arc::new(Dir {
+            fd: dir,
+            plain: OnceLock::new(),
+        });
         let mut dirs = crate::sync::lock_std(&self.dirs);
         if dirs.len() >= DIR_CACHE_MAX {
             dirs.clear();
@@ -342,11 +390,14 @@ impl Destination {
         Ok((dir, last))
     }
 
-    /// Prepares to receive file `name` of `size` bytes: the name checked (never one in the
-    /// receiver's reserved space, [`RESERVED_PREFIX`]), directories created, the final name
-    /// checked, space checked, a temporary file created in the final directory.
-    pub fn begin_file(&self, name: &str, size: u64) -> Result<Incoming, Refusal> {
-        self.begin(name, size, None).map(|(incoming, _)| incoming)
+    /// Prepares to receive file `name` of `size` bytes and the sender's `mode`: the name
+    /// checked (never one in the receiver's reserved space, [`RESERVED_PREFIX`]),
+    /// directories created, the final name checked, space checked, a temporary file created
+    /// in the final directory (an unnamed one with its final permission bits where it gets
+    /// exactly those, which spares the publish a `fchmod`).
+    pub fn begin_file(&self, name: &str, size: u64, mode: u32) -> Result<Incoming, Refusal> {
+        self.begin(name, size, mode, None)
+            .map(|(incoming, _)| incoming)
     }
 
     /// As [`begin_file`](Self::begin_file), but takes over the partial file an interrupted
@@ -359,23 +410,25 @@ impl Destination {
         &self,
         name: &str,
         size: u64,
+        mode: u32,
         mtime: (i64, u32),
     ) -> Result<(Incoming, u64), Refusal> {
-        self.begin(name, size, Some(mtime))
+        self.begin(name, size, mode, Some(mtime))
     }
 
     fn begin(
         &self,
         name: &str,
         size: u64,
+        mode: u32,
         resume: Option<(i64, u32)>,
     ) -> Result<(Incoming, u64), Refusal> {
         Self::check_name(name)?;
-        match self.begin_in_parent(name, size, resume) {
+        match self.begin_in_parent(name, size, mode, resume) {
             // A cached directory may have been removed since: look it up afresh, once.
             Err(r) if r.errno == Some(Errno::NOENT) => {
                 self.forget_dirs();
-                self.begin_in_parent(name, size, resume)
+                self.begin_in_parent(name, size, mode, resume)
             }
             other => other,
         }
@@ -385,26 +438,32 @@ impl Destination {
         &self,
         name: &str,
         size: u64,
+        mode: u32,
         resume: Option<(i64, u32)>,
     ) -> Result<(Incoming, u64), Refusal> {
         let (parent, last) = self.parent_of(name)?;
-        match rfs::statat(&parent, last, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => {
+        // With no-clobber an existing name is the common case, and its refusal is the answer.
+        let look = self.options.existing == Existing::Keep || size >= EARLY_CHECK_MIN;
+        match look.then(|| rfs::statat(&parent, last, AtFlags::SYMLINK_NOFOLLOW)) {
+            None => {}
+            Some(Ok(st))
+                if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory =>
+            {
                 return Err(Refusal::new(
                     FileRejectReason::EXISTS,
                     format!("{name} is a directory"),
                 ));
             }
-            Ok(_) if self.options.existing == Existing::Keep => {
+            Some(Ok(_)) if self.options.existing == Existing::Keep => {
                 return Err(Refusal::new(
                     FileRejectReason::EXISTS,
                     format!("{name} exists"),
                 ));
             }
-            Ok(_) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(Refusal::from_errno(name, e)),
+            Some(Ok(_) | Err(Errno::NOENT)) => {}
+            Some(Err(e)) => return Err(Refusal::from_errno(name, e)),
         }
-        let vfs = (size >= FREE_SPACE_CHECK_MIN)
+        let vfs = (size >= EARLY_CHECK_MIN)
             .then(|| rfs::fstatvfs(&parent).ok())
             .flatten();
         if let Some(vfs) = vfs {
@@ -428,12 +487,15 @@ impl Destination {
                 return Ok((incoming, len));
             }
         }
-        let (file, temp) = self.temp.create(&parent).map_err(|e| {
-            // A directory removed since it was cached refuses an unnamed file with EPERM:
-            // say NOENT, so that `begin` looks it up afresh.
-            let removed = rfs::fstat(&*parent).is_ok_and(|st| st.st_nlink == 0);
-            Refusal::from_errno(name, if removed { Errno::NOENT } else { e })
-        })?;
+        let (file, temp) = self
+            .temp
+            .create(&parent, self.exact_mode(&parent, mode))
+            .map_err(|e| {
+                // A directory removed since it was cached refuses an unnamed file with EPERM:
+                // say NOENT, so that `begin` looks it up afresh.
+                let removed = rfs::fstat(&*parent).is_ok_and(|st| st.st_nlink == 0);
+                Refusal::from_errno(name, if removed { Errno::NOENT } else { e })
+            })?;
         Ok((
             Incoming {
                 parent,
@@ -443,6 +505,16 @@ impl Destination {
             },
             0,
         ))
+    }
+
+    /// The permission bits to create a file of the sender's `mode` with in `dir`, where it
+    /// gets exactly those: none of them is in the umask the kernel clears (the process's,
+    /// read when the destination opened: an application that changes its umask while
+    /// receiving may get fewer bits, never more) and no default ACL takes the umask's place.
+    /// `None` otherwise: the publish sets them.
+    fn exact_mode(&self, dir: &Dir, mode: u32) -> Option<Mode> {
+        let perms = self.perms(mode);
+        (perms.as_raw_mode() & self.process_umask == 0 && dir.is_plain()).then_some(perms)
     }
 
     /// Gives a verified file its mode and mtime and its final name: linked (an unnamed
@@ -459,7 +531,11 @@ impl Destination {
         mtime: (i64, u32),
     ) -> io::Result<Option<io::Error>> {
         let named = (|| {
-            rfs::fchmod(&incoming.file, self.perms(mode))?;
+            let perms = self.perms(mode);
+            // An unnamed file created with its bits has them already.
+            if !matches!(incoming.temp, TempName::Unnamed(Some(given)) if given == perms) {
+                rfs::fchmod(&incoming.file, perms)?;
+            }
             rfs::futimens(&incoming.file, &times(mtime))?;
             if self.options.fsync {
                 incoming.file.sync_all()?;
@@ -659,12 +735,12 @@ mod tests {
         for unnamed in BOTH {
             let d = scratch(&format!("publish-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
-            let mut inc = dest.begin_file("a/b/f", 3).unwrap();
+            let mut inc = dest.begin_file("a/b/f", 3, 0o644).unwrap();
             inc.file.write_all(b"abc").unwrap();
             let names = listing(&d);
             assert!(names.iter().all(|n| !n.ends_with("/f")), "{names:?}");
             if unnamed && has_tmpfile(&d) {
-                assert!(matches!(inc.temp, TempName::Unnamed));
+                assert!(matches!(inc.temp, TempName::Unnamed(_)));
                 assert_eq!(names, ["a", "a/b"], "no name at all while it arrives");
             } else {
                 assert!(
@@ -701,8 +777,8 @@ mod tests {
                 let dest = open(&d, existing, true);
                 dest.temp.force_link_via(via);
                 let name = format!("{via:?}-{existing:?}");
-                let mut inc = dest.begin_file(&name, 2).unwrap();
-                assert!(matches!(inc.temp, TempName::Unnamed));
+                let mut inc = dest.begin_file(&name, 2, 0o644).unwrap();
+                assert!(matches!(inc.temp, TempName::Unnamed(_)));
                 inc.file.write_all(b"ok").unwrap();
                 dest.publish(inc, 0o644, (0, 0)).unwrap();
                 assert_eq!(std::fs::read(d.join(&name)).unwrap(), b"ok", "{name}");
@@ -717,7 +793,7 @@ mod tests {
         for unnamed in BOTH {
             let d = scratch(&format!("discard-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
-            let inc = dest.begin_file("x", 0).unwrap();
+            let inc = dest.begin_file("x", 0, 0o644).unwrap();
             dest.discard(inc);
             assert!(listing(&d).is_empty());
             std::fs::remove_dir_all(&d).unwrap();
@@ -731,8 +807,8 @@ mod tests {
         for unnamed in BOTH {
             let d = scratch(&format!("private-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
-            let inc = dest.begin_file("f", 1).unwrap();
-            assert_eq!(inc.is_private(), matches!(inc.temp, TempName::Unnamed));
+            let inc = dest.begin_file("f", 1, 0o644).unwrap();
+            assert_eq!(inc.is_private(), matches!(inc.temp, TempName::Unnamed(_)));
             let flags = rustix::io::fcntl_getfd(&inc.file).unwrap();
             assert!(
                 flags.contains(rustix::io::FdFlags::CLOEXEC),
@@ -751,19 +827,37 @@ mod tests {
         }
     }
 
-    /// A file is never offered over a directory, whatever the policy: refused at once, the
-    /// directory untouched.
+    /// A file never replaces a directory, whatever the policy: a large one (or any with
+    /// no-clobber) is refused at once; a small one being replaced fails its publish, with
+    /// nothing left behind. The directory is untouched.
     #[test]
-    fn a_file_over_a_directory_is_refused_before_any_data() {
-        for existing in [Existing::Replace, Existing::Keep] {
-            let d = scratch(&format!("over-dir-{existing:?}"));
-            std::fs::create_dir(d.join("sub")).unwrap();
-            let dest = open(&d, existing, true);
-            let err = dest.begin_file("sub", 1).unwrap_err();
-            assert_eq!(err.reason, FileRejectReason::EXISTS);
-            assert!(err.detail.contains("is a directory"), "{err}");
-            assert!(d.join("sub").is_dir());
-            std::fs::remove_dir_all(&d).unwrap();
+    fn a_file_over_a_directory_is_refused() {
+        for unnamed in BOTH {
+            for existing in [Existing::Replace, Existing::Keep] {
+                let d = scratch(&format!("over-dir-{existing:?}-{unnamed}"));
+                std::fs::create_dir(d.join("sub")).unwrap();
+                std::fs::write(d.join("sub/inside"), b"kept").unwrap();
+                let dest = open(&d, existing, unnamed);
+                let err = dest.begin_file("sub", EARLY_CHECK_MIN, 0o644).unwrap_err();
+                assert_eq!(err.reason, FileRejectReason::EXISTS);
+                assert!(err.detail.contains("is a directory"), "{err}");
+                match dest.begin_file("sub", 1, 0o644) {
+                    Err(err) => {
+                        assert_eq!(existing, Existing::Keep);
+                        assert_eq!(err.reason, FileRejectReason::EXISTS);
+                        assert!(err.detail.contains("is a directory"), "{err}");
+                    }
+                    Ok(mut inc) => {
+                        assert_eq!(existing, Existing::Replace, "not looked at");
+                        inc.file.write_all(b"x").unwrap();
+                        let err = dest.publish(inc, 0o644, (0, 0)).unwrap_err();
+                        assert_eq!(err.raw_os_error(), Some(libc::EISDIR), "{err}");
+                    }
+                }
+                assert_eq!(std::fs::read(d.join("sub/inside")).unwrap(), b"kept");
+                assert_eq!(listing(&d), ["sub", "sub/inside"]);
+                std::fs::remove_dir_all(&d).unwrap();
+            }
         }
     }
 
@@ -809,10 +903,10 @@ mod tests {
             ".rdmaft-x/f",
             "a/.rdmaft-/b",
         ] {
-            let err = dest.begin_file(name, 1).unwrap_err();
+            let err = dest.begin_file(name, 1, 0o644).unwrap_err();
             assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
             assert!(err.detail.contains("reserved"), "{err}");
-            let err = dest.resume_file(name, 1, (0, 0)).unwrap_err();
+            let err = dest.resume_file(name, 1, 0o644, (0, 0)).unwrap_err();
             assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
             let err = dest.make_dir(name, 0o755, (0, 0)).unwrap_err();
             assert_eq!(err.reason, FileRejectReason::INVALID_NAME, "{name}");
@@ -820,7 +914,7 @@ mod tests {
         assert!(listing(&d).is_empty(), "nothing made for them");
         // Names that only look alike are fine.
         for name in ["rdmaft-1-2.part", "x.rdmaft-1", ".rdmaft"] {
-            let inc = dest.begin_file(name, 1).unwrap();
+            let inc = dest.begin_file(name, 1, 0o644).unwrap();
             dest.publish(inc, 0o644, (0, 0)).unwrap();
         }
         std::fs::remove_dir_all(&d).unwrap();
@@ -835,13 +929,13 @@ mod tests {
         for unnamed in [false, true] {
             let d = scratch(&format!("plant-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
-            let mut victim = dest.begin_file("victim", 4).unwrap();
+            let mut victim = dest.begin_file("victim", 4, 0o644).unwrap();
             victim.file.write_all(b"good").unwrap();
             let target = match &victim.temp {
                 TempName::Named(t) => t.clone(),
-                TempName::Unnamed => super::super::temp::temp_name_of(std::process::id(), 0),
+                TempName::Unnamed(_) => super::super::temp::temp_name_of(std::process::id(), 0),
             };
-            match dest.begin_file(&target, 4) {
+            match dest.begin_file(&target, 4, 0o644) {
                 Err(r) => assert_eq!(r.reason, FileRejectReason::INVALID_NAME),
                 Ok(mut evil) => {
                     evil.file.write_all(b"evil").unwrap();
@@ -878,7 +972,7 @@ mod tests {
                 }
                 let dest = open(&d, existing, unnamed);
                 for i in 0..3 {
-                    let mut inc = dest.begin_file(&format!("f{i}"), 1).unwrap();
+                    let mut inc = dest.begin_file(&format!("f{i}"), 1, 0o644).unwrap();
                     inc.file.write_all(b"x").unwrap();
                     dest.publish(inc, 0o644, (0, 0)).unwrap();
                     assert_eq!(std::fs::read(d.join(format!("f{i}"))).unwrap(), b"x");
@@ -905,7 +999,8 @@ mod tests {
                         for i in 0..50 {
                             let body = vec![b'a' + t; 1000 + i];
                             for name in [format!("own/{t}-{i}"), "shared".to_owned()] {
-                                let mut inc = dest.begin_file(&name, body.len() as u64).unwrap();
+                                let mut inc =
+                                    dest.begin_file(&name, body.len() as u64, 0o644).unwrap();
                                 inc.file.write_all(&body).unwrap();
                                 dest.publish(inc, 0o644, (0, 0)).unwrap();
                             }
@@ -927,8 +1022,8 @@ mod tests {
             assert!(reserved(&d).is_empty(), "{:?}", reserved(&d));
             // Two files of one name at once, published in the other order: the later wins
             // whole.
-            let mut first = dest.begin_file("pair", 5).unwrap();
-            let mut second = dest.begin_file("pair", 6).unwrap();
+            let mut first = dest.begin_file("pair", 5, 0o644).unwrap();
+            let mut second = dest.begin_file("pair", 6, 0o644).unwrap();
             first.file.write_all(b"first").unwrap();
             second.file.write_all(b"second").unwrap();
             dest.publish(second, 0o644, (0, 0)).unwrap();
@@ -944,7 +1039,7 @@ mod tests {
             let d = scratch(&format!("partial-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
             let mtime = (1_700_000_000, 5);
-            let (mut inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            let (mut inc, kept) = dest.resume_file("sub/f", 100, 0o644, mtime).unwrap();
             assert_eq!(kept, 0, "nothing to resume yet");
             inc.file.write_all(&[7u8; 60]).unwrap();
             dest.keep_partial(inc, 100, mtime, 40);
@@ -953,26 +1048,28 @@ mod tests {
             assert_eq!(names.len(), 2, "{names:?}");
             assert!(names[1].starts_with("sub/.rdmaft-partial-"), "{names:?}");
             // Another size or mtime is another file: a fresh start.
-            let (other, kept) = dest.resume_file("sub/f", 100, (1_700_000_000, 6)).unwrap();
+            let (other, kept) = dest
+                .resume_file("sub/f", 100, 0o644, (1_700_000_000, 6))
+                .unwrap();
             assert_eq!(kept, 0);
             dest.discard(other);
             // The same file takes the kept 40 bytes, once.
-            let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            let (inc, kept) = dest.resume_file("sub/f", 100, 0o644, mtime).unwrap();
             assert_eq!(kept, 40);
             let mut back = vec![0u8; 40];
             inc.file.read_exact_at(&mut back, 0).unwrap();
             assert_eq!(back, [7u8; 40]);
-            let (second, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            let (second, kept) = dest.resume_file("sub/f", 100, 0o644, mtime).unwrap();
             assert_eq!(kept, 0, "taken by the first");
             dest.discard(second);
             // Kept again (a taken partial has a name), taken again, published.
             dest.keep_partial(inc, 100, mtime, 40);
-            let (inc, kept) = dest.resume_file("sub/f", 100, mtime).unwrap();
+            let (inc, kept) = dest.resume_file("sub/f", 100, 0o644, mtime).unwrap();
             assert_eq!(kept, 40);
             dest.publish(inc, 0o644, mtime).unwrap();
             assert_eq!(listing(&d), ["sub", "sub/f"]);
             // Nothing written: nothing kept.
-            let (inc, _) = dest.resume_file("g", 10, mtime).unwrap();
+            let (inc, _) = dest.resume_file("g", 10, 0o644, mtime).unwrap();
             dest.keep_partial(inc, 10, mtime, 0);
             assert_eq!(listing(&d), ["sub", "sub/f"]);
             std::fs::remove_dir_all(&d).unwrap();
@@ -1009,7 +1106,7 @@ mod tests {
         for (case, plant) in cases {
             std::fs::write(&other, [1u8; 50]).unwrap();
             plant(&partial, &other);
-            let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
+            let (inc, kept) = dest.resume_file("f", 100, 0o644, mtime).unwrap();
             assert_eq!(kept, 0, "{case} is not taken over");
             dest.discard(inc);
             assert_eq!(
@@ -1025,7 +1122,7 @@ mod tests {
         }
         // A directory under the name is left alone.
         std::fs::create_dir(&partial).unwrap();
-        let (inc, kept) = dest.resume_file("f", 100, mtime).unwrap();
+        let (inc, kept) = dest.resume_file("f", 100, 0o644, mtime).unwrap();
         assert_eq!(kept, 0);
         dest.discard(inc);
         assert!(partial.is_dir());
@@ -1036,10 +1133,10 @@ mod tests {
     fn a_cached_directory_removed_meanwhile_is_made_again() {
         let d = scratch("dir-cache");
         let dest = open(&d, Existing::Replace, true);
-        let first = dest.begin_file("sub/a", 1).unwrap();
+        let first = dest.begin_file("sub/a", 1, 0o644).unwrap();
         dest.discard(first);
         std::fs::remove_dir(d.join("sub")).unwrap();
-        let mut again = dest.begin_file("sub/b", 1).unwrap();
+        let mut again = dest.begin_file("sub/b", 1, 0o644).unwrap();
         again.file.write_all(b"b").unwrap();
         dest.publish(again, 0o644, (0, 0)).unwrap();
         assert_eq!(std::fs::read(d.join("sub/b")).unwrap(), b"b");
@@ -1058,13 +1155,13 @@ mod tests {
             std::os::unix::fs::symlink(outside.join("target"), dest_dir.join("file-link")).unwrap();
             let dest = open(&dest_dir, Existing::Replace, unnamed);
             // A directory component that is a symlink.
-            let err = dest.begin_file("evil/x", 1).unwrap_err();
+            let err = dest.begin_file("evil/x", 1, 0o644).unwrap_err();
             assert_eq!(err.reason, FileRejectReason::PERMISSION_DENIED, "{err}");
             assert!(dest.make_dir("evil/sub", 0o755, (0, 0)).is_err());
             assert!(dest.make_dir("evil", 0o755, (0, 0)).is_err());
             // A file name that is a symlink: the rename replaces the link, never writes
             // through it.
-            let mut inc = dest.begin_file("file-link", 2).unwrap();
+            let mut inc = dest.begin_file("file-link", 2, 0o644).unwrap();
             inc.file.write_all(b"ok").unwrap();
             dest.publish(inc, 0o644, (0, 0)).unwrap();
             assert!(!outside.join("target").exists());
@@ -1084,26 +1181,26 @@ mod tests {
             std::fs::write(d.join("old"), b"old").unwrap();
             let keep = open(&d, Existing::Keep, unnamed);
             assert_eq!(
-                keep.begin_file("dir", 0).unwrap_err().reason,
+                keep.begin_file("dir", 0, 0o644).unwrap_err().reason,
                 FileRejectReason::EXISTS
             );
             assert_eq!(
-                keep.begin_file("old", 0).unwrap_err().reason,
+                keep.begin_file("old", 0, 0o644).unwrap_err().reason,
                 FileRejectReason::EXISTS
             );
             assert_eq!(
-                keep.begin_file("old/x", 0).unwrap_err().reason,
+                keep.begin_file("old/x", 0, 0o644).unwrap_err().reason,
                 FileRejectReason::EXISTS
             );
             let mut replace = open(&d, Existing::Replace, unnamed);
             replace.options.fsync = true;
-            let mut inc = replace.begin_file("old", 3).unwrap();
+            let mut inc = replace.begin_file("old", 3, 0o644).unwrap();
             inc.file.write_all(b"new").unwrap();
             replace.publish(inc, 0o600, (0, 0)).unwrap();
             assert_eq!(std::fs::read(d.join("old")).unwrap(), b"new");
             // Another file took the name meanwhile, with Keep: the publish fails, nothing
             // left.
-            let mut inc = keep.begin_file("late", 0).unwrap();
+            let mut inc = keep.begin_file("late", 0, 0o644).unwrap();
             inc.file.write_all(b"second").unwrap();
             std::fs::write(d.join("late"), b"first").unwrap();
             let err = keep.publish(inc, 0o600, (0, 0)).unwrap_err();
@@ -1138,7 +1235,7 @@ mod tests {
         let mut dest = open(&d, Existing::Replace, true);
         dest.umask = 0o027;
         dest.make_dir("open", 0o7777, (0, 0)).unwrap();
-        let mut inc = dest.begin_file("open/f", 0).unwrap();
+        let mut inc = dest.begin_file("open/f", 0, 0o644).unwrap();
         inc.file.write_all(b"").unwrap();
         dest.publish(inc, 0o6777, (0, 0)).unwrap();
         let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o7777;
@@ -1153,13 +1250,75 @@ mod tests {
         )
         .unwrap();
         preserve.make_dir("kept", 0o7777, (0, 0)).unwrap();
-        let inc = preserve.begin_file("kept/f", 0).unwrap();
+        let inc = preserve.begin_file("kept/f", 0, 0o644).unwrap();
         preserve.publish(inc, 0o6777, (0, 0)).unwrap();
         assert_eq!(mode("kept"), 0o777, "as sent, never sticky");
         assert_eq!(mode("kept/f"), 0o777, "as sent, never setuid or setgid");
         // By default the process's umask is read.
         let default = Destination::open(&d, DestOptions::default()).unwrap();
         assert_eq!(default.umask, super::super::perms::process_umask());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The mode of a file, from its descriptor.
+    fn fd_mode(file: &File) -> u32 {
+        rfs::fstat(file).unwrap().st_mode & 0o7777
+    }
+
+    /// An unnamed file is created with its final bits where it gets exactly those (its
+    /// publish then sets none); in a directory with a default ACL, or with bits the kernel's
+    /// umask would clear, it is created 0o600 and the publish gives it its bits. Either way
+    /// the published file has the sender's bits less the destination's umask.
+    #[test]
+    fn a_file_is_created_with_its_mode_only_where_it_gets_exactly_that() {
+        let d = scratch("exact-mode");
+        if !has_tmpfile(&d) {
+            return;
+        }
+        let process = super::super::perms::process_umask();
+        std::fs::create_dir(d.join("plain")).unwrap();
+        std::fs::create_dir(d.join("acl")).unwrap();
+        // A default ACL of u::rwx g::rwx o::--- (version 2; tags USER_OBJ, GROUP_OBJ, OTHER).
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, 7u16), (0x04, 7), (0x20, 0)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        let acl_dir = rfs::open(
+            d.join("acl"),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let has_acl = rfs::fsetxattr(
+            &acl_dir,
+            "system.posix_acl_default",
+            &acl,
+            rfs::XattrFlags::empty(),
+        )
+        .is_ok();
+        for preserve_perms in [false, true] {
+            let options = DestOptions {
+                preserve_perms,
+                ..DestOptions::default()
+            };
+            let dest = Destination::open(&d, options).unwrap();
+            let umask = if preserve_perms { 0 } else { process };
+            for (dir, plain) in [("plain", true), ("acl", !has_acl)] {
+                for mode in [0o644, 0o755, 0o600, 0o666, 0o4755] {
+                    let name = format!("{dir}/f{mode:o}-{preserve_perms}");
+                    let want = mode & 0o777 & !umask;
+                    let inc = dest.begin_file(&name, 0, mode).unwrap();
+                    let exact = plain && want & process == 0;
+                    let created = if exact { want } else { 0o600 };
+                    assert_eq!(fd_mode(&inc.file), created, "{name}");
+                    dest.publish(inc, mode, (0, 0)).unwrap();
+                    let m = std::fs::metadata(d.join(&name)).unwrap();
+                    assert_eq!(m.permissions().mode() & 0o7777, want, "{name}");
+                }
+            }
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -1171,7 +1330,7 @@ mod tests {
         let before = std::fs::metadata(d.join("old")).unwrap();
         let dest = open(&d, Existing::Keep, true);
         // Its own entry, and a file arriving in it.
-        let inc = dest.begin_file("old/f", 0).unwrap();
+        let inc = dest.begin_file("old/f", 0, 0o644).unwrap();
         dest.publish(inc, 0o644, (0, 0)).unwrap();
         let before = (
             before.mode(),
@@ -1181,7 +1340,7 @@ mod tests {
         let after = std::fs::metadata(d.join("old")).unwrap();
         assert_eq!((after.mode(), after.mtime()), before, "left as it was");
         // Directories the destination made (for a file, or for their own entry) get theirs.
-        let inc = dest.begin_file("new/deep/f", 0).unwrap();
+        let inc = dest.begin_file("new/deep/f", 0, 0o644).unwrap();
         dest.publish(inc, 0o644, (0, 0)).unwrap();
         dest.make_dir("new/deep", 0o751, (1_500_000_001, 0))
             .unwrap();
@@ -1215,7 +1374,7 @@ mod tests {
                 let (dest, start) = (Arc::clone(&dest), Arc::clone(&start));
                 std::thread::spawn(move || {
                     start.wait();
-                    let inc = dest.begin_file(&format!("d{i}/f"), 0).unwrap();
+                    let inc = dest.begin_file(&format!("d{i}/f"), 0, 0o644).unwrap();
                     dest.publish(inc, 0o644, (0, 0)).unwrap();
                 })
             };
@@ -1240,7 +1399,7 @@ mod tests {
             let mut dest = open(&d, Existing::Keep, unnamed);
             dest.options.fsync = true;
             let sub = format!("a-{unnamed}");
-            let mut inc = dest.begin_file(&format!("{sub}/b/f"), 1).unwrap();
+            let mut inc = dest.begin_file(&format!("{sub}/b/f"), 1, 0o644).unwrap();
             inc.file.write_all(b"f").unwrap();
             dest.publish(inc, 0o644, (0, 0)).unwrap();
             dest.make_dir(&format!("{sub}/c"), 0o755, (0, 0)).unwrap();
@@ -1261,7 +1420,7 @@ mod tests {
     fn too_large_for_the_disk() {
         let d = scratch("space");
         let dest = open(&d, Existing::Replace, true);
-        let err = dest.begin_file("huge", u64::MAX / 2).unwrap_err();
+        let err = dest.begin_file("huge", u64::MAX / 2, 0o644).unwrap_err();
         assert_eq!(err.reason, FileRejectReason::NO_SPACE);
         std::fs::remove_dir_all(&d).unwrap();
     }

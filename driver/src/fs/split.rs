@@ -132,7 +132,7 @@ impl SplitFiles {
                 let taken = self.kept.as_ref().and_then(|k| k.take(&key));
                 let (temp, parts) = match taken {
                     Some(kept) => (kept.temp, kept.parts),
-                    None => (dest.begin_file(name, size)?, HashMap::new()),
+                    None => (dest.begin_file(name, size, mode)?, HashMap::new()),
                 };
                 let file = temp
                     .file

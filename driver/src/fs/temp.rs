@@ -102,8 +102,9 @@ pub(super) fn partial_name(last: &str, size: u64, (sec, nsec): (i64, u32)) -> St
 /// The name a temporary file has while it is written.
 #[derive(Debug)]
 pub(super) enum TempName {
-    /// None: an `O_TMPFILE` file, linked when published.
-    Unnamed,
+    /// None: an `O_TMPFILE` file, linked when published; created with the permission bits
+    /// it is to have, when the caller knew them exactly (else 0o600).
+    Unnamed(Option<Mode>),
     /// A reserved name in the file's directory, renamed when published.
     Named(String),
 }
@@ -140,14 +141,20 @@ impl TempFiles {
         let _ = self.via.set(Some(via));
     }
 
-    /// A new temporary file in `dir`, open for reading and writing, mode 0o600: unnamed where
-    /// the file system and the process allow it, else under a fresh reserved name.
-    pub(super) fn create(&self, dir: &OwnedFd) -> Result<(File, TempName), Errno> {
+    /// A new temporary file in `dir`, open for reading and writing: unnamed where the file
+    /// system and the process allow it, else under a fresh reserved name. Mode 0o600, or
+    /// `mode` for an unnamed file (nobody can open it before it is published): the caller
+    /// passes one only where a file created with it gets exactly it.
+    pub(super) fn create(
+        &self,
+        dir: &OwnedFd,
+        mode: Option<Mode>,
+    ) -> Result<(File, TempName), Errno> {
         // Known not to be linkable here: no use trying.
         if self.unnamed && self.via.get() != Some(&None) {
-            match open_unnamed(dir) {
+            match open_unnamed(dir, mode.unwrap_or(Mode::from_raw_mode(0o600))) {
                 Ok(fd) if self.link_via(dir).is_some() => {
-                    return Ok((File::from(fd), TempName::Unnamed))
+                    return Ok((File::from(fd), TempName::Unnamed(mode)))
                 }
                 // This process cannot link a descriptor: use names.
                 Ok(_) => {}
@@ -200,7 +207,7 @@ impl TempFiles {
                     rfs::renameat_with(dir, temp.as_str(), dir, name, RenameFlags::NOREPLACE)
                 }
             },
-            TempName::Unnamed => {
+            TempName::Unnamed(_) => {
                 // `create` makes unnamed files only once linking them was found to work.
                 let via = self.via.get().copied().flatten().ok_or(Errno::NOSYS)?;
                 match existing {
@@ -224,12 +231,12 @@ impl TempFiles {
     }
 }
 
-fn open_unnamed(dir: &OwnedFd) -> Result<OwnedFd, Errno> {
+fn open_unnamed(dir: &OwnedFd, mode: Mode) -> Result<OwnedFd, Errno> {
     rfs::openat(
         dir,
         ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        mode,
     )
 }
 
@@ -245,7 +252,7 @@ fn probe_link(dir: &OwnedFd) -> Option<LinkVia> {
 /// (`AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH` before Linux 6.10, `/proc/self/fd` needs
 /// `/proc`).
 pub(super) fn link_works(via: LinkVia, dir: &OwnedFd) -> bool {
-    let Ok(fd) = open_unnamed(dir) else {
+    let Ok(fd) = open_unnamed(dir, Mode::from_raw_mode(0o600)) else {
         return false;
     };
     match link_fresh(via, &fd, dir) {

@@ -15,7 +15,7 @@
 //! discarded, no temporary file is left, and the partial files are those the model kept.
 
 use arbitrary::{Arbitrary, Unstructured};
-use rdmaft::fs::dest::{DestOptions, Destination, Existing, Incoming};
+use rdmaft::fs::dest::{DestOptions, Destination, Existing, Incoming, EARLY_CHECK_MIN};
 use rdmaft_protocol::{validate_name, NameError};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -259,19 +259,25 @@ fn run(setup: &Setup, ops: Vec<Op>, root: &Path, outside: &Path) {
                 if slots.iter().any(|s| s.name == name) {
                     continue;
                 }
-                let size = u64::from(size) * 97;
+                // Some above the size from which a name's present holder is looked at first.
+                let size = if size >= 0xf0 {
+                    u64::from(size) << 13
+                } else {
+                    u64::from(size) * 97
+                };
                 let mtime = (1_700_000_000 + i64::from(mtime % 4), 0);
                 let expect_ok = valid
                     && !model.blocked(&name)
                     && match model.entries.get(&name) {
                         None => true,
-                        Some(Entry::Dir(_)) => false,
+                        // A small file being replaced fails at its publish instead.
+                        Some(Entry::Dir(_)) => !keep_existing && size < EARLY_CHECK_MIN,
                         Some(_) => !keep_existing,
                     };
                 let got = if resume {
-                    dest.resume_file(&name, size, mtime)
+                    dest.resume_file(&name, size, 0o644, mtime)
                 } else {
-                    dest.begin_file(&name, size).map(|i| (i, 0))
+                    dest.begin_file(&name, size, 0o644).map(|i| (i, 0))
                 };
                 assert_eq!(got.is_ok(), expect_ok, "begin {name}: {got:?}");
                 let Ok((incoming, len)) = got else {
