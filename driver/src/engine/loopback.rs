@@ -44,6 +44,9 @@ pub(crate) struct LoopWake {
     /// `state.pending` as last written under the lock, read without it by the spin that
     /// comes before a sleep.
     posted: AtomicBool,
+    /// The spin's record, kept by the sleeping thread (see [`LoopWake::spin`]).
+    #[cfg(not(rdmaft_loom))]
+    spins: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,8 @@ impl LoopWake {
             }),
             cv: Condvar::new(),
             posted: AtomicBool::new(false),
+            #[cfg(not(rdmaft_loom))]
+            spins: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -90,12 +95,34 @@ impl LoopWake {
     /// answers within microseconds then finds this thread awake and posts no futex wake,
     /// and this thread is not switched out and back in. Only shortens the sleep after it,
     /// which still decides under the lock.
+    ///
+    /// Adaptive: after [`SPIN_MISSES`] spins in a row that ran out, the peer is slow (a bulk
+    /// transfer's engines wait for their I/O threads' megabyte writes, and a spin would take
+    /// those threads' CPU where lanes share few cores); then only every [`SPIN_PROBE`]-th
+    /// sleep spins, to find out whether that changed.
     #[cfg(not(rdmaft_loom))]
     fn spin(&self, timeout: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Below SPIN_MISSES: spins in vain in a row; from it on, sleeps without a spin.
+        let record = self.spins.load(Relaxed);
+        if record >= SPIN_MISSES {
+            let next = if record >= SPIN_MISSES + SPIN_PROBE {
+                SPIN_MISSES - 1
+            } else {
+                record + 1
+            };
+            self.spins.store(next, Relaxed);
+            return;
+        }
         let until = std::time::Instant::now() + SPIN.min(timeout);
-        while !self.posted.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+        while !self.posted.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= until {
+                self.spins.store(record + 1, Relaxed);
+                return;
+            }
             std::hint::spin_loop();
         }
+        self.spins.store(0, Relaxed);
     }
 }
 
@@ -104,6 +131,14 @@ impl LoopWake {
 /// medians of 10 runs, three alternated pairs of builds).
 #[cfg(not(rdmaft_loom))]
 const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins in vain in a row after which sleeps stop spinning.
+#[cfg(not(rdmaft_loom))]
+const SPIN_MISSES: u32 = 2;
+
+/// Sleeps without a spin between two that try one.
+#[cfg(not(rdmaft_loom))]
+const SPIN_PROBE: u32 = 32;
 
 impl Wake for LoopWake {
     fn wake(&self) {
