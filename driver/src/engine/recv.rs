@@ -1497,6 +1497,37 @@ mod tests {
     use std::io::Write;
     use std::path::Path;
 
+    /// Each outcome counts once, under its own name; the totals add them up.
+    #[test]
+    fn counts_add_up_each_outcome_once() {
+        let outcomes = [
+            ReceivedOutcome::Received,
+            ReceivedOutcome::Rejected(FileRejectReason::EXISTS),
+            ReceivedOutcome::Failed(FileStatus::IO),
+            ReceivedOutcome::Unfinished,
+            ReceivedOutcome::InSync(Changes::MODE),
+            ReceivedOutcome::WouldReceive(Changes::METADATA),
+        ];
+        let mut c = ReceivedCounts::default();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            for _ in 0..=i {
+                c.count(outcome);
+            }
+        }
+        let each = (
+            c.received,
+            c.rejected,
+            c.failed,
+            c.unfinished,
+            c.up_to_date,
+            c.would_receive,
+        );
+        assert_eq!(each, (1, 2, 3, 4, 5, 6));
+        assert_eq!(c.ok_without_data(), 5 + 6);
+        assert_eq!(c.total(), 21);
+        assert_eq!(c.deleted, 0, "not an entry's outcome");
+    }
+
     /// A ring with nothing in it (these tests write no chunks through it).
     struct NoRing;
 
