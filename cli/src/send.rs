@@ -251,62 +251,52 @@ fn run(args: SendArgs) -> Result<bool, String> {
         })),
         ..SendOptions::default()
     };
-    let handle = Arc::new(std::sync::Mutex::new(None::<rdmaft::SendHandle>));
+    let canceller = Arc::new(std::sync::Mutex::new(None::<rdmaft::SendCanceller>));
     let interrupts = Arc::new(Interrupts::default());
     {
-        let handle = Arc::clone(&handle);
+        let canceller = Arc::clone(&canceller);
         // Ctrl-C: the receiver is told and nothing unverified stays behind there.
         let interrupts = Arc::clone(&interrupts);
         let _ = ctrlc::set_handler(move || match interrupts.next() {
             OnInterrupt::StopCleanly => {
                 eprintln!("send: cancelling (Ctrl-C again to exit at once)");
-                if let Ok(h) = handle.lock() {
-                    if let Some(h) = h.as_ref() {
-                        h.cancel();
+                if let Ok(c) = canceller.lock() {
+                    if let Some(c) = c.as_ref() {
+                        c.cancel();
                     }
                 }
             }
             OnInterrupt::ExitNow => std::process::exit(EXIT_INTERRUPTED),
         });
     }
-    let started = send(target, paths, options).map_err(|e| e.to_string())?;
+    let h = send(target, paths, options).map_err(|e| e.to_string())?;
     {
-        // Stored and checked under the handler's lock: a Ctrl-C either finds the handle or
-        // is counted before this check (it came before the send existed).
-        let mut slot = handle.lock().map_err(|_| "internal error".to_string())?;
+        // Stored and checked under the handler's lock: a Ctrl-C either finds the canceller
+        // or is counted before this check (it came before the send existed).
+        let mut slot = canceller.lock().map_err(|_| "internal error".to_string())?;
         if interrupts.count() > 0 {
-            started.cancel();
+            h.cancel();
         }
-        *slot = Some(started);
+        *slot = Some(h.canceller());
     }
     eprintln!("send: connecting to {target}");
     let clock = std::time::Instant::now();
     let mut last_progress = clock;
     loop {
-        let done = {
-            let guard = handle.lock().map_err(|_| "internal error".to_string())?;
-            let h = guard.as_ref().ok_or("internal error")?;
-            let p = h.progress();
-            bar.set_length(p.bytes_total.max(1));
-            bar.set_position(p.bytes_done);
-            bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
-            if json && last_progress.elapsed() >= Duration::from_secs(1) {
-                last_progress = std::time::Instant::now();
-                crate::json::progress(&p, clock.elapsed());
-            }
-            h.is_finished()
-        };
-        if done {
+        let p = h.progress();
+        bar.set_length(p.bytes_total.max(1));
+        bar.set_position(p.bytes_done);
+        bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
+        if json && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = std::time::Instant::now();
+            crate::json::progress(&p, clock.elapsed());
+        }
+        // The next update in 100 ms, or the end as soon as it comes.
+        if h.wait_timeout(Duration::from_millis(100)) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     bar.finish_and_clear();
-    let h = handle
-        .lock()
-        .map_err(|_| "internal error".to_string())?
-        .take()
-        .ok_or("internal error")?;
     let report = h.wait().map_err(|e| e.to_string())?;
     if json {
         crate::json::send_summary(&report);

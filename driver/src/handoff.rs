@@ -245,6 +245,24 @@ impl<T> Once<T> {
     pub(crate) fn is_set(&self) -> bool {
         !matches!(*lock(&self.slot), OnceState::Empty)
     }
+
+    /// Waits up to `timeout` for the value to be set; whether it was (taken or not).
+    #[cfg(not(rdmaft_loom))]
+    pub(crate) fn wait_set(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = lock(&self.slot);
+        while matches!(*s, OnceState::Empty) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = match self.set.wait_timeout(s, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
 }
 
 impl<T> std::fmt::Debug for Once<T> {
@@ -297,6 +315,31 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::thread;
+
+    /// A timed wait ends when the value comes (taken or not), or at its timeout without it.
+    #[test]
+    fn a_timed_wait_ends_when_the_value_is_set() {
+        use std::time::{Duration, Instant};
+        let once = Arc::new(Once::new());
+        let t = Instant::now();
+        assert!(!once.wait_set(Duration::from_millis(20)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(20),
+            "waited out its timeout"
+        );
+        let setter = {
+            let once = Arc::clone(&once);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                once.set(7)
+            })
+        };
+        // Without the set's wake this waits out the hour (and the suite's time limit).
+        assert!(once.wait_set(Duration::from_secs(3600)));
+        assert!(setter.join().unwrap());
+        assert_eq!(once.take(), Some(7));
+        assert!(once.wait_set(Duration::ZERO), "taken is still set");
+    }
 
     #[test]
     fn mailbox_keeps_order_and_refuses_after_close() {
