@@ -1685,6 +1685,114 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Without resume agreed a kept partial file is neither taken over nor touched: the
+    /// file starts at 0 in a temporary file of its own.
+    #[test]
+    fn a_kept_prefix_is_left_alone_without_resume() {
+        let d = scratch("no-resume");
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        keep_two_chunks(&w, &data);
+        let kept = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with(".rdmaft-partial-")
+                })
+                .count()
+        };
+        assert_eq!(kept(&d), 1);
+        w.resume = false;
+        assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+        assert_eq!(kept(&d), 1, "the partial file is still there");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file dropped before its end leaves nothing: with named temporary files too.
+    #[test]
+    fn a_dropped_file_leaves_no_temporary_file() {
+        let d = scratch("drop");
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        let options = DestOptions {
+            unnamed_temp_files: false,
+            ..DestOptions::default()
+        };
+        w.dest = Arc::new(Destination::open(&d, options).unwrap());
+        assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            1,
+            "its temporary file"
+        );
+        assert!(w.job(WriteJob::Drop { file_id: 1 }).is_empty());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "nothing left");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The lanes' reports add up as one; a refused connection says who and why.
+    #[test]
+    fn lane_reports_add_up_and_a_refusal_names_its_peer() {
+        let lane = |received, failed, transferred, direct_files, error: Option<&str>| {
+            let mut r = ConnectionReport::default();
+            r.counts.received = received;
+            r.counts.failed = failed;
+            r.counts.deleted = 1;
+            r.transferred = transferred;
+            r.direct_files = direct_files;
+            r.error = error.map(str::to_owned);
+            r
+        };
+        let mut total = lane(2, 0, false, 1, None);
+        total.add_lane(lane(3, 1, true, 2, Some("first")));
+        total.add_lane(lane(0, 0, false, 0, Some("second")));
+        assert_eq!((total.counts.received, total.counts.failed), (5, 1));
+        assert_eq!(total.counts.deleted, 3);
+        assert!(total.transferred, "one lane moved data");
+        assert_eq!(total.direct_files, 3);
+        assert_eq!(
+            total.error.as_deref(),
+            Some("first"),
+            "the first error kept"
+        );
+        let r = ConnectionReport::refused("10.0.0.9:1".into(), "not allowed", "why".into());
+        assert_eq!(r.peer, "10.0.0.9:1");
+        assert_eq!(r.refusal, Some("not allowed"));
+        assert_eq!(r.error.as_deref(), Some("why"));
+        assert!(!r.all_ok());
+    }
+
+    /// A directory in sync whose prune removes entries gets the sender's mtime back
+    /// (removing them changed it).
+    #[test]
+    fn a_pruned_directory_keeps_the_senders_mtime() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = scratch("prune-mtime");
+        std::fs::create_dir_all(d.join("p")).unwrap();
+        std::fs::write(d.join("p/gone"), b"g").unwrap();
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        let mode = 0o755 & !crate::fs::perms::process_umask();
+        std::fs::set_permissions(d.join("p"), std::fs::Permissions::from_mode(mode)).unwrap();
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(MTIME.0 as u64);
+        std::fs::File::open(d.join("p"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        w.names = Some(Arc::default());
+        let answer = prune(&mut w, "p");
+        assert!(
+            matches!(answer, FileAnswer::Pruned { deleted: 1, changes } if changes.is_empty()),
+            "in sync but for the entry removed: {answer:?}"
+        );
+        let meta = std::fs::metadata(d.join("p")).unwrap();
+        assert_eq!(
+            meta.mtime(),
+            MTIME.0,
+            "the mtime set again after the removal"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
         let done = w.job(WriteJob::Offer(Offer {

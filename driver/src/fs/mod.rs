@@ -10,7 +10,7 @@ pub mod dest;
 pub mod direct;
 pub mod exclude;
 pub mod link;
-mod perms;
+pub(crate) mod perms;
 pub mod prune;
 pub mod shard;
 pub(crate) mod split;

@@ -6,7 +6,7 @@ use rustix::fs::Mode;
 /// (`Umask:`, Linux 4.7 and later). Without that, `umask(2)` is the only way to read it, and
 /// it reads by setting: for that instant the mask is `0o077`, so a file another thread
 /// creates meanwhile gets fewer permissions, never more.
-pub(super) fn process_umask() -> u32 {
+pub(crate) fn process_umask() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| parse_umask(&status))
