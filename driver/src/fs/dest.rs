@@ -565,7 +565,16 @@ impl Destination {
     /// prefix is not trusted: a resumed file is published only if the digest of the whole
     /// file, kept prefix included, matches the sender's.
     pub fn keep_partial(&self, incoming: Incoming, size: u64, mtime: (i64, u32), written: u64) {
+        // A file created with the sender's bits (say 0o444) is kept as a temporary file
+        // is: owner read and write only, so that the next transfer can open it to go on.
+        let private = match incoming.temp {
+            TempName::Unnamed(Some(mode)) if mode.as_raw_mode() != 0o600 => {
+                rfs::fchmod(&incoming.file, Mode::from_raw_mode(0o600)).is_ok()
+            }
+            _ => true,
+        };
         let kept = written > 0
+            && private
             && incoming.file.set_len(written).is_ok()
             && self
                 .temp
@@ -1039,7 +1048,8 @@ mod tests {
             let d = scratch(&format!("partial-{unnamed}"));
             let dest = open(&d, Existing::Replace, unnamed);
             let mtime = (1_700_000_000, 5);
-            let (mut inc, kept) = dest.resume_file("sub/f", 100, 0o644, mtime).unwrap();
+            // A read-only file: created with its bits where it may be, kept owner-writable.
+            let (mut inc, kept) = dest.resume_file("sub/f", 100, 0o444, mtime).unwrap();
             assert_eq!(kept, 0, "nothing to resume yet");
             inc.file.write_all(&[7u8; 60]).unwrap();
             dest.keep_partial(inc, 100, mtime, 40);
@@ -1047,6 +1057,15 @@ mod tests {
             let names = listing(&d);
             assert_eq!(names.len(), 2, "{names:?}");
             assert!(names[1].starts_with("sub/.rdmaft-partial-"), "{names:?}");
+            let kept_mode = std::fs::metadata(d.join(&names[1]))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                kept_mode & 0o7777,
+                0o600,
+                "a partial file is the receiver's own"
+            );
             // Another size or mtime is another file: a fresh start.
             let (other, kept) = dest
                 .resume_file("sub/f", 100, 0o644, (1_700_000_000, 6))
