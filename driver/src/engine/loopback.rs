@@ -608,3 +608,75 @@ mod loom_tests {
         });
     }
 }
+
+/// The link keeps a queue pair's receive accounting: what arrives beyond the receives posted
+/// breaks it (an RNR), each completion polled posts its receive again, and either end's
+/// close is the other's disconnect.
+#[cfg(all(test, not(rdmaft_loom)))]
+mod tests {
+    use super::*;
+    use rdmaft_protocol::Features;
+
+    fn loop_pair() -> Pair {
+        let params = Params::new(Features::empty(), 4096, 2);
+        pair(&params, &params, None, None, None).expect("a loopback pair")
+    }
+
+    #[test]
+    fn writes_beyond_the_receives_posted_are_an_rnr() {
+        let mut p = loop_pair();
+        let posted =
+            p.receiver_neg.window + u32::from(p.receiver_neg.receiver_ctrl_depth) + ACK_RECEIVES;
+        for _ in 0..posted {
+            p.sender.post_ack(0).unwrap();
+        }
+        // Polled: every receive is posted again, and as many writes fit once more.
+        let mut c = Vec::new();
+        p.receiver.poll(&mut c).unwrap();
+        assert_eq!(c.len(), posted as usize);
+        for _ in 0..posted {
+            p.sender.post_ack(0).unwrap();
+        }
+        let err = p.sender.post_ack(0).unwrap_err();
+        assert!(err.to_string().contains("RNR"), "{err}");
+        assert!(p.receiver.is_down() && p.sender.is_down());
+        assert_eq!(p.sender.peer(), "loopback receiver");
+        assert_eq!(p.receiver.peer(), "loopback sender");
+    }
+
+    #[test]
+    fn messages_beyond_the_senders_receives_are_an_rnr() {
+        let mut p = loop_pair();
+        let posted = u32::from(p.sender_neg.sender_ctrl_depth);
+        for n in 0..posted {
+            p.receiver.post_message(u64::from(n), b"m").unwrap();
+        }
+        let mut c = Vec::new();
+        p.sender.poll(&mut c).unwrap();
+        assert_eq!(c.len(), posted as usize);
+        for n in 0..posted {
+            p.receiver.post_message(u64::from(n), b"m").unwrap();
+        }
+        let err = p.receiver.post_message(0, b"m").unwrap_err();
+        assert!(err.to_string().contains("RNR"), "{err}");
+        assert!(p.sender.is_down());
+    }
+
+    #[test]
+    fn a_close_is_the_other_ends_disconnect() {
+        let mut p = loop_pair();
+        assert!(!p.sender.is_down() && !p.receiver.is_down());
+        p.receiver.close();
+        assert!(p.sender.is_down());
+        let err = p.sender.post_ack(0).unwrap_err();
+        assert!(err.to_string().contains("receiver disconnected"), "{err}");
+        let mut p = loop_pair();
+        p.sender.close();
+        assert!(p.receiver.is_down());
+        let mut c = Vec::new();
+        assert!(
+            p.receiver.poll(&mut c).is_err(),
+            "a poll with nothing left says so"
+        );
+    }
+}
