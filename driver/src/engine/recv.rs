@@ -1793,6 +1793,94 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A named temporary file can be written by other processes (an unnamed one cannot):
+    /// its length is asked of the file system at the end, and bytes added behind the
+    /// writer's back fail the file instead of being published with it.
+    #[test]
+    fn a_named_temporary_file_grown_behind_the_writers_back_is_not_published() {
+        let d = scratch("grown");
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        let options = DestOptions {
+            unnamed_temp_files: false,
+            ..DestOptions::default()
+        };
+        w.dest = Arc::new(Destination::open(&d, options).unwrap());
+        assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+        let temp = std::fs::read_dir(&d)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let digest = {
+            let mut whole = Digester::new(DigestKind::Xxh3_128);
+            whole.update(&data);
+            whole.finish()
+        };
+        let t = w.files.get_mut(&1).unwrap();
+        t.temp
+            .as_ref()
+            .unwrap()
+            .file
+            .write_all_at(&data, 0)
+            .unwrap();
+        t.digest.update(&data);
+        t.written = SIZE;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&temp)
+            .unwrap()
+            .write_all(b"planted")
+            .unwrap();
+        let done = w.job(WriteJob::Complete {
+            file_id: 1,
+            length: SIZE,
+            digest,
+        });
+        assert!(
+            matches!(
+                done.as_slice(),
+                [WriteDone::Verified { status, .. }] if *status == FileStatus::LENGTH_MISMATCH
+            ),
+            "{:?}",
+            done.len()
+        );
+        assert!(!d.join("f").exists(), "nothing published");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A connection that ends with files unfinished keeps what they hold for a resume only
+    /// where resume was agreed and the file had not failed; else nothing is left.
+    #[test]
+    fn unfinished_files_are_kept_only_to_be_resumed() {
+        for (resume, failed, kept) in [(true, false, 1), (false, false, 0), (true, true, 0)] {
+            let d = scratch(&format!("unfinished-{resume}-{failed}"));
+            let mut w = writer(&d, DigestKind::Xxh3_128);
+            w.resume = resume;
+            assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+            let t = w.files.get_mut(&1).unwrap();
+            t.temp
+                .as_ref()
+                .unwrap()
+                .file
+                .write_all_at(&[1; 100], 0)
+                .unwrap();
+            t.written = 100;
+            if failed {
+                t.failed = Some((FileStatus::IO, "failed".into()));
+            }
+            w.discard_all();
+            let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+            assert_eq!(
+                left.len(),
+                kept,
+                "resume {resume}, failed {failed}: {left:?}"
+            );
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
         let done = w.job(WriteJob::Offer(Offer {
