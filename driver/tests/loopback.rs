@@ -115,6 +115,15 @@ fn many_small_files() {
     let (report, received) = loopback_transfer(vec![src.clone()], &dest, send, &recv).unwrap();
     assert!(report.all_ok(), "{:?}", report.error);
     assert!(received.all_ok());
+    assert_eq!(
+        received.counts.received,
+        300 + 7 + 1,
+        "files and directories"
+    );
+    assert_eq!(
+        received.peer, "loopback sender",
+        "the report says whom it served"
+    );
     assert_eq!(tree(&dest), tree(&base.join("src")));
     fs::remove_dir_all(&base).unwrap();
 }

@@ -1881,6 +1881,92 @@ mod tests {
         }
     }
 
+    /// The digest of `data` by `kind`.
+    fn digest_of(kind: DigestKind, data: &[u8]) -> Digest {
+        let mut d = Digester::new(kind);
+        d.update(data);
+        d.finish()
+    }
+
+    /// A sender may end a file with another agreed algorithm than the one the writer
+    /// computed: the file is read back once and checked with that one.
+    #[test]
+    fn a_file_digested_with_another_agreed_algorithm_is_read_back_and_checked() {
+        let d = scratch("other-kind");
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
+        let mut other = data.clone();
+        other[5] ^= 1;
+        for (sent, status) in [
+            (digest_of(DigestKind::Blake3, &data), FileStatus::OK),
+            (
+                digest_of(DigestKind::Blake3, &other),
+                FileStatus::DIGEST_MISMATCH,
+            ),
+        ] {
+            let mut w = writer(&d, DigestKind::Xxh3_128);
+            assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+            assert_eq!(finish(&mut w, &data, 0, sent), status);
+        }
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A part is checked on its own: its length against the sender's and its size, its
+    /// digest against the agreed kind and value.
+    #[test]
+    fn a_parts_length_and_digest_are_checked() {
+        let data = [9u8; 100];
+        let part = |written: u64, size: u64| {
+            let mut digest = Digester::new(DigestKind::Xxh3_128);
+            digest.update(&data[..written as usize]);
+            Target {
+                temp: None,
+                split: None,
+                _open: None,
+                name: "p".into(),
+                size,
+                written,
+                resumed: 0,
+                mode: 0o644,
+                mtime: MTIME,
+                digest,
+                failed: None,
+                direct: false,
+                link: None,
+            }
+        };
+        let good = digest_of(DigestKind::Xxh3_128, &data);
+        assert!(verify_part(&part(100, 100), 100, good).is_ok());
+        let status = |r: Result<(), (FileStatus, String)>| r.unwrap_err().0;
+        assert_eq!(
+            status(verify_part(&part(60, 100), 100, good)),
+            FileStatus::LENGTH_MISMATCH,
+            "fewer bytes written than sent"
+        );
+        assert_eq!(
+            status(verify_part(&part(100, 100), 60, good)),
+            FileStatus::LENGTH_MISMATCH,
+            "fewer sent than the part holds"
+        );
+        assert_eq!(
+            status(verify_part(
+                &part(100, 100),
+                100,
+                digest_of(DigestKind::Blake3, &data)
+            )),
+            FileStatus::DIGEST_MISMATCH,
+            "another kind"
+        );
+        assert_eq!(
+            status(verify_part(
+                &part(100, 100),
+                100,
+                digest_of(DigestKind::Xxh3_128, &[8u8; 100])
+            )),
+            FileStatus::DIGEST_MISMATCH
+        );
+    }
+
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
         let done = w.job(WriteJob::Offer(Offer {
