@@ -126,6 +126,10 @@ fn transfer(
     let (report, received) =
         loopback_transfer(vec![tree.to_owned()], dest, send, &options).unwrap();
     assert_eq!(report.error, None, "{report:?}");
+    assert_eq!(
+        received.counts.deleted, report.counts.deleted,
+        "both sides count the same deletions"
+    );
     let seen = seen.lock().unwrap().clone();
     (report, seen, received.all_ok())
 }
