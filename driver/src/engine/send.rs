@@ -1191,3 +1191,38 @@ fn describe_failure(f: &Failure, cancelled: bool) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counts' sums take each kind once: what ended well unsent, what did not arrive.
+    #[test]
+    fn counts_add_up() {
+        let c = SendCounts {
+            sent: 1,
+            rejected: 2,
+            failed: 3,
+            skipped: 4,
+            unfinished: 5,
+            ignored: 6,
+            up_to_date: 7,
+            would_send: 8,
+            deleted: 100,
+        };
+        assert_eq!(c.ok_unsent(), 6 + 7 + 8);
+        assert_eq!(c.total(), 36, "every entry, deletions not among them");
+        assert_eq!(c.not_sent(), 2 + 3 + 4 + 5);
+    }
+
+    /// Throughput over the whole transfer; none for a transfer that took no time.
+    #[test]
+    fn megabytes_per_second() {
+        let mut r = SendReport::empty();
+        r.bytes = 5_000_000;
+        r.elapsed = Duration::from_secs(2);
+        assert_eq!(r.mb_per_s(), 2.5);
+        r.elapsed = Duration::ZERO;
+        assert_eq!(r.mb_per_s(), 0.0);
+    }
+}
