@@ -1215,6 +1215,54 @@ mod tests {
         assert_eq!(c.not_sent(), 2 + 3 + 4 + 5);
     }
 
+    /// The lanes' reports add up: bytes, resumed bytes, direct files, lanes and devices
+    /// summed, the longest time, the first error.
+    #[test]
+    fn lane_reports_add_up() {
+        let lane = |bytes, resumed, direct, secs, error: Option<&str>| {
+            let mut r = SendReport::empty();
+            r.bytes = bytes;
+            r.bytes_resumed = resumed;
+            r.direct_files = direct;
+            r.lanes = 1;
+            r.devices = vec![format!("dev{bytes}")];
+            r.elapsed = Duration::from_secs(secs);
+            r.error = error.map(str::to_owned);
+            r
+        };
+        let mut total = lane(10, 1, 1, 3, None);
+        total.add_lane(lane(20, 2, 2, 5, Some("first")));
+        total.add_lane(lane(30, 3, 0, 4, Some("second")));
+        assert_eq!((total.bytes, total.bytes_resumed), (60, 6));
+        assert_eq!((total.direct_files, total.lanes), (3, 3));
+        assert_eq!(total.devices, ["dev10", "dev20", "dev30"]);
+        assert_eq!(total.elapsed, Duration::from_secs(5));
+        assert_eq!(total.error.as_deref(), Some("first"));
+    }
+
+    /// A file is opened where the walk found it, never through a link put there since.
+    #[test]
+    fn a_link_swapped_in_after_the_walk_is_not_followed() {
+        let d = std::env::temp_dir().join(format!("rdmaft-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("secret"), b"not to be sent").unwrap();
+        std::os::unix::fs::symlink(d.join("secret"), d.join("f")).unwrap();
+        let entry = SourceEntry {
+            path: d.join("f"),
+            name: "f".into(),
+            kind: EntryKind::File,
+            size: 14,
+            mode: 0o644,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            target: Vec::new(),
+        };
+        let err = open_entry(&entry).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// Throughput over the whole transfer; none for a transfer that took no time.
     #[test]
     fn megabytes_per_second() {
