@@ -668,6 +668,8 @@ mod tests {
         assert!(!p.sender.is_down() && !p.receiver.is_down());
         p.receiver.close();
         assert!(p.sender.is_down());
+        let mut c = Vec::new();
+        assert!(p.sender.poll(&mut c).is_err(), "a poll with nothing left says so");
         let err = p.sender.post_ack(0).unwrap_err();
         assert!(err.to_string().contains("receiver disconnected"), "{err}");
         let mut p = loop_pair();
