@@ -1967,6 +1967,52 @@ mod tests {
         );
     }
 
+    /// A ring holding one file's bytes, chunk after chunk.
+    struct FileRing(Vec<u8>);
+
+    impl Ring for FileRing {
+        fn copy_out(&self, offset: u64, dst: &mut [u8]) -> Result<(), Error> {
+            let at = offset as usize;
+            dst.copy_from_slice(&self.0[at..at + dst.len()]);
+            Ok(())
+        }
+    }
+
+    /// Chunks taken from the ring: written at their offsets, digested (the last in one
+    /// piece with the rest), and counted in the bytes received; the file then verifies.
+    #[test]
+    fn chunks_from_the_ring_are_written_digested_and_counted() {
+        let d = scratch("chunks");
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 241) as u8).collect();
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        w.ring = Arc::new(FileRing(data.clone()));
+        assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
+        for (seq, at) in (0..SIZE).step_by(CHUNK).enumerate() {
+            let done = w.job(WriteJob::Chunk {
+                seq: seq as u64,
+                file_id: 1,
+                file_offset: at,
+                ring_offset: at,
+                len: CHUNK as u32,
+            });
+            assert!(matches!(done.as_slice(), [WriteDone::Consumed(s)] if *s == seq as u64));
+        }
+        let counted = w.written.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted, SIZE, "the bytes received");
+        let done = w.job(WriteJob::Complete {
+            file_id: 1,
+            length: SIZE,
+            digest: digest_of(DigestKind::Xxh3_128, &data),
+        });
+        assert!(
+            matches!(done.as_slice(), [WriteDone::Verified { status, .. }] if *status == FileStatus::OK),
+            "{} results",
+            done.len()
+        );
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
         let done = w.job(WriteJob::Offer(Offer {
