@@ -124,6 +124,11 @@ fn many_small_files() {
         received.peer, "loopback sender",
         "the report says whom it served"
     );
+    assert!(
+        report.negotiated.is_some(),
+        "the report says what was agreed"
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(tree(&dest), tree(&base.join("src")));
     fs::remove_dir_all(&base).unwrap();
 }

@@ -669,7 +669,10 @@ mod tests {
         p.receiver.close();
         assert!(p.sender.is_down());
         let mut c = Vec::new();
-        assert!(p.sender.poll(&mut c).is_err(), "a poll with nothing left says so");
+        assert!(
+            p.sender.poll(&mut c).is_err(),
+            "a poll with nothing left says so"
+        );
         let err = p.sender.post_ack(0).unwrap_err();
         assert!(err.to_string().contains("receiver disconnected"), "{err}");
         let mut p = loop_pair();
