@@ -1230,10 +1230,11 @@ mod tests {
             r.error = error.map(str::to_owned);
             r
         };
+        // Numbers whose sums differ from their products.
         let mut total = lane(10, 1, 1, 3, None);
         total.add_lane(lane(20, 2, 2, 5, Some("first")));
-        total.add_lane(lane(30, 3, 0, 4, Some("second")));
-        assert_eq!((total.bytes, total.bytes_resumed), (60, 6));
+        total.add_lane(lane(30, 4, 0, 4, Some("second")));
+        assert_eq!((total.bytes, total.bytes_resumed), (60, 7));
         assert_eq!((total.direct_files, total.lanes), (3, 3));
         assert_eq!(total.devices, ["dev10", "dev20", "dev30"]);
         assert_eq!(total.elapsed, Duration::from_secs(5));
