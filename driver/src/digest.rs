@@ -88,18 +88,12 @@ impl Digester {
     /// Adds the last of the bytes: when they are all of them (none came before), hashed in
     /// one call.
     pub(crate) fn update_last(&mut self, bytes: &[u8]) {
-        let whole = match self {
-            Digester::Xxh3(None) => Digest::new(
-                DigestKind::Xxh3_128,
-                &xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes(),
-            ),
-            Digester::Blake3(None) => {
-                Digest::new(DigestKind::Blake3, blake3::hash(bytes).as_bytes())
+        match self {
+            Digester::Xxh3(None) | Digester::Blake3(None) => {
+                *self = one_call(self.kind(), bytes).map_or(Digester::Spoiled, Digester::Whole);
             }
-            _ => return self.update(bytes),
-        };
-        // The lengths match the kinds by construction.
-        *self = whole.map_or(Digester::Spoiled, Digester::Whole);
+            _ => self.update(bytes),
+        }
     }
 
     /// The digest of everything given so far.
@@ -107,19 +101,27 @@ impl Digester {
         let digest = match self {
             Digester::None | Digester::Spoiled => return Digest::NONE,
             Digester::Whole(d) => return *d,
+            Digester::Xxh3(None) | Digester::Blake3(None) => one_call(self.kind(), &[]),
             // spec: [digest.exact]
-            Digester::Xxh3(None) => Digest::new(
-                DigestKind::Xxh3_128,
-                &xxhash_rust::xxh3::xxh3_128(&[]).to_be_bytes(),
-            ),
             Digester::Xxh3(Some(h)) => {
                 Digest::new(DigestKind::Xxh3_128, &h.digest128().to_be_bytes())
             }
-            Digester::Blake3(None) => Digest::new(DigestKind::Blake3, blake3::hash(&[]).as_bytes()),
             Digester::Blake3(Some(h)) => Digest::new(DigestKind::Blake3, h.finalize().as_bytes()),
         };
         // The lengths match the kinds by construction.
         digest.unwrap_or(Digest::NONE)
+    }
+}
+
+/// `bytes` hashed by `kind` in one call, without a streaming state (`None` for no digest).
+fn one_call(kind: DigestKind, bytes: &[u8]) -> Option<Digest> {
+    match kind {
+        DigestKind::Xxh3_128 => Digest::new(
+            DigestKind::Xxh3_128,
+            &xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes(),
+        ),
+        DigestKind::Blake3 => Digest::new(DigestKind::Blake3, blake3::hash(bytes).as_bytes()),
+        _ => None,
     }
 }
 
