@@ -102,27 +102,26 @@ impl LoopWake {
     /// sleep spins, to find out whether that changed.
     #[cfg(not(rdmaft_loom))]
     fn spin(&self, timeout: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
         // Below SPIN_MISSES: spins in vain in a row; from it on, sleeps without a spin.
-        let record = self.spins.load(Relaxed);
+        let record = self.spins.load(Ordering::Relaxed);
         if record >= SPIN_MISSES {
             let next = if record >= SPIN_MISSES + SPIN_PROBE {
                 SPIN_MISSES - 1
             } else {
                 record + 1
             };
-            self.spins.store(next, Relaxed);
+            self.spins.store(next, Ordering::Relaxed);
             return;
         }
         let until = std::time::Instant::now() + SPIN.min(timeout);
         while !self.posted.load(Ordering::Relaxed) {
             if std::time::Instant::now() >= until {
-                self.spins.store(record + 1, Relaxed);
+                self.spins.store(record + 1, Ordering::Relaxed);
                 return;
             }
             std::hint::spin_loop();
         }
-        self.spins.store(0, Relaxed);
+        self.spins.store(0, Ordering::Relaxed);
     }
 }
 
@@ -511,6 +510,13 @@ impl RecvLink for LoopRecvLink {
     }
 }
 
+/// A loopback pair of 4 KiB chunks and a window of 2, for the tests and the models.
+#[cfg(test)]
+fn loop_pair() -> Pair {
+    let params = Params::new(rdmaft_protocol::Features::empty(), 4096, 2);
+    pair(&params, &params, None, None, None).expect("a loopback pair")
+}
+
 /// Model checks of the loopback link's waits with the engines' consumer loop (`make loom`).
 ///
 /// Loom does not model timeouts (a wait with a timeout waits for a wake), so an engine that
@@ -522,15 +528,9 @@ mod loom_tests {
     use super::*;
     use crate::handoff::Mailbox;
     use crate::sync::thread;
-    use rdmaft_protocol::Features;
 
     /// Long enough never to pass in a model run: the sleep must end by a wake.
     const FOREVER: Duration = Duration::from_secs(3600);
-
-    fn loop_pair() -> Pair {
-        let params = Params::new(Features::empty(), 4096, 2);
-        pair(&params, &params, None, None, None).expect("a loopback pair")
-    }
 
     /// What the engine's round needs of a link: its completions, and its wait.
     trait Link {
@@ -615,12 +615,6 @@ mod loom_tests {
 #[cfg(all(test, not(rdmaft_loom)))]
 mod tests {
     use super::*;
-    use rdmaft_protocol::Features;
-
-    fn loop_pair() -> Pair {
-        let params = Params::new(Features::empty(), 4096, 2);
-        pair(&params, &params, None, None, None).expect("a loopback pair")
-    }
 
     #[test]
     fn writes_beyond_the_receives_posted_are_an_rnr() {
