@@ -1558,6 +1558,18 @@ mod tests {
         }
     }
 
+    /// A writer whose temporary files are named ones (the fallback), which other processes
+    /// can see.
+    fn writer_with_named_temp_files(dir: &Path) -> Writer {
+        let mut w = writer(dir, DigestKind::Xxh3_128);
+        let options = DestOptions {
+            unnamed_temp_files: false,
+            ..DestOptions::default()
+        };
+        w.dest = Arc::new(Destination::open(dir, options).unwrap());
+        w
+    }
+
     /// Leaves a partial file of `f` with its first two chunks, as an interrupted transfer.
     fn keep_two_chunks(w: &Writer, data: &[u8]) {
         let (mut inc, _) = w.dest.resume_file("f", SIZE, 0o644, MTIME).unwrap();
@@ -1674,11 +1686,7 @@ mod tests {
             let mut w = writer(&d, DigestKind::Xxh3_128);
             keep_two_chunks(&w, prefix);
             offer(&mut w);
-            let digest = {
-                let mut whole = Digester::new(DigestKind::Xxh3_128);
-                whole.update(&data);
-                whole.finish()
-            };
+            let digest = digest_of(DigestKind::Xxh3_128, &data);
             assert_eq!(finish(&mut w, &data, offset, digest), status);
         }
         assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
@@ -1713,12 +1721,7 @@ mod tests {
     #[test]
     fn a_dropped_file_leaves_no_temporary_file() {
         let d = scratch("drop");
-        let mut w = writer(&d, DigestKind::Xxh3_128);
-        let options = DestOptions {
-            unnamed_temp_files: false,
-            ..DestOptions::default()
-        };
-        w.dest = Arc::new(Destination::open(&d, options).unwrap());
+        let mut w = writer_with_named_temp_files(&d);
         assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
         assert_eq!(
             std::fs::read_dir(&d).unwrap().count(),
@@ -1800,12 +1803,7 @@ mod tests {
     fn a_named_temporary_file_grown_behind_the_writers_back_is_not_published() {
         let d = scratch("grown");
         let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
-        let mut w = writer(&d, DigestKind::Xxh3_128);
-        let options = DestOptions {
-            unnamed_temp_files: false,
-            ..DestOptions::default()
-        };
-        w.dest = Arc::new(Destination::open(&d, options).unwrap());
+        let mut w = writer_with_named_temp_files(&d);
         assert_eq!(offer(&mut w), FileAnswer::Accept { offset: 0 });
         let temp = std::fs::read_dir(&d)
             .unwrap()
@@ -1813,11 +1811,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .path();
-        let digest = {
-            let mut whole = Digester::new(DigestKind::Xxh3_128);
-            whole.update(&data);
-            whole.finish()
-        };
+        let digest = digest_of(DigestKind::Xxh3_128, &data);
         let t = w.files.get_mut(&1).unwrap();
         t.temp
             .as_ref()
