@@ -2,9 +2,14 @@
 //! link: no RDMA needed, so these run on any host.
 
 use rdmaft::fs::dest::{DestOptions, Destination};
-use rdmaft::{loopback_transfer, ReceivedOutcome, ReceiverOptions, SendOptions};
+use rdmaft::{
+    loopback_transfer, FileCallback, FileOutcome, FileReport, ReceivedOutcome, ReceiverOptions,
+    SendOptions,
+};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rdmaft-loop-{}-{name}", std::process::id()));
@@ -555,5 +560,61 @@ fn direct_io_moves_large_files_past_the_page_cache() {
             "direct {on}, the file system takes O_DIRECT: {direct}"
         );
     }
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// A file that shrinks while it is being sent is not sent, with why; nothing is published
+/// under its name, and the files after it still arrive. (It is cut when the file before it is reported:
+/// the window keeps it from being read to its end by then.)
+#[test]
+fn a_file_that_shrinks_while_being_sent_is_reported_and_the_rest_arrive() {
+    let base = scratch("shrinks");
+    let (t, dest) = (base.join("src/t"), base.join("dest"));
+    fs::create_dir_all(&t).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(t.join("a"), bytes(100, 1)).unwrap();
+    fs::write(t.join("b"), bytes(1 << 20, 2)).unwrap();
+    fs::write(t.join("c"), bytes(100, 3)).unwrap();
+    let outcomes = Arc::new(Mutex::new(BTreeMap::new()));
+    let on_file: FileCallback = {
+        let (outcomes, b) = (Arc::clone(&outcomes), t.join("b"));
+        Arc::new(move |f: &FileReport| {
+            if f.name == "t/a" {
+                fs::File::options()
+                    .write(true)
+                    .open(&b)
+                    .unwrap()
+                    .set_len(4096)
+                    .unwrap();
+            }
+            outcomes
+                .lock()
+                .unwrap()
+                .insert(f.name.clone(), f.outcome.clone());
+        })
+    };
+    let (send, recv) = options(&dest, 4096, 8);
+    let send = SendOptions {
+        on_file: Some(on_file),
+        ..send
+    };
+    let (report, received) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes["t/a"], FileOutcome::Sent);
+    assert_eq!(outcomes["t/c"], FileOutcome::Sent);
+    assert_eq!(
+        outcomes["t/b"],
+        FileOutcome::Skipped(
+            "the source file changed while being sent: the file shrank while being sent".into()
+        ),
+        "{report:?}"
+    );
+    assert_eq!(report.counts.skipped, 1, "{:?}", report.counts);
+    assert!(!received.all_ok());
+    assert!(
+        !dest.join("t/b").exists(),
+        "nothing published under its name"
+    );
+    assert_eq!(fs::read(dest.join("t/c")).unwrap(), bytes(100, 3));
     fs::remove_dir_all(&base).unwrap();
 }

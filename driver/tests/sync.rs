@@ -321,13 +321,30 @@ fn delete_removes_what_the_source_no_longer_has_and_nothing_else() {
         fs::write(dest.join("t/.rdmaft-partial-0123456789abcdef"), b"kept").unwrap();
         fs::write(dest.join("outside"), b"not sent, not touched").unwrap();
         let stale = listing(&dest);
+        // And the source a new directory.
+        fs::create_dir(t.join("fresh")).unwrap();
+        set_mtime(&t.join("fresh"), 1_600_000_100);
+        set_mtime(&t, 1_600_000_100);
         // A dry run counts and changes nothing: g, d/e with f, gone with deeper, extra,
         // link.
-        let (dry, _) = run(&t, &dest, deleting(true), lanes);
+        let (dry, entries) = run(&t, &dest, deleting(true), lanes);
         assert_eq!(dry.counts.deleted, 7, "{:?}", dry.counts);
         assert_eq!(listing(&dest), stale, "a dry run deletes nothing");
+        // Its directories: one it would make, one it would give its mtime, one as it is.
+        let outcome =
+            |entries: &BTreeMap<String, FileReport>, name: &str| entries[name].outcome.clone();
+        assert_eq!(
+            outcome(&entries, "t/fresh"),
+            FileOutcome::WouldSend(Changes::NEW)
+        );
+        assert_eq!(outcome(&entries, "t"), FileOutcome::InSync(Changes::MTIME));
+        let in_sync = FileOutcome::InSync(Changes::empty());
+        assert_eq!(outcome(&entries, "t/d/renamed"), in_sync);
         let (report, entries) = run(&t, &dest, deleting(false), lanes);
         assert!(report.all_ok(), "{report:?}");
+        assert_eq!(outcome(&entries, "t/fresh"), FileOutcome::Sent);
+        assert_eq!(outcome(&entries, "t"), FileOutcome::Sent);
+        assert_eq!(outcome(&entries, "t/d/renamed"), in_sync);
         assert_eq!(report.counts.deleted, 7, "{:?}", report.counts);
         assert_eq!(entries["t"].deleted, 4, "g, gone, gone/deeper, link");
         assert_eq!(entries["t/d"].deleted, 3, "e, e/f, extra");
@@ -387,8 +404,10 @@ fn a_receiver_may_refuse_deletes_and_the_sender_says_so() {
     let t = sample(&src);
     run(&t, &dest, None, 1);
     fs::write(dest.join("t/extra"), b"x").unwrap();
+    // Over two lanes: the receiver's refusal is told once.
     let send = SendOptions {
         sync: deleting(false),
+        lanes: 2,
         ..SendOptions::default()
     };
     let mut recv = ReceiverOptions::new("127.0.0.1:0".parse().unwrap(), dest.clone());
@@ -397,11 +416,14 @@ fn a_receiver_may_refuse_deletes_and_the_sender_says_so() {
     assert!(received.all_ok(), "{received:?}");
     assert_eq!(report.error, None);
     assert_eq!(report.counts.deleted, 0);
+    assert_eq!(
+        report.warnings.len(),
+        1,
+        "one warning, from the first lane: {:?}",
+        report.warnings
+    );
     assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("refuses deletes")),
+        report.warnings[0].contains("refuses deletes"),
         "{:?}",
         report.warnings
     );
@@ -606,7 +628,11 @@ fn unsafe_links_are_refused_unless_the_receiver_allows_them() {
     assert!(fs::symlink_metadata(dest.join("t/abs")).is_err());
     assert!(fs::symlink_metadata(dest.join("t/d/out")).is_err());
     // A receiver that takes no links: they are skipped, with a warning, and no failure.
-    let (report, entries, all) = transfer(&t, &dest, with_links(None), |r| r.links = false);
+    let two_lanes = SendOptions {
+        lanes: 2,
+        ..with_links(None)
+    };
+    let (report, entries, all) = transfer(&t, &dest, two_lanes, |r| r.links = false);
     assert!(report.all_ok() && all, "{report:?}");
     assert_eq!(report.counts.ignored, 3, "{:?}", report.counts);
     assert!(
@@ -614,8 +640,9 @@ fn unsafe_links_are_refused_unless_the_receiver_allows_them() {
         "{:?}",
         entries["t/abs"]
     );
+    assert_eq!(report.warnings.len(), 1, "told once: {:?}", report.warnings);
     assert!(
-        report.warnings.iter().any(|w| w.contains("symbolic links")),
+        report.warnings[0].contains("symbolic links"),
         "{:?}",
         report.warnings
     );

@@ -420,7 +420,8 @@ fn run_send(
         }
     }
     let mut report = work.report(reports);
-    report.warnings = warnings;
+    // After the lanes' own (the first lane's says what the receiver does not offer).
+    report.warnings.extend(warnings);
     report.elapsed = started.elapsed();
     Ok(report)
 }

@@ -34,7 +34,9 @@ pub enum FileOutcome {
     Rejected(FileRejectReason),
     /// It was sent, but the receiver's verdict is a failure (digest mismatch, no space, ...).
     Failed(FileStatus),
-    /// Not sent, and that is a failure: an unreadable path or an impossible name.
+    /// Not sent, and that is a failure: an unreadable path or an impossible name, or a
+    /// file that could not be read to its end or changed while being sent (nothing is
+    /// published under its name).
     Skipped(String),
     /// Not sent, as the documented policy says (a symbolic link or a special file inside a
     /// tree): named and counted, not a failure.
@@ -267,6 +269,7 @@ impl SendReport {
         self.direct_files += lane.direct_files;
         self.lanes += lane.lanes;
         self.devices.extend(lane.devices);
+        self.warnings.extend(lane.warnings);
         self.elapsed = self.elapsed.max(lane.elapsed);
         if self.error.is_none() {
             self.error = lane.error;
@@ -448,7 +451,8 @@ fn digest_whole(entry: &SourceEntry, kind: DigestKind) -> Result<Digest, String>
 fn open_entry(entry: &SourceEntry) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // (std adds O_CLOEXEC itself.)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&entry.path)
 }
 
@@ -641,6 +645,7 @@ pub(crate) fn run<L: SendLink>(
         links: neg.features.contains(Features::LINKS),
         ready: VecDeque::new(),
         digesting: HashMap::new(),
+        gave_up: HashMap::new(),
         next_digest_key: 0,
         offered: HashMap::new(),
         next_id: 1,
@@ -690,6 +695,9 @@ struct Engine<L: SendLink> {
     digesting: HashMap<u64, WorkItem>,
     next_digest_key: u64,
     offered: HashMap<u64, Offered>,
+    /// Why the reader gave up on a file it was sending (unreadable, or changed since the
+    /// walk), for its report: its result says only that the sender aborted it.
+    gave_up: HashMap<u64, String>,
     next_id: u64,
     digest: DigestKind,
     setup: SendSetup,
@@ -942,7 +950,7 @@ impl<L: SendLink> Engine<L> {
                 match result {
                     Ok(Some(digest)) => self.finish_file(file_id, digest),
                     Ok(None) => Ok(()),
-                    Err((reason, _detail)) => self.abort_file(file_id, reason),
+                    Err((reason, detail)) => self.give_up(file_id, reason, &detail),
                 }
             }
             ReadDone::Read {
@@ -960,7 +968,7 @@ impl<L: SendLink> Engine<L> {
                 match result {
                     Ok(Some(digest)) => self.finish_file(file_id, digest),
                     Ok(None) => Ok(()),
-                    Err((reason, _detail)) => self.abort_file(file_id, reason),
+                    Err((reason, detail)) => self.give_up(file_id, reason, &detail),
                 }
             }
             ReadDone::Digested { key, result } => {
@@ -989,6 +997,16 @@ impl<L: SendLink> Engine<L> {
             Err(rdmaft_protocol::Error::Usage(UsageError::UnknownFile)) => Ok(()),
             Err(e) => Err(Error::invalid("finish_file", e.to_string())),
         }
+    }
+
+    /// The reader could not go on with `file_id`: the file is aborted, and reported as not
+    /// sent, with why (not as a failure at the receiver).
+    fn give_up(&mut self, file_id: u64, reason: AbortReason, detail: &str) -> Result<(), Error> {
+        // The first cause: reads queued behind a failed one fail for want of the file.
+        self.gave_up
+            .entry(file_id)
+            .or_insert_with(|| format!("{reason}: {detail}"));
+        self.abort_file(file_id, reason)
     }
 
     fn abort_file(&mut self, file_id: u64, reason: AbortReason) -> Result<(), Error> {
@@ -1106,10 +1124,11 @@ impl<L: SendLink> Engine<L> {
             }
             SenderEvent::FileCancelled { .. } => Ok(()),
             SenderEvent::FileDone { file_id, status } => {
-                let outcome = if status.is_ok() {
-                    FileOutcome::Sent
-                } else {
-                    FileOutcome::Failed(status)
+                let gave_up = self.gave_up.remove(&file_id);
+                let outcome = match gave_up {
+                    _ if status.is_ok() => FileOutcome::Sent,
+                    Some(why) => FileOutcome::Skipped(why),
+                    None => FileOutcome::Failed(status),
                 };
                 self.resolve(file_id, outcome);
                 Ok(())
@@ -1228,6 +1247,7 @@ mod tests {
             r.devices = vec![format!("dev{bytes}")];
             r.elapsed = Duration::from_secs(secs);
             r.error = error.map(str::to_owned);
+            r.warnings = vec![format!("warned by {bytes}")];
             r
         };
         // Numbers whose sums differ from their products.
@@ -1239,29 +1259,129 @@ mod tests {
         assert_eq!(total.devices, ["dev10", "dev20", "dev30"]);
         assert_eq!(total.elapsed, Duration::from_secs(5));
         assert_eq!(total.error.as_deref(), Some("first"));
+        assert_eq!(
+            total.warnings,
+            ["warned by 10", "warned by 20", "warned by 30"]
+        );
+    }
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rdmaft-send-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The walk's entry for the file `f` of `d`, of `size` bytes.
+    fn entry(d: &std::path::Path, size: u64) -> SourceEntry {
+        SourceEntry {
+            path: d.join("f"),
+            name: "f".into(),
+            kind: EntryKind::File,
+            size,
+            mode: 0o644,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            target: Vec::new(),
+        }
     }
 
     /// A file is opened where the walk found it, never through a link put there since.
     #[test]
     fn a_link_swapped_in_after_the_walk_is_not_followed() {
-        let d = std::env::temp_dir().join(format!("rdmaft-open-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = scratch("open");
         std::fs::write(d.join("secret"), b"not to be sent").unwrap();
         std::os::unix::fs::symlink(d.join("secret"), d.join("f")).unwrap();
-        let entry = SourceEntry {
-            path: d.join("f"),
-            name: "f".into(),
-            kind: EntryKind::File,
-            size: 14,
-            mode: 0o644,
-            mtime_sec: 0,
-            mtime_nsec: 0,
-            target: Vec::new(),
-        };
-        let err = open_entry(&entry).unwrap_err();
+        let err = open_entry(&entry(&d, 14)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn opened(d: &std::path::Path, size: u64, offset: u64) -> Result<Source, AbortReason> {
+        let item = WorkItem::for_test(entry(d, size), None);
+        open_source(&item, offset, DigestKind::Xxh3_128, false).map_err(|(reason, _)| reason)
+    }
+
+    /// A file whose size changed since the walk is refused when it is opened if it is
+    /// resumed or was empty (its prefix or its digest would be of other bytes), and after
+    /// its last read otherwise (one `fstat` per file).
+    #[test]
+    fn a_file_changed_since_the_walk_is_refused_once_and_in_time() {
+        let d = scratch("changed");
+        std::fs::write(d.join("f"), [1u8; 12]).unwrap();
+        assert_eq!(
+            opened(&d, 10, 3).err(),
+            Some(AbortReason::SOURCE_CHANGED),
+            "resumed"
+        );
+        assert_eq!(
+            opened(&d, 0, 0).err(),
+            Some(AbortReason::SOURCE_CHANGED),
+            "was empty"
+        );
+        let mut src = opened(&d, 10, 0).expect("checked after the last read only");
+        let mut slot = crate::verbs::SlotArea::plain(4096, 1)
+            .unwrap()
+            .split()
+            .remove(0);
+        let late = read_chunk(&mut src, &mut slot, 0, 10).map_err(|(reason, _)| reason);
+        assert_eq!(late.err(), Some(AbortReason::SOURCE_CHANGED), "grew");
+        // A file that shrank under its reads.
+        let mut src = opened(&d, 12, 0).unwrap();
+        std::fs::write(d.join("f"), [1u8; 5]).unwrap();
+        let short = read_chunk(&mut src, &mut slot, 0, 12).map_err(|(reason, _)| reason);
+        assert_eq!(short.err(), Some(AbortReason::SOURCE_CHANGED), "shrank");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The engine runs a small file's open and reads itself, never a whole-file digest;
+    /// a read moves its length of file bytes, a digest the file's size, an open none.
+    #[test]
+    fn small_reads_run_on_the_engine_and_count_their_bytes() {
+        let d = std::path::Path::new("/nonexistent");
+        let open = |size| ReadJob::Open {
+            file_id: 1,
+            item: WorkItem::for_test(entry(d, size), None),
+            offset: 0,
+            kind: DigestKind::Xxh3_128,
+            direct: false,
+        };
+        let mut slots = crate::verbs::SlotArea::plain(4096, 2).unwrap().split();
+        let mut read = |len| ReadJob::Read {
+            seq: 0,
+            slot: slots.pop().unwrap(),
+            file_id: 1,
+            offset: 0,
+            len,
+        };
+        let (small, large) = (read(INLINE_MAX as u32), read(INLINE_MAX as u32 + 1));
+        let digest = ReadJob::Digest {
+            key: 1,
+            entry: entry(d, 7),
+            kind: DigestKind::Xxh3_128,
+        };
+        assert!(is_small_read(&open(4096)), "a 4 KiB file");
+        assert!(is_small_read(&open(INLINE_MAX)));
+        assert!(!is_small_read(&open(INLINE_MAX + 1)));
+        assert!(is_small_read(&small));
+        assert!(!is_small_read(&large));
+        assert!(!is_small_read(&digest));
+        assert_eq!(read_bytes(&small), INLINE_MAX);
+        assert_eq!(read_bytes(&digest), 7);
+        assert_eq!(read_bytes(&open(5)), 0);
+    }
+
+    /// A cancel the user asked for is told as such; any other failure in its own words.
+    #[test]
+    fn a_failure_is_told_in_its_own_words_and_a_cancel_as_a_cancel() {
+        let cancel = Failure::Aborted(ErrorCode::CANCELLED);
+        assert_eq!(describe_failure(&cancel, true), "cancelled");
+        assert_eq!(describe_failure(&cancel, false), cancel.to_string());
+        assert_eq!(
+            describe_failure(&Failure::TimedOut, true),
+            Failure::TimedOut.to_string()
+        );
     }
 
     /// Throughput over the whole transfer; none for a transfer that took no time.

@@ -66,6 +66,20 @@ impl WorkItem {
     }
 }
 
+#[cfg(test)]
+impl WorkItem {
+    /// An item as the queue would hand it out, for the engines' unit tests.
+    pub(crate) fn for_test(entry: SourceEntry, part: Option<Part>) -> Self {
+        WorkItem {
+            entry,
+            part,
+            split: 0,
+            seq: None,
+            prune: false,
+        }
+    }
+}
+
 /// What a lane gets when it asks for work.
 #[derive(Debug)]
 pub(crate) enum Next {
