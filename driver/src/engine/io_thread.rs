@@ -222,6 +222,58 @@ mod tests {
         assert!(io.hand_over(small, run).unwrap());
         assert_eq!(io.next_result(), Some(8));
     }
+
+    /// Jobs are file byte counts; the state records each job's place in its batch (the
+    /// results not yet handed back when it ran).
+    fn place_in_batch(places: &mut Vec<usize>, job: u64, out: &mut Vec<u64>) {
+        places.push(out.len());
+        out.push(job);
+    }
+
+    /// Jobs queued before the thread serves them, all too large to run here.
+    fn queued(jobs: impl IntoIterator<Item = u64>) -> IoThread<Vec<usize>, u64, u64> {
+        let mut io = IoThread::new(Vec::new(), None);
+        for job in jobs {
+            io.stage(job);
+        }
+        assert!(!io.hand_over(|_| false, place_in_batch).unwrap());
+        io
+    }
+
+    /// A batch ends after `RESULT_BATCH` results or once `BATCH_BYTES` of file bytes have
+    /// moved, whichever comes first; every result comes back, in order.
+    #[test]
+    fn results_come_back_in_batches_cut_by_count_and_by_bytes() {
+        let big = BATCH_BYTES / 2;
+        let jobs: Vec<u64> = [vec![0; 40], vec![big; 4], vec![1]].concat();
+        let mut io = queued(jobs.iter().copied());
+        let shared = io.shared();
+        io.close();
+        let places = serve(&shared, place_in_batch, |j| *j, |s| s.clone());
+        let expected: Vec<usize> = [
+            (0..RESULT_BATCH).collect::<Vec<_>>(),
+            // 8 that move nothing, then two halves of the byte limit.
+            (0..10).collect(),
+            vec![0, 1],
+            vec![0],
+        ]
+        .concat();
+        assert_eq!(places, expected);
+        let results: Vec<u64> = std::iter::from_fn(|| io.next_result()).collect();
+        assert_eq!(results, jobs);
+    }
+
+    /// Once the engine takes no more results, the thread stops after the batch it is on
+    /// instead of serving the rest of its queue.
+    #[test]
+    fn a_thread_whose_results_are_refused_stops_after_its_batch() {
+        let io = queued(vec![0; 40]);
+        let shared = io.shared();
+        io.close();
+        io.close_results();
+        let places = serve(&shared, place_in_batch, |j| *j, |s| s.clone());
+        assert_eq!(places.len(), RESULT_BATCH);
+    }
 }
 
 /// Model checks of the real `IoThread` with the real `serve` (`make loom`).

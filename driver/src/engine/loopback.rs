@@ -616,6 +616,24 @@ mod loom_tests {
 mod tests {
     use super::*;
 
+    /// A wait with nothing to do lasts its timeout, on either side (no busy loop); one
+    /// with a completion waiting returns (else this test would not end).
+    #[test]
+    fn a_wait_lasts_its_timeout_unless_something_waits() {
+        let mut p = loop_pair();
+        let timeout = Duration::from_millis(20);
+        let started = std::time::Instant::now();
+        p.receiver.wait(timeout).unwrap();
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        p.sender.wait(timeout).unwrap();
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        p.sender.post_ack(0).unwrap();
+        p.receiver.wait(Duration::from_secs(3600)).unwrap();
+        p.receiver.post_message(0, b"m").unwrap();
+        p.sender.wait(Duration::from_secs(3600)).unwrap();
+    }
+
     #[test]
     fn writes_beyond_the_receives_posted_are_an_rnr() {
         let mut p = loop_pair();

@@ -948,6 +948,29 @@ fn write_bytes(job: &WriteJob) -> u64 {
     }
 }
 
+/// Whether the engine may run `job` itself (see `io_thread`). `resume`: an offer may take
+/// over (and hash) a kept partial file; `fsync`: a publish syncs, which would hold the
+/// wire up; `offered_size`: the size of an offered file by its number.
+fn runs_inline(
+    job: &WriteJob,
+    resume: bool,
+    fsync: bool,
+    offered_size: impl Fn(u64) -> Option<u64>,
+) -> bool {
+    match job {
+        // Without a sync comparison (it reads the file here) and not a part (it may hash
+        // what an earlier session kept); a file that may be resumed only if small.
+        WriteJob::Offer(o) => {
+            o.sync.is_none() && o.part.is_none() && (o.size <= INLINE_MAX || !resume)
+        }
+        WriteJob::Chunk { len, .. } => u64::from(*len) <= INLINE_MAX,
+        WriteJob::Complete { file_id, .. } => {
+            !fsync && offered_size(*file_id).is_some_and(|size| size <= INLINE_MAX)
+        }
+        WriteJob::Drop { .. } => true,
+    }
+}
+
 /// The writer thread's end: what unfinished files left behind is removed (or kept for a
 /// resume); how many files it wrote with `O_DIRECT`.
 fn writer_finish(w: &mut Writer) -> u64 {
@@ -1173,26 +1196,14 @@ impl<L: RecvLink> Round for Engine<L> {
 
     fn hand_over(&mut self) -> Result<bool, Error> {
         let offers = &self.offers;
-        // Not with `--fsync`: its syncs would hold the wire up.
-        let inline_complete = !self.setup.dest.options().fsync;
-        // With `RESUME` an offer may take over (and hash) a kept partial file.
+        let fsync = self.setup.dest.options().fsync;
         let resume = self
             .machine
             .negotiated()
             .features
             .contains(Features::RESUME);
-        let small = |job: &WriteJob| match job {
-            // Without a sync comparison (it reads the file here) and not a part (it may
-            // hash what an earlier session kept); a file that may be resumed only if small.
-            WriteJob::Offer(o) => {
-                o.sync.is_none() && o.part.is_none() && (o.size <= INLINE_MAX || !resume)
-            }
-            WriteJob::Chunk { len, .. } => u64::from(*len) <= INLINE_MAX,
-            WriteJob::Complete { file_id, .. } => {
-                inline_complete && offers.get(file_id).is_some_and(|f| f.size <= INLINE_MAX)
-            }
-            WriteJob::Drop { .. } => true,
-        };
+        let small =
+            |job: &WriteJob| runs_inline(job, resume, fsync, |id| offers.get(&id).map(|f| f.size));
         self.io
             .hand_over(small, run_write)
             .map_err(|_| Error::ThreadPanicked("writer"))
@@ -1496,6 +1507,102 @@ mod tests {
     use crate::fs::dest::DestOptions;
     use std::io::Write;
     use std::path::Path;
+
+    fn offered(size: u64, part: Option<Part>, sync: Option<SyncCheck>) -> WriteJob {
+        WriteJob::Offer(Offer {
+            file_id: 1,
+            name: "f".into(),
+            kind: EntryKind::File,
+            size,
+            mode: 0o644,
+            mtime: (0, 0),
+            part,
+            refusal: None,
+            sync,
+            target: Vec::new(),
+        })
+    }
+
+    fn chunk(len: u32) -> WriteJob {
+        WriteJob::Chunk {
+            seq: 0,
+            file_id: 1,
+            file_offset: 0,
+            ring_offset: 0,
+            len,
+        }
+    }
+
+    fn complete(file_id: u64) -> WriteJob {
+        WriteJob::Complete {
+            file_id,
+            length: 0,
+            digest: Digest::NONE,
+        }
+    }
+
+    /// The engine runs a job itself only when it is small and cannot read or sync much:
+    /// an offer with no sync check, not a part, small when it may be resumed; a chunk up to
+    /// `INLINE_MAX`; the publish of a small file without `--fsync`; any drop.
+    #[test]
+    fn only_small_jobs_that_read_and_sync_nothing_run_on_the_engine() {
+        let sizes = |id| {
+            [(1, INLINE_MAX), (2, INLINE_MAX + 1)]
+                .into_iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, s)| s)
+        };
+        let inline = |job: &WriteJob, resume, fsync| runs_inline(job, resume, fsync, sizes);
+        let part = Some(Part {
+            shift: 16,
+            index: 0,
+        });
+        assert!(
+            inline(&offered(4096, None, None), true, false),
+            "a 4 KiB file"
+        );
+        assert!(inline(&offered(INLINE_MAX, None, None), true, false));
+        assert!(!inline(&offered(INLINE_MAX + 1, None, None), true, false));
+        assert!(inline(&offered(INLINE_MAX + 1, None, None), false, false));
+        assert!(!inline(&offered(1, part, None), false, false));
+        assert!(!inline(
+            &offered(1, None, Some(SyncCheck::default())),
+            false,
+            false
+        ));
+        assert!(inline(&chunk(INLINE_MAX as u32), true, true));
+        assert!(!inline(&chunk(INLINE_MAX as u32 + 1), true, false));
+        assert!(inline(&complete(1), true, false));
+        assert!(
+            !inline(&complete(1), true, true),
+            "a sync holds the wire up"
+        );
+        assert!(!inline(&complete(2), false, false));
+        assert!(!inline(&complete(3), false, false), "not offered");
+        assert!(inline(&WriteJob::Drop { file_id: 1 }, true, true));
+    }
+
+    /// A chunk moves its length of file bytes; other jobs none (for the writer's batches).
+    #[test]
+    fn only_chunks_count_as_bytes_written() {
+        assert_eq!(write_bytes(&chunk(4096)), 4096);
+        assert_eq!(write_bytes(&offered(1 << 20, None, None)), 0);
+        assert_eq!(write_bytes(&complete(1)), 0);
+    }
+
+    /// A peer's violation and a closed session are the machine's to report; an API misuse
+    /// is this engine's error.
+    #[test]
+    fn only_a_misuse_of_the_machine_is_the_engines_error() {
+        use rdmaft_protocol::{Error as PErr, UsageError};
+        assert!(protocol_result(PErr::Closed).is_ok());
+        let e = protocol_result(PErr::Usage(UsageError::NotOpen)).unwrap_err();
+        assert!(e.to_string().contains("receiver engine"), "{e}");
+        assert_eq!(
+            describe_failure(&Failure::TimedOut),
+            Failure::TimedOut.to_string()
+        );
+    }
 
     /// Each outcome counts once, under its own name; the totals add them up.
     #[test]

@@ -95,3 +95,151 @@ impl CtrlScratch {
         self.0 = Some(buf);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one scripted round brings.
+    #[derive(Clone, Copy, Default)]
+    struct Brings {
+        completions: usize,
+        results: usize,
+        ready: bool,
+    }
+
+    /// A role that plays `script` round by round and logs every step; the session ends
+    /// when the script does.
+    struct Scripted {
+        script: Vec<Brings>,
+        round: usize,
+        results_left: usize,
+        /// The round in which the link goes down.
+        lost_in: Option<usize>,
+        log: Vec<String>,
+    }
+
+    impl Scripted {
+        fn new(script: Vec<Brings>) -> Self {
+            Scripted {
+                script,
+                round: 0,
+                results_left: 0,
+                lost_in: None,
+                log: Vec::new(),
+            }
+        }
+
+        fn now(&self) -> Brings {
+            self.script[self.round - 1]
+        }
+    }
+
+    impl Round for Scripted {
+        type Completion = usize;
+        fn start_round(&mut self) -> Result<(), Error> {
+            self.round += 1;
+            if self.round <= self.script.len() {
+                self.results_left = self.now().results;
+            }
+            self.log.push(format!("start {}", self.round));
+            Ok(())
+        }
+        fn drain(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn is_ended(&self) -> bool {
+            self.round > self.script.len()
+        }
+        fn poll(&mut self, into: &mut Vec<usize>) -> Result<(), Error> {
+            into.extend(0..self.now().completions);
+            Ok(())
+        }
+        fn set_corked(&mut self, corked: bool) {
+            self.log.push(format!("corked {corked}"));
+        }
+        fn completion(&mut self, c: usize) -> Result<(), Error> {
+            self.log.push(format!("completion {c}"));
+            Ok(())
+        }
+        fn io_result(&mut self) -> Result<bool, Error> {
+            if self.results_left == 0 {
+                return Ok(false);
+            }
+            self.results_left -= 1;
+            self.log.push("result".into());
+            Ok(true)
+        }
+        fn end_round(&mut self) -> Result<(), Error> {
+            self.log.push("end".into());
+            Ok(())
+        }
+        fn tick(&mut self) {}
+        fn link_lost(&mut self) -> Option<Error> {
+            (self.lost_in == Some(self.round)).then_some(Error::ThreadPanicked("link"))
+        }
+        fn hand_over(&mut self) -> Result<bool, Error> {
+            Ok(self.now().ready)
+        }
+        fn wait(&mut self) -> Result<(), Error> {
+            self.log.push("wait".into());
+            Ok(())
+        }
+    }
+
+    /// A round feeds its completions and results corked, and waits only when it brought
+    /// nothing and no result is ready.
+    #[test]
+    fn a_round_waits_only_when_it_brought_nothing() {
+        let idle = Brings::default();
+        let script = vec![
+            idle,
+            Brings {
+                completions: 2,
+                ..idle
+            },
+            Brings { results: 1, ..idle },
+            Brings {
+                ready: true,
+                ..idle
+            },
+            idle,
+        ];
+        let mut r = Scripted::new(script);
+        run(&mut r).unwrap();
+        let log = r.log.join(", ");
+        assert_eq!(
+            log,
+            "start 1, corked true, end, corked false, wait, \
+             start 2, corked true, completion 0, completion 1, end, corked false, \
+             start 3, corked true, result, end, corked false, \
+             start 4, corked true, end, corked false, \
+             start 5, corked true, end, corked false, wait, \
+             start 6"
+        );
+    }
+
+    /// A link that goes down under a live session ends the loop with its error.
+    #[test]
+    fn a_lost_link_ends_the_loop() {
+        let mut r = Scripted::new(vec![Brings::default(); 5]);
+        r.lost_in = Some(2);
+        let e = run(&mut r).unwrap_err();
+        assert!(matches!(e, Error::ThreadPanicked("link")), "{e}");
+        let log = r.log.join(", ");
+        assert!(
+            log.ends_with("wait, start 2, corked true, end, corked false"),
+            "no wait after the loss: {log}"
+        );
+    }
+
+    /// The control buffer given back is the one the next drain takes.
+    #[test]
+    fn the_control_buffer_is_kept_between_drains() {
+        let mut s = CtrlScratch::default();
+        let buf = s.take();
+        let at = std::ptr::from_ref(&*buf);
+        s.put(buf);
+        assert!(std::ptr::eq(&*s.take(), at));
+    }
+}

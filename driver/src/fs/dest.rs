@@ -1148,6 +1148,30 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Open directories are kept for the next names in them; a prune that removed
+    /// something forgets them (one may be gone), one that removed nothing, or a dry run,
+    /// keeps them.
+    #[test]
+    fn directories_stay_cached_until_a_prune_removes_something() {
+        let d = scratch("dir-cache-kept");
+        let dest = open(&d, Existing::Replace, true);
+        for dir in ["a", "b", "c"] {
+            std::fs::create_dir(d.join(dir)).unwrap();
+            dest.parent_of(&format!("{dir}/f")).unwrap();
+        }
+        let cached = || crate::sync::lock_std(&dest.dirs).len();
+        assert_eq!(cached(), 3);
+        std::fs::write(d.join("a/extra"), b"x").unwrap();
+        let keep = std::collections::HashSet::new();
+        assert_eq!(dest.prune("b", &keep, false).unwrap(), 0);
+        assert!(cached() >= 3, "nothing removed, nothing forgotten");
+        assert_eq!(dest.prune("a", &keep, true).unwrap(), 1);
+        assert!(cached() >= 3, "a dry run removes nothing");
+        assert_eq!(dest.prune("a", &keep, false).unwrap(), 1);
+        assert_eq!(cached(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_cached_directory_removed_meanwhile_is_made_again() {
         let d = scratch("dir-cache");
