@@ -660,3 +660,27 @@ fn unsafe_links_are_refused_unless_the_receiver_allows_them() {
     );
     fs::remove_dir_all(&base).unwrap();
 }
+
+/// `--checksum` of a lone file (no directory for the walk's end to wait for): it is
+/// offered once its digest is in, and found in sync the second time.
+#[test]
+fn checksum_of_a_lone_file_waits_for_its_digest() {
+    let base = scratch("checksum-lone");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    fs::create_dir_all(&dest).unwrap();
+    let t = sample(&src);
+    let (report, entries) = run(&t.join("b"), &dest, checksum(), 1);
+    assert_eq!(entries["b"].outcome, FileOutcome::Sent, "{report:?}");
+    assert_eq!(report.bytes, 5000);
+    let (report, entries) = run(&t.join("b"), &dest, checksum(), 1);
+    assert_eq!(
+        entries["b"].outcome,
+        FileOutcome::InSync(Changes::empty()),
+        "{report:?}"
+    );
+    assert_eq!(
+        fs::read(dest.join("b")).unwrap(),
+        fs::read(t.join("b")).unwrap()
+    );
+    fs::remove_dir_all(&base).unwrap();
+}
