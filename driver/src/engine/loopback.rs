@@ -616,6 +616,30 @@ mod loom_tests {
 mod tests {
     use super::*;
 
+    /// Sleeps spin until two spins in a row ran out; from then on one sleep in
+    /// `SPIN_MISSES + SPIN_PROBE` tries a spin again; a wake a spin finds starts over.
+    #[test]
+    fn spins_stop_after_two_in_vain_and_probe_now_and_then() {
+        let w = LoopWake::new();
+        // Whether a sleep spun: only a sleep that starts below SPIN_MISSES does.
+        let spun = |w: &LoopWake| {
+            let before = w.spins.load(Ordering::Relaxed);
+            w.sleep(Duration::from_micros(1));
+            before < SPIN_MISSES
+        };
+        let period = (SPIN_MISSES + SPIN_PROBE) as usize;
+        let spins: Vec<usize> = (0..=2 * period + 1).filter(|_| spun(&w)).collect();
+        assert_eq!(spins, [0, 1, period + 1, 2 * period + 1]);
+        // That last probe ran out; the next one finds a wake waiting: spinning pays again.
+        while w.spins.load(Ordering::Relaxed) >= SPIN_MISSES {
+            spun(&w);
+        }
+        w.wake();
+        assert!(spun(&w));
+        assert_eq!(w.spins.load(Ordering::Relaxed), 0);
+        assert!(spun(&w) && spun(&w) && !spun(&w));
+    }
+
     /// A wait with nothing to do lasts its timeout, on either side (no busy loop); one
     /// with a completion waiting returns (else this test would not end).
     #[test]
