@@ -1432,7 +1432,7 @@ mod tests {
     }
 
     #[test]
-    fn fsync_syncs_the_directories() {
+    fn fsync_syncs_the_directories_and_nothing_syncs_without_it() {
         let d = scratch("fsync");
         let id = |p: PathBuf| {
             let m = std::fs::metadata(p).unwrap();
@@ -1455,6 +1455,14 @@ mod tests {
             ] {
                 assert!(synced.contains(&id(dir.clone())), "{}", dir.display());
             }
+            // Without --fsync the same makes and publishes sync nothing.
+            let dest = open(&d, Existing::Keep, unnamed);
+            let sub = format!("again-{unnamed}");
+            let mut inc = dest.begin_file(&format!("{sub}/b/f"), 1, 0o644).unwrap();
+            inc.file.write_all(b"f").unwrap();
+            dest.publish(inc, 0o644, (0, 0)).unwrap();
+            dest.make_dir(&format!("{sub}/c"), 0o755, (0, 0)).unwrap();
+            assert_eq!(*crate::sync::lock_std(&dest.synced), []);
         }
         std::fs::remove_dir_all(&d).unwrap();
     }
