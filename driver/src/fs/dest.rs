@@ -1172,6 +1172,23 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Only a missing directory makes a create look its directories up afresh: another
+    /// refusal (here a file where a directory should be) keeps them cached.
+    #[test]
+    fn a_refusal_other_than_a_missing_directory_keeps_the_cache() {
+        let d = scratch("dir-cache-refusal");
+        let dest = open(&d, Existing::Replace, true);
+        for dir in ["a", "b"] {
+            std::fs::create_dir(d.join(dir)).unwrap();
+            dest.parent_of(&format!("{dir}/f")).unwrap();
+        }
+        std::fs::write(d.join("a/x"), b"a file").unwrap();
+        let refused = dest.begin_file("a/x/y", 1, 0o644).map(|_| ()).unwrap_err();
+        assert_eq!(refused.errno, Some(Errno::NOTDIR), "{refused:?}");
+        assert_eq!(crate::sync::lock_std(&dest.dirs).len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_cached_directory_removed_meanwhile_is_made_again() {
         let d = scratch("dir-cache");
