@@ -1189,6 +1189,34 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A file large enough that its name is looked at first replaces a file there; a
+    /// directory there refuses it, and so does any entry with no-clobber.
+    #[test]
+    fn a_large_file_replaces_a_file_but_not_a_directory() {
+        let d = scratch("large-over");
+        let dest = open(&d, Existing::Replace, true);
+        std::fs::write(d.join("f"), b"old").unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        let data = vec![7u8; EARLY_CHECK_MIN as usize];
+        let mut inc = dest.begin_file("f", EARLY_CHECK_MIN, 0o644).unwrap();
+        inc.file.write_all(&data).unwrap();
+        dest.publish(inc, 0o644, (0, 0)).unwrap();
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), data);
+        let refused = dest
+            .begin_file("dir", EARLY_CHECK_MIN, 0o644)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refused.reason, FileRejectReason::EXISTS, "{refused:?}");
+        assert!(refused.detail.contains("is a directory"), "{refused:?}");
+        let keep = open(&d, Existing::Keep, true);
+        let refused = keep
+            .begin_file("f", EARLY_CHECK_MIN, 0o644)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(refused.detail.ends_with("exists"), "{refused:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_cached_directory_removed_meanwhile_is_made_again() {
         let d = scratch("dir-cache");
