@@ -618,3 +618,30 @@ fn a_file_that_shrinks_while_being_sent_is_reported_and_the_rest_arrive() {
     assert_eq!(fs::read(dest.join("t/c")).unwrap(), bytes(100, 3));
     fs::remove_dir_all(&base).unwrap();
 }
+
+/// With the same key on both sides the pair agrees on the key's proof and the tree
+/// arrives; a receiver with a key refuses a sender without one.
+#[test]
+fn a_shared_key_is_agreed_and_a_sender_without_it_is_refused() {
+    let base = scratch("key");
+    let (t, dest) = (base.join("src/t"), base.join("dest"));
+    fs::create_dir_all(&t).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(t.join("a"), bytes(1000, 5)).unwrap();
+    let key = rdmaft::Key::derive(b"a test key of at least thirty-two bytes");
+    let (mut send, mut recv) = options(&dest, 4096, 8);
+    recv.key = Some(key.clone());
+    let refused = loopback_transfer(vec![t.clone()], &dest, send.clone(), &recv);
+    let refused = refused.map(|_| ()).unwrap_err().to_string();
+    assert!(refused.contains("auth"), "{refused}");
+    send.key = Some(key);
+    let (report, received) = loopback_transfer(vec![t.clone()], &dest, send, &recv).unwrap();
+    assert!(report.all_ok() && received.all_ok(), "{report:?}");
+    let features = report.negotiated.unwrap().features;
+    assert!(
+        features.contains(rdmaft::protocol::Features::AUTH_PSK),
+        "{features:?}"
+    );
+    assert_eq!(fs::read(dest.join("t/a")).unwrap(), bytes(1000, 5));
+    fs::remove_dir_all(&base).unwrap();
+}
