@@ -2114,6 +2114,69 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A part an earlier transfer verified and kept is accepted again from its last whole
+    /// chunk (a short end is sent again) with its kept bytes hashed: what comes then
+    /// completes it.
+    #[test]
+    fn a_kept_part_is_resumed_from_its_last_whole_chunk() {
+        let d = scratch("kept-part");
+        let part = Part {
+            shift: 13,
+            index: 2,
+        };
+        let size = 2 * part.size() + 5000;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mine = data[part.start() as usize..].to_vec();
+        let groups = crate::groups::Groups::new(true);
+        let mut w = writer(&d, DigestKind::Xxh3_128);
+        {
+            // An earlier transfer verified this part, and ended before the others.
+            let earlier = groups.enter(0).unwrap();
+            let b = earlier
+                .splits
+                .begin(&w.dest, "f", size, part, 0o644, MTIME)
+                .unwrap();
+            b.file.file().write_all_at(&mine, part.start()).unwrap();
+            earlier.splits.ended(&b.file, part.index, Ok(()));
+        }
+        w.group = Some(groups.enter(0).unwrap());
+        w.ring = Arc::new(FileRing(mine.clone()));
+        let done = w.job(WriteJob::Offer(Offer {
+            part: Some(part),
+            mtime: MTIME,
+            ..match offered(size, None, None) {
+                WriteJob::Offer(o) => o,
+                _ => unreachable!(),
+            }
+        }));
+        let offset = match done.as_slice() {
+            [WriteDone::Answer {
+                answer: FileAnswer::Accept { offset },
+                ..
+            }] => *offset,
+            _ => panic!("an accept expected"),
+        };
+        assert_eq!(offset, CHUNK as u64, "the whole chunks of 5000 bytes");
+        let rest = (mine.len() - CHUNK) as u32;
+        w.job(WriteJob::Chunk {
+            seq: 0,
+            file_id: 1,
+            file_offset: offset,
+            ring_offset: offset,
+            len: rest,
+        });
+        let done = w.job(WriteJob::Complete {
+            file_id: 1,
+            length: mine.len() as u64,
+            digest: digest_of(DigestKind::Xxh3_128, &mine),
+        });
+        assert!(
+            matches!(done.as_slice(), [WriteDone::Verified { status, .. }] if *status == FileStatus::OK),
+            "the kept bytes and the rest make the part"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// A directory's DELETE offer, as a hostile sender may make it.
     fn prune(w: &mut Writer, name: &str) -> FileAnswer {
         let done = w.job(WriteJob::Offer(Offer {
