@@ -34,6 +34,14 @@ static RECEIVERS: LazyLock<Registry<RecvJob>> = LazyLock::new(|| Registry::new(R
 /// with a `buffer_size` of 0.
 static RESET_SIZE: Mutex<Option<u32>> = Mutex::new(None);
 
+/// The chunk size of a receiver started with `buffer_size`: 0 takes the last reset's, if any.
+fn start_chunk_size(buffer_size: usize) -> u32 {
+    match (buffer_size, *crate::sync::lock_std(&RESET_SIZE)) {
+        (0, Some(reset)) => reset,
+        (size, _) => chunk_size(size),
+    }
+}
+
 /// A receiver as a context's job. Nothing waits for a receiver but its stop, so it needs no
 /// cancel apart from [`Receiver::stop`] (which raises its stop flag before it joins).
 struct RecvJob(Receiver);
@@ -108,10 +116,7 @@ unsafe fn start(
         return std::ptr::null_mut();
     };
     let mut options = ReceiverOptions::new(SocketAddr::new(ip, port), dir.into());
-    options.chunk_size = match (buffer_size, *crate::sync::lock_std(&RESET_SIZE)) {
-        (0, Some(reset)) => reset,
-        (size, _) => chunk_size(size),
-    };
+    options.chunk_size = start_chunk_size(buffer_size);
     let Some(token) = RECEIVERS.mint() else {
         fail(RDMAFT_ESYSTEM, "no receive context tokens left");
         return std::ptr::null_mut();
@@ -241,6 +246,18 @@ pub extern "C" fn rdmaft_recv_buffer_size(context: *const RecvContext) -> usize 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reset's size is the one receivers started later with 0 take; a size given
+    /// still wins.
+    #[test]
+    fn a_reset_size_is_taken_by_receivers_started_later_with_0() {
+        let before = start_chunk_size(0);
+        rdmaft_reset_recv_buffer_size(65536);
+        assert_eq!(start_chunk_size(0), 65536);
+        assert_eq!(start_chunk_size(8192), chunk_size(8192));
+        *crate::sync::lock_std(&RESET_SIZE) = None;
+        assert_eq!(start_chunk_size(0), before);
+    }
 
     #[test]
     fn bad_arguments_give_null_and_a_reason() {
