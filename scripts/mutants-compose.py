@@ -101,7 +101,9 @@ def old_mutants(run, in_diff):
         removed, inserted, now = maps[m["file"]]
         s, e = m["span"]["start"]["line"], m["span"]["end"]["line"]
         today = renamed(m["name"], now(s))
-        taken = (any(s <= l <= e for l in removed) or any(s <= p < e for p in inserted)
+        # Lines put in a body just before its first statement move that mutant's start.
+        first = s - 1 if e > s else s
+        taken = (any(s <= l <= e for l in removed) or any(first <= p < e for p in inserted)
                  or today in in_diff)
         yield (None if taken else today), ("missed" if m["name"] in missed else "unknown")
 
