@@ -564,8 +564,8 @@ fn direct_io_moves_large_files_past_the_page_cache() {
 }
 
 /// A file that shrinks while it is being sent is not sent, with why; nothing is published
-/// under its name, and the files after it still arrive. (It is cut when the file before it is reported:
-/// the window keeps it from being read to its end by then.)
+/// under its name, and the files after it still arrive. (It is cut when the file before it
+/// is reported: the window keeps it from being read to its end by then.)
 #[test]
 fn a_file_that_shrinks_while_being_sent_is_reported_and_the_rest_arrive() {
     let base = scratch("shrinks");

@@ -1508,18 +1508,27 @@ mod tests {
     use std::io::Write;
     use std::path::Path;
 
-    fn offered(size: u64, part: Option<Part>, sync: Option<SyncCheck>) -> WriteJob {
-        WriteJob::Offer(Offer {
+    /// The offer of file 1, `f`, of `size` bytes: whole, no sync check, nothing refused.
+    fn file_offer(size: u64) -> Offer {
+        Offer {
             file_id: 1,
             name: "f".into(),
             kind: EntryKind::File,
             size,
             mode: 0o644,
-            mtime: (0, 0),
-            part,
+            mtime: MTIME,
+            part: None,
             refusal: None,
-            sync,
+            sync: None,
             target: Vec::new(),
+        }
+    }
+
+    fn offered(size: u64, part: Option<Part>, sync: Option<SyncCheck>) -> WriteJob {
+        WriteJob::Offer(Offer {
+            part,
+            sync,
+            ..file_offer(size)
         })
     }
 
@@ -1685,18 +1694,7 @@ mod tests {
     }
 
     fn offer(w: &mut Writer) -> FileAnswer {
-        let done = w.job(WriteJob::Offer(Offer {
-            sync: None,
-            part: None,
-            file_id: 1,
-            name: "f".into(),
-            kind: EntryKind::File,
-            size: SIZE,
-            mode: 0o644,
-            mtime: MTIME,
-            refusal: None,
-            target: Vec::new(),
-        }));
+        let done = w.job(WriteJob::Offer(file_offer(SIZE)));
         match done.as_slice() {
             [WriteDone::Answer { answer, .. }] => *answer,
             _ => panic!("one answer expected"),
@@ -1736,16 +1734,9 @@ mod tests {
         let d = scratch("refused-name");
         let mut w = writer(&d, DigestKind::None);
         let done = w.job(WriteJob::Offer(Offer {
-            sync: None,
-            part: None,
-            file_id: 1,
             name: ".rdmaft-77-1.part".into(),
-            kind: EntryKind::File,
-            size: 1,
-            mode: 0o644,
-            mtime: MTIME,
             refusal: Some(FileRejectReason::INVALID_NAME),
-            target: Vec::new(),
+            ..file_offer(1)
         }));
         match done.as_slice() {
             [WriteDone::Answer {
@@ -2141,14 +2132,7 @@ mod tests {
         }
         w.group = Some(groups.enter(0).unwrap());
         w.ring = Arc::new(FileRing(mine.clone()));
-        let done = w.job(WriteJob::Offer(Offer {
-            part: Some(part),
-            mtime: MTIME,
-            ..match offered(size, None, None) {
-                WriteJob::Offer(o) => o,
-                _ => unreachable!(),
-            }
-        }));
+        let done = w.job(offered(size, Some(part), None));
         let offset = match done.as_slice() {
             [WriteDone::Answer {
                 answer: FileAnswer::Accept { offset },

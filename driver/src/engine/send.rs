@@ -1265,12 +1265,8 @@ mod tests {
         );
     }
 
-    /// A fresh directory for one test.
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rdmaft-send-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::fs::scratch_dir("send", name)
     }
 
     /// The walk's entry for the file `f` of `d`, of `size` bytes.
