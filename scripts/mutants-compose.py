@@ -20,7 +20,8 @@ Usage:
   mutants-compose.py compose RUNS.json IN_DIFF RERUN [CONFIRM...]
 (IN_DIFF, RERUN, CONFIRM: outcomes.json files; CONFIRM: later runs of some of the same
 mutants, on code whose lines did not move, which have the last word on them. Environment:
-MUTANTS_NOW, the commit the runs ran on (HEAD by default); MUTANTS_SURVIVORS=1 lists every
+MUTANTS_NOW, the commit the runs ran on (by default the working tree, as cargo-mutants
+copies it); MUTANTS_SURVIVORS=1 lists every
 mutant not caught, by its name today.)
 """
 
@@ -36,8 +37,11 @@ OUT = "target/mutants-delta"
 VERDICT = {"CaughtMutant": "caught", "Timeout": "caught", "MissedMutant": "missed"}
 
 
-def now_commit():
-    return os.environ.get("MUTANTS_NOW", "HEAD")
+def since(base):
+    """`git diff` revisions from `base` to the code the runs see: MUTANTS_NOW if set, else
+    the working tree (which cargo-mutants copies)."""
+    now = os.environ.get("MUTANTS_NOW")
+    return [base, now] if now else [base]
 
 
 def cargo_args(run):
@@ -72,7 +76,7 @@ def listing(run):
 
 def changes(base, path):
     """Base-side lines removed and insertion points, and the base -> now line map."""
-    diff = subprocess.run(["git", "diff", "-U0", base, now_commit(), "--", path],
+    diff = subprocess.run(["git", "diff", "-U0", *since(base), "--", path],
                           capture_output=True, text=True, check=True).stdout
     removed, inserted, hunks = set(), set(), []
     for m in re.finditer(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", diff, re.M):
@@ -123,10 +127,9 @@ def plan(runs_path):
     os.makedirs(OUT, exist_ok=True)
     with open(f"{OUT}/changes.diff", "w") as f:
         for run in runs:
-            f.write(subprocess.run(["git", "diff", run["base"], now_commit(), "--", *run["files"]],
+            f.write(subprocess.run(["git", "diff", *since(run["base"]), "--", *run["files"]],
                                    capture_output=True, text=True, check=True).stdout)
-    files = [a for run in runs for a in cargo_args(run)[4:] if a != "--exclude-re"
-             and a != run.get("exclude_re")]
+    files = [a for run in runs for f in run["files"] for a in ("--file", f)]
     listed = subprocess.run(
         ["cargo", "mutants", "--package", "rdmaft", "--features", "capi", *files,
          "--exclude-re", "loom_tests", "--list", "--in-diff", f"{OUT}/changes.diff"],
