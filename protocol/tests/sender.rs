@@ -59,8 +59,8 @@ enum Out {
     Event(SenderEvent),
 }
 
-struct Tx {
-    s: Sender<Store>,
+struct Tx<S: Storage = Store> {
+    s: Sender<S>,
     /// Sender ring messages the fake receiver has processed (its ack field).
     seen: u32,
     out: Vec<Out>,
@@ -78,8 +78,14 @@ impl Tx {
     }
 
     fn with_config(neg: Negotiated, cfg: Config) -> Tx {
+        Tx::with_storage(neg, cfg, Store::new())
+    }
+}
+
+impl<S: Storage> Tx<S> {
+    fn with_storage(neg: Negotiated, cfg: Config, storage: S) -> Tx<S> {
         Tx {
-            s: Sender::new(neg, cfg, Store::new(), t(0)).unwrap(),
+            s: Sender::new(neg, cfg, storage, t(0)).unwrap(),
             seen: 0,
             out: vec![],
         }
@@ -1222,6 +1228,200 @@ fn a_full_batch_goes_and_the_next_message_starts_another() {
     assert_eq!(control_writes(&s.drain()), [vec![H]]);
     s.s.start_file(t(1), &info(2, 0, &long_b)).unwrap();
     assert_eq!(control_writes(&s.drain()), [vec![H]]);
+}
+
+/// A name of exactly `len` bytes: components of at most 200 `c`s, joined by `/`.
+fn name_of(len: usize, c: char) -> String {
+    let mut name = String::new();
+    while name.len() < len {
+        if !name.is_empty() {
+            name.push('/');
+        }
+        let left = len - name.len();
+        // Never leave a single byte: it would be a separator and an empty component.
+        let take = if left > 200 && left - 200 == 1 {
+            199
+        } else {
+            left.min(200)
+        };
+        name.extend(std::iter::repeat(c).take(take));
+    }
+    assert_eq!(name.len(), len);
+    name
+}
+
+/// The room left in a batch after its 8-byte header and one header whose name has `len`
+/// bytes (48 bytes, the name): what the next message may take.
+fn room_after_one_header(len: usize) -> usize {
+    CTRL_MSG_MAX - 8 - (48 + len)
+}
+
+#[test]
+fn a_header_that_fills_the_batch_to_its_last_byte_joins_it_and_one_byte_more_waits() {
+    use wire::MsgKind::FileHeader as H;
+    let content = SyncCheck {
+        content: Some(Digest::new(DigestKind::Xxh3_128, &[1; 16]).unwrap()),
+        dry_run: false,
+        delete: false,
+    };
+    let target = [b't'; 100];
+    let plain = info(2, 0, "second");
+    let link = FileInfo {
+        kind: EntryKind::Symlink,
+        target: &target,
+        size: target.len() as u64,
+        ..plain
+    };
+    let checked = FileInfo {
+        sync: Some(content),
+        ..plain
+    };
+    // A header's size: 48 bytes, the name, a link's target, a content check's 40 bytes.
+    for (second, size) in [(plain, 54), (link, 154), (checked, 94)] {
+        for short in [0, 1] {
+            let mut s = batching();
+            // The first header leaves `size - short` bytes.
+            let first = name_of(
+                (0..4096)
+                    .find(|&n| room_after_one_header(n) == size - short)
+                    .unwrap(),
+                'a',
+            );
+            s.s.start_file(t(1), &info(1, 0, &first)).unwrap();
+            let res = s.s.start_file(t(1), &second);
+            if short == 0 {
+                assert_eq!(res, Ok(()), "{:?} in exactly its room", second.kind);
+                assert_eq!(control_writes(&s.drain()), [vec![H, H]]);
+            } else {
+                assert_eq!(
+                    res,
+                    Err(Error::Usage(UsageError::OutputsNotDrained)),
+                    "{:?} a byte short",
+                    second.kind
+                );
+                assert_eq!(control_writes(&s.drain()), [vec![H]]);
+                s.s.start_file(t(1), &second).unwrap();
+                assert_eq!(control_writes(&s.drain()), [vec![H]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn room_for_a_file_is_room_for_a_one_component_name_with_a_content_check() {
+    // `can_start_file` promises 48 + 255 + 40 bytes: a header whose name is one whole
+    // component, with a content check's digest.
+    let component = "b".repeat(255);
+    let biggest = FileInfo {
+        sync: Some(SyncCheck {
+            content: Some(Digest::new(DigestKind::Blake3, &[2; 32]).unwrap()),
+            dry_run: false,
+            delete: false,
+        }),
+        ..info(2, 0, &component)
+    };
+    for room in [342, 343] {
+        let mut s = batching();
+        let first = (0..4096)
+            .find(|&n| room_after_one_header(n) == room)
+            .unwrap();
+        s.s.start_file(t(1), &info(1, 0, &name_of(first, 'a')))
+            .unwrap();
+        assert_eq!(s.s.can_start_file(), room == 343, "{room} bytes left");
+        if s.s.can_start_file() {
+            s.s.start_file(t(1), &biggest).unwrap();
+        }
+    }
+}
+
+/// Room for 24 open files: enough to bring two batches of results.
+type Wide = ArrayStorage<24, 256>;
+
+/// A batching sender with `n` empty files sent and ended, waiting for their results.
+fn ended_files(n: u64) -> Tx<Wide> {
+    let base = negotiated(4, Features::all() - Features::AUTH_PSK);
+    let ctrl = min_ctrl_depth(24);
+    let neg = Negotiated {
+        max_open_files: 24,
+        sender_ctrl_depth: ctrl,
+        receiver_ctrl_depth: ctrl,
+        ring: RingInfo {
+            len: u64::from(CHUNK * 4) + u64::from(ctrl) * 4096,
+            ..base.ring
+        },
+        ..base
+    };
+    let mut s = Tx::with_storage(neg, Config::default(), Wide::new());
+    for id in 1..=n {
+        s.s.start_file(t(1), &info(id, 0, &format!("f{id}")))
+            .unwrap();
+    }
+    s.drain();
+    for id in 1..=n {
+        s.recv(Control::FileAnswer {
+            file_id: id,
+            answer: FileAnswer::Accept { offset: 0 },
+        })
+        .unwrap();
+        s.drain();
+        s.s.finish_file(t(1), id, Digest::NONE).unwrap();
+    }
+    s.drain();
+    s
+}
+
+/// A receiver's batch of results for `ids` (at most ten: 24 bytes each in 256).
+fn results(ids: impl IntoIterator<Item = u64>, ack: u32) -> Vec<u8> {
+    let mut buf = [0u8; CTRL_MSG_MAX];
+    let mut b = wire::BatchBuilder::new(RECEIVER_MSG_MAX);
+    for id in ids {
+        let result = Control::FileResult {
+            file_id: id,
+            status: FileStatus::OK,
+        };
+        assert!(b.push(&result, &mut buf), "result {id} fits");
+    }
+    let n = b.finish(&mut buf);
+    buf[4..8].copy_from_slice(&ack.to_be_bytes());
+    buf[..n].to_vec()
+}
+
+fn files_done(out: &[Out]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Out::Event(SenderEvent::FileDone { .. })))
+        .count()
+}
+
+#[test]
+fn two_full_batches_of_results_may_wait_and_a_message_more_may_not() {
+    // Ten results fill a receiver's batch (8 + 10 x 24 of 256 bytes); a batch's worth of
+    // events may wait undrained when the next message comes, so two batches go in.
+    let mut s = ended_files(20);
+    for ids in [1..=10, 11..=20] {
+        let b = results(ids, s.seen);
+        s.s.handle_control(t(1), &b).unwrap();
+    }
+    assert_eq!(files_done(&s.drain()), 20);
+    // Eleven waiting are more than a batch's worth: the next message must wait for a drain.
+    let mut s = ended_files(12);
+    let b = results(1..=10, s.seen);
+    s.s.handle_control(t(1), &b).unwrap();
+    s.recv(Control::FileResult {
+        file_id: 11,
+        status: FileStatus::OK,
+    })
+    .unwrap();
+    let twelfth = Control::FileResult {
+        file_id: 12,
+        status: FileStatus::OK,
+    };
+    assert_eq!(
+        s.recv(twelfth),
+        Err(Error::Usage(UsageError::OutputsNotDrained))
+    );
+    assert_eq!(files_done(&s.drain()), 11);
+    s.recv(twelfth).unwrap();
+    assert_eq!(files_done(&s.drain()), 1);
 }
 
 // ---- sync (SYNC) ----
