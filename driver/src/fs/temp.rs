@@ -66,12 +66,14 @@ pub fn temp_name_of(pid: u32, n: u64) -> String {
     format!("{RESERVED_PREFIX}{}-{pid}-{n}.part", host_tag())
 }
 
+/// A fresh temporary file name of process `pid` (this one).
+fn temp_name_for(pid: u32) -> String {
+    temp_name_of(pid, TEMP_COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A fresh temporary file name of this process.
 pub(super) fn temp_name() -> String {
-    temp_name_of(
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-    )
+    temp_name_for(std::process::id())
 }
 
 /// The process id in a name of exactly the [`temp_name_of`] pattern of this host
@@ -123,8 +125,12 @@ pub(super) enum LinkVia {
 pub(super) struct TempFiles {
     /// Whether to try `O_TMPFILE` at all.
     unnamed: bool,
-    /// How unnamed files can be linked here (`None`: they cannot), found with the first one.
+    /// How unnamed files can be linked here (`None`: they cannot, or the file system refused
+    /// `O_TMPFILE`), found with the first one.
     via: OnceLock<Option<LinkVia>>,
+    /// This process's id, for the names of named files (asked once: `getpid` is a system
+    /// call per file otherwise).
+    pid: u32,
 }
 
 impl TempFiles {
@@ -132,7 +138,14 @@ impl TempFiles {
         TempFiles {
             unnamed,
             via: OnceLock::new(),
+            pid: std::process::id(),
         }
+    }
+
+    /// Whether unnamed files are tried (not ruled out by the options or by a refusal).
+    #[cfg(test)]
+    pub(super) fn tries_unnamed(&self) -> bool {
+        self.unnamed && self.via.get() != Some(&None)
     }
 
     /// Uses `via` instead of finding out (for tests of each way).
@@ -158,14 +171,13 @@ impl TempFiles {
                 }
                 // This process cannot link a descriptor: use names.
                 Ok(_) => {}
-                // No O_TMPFILE here (EISDIR: a kernel that does not know the flag).
-                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+                Err(e) if self.refuses_unnamed(e) => {}
                 Err(e) => return Err(e),
             }
         }
         // A name taken by someone else is skipped; a few hundred in a row is not chance.
         for _ in 0..NAME_TRIES {
-            let name = temp_name();
+            let name = temp_name_for(self.pid);
             // spec: [name.exclusive]
             match rfs::openat(
                 dir,
@@ -180,6 +192,20 @@ impl TempFiles {
             }
         }
         Err(Errno::EXIST)
+    }
+
+    /// Whether `e`, from an `O_TMPFILE` open, says the file system has no unnamed files
+    /// (EISDIR: a kernel that does not know the flag). If so it is not asked again for this
+    /// destination, whose files then all get names: one failed call per file is what a file
+    /// system without the flag (an overlay before Linux 6.6) would cost otherwise. A
+    /// directory beneath on another file system that has the flag loses only the unnamed
+    /// files.
+    fn refuses_unnamed(&self, e: Errno) -> bool {
+        let refused = matches!(e, Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL);
+        if refused {
+            let _ = self.via.set(None);
+        }
+        refused
     }
 
     fn link_via(&self, dir: &OwnedFd) -> Option<LinkVia> {
@@ -353,6 +379,32 @@ mod tests {
         );
         assert!(reserved_component(&temp_name()).is_some());
         assert!(reserved_component(&partial_name("f", 1, (2, 3))).is_some());
+    }
+
+    #[test]
+    fn a_file_system_without_unnamed_files_is_asked_once() {
+        let t = TempFiles::new(true);
+        assert!(!t.refuses_unnamed(Errno::ACCESS), "another failure is an error");
+        assert!(t.tries_unnamed());
+        for e in [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL] {
+            let t = TempFiles::new(true);
+            assert!(t.refuses_unnamed(e), "{e}");
+            assert!(!t.tries_unnamed(), "{e}: not asked again");
+        }
+        assert!(!TempFiles::new(false).tries_unnamed());
+    }
+
+    #[test]
+    fn named_files_carry_this_process_id() {
+        let t = TempFiles::new(false);
+        let d = crate::fs::scratch_dir("temp", "pid");
+        let dir = super::super::dest::open_dir_beneath(&rfs::CWD, &d).unwrap();
+        let (_file, name) = t.create(&dir, None).unwrap();
+        let TempName::Named(name) = name else {
+            panic!("{name:?}")
+        };
+        assert_eq!(own_temp_name_pid(&name), Some(std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
