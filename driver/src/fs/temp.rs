@@ -384,7 +384,10 @@ mod tests {
     #[test]
     fn a_file_system_without_unnamed_files_is_asked_once() {
         let t = TempFiles::new(true);
-        assert!(!t.refuses_unnamed(Errno::ACCESS), "another failure is an error");
+        assert!(
+            !t.refuses_unnamed(Errno::ACCESS),
+            "another failure is an error"
+        );
         assert!(t.tries_unnamed());
         for e in [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL] {
             let t = TempFiles::new(true);
