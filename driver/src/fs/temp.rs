@@ -142,9 +142,9 @@ impl TempFiles {
         }
     }
 
-    /// Whether unnamed files are tried (not ruled out by the options or by a refusal).
-    #[cfg(test)]
-    pub(super) fn tries_unnamed(&self) -> bool {
+    /// Whether unnamed files are tried: not ruled out by the options, nor known not to work
+    /// here (the file system refused `O_TMPFILE`, or this process cannot link them).
+    fn tries_unnamed(&self) -> bool {
         self.unnamed && self.via.get() != Some(&None)
     }
 
@@ -163,8 +163,7 @@ impl TempFiles {
         dir: &OwnedFd,
         mode: Option<Mode>,
     ) -> Result<(File, TempName), Errno> {
-        // Known not to be linkable here: no use trying.
-        if self.unnamed && self.via.get() != Some(&None) {
+        if self.tries_unnamed() {
             match open_unnamed(dir, mode.unwrap_or(Mode::from_raw_mode(0o600))) {
                 Ok(fd) if self.link_via(dir).is_some() => {
                     return Ok((File::from(fd), TempName::Unnamed(mode)))
