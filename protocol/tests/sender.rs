@@ -1230,8 +1230,8 @@ fn a_full_batch_goes_and_the_next_message_starts_another() {
     assert_eq!(control_writes(&s.drain()), [vec![H]]);
 }
 
-/// A name of exactly `len` bytes: components of at most 200 `c`s, joined by `/`.
-fn name_of(len: usize, c: char) -> String {
+/// A name of exactly `len` bytes: components of at most 200 `a`s, joined by `/`.
+fn name_of(len: usize) -> String {
     let mut name = String::new();
     while name.len() < len {
         if !name.is_empty() {
@@ -1244,16 +1244,16 @@ fn name_of(len: usize, c: char) -> String {
         } else {
             left.min(200)
         };
-        name.extend(std::iter::repeat(c).take(take));
+        name.extend(std::iter::repeat('a').take(take));
     }
     assert_eq!(name.len(), len);
     name
 }
 
-/// The room left in a batch after its 8-byte header and one header whose name has `len`
-/// bytes (48 bytes, the name): what the next message may take.
-fn room_after_one_header(len: usize) -> usize {
-    CTRL_MSG_MAX - 8 - (48 + len)
+/// The name of a first header that leaves `room` bytes in its batch for the next message
+/// (of `CTRL_MSG_MAX`: the batch's 8-byte header, the header's 48 bytes, the name).
+fn first_name_leaving(room: usize) -> String {
+    name_of(CTRL_MSG_MAX - 8 - 48 - room)
 }
 
 #[test]
@@ -1280,13 +1280,7 @@ fn a_header_that_fills_the_batch_to_its_last_byte_joins_it_and_one_byte_more_wai
     for (second, size) in [(plain, 54), (link, 154), (checked, 94)] {
         for short in [0, 1] {
             let mut s = batching();
-            // The first header leaves `size - short` bytes.
-            let first = name_of(
-                (0..4096)
-                    .find(|&n| room_after_one_header(n) == size - short)
-                    .unwrap(),
-                'a',
-            );
+            let first = first_name_leaving(size - short);
             s.s.start_file(t(1), &info(1, 0, &first)).unwrap();
             let res = s.s.start_file(t(1), &second);
             if short == 0 {
@@ -1322,11 +1316,8 @@ fn room_for_a_file_is_room_for_a_one_component_name_with_a_content_check() {
     };
     for room in [342, 343] {
         let mut s = batching();
-        let first = (0..4096)
-            .find(|&n| room_after_one_header(n) == room)
-            .unwrap();
-        s.s.start_file(t(1), &info(1, 0, &name_of(first, 'a')))
-            .unwrap();
+        let first = first_name_leaving(room);
+        s.s.start_file(t(1), &info(1, 0, &first)).unwrap();
         assert_eq!(s.s.can_start_file(), room == 343, "{room} bytes left");
         if s.s.can_start_file() {
             s.s.start_file(t(1), &biggest).unwrap();
