@@ -1344,19 +1344,9 @@ fn ended_files(n: u64) -> Tx<Wide> {
     };
     let mut s = Tx::with_storage(neg, Config::default(), Wide::new());
     for id in 1..=n {
-        s.s.start_file(t(1), &info(id, 0, &format!("f{id}")))
-            .unwrap();
+        s.accepted(id, 0, 0);
     }
-    s.drain();
-    for id in 1..=n {
-        s.recv(Control::FileAnswer {
-            file_id: id,
-            answer: FileAnswer::Accept { offset: 0 },
-        })
-        .unwrap();
-        s.drain();
-        s.s.finish_file(t(1), id, Digest::NONE).unwrap();
-    }
+    // Their ends go out.
     s.drain();
     s
 }
