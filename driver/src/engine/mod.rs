@@ -82,6 +82,11 @@ pub(crate) trait SendLink: Send {
     fn post_ack(&mut self, imm: u32) -> Result<(), Error>;
     /// Writes chunk `w` from `slot`.
     fn post_chunk(&mut self, w: &ChunkWrite, slot: &Slot) -> Result<(), Error>;
+    /// Hands what was posted since the last flush to the NIC together (one doorbell);
+    /// `poll`, `wait` and `close` flush first. Links that deliver at once need nothing.
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
     /// Posts that fit the send queue now.
     fn send_room(&self) -> usize;
     /// Whether every post completed.

@@ -96,7 +96,8 @@ impl RawSender {
         });
         let posted = self.link.post_control(&c, bytes);
         self.link.aim_at(own);
-        posted
+        // Each write leaves at once, as a hostile sender's would.
+        posted.and_then(|()| self.link.flush())
     }
 
     /// Control message number `n` (its immediate and its slot), with any bytes.

@@ -7,8 +7,9 @@
 //! offers the files the results made room for), uncork and drain, so that with `BATCH`
 //! what the round produced leaves together; then time, a link that went down, the jobs
 //! staged for the I/O thread (one hand-over, one wake-up; or run by the engine itself when
-//! they are small and the thread idle, see `io_thread`), and a wait only when the round
-//! brought nothing and no result is ready.
+//! they are small and the thread idle, see `io_thread`; the sender's verbs link first posts
+//! the round's writes as one chain), and a wait only when the round brought nothing and no
+//! result is ready.
 
 use crate::Error;
 use rdmaft_protocol::{CtrlBuf, CTRL_MSG_MAX};

@@ -765,6 +765,8 @@ impl<L: SendLink> Round for Engine<L> {
     }
 
     fn hand_over(&mut self) -> Result<bool, Error> {
+        // The round's writes leave before the reads this may run itself.
+        self.link.flush()?;
         self.io
             .hand_over(is_small_read, run_read)
             .map_err(|_| Error::ThreadPanicked("reader"))

@@ -5,10 +5,11 @@
 use super::{wr, RecvCompletion, RecvLink, Ring, SendCompletion, SendLink};
 use crate::handoff::{Wake, Waker};
 use crate::session::{ReceiverConn, SenderConn};
-use crate::verbs::{RemoteBuffer, Slot, WcOpcode, WcStatus, WorkCompletion};
+use crate::verbs::{RemoteBuffer, SendWr, Slot, WcOpcode, WcStatus, WorkCompletion};
 use crate::Error;
 use rdmaft_protocol::{ChunkWrite, ControlWrite, CTRL_MSG_MAX, RECEIVER_MSG_MAX};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,12 +108,44 @@ fn work_name(wr_id: u64) -> (String, bool) {
 }
 
 /// The sender's link over a [`SenderConn`].
+/// Posted work requests whose completion is not known yet, oldest first. The sender signals
+/// only some (every chunk, whose slot waits for it, and the last request of each chain); on
+/// a reliable-connected QP requests complete in order, so a completion also completes every
+/// request posted before it.
+#[derive(Debug, Default)]
+struct InFlight(VecDeque<u64>);
+
+impl InFlight {
+    fn posted(&mut self, wr_ids: impl IntoIterator<Item = u64>) {
+        self.0.extend(wr_ids);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The requests a completion of `wr_id` ends, oldest first, `wr_id` last; none when
+    /// `wr_id` is not in flight.
+    fn through(&mut self, wr_id: u64) -> std::collections::vec_deque::Drain<'_, u64> {
+        let n = self
+            .0
+            .iter()
+            .position(|&id| id == wr_id)
+            .map_or(0, |i| i + 1);
+        self.0.drain(..n)
+    }
+}
+
+/// The sender's link over a [`SenderConn`].
 #[derive(Debug)]
 pub(crate) struct VerbsSendLink {
     conn: SenderConn,
     remote: RemoteBuffer,
     wake: Arc<EventFd>,
-    outstanding: usize,
+    /// Requests made since the last [`flush`](SendLink::flush): posted together, one
+    /// doorbell (one system call on Soft-RoCE) for a round's writes.
+    pending: Vec<SendWr>,
+    in_flight: InFlight,
     capacity: usize,
     stash: Vec<WorkCompletion>,
     closing: bool,
@@ -136,7 +169,8 @@ impl VerbsSendLink {
                 len: ring.len,
             },
             wake: EventFd::new()?,
-            outstanding: 0,
+            pending: Vec::with_capacity(capacity),
+            in_flight: InFlight::default(),
             capacity,
             stash: Vec::new(),
             closing: false,
@@ -162,6 +196,11 @@ impl VerbsSendLink {
             .checked_sub(self.remote.addr)
             .ok_or_else(|| Error::invalid("post", "remote address below the ring"))
     }
+
+    /// Posted or pending requests not known complete.
+    fn outstanding(&self) -> usize {
+        self.pending.len() + self.in_flight.len()
+    }
 }
 
 impl SendLink for VerbsSendLink {
@@ -169,25 +208,25 @@ impl SendLink for VerbsSendLink {
         let at = c.slot as usize * CTRL_MSG_MAX;
         self.conn.ctrl_bufs.copy_in(at, bytes)?;
         let remote_offset = self.offset_of(c.remote_addr)?;
-        self.conn.endpoint.qp().post_write_with_imm(
+        let wr = self.conn.endpoint.qp().write_with_imm_wr(
             wr::CONTROL | u64::from(c.slot),
             &self.conn.ctrl_bufs,
             at..at + bytes.len(),
             &self.remote,
             remote_offset,
             c.imm,
-            true,
         )?;
-        self.outstanding += 1;
+        self.pending.push(wr);
         Ok(())
     }
 
     fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
-        self.conn
+        let wr = self
+            .conn
             .endpoint
             .qp()
-            .post_imm_only(wr::ACK, &self.remote, imm, true)?;
-        self.outstanding += 1;
+            .imm_only_wr(wr::ACK, &self.remote, imm, false)?;
+        self.pending.push(wr);
         Ok(())
     }
 
@@ -196,28 +235,44 @@ impl SendLink for VerbsSendLink {
             .region(w.len as usize)
             .ok_or_else(|| Error::invalid("post_chunk", "slot memory is not registered"))?;
         let remote_offset = self.offset_of(w.remote_addr)?;
-        self.conn.endpoint.qp().post_write_with_imm(
+        let wr = self.conn.endpoint.qp().write_with_imm_wr(
             wr::CHUNK | w.seq,
             mr,
             range,
             &self.remote,
             remote_offset,
             w.imm,
-            true,
         )?;
-        self.outstanding += 1;
+        // Its slot is refilled only after its own completion.
+        self.pending.push(wr.signaled(true));
         Ok(())
     }
 
+    fn flush(&mut self) -> Result<(), Error> {
+        let Some(last) = self.pending.pop() else {
+            return Ok(());
+        };
+        // The chain's last request is signaled, so every request in it is seen to end.
+        self.pending.push(last.signaled(true));
+        let posted = self.conn.endpoint.qp().post_list(&self.pending);
+        // A failed post ends the session; what it did not post is forgotten.
+        let ids = self.pending.drain(..).map(|w| w.wr_id());
+        if posted.is_ok() {
+            self.in_flight.posted(ids);
+        }
+        posted
+    }
+
     fn send_room(&self) -> usize {
-        self.capacity.saturating_sub(self.outstanding)
+        self.capacity.saturating_sub(self.outstanding())
     }
 
     fn is_idle(&self) -> bool {
-        self.outstanding == 0
+        self.outstanding() == 0
     }
 
     fn poll(&mut self, out: &mut Vec<SendCompletion>) -> Result<(), Error> {
+        self.flush()?;
         let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
         let mut batch = [WorkCompletion::default(); 32];
         loop {
@@ -229,7 +284,10 @@ impl SendLink for VerbsSendLink {
             }
             for wc in wcs {
                 if wr::kind(wc.wr_id) != wr::RECV {
-                    self.outstanding = self.outstanding.saturating_sub(1);
+                    // The unsignaled requests before this one ended well.
+                    let mut ended = self.in_flight.through(wc.wr_id);
+                    ended.next_back();
+                    out.extend(ended.map(send_done));
                 }
                 if !wc.status.is_success() {
                     if let Some(e) = completion_error(&wc, self.closing || self.down, &self.peer) {
@@ -237,30 +295,29 @@ impl SendLink for VerbsSendLink {
                     }
                     continue;
                 }
-                match wr::kind(wc.wr_id) {
-                    wr::RECV => {
-                        let i = wr::number(wc.wr_id) as usize;
-                        let len = (wc.byte_len as usize).min(RECEIVER_MSG_MAX);
-                        let mut bytes = [0u8; RECEIVER_MSG_MAX];
-                        self.conn
-                            .recv_bufs
-                            .copy_out(i * RECEIVER_MSG_MAX, &mut bytes[..len])?;
-                        // Reposted before the message is processed (PROTOCOL.md §3.4).
-                        self.conn.endpoint.qp().post_recv(
-                            wc.wr_id,
-                            &self.conn.recv_bufs,
-                            i * RECEIVER_MSG_MAX..(i + 1) * RECEIVER_MSG_MAX,
-                        )?;
-                        out.push(SendCompletion::Message(bytes, len));
-                    }
-                    wr::CHUNK => out.push(SendCompletion::ChunkDone(wr::number(wc.wr_id))),
-                    _ => out.push(SendCompletion::Sent),
+                if wr::kind(wc.wr_id) != wr::RECV {
+                    out.push(send_done(wc.wr_id));
+                    continue;
                 }
+                let i = wr::number(wc.wr_id) as usize;
+                let len = (wc.byte_len as usize).min(RECEIVER_MSG_MAX);
+                let mut bytes = [0u8; RECEIVER_MSG_MAX];
+                self.conn
+                    .recv_bufs
+                    .copy_out(i * RECEIVER_MSG_MAX, &mut bytes[..len])?;
+                // Reposted before the message is processed (PROTOCOL.md §3.4).
+                self.conn.endpoint.qp().post_recv(
+                    wc.wr_id,
+                    &self.conn.recv_bufs,
+                    i * RECEIVER_MSG_MAX..(i + 1) * RECEIVER_MSG_MAX,
+                )?;
+                out.push(SendCompletion::Message(bytes, len));
             }
         }
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.flush()?;
         let cq = std::sync::Arc::clone(self.conn.endpoint.cq());
         cq.req_notify(false)?;
         // A completion that came before the arming does not signal: look once more.
@@ -283,6 +340,8 @@ impl SendLink for VerbsSendLink {
     }
 
     fn close(&mut self) {
+        // What the round made still goes (a failed post shows in the close's own checks).
+        let _ = self.flush();
         self.closing = true;
         self.conn.endpoint.request_disconnect();
     }
@@ -298,6 +357,14 @@ impl SendLink for VerbsSendLink {
 
     fn peer(&self) -> String {
         self.peer.clone()
+    }
+}
+
+/// What a successful send-queue request tells the engine.
+fn send_done(wr_id: u64) -> SendCompletion {
+    match wr::kind(wr_id) {
+        wr::CHUNK => SendCompletion::ChunkDone(wr::number(wr_id)),
+        _ => SendCompletion::Sent,
     }
 }
 
@@ -493,5 +560,35 @@ mod tests {
         assert!(completion_error(&wc, true, "p").is_none());
         let err = completion_error(&wc, false, "p").unwrap().to_string();
         assert!(err.contains("work flushed"), "{err}");
+    }
+
+    #[test]
+    fn a_completion_ends_the_requests_posted_before_it() {
+        let mut f = InFlight::default();
+        f.posted([wr::CONTROL | 1, wr::CHUNK | 7, wr::ACK, wr::CONTROL | 2]);
+        let ended: Vec<u64> = f.through(wr::CHUNK | 7).collect();
+        assert_eq!(ended, [wr::CONTROL | 1, wr::CHUNK | 7]);
+        assert_eq!(f.len(), 2);
+        // A request not in flight ends nothing.
+        assert_eq!(f.through(wr::CHUNK | 9).count(), 0);
+        assert_eq!(f.len(), 2);
+        // An id posted again (a control slot reused) is its oldest request first.
+        f.posted([wr::CONTROL | 1]);
+        let ended: Vec<u64> = f.through(wr::CONTROL | 2).collect();
+        assert_eq!(ended, [wr::ACK, wr::CONTROL | 2]);
+        let ended: Vec<u64> = f.through(wr::CONTROL | 1).collect();
+        assert_eq!(ended, [wr::CONTROL | 1]);
+        assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn an_ended_chunk_frees_its_slot_and_other_requests_are_only_sent() {
+        assert!(matches!(
+            send_done(wr::CHUNK | 5),
+            SendCompletion::ChunkDone(5)
+        ));
+        for other in [wr::CONTROL | 5, wr::ACK, wr::SEND | 5] {
+            assert!(matches!(send_done(other), SendCompletion::Sent));
+        }
     }
 }

@@ -44,7 +44,7 @@ pub use mr::{registered_bytes, Access, MemoryRegion, RemoteBuffer};
 #[allow(unused_imports)]
 pub use pd::ProtectionDomain;
 #[allow(unused_imports)]
-pub use qp::{QpCaps, QueuePair};
+pub use qp::{QpCaps, QueuePair, SendWr};
 #[allow(unused_imports)]
 pub use slots::{Backing, Slot, SlotArea};
 

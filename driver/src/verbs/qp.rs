@@ -247,14 +247,7 @@ impl QueuePair {
         imm: u32,
         signaled: bool,
     ) -> Result<(), Error> {
-        let target = (remote_target("post_imm_only", remote, 0, 0)?, remote.rkey);
-        self.post_wr(
-            wr_id,
-            None,
-            ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
-            signaled,
-            Some((target, imm)),
-        )
+        self.post_list(&[self.imm_only_wr(wr_id, remote, imm, signaled)?])
     }
 
     /// Posts a SEND of `mr[range]` (`ibv_post_send`); the peer needs a posted receive.
@@ -267,7 +260,13 @@ impl QueuePair {
         signaled: bool,
     ) -> Result<(), Error> {
         let sge = self.sge("post_send", mr, &range)?;
-        self.post_wr(wr_id, Some(sge), ibv_wr_opcode::IBV_WR_SEND, signaled, None)
+        self.post_list(&[SendWr {
+            wr_id,
+            sge: Some((sge.addr, sge.length, sge.lkey)),
+            opcode: ibv_wr_opcode::IBV_WR_SEND,
+            signaled,
+            write: None,
+        }])
     }
 
     /// Posts an RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`; the peer
@@ -283,66 +282,148 @@ impl QueuePair {
         imm: u32,
         signaled: bool,
     ) -> Result<(), Error> {
+        let wr = self.write_with_imm_wr(wr_id, mr, range, remote, remote_offset, imm)?;
+        self.post_list(&[wr.signaled(signaled)])
+    }
+
+    /// A zero-length RDMA WRITE WITH IMM to `remote`, checked, for [`post_list`](Self::post_list).
+    pub fn imm_only_wr(
+        &self,
+        wr_id: u64,
+        remote: &RemoteBuffer,
+        imm: u32,
+        signaled: bool,
+    ) -> Result<SendWr, Error> {
+        let target = (remote_target("post_imm_only", remote, 0, 0)?, remote.rkey);
+        Ok(SendWr {
+            wr_id,
+            sge: None,
+            opcode: ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
+            signaled,
+            write: Some((target, imm)),
+        })
+    }
+
+    /// An RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`, checked and
+    /// unsignaled, for [`post_list`](Self::post_list). `mr` must stay registered until the
+    /// request completes (as for any post): the caller keeps it alive past the post.
+    pub fn write_with_imm_wr(
+        &self,
+        wr_id: u64,
+        mr: &MemoryRegion,
+        range: Range<usize>,
+        remote: &RemoteBuffer,
+        remote_offset: u64,
+        imm: u32,
+    ) -> Result<SendWr, Error> {
         let sge = self.sge("post_write_with_imm", mr, &range)?;
         let target = (
             remote_target("post_write_with_imm", remote, remote_offset, sge.length)?,
             remote.rkey,
         );
-        self.post_wr(
+        Ok(SendWr {
             wr_id,
-            Some(sge),
-            ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
-            signaled,
-            Some((target, imm)),
-        )
+            sge: Some((sge.addr, sge.length, sge.lkey)),
+            opcode: ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
+            signaled: false,
+            write: Some((target, imm)),
+        })
     }
 
-    /// Posts one send-queue work request: `sge` (none for a zero-length one), and for writes
-    /// the remote address, rkey and immediate.
-    fn post_wr(
-        &self,
-        wr_id: u64,
-        sge: Option<ibv_sge>,
-        opcode: u32,
-        signaled: bool,
-        write: Option<((u64, u32), u32)>,
-    ) -> Result<(), Error> {
-        let mut sge = sge;
-        // SAFETY: ibv_send_wr is plain data (integers, raw pointers, unions of those); the
-        // all-zero value is valid and means "no next, no flags".
-        let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
-        wr.wr_id = wr_id;
-        wr.next = ptr::null_mut();
-        match sge.as_mut() {
-            Some(sge) => {
-                wr.sg_list = sge;
-                wr.num_sge = 1;
-            }
-            None => {
-                wr.sg_list = ptr::null_mut();
-                wr.num_sge = 0;
-            }
+    /// Posts `wrs` in order as one chain (one `ibv_post_send`, one doorbell): perftest's
+    /// post list. On an error, the requests before the failing one were posted.
+    pub fn post_list(&self, wrs: &[SendWr]) -> Result<(), Error> {
+        if wrs.is_empty() {
+            return Ok(());
         }
-        wr.opcode = opcode;
-        wr.send_flags = if signaled {
-            ibv_send_flags::IBV_SEND_SIGNALED.0
-        } else {
-            0
-        };
-        if let Some(((remote_addr, rkey), imm)) = write {
-            wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
-            wr.wr.rdma.remote_addr = remote_addr;
-            wr.wr.rdma.rkey = rkey;
+        let mut sges: Vec<ibv_sge> = wrs
+            .iter()
+            .map(|w| {
+                let (addr, length, lkey) = w.sge.unwrap_or_default();
+                ibv_sge { addr, length, lkey }
+            })
+            .collect();
+        let mut chain: Vec<ibv_send_wr> = wrs.iter().map(SendWr::raw).collect();
+        let (first, first_sge) = (chain.as_mut_ptr(), sges.as_mut_ptr());
+        let n = wrs.len();
+        for (i, w) in wrs.iter().enumerate() {
+            // SAFETY: i < n, the length of both vectors, which nothing else touches until
+            // the post, so these pointers into them stay valid.
+            unsafe {
+                let wr = first.add(i);
+                (*wr).next = if i + 1 < n {
+                    first.add(i + 1)
+                } else {
+                    ptr::null_mut()
+                };
+                if w.sge.is_some() {
+                    (*wr).sg_list = first_sge.add(i);
+                    (*wr).num_sge = 1;
+                }
+            }
         }
         let mut bad: *mut ibv_send_wr = ptr::null_mut();
-        // SAFETY: the QP is live; `wr` and `sge` are valid for the call (the provider copies
-        // them); the SGE, if any, lies inside a live MR of this QP's PD (checked). Remote
+        // SAFETY: the QP is live; the chain's requests and SGEs are valid for the call (the
+        // provider copies them; `next` links each to the following element of `chain`, the
+        // last to null); each SGE lies inside a MR of this QP's PD (checked when the request
+        // was made) that the caller keeps registered until the request completes. Remote
         // addresses are checked by the peer's NIC against its rkey, not trusted here.
-        let rc = unsafe { ibv_post_send(self.qp, &mut wr, &mut bad) };
+        let rc = unsafe { ibv_post_send(self.qp, first, &mut bad) };
         if rc != 0 {
             return Err(Error::from_ret("ibv_post_send", rc));
         }
         Ok(())
+    }
+}
+
+/// One send-queue work request, checked against its QP when made ([`QueuePair::imm_only_wr`],
+/// [`QueuePair::write_with_imm_wr`]), posted with others by [`QueuePair::post_list`]. Plain
+/// data: it names local memory by address and lkey, which the NIC checks against live
+/// registrations.
+#[derive(Clone, Copy, Debug)]
+pub struct SendWr {
+    wr_id: u64,
+    /// The local bytes: (address, length, lkey).
+    sge: Option<(u64, u32, u32)>,
+    opcode: u32,
+    signaled: bool,
+    /// For writes: ((remote address, rkey), immediate).
+    write: Option<((u64, u32), u32)>,
+}
+
+impl SendWr {
+    /// The request's id (its completion's `wr_id`).
+    pub fn wr_id(&self) -> u64 {
+        self.wr_id
+    }
+
+    /// Whether its completion is reported (otherwise only a failure is).
+    pub fn is_signaled(&self) -> bool {
+        self.signaled
+    }
+
+    /// The same request, signaled or not.
+    pub fn signaled(mut self, signaled: bool) -> Self {
+        self.signaled = signaled;
+        self
+    }
+
+    /// The verbs request, without scatter list or next (set by `post_list`).
+    fn raw(&self) -> ibv_send_wr {
+        // SAFETY: ibv_send_wr is plain data (integers, raw pointers, unions of those); the
+        // all-zero value is valid and means "no next, no scatter entry, no flags".
+        let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = self.wr_id;
+        wr.opcode = self.opcode;
+        if self.signaled {
+            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        }
+        if let Some(((remote_addr, rkey), imm)) = self.write {
+            wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
+            wr.wr.rdma.remote_addr = remote_addr;
+            wr.wr.rdma.rkey = rkey;
+        }
+        wr
     }
 }
 
