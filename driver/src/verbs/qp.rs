@@ -397,11 +397,6 @@ impl SendWr {
         self.wr_id
     }
 
-    /// Whether its completion is reported (otherwise only a failure is).
-    pub fn is_signaled(&self) -> bool {
-        self.signaled
-    }
-
     /// The same request, signaled or not.
     pub fn signaled(mut self, signaled: bool) -> Self {
         self.signaled = signaled;
