@@ -51,13 +51,15 @@ pub(crate) mod wr {
     pub(crate) const SEND: u64 = 4 << 56;
     pub(crate) const RECV: u64 = 5 << 56;
     const KIND: u64 = 0xff << 56;
+    /// The bits of an id left for its number.
+    pub(crate) const NUMBER: u64 = !KIND;
 
     pub(crate) fn kind(id: u64) -> u64 {
         id & KIND
     }
 
     pub(crate) fn number(id: u64) -> u64 {
-        id & !KIND
+        id & NUMBER
     }
 }
 

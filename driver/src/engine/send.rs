@@ -656,6 +656,9 @@ pub(crate) fn run<L: SendLink>(
         cancelled: false,
     };
     let outcome = engine.run();
+    // What the last round made (an abort's message above all) leaves before the reader
+    // is joined, which may wait for a slow read.
+    let _ = engine.link.flush();
     engine.io.close();
     engine.io.close_results();
     let _ = reader_thread.join();

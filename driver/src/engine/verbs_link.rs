@@ -111,7 +111,11 @@ fn work_name(wr_id: u64) -> (String, bool) {
 /// Posted work requests whose completion is not known yet, oldest first. The sender signals
 /// only some (every chunk, whose slot waits for it, and the last request of each chain); on
 /// a reliable-connected QP requests complete in order, so a completion also completes every
-/// request posted before it.
+/// request posted before it. An id names the oldest request in flight that has it: ids
+/// repeat only across chains (a control slot is reused once the receiver has taken its
+/// message, which an earlier chain carried), and an earlier chain's completions come first.
+/// Within a chain they are distinct: chunks carry their sequence number, acks a count, and
+/// a chain holds at most one message per control slot (the receiver's credits).
 #[derive(Debug, Default)]
 struct InFlight(VecDeque<u64>);
 
@@ -146,6 +150,8 @@ pub(crate) struct VerbsSendLink {
     /// doorbell (one system call on Soft-RoCE) for a round's writes.
     pending: Vec<SendWr>,
     in_flight: InFlight,
+    /// Acks posted (their work requests' numbers).
+    acks: u64,
     capacity: usize,
     stash: Vec<WorkCompletion>,
     closing: bool,
@@ -171,6 +177,7 @@ impl VerbsSendLink {
             wake: EventFd::new()?,
             pending: Vec::with_capacity(capacity),
             in_flight: InFlight::default(),
+            acks: 0,
             capacity,
             stash: Vec::new(),
             closing: false,
@@ -221,11 +228,14 @@ impl SendLink for VerbsSendLink {
     }
 
     fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
+        // Numbered, so that no two requests in flight share an id (`InFlight::through`).
+        self.acks = self.acks.wrapping_add(1);
+        let id = wr::ACK | (self.acks & wr::NUMBER);
         let wr = self
             .conn
             .endpoint
             .qp()
-            .imm_only_wr(wr::ACK, &self.remote, imm, false)?;
+            .imm_only_wr(id, &self.remote, imm, false)?;
         self.pending.push(wr);
         Ok(())
     }
@@ -254,13 +264,15 @@ impl SendLink for VerbsSendLink {
         };
         // The chain's last request is signaled, so every request in it is seen to end.
         self.pending.push(last.signaled(true));
-        let posted = self.conn.endpoint.qp().post_list(&self.pending);
-        // A failed post ends the session; what it did not post is forgotten.
-        let ids = self.pending.drain(..).map(|w| w.wr_id());
-        if posted.is_ok() {
-            self.in_flight.posted(ids);
-        }
-        posted
+        let (posted, result) = match self.conn.endpoint.qp().post_list(&self.pending) {
+            Ok(()) => (self.pending.len(), Ok(())),
+            Err((posted, e)) => (posted, Err(e)),
+        };
+        // A failed post ends the session: what it did not post is forgotten, what it did is
+        // still waited for (an abort's chain, or the flush of a broken QP, ends it).
+        self.in_flight
+            .posted(self.pending.drain(..).take(posted).map(|w| w.wr_id()));
+        result
     }
 
     fn send_room(&self) -> usize {

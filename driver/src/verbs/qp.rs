@@ -247,7 +247,8 @@ impl QueuePair {
         imm: u32,
         signaled: bool,
     ) -> Result<(), Error> {
-        self.post_list(&[self.imm_only_wr(wr_id, remote, imm, signaled)?])
+        let wr = self.imm_only_wr(wr_id, remote, imm, signaled)?;
+        self.post_list(&[wr]).map_err(|(_, e)| e)
     }
 
     /// Posts a SEND of `mr[range]` (`ibv_post_send`); the peer needs a posted receive.
@@ -267,6 +268,7 @@ impl QueuePair {
             signaled,
             write: None,
         }])
+        .map_err(|(_, e)| e)
     }
 
     /// Posts an RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`; the peer
@@ -283,7 +285,7 @@ impl QueuePair {
         signaled: bool,
     ) -> Result<(), Error> {
         let wr = self.write_with_imm_wr(wr_id, mr, range, remote, remote_offset, imm)?;
-        self.post_list(&[wr.signaled(signaled)])
+        self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
     }
 
     /// A zero-length RDMA WRITE WITH IMM to `remote`, checked, for [`post_list`](Self::post_list).
@@ -331,8 +333,8 @@ impl QueuePair {
     }
 
     /// Posts `wrs` in order as one chain (one `ibv_post_send`, one doorbell): perftest's
-    /// post list. On an error, the requests before the failing one were posted.
-    pub fn post_list(&self, wrs: &[SendWr]) -> Result<(), Error> {
+    /// post list. On an error, also how many requests were posted before the failing one.
+    pub fn post_list(&self, wrs: &[SendWr]) -> Result<(), (usize, Error)> {
         if wrs.is_empty() {
             return Ok(());
         }
@@ -370,7 +372,14 @@ impl QueuePair {
         // addresses are checked by the peer's NIC against its rkey, not trusted here.
         let rc = unsafe { ibv_post_send(self.qp, first, &mut bad) };
         if rc != 0 {
-            return Err(Error::from_ret("ibv_post_send", rc));
+            // `bad` points into `chain` at the first request not posted (compared as
+            // addresses only); anything else counts as none posted.
+            let posted = (bad as usize)
+                .checked_sub(first as usize)
+                .map(|bytes| bytes / std::mem::size_of::<ibv_send_wr>())
+                .filter(|&i| i < n)
+                .unwrap_or(0);
+            return Err((posted, Error::from_ret("ibv_post_send", rc)));
         }
         Ok(())
     }
