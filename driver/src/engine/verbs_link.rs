@@ -228,9 +228,8 @@ impl SendLink for VerbsSendLink {
     }
 
     fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
-        // Numbered, so that no two requests in flight share an id (`InFlight::through`).
         self.acks = self.acks.wrapping_add(1);
-        let id = wr::ACK | (self.acks & wr::NUMBER);
+        let id = ack_id(self.acks);
         let wr = self
             .conn
             .endpoint
@@ -370,6 +369,12 @@ impl SendLink for VerbsSendLink {
     fn peer(&self) -> String {
         self.peer.clone()
     }
+}
+
+/// The work request id of ack number `n`: numbered, so that no two in one chain share an
+/// id (`InFlight::through`).
+fn ack_id(n: u64) -> u64 {
+    wr::ACK | (n & wr::NUMBER)
 }
 
 /// What a successful send-queue request tells the engine.
@@ -602,5 +607,14 @@ mod tests {
         for other in [wr::CONTROL | 5, wr::ACK, wr::SEND | 5] {
             assert!(matches!(send_done(other), SendCompletion::Sent));
         }
+    }
+
+    #[test]
+    fn acks_are_numbered_so_one_chain_never_repeats_an_id() {
+        for n in [1, 2, 0x00ff_ffff_ffff_ffff] {
+            assert_eq!(wr::kind(ack_id(n)), wr::ACK);
+            assert_eq!(wr::number(ack_id(n)), n);
+        }
+        assert_ne!(ack_id(1), ack_id(2));
     }
 }
