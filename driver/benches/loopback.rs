@@ -4,8 +4,9 @@
 //! file on the same machine, and the time split by stage, each stage timed alone over the
 //! same bytes: read (file → memory), digest (XXH3-128 over memory), write (memory → file).
 //! What remains of the transfer's time is the engine's own (posting, hand-offs, the copy
-//! that stands in for the NIC, and the receiver's copy out of the ring, also timed alone). Peak RSS is read after a small and after a large transfer:
-//! it must not grow with the file.
+//! that stands in for the NIC, and the receiver's copy out of the ring, also timed alone).
+//! Peak RSS is read after a small and after a large transfer: it must not grow with the
+//! file.
 //!
 //! Then lanes: the same file over one lane and over two (alternating, best of three each;
 //! `lanes_ratio` is two lanes' throughput over one's), with the CPU seconds each side's

@@ -230,11 +230,7 @@ impl SendLink for VerbsSendLink {
     fn post_ack(&mut self, imm: u32) -> Result<(), Error> {
         self.acks = self.acks.wrapping_add(1);
         let id = ack_id(self.acks);
-        let wr = self
-            .conn
-            .endpoint
-            .qp()
-            .imm_only_wr(id, &self.remote, imm, false)?;
+        let wr = self.conn.endpoint.qp().imm_only_wr(id, &self.remote, imm)?;
         self.pending.push(wr);
         Ok(())
     }

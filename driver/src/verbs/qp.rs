@@ -247,8 +247,8 @@ impl QueuePair {
         imm: u32,
         signaled: bool,
     ) -> Result<(), Error> {
-        let wr = self.imm_only_wr(wr_id, remote, imm, signaled)?;
-        self.post_list(&[wr]).map_err(|(_, e)| e)
+        let wr = self.imm_only_wr(wr_id, remote, imm)?;
+        self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
     }
 
     /// Posts a SEND of `mr[range]` (`ibv_post_send`); the peer needs a posted receive.
@@ -260,15 +260,8 @@ impl QueuePair {
         range: Range<usize>,
         signaled: bool,
     ) -> Result<(), Error> {
-        let sge = self.sge("post_send", mr, &range)?;
-        self.post_list(&[SendWr {
-            wr_id,
-            sge: Some((sge.addr, sge.length, sge.lkey)),
-            opcode: ibv_wr_opcode::IBV_WR_SEND,
-            signaled,
-            write: None,
-        }])
-        .map_err(|(_, e)| e)
+        let wr = self.local_wr("post_send", wr_id, mr, &range, ibv_wr_opcode::IBV_WR_SEND)?;
+        self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
     }
 
     /// Posts an RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`; the peer
@@ -288,21 +281,41 @@ impl QueuePair {
         self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
     }
 
-    /// A zero-length RDMA WRITE WITH IMM to `remote`, checked, for [`post_list`](Self::post_list).
+    /// A zero-length RDMA WRITE WITH IMM to `remote`, checked and unsignaled, for
+    /// [`post_list`](Self::post_list).
     pub fn imm_only_wr(
         &self,
         wr_id: u64,
         remote: &RemoteBuffer,
         imm: u32,
-        signaled: bool,
     ) -> Result<SendWr, Error> {
         let target = (remote_target("post_imm_only", remote, 0, 0)?, remote.rkey);
         Ok(SendWr {
             wr_id,
             sge: None,
             opcode: ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
-            signaled,
+            signaled: false,
             write: Some((target, imm)),
+        })
+    }
+
+    /// A request of `opcode` reading `mr[range]` (checked against `mr` and this QP's PD),
+    /// unsignaled and without a remote target.
+    fn local_wr(
+        &self,
+        what: &'static str,
+        wr_id: u64,
+        mr: &MemoryRegion,
+        range: &Range<usize>,
+        opcode: u32,
+    ) -> Result<SendWr, Error> {
+        let sge = self.sge(what, mr, range)?;
+        Ok(SendWr {
+            wr_id,
+            sge: Some((sge.addr, sge.length, sge.lkey)),
+            opcode,
+            signaled: false,
+            write: None,
         })
     }
 
@@ -318,18 +331,16 @@ impl QueuePair {
         remote_offset: u64,
         imm: u32,
     ) -> Result<SendWr, Error> {
-        let sge = self.sge("post_write_with_imm", mr, &range)?;
+        let what = "post_write_with_imm";
+        let opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+        let mut wr = self.local_wr(what, wr_id, mr, &range, opcode)?;
+        let len = wr.sge.map_or(0, |(_, len, _)| len);
         let target = (
-            remote_target("post_write_with_imm", remote, remote_offset, sge.length)?,
+            remote_target(what, remote, remote_offset, len)?,
             remote.rkey,
         );
-        Ok(SendWr {
-            wr_id,
-            sge: Some((sge.addr, sge.length, sge.lkey)),
-            opcode: ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
-            signaled: false,
-            write: Some((target, imm)),
-        })
+        wr.write = Some((target, imm));
+        Ok(wr)
     }
 
     /// Posts `wrs` in order as one chain (one `ibv_post_send`, one doorbell): perftest's
