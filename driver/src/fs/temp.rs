@@ -245,7 +245,7 @@ impl TempFiles {
                             Err(Errno::EXIST) => {}
                             other => return other,
                         }
-                        let reserved = link_fresh(via, file, dir)?;
+                        let reserved = link_fresh(via, file, dir, self.pid)?;
                         rfs::renameat(dir, reserved.as_str(), dir, name).inspect_err(|_| {
                             let _ = rfs::unlinkat(dir, reserved.as_str(), AtFlags::empty());
                         })
@@ -280,7 +280,7 @@ pub(super) fn link_works(via: LinkVia, dir: &OwnedFd) -> bool {
     let Ok(fd) = open_unnamed(dir, Mode::from_raw_mode(0o600)) else {
         return false;
     };
-    match link_fresh(via, &fd, dir) {
+    match link_fresh(via, &fd, dir, std::process::id()) {
         Ok(name) => {
             let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
             true
@@ -300,11 +300,12 @@ fn link(via: LinkVia, file: &impl AsFd, dir: &OwnedFd, name: &str) -> Result<(),
     }
 }
 
-/// Links `file` under a fresh reserved name in `dir`; returns the name.
-fn link_fresh(via: LinkVia, file: &impl AsFd, dir: &OwnedFd) -> Result<String, Errno> {
+/// Links `file` under a fresh reserved name of process `pid` (this one) in `dir`; returns
+/// the name.
+fn link_fresh(via: LinkVia, file: &impl AsFd, dir: &OwnedFd, pid: u32) -> Result<String, Errno> {
     // A name taken by someone else is skipped; a few hundred in a row is not chance.
     for _ in 0..NAME_TRIES {
-        let name = temp_name();
+        let name = temp_name_for(pid);
         match link(via, file, dir, &name) {
             Ok(()) => return Ok(name),
             Err(Errno::EXIST) => continue,
