@@ -46,6 +46,8 @@ mod service;
 mod shards;
 #[path = "softroce/sync.rs"]
 mod sync;
+#[path = "softroce/verbs.rs"]
+mod verbs;
 
 /// Bound on every wait in these tests.
 const T: Duration = Duration::from_secs(60);
