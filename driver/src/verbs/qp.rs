@@ -238,19 +238,6 @@ impl QueuePair {
         Ok(())
     }
 
-    /// Posts a zero-length RDMA WRITE WITH IMM to `remote` (`ibv_post_send` with no scatter
-    /// entry): the peer gets `imm` in a receive completion and no bytes change.
-    pub fn post_imm_only(
-        &self,
-        wr_id: u64,
-        remote: &RemoteBuffer,
-        imm: u32,
-        signaled: bool,
-    ) -> Result<(), Error> {
-        let wr = self.imm_only_wr(wr_id, remote, imm)?;
-        self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
-    }
-
     /// Posts a SEND of `mr[range]` (`ibv_post_send`); the peer needs a posted receive.
     /// Unsignaled sends produce no completion unless they fail.
     pub fn post_send(
@@ -264,23 +251,6 @@ impl QueuePair {
         self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
     }
 
-    /// Posts an RDMA WRITE WITH IMM of `mr[range]` to `remote` at `remote_offset`; the peer
-    /// gets `imm` in a receive completion once the data is in place.
-    #[allow(clippy::too_many_arguments)]
-    pub fn post_write_with_imm(
-        &self,
-        wr_id: u64,
-        mr: &MemoryRegion,
-        range: Range<usize>,
-        remote: &RemoteBuffer,
-        remote_offset: u64,
-        imm: u32,
-        signaled: bool,
-    ) -> Result<(), Error> {
-        let wr = self.write_with_imm_wr(wr_id, mr, range, remote, remote_offset, imm)?;
-        self.post_list(&[wr.signaled(signaled)]).map_err(|(_, e)| e)
-    }
-
     /// A zero-length RDMA WRITE WITH IMM to `remote`, checked and unsignaled, for
     /// [`post_list`](Self::post_list).
     pub fn imm_only_wr(
@@ -289,7 +259,7 @@ impl QueuePair {
         remote: &RemoteBuffer,
         imm: u32,
     ) -> Result<SendWr, Error> {
-        let target = (remote_target("post_imm_only", remote, 0, 0)?, remote.rkey);
+        let target = (remote_target("imm_only_wr", remote, 0, 0)?, remote.rkey);
         Ok(SendWr {
             wr_id,
             sge: None,
@@ -331,7 +301,7 @@ impl QueuePair {
         remote_offset: u64,
         imm: u32,
     ) -> Result<SendWr, Error> {
-        let what = "post_write_with_imm";
+        let what = "write_with_imm_wr";
         let opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
         let mut wr = self.local_wr(what, wr_id, mr, &range, opcode)?;
         let len = wr.sge.map_or(0, |(_, len, _)| len);
