@@ -107,7 +107,6 @@ fn work_name(wr_id: u64) -> (String, bool) {
     }
 }
 
-/// The sender's link over a [`SenderConn`].
 /// Posted work requests whose completion is not known yet, oldest first. The sender signals
 /// only some (every chunk, whose slot waits for it, and the last request of each chain); on
 /// a reliable-connected QP requests complete in order, so a completion also completes every
